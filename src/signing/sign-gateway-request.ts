@@ -1,0 +1,11 @@
+import { createHmac } from "node:crypto";
+import type { SigningParts } from "./signing-parts.js";
+import { stringToSign } from "./string-to-sign.js";
+
+/**
+ * Signs a request as the gateway does: lower-case hex
+ * HMAC-SHA256(secret, stringToSign(parts)), byte-compatible with the Ruby gem.
+ */
+export function signGatewayRequest(secret: string | Uint8Array, parts: SigningParts): string {
+  return createHmac("sha256", secret).update(stringToSign(parts), "utf8").digest("hex");
+}
