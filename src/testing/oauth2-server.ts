@@ -122,7 +122,8 @@ function createProvider(
     ttl: { ClientCredentials: ttl },
     features: {
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
+      // Any registered client may introspect: in a test stack every client is ours.
+      introspection: { enabled: true, allowedPolicy: () => true },
       devInteractions: { enabled: false },
       resourceIndicators: {
         enabled: jwt,
