@@ -1,0 +1,151 @@
+import type { GatewayRejectionReason } from "../signing/index.js";
+import {
+  InvalidOnMissingUserError,
+  InvalidOptionError,
+  InvalidResolveUserError,
+  MissingHmacSecretError,
+} from "./configuration-error.js";
+import type { GatewayIdentity } from "./gateway-identity.js";
+
+/** What `onMissingUser` receives: the gem's keyword arguments, camel-cased. */
+export interface MissingUserDetails {
+  /** The user's subject, `X-User-Id`. */
+  readonly subject: string;
+  readonly email: string | undefined;
+  readonly firstName: string | undefined;
+  readonly lastName: string | undefined;
+  readonly scopes: readonly string[];
+  readonly clientId: string;
+}
+
+/** Where and why a request was refused, for {@link GatewayAuthOptions.onRejection}. */
+export interface GatewayRejectionEvent {
+  readonly reason: GatewayRejectionReason;
+  readonly method: string;
+  /** The raw request-target, as the gateway would have signed it. */
+  readonly fullpath: string;
+}
+
+/** Options of `createGatewayAuth` (SPEC §5). */
+export interface GatewayAuthOptions<User = unknown> {
+  /**
+   * The secret the gateway signs with, or several during a rotation (any of
+   * them verifies). Default: `GATEWAY_HMAC_SECRET` (one value, taken as-is).
+   */
+  readonly hmacSecret?: string | readonly string[];
+  /** The replay window in seconds, either direction. Default 30. */
+  readonly maxSkewSeconds?: number;
+  /**
+   * Put the rejection reason in the response (`invalid_signature`, …) instead
+   * of `Forbidden`. Default: `process.env.NODE_ENV !== "production"`.
+   */
+  readonly exposeRejectionReason?: boolean;
+  /**
+   * Trust the identity headers without any signature: for tests that send
+   * `gatewayHeadersFor(user)`. Never enable it in production.
+   */
+  readonly skipVerification?: boolean;
+  /** Looks up the local user for a verified identity; `undefined`/`null` when there is none. */
+  readonly resolveUser?: (identity: GatewayIdentity) => User | null | undefined | Promise<User | null | undefined>;
+  /** Just-in-time provisioning when `resolveUser` finds nobody; its exceptions propagate. */
+  readonly onMissingUser?: (details: MissingUserDetails) => User | null | undefined | Promise<User | null | undefined>;
+  /**
+   * The largest body accepted, in bytes (default 8 MiB). The body is held
+   * until its signature verifies, so this bounds the memory a caller can pin.
+   */
+  readonly maxBodyBytes?: number;
+  /** Called on every rejection, e.g. to log it. Its exceptions are ignored. */
+  readonly onRejection?: (event: GatewayRejectionEvent) => void;
+  /** The clock, in milliseconds since the epoch (default `Date.now`): for tests. */
+  readonly now?: () => number;
+}
+
+/** {@link GatewayAuthOptions} checked, with every default applied. */
+export interface GatewayAuthConfig<User = unknown> {
+  readonly secrets: readonly string[];
+  readonly maxSkewSeconds: number;
+  readonly exposeRejectionReason: boolean;
+  readonly skipVerification: boolean;
+  readonly resolveUser: GatewayAuthOptions<User>["resolveUser"];
+  readonly onMissingUser: GatewayAuthOptions<User>["onMissingUser"];
+  readonly maxBodyBytes: number;
+  readonly onRejection: GatewayAuthOptions<User>["onRejection"];
+  readonly nowSeconds: () => number;
+}
+
+const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Checks the options and applies the defaults. Throws a
+ * `ConfigurationError` naming the option: configuration problems
+ * surface when the service starts, never on a request.
+ */
+export function resolveGatewayAuthConfig<User>(
+  options: GatewayAuthOptions<User>,
+): GatewayAuthConfig<User> {
+  const { resolveUser, onMissingUser, onRejection, now } = options;
+  if (resolveUser !== undefined && typeof resolveUser !== "function") {
+    throw new InvalidResolveUserError();
+  }
+  if (onMissingUser !== undefined && typeof onMissingUser !== "function") {
+    throw new InvalidOnMissingUserError();
+  }
+  optionalFunction("onRejection", onRejection);
+  optionalFunction("now", now);
+  const clock = now ?? Date.now;
+  return {
+    secrets: secretsOf(options.hmacSecret),
+    maxSkewSeconds: positive("maxSkewSeconds", options.maxSkewSeconds, 30),
+    exposeRejectionReason: optionalBoolean(
+      "exposeRejectionReason",
+      options.exposeRejectionReason,
+      process.env.NODE_ENV !== "production",
+    ),
+    skipVerification: optionalBoolean("skipVerification", options.skipVerification, false),
+    resolveUser,
+    onMissingUser,
+    maxBodyBytes: positiveInteger("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_BODY_BYTES),
+    onRejection,
+    nowSeconds: () => Math.floor(clock() / 1000),
+  };
+}
+
+function secretsOf(option: string | readonly string[] | undefined): string[] {
+  const value = option ?? process.env.GATEWAY_HMAC_SECRET;
+  const list = typeof value === "string" ? [value] : Array.isArray(value) ? [...value] : [];
+  // Never echo the value: it may be the secret, or part of it.
+  if (list.length === 0 || !list.every((s) => typeof s === "string" && s !== "")) {
+    throw new MissingHmacSecretError();
+  }
+  return list;
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    throw new InvalidOptionError(name, `a positive finite number of seconds, got ${String(value)}`);
+  }
+  return value;
+}
+
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidOptionError(name, `a positive integer number of bytes, got ${String(value)}`);
+  }
+  return value;
+}
+
+function optionalBoolean(name: string, value: boolean | undefined, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") {
+    throw new InvalidOptionError(name, "true or false");
+  }
+  return value;
+}
+
+function optionalFunction(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== "function") {
+    throw new InvalidOptionError(name, "a function, or undefined");
+  }
+}

@@ -1,0 +1,77 @@
+import { createContextValues, type ContextValues } from "@connectrpc/connect";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import { bodyWasConsumed } from "./body-was-consumed.js";
+import { setVerifiedIdentity } from "./current-user.js";
+import type { GatewayAuthConfig } from "./gateway-auth-options.js";
+import type { GatewayIdentity } from "./gateway-identity.js";
+import { BODY_ALREADY_READ_MESSAGE, bodyTooLargeMessage, rejectionMessage } from "./gateway-rejection.js";
+import { checkRequestHead } from "./request-check.js";
+import { declaresTooLarge, readVerifiedBody } from "./verified-body.js";
+
+/** A verified plain-Node request: who is calling, and the exact body bytes. */
+export interface VerifiedNodeRequest {
+  /** `undefined` only in `skipVerification` mode without `X-Client-Id`. */
+  readonly identity: GatewayIdentity | undefined;
+  /** The raw body, exactly as received and verified. */
+  readonly body: Buffer;
+  /** For `currentUser(result)`, `requireUser(result)`, `requireScopes(result, …)`. */
+  readonly values: ContextValues;
+}
+
+type NodeRequest = IncomingMessage | Http2ServerRequest;
+type NodeResponse = ServerResponse | Http2ServerResponse;
+
+/**
+ * Verifies a plain Node request (the gem's Rack middleware): checks the
+ * headers before reading anything, then reads the body (at most
+ * `maxBodyBytes`), hashing it as it arrives, and verifies the signature.
+ * Returns the identity and the body; otherwise answers the request itself
+ * (403 `{"message": reason | "Forbidden"}`, 413 when too large) and returns
+ * `undefined`.
+ */
+export async function verifyNodeRequest(
+  config: GatewayAuthConfig,
+  req: NodeRequest,
+  res: NodeResponse,
+  // Express rewrites `url` under a mount point; the raw target is `originalUrl`.
+  requestTarget: string | undefined = req.url,
+): Promise<VerifiedNodeRequest | undefined> {
+  const check = checkRequestHead(config, { method: req.method, url: requestTarget, rawHeaders: req.rawHeaders });
+  if (!check.ok) return refuse(res, 403, rejectionMessage(config, check.reason, check));
+  if (bodyWasConsumed(req)) return refuse(res, 500, BODY_ALREADY_READ_MESSAGE);
+  if (declaresTooLarge(req.headers["content-length"], config.maxBodyBytes)) {
+    return refuse(res, 413, bodyTooLargeMessage(config));
+  }
+  const body = await readVerifiedBody(req, check.verifies, config.maxBodyBytes);
+  if (body.kind === "too_large") return refuse(res, 413, bodyTooLargeMessage(config));
+  if (body.kind === "invalid_signature") {
+    return refuse(res, 403, rejectionMessage(config, "invalid_signature", check));
+  }
+  const bytes = asOneBuffer(body.chunks, body.byteLength);
+  const values = createContextValues();
+  setVerifiedIdentity(values, config, check.identity);
+  return { identity: check.identity, body: bytes, values };
+}
+
+// A single chunk is handed over as is; several are joined once (the chunks
+// are garbage afterwards), as any body reader does.
+function asOneBuffer(chunks: readonly Uint8Array[], byteLength: number): Buffer {
+  const [only] = chunks;
+  if (chunks.length === 1 && only !== undefined) {
+    return Buffer.from(only.buffer, only.byteOffset, only.byteLength);
+  }
+  return Buffer.concat(chunks, byteLength);
+}
+
+function refuse(res: NodeResponse, status: number, message: string): undefined {
+  const payload = JSON.stringify({ message });
+  if (!res.headersSent) {
+    (res as ServerResponse).writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(payload),
+    });
+  }
+  res.end(payload);
+  return undefined;
+}

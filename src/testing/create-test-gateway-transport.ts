@@ -1,0 +1,54 @@
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, createNodeHttpClient, Http2SessionManager } from "@connectrpc/connect-node";
+import { validateReadWriteMaxBytes } from "@connectrpc/connect/protocol";
+import { createTransport as createConnect } from "@connectrpc/connect/protocol-connect";
+import { createTransport as createGrpc } from "@connectrpc/connect/protocol-grpc";
+import { createTransport as createGrpcWeb } from "@connectrpc/connect/protocol-grpc-web";
+import { createGatewaySigningHttpClient, type GatewaySigningOptions } from "./gateway-signing-http-client.js";
+
+/** Options of {@link createTestGatewayTransport}. */
+export interface TestGatewayTransportOptions extends GatewaySigningOptions {
+  /** The service under test, e.g. `http://127.0.0.1:${port}`. */
+  readonly baseUrl: string;
+  /** Default "1.1"; gRPC needs "2". */
+  readonly httpVersion?: "1.1" | "2";
+  /** Default "connect". */
+  readonly protocol?: "connect" | "grpc" | "grpc-web";
+  /** Default true (protobuf binary); false for JSON. */
+  readonly useBinaryFormat?: boolean;
+  /** Connect GET for side-effect-free methods (Connect protocol only). */
+  readonly useHttpGet?: boolean;
+  readonly interceptors?: Interceptor[];
+  /** HTTP/2 only: the connection to use (e.g. to `abort()` it after the test); one per transport by default. */
+  readonly sessionManager?: Http2SessionManager;
+}
+
+const protocols = { connect: createConnect, grpc: createGrpc, "grpc-web": createGrpcWeb };
+
+/**
+ * A Connect transport to a service under test whose requests are signed as
+ * the gateway signs them, so a test exercises the service's real
+ * verification path (`createGatewayAuth` without `skipVerification`).
+ */
+export function createTestGatewayTransport(options: TestGatewayTransportOptions): Transport {
+  const inner =
+    options.httpVersion === "2"
+      ? createNodeHttpClient({ httpVersion: "2", sessionProvider: sessionFor(options) })
+      : createNodeHttpClient({ httpVersion: "1.1" });
+  return protocols[options.protocol ?? "connect"]({
+    httpClient: createGatewaySigningHttpClient(inner, options),
+    baseUrl: options.baseUrl,
+    useBinaryFormat: options.useBinaryFormat ?? true,
+    useHttpGet: options.useHttpGet,
+    interceptors: options.interceptors ?? [],
+    acceptCompression: [compressionGzip, compressionBrotli],
+    sendCompression: null,
+    ...validateReadWriteMaxBytes(undefined, undefined, undefined),
+  });
+}
+
+// One HTTP/2 connection per transport, opened on first use.
+function sessionFor(options: TestGatewayTransportOptions): () => Http2SessionManager {
+  let manager = options.sessionManager;
+  return () => (manager ??= new Http2SessionManager(options.baseUrl));
+}

@@ -1,0 +1,11 @@
+// connect-gateway/testing: helpers for testing a service behind the gateway
+// (SPEC §6). Test-only: never import it from production code.
+export { gatewayHeadersFor, type GatewayTestUser } from "./gateway-headers-for.js";
+export {
+  createGatewaySigningHttpClient,
+  type GatewaySigningOptions,
+} from "./gateway-signing-http-client.js";
+export {
+  createTestGatewayTransport,
+  type TestGatewayTransportOptions,
+} from "./create-test-gateway-transport.js";

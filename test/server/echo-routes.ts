@@ -1,0 +1,71 @@
+import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { CallerSchema, EchoService, type Caller } from "../../gen/example/v1/example_pb.js";
+import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
+import { gatewayIdentity } from "../../src/server/index.js";
+
+/** What the handlers observed, so tests can prove a handler never ran. */
+export interface Observed {
+  /** Request messages handed to any handler. */
+  messages: number;
+  /** Handler invocations. */
+  calls: number;
+}
+
+function callerOf(ctx: HandlerContext): Caller {
+  const id = ctx.values.get(gatewayIdentity);
+  return create(CallerSchema, {
+    clientId: id?.clientId ?? "",
+    userId: id?.userId ?? "",
+    email: id?.email ?? "",
+    scopes: [...(id?.scopes ?? [])],
+    isServiceRequest: id?.isServiceRequest ?? false,
+  });
+}
+
+/**
+ * EchoService with `Echo` marked side-effect free so that Connect GET is
+ * served for it (the example proto leaves the idempotency level unset).
+ */
+const gettableEcho = {
+  ...EchoService.method.echo,
+  idempotency: MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS,
+};
+export const GettableEchoService = {
+  ...EchoService,
+  methods: EchoService.methods.map((m) => (m === EchoService.method.echo ? gettableEcho : m)),
+  method: { ...EchoService.method, echo: gettableEcho },
+} as typeof EchoService;
+
+/** The example EchoService; every answer carries the identity the handler saw. */
+export function echoRoutes(observed: Observed) {
+  return (router: ConnectRouter) =>
+    router.service(GettableEchoService, {
+      echo(req, ctx) {
+        observed.calls++;
+        observed.messages++;
+        return { text: req.text, caller: callerOf(ctx) };
+      },
+      async *echoStream(req, ctx) {
+        observed.calls++;
+        observed.messages++;
+        for (let i = 0; i < req.repeat; i++) yield { text: req.text, caller: callerOf(ctx) };
+      },
+      async collect(reqs, ctx) {
+        observed.calls++;
+        let text = "";
+        for await (const r of reqs) {
+          observed.messages++;
+          text += r.text;
+        }
+        return { text, caller: callerOf(ctx) };
+      },
+      async *chat(reqs, ctx) {
+        observed.calls++;
+        for await (const r of reqs) {
+          observed.messages++;
+          yield { text: r.text, caller: callerOf(ctx) };
+        }
+      },
+    });
+}
