@@ -10,6 +10,8 @@ export interface Observed {
   messages: number;
   /** Handler invocations. */
   calls: number;
+  /** The HTTP method of the last unary call. */
+  lastMethod?: string;
 }
 
 function callerOf(ctx: HandlerContext): Caller {
@@ -43,6 +45,7 @@ export function echoRoutes(observed: Observed) {
     router.service(GettableEchoService, {
       echo(req, ctx) {
         observed.calls++;
+        observed.lastMethod = ctx.requestMethod;
         observed.messages++;
         return { text: req.text, caller: callerOf(ctx) };
       },

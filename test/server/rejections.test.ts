@@ -1,0 +1,248 @@
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { connect as tcpConnect } from "node:net";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createGatewayAuth, type GatewayRejectionEvent } from "../../src/server/index.js";
+import { checkGatewayHeaders } from "../../src/signing/index.js";
+import { echoRoutes, type Observed } from "./echo-routes.js";
+import { rawRequest } from "./raw-request.js";
+import { signedHeaders } from "./signed-headers.js";
+import { startServer, type RunningServer } from "./servers.js";
+
+const SECRET = "rejections-secret-\u00e9-9f8e7d";
+const ECHO = "/example.v1.EchoService/Echo";
+const body = Buffer.from(JSON.stringify({ text: "hello" }));
+const json: [string, string] = ["content-type", "application/json"];
+
+const events: GatewayRejectionEvent[] = [];
+const observed: Observed = { calls: 0, messages: 0 };
+const servers: RunningServer[] = [];
+let connect: RunningServer;
+let plain: RunningServer;
+let production: RunningServer;
+
+beforeAll(async () => {
+  const options = { hmacSecret: SECRET, exposeRejectionReason: true, onRejection: (e: GatewayRejectionEvent) => void events.push(e) };
+  const auth = createGatewayAuth(options);
+  connect = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })));
+  plain = await startServer(async (req, res) => {
+    const verified = await auth.verifyNodeRequest(req, res);
+    if (verified) res.end("ok");
+  });
+  const prod = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: false });
+  production = await startServer(connectNodeAdapter(prod.connectOptions({ routes: echoRoutes(observed) })));
+  servers.push(connect, plain, production);
+});
+afterAll(async () => {
+  for (const s of servers) await s.close();
+});
+afterEach(() => {
+  events.length = 0;
+});
+
+function post(server: RunningServer, headers: [string, string][], payload: Buffer = body, path = ECHO) {
+  return rawRequest(server.port, { method: "POST", path, headers: [json, ...headers], body: payload });
+}
+
+const valid = () => signedHeaders(SECRET, { method: "POST", path: ECHO, body });
+const without = (name: string) => valid().filter(([n]) => n !== name);
+const replacing = (name: string, value: string) => valid().map(([n, v]): [string, string] => (n === name ? [n, value] : [n, v]));
+
+async function expectRejected(headers: [string, string][], reason: string, payload?: Buffer) {
+  const calls = observed.calls;
+  const viaConnect = await post(connect, headers, payload);
+  expect(viaConnect.status).toBe(403);
+  expect(JSON.parse(viaConnect.body)).toEqual({ code: "permission_denied", message: reason });
+  const viaNode = await post(plain, headers, payload);
+  expect(viaNode.status).toBe(403);
+  expect(JSON.parse(viaNode.body)).toEqual({ message: reason });
+  expect(observed.calls).toBe(calls);
+  expect(events.map((e) => e.reason)).toEqual([reason, reason]);
+  expect(events[0]).toEqual({ reason, method: "POST", fullpath: ECHO });
+}
+
+describe("rejection reasons (Connect: PermissionDenied / HTTP 403; plain Node: 403 JSON)", () => {
+  it("accepts the honest request on both servers", async () => {
+    expect((await post(connect, valid())).status).toBe(200);
+    expect((await post(plain, valid())).status).toBe(200);
+  });
+
+  for (const name of ["x-gateway-timestamp", "x-gateway-signature", "x-client-id"]) {
+    it(`missing_gateway_headers without ${name}`, () => expectRejected(without(name), "missing_gateway_headers"));
+  }
+
+  it("missing_gateway_headers when a required header is empty", () =>
+    expectRejected(replacing("x-client-id", ""), "missing_gateway_headers"));
+
+  it("timestamp_out_of_window, 31 s in the past and 31 s in the future", async () => {
+    const now = Date.now() / 1000;
+    for (const skew of [-31, 31]) {
+      await expectRejected(signedHeaders(SECRET, { method: "POST", path: ECHO, body }, undefined, now + skew), "timestamp_out_of_window");
+      events.length = 0;
+    }
+  });
+
+  it("invalid_signature when the body, the path or the identity changed", async () => {
+    await expectRejected(valid(), "invalid_signature", Buffer.from(JSON.stringify({ text: "hellO" })));
+    events.length = 0;
+    await expectRejected(replacing("x-user-id", "sub-43"), "invalid_signature");
+  });
+
+  it("invalid_signature for an upper-case, short or non-hex signature", async () => {
+    const signature = valid().find(([n]) => n === "x-gateway-signature")?.[1] as string;
+    for (const bad of [signature.toUpperCase(), signature.slice(0, 63), `${signature}0`, "z".repeat(64)]) {
+      await expectRejected(replacing("x-gateway-signature", bad), "invalid_signature");
+      events.length = 0;
+    }
+  });
+
+  it("malformed_gateway_headers for a non-digit timestamp", async () => {
+    const ts = valid().find(([n]) => n === "x-gateway-timestamp")?.[1] as string;
+    for (const bad of [`${ts}.0`, `+${ts}`, "1e9", "0x10"]) {
+      await expectRejected(replacing("x-gateway-timestamp", bad), "malformed_gateway_headers");
+      events.length = 0;
+    }
+  });
+
+  it("malformed_gateway_headers for a '|' inside the client id or user id", async () => {
+    for (const identity of [{ clientId: "web|app" }, { clientId: "web", userId: "sub|42" }]) {
+      // The honest signer refuses such ids, so forge the headers by hand.
+      const headers = valid().map(([n, v]): [string, string] => {
+        if (n === "x-client-id") return [n, identity.clientId];
+        if (n === "x-user-id") return [n, identity.userId ?? v];
+        return [n, v];
+      });
+      await expectRejected(headers, "malformed_gateway_headers");
+      events.length = 0;
+    }
+  });
+
+  it.each(["X-Gateway-Signature", "X-Gateway-Timestamp", "X-Client-Id", "X-User-Id", "X-User-Scopes", "X-User-Email"])(
+    "malformed_gateway_headers when %s is repeated (even with the same value)",
+    async (name) => {
+      const headers = valid();
+      const existing = headers.find(([n]) => n === name.toLowerCase());
+      headers.push([name, existing?.[1] ?? "admin"]);
+      await expectRejected(headers, "malformed_gateway_headers");
+    },
+  );
+
+  it("CR, LF and NUL inside ids never reach a handler: Node refuses them on the wire, the check refuses them anyway", async () => {
+    for (const bad of ["a\r", "a\n", "a\u0000"]) {
+      const res = await rawSocket(connect.port, `POST ${ECHO} HTTP/1.1\r\nHost: x\r\nX-Client-Id: ${bad}\r\nContent-Length: 0\r\n\r\n`);
+      expect(res.startsWith("HTTP/1.1 400")).toBe(true);
+      const raw = ["x-gateway-timestamp", "1700000000", "x-gateway-signature", "0".repeat(64), "x-client-id", "web", "x-user-id", `sub${bad}`];
+      expect(checkGatewayHeaders(raw, { nowSeconds: 1700000000, maxSkewSeconds: 30 })).toEqual({ ok: false, reason: "malformed_gateway_headers" });
+    }
+  });
+});
+
+describe("messages in production", () => {
+  it("says Forbidden instead of the reason, with the same code", async () => {
+    for (const headers of [without("x-client-id"), replacing("x-gateway-signature", "0".repeat(64))]) {
+      const res = await post(production, headers);
+      expect(res.status).toBe(403);
+      expect(JSON.parse(res.body)).toEqual({ code: "permission_denied", message: "Forbidden" });
+    }
+  });
+
+  it("defaults from NODE_ENV: Forbidden when production, the reason otherwise", async () => {
+    const before = process.env.NODE_ENV;
+    try {
+      process.env.NODE_ENV = "production";
+      const prod = createGatewayAuth({ hmacSecret: SECRET });
+      process.env.NODE_ENV = "test";
+      const dev = createGatewayAuth({ hmacSecret: SECRET });
+      const a = await startServer(async (req, res) => void (await prod.verifyNodeRequest(req, res)));
+      const b = await startServer(async (req, res) => void (await dev.verifyNodeRequest(req, res)));
+      servers.push(a, b);
+      expect(JSON.parse((await post(a, without("x-client-id"))).body)).toEqual({ message: "Forbidden" });
+      expect(JSON.parse((await post(b, without("x-client-id"))).body)).toEqual({ message: "missing_gateway_headers" });
+    } finally {
+      process.env.NODE_ENV = before;
+    }
+  });
+});
+
+describe("configuration of the window and the secrets", () => {
+  it("maxSkewSeconds is configurable, both directions", async () => {
+    const auth = createGatewayAuth({ hmacSecret: SECRET, maxSkewSeconds: 5, exposeRejectionReason: true });
+    const server = await startServer(async (req, res) => {
+      if (await auth.verifyNodeRequest(req, res)) res.end("ok");
+    });
+    servers.push(server);
+    const now = Math.floor(Date.now() / 1000);
+    const at = (skew: number) => post(server, signedHeaders(SECRET, { method: "POST", path: ECHO, body }, undefined, now + skew));
+    expect((await at(-4)).status).toBe(200);
+    expect((await at(4)).status).toBe(200);
+    expect(JSON.parse((await at(-7)).body)).toEqual({ message: "timestamp_out_of_window" });
+    expect(JSON.parse((await at(7)).body)).toEqual({ message: "timestamp_out_of_window" });
+  });
+
+  it("rotation: requests signed with either of two secrets verify, a third does not", async () => {
+    const auth = createGatewayAuth({ hmacSecret: ["new-secret", "old-secret"], exposeRejectionReason: true });
+    const server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })));
+    servers.push(server);
+    const signedWith = (s: string) => post(server, signedHeaders(s, { method: "POST", path: ECHO, body }));
+    expect((await signedWith("new-secret")).status).toBe(200);
+    expect((await signedWith("old-secret")).status).toBe(200);
+    expect((await signedWith("other-secret")).status).toBe(403);
+  });
+
+  it("an onRejection hook that throws does not change the answer", async () => {
+    const auth = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true, onRejection: () => { throw new Error("log sink down"); } });
+    const server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })));
+    servers.push(server);
+    const res = await post(server, without("x-client-id"));
+    expect(res.status).toBe(403);
+    expect(JSON.parse(res.body)).toEqual({ code: "permission_denied", message: "missing_gateway_headers" });
+  });
+});
+
+describe("rejected before the body is read", () => {
+  // The request announces 1 MB but sends 5 bytes and never the rest: an
+  // answer can only come from a server that did not wait for the body.
+  const unfinished = (headers: string) =>
+    `POST ${ECHO} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n${headers}\r\n{"tex`;
+
+  for (const [name, server] of [["connectNodeAdapter", () => connect], ["verifyNodeRequest", () => plain]] as const) {
+    it(`${name}: missing headers get their 403 while the body is still unsent`, async () => {
+      const res = await rawSocket(server().port, unfinished(""));
+      expect(res).toMatch(/^HTTP\/1.1 403/);
+      expect(res).toContain("missing_gateway_headers");
+    });
+
+    it(`${name}: an out-of-window timestamp gets its 403 while the body is still unsent`, async () => {
+      const headers = signedHeaders(SECRET, { method: "POST", path: ECHO, body }, undefined, Date.now() / 1000 - 3600);
+      const res = await rawSocket(server().port, unfinished(headers.map(([n, v]) => `${n}: ${v}\r\n`).join("")));
+      expect(res).toMatch(/^HTTP\/1.1 403/);
+      expect(res).toContain("timestamp_out_of_window");
+    });
+  }
+});
+
+/** Writes `text` on a raw TCP connection and returns what arrives until the answer's body is complete. */
+function rawSocket(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect(port, "127.0.0.1", () => socket.write(text));
+    let received = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer; received so far: ${JSON.stringify(received)}`));
+    }, 5000);
+    socket.on("data", (d: Buffer) => {
+      received += d.toString("latin1");
+      const head = received.indexOf("\r\n\r\n");
+      const length = /content-length: (\d+)/i.exec(received)?.[1];
+      if (head !== -1 && length !== undefined && received.length >= head + 4 + Number(length)) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(received);
+      }
+    });
+    socket.on("end", () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+    socket.on("error", reject);
+  });
+}
