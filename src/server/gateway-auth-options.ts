@@ -123,7 +123,7 @@ function secretsOf(option: string | readonly string[] | undefined): string[] {
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new InvalidOptionError(name, `a positive finite number of seconds, got ${String(value)}`);
+    throw new InvalidOptionError(name, `a positive finite number of seconds, got ${described(value)}`);
   }
   return value;
 }
@@ -131,7 +131,7 @@ function positive(name: string, value: number | undefined, fallback: number): nu
 function positiveInteger(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(name, `a positive integer number of bytes, got ${String(value)}`);
+    throw new InvalidOptionError(name, `a positive integer number of bytes, got ${described(value)}`);
   }
   return value;
 }
@@ -148,4 +148,10 @@ function optionalFunction(name: string, value: unknown): void {
   if (value !== undefined && typeof value !== "function") {
     throw new InvalidOptionError(name, "a function, or undefined");
   }
+}
+
+// Numbers are shown; anything else only by type, since a misplaced value may
+// be the secret itself.
+function described(value: unknown): string {
+  return typeof value === "number" ? String(value) : `a ${typeof value}`;
 }

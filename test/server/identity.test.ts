@@ -1,0 +1,192 @@
+import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  createGatewayAuth,
+  currentUser,
+  gatewayIdentity,
+  isServiceRequest,
+  requireScopes,
+  requireUser,
+  type GatewayAuthOptions,
+  type GatewayIdentity,
+  type MissingUserDetails,
+} from "../../src/server/index.js";
+import { createTestGatewayTransport } from "../../src/testing/index.js";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import type { IdentityHeaderValues } from "../../src/signing/index.js";
+import { startServer, type RunningServer } from "./servers.js";
+
+interface User {
+  readonly id: number;
+  readonly subject: string;
+}
+
+const hmacSecret = "identity-secret";
+const servers: RunningServer[] = [];
+afterAll(async () => {
+  for (const s of servers) await s.close();
+});
+
+/**
+ * A server whose Echo handler runs `body(ctx)` and answers with its JSON
+ * result in `text` (or the error's code and message).
+ */
+async function serve(options: Omit<GatewayAuthOptions<User>, "hmacSecret">, body: (ctx: HandlerContext) => Promise<unknown>) {
+  const auth = createGatewayAuth<User>({ hmacSecret, exposeRejectionReason: true, ...options });
+  const server = await startServer(
+    connectNodeAdapter(
+      auth.connectOptions({
+        routes: (router) =>
+          router.service(EchoService, {
+            async echo(_req, ctx) {
+              return { text: JSON.stringify((await body(ctx)) ?? null) };
+            },
+            async *echoStream(req, ctx) {
+              // The identity is there when the stream starts.
+              for (let i = 0; i < req.repeat; i++) yield { text: JSON.stringify(ctx.values.get(gatewayIdentity)) };
+            },
+          }),
+      }),
+    ),
+  );
+  servers.push(server);
+  return (identity: IdentityHeaderValues) =>
+    createClient(EchoService, createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret, identity }));
+}
+
+const ada: IdentityHeaderValues = {
+  clientId: "web-app",
+  userId: "sub-42",
+  email: "ada@example.com",
+  firstName: "Ada",
+  lastName: "Lovelace",
+  scopes: ["read", "write"],
+};
+const billing: IdentityHeaderValues = { clientId: "billing-service" };
+
+describe("gatewayIdentity", () => {
+  it("holds every identity field of a user call", async () => {
+    const client = await serve({}, async (ctx) => ctx.values.get(gatewayIdentity));
+    const seen = JSON.parse((await client(ada).echo({})).text) as GatewayIdentity;
+    expect(seen).toEqual({ ...ada, isServiceRequest: false });
+  });
+
+  it("marks a service call: client id, no user id, no scopes", async () => {
+    const client = await serve({}, async (ctx) => ({ id: ctx.values.get(gatewayIdentity), service: isServiceRequest(ctx) }));
+    expect(JSON.parse((await client(billing).echo({})).text)).toEqual({
+      id: { clientId: "billing-service", scopes: [], isServiceRequest: true },
+      service: true,
+    });
+  });
+
+  it("is set when a server stream starts", async () => {
+    const client = await serve({}, async () => null);
+    const texts: string[] = [];
+    for await (const r of client(ada).echoStream({ repeat: 2 })) texts.push(r.text);
+    expect(texts.map((t) => JSON.parse(t) as GatewayIdentity)).toEqual([
+      { ...ada, isServiceRequest: false },
+      { ...ada, isServiceRequest: false },
+    ]);
+  });
+
+  it("is frozen: a handler cannot rewrite who called", async () => {
+    const client = await serve({}, async (ctx) => Object.isFrozen(ctx.values.get(gatewayIdentity)));
+    expect((await client(ada).echo({})).text).toBe("true");
+  });
+});
+
+describe("currentUser", () => {
+  it("calls resolveUser once per request, even for concurrent calls, and memoises the user", async () => {
+    const lookups: GatewayIdentity[] = [];
+    const client = await serve(
+      {
+        resolveUser: async (identity) => {
+          lookups.push(identity);
+          await new Promise((r) => setTimeout(r, 5));
+          return { id: 1, subject: identity.userId ?? "" };
+        },
+      },
+      async (ctx) => {
+        const [a, b] = await Promise.all([currentUser<User>(ctx), currentUser<User>(ctx)]);
+        const c = await currentUser<User>(ctx);
+        return { same: a === b && b === c, user: a };
+      },
+    );
+    expect(JSON.parse((await client(ada).echo({})).text)).toEqual({ same: true, user: { id: 1, subject: "sub-42" } });
+    expect(lookups).toHaveLength(1);
+    expect(lookups[0]).toMatchObject({ userId: "sub-42", clientId: "web-app" });
+    // A second request resolves again: the memo is per request.
+    await client(ada).echo({});
+    expect(lookups).toHaveLength(2);
+  });
+
+  it("falls back to onMissingUser with the exact details, and uses its result", async () => {
+    const details: MissingUserDetails[] = [];
+    const client = await serve(
+      {
+        resolveUser: () => null,
+        onMissingUser: (d) => {
+          details.push(d);
+          return { id: 7, subject: d.subject };
+        },
+      },
+      async (ctx) => requireUser<User>(ctx),
+    );
+    expect(JSON.parse((await client(ada).echo({})).text)).toEqual({ id: 7, subject: "sub-42" });
+    expect(details).toEqual([
+      { subject: "sub-42", email: "ada@example.com", firstName: "Ada", lastName: "Lovelace", scopes: ["read", "write"], clientId: "web-app" },
+    ]);
+  });
+
+  it("lets onMissingUser's exception propagate to the handler", async () => {
+    const client = await serve(
+      {
+        resolveUser: () => undefined,
+        onMissingUser: () => {
+          throw new ConnectError("provisioning failed", Code.FailedPrecondition);
+        },
+      },
+      async (ctx) => currentUser(ctx),
+    );
+    await expect(client(ada).echo({})).rejects.toMatchObject({ code: Code.FailedPrecondition, rawMessage: "provisioning failed" });
+  });
+
+  it("never calls resolveUser or onMissingUser for a service call", async () => {
+    let called = 0;
+    const client = await serve(
+      { resolveUser: () => (called++, { id: 1, subject: "x" }), onMissingUser: () => (called++, { id: 2, subject: "y" }) },
+      async (ctx) => ({ user: (await currentUser(ctx)) ?? "none" }),
+    );
+    expect(JSON.parse((await client(billing).echo({})).text)).toEqual({ user: "none" });
+    expect(called).toBe(0);
+  });
+
+  it("is undefined when neither hook finds anyone", async () => {
+    const client = await serve({ resolveUser: () => null, onMissingUser: () => null }, async (ctx) => ({ user: (await currentUser(ctx)) ?? "none" }));
+    expect(JSON.parse((await client(ada).echo({})).text)).toEqual({ user: "none" });
+  });
+});
+
+describe("requireUser and requireScopes", () => {
+  it("requireUser: Unauthenticated for a service call and for an unknown user", async () => {
+    const client = await serve({ resolveUser: (id) => (id.userId === "sub-42" ? { id: 1, subject: "sub-42" } : null) }, async (ctx) => requireUser(ctx));
+    await expect(client(billing).echo({})).rejects.toMatchObject({ code: Code.Unauthenticated });
+    await expect(client({ ...ada, userId: "sub-99" }).echo({})).rejects.toMatchObject({ code: Code.Unauthenticated });
+    expect(JSON.parse((await client(ada).echo({})).text)).toEqual({ id: 1, subject: "sub-42" });
+  });
+
+  it("requireScopes: PermissionDenied naming the missing scopes; the identity when all are granted", async () => {
+    const client = await serve({}, async (ctx) => requireScopes(ctx, "read", "admin", "billing"));
+    await expect(client(ada).echo({})).rejects.toMatchObject({ code: Code.PermissionDenied, rawMessage: "missing scopes: admin billing" });
+    const ok = await serve({}, async (ctx) => requireScopes(ctx, "read", "write").userId);
+    expect((await ok(ada).echo({})).text).toBe('"sub-42"');
+  });
+
+  it("currentUser outside a verified request is a clear Internal error", async () => {
+    const err = await currentUser({ values: (await import("@connectrpc/connect")).createContextValues() }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConnectError);
+    expect((err as ConnectError).code).toBe(Code.Internal);
+    expect((err as ConnectError).rawMessage).toContain("createGatewayAuth");
+  });
+});
