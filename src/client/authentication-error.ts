@@ -1,0 +1,35 @@
+import { Code } from "@connectrpc/connect";
+import { GatewayError } from "./gateway-error.js";
+
+/** What the token endpoint said, when it said something (RFC 6749 §5.2). */
+export interface OAuth2ErrorDetails {
+  /** HTTP status of the token endpoint's answer, when there was one. */
+  readonly status?: number;
+  /** The OAuth2 `error` code, e.g. `invalid_client`. */
+  readonly oauthError?: string;
+  /** The OAuth2 `error_description`, when the server sent one. */
+  readonly oauthErrorDescription?: string;
+}
+
+/**
+ * The service token could not be obtained: the token endpoint was
+ * unreachable, refused the credentials, failed, or answered something that is
+ * not a valid token response. Code `Unauthenticated`. Retrying the same call
+ * will not help until the cause (credentials, OAuth2 server) is fixed; the
+ * next call does try the token endpoint again.
+ */
+export class AuthenticationError extends GatewayError {
+  /** HTTP status of the token endpoint's answer, if it answered. */
+  readonly status: number | undefined;
+  /** The OAuth2 `error` code, if the token endpoint sent one. */
+  readonly oauthError: string | undefined;
+  /** The OAuth2 `error_description`, if the token endpoint sent one. */
+  readonly oauthErrorDescription: string | undefined;
+
+  constructor(message: string, details: OAuth2ErrorDetails = {}, options?: { cause?: unknown }) {
+    super(message, Code.Unauthenticated, options);
+    this.status = details.status;
+    this.oauthError = details.oauthError;
+    this.oauthErrorDescription = details.oauthErrorDescription;
+  }
+}

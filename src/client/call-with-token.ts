@@ -1,0 +1,56 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { AuthenticationError } from "./authentication-error.js";
+import { SessionTokenExpiredError } from "./session-token-expired-error.js";
+import type { TokenManager } from "./token-manager.js";
+
+/** How {@link callWithToken} runs one call. */
+export interface TokenCall<T> {
+  /** An end-user token: sent as is, never cached, refreshed or retried. */
+  readonly userToken: string | undefined;
+  /** Sends the call with this `Authorization` header value. */
+  readonly attempt: (authorization: string) => Promise<T>;
+  /** Whether the call can be sent twice (unary, body in memory). */
+  readonly replayable: boolean;
+  /** The caller's cancellation, honoured while waiting for a token. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * Runs a call with the right bearer token — the transport's and the REST
+ * client's single implementation of SPEC §3's rules: the user token when
+ * there is one, else the service token; a `401` (code `Unauthenticated`)
+ * answered to the service token invalidates it and, when the call is
+ * replayable, retries once with a fresh token. Never more than one retry.
+ */
+export async function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
+  if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
+  const token = await abortable(tokens.getToken(), call.signal);
+  try {
+    return await call.attempt(`Bearer ${token}`);
+  } catch (error) {
+    if (!isUnauthorizedAnswer(error)) throw error;
+    tokens.invalidate(token);
+    if (!call.replayable) throw error;
+    return call.attempt(`Bearer ${await abortable(tokens.getToken(), call.signal)}`);
+  }
+}
+
+// A 401 from the gateway or backend — not our own token failures, which share the code.
+function isUnauthorizedAnswer(error: unknown): boolean {
+  return (
+    error instanceof ConnectError &&
+    error.code === Code.Unauthenticated &&
+    !(error instanceof AuthenticationError) &&
+    !(error instanceof SessionTokenExpiredError)
+  );
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason, Code.Canceled));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(ConnectError.from(signal.reason, Code.Canceled));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

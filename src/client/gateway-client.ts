@@ -1,0 +1,160 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { ConnectError } from "@connectrpc/connect";
+import { checkServiceName } from "./backend-service.js";
+import { currentCallScope } from "./call-scope.js";
+import { callWithToken } from "./call-with-token.js";
+import { ConfigurationError } from "./configuration-error.js";
+import { connectionErrorFrom } from "./connection-error.js";
+import { GatewayResponseError } from "./gateway-response-error.js";
+import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from "./gateway-options.js";
+import { sendHttpRequest, type HttpResponse } from "./http-request.js";
+import { resolveBackendService } from "./resolve-backend-service.js";
+import { createTokenManager, type TokenManager } from "./token-manager.js";
+import { checkUserToken } from "./user-token.js";
+
+/** A query-string value; arrays repeat the key (`?id=1&id=2`). */
+export type QueryValue = string | number | boolean;
+
+/** Options of one REST call. */
+export interface GatewayRequestOptions {
+  /** Backend service: the path goes to `/backend/<service><path>`. Wins over `withService`. */
+  readonly service?: string;
+  /** End-user token to send instead of the service token. Wins over `withUserToken`. */
+  readonly userToken?: string;
+  /** Query parameters, form-encoded; `undefined` values are left out. */
+  readonly query?: Readonly<Record<string, QueryValue | readonly QueryValue[] | undefined>>;
+  /** Request body, sent as JSON. */
+  readonly body?: unknown;
+  /** Extra request headers. `authorization` is always the client's own. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Deadline of this call; default the client's `timeoutMs`. */
+  readonly timeoutMs?: number;
+  /** Cancels the call. */
+  readonly signal?: AbortSignal;
+}
+
+/** A REST JSON client for non-Connect (e.g. Rails) backends behind the gateway. */
+export interface GatewayClient {
+  /** `GET <path>`; resolves to the parsed JSON answer (object or array; `undefined` when empty). */
+  get<T = unknown>(path: string, options?: GatewayRequestOptions): Promise<T>;
+  /** `POST <path>` with `options.body` as JSON. */
+  post<T = unknown>(path: string, options?: GatewayRequestOptions): Promise<T>;
+  /** `PUT <path>` with `options.body` as JSON. */
+  put<T = unknown>(path: string, options?: GatewayRequestOptions): Promise<T>;
+  /** `PATCH <path>` with `options.body` as JSON. */
+  patch<T = unknown>(path: string, options?: GatewayRequestOptions): Promise<T>;
+  /** `DELETE <path>`. */
+  delete<T = unknown>(path: string, options?: GatewayRequestOptions): Promise<T>;
+}
+
+/**
+ * The REST counterpart of `createGatewayTransport` (seed `000_…`'s Ruby
+ * client, in TypeScript): same options, token rules, routing (per-call
+ * `service` > `withService` > `defaultService` > path unchanged), 401 retry
+ * and errors. An HTTP error status rejects with a {@link GatewayResponseError}.
+ */
+export function createGatewayClient(options: GatewayOptions = {}): GatewayClient {
+  const resolved = resolveGatewayOptions(options);
+  const tokens = createTokenManager(resolved);
+  const send =
+    (method: string) =>
+    <T,>(path: string, call?: GatewayRequestOptions) =>
+      request<T>(resolved, tokens, method, path, call ?? {});
+  return { get: send("GET"), post: send("POST"), put: send("PUT"), patch: send("PATCH"), delete: send("DELETE") };
+}
+
+async function request<T>(
+  resolved: ResolvedGatewayOptions,
+  tokens: TokenManager,
+  method: string,
+  path: string,
+  call: GatewayRequestOptions,
+): Promise<T> {
+  // Everything is checked before any I/O.
+  const target = targetPath(resolved, path, call);
+  const userToken = call.userToken === undefined ? currentCallScope()?.userToken : checkUserToken(call.userToken);
+  const body = call.body === undefined ? undefined : JSON.stringify(call.body);
+  const headers = { accept: "application/json", ...call.headers, ...(body !== undefined && { "content-type": "application/json" }) };
+  const describe = `${method} ${target.split("?")[0]}`;
+  try {
+    return await callWithToken(tokens, {
+      userToken,
+      replayable: true,
+      signal: call.signal,
+      attempt: async (authorization) =>
+        parseAnswer<T>(
+          describe,
+          await sendHttpRequest({
+            method,
+            origin: resolved.gatewayOrigin,
+            path: target,
+            headers: { ...headers, authorization },
+            ...(body !== undefined && { body }),
+            agent: resolved.agent,
+            timeoutMs: call.timeoutMs ?? resolved.timeoutMs,
+            signal: call.signal,
+            maxResponseBytes: 64 * 1024 * 1024,
+          }),
+        ),
+    });
+  } catch (reason) {
+    throw connectionErrorFrom(reason, `the gateway ${resolved.gatewayUrl}`) ?? asCallError(reason);
+  }
+}
+
+function targetPath(resolved: ResolvedGatewayOptions, path: string, call: GatewayRequestOptions): string {
+  if (typeof path !== "string" || !/^\/(?!\/)[^#\s]*$/.test(path)) {
+    throw new ConfigurationError("path", 'must start with a single "/" and contain no "#" or whitespace, e.g. "/api/v1/valuations".');
+  }
+  const service = resolveBackendService(
+    call.service === undefined ? undefined : checkServiceName(call.service),
+    undefined,
+    resolved.defaultService,
+  );
+  const prefix = `${resolved.gatewayUrl.slice(resolved.gatewayOrigin.origin.length)}${service === undefined ? "" : `/backend/${service}`}`;
+  const query = queryString(call.query);
+  return `${prefix}${path}${query === "" ? "" : `${path.includes("?") ? "&" : "?"}${query}`}`;
+}
+
+function queryString(query: GatewayRequestOptions["query"]): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query ?? {})) {
+    for (const item of Array.isArray(value) ? value : value === undefined ? [] : [value]) params.append(key, String(item));
+  }
+  return params.toString();
+}
+
+function parseAnswer<T>(describe: string, response: HttpResponse): T {
+  const text = response.body.toString("utf8");
+  let json: unknown;
+  let isJson = text.trim() !== "";
+  if (isJson) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      isJson = false;
+    }
+  }
+  const ok = response.status >= 200 && response.status <= 299;
+  if (ok && (isJson || text.trim() === "")) return json as T;
+  const summary = ok ? "a body that is not JSON" : isJson ? JSON.stringify(json).slice(0, 200) : "";
+  throw new GatewayResponseError(
+    `${describe} answered HTTP ${response.status}${summary === "" ? "" : `: ${summary}`}`,
+    response.status,
+    isJson ? json : text,
+    toHeaders(response.headers),
+  );
+}
+
+function toHeaders(incoming: IncomingHttpHeaders): Headers {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(incoming)) {
+    for (const item of Array.isArray(value) ? value : value === undefined ? [] : [value]) headers.append(name, item);
+  }
+  return headers;
+}
+
+// A caller's abort arrives as its signal's reason: present it the Connect way (code Canceled).
+function asCallError(reason: unknown): unknown {
+  return reason instanceof ConfigurationError ? reason : ConnectError.from(reason);
+}

@@ -1,0 +1,80 @@
+import * as http from "node:http";
+import * as https from "node:https";
+
+/** One HTTP/1.1 request made by the client itself (token endpoint, REST calls). */
+export interface HttpRequestInit {
+  readonly method: string;
+  /** Absolute http(s) URL; `path` is sent exactly as given (nothing normalised). */
+  readonly origin: URL;
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body?: string;
+  /** The caller's agent, so these requests share its connection pool (and TLS settings). */
+  readonly agent?: http.Agent | undefined;
+  readonly timeoutMs: number;
+  readonly signal?: AbortSignal | undefined;
+  /** Answers larger than this are refused, so a misbehaving server cannot exhaust memory. */
+  readonly maxResponseBytes: number;
+}
+
+/** The answer to an {@link HttpRequestInit}, body fully read. */
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/**
+ * Sends one request with node:http / node:https and reads the whole answer.
+ * Rejects with the Node.js error when the peer cannot be reached, with an
+ * error named `TimeoutError` after `timeoutMs`, or with `signal.reason` when
+ * the caller aborts. Never puts a header value in an error.
+ */
+export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
+  return new Promise((resolve, reject) => {
+    const request = (init.origin.protocol === "https:" ? https : http).request({
+      method: init.method,
+      protocol: init.origin.protocol,
+      hostname: init.origin.hostname.replace(/^\[|\]$/g, ""),
+      port: init.origin.port,
+      path: init.path,
+      headers: init.body === undefined ? init.headers : { ...init.headers, "content-length": Buffer.byteLength(init.body) },
+      agent: init.agent,
+    });
+    const fail = (error: unknown) => {
+      cleanup();
+      request.destroy();
+      reject(error);
+    };
+    const timer = setTimeout(() => fail(timeoutError(init.timeoutMs)), init.timeoutMs);
+    const onAbort = () => fail(init.signal?.reason);
+    init.signal?.addEventListener("abort", onAbort, { once: true });
+    const cleanup = () => {
+      clearTimeout(timer);
+      init.signal?.removeEventListener("abort", onAbort);
+    };
+    if (init.signal?.aborted) return onAbort();
+    request.on("error", fail);
+    request.on("response", (response) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      response.on("data", (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > init.maxResponseBytes) fail(new Error(`the answer is larger than ${init.maxResponseBytes} bytes`));
+        else chunks.push(chunk);
+      });
+      response.on("error", fail);
+      response.on("end", () => {
+        cleanup();
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) });
+      });
+    });
+    request.end(init.body);
+  });
+}
+
+function timeoutError(ms: number): Error {
+  const error = new Error(`no answer within ${ms} ms`);
+  error.name = "TimeoutError";
+  return error;
+}

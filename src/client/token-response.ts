@@ -1,0 +1,94 @@
+import { AuthenticationError } from "./authentication-error.js";
+import type { HttpResponse } from "./http-request.js";
+
+/** A token the OAuth2 server issued, as checked by {@link parseTokenResponse}. */
+export interface IssuedToken {
+  readonly accessToken: string;
+  /** Present only when the server issued one. */
+  readonly refreshToken?: string;
+  /** The `expires_in` of the answer; `undefined` when the server did not say. */
+  readonly expiresInSeconds?: number;
+}
+
+/** Where an answer came from, for error messages, and what must not appear in them. */
+export interface TokenResponseContext {
+  /** E.g. `the token endpoint http://…/oauth/token`. */
+  readonly source: string;
+  /** Text the server might echo that must never reach an error message (the client secret). */
+  readonly redact: readonly string[];
+  /** RFC 6749 §5.1 makes `token_type` required; a session exchange may omit it. */
+  readonly tokenTypeRequired: boolean;
+}
+
+/**
+ * Checks an answer from a token endpoint strictly (RFC 6749 §5.1, §5.2):
+ * a 2xx JSON object with a non-empty string `access_token`, a `token_type`
+ * of `bearer` (any case) and, if present, a positive `expires_in`. Anything
+ * else throws an {@link AuthenticationError} that surfaces the OAuth2
+ * `error` / `error_description` when the server sent them.
+ */
+export function parseTokenResponse(response: HttpResponse, context: TokenResponseContext): IssuedToken {
+  const json = parseJsonObject(response.body);
+  const oauthError = typeof json?.error === "string" ? redact(json.error, context) : undefined;
+  if (response.status < 200 || response.status > 299 || oauthError !== undefined) {
+    throw errorAnswer(response.status, json, oauthError, context);
+  }
+  if (json === undefined) throw garbage(context, response.status, "a body that is not a JSON object");
+  const { access_token, token_type, expires_in, refresh_token } = json;
+  if (typeof access_token !== "string" || access_token === "") {
+    throw garbage(context, response.status, 'no "access_token" (a non-empty string is required)');
+  }
+  if (token_type === undefined ? context.tokenTypeRequired : String(token_type).toLowerCase() !== "bearer") {
+    throw garbage(context, response.status, `"token_type" ${describe(token_type)} where "bearer" is required`);
+  }
+  if (expires_in !== undefined && !(typeof expires_in === "number" && expires_in > 0 && Number.isFinite(expires_in))) {
+    throw garbage(context, response.status, '"expires_in" that is not a positive number of seconds');
+  }
+  return {
+    accessToken: access_token,
+    ...(typeof refresh_token === "string" && refresh_token !== "" && { refreshToken: refresh_token }),
+    ...(typeof expires_in === "number" && { expiresInSeconds: expires_in }),
+  };
+}
+
+function errorAnswer(
+  status: number,
+  json: Record<string, unknown> | undefined,
+  oauthError: string | undefined,
+  context: TokenResponseContext,
+): AuthenticationError {
+  const description =
+    typeof json?.error_description === "string" ? redact(json.error_description, context) : undefined;
+  const said = oauthError === undefined ? "" : `: ${oauthError}${description === undefined ? "" : ` (${description})`}`;
+  return new AuthenticationError(`${context.source} answered HTTP ${status}${said}`, {
+    status,
+    ...(oauthError !== undefined && { oauthError }),
+    ...(description !== undefined && { oauthErrorDescription: description }),
+  });
+}
+
+function garbage(context: TokenResponseContext, status: number, what: string): AuthenticationError {
+  return new AuthenticationError(`${context.source} answered HTTP ${status} with ${what}`, { status });
+}
+
+function parseJsonObject(body: Buffer): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(body.toString("utf8"));
+    return typeof value === "object" && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// Server text goes into messages: bound it, and never let it echo a secret.
+function redact(text: string, context: TokenResponseContext): string {
+  let out = text.length > 300 ? `${text.slice(0, 300)}…` : text;
+  for (const secret of context.redact) if (secret !== "") out = out.split(secret).join("[redacted]");
+  return out;
+}
+
+function describe(value: unknown): string {
+  return value === undefined ? "missing" : `${JSON.stringify(value)?.slice(0, 40) ?? typeof value}`;
+}

@@ -1,0 +1,75 @@
+// A small real OAuth2-like token endpoint on node:http, for what oidc-provider
+// does not do on purpose: issue refresh tokens for client_credentials, fail
+// in every way a token endpoint can fail, answer a session exchange.
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** What the endpoint received. */
+export interface TokenEndpointRequest {
+  readonly path: string;
+  readonly authorization: string | undefined;
+  readonly contentType: string | undefined;
+  readonly body: string;
+}
+
+/** What to answer: a status and a raw body (or a JSON value), possibly late. */
+export interface TokenEndpointAnswer {
+  readonly status?: number;
+  readonly json?: unknown;
+  readonly raw?: string;
+  readonly delayMs?: number;
+}
+
+/** A running endpoint. */
+export interface TestTokenEndpoint {
+  readonly url: string;
+  readonly requests: TokenEndpointRequest[];
+  close(): Promise<void>;
+}
+
+/** Starts it on 127.0.0.1, port 0. */
+export async function startTokenEndpoint(
+  answer: (request: TokenEndpointRequest) => TokenEndpointAnswer,
+): Promise<TestTokenEndpoint> {
+  const requests: TokenEndpointRequest[] = [];
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const request = {
+        path: req.url ?? "",
+        authorization: req.headers.authorization,
+        contentType: req.headers["content-type"],
+        body: Buffer.concat(chunks).toString("utf8"),
+      };
+      requests.push(request);
+      const a = answer(request);
+      const send = () => {
+        if (res.destroyed) return;
+        res.writeHead(a.status ?? 200, { "content-type": a.raw === undefined ? "application/json" : "text/html" });
+        res.end(a.raw ?? JSON.stringify(a.json));
+      };
+      if (a.delayMs) setTimeout(send, a.delayMs).unref();
+      else send();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A port on 127.0.0.1 with nothing listening (bound, then released). */
+export async function closedPortUrl(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return `http://127.0.0.1:${port}`;
+}
