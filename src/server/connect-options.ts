@@ -56,9 +56,9 @@ const verificationKey = createContextKey<RequestVerification | undefined>(undefi
  *   once the client has finished sending (a signature over the whole body
  *   cannot be checked earlier).
  */
-export function withGatewayAuth<O extends ConnectOptionsLike>(
+export function withGatewayAuth<O extends object>(
   config: GatewayAuthConfig,
-  options: O,
+  options: O & ConnectOptionsLike,
 ): O {
   const { contextValues: ownContextValues, requestGate: ownRequestGate } = options;
   return {

@@ -14,7 +14,9 @@ export interface GatewayAuth {
    * `contextValues`, `requestGate` and interceptors:
    * `http2.createServer(connectNodeAdapter(auth.connectOptions({ routes })))`.
    */
-  connectOptions<O extends ConnectOptionsLike>(options: O): O;
+  // `O & ConnectOptionsLike`, not `O extends ConnectOptionsLike`: a constraint with
+  // only optional members makes TypeScript refuse `routes` as an excess property.
+  connectOptions<O extends object>(options: O & ConnectOptionsLike): O;
   /**
    * Verifies a plain Node request: returns its identity and verified body, or
    * answers it (403/413) and returns `undefined`.

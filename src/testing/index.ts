@@ -9,3 +9,4 @@ export {
   createTestGatewayTransport,
   type TestGatewayTransportOptions,
 } from "./create-test-gateway-transport.js";
+export * from "./oauth2-server.js";

@@ -1,0 +1,158 @@
+import { Code, createClient, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
+import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, signGatewayRequest } from "../../src/signing/index.js";
+import { createTestGatewayTransport, gatewayHeadersFor } from "../../src/testing/index.js";
+
+// A service test as a user of the package writes it: the real server wiring,
+// called through createTestGatewayTransport, which signs like the gateway.
+
+const users = new Map([["sub-42", { name: "Ada" }]]);
+
+function routes(router: import("@connectrpc/connect").ConnectRouter) {
+  router.service(EchoService, {
+    async echo(req, ctx: HandlerContext) {
+      const user = await requireUser<{ name: string }>(ctx);
+      return { text: `${user.name}: ${req.text}`, caller: { clientId: ctx.values.get(gatewayIdentity)?.clientId ?? "" } };
+    },
+  });
+}
+
+function start(handler: http.RequestListener): Promise<{ server: http.Server; baseUrl: string }> {
+  const server = http.createServer(handler);
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve({ server, baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })),
+  );
+}
+
+function stop(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
+describe("createTestGatewayTransport: a service test through the real verification path", () => {
+  const hmacSecret = "service-test-secret";
+  let server: http.Server;
+  let baseUrl: string;
+  beforeAll(async () => {
+    const auth = createGatewayAuth({ hmacSecret, resolveUser: (id) => users.get(id.userId ?? "") });
+    ({ server, baseUrl } = await start(connectNodeAdapter(auth.connectOptions({ routes }))));
+  });
+  afterAll(() => stop(server));
+
+  it("calls the service as a signed-in user", async () => {
+    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret, identity: { clientId: "web-app", userId: "sub-42" } }));
+    const res = await client.echo({ text: "hello" });
+    expect(res.text).toBe("Ada: hello");
+    expect(res.caller?.clientId).toBe("web-app");
+  });
+
+  it("a service call (no user) gets Unauthenticated from requireUser", async () => {
+    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret, identity: { clientId: "billing" } }));
+    await expect(client.echo({ text: "x" })).rejects.toMatchObject({ code: Code.Unauthenticated });
+  });
+
+  it("is refused by the real verifier when its secret is not the server's", async () => {
+    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "other", identity: { clientId: "web-app", userId: "sub-42" } }));
+    await expect(client.echo({ text: "x" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+  });
+
+  it("signs exactly what the gateway would: method, target and body bytes", async () => {
+    // Recompute the signature of a captured request with the pure signing API.
+    const captured: { method: string; target: string; body: Buffer; headers: http.IncomingHttpHeaders }[] = [];
+    const { server: probe, baseUrl: probeUrl } = await start((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        captured.push({ method: req.method ?? "", target: req.url ?? "", body: Buffer.concat(chunks), headers: req.headers });
+        res.writeHead(404).end();
+      });
+    });
+    try {
+      const client = createClient(EchoService, createTestGatewayTransport({ baseUrl: probeUrl, hmacSecret, identity: { clientId: "web-app", userId: "sub-42" }, now: () => 1_700_000_000_000 }));
+      await client.echo({ text: "bytes" }).catch(() => undefined);
+      const [c] = captured;
+      expect(c?.headers["x-gateway-timestamp"]).toBe("1700000000");
+      expect(c?.body.length).toBeGreaterThan(0);
+      const expected = signGatewayRequest(hmacSecret, {
+        method: c?.method ?? "",
+        timestamp: "1700000000",
+        clientId: "web-app",
+        userId: "sub-42",
+        fullpath: fullpathOf(c?.target ?? ""),
+        bodySha256: bodySha256(c?.body ?? Buffer.alloc(0)),
+      });
+      expect(c?.headers["x-gateway-signature"]).toBe(expected);
+      expect(expected).not.toBe(signGatewayRequest(hmacSecret, { method: "POST", timestamp: "1700000000", clientId: "web-app", userId: "sub-42", fullpath: c?.target ?? "", bodySha256: EMPTY_BODY_SHA256 }));
+    } finally {
+      await stop(probe);
+    }
+  });
+});
+
+describe("gatewayHeadersFor with skipVerification", () => {
+  let server: http.Server;
+  let port: number;
+  beforeAll(async () => {
+    const auth = createGatewayAuth({ hmacSecret: "unused-in-this-mode", skipVerification: true, resolveUser: (id) => users.get(id.userId ?? "") });
+    const started = await start(async (req, res) => {
+      const verified = await auth.verifyNodeRequest(req, res);
+      if (!verified) return;
+      const user = await requireUser<{ name: string }>(verified).catch(() => undefined);
+      res.writeHead(user ? 200 : 401, { "content-type": "application/json" }).end(JSON.stringify({ identity: verified.identity ?? null, user: user ?? null }));
+    });
+    server = started.server;
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(() => stop(server));
+
+  function get(headers: Record<string, string>) {
+    return new Promise<{ status: number; body: unknown }>((resolve, reject) => {
+      http
+        .get({ host: "127.0.0.1", port, path: "/projects", headers }, (res) => {
+          let text = "";
+          res.on("data", (d: Buffer) => (text += d.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        })
+        .on("error", reject);
+    });
+  }
+
+  it("builds the identity headers, omitting what the user does not have", () => {
+    expect(gatewayHeadersFor({ userId: "sub-42", email: "ada@example.com", scopes: ["read", "write"] })).toEqual({
+      "x-client-id": "test-client",
+      "x-user-id": "sub-42",
+      "x-user-email": "ada@example.com",
+      "x-user-scopes": "read write",
+    });
+    expect(gatewayHeadersFor({ userId: "sub-1", firstName: "A", lastName: "B" }, { clientId: "mobile-app" })).toEqual({
+      "x-client-id": "mobile-app",
+      "x-user-id": "sub-1",
+      "x-user-first-name": "A",
+      "x-user-last-name": "B",
+    });
+  });
+
+  it("returns {} for no user, like the gem's helper", () => {
+    expect(gatewayHeadersFor(null)).toEqual({});
+    expect(gatewayHeadersFor(undefined)).toEqual({});
+  });
+
+  it("signs in the user on a skipVerification server, without any signature", async () => {
+    const res = await get(gatewayHeadersFor({ userId: "sub-42", scopes: ["read"] }));
+    expect(res).toEqual({
+      status: 200,
+      body: { identity: { clientId: "test-client", userId: "sub-42", scopes: ["read"], isServiceRequest: false }, user: { name: "Ada" } },
+    });
+  });
+
+  it("an anonymous request stays anonymous (no identity, requireUser refuses)", async () => {
+    expect(await get(gatewayHeadersFor(null))).toEqual({ status: 401, body: { identity: null, user: null } });
+  });
+});
