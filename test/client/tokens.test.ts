@@ -1,0 +1,318 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AuthenticationError, createGatewayTransport, type GatewayTransportOptions } from "../../src/client/index.js";
+import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
+import { createTokenManager } from "../../src/client/token-manager.js";
+import { basicAuthorization } from "../../src/client/token-request.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { startBackend, type TestBackend } from "./helpers/backend.js";
+import {
+  closedPortUrl,
+  startTokenEndpoint,
+  type TestTokenEndpoint,
+  type TokenEndpointAnswer,
+} from "./helpers/token-endpoint.js";
+
+// A secret that only survives RFC 6749 Appendix B encoding done right.
+const SECRET = "Sx+/:%2B% tok3n secret/";
+const client = { clientId: "billing svc:1", clientSecret: SECRET, scopes: ["read"] };
+
+let oauth: OAuth2Server;
+let backend: TestBackend;
+beforeAll(async () => {
+  [oauth, backend] = await Promise.all([
+    startOAuth2Server({ clients: [client], accessTokenTtlSeconds: 3600 }),
+    startBackend({ httpVersion: "1.1" }),
+  ]);
+});
+afterAll(() => Promise.all([oauth.close(), backend.close()]));
+
+function transportOptions(extra: Partial<GatewayTransportOptions> = {}): GatewayTransportOptions {
+  return {
+    clientId: client.clientId,
+    clientSecret: client.clientSecret,
+    gatewayUrl: backend.url,
+    appcenterUrl: oauth.issuer,
+    tokenPath: "/token",
+    ...extra,
+  } as GatewayTransportOptions;
+}
+
+/** A controllable monotonic clock, in seconds for readability. */
+function clock() {
+  let ms = 1_000_000;
+  return { now: () => ms, advance: (s: number) => (ms += s * 1000) };
+}
+
+describe("the token request", () => {
+  it("form-encodes id and secret (Appendix B) before base64: the real oidc-provider accepts them", async () => {
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions({ scope: "read" })));
+    await echo.echo({ text: "hi" });
+    expect(backend.requests.at(-1)?.authorization).toMatch(/^Bearer \S+$/);
+    const decoded = Buffer.from(basicAuthorization(client.clientId, SECRET).slice(6), "base64").toString();
+    expect(decoded).toBe("billing+svc%3A1:Sx%2B%2F%3A%252B%25+tok3n+secret%2F");
+  });
+
+  it("posts grant_type=client_credentials (and scope) as a form with client_secret_basic", async () => {
+    const endpoint = await startTokenEndpoint(() => ({ json: { access_token: "t", token_type: "bearer", expires_in: 60 } }));
+    try {
+      const tokens = createTokenManager(
+        resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, tokenPath: "/oauth/token", scope: ["a", "b"] }, {}),
+      );
+      expect(await tokens.getToken()).toBe("t");
+      expect(endpoint.requests).toEqual([
+        {
+          path: "/oauth/token",
+          authorization: basicAuthorization(client.clientId, SECRET),
+          contentType: "application/x-www-form-urlencoded",
+          body: "grant_type=client_credentials&scope=a+b",
+        },
+      ]);
+    } finally {
+      await endpoint.close();
+    }
+  });
+});
+
+describe("caching", () => {
+  it("fetches lazily on the first call, then reuses the cached token", async () => {
+    const before = oauth.tokenRequests;
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions()));
+    expect(oauth.tokenRequests).toBe(before);
+    await echo.echo({});
+    await echo.echo({});
+    await echo.echo({});
+    expect(oauth.tokenRequests).toBe(before + 1);
+    const seen = backend.requests.slice(-3).map((r) => r.authorization);
+    expect(new Set(seen).size).toBe(1);
+  });
+
+  it("1,000 concurrent calls on a cold cache make exactly one token request, and all succeed", async () => {
+    const before = oauth.tokenRequests;
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions()));
+    const answers = await Promise.all(Array.from({ length: 1000 }, (_, i) => echo.echo({ text: String(i) })));
+    expect(answers.map((a) => a.text)).toEqual(Array.from({ length: 1000 }, (_, i) => String(i)));
+    expect(oauth.tokenRequests).toBe(before + 1);
+  });
+
+  it("refreshes before expiry against the real server (2 s tokens: the margin is capped at 1 s)", async () => {
+    const shortLived = await startOAuth2Server({ clients: [client], accessTokenTtlSeconds: 2 });
+    try {
+      const echo = createClient(
+        EchoService,
+        createGatewayTransport(transportOptions({ appcenterUrl: shortLived.issuer, refreshMarginSeconds: 300 })),
+      );
+      await echo.echo({});
+      const first = backend.requests.at(-1)?.authorization;
+      expect(shortLived.tokenRequests).toBe(1);
+      // Margin = min(300, 2/2) = 1 s: after 1.1 s the token is still valid but due.
+      await new Promise((r) => setTimeout(r, 1100));
+      await echo.echo({});
+      expect(backend.requests.at(-1)?.authorization).toBe(first); // no caller waited
+      // The background refresh lands shortly after; no further token request is made meanwhile.
+      await expect
+        .poll(async () => (await echo.echo({}), backend.requests.at(-1)?.authorization), { timeout: 5000 })
+        .not.toBe(first);
+      expect(shortLived.tokenRequests).toBe(2);
+    } finally {
+      await shortLived.close();
+    }
+  });
+});
+
+describe("the margin rule (controllable clock)", () => {
+  let endpoint: TestTokenEndpoint;
+  let answer: (body: URLSearchParams) => TokenEndpointAnswer;
+  let issued = 0;
+  beforeAll(async () => {
+    endpoint = await startTokenEndpoint((r) => answer(new URLSearchParams(r.body)));
+  });
+  afterAll(() => endpoint.close());
+  const ok = (expires_in?: number, extra: object = {}) => () => ({
+    json: { access_token: `tok-${++issued}`, token_type: "Bearer", ...(expires_in && { expires_in }), ...extra },
+  });
+
+  function manager(time: ReturnType<typeof clock>, extra: object = {}) {
+    return createTokenManager({
+      ...resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, ...extra }, {}),
+      now: time.now,
+    });
+  }
+
+  it("refreshes refreshMarginSeconds before expiry, in the background, once", async () => {
+    answer = ok(100);
+    const time = clock();
+    const tokens = manager(time, { refreshMarginSeconds: 30 });
+    const first = await tokens.getToken();
+    const start = endpoint.requests.length;
+    time.advance(69);
+    expect(await tokens.getToken()).toBe(first);
+    expect(endpoint.requests.length).toBe(start);
+    time.advance(2); // 71 s: inside the 30 s margin, still valid
+    const during = await Promise.all([tokens.getToken(), tokens.getToken(), tokens.getToken()]);
+    expect(during).toEqual([first, first, first]); // nobody waits
+    await expect.poll(() => tokens.getToken()).not.toBe(first);
+    expect(endpoint.requests.length).toBe(start + 1);
+  });
+
+  it("never uses a margin larger than half the lifetime", async () => {
+    answer = ok(10);
+    const time = clock();
+    const tokens = manager(time, { refreshMarginSeconds: 300 });
+    const first = await tokens.getToken();
+    const start = endpoint.requests.length;
+    time.advance(4.9);
+    expect(await tokens.getToken()).toBe(first);
+    expect(endpoint.requests.length).toBe(start); // a 300 s margin would refresh on every call
+    time.advance(0.2);
+    await tokens.getToken();
+    await expect.poll(() => endpoint.requests.length).toBe(start + 1);
+  });
+
+  it("makes callers wait for a new token once expired; falls back to the default lifetime without expires_in", async () => {
+    answer = ok(undefined);
+    const time = clock();
+    const tokens = manager(time, { refreshMarginSeconds: 0, defaultTokenLifetimeSeconds: 60 });
+    const first = await tokens.getToken();
+    time.advance(59);
+    expect(await tokens.getToken()).toBe(first);
+    time.advance(2);
+    const [a, b] = await Promise.all([tokens.getToken(), tokens.getToken()]);
+    expect(a).not.toBe(first);
+    expect(b).toBe(a);
+  });
+
+  it("keeps the still-valid token when a background refresh fails, and tries again on the next call", async () => {
+    answer = ok(100);
+    const time = clock();
+    const tokens = manager(time, { refreshMarginSeconds: 30 });
+    const first = await tokens.getToken();
+    answer = () => ({ status: 503, raw: "down" });
+    time.advance(80);
+    const start = endpoint.requests.length;
+    expect(await tokens.getToken()).toBe(first);
+    await expect.poll(() => endpoint.requests.length).toBe(start + 1);
+    await new Promise((r) => setTimeout(r, 20));
+    answer = ok(100);
+    expect(await tokens.getToken()).toBe(first);
+    await expect.poll(() => tokens.getToken()).not.toBe(first);
+  });
+
+  it("uses the refresh_token grant when one was issued, and client_credentials when it is refused", async () => {
+    answer = (body) =>
+      body.get("grant_type") === "refresh_token" && body.get("refresh_token") === "rt-1"
+        ? ok(100, { refresh_token: "rt-2" })()
+        : body.get("grant_type") === "refresh_token"
+          ? { status: 400, json: { error: "invalid_grant" } }
+          : ok(100, { refresh_token: "rt-1" })();
+    const time = clock();
+    const tokens = manager(time, { refreshMarginSeconds: 0 });
+    await tokens.getToken();
+    const start = endpoint.requests.length;
+    time.advance(101);
+    await tokens.getToken();
+    expect(endpoint.requests.slice(start).map((r) => r.body)).toEqual(["grant_type=refresh_token&refresh_token=rt-1"]);
+    time.advance(101); // rt-2 is refused: start over with client_credentials
+    const third = await tokens.getToken();
+    expect(third).toMatch(/^tok-/);
+    expect(endpoint.requests.slice(start + 1).map((r) => new URLSearchParams(r.body).get("grant_type"))).toEqual([
+      "refresh_token",
+      "client_credentials",
+    ]);
+  });
+
+  it("invalidate(token) drops the token only if it is still the cached one", async () => {
+    answer = ok(100);
+    const time = clock();
+    const tokens = manager(time);
+    const first = await tokens.getToken();
+    tokens.invalidate("some-older-token");
+    expect(await tokens.getToken()).toBe(first);
+    tokens.invalidate(first);
+    expect(await tokens.getToken()).not.toBe(first);
+  });
+});
+
+describe("token endpoint failures", () => {
+  let endpoint: TestTokenEndpoint;
+  let answer: () => TokenEndpointAnswer;
+  beforeAll(async () => {
+    endpoint = await startTokenEndpoint(() => answer());
+  });
+  afterAll(() => endpoint.close());
+  afterEach(() => {
+    answer = () => ({ json: { access_token: "fine", token_type: "bearer", expires_in: 60 } });
+  });
+
+  const failures: [string, () => TokenEndpointAnswer, RegExp][] = [
+    ["HTTP 500", () => ({ status: 500, raw: "<html>boom</html>" }), /answered HTTP 500/],
+    [
+      "400 invalid_client",
+      () => ({ status: 400, json: { error: "invalid_client", error_description: "client authentication failed" } }),
+      /HTTP 400: invalid_client \(client authentication failed\)/,
+    ],
+    ["a non-JSON body", () => ({ raw: "not json" }), /not a JSON object/],
+    ["no access_token", () => ({ json: { token_type: "bearer", expires_in: 60 } }), /no "access_token"/],
+    ["a token_type other than bearer", () => ({ json: { access_token: "x", token_type: "mac" } }), /"token_type" "mac"/],
+    ["a negative expires_in", () => ({ json: { access_token: "x", token_type: "bearer", expires_in: -1 } }), /expires_in/],
+    [
+      "an answer slower than timeoutMs",
+      () => ({ delayMs: 3000, json: { access_token: "late", token_type: "bearer" } }),
+      /did not answer in time/,
+    ],
+  ];
+
+  it.each(failures)("%s: every waiting call rejects with AuthenticationError; the next call tries again", async (_, fail, message) => {
+    answer = fail;
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions({ appcenterUrl: endpoint.url, timeoutMs: 400 })));
+    const start = endpoint.requests.length;
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => echo.echo({})));
+    expect(endpoint.requests.length).toBe(start + 1);
+    for (const r of results) {
+      expect(r.status).toBe("rejected");
+      const error = (r as PromiseRejectedResult).reason as unknown;
+      expect(error).toBeInstanceOf(AuthenticationError);
+      expect(error).toBeInstanceOf(ConnectError);
+      expect((error as ConnectError).code).toBe(Code.Unauthenticated);
+      expect((error as Error).message).toMatch(message);
+      expectNoSecret(error);
+    }
+    answer = () => ({ json: { access_token: "fine", token_type: "bearer", expires_in: 60 } });
+    await echo.echo({});
+    expect(endpoint.requests.length).toBe(start + 2);
+    expect(backend.requests.at(-1)?.authorization).toBe("Bearer fine");
+  });
+
+  it("surfaces the OAuth2 error fields on the error", async () => {
+    answer = () => ({ status: 401, json: { error: "invalid_client", error_description: `bad secret ${SECRET}` } });
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions({ appcenterUrl: endpoint.url })));
+    const error = await echo.echo({}).catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 401, oauthError: "invalid_client", oauthErrorDescription: "bad secret [redacted]" });
+    expectNoSecret(error);
+  });
+
+  it("a refused connection rejects every waiting call with AuthenticationError", async () => {
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions({ appcenterUrl: await closedPortUrl() })));
+    const results = await Promise.allSettled(Array.from({ length: 5 }, () => echo.echo({})));
+    for (const r of results) {
+      const error = (r as PromiseRejectedResult).reason as ConnectError;
+      expect(error).toBeInstanceOf(AuthenticationError);
+      expect(error.code).toBe(Code.Unauthenticated);
+      expect(error.message).toMatch(/could not be reached \(ECONNREFUSED\)/);
+      expectNoSecret(error);
+    }
+    await expect(echo.echo({})).rejects.toThrow(/ECONNREFUSED/); // tried again, not a cached failure
+  });
+});
+
+/** No message, string form, stack or cause in the chain carries the secret. */
+export function expectNoSecret(error: unknown, secrets: readonly string[] = [SECRET, encodeURIComponent(SECRET)]) {
+  const seen = new Set<unknown>();
+  for (let e = error; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    for (const text of [e.message, String(e), e.stack ?? "", JSON.stringify(e)]) {
+      for (const secret of secrets) expect(text).not.toContain(secret);
+    }
+  }
+}
