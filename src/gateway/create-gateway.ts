@@ -1,0 +1,248 @@
+import { randomUUID } from "node:crypto";
+import cors from "@fastify/cors";
+import rateLimit from "@fastify/rate-limit";
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions, type HTTPMethods } from "fastify";
+import { Redis } from "ioredis";
+import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
+import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
+import { validateGatewayConfig, type GatewayConfig } from "./gateway-config.js";
+import { GatewayHttpError } from "./gateway-http-error.js";
+import { defaultClaimMapping } from "./identity-claims.js";
+import { createRequestAuthenticator } from "./request-authenticator.js";
+import { callerOf, routeAccess, setCaller } from "./request-caller.js";
+import { createResponseCache } from "./response-cache.js";
+import { loadRoutesFile, routeMethods, type RoutesFile } from "./routes-file.js";
+import { createTokenVerifier } from "./token-verifier.js";
+import { registerUpstream, type ForwardingRoute, type Upstream } from "./upstream-forwarder.js";
+
+/** A gateway built by {@link createGateway}. */
+export interface Gateway {
+  /** The fastify instance (for `inject` in tests, or extra routes). */
+  readonly app: FastifyInstance;
+  /** The routes it serves. */
+  readonly routes: RoutesFile;
+  /**
+   * Starts listening (HTTP/1.1 and cleartext HTTP/2 on the same port).
+   * Defaults: port 0 (any free port) on 127.0.0.1. Resolves to the base URL.
+   */
+  listen(options?: { readonly port?: number; readonly host?: string }): Promise<string>;
+  /** The base URL, once listening (`http://127.0.0.1:8080`). */
+  readonly url: string;
+  /** Stops accepting calls, lets open ones finish, closes upstream pools and Redis. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
+const DEFAULT_RATE_LIMIT = { max: 1000, timeWindowMs: 60_000 };
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
+
+/**
+ * Creates the API gateway (SPEC §7, seed 002): routes from `routes.yaml` and
+ * `/backend/<service>/…` backends; middleware in the seed's order — recovery
+ * (the error handler), request id, CORS, logging, token validation, scopes —
+ * then the per-caller rate limit, the response cache, and signed forwarding.
+ * Throws `GatewayConfigError` or `RoutesFileError` for a configuration it
+ * cannot run with.
+ */
+export function createGateway(config: GatewayConfig): Gateway {
+  validateGatewayConfig(config);
+  const routes = typeof config.routes === "string" ? loadRoutesFile(config.routes) : config.routes;
+  const authenticate = createRequestAuthenticator({
+    verifier: createTokenVerifier(config.tokens),
+    claims: { ...defaultClaimMapping, ...config.claims },
+    anonymousClientId: config.anonymousClientId ?? "anonymous",
+  });
+  let dual: DualProtocolServer | undefined;
+  const app = Fastify({
+    logger: loggerOptions(config.logger),
+    genReqId: requestIdOf,
+    requestIdHeader: false,
+    bodyLimit: config.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    exposeHeadRoutes: false,
+    serverFactory: (handler) => {
+      dual = createDualProtocolServer(handler);
+      return dual.server;
+    },
+  });
+  const limits = config.rateLimit === false ? undefined : { ...DEFAULT_RATE_LIMIT, ...config.rateLimit };
+  const redis = limits?.redisUrl === undefined ? undefined : connectRedis(limits.redisUrl, app);
+
+  // 1. Recovery: every error becomes the caller's protocol's error, never a stack.
+  app.setErrorHandler((error, request, reply) => {
+    const gatewayError = asGatewayHttpError(error);
+    if (gatewayError.statusCode >= 500) request.log.error({ err: gatewayError.cause ?? gatewayError }, gatewayError.message);
+    else request.log.info({ code: gatewayError.code }, gatewayError.message);
+    return sendGatewayError(request, reply, gatewayError);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendGatewayError(request, reply, new GatewayHttpError("NOT_FOUND", "No route matches this request")),
+  );
+  // 2. Request id: propagated from X-Request-ID or generated (genReqId), returned and forwarded.
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+  });
+  // 3. CORS. 4. Logging is fastify's pino logger, around every request.
+  if (config.corsOrigins) {
+    void app.register(cors, {
+      origin: config.corsOrigins === true ? true : [...config.corsOrigins],
+      exposedHeaders: ["x-request-id", "grpc-status", "grpc-message", "grpc-status-details-bin"],
+    });
+  }
+  // 5. Token validation and 6. scopes, before the body is read.
+  app.addHook("onRequest", async (request) => {
+    const access = routeAccess(request);
+    if (access !== undefined) setCaller(request, await authenticate(request.headers.authorization, access));
+  });
+  // Then the rate limit per caller; a route-level hook, so it runs after the above.
+  if (limits !== undefined) {
+    void app.register(rateLimit, {
+      global: true,
+      hook: "onRequest",
+      max: limits.max,
+      timeWindow: limits.timeWindowMs,
+      keyGenerator: rateLimitKey,
+      ...(redis && { redis, nameSpace: "connect-gateway-rate-limit:" }),
+      // A Redis outage must not take the gateway down with it; /ready reports it.
+      skipOnError: true,
+      errorResponseBuilder: () => new GatewayHttpError("RATE_LIMITED", "Too many requests"),
+    });
+  }
+  // Bodies are forwarded byte for byte: buffered (bounded by bodyLimit) and signed, never parsed.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
+
+  app.get("/health", { config: { rateLimit: false } }, async () => ({ status: "ok" }));
+  app.get("/ready", { config: { rateLimit: false } }, async () => {
+    if (redis && !(await answersPing(redis))) {
+      throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable");
+    }
+    return { status: "ready" };
+  });
+  const context = { hmacSecret: config.hmacSecret, cache: createResponseCache(config.cache) };
+  for (const [upstream, forwarding] of forwardingRoutes(routes)) {
+    void app.register((scope) => registerUpstream(scope, upstream, forwarding, context));
+  }
+
+  app.addHook("preClose", async () => dual?.closeHttp2Sessions());
+  app.addHook("onClose", async () => {
+    redis?.disconnect();
+  });
+
+  let url: string | undefined;
+  return {
+    app,
+    routes,
+    async listen(options = {}) {
+      await app.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1" });
+      const address = app.server.address();
+      const port = typeof address === "object" && address !== null ? address.port : options.port;
+      const host = options.host === undefined || options.host === "0.0.0.0" ? "127.0.0.1" : options.host;
+      url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+      return url;
+    },
+    get url() {
+      if (url === undefined) throw new Error("the gateway is not listening: call listen() first");
+      return url;
+    },
+    close: () => app.close(),
+  };
+}
+
+/** Groups routes and backends by upstream, in file order. */
+function forwardingRoutes(routes: RoutesFile): Map<Upstream, ForwardingRoute[]> {
+  const byKey = new Map<string, [Upstream, ForwardingRoute[]]>();
+  const add = (upstreamUrl: string, http2: boolean, route: Omit<ForwardingRoute, "basePath">) => {
+    const url = new URL(upstreamUrl);
+    const key = `${http2 ? "h2c" : "http/1.1"} ${url.origin}`;
+    const entry = byKey.get(key) ?? [{ origin: url.origin, http2 }, []];
+    byKey.set(key, entry);
+    entry[1].push({ ...route, basePath: url.pathname.replace(/\/+$/, "") });
+  };
+  for (const route of routes.routes) {
+    add(route.upstream, false, {
+      methods: [route.method],
+      url: route.path.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ":$1"),
+      access: route,
+      cacheTtlMs: route.cacheTtlMs,
+    });
+  }
+  for (const backend of routes.backends) {
+    add(backend.upstream, backend.http2, {
+      methods: BACKEND_METHODS,
+      url: `/backend/${backend.name}/*`,
+      access: backend,
+      stripPrefix: `/backend/${backend.name}`,
+    });
+  }
+  return new Map([...byKey.values()]);
+}
+
+/** A propagated `X-Request-ID` when it is a sane token, else a fresh UUID. */
+function requestIdOf(request: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = request.headers["x-request-id"];
+  return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/** One bucket per user of a client, per service client, or per IP for anonymous calls. */
+function rateLimitKey(request: FastifyRequest): string {
+  const caller = callerOf(request);
+  if (caller === undefined || (caller.isServiceRequest && routeAccess(request)?.authRequired === false)) {
+    return `ip:${request.ip}`;
+  }
+  return caller.userId === undefined ? `client:${caller.clientId}` : `user:${caller.clientId}:${caller.userId}`;
+}
+
+function loggerOptions(logger: GatewayConfig["logger"]): FastifyServerOptions["logger"] {
+  if (logger === false) return false;
+  return {
+    level: logger?.level ?? "info",
+    ...(logger?.stream && { stream: logger.stream }),
+    // Nothing below logs headers or queries; redaction is the second line of defence.
+    redact: {
+      paths: [
+        "req.headers.authorization",
+        "req.headers.cookie",
+        'req.headers["x-gateway-signature"]',
+        'res.headers["set-cookie"]',
+      ],
+      censor: "[redacted]",
+    },
+    serializers: {
+      // The path only: a query may carry a token (`?access_token=`).
+      req: (req: { method: string; url: string; ip?: string }) => ({
+        method: req.method,
+        path: req.url.split("?")[0],
+        remoteAddress: req.ip,
+      }),
+    },
+  };
+}
+
+function connectRedis(url: string, app: FastifyInstance): Redis {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2_000 });
+  let healthy = true;
+  redis.on("ready", () => {
+    healthy = true;
+  });
+  // ioredis reconnects on its own; say so once per outage, without the URL (it may hold a password).
+  redis.on("error", (error: NodeJS.ErrnoException) => {
+    if (healthy) app.log.warn({ code: error.code }, "rate limit store (Redis) unavailable; limits are not enforced");
+    healthy = false;
+  });
+  return redis;
+}
+
+async function answersPing(redis: Redis): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), 1_000);
+  });
+  try {
+    return await Promise.race([redis.ping().then((r) => r === "PONG"), timeout]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}

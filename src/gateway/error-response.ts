@@ -1,0 +1,75 @@
+import { ConnectError } from "@connectrpc/connect";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
+import {
+  codeToHttpStatus,
+  endStreamFlag,
+  endStreamToJson,
+  errorToJsonBytes,
+} from "@connectrpc/connect/protocol-connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { callerProtocol } from "./caller-protocol.js";
+import { gatewayErrorCodes, GatewayHttpError } from "./gateway-http-error.js";
+
+/** The seed's error body, for REST callers. */
+export interface GatewayErrorEnvelope {
+  readonly error: { readonly code: string; readonly message: string; readonly request_id: string };
+  readonly metadata: { readonly success: false; readonly timestamp: string };
+}
+
+/**
+ * Turns anything thrown while handling a request into a {@link GatewayHttpError}
+ * whose message is safe to send: fastify's own 4xx errors keep their meaning,
+ * anything else becomes a bare `INTERNAL_ERROR` (the original is only logged).
+ */
+export function asGatewayHttpError(error: unknown): GatewayHttpError {
+  if (error instanceof GatewayHttpError) return error;
+  const fastifyError = error as { code?: unknown; statusCode?: unknown };
+  if (fastifyError.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+    return new GatewayHttpError("PAYLOAD_TOO_LARGE", "Request body is larger than the gateway accepts", { cause: error });
+  }
+  const status = typeof fastifyError.statusCode === "number" ? fastifyError.statusCode : 500;
+  if (status >= 400 && status < 500) {
+    return new GatewayHttpError("BAD_REQUEST", "Malformed request", { cause: error });
+  }
+  return new GatewayHttpError("INTERNAL_ERROR", "Internal gateway error", { cause: error });
+}
+
+/**
+ * Answers `error` in the caller's protocol: the seed's JSON envelope for REST,
+ * a Connect error (unary: JSON body and the code's HTTP status; streaming: an
+ * end-stream message), or a trailers-only gRPC / gRPC-web response with
+ * `grpc-status` and `grpc-message`.
+ */
+export function sendGatewayError(request: FastifyRequest, reply: FastifyReply, error: GatewayHttpError): FastifyReply {
+  const code = gatewayErrorCodes[error.code].code;
+  const protocol = callerProtocol({ method: request.method, url: request.url, headers: request.headers });
+  switch (protocol) {
+    case "rest":
+      return reply.code(error.statusCode).type("application/json; charset=utf-8").send(envelope(error, request.id));
+    case "connect-unary":
+      return reply
+        .code(codeToHttpStatus(code))
+        .type("application/json")
+        .send(Buffer.from(errorToJsonBytes(new ConnectError(error.message, code), undefined)));
+    case "connect-stream": {
+      const endStream = endStreamToJson(new Headers(), new ConnectError(error.message, code), undefined);
+      const bytes = encodeEnvelope(endStreamFlag, new TextEncoder().encode(JSON.stringify(endStream)));
+      return reply.code(200).type(String(request.headers["content-type"])).send(Buffer.from(bytes));
+    }
+    case "grpc":
+    case "grpc-web": {
+      const status = setTrailerStatus(new Headers(), new ConnectError(error.message, code));
+      reply.code(200).type(String(request.headers["content-type"]));
+      status.forEach((value, name) => reply.header(name, value));
+      return reply.send();
+    }
+  }
+}
+
+function envelope(error: GatewayHttpError, requestId: string): GatewayErrorEnvelope {
+  return {
+    error: { code: error.code, message: error.message, request_id: requestId },
+    metadata: { success: false, timestamp: new Date().toISOString() },
+  };
+}

@@ -1,0 +1,119 @@
+import type { DestinationStream } from "pino";
+import type { ClaimMapping } from "./identity-claims.js";
+import type { ResponseCacheOptions } from "./response-cache.js";
+import type { RoutesFile } from "./routes-file.js";
+import type { TokenValidationOptions } from "./token-verifier.js";
+
+/** Per-caller rate limit: `max` requests per `timeWindowMs`, per client (and user). */
+export interface RateLimitConfig {
+  readonly max: number;
+  /** Default 60 000 (a minute). */
+  readonly timeWindowMs?: number;
+  /**
+   * `redis://…`: the counters live in Redis, so every gateway instance
+   * pointing at it shares one limit. Default: in memory, per instance.
+   */
+  readonly redisUrl?: string;
+}
+
+/** Configuration of {@link createGateway}. */
+export interface GatewayConfig {
+  /** A loaded routes file, or the path of a `routes.yaml` to load (with `$ENV` from `process.env`). */
+  readonly routes: RoutesFile | string;
+  /** The HMAC secret shared with the backends (SPEC §4), at least 16 characters. */
+  readonly hmacSecret: string;
+  /** Which bearer tokens are accepted. */
+  readonly tokens: TokenValidationOptions;
+  /** Overrides of the claim → header mapping, see `defaultClaimMapping`. */
+  readonly claims?: Partial<ClaimMapping>;
+  /** `X-Client-Id` of calls without a token to routes that need none. Default `anonymous`. */
+  readonly anonymousClientId?: string;
+  /** Per-caller rate limit; `false` disables it. Default 1000 per minute, in memory. */
+  readonly rateLimit?: RateLimitConfig | false;
+  /** Largest request body forwarded (bytes); larger ones get `413`. Default 4 MiB. */
+  readonly bodyLimit?: number;
+  /** Bounds of the response cache of GET routes with `cache_ttl`. */
+  readonly cache?: ResponseCacheOptions;
+  /** Allowed CORS origins (`true` reflects any origin). Default: no CORS headers. */
+  readonly corsOrigins?: readonly string[] | boolean;
+  /** Logging (pino, JSON lines): `false` for none. Default level `info` to stdout. */
+  readonly logger?: false | { readonly level?: string; readonly stream?: DestinationStream };
+}
+
+/** Thrown by `createGateway` for a configuration it cannot run with; names the option, never its value. */
+export class GatewayConfigError extends Error {
+  override name = "GatewayConfigError";
+}
+
+/** Checks `config` and throws {@link GatewayConfigError} naming the first bad option. */
+export function validateGatewayConfig(config: GatewayConfig): void {
+  const fail = (message: string): never => {
+    throw new GatewayConfigError(message);
+  };
+  if (typeof config !== "object" || config === null) fail("createGateway needs a configuration object");
+  if (typeof config.routes !== "string" && (typeof config.routes !== "object" || config.routes === null)) {
+    fail("routes must be a routes.yaml path or a loaded routes file");
+  }
+  if (typeof config.hmacSecret !== "string" || config.hmacSecret.length < 16) {
+    fail("hmacSecret must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
+  }
+  validateTokens(config.tokens, fail);
+  if (config.anonymousClientId !== undefined && !/^[\x21-\x7b\x7d\x7e]+$/.test(config.anonymousClientId)) {
+    fail("anonymousClientId must be a non-empty visible ASCII string without '|'");
+  }
+  if (config.rateLimit !== undefined && config.rateLimit !== false) {
+    const { max, timeWindowMs, redisUrl } = config.rateLimit;
+    if (!isPositiveInteger(max)) fail("rateLimit.max must be a positive integer");
+    if (timeWindowMs !== undefined && !isPositiveInteger(timeWindowMs)) {
+      fail("rateLimit.timeWindowMs must be a positive integer (milliseconds)");
+    }
+    if (redisUrl !== undefined && !/^rediss?:\/\/./.test(redisUrl)) {
+      fail("rateLimit.redisUrl must be a redis:// or rediss:// URL");
+    }
+  }
+  if (config.bodyLimit !== undefined && !isPositiveInteger(config.bodyLimit)) {
+    fail("bodyLimit must be a positive integer (bytes)");
+  }
+}
+
+function validateTokens(tokens: TokenValidationOptions | undefined, fail: (m: string) => never): void {
+  if (typeof tokens !== "object" || tokens === null || (!tokens.hs256 && !tokens.jwks && !tokens.introspection)) {
+    fail("tokens must configure at least one of hs256, jwks or introspection");
+  }
+  const { hs256, jwks, introspection } = tokens as TokenValidationOptions;
+  if (hs256) {
+    if (typeof hs256.secret !== "string" || hs256.secret.length < 32) {
+      fail("tokens.hs256.secret must be at least 32 characters (HS256 needs 256 bits; set JWT_SECRET)");
+    }
+    if (!nonEmpty(hs256.issuer)) fail("tokens.hs256.issuer is required (e.g. eloquent-gateway)");
+    if (!nonEmpty(hs256.audience)) fail("tokens.hs256.audience is required (e.g. eloquent-api)");
+  }
+  if (jwks) {
+    if (!isHttpUrl(jwks.url)) fail("tokens.jwks.url must be an http(s) URL");
+    if (!nonEmpty(jwks.issuer)) fail("tokens.jwks.issuer is required (the OAuth2 server's issuer)");
+    const audiences = [jwks.audience].flat();
+    if (audiences.length === 0 || !audiences.every(nonEmpty)) fail("tokens.jwks.audience is required");
+  }
+  if (introspection) {
+    if (!isHttpUrl(introspection.url)) fail("tokens.introspection.url must be an http(s) URL");
+    if (!nonEmpty(introspection.clientId)) fail("tokens.introspection.clientId is required");
+    if (!nonEmpty(introspection.clientSecret)) fail("tokens.introspection.clientSecret is required");
+  }
+}
+
+function nonEmpty(value: unknown): value is string {
+  return typeof value === "string" && value !== "";
+}
+
+function isPositiveInteger(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value > 0;
+}
+
+function isHttpUrl(value: unknown): boolean {
+  if (typeof value !== "string") return false;
+  try {
+    return ["http:", "https:"].includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,121 @@
+import type { IdentityHeaderValues } from "../signing/index.js";
+import { GatewayHttpError } from "./gateway-http-error.js";
+import type { TokenClaims } from "./token-verifier.js";
+
+/**
+ * Which token claims feed which identity header. Each entry lists claim
+ * names, first present wins. Scopes may be a space-separated string (OAuth2
+ * `scope`) or an array (the seed's `scopes`).
+ */
+export interface ClaimMapping {
+  /** → `X-Client-Id`. A token must name a client (or an issuer, the last resort). */
+  readonly clientId: readonly string[];
+  /** → `X-User-Id`, for user tokens only. */
+  readonly userId: readonly string[];
+  /** → `X-User-Email`. */
+  readonly email: readonly string[];
+  /** → `X-User-First-Name`. */
+  readonly firstName: readonly string[];
+  /** → `X-User-Last-Name`. */
+  readonly lastName: readonly string[];
+  /** → `X-User-Scopes` (space-separated), and what route `scopes` are checked against. */
+  readonly scopes: readonly string[];
+  /** → `X-Org-ID` (the seed's `org_id`). */
+  readonly orgId: readonly string[];
+  /** → `X-User-Role` (the seed's `role`). */
+  readonly role: readonly string[];
+}
+
+/**
+ * The default mapping (SPEC §7): OAuth2 / OIDC claims first, then the seed's.
+ * The seed's HS256 tokens carry no client claim; they are attributed to their
+ * issuer (`eloquent-gateway`).
+ */
+export const defaultClaimMapping: ClaimMapping = {
+  clientId: ["client_id", "azp", "iss"],
+  userId: ["user_id", "sub"],
+  email: ["email"],
+  firstName: ["given_name"],
+  lastName: ["family_name"],
+  scopes: ["scope", "scopes", "scp"],
+  orgId: ["org_id"],
+  role: ["role"],
+};
+
+/** Who is calling, as the gateway forwards it. */
+export interface CallerIdentity extends IdentityHeaderValues {
+  readonly scopes: readonly string[];
+  readonly orgId?: string | undefined;
+  readonly role?: string | undefined;
+  /** No user: a client_credentials token, or an anonymous call to a public route. */
+  readonly isServiceRequest: boolean;
+}
+
+// What Node and undici accept in a header value, minus the `|` that would make
+// the signed string ambiguous (ids) — checked for every forwarded value.
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Maps verified claims to the caller's identity. A client_credentials token
+ * (no user claim, or `sub` equal to the client id, as oidc-provider issues
+ * them) yields no user id. Throws `UNAUTHORIZED` for a token that names no
+ * client or carries values that cannot travel in a header.
+ */
+export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = defaultClaimMapping): CallerIdentity {
+  const pick = (names: readonly string[]) => firstString(claims, names);
+  const clientId = pick(mapping.clientId);
+  if (clientId === undefined) {
+    throw new GatewayHttpError("UNAUTHORIZED", "Token names no client");
+  }
+  const subject = pick(mapping.userId);
+  const userId = subject === clientId ? undefined : subject;
+  const identity: CallerIdentity = {
+    clientId,
+    userId,
+    email: pick(mapping.email),
+    firstName: pick(mapping.firstName),
+    lastName: pick(mapping.lastName),
+    scopes: scopesOf(claims, mapping.scopes),
+    orgId: pick(mapping.orgId),
+    role: pick(mapping.role),
+    isServiceRequest: userId === undefined,
+  };
+  const values = [identity.clientId, identity.userId, identity.email, identity.firstName, identity.lastName];
+  const unsafe =
+    [...values, identity.orgId, identity.role, identity.scopes.join(" ")].some(
+      (v) => v !== undefined && !HEADER_VALUE.test(v),
+    ) || [identity.clientId, identity.userId].some((v) => v?.includes("|"));
+  if (unsafe) throw new GatewayHttpError("UNAUTHORIZED", "Token carries claims that cannot be forwarded");
+  return identity;
+}
+
+/** The identity of a call without a token, to a route that needs none. */
+export function anonymousIdentity(clientId: string): CallerIdentity {
+  return { clientId, scopes: [], isServiceRequest: true };
+}
+
+/** The headers beyond SPEC §4's identity headers: the seed's `X-Org-ID` and `X-User-Role`. */
+export function seedIdentityHeaders(identity: CallerIdentity): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (identity.orgId) headers["x-org-id"] = identity.orgId;
+  if (identity.role) headers["x-user-role"] = identity.role;
+  return headers;
+}
+
+function firstString(claims: TokenClaims, names: readonly string[]): string | undefined {
+  for (const name of names) {
+    const value = claims[name];
+    if (typeof value === "string" && value !== "") return value;
+    if (typeof value === "number") return String(value);
+  }
+  return undefined;
+}
+
+function scopesOf(claims: TokenClaims, names: readonly string[]): string[] {
+  for (const name of names) {
+    const value = claims[name];
+    if (typeof value === "string") return value.split(/\s+/).filter((s) => s !== "");
+    if (Array.isArray(value)) return value.filter((s): s is string => typeof s === "string" && s !== "");
+  }
+  return [];
+}

@@ -1,0 +1,31 @@
+// The gateway role (SPEC §7): a routes.yaml API gateway that validates
+// tokens, enforces scopes, signs with the shared HMAC secret and forwards.
+export { createGateway, type Gateway } from "./create-gateway.js";
+export {
+  GatewayConfigError,
+  type GatewayConfig,
+  type RateLimitConfig,
+} from "./gateway-config.js";
+export { gatewayErrorCodes, GatewayHttpError, type GatewayErrorCode } from "./gateway-http-error.js";
+export type { GatewayErrorEnvelope } from "./error-response.js";
+export { defaultClaimMapping, type CallerIdentity, type ClaimMapping } from "./identity-claims.js";
+export {
+  loadRoutesFile,
+  parseRoutesFile,
+  RoutesFileError,
+  routeMethods,
+  type GatewayBackend,
+  type GatewayRoute,
+  type RouteMethod,
+  type RoutesFile,
+  type RoutesFileOptions,
+  type RoutesFileProblem,
+  type UpstreamAccess,
+} from "./routes-file.js";
+export type {
+  Hs256TokenOptions,
+  IntrospectionOptions,
+  JwksTokenOptions,
+  TokenValidationOptions,
+} from "./token-verifier.js";
+export { parseDuration } from "./duration.js";

@@ -1,0 +1,452 @@
+import { readFileSync } from "node:fs";
+import {
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type Node as YamlNode,
+  type Scalar,
+} from "yaml";
+import { parseDuration } from "./duration.js";
+
+/** The HTTP methods a route may declare (`OPTIONS` belongs to CORS preflight). */
+export const routeMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
+
+/** One of {@link routeMethods}. */
+export type RouteMethod = (typeof routeMethods)[number];
+
+/** Who may call an upstream, and for how long the gateway waits for it. */
+export interface UpstreamAccess {
+  /** A valid bearer token is required (`auth_required`, default `true`). */
+  readonly authRequired: boolean;
+  /** Every one of these scopes must be in the token (`scopes`). */
+  readonly scopes: readonly string[];
+  /** When set, only these OAuth2 client ids may call (`clients`); others get `FORBIDDEN`. */
+  readonly clients?: readonly string[] | undefined;
+  /** Upstream time to first byte, and longest silence while streaming (`timeout`, default 30s). */
+  readonly timeoutMs: number;
+  /** `description`, for humans. */
+  readonly description?: string | undefined;
+  /** Where it is declared in the routes file, for messages. */
+  readonly line: number;
+}
+
+/** A `routes[]` entry of the seed's format: one method on one path, forwarded unchanged. */
+export interface GatewayRoute extends UpstreamAccess {
+  /** The path as written, `{param}` placeholders included. */
+  readonly path: string;
+  readonly method: RouteMethod;
+  /** `proxy_upstream` after `$ENV` expansion: an `http(s)://` URL. */
+  readonly upstream: string;
+  /** `cache_ttl`: GET answers are cached per caller for this long. */
+  readonly cacheTtlMs?: number | undefined;
+}
+
+/**
+ * A `backends.<name>` entry: every method under `/backend/<name>/…` goes to
+ * `upstream` with the `/backend/<name>` prefix stripped. This is how Connect
+ * clients (`createGatewayTransport`) reach a service.
+ */
+export interface GatewayBackend extends UpstreamAccess {
+  /** The single path segment after `/backend/`. */
+  readonly name: string;
+  /** `upstream` after `$ENV` expansion: an `http(s)://` URL, maybe with a path prefix. */
+  readonly upstream: string;
+  /**
+   * `http2: true`: the upstream speaks cleartext HTTP/2 (prior knowledge),
+   * which gRPC needs for its trailers. Default HTTP/1.1.
+   */
+  readonly http2: boolean;
+}
+
+/** A loaded and validated `routes.yaml`. */
+export interface RoutesFile {
+  /** The file name (or label) the routes came from. */
+  readonly source: string;
+  readonly version: string;
+  /** Paths that never need a token (`public_paths`), exact matches. */
+  readonly publicPaths: readonly string[];
+  readonly routes: readonly GatewayRoute[];
+  readonly backends: readonly GatewayBackend[];
+}
+
+/** One problem found in a routes file. */
+export interface RoutesFileProblem {
+  readonly line: number;
+  readonly message: string;
+}
+
+/**
+ * A routes file that cannot be used. The message lists every problem as
+ * `file:line: problem`, so the gateway refuses to start and says what to fix.
+ */
+export class RoutesFileError extends Error {
+  override name = "RoutesFileError";
+  constructor(
+    readonly source: string,
+    readonly problems: readonly RoutesFileProblem[],
+  ) {
+    super(problems.map((p) => `${source}:${p.line}: ${p.message}`).join("\n"));
+  }
+}
+
+/** Options of {@link parseRoutesFile} and {@link loadRoutesFile}. */
+export interface RoutesFileOptions {
+  /** Where `$VAR` upstreams come from. Default `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Reads and validates a `routes.yaml` file; throws {@link RoutesFileError}. */
+export function loadRoutesFile(file: string, options: RoutesFileOptions = {}): RoutesFile {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new RoutesFileError(file, [{ line: 0, message: `cannot read the routes file (${why})` }]);
+  }
+  return parseRoutesFile(text, { ...options, source: file });
+}
+
+/** Validates the text of a `routes.yaml`; throws {@link RoutesFileError} naming `source`. */
+export function parseRoutesFile(
+  text: string,
+  options: RoutesFileOptions & { readonly source: string },
+): RoutesFile {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const reader = new Reader(lineCounter, options.env ?? process.env);
+  for (const error of doc.errors) {
+    reader.fail(error.pos[0], error.message.split("\n")[0] ?? "invalid YAML");
+  }
+  const file = reader.problems.length === 0 ? readTop(reader, doc.contents, options.source) : undefined;
+  if (file === undefined || reader.problems.length > 0) {
+    throw new RoutesFileError(options.source, reader.problems);
+  }
+  return file;
+}
+
+const TOP_KEYS = ["version", "public_paths", "routes", "backends"];
+const ROUTE_KEYS = [
+  "path",
+  "method",
+  "proxy_upstream",
+  "auth_required",
+  "scopes",
+  "clients",
+  "cache_ttl",
+  "timeout",
+  "description",
+];
+const BACKEND_KEYS = ["upstream", "http2", "auth_required", "scopes", "clients", "timeout", "description"];
+const DEFAULT_TIMEOUT_MS = 30_000;
+const RESERVED_PATHS = ["/health", "/ready"];
+const PATH = /^(\/([A-Za-z0-9._~!$&'()+,;=@-]|%[0-9A-Fa-f]{2}|\{[A-Za-z_][A-Za-z0-9_]*\})*)+$/;
+const BACKEND_NAME = /^[a-z0-9][a-z0-9._-]*$/;
+const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+$/; // RFC 6749 §3.3 scope-token
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
+
+/** The keys of one YAML map; `empty` holds the keys written without a value. */
+class Fields extends Map<string, { key: Scalar; value: YamlNode }> {
+  readonly empty = new Set<string>();
+}
+
+function readTop(reader: Reader, root: YamlNode | null, source: string): RoutesFile | undefined {
+  if (root === null) {
+    reader.fail(0, "the file is empty: expected version, routes and/or backends");
+    return undefined;
+  }
+  const top = reader.fields(root, TOP_KEYS, "the top level");
+  if (top === undefined) return undefined;
+  const version = readVersion(reader, top, root);
+  const publicPaths = readPublicPaths(reader, top.get("public_paths")?.value);
+  const routes = readRoutes(reader, top.get("routes")?.value, publicPaths);
+  const backends = readBackends(reader, top.get("backends")?.value);
+  if (!top.has("routes") && !top.has("backends")) {
+    reader.fail(root, "nothing to serve: declare routes and/or backends");
+  }
+  return { source, version, publicPaths, routes, backends };
+}
+
+function readVersion(reader: Reader, top: Fields, root: YamlNode): string {
+  const node = top.get("version")?.value;
+  if (node === undefined) {
+    reader.fail(root, 'version is missing: add version: "1.0"');
+    return "";
+  }
+  const value = isScalar(node) ? String(node.value) : "";
+  if (value !== "1.0" && value !== "1") reader.fail(node, 'version must be "1.0"');
+  return "1.0";
+}
+
+function readPublicPaths(reader: Reader, node: YamlNode | null | undefined): string[] {
+  if (node === undefined || node === null) return [];
+  return reader.list(node, "public_paths").flatMap((item) => {
+    const path = reader.string(item, "a public path");
+    if (path !== undefined && !PATH.test(path)) {
+      reader.fail(item, `public path ${JSON.stringify(path)} must be an absolute path like /api/v1/docs`);
+      return [];
+    }
+    return path === undefined ? [] : [path];
+  });
+}
+
+function readRoutes(
+  reader: Reader,
+  node: YamlNode | null | undefined,
+  publicPaths: readonly string[],
+): GatewayRoute[] {
+  if (node === undefined || node === null) return [];
+  const seen = new Map<string, number>();
+  const routes: GatewayRoute[] = [];
+  for (const item of reader.list(node, "routes")) {
+    const route = readRoute(reader, item, publicPaths);
+    if (route === undefined) continue;
+    const key = `${route.method} ${route.path.replace(/\{[^}]*\}/g, "{}")}`;
+    const first = seen.get(key);
+    if (first !== undefined) {
+      reader.fail(item, `duplicate route ${route.method} ${route.path} (first declared at line ${first})`);
+      continue;
+    }
+    seen.set(key, route.line);
+    routes.push(route);
+  }
+  return routes;
+}
+
+function readRoute(
+  reader: Reader,
+  node: YamlNode,
+  publicPaths: readonly string[],
+): GatewayRoute | undefined {
+  const fields = reader.fields(node, ROUTE_KEYS, "a route");
+  if (fields === undefined) return undefined;
+  const before = reader.problems.length;
+  const path = reader.required(fields, node, "path", (n) => readPath(reader, n));
+  const method = reader.required(fields, node, "method", (n) => readMethod(reader, n));
+  const upstream = reader.required(fields, node, "proxy_upstream", (n) => reader.upstream(n, "proxy_upstream"));
+  const access = readAccess(reader, fields, node);
+  const cacheNode = fields.get("cache_ttl")?.value;
+  const cacheTtlMs = cacheNode === undefined ? undefined : reader.duration(cacheNode, "cache_ttl");
+  if (path === undefined || method === undefined || upstream === undefined || access === undefined) {
+    return undefined;
+  }
+  if (cacheNode !== undefined && method !== "GET") {
+    reader.fail(cacheNode, `cache_ttl applies to GET routes only, not ${method}`);
+  }
+  const isPublic = publicPaths.includes(path);
+  if (isPublic && fields.has("auth_required") && access.authRequired) {
+    reader.fail(node, `${path} is in public_paths but the route says auth_required: true`);
+  }
+  if (reader.problems.length > before) return undefined;
+  return {
+    ...access,
+    authRequired: access.authRequired && !isPublic,
+    path,
+    method,
+    upstream,
+    cacheTtlMs,
+  };
+}
+
+function readBackends(reader: Reader, node: YamlNode | null | undefined): GatewayBackend[] {
+  if (node === undefined || node === null) return [];
+  if (!isMap(node)) {
+    reader.fail(node, "backends must be a map of service name to { upstream, … }");
+    return [];
+  }
+  const backends: GatewayBackend[] = [];
+  for (const pair of node.items) {
+    const keyNode = pair.key as YamlNode;
+    const name = reader.string(keyNode, "a backend name");
+    if (name === undefined) continue;
+    if (!BACKEND_NAME.test(name)) {
+      reader.fail(keyNode, `backend name ${JSON.stringify(name)} must be one lower-case path segment (a-z, 0-9, ., _, -)`);
+      continue;
+    }
+    const valueNode = (pair.value ?? keyNode) as YamlNode;
+    const fields = reader.fields(valueNode, BACKEND_KEYS, `backend ${name}`);
+    if (fields === undefined) continue;
+    const upstream = reader.required(fields, valueNode, "upstream", (n) => reader.upstream(n, "upstream"));
+    const http2Node = fields.get("http2")?.value;
+    const http2 = http2Node === undefined ? false : reader.boolean(http2Node, "http2");
+    const access = readAccess(reader, fields, valueNode);
+    if (upstream === undefined || access === undefined || http2 === undefined) continue;
+    backends.push({ ...access, name, upstream, http2, line: reader.line(keyNode) });
+  }
+  return backends;
+}
+
+function readAccess(reader: Reader, fields: Fields, node: YamlNode): UpstreamAccess | undefined {
+  const before = reader.problems.length;
+  const authNode = fields.get("auth_required")?.value;
+  const authRequired = authNode === undefined ? true : reader.boolean(authNode, "auth_required");
+  const scopesNode = fields.get("scopes")?.value;
+  const scopes = scopesNode === undefined ? [] : readScopes(reader, scopesNode, "scopes");
+  const clientsNode = fields.get("clients")?.value;
+  const clients = clientsNode === undefined ? undefined : readScopes(reader, clientsNode, "clients");
+  const timeoutNode = fields.get("timeout")?.value;
+  const timeoutMs = timeoutNode === undefined ? DEFAULT_TIMEOUT_MS : reader.duration(timeoutNode, "timeout");
+  const descriptionNode = fields.get("description")?.value;
+  const description = descriptionNode === undefined ? undefined : reader.string(descriptionNode, "description");
+  if (authRequired === false && (scopes.length > 0 || clients !== undefined)) {
+    reader.fail(authNode ?? node, "auth_required: false cannot be combined with scopes or clients");
+  }
+  if (reader.problems.length > before || authRequired === undefined || timeoutMs === undefined) {
+    return undefined;
+  }
+  return { authRequired, scopes, clients, timeoutMs, description, line: reader.line(node) };
+}
+
+function readPath(reader: Reader, node: YamlNode): string | undefined {
+  const path = reader.string(node, "path");
+  if (path === undefined) return undefined;
+  if (!PATH.test(path)) {
+    reader.fail(node, `path ${JSON.stringify(path)} must be an absolute path; placeholders are written {name}`);
+    return undefined;
+  }
+  if (RESERVED_PATHS.includes(path) || path === "/backend" || path.startsWith("/backend/")) {
+    reader.fail(node, `path ${path} is reserved by the gateway (/health, /ready, /backend/…)`);
+    return undefined;
+  }
+  return path;
+}
+
+function readMethod(reader: Reader, node: YamlNode): RouteMethod | undefined {
+  const method = reader.string(node, "method");
+  if (method === undefined) return undefined;
+  if (!(routeMethods as readonly string[]).includes(method)) {
+    reader.fail(node, `method ${JSON.stringify(method)} must be one of ${routeMethods.join(", ")}`);
+    return undefined;
+  }
+  return method as RouteMethod;
+}
+
+function readScopes(reader: Reader, node: YamlNode, what: string): string[] {
+  return reader.list(node, what).flatMap((item) => {
+    const scope = reader.string(item, `an entry of ${what}`);
+    if (scope !== undefined && !SCOPE.test(scope)) {
+      reader.fail(item, `${what} entry ${JSON.stringify(scope)} must be one word without spaces or quotes`);
+      return [];
+    }
+    return scope === undefined ? [] : [scope];
+  });
+}
+
+/** Turns YAML nodes into values, collecting every problem with its line. */
+class Reader {
+  readonly problems: RoutesFileProblem[] = [];
+
+  constructor(
+    private readonly lineCounter: LineCounter,
+    private readonly env: Readonly<Record<string, string | undefined>>,
+  ) {}
+
+  line(at: YamlNode | number): number {
+    const offset = typeof at === "number" ? at : (at.range?.[0] ?? 0);
+    return Math.max(1, this.lineCounter.linePos(offset).line);
+  }
+
+  fail(at: YamlNode | number, message: string): void {
+    this.problems.push({ line: this.line(at), message });
+  }
+
+  fields(node: YamlNode, allowed: readonly string[], what: string): Fields | undefined {
+    if (!isMap(node)) {
+      this.fail(node, `${what} must be a map with keys ${allowed.join(", ")}`);
+      return undefined;
+    }
+    const fields = new Fields();
+    for (const pair of node.items) {
+      const key = pair.key as YamlNode;
+      const name = isScalar(key) ? String(key.value) : "";
+      if (!allowed.includes(name)) {
+        this.fail(key, `unknown key ${JSON.stringify(name)} in ${what} (allowed: ${allowed.join(", ")})`);
+        continue;
+      }
+      if (pair.value === null || (isScalar(pair.value) && pair.value.value === null)) {
+        this.fail(key, `${name} has no value`);
+        fields.empty.add(name);
+        continue;
+      }
+      fields.set(name, { key: key as Scalar, value: pair.value as YamlNode });
+    }
+    return fields;
+  }
+
+  required<T>(fields: Fields, owner: YamlNode, key: string, read: (node: YamlNode) => T | undefined) {
+    const field = fields.get(key);
+    if (field === undefined) {
+      if (!fields.empty.has(key)) this.fail(owner, `${key} is required`);
+      return undefined;
+    }
+    return read(field.value);
+  }
+
+  list(node: YamlNode, what: string): YamlNode[] {
+    if (!isSeq(node)) {
+      this.fail(node, `${what} must be a list`);
+      return [];
+    }
+    return node.items as YamlNode[];
+  }
+
+  string(node: YamlNode, what: string): string | undefined {
+    if (isScalar(node) && typeof node.value === "string" && node.value !== "") return node.value;
+    this.fail(node, `${what} must be a non-empty string`);
+    return undefined;
+  }
+
+  boolean(node: YamlNode, what: string): boolean | undefined {
+    if (isScalar(node) && typeof node.value === "boolean") return node.value;
+    this.fail(node, `${what} must be true or false`);
+    return undefined;
+  }
+
+  duration(node: YamlNode, what: string): number | undefined {
+    const text = isScalar(node) ? String(node.value) : "";
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      this.fail(node, `${what} ${JSON.stringify(text)} is not a duration: write e.g. 500ms, 60s, 5m or 1h`);
+    }
+    return ms;
+  }
+
+  /** Expands `$VAR` / `${VAR}` and checks the result is an http(s) URL. */
+  upstream(node: YamlNode, what: string): string | undefined {
+    const raw = this.string(node, what);
+    if (raw === undefined) return undefined;
+    const missing: string[] = [];
+    const expanded = raw.replace(ENV_REF, (_, braced: string | undefined, bare: string | undefined) => {
+      const name = (braced ?? bare) as string;
+      const value = this.env[name];
+      if (value === undefined || value === "") missing.push(name);
+      return value ?? "";
+    });
+    if (missing.length > 0) {
+      this.fail(node, `${what}: environment variable ${missing.join(", ")} is not set`);
+      return undefined;
+    }
+    // The expanded value is not echoed: an upstream URL may come from a secret store.
+    const problem = upstreamProblem(expanded);
+    if (problem !== undefined) {
+      this.fail(node, `${what} ${raw === expanded ? "" : `(${raw}) `}${problem}`);
+      return undefined;
+    }
+    return expanded.replace(/\/+$/, "");
+  }
+}
+
+function upstreamProblem(value: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return "is not a URL: expected http(s)://host:port";
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return "must be an http:// or https:// URL";
+  if (url.username !== "" || url.password !== "") return "must not carry credentials";
+  if (url.search !== "" || url.hash !== "") return "must not have a query or fragment";
+  return undefined;
+}

@@ -1,0 +1,205 @@
+import { createHash } from "node:crypto";
+import {
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  jwtVerify,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from "jose";
+import { LRUCache } from "lru-cache";
+import { GatewayHttpError } from "./gateway-http-error.js";
+
+/** HS256 tokens signed with a shared secret, as the seed's frontend issues them. */
+export interface Hs256TokenOptions {
+  /** The shared secret (`JWT_SECRET`), at least 32 characters. */
+  readonly secret: string;
+  /** Expected `iss`, e.g. `eloquent-gateway`. */
+  readonly issuer: string;
+  /** Expected `aud`, e.g. `eloquent-api`. */
+  readonly audience: string;
+}
+
+/** Asymmetric tokens (RS256 / ES256) verified with an OAuth2 server's JWKS. */
+export interface JwksTokenOptions {
+  /** The JWKS URL, e.g. `http://127.0.0.1:4000/jwks`. */
+  readonly url: string;
+  /** Expected `iss`: the OAuth2 server's issuer. */
+  readonly issuer: string;
+  /** Expected `aud` (one of them, when several). */
+  readonly audience: string | readonly string[];
+  /** Accepted algorithms. Default `["RS256", "ES256"]`. */
+  readonly algorithms?: readonly string[];
+  /**
+   * A token whose `kid` is not in the cached key set makes the gateway fetch
+   * the JWKS again, at most once per this many ms (jose's cooldown), so key
+   * rotation is picked up without letting garbage tokens hammer the server.
+   * Default 30 s.
+   */
+  readonly refetchCooldownMs?: number;
+  /** Keys are refetched at the latest after this long. Default 10 min. */
+  readonly maxAgeMs?: number;
+  /** Give up on a JWKS request after this long (→ `SERVICE_UNAVAILABLE`). Default 5 s. */
+  readonly timeoutMs?: number;
+}
+
+/** Opaque tokens checked through an RFC 7662 introspection endpoint. */
+export interface IntrospectionOptions {
+  /** The introspection endpoint. */
+  readonly url: string;
+  /** The gateway's own OAuth2 client id, to authenticate to the endpoint. */
+  readonly clientId: string;
+  /** Its client secret (never logged). */
+  readonly clientSecret: string;
+  /** An active answer is reused for this long (never past the token's `exp`). Default 30 s; 0 disables. */
+  readonly cacheMs?: number;
+  /** Give up on an introspection request after this long. Default 5 s. */
+  readonly timeoutMs?: number;
+}
+
+/** Which tokens the gateway accepts. At least one of the three. */
+export interface TokenValidationOptions {
+  readonly hs256?: Hs256TokenOptions;
+  readonly jwks?: JwksTokenOptions;
+  readonly introspection?: IntrospectionOptions;
+  /** Allowed clock skew on `exp` / `nbf` / `iat`. Default 5 s. */
+  readonly clockToleranceSeconds?: number;
+}
+
+/** The verified claims of a token. */
+export type TokenClaims = Readonly<JWTPayload>;
+
+/** Verifies bearer tokens; see {@link createTokenVerifier}. */
+export interface TokenVerifier {
+  /**
+   * The token's claims when it is valid; otherwise throws a
+   * {@link GatewayHttpError}: `EXPIRED_TOKEN`, `UNAUTHORIZED`, or
+   * `SERVICE_UNAVAILABLE` when the key set or introspection endpoint cannot be reached.
+   */
+  verify(token: string): Promise<TokenClaims>;
+}
+
+const INVALID = "Invalid or expired token";
+
+/**
+ * Creates the gateway's token verifier: HS256 JWTs with a shared secret,
+ * RS256/ES256 JWTs through a cached remote JWKS, and opaque tokens through
+ * introspection — each only when configured, chosen by the token's shape and
+ * `alg`, with issuer, audience and expiry always checked.
+ */
+export function createTokenVerifier(options: TokenValidationOptions): TokenVerifier {
+  const clockTolerance = options.clockToleranceSeconds ?? 5;
+  const hs256 = options.hs256 && {
+    key: new TextEncoder().encode(options.hs256.secret),
+    verify: { issuer: options.hs256.issuer, audience: options.hs256.audience, algorithms: ["HS256"], clockTolerance },
+  };
+  const jwks = options.jwks && {
+    keys: createRemoteJWKSet(new URL(options.jwks.url), {
+      cooldownDuration: options.jwks.refetchCooldownMs ?? 30_000,
+      cacheMaxAge: options.jwks.maxAgeMs ?? 600_000,
+      timeoutDuration: options.jwks.timeoutMs ?? 5_000,
+    }) as JWTVerifyGetKey,
+    verify: {
+      issuer: options.jwks.issuer,
+      audience: [options.jwks.audience].flat() as string[],
+      algorithms: [...(options.jwks.algorithms ?? ["RS256", "ES256"])],
+      clockTolerance,
+    },
+  };
+  const introspect = options.introspection && createIntrospection(options.introspection);
+
+  return {
+    async verify(token) {
+      const alg = jwtAlgorithm(token);
+      try {
+        if (alg === undefined) {
+          if (introspect) return await introspect(token);
+        } else if (alg === "HS256" && hs256) {
+          return (await jwtVerify(token, hs256.key, hs256.verify)).payload;
+        } else if (jwks && jwks.verify.algorithms.includes(alg)) {
+          return (await jwtVerify(token, jwks.keys, jwks.verify)).payload;
+        }
+      } catch (e) {
+        throw asTokenError(e);
+      }
+      throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+    },
+  };
+}
+
+/** The `alg` of a token shaped like a JWS, or `undefined` for anything else. */
+function jwtAlgorithm(token: string): string | undefined {
+  if (token.split(".").length !== 3) return undefined;
+  try {
+    const alg = decodeProtectedHeader(token).alg;
+    return typeof alg === "string" ? alg : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function asTokenError(e: unknown): GatewayHttpError {
+  if (e instanceof GatewayHttpError) return e;
+  if (e instanceof joseErrors.JWTExpired) {
+    return new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
+  }
+  if (e instanceof joseErrors.JWKSTimeout || !(e instanceof joseErrors.JOSEError)) {
+    // The key set could not be fetched: not the caller's fault.
+    return new GatewayHttpError("SERVICE_UNAVAILABLE", "Token keys are unavailable", { cause: e });
+  }
+  return new GatewayHttpError("UNAUTHORIZED", INVALID);
+}
+
+/** RFC 7662: POST the token with the gateway's client credentials; `active: false` is invalid. */
+function createIntrospection(options: IntrospectionOptions): (token: string) => Promise<TokenClaims> {
+  const authorization = `Basic ${Buffer.from(
+    `${formEncode(options.clientId)}:${formEncode(options.clientSecret)}`,
+  ).toString("base64")}`;
+  const cacheMs = options.cacheMs ?? 30_000;
+  // Keyed by a hash, so the cache never holds a usable token.
+  const cache = cacheMs > 0 ? new LRUCache<string, TokenClaims>({ max: 10_000, ttl: cacheMs }) : undefined;
+  return async (token) => {
+    const key = createHash("sha256").update(token).digest("base64url");
+    const cached = cache?.get(key);
+    if (cached !== undefined && !isExpired(cached)) return cached;
+    const claims = await postIntrospection(options, authorization, token);
+    if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+    if (isExpired(claims)) throw new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
+    const ttl = typeof claims.exp === "number" ? Math.min(cacheMs, claims.exp * 1000 - Date.now()) : cacheMs;
+    if (ttl > 0) cache?.set(key, claims, { ttl });
+    return claims;
+  };
+}
+
+async function postIntrospection(
+  options: IntrospectionOptions,
+  authorization: string,
+  token: string,
+): Promise<Record<string, unknown>> {
+  let response: Response;
+  try {
+    response = await fetch(options.url, {
+      method: "POST",
+      headers: { authorization, accept: "application/json" },
+      body: new URLSearchParams({ token, token_type_hint: "access_token" }),
+      signal: AbortSignal.timeout(options.timeoutMs ?? 5_000),
+    });
+  } catch (e) {
+    throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", { cause: e });
+  }
+  const body = (await response.json().catch(() => undefined)) as Record<string, unknown> | undefined;
+  if (!response.ok || typeof body !== "object" || body === null) {
+    const cause = new Error(`introspection answered HTTP ${response.status}`);
+    throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", { cause });
+  }
+  return body;
+}
+
+function isExpired(claims: Readonly<Record<string, unknown>>): boolean {
+  return typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
+}
+
+// RFC 6749 Appendix B: form-encode id and secret before base64.
+function formEncode(value: string): string {
+  return encodeURIComponent(value).replace(/%20/g, "+");
+}

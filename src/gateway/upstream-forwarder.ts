@@ -1,0 +1,218 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
+import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers } from "node:http2";
+import type { Readable } from "node:stream";
+import replyFrom from "@fastify/reply-from";
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
+import { gatewaySignatureHeaders, isGatewayControlledHeader } from "../signing/index.js";
+import { GatewayHttpError } from "./gateway-http-error.js";
+import { seedIdentityHeaders } from "./identity-claims.js";
+import { callerOf, type ForwardingRouteConfig } from "./request-caller.js";
+import {
+  cacheableHeaders,
+  isCacheable,
+  responseCacheKey,
+  type ResponseCache,
+} from "./response-cache.js";
+import type { UpstreamAccess } from "./routes-file.js";
+
+/** One upstream server: every route forwarding to it shares its connection pool. */
+export interface Upstream {
+  /** `http(s)://host:port`. */
+  readonly origin: string;
+  /** Cleartext HTTP/2 with prior knowledge (needed by gRPC); otherwise HTTP/1.1. */
+  readonly http2: boolean;
+}
+
+/** A fastify route that forwards to an {@link Upstream}. */
+export interface ForwardingRoute {
+  readonly methods: readonly HTTPMethods[];
+  /** The fastify URL pattern (`/api/v1/agents/:id`, `/backend/echo/*`). */
+  readonly url: string;
+  readonly access: UpstreamAccess;
+  /** The path prefix of the upstream URL, prepended to what is forwarded (`""` for none). */
+  readonly basePath: string;
+  /** Removed from the front of the request-target before forwarding (`/backend/echo`). */
+  readonly stripPrefix?: string;
+  /** GET answers are cached per caller for this long. */
+  readonly cacheTtlMs?: number;
+}
+
+/** What forwarding needs from the gateway. */
+export interface ForwarderContext {
+  readonly hmacSecret: string;
+  readonly cache: ResponseCache;
+}
+
+/** The upstream answer @fastify/reply-from hands to `onResponse` (its types say otherwise). */
+interface UpstreamResponse {
+  readonly statusCode: number;
+  readonly headers: IncomingHttpHeaders | Http2Headers;
+  readonly stream: Readable;
+}
+
+/**
+ * Registers `routes` in their own fastify scope with one @fastify/reply-from
+ * instance for `upstream` (reply-from's HTTP/2 client needs a fixed base, and
+ * a scope per upstream keeps each pool separate).
+ */
+export async function registerUpstream(
+  app: FastifyInstance,
+  upstream: Upstream,
+  routes: readonly ForwardingRoute[],
+  context: ForwarderContext,
+): Promise<void> {
+  await app.register(async (scope) => {
+    await scope.register(replyFrom, {
+      base: upstream.origin,
+      // reply-from turns TLS verification off unless told otherwise.
+      ...(upstream.http2
+        ? { http2: { sessionTimeout: 60_000, sessionOptions: { rejectUnauthorized: true } } }
+        : { undici: { connections: 128, pipelining: 1, connect: { rejectUnauthorized: true } } }),
+      disableRequestLogging: true,
+    });
+    for (const route of routes) {
+      scope.route({
+        method: [...route.methods],
+        url: route.url,
+        config: { access: route.access } satisfies ForwardingRouteConfig,
+        handler: (request, reply) => forward(request, reply, upstream, route, context),
+      });
+    }
+  });
+}
+
+function forward(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  upstream: Upstream,
+  route: ForwardingRoute,
+  context: ForwarderContext,
+): FastifyReply {
+  const identity = callerOf(request);
+  if (identity === undefined) throw new GatewayHttpError("INTERNAL_ERROR", "Internal gateway error");
+  const target = forwardedTarget(request.url, route, upstream.origin);
+  const cacheKey =
+    route.cacheTtlMs !== undefined && request.method === "GET"
+      ? responseCacheKey(identity, target, request.headers)
+      : undefined;
+  const cached = cacheKey === undefined ? undefined : context.cache.get(cacheKey);
+  if (cached !== undefined) {
+    return reply.code(cached.status).headers(cached.headers).header("x-cache", "HIT").send(cached.body);
+  }
+  const body = Buffer.isBuffer(request.body) ? request.body : undefined;
+  const signed = {
+    ...gatewaySignatureHeaders(context.hmacSecret, { method: request.method, requestTarget: target, body: body ?? "" }, identity),
+    ...seedIdentityHeaders(identity),
+    "x-request-id": request.id,
+  };
+  return reply.from(target, {
+    ...(body && { body, contentType: request.headers["content-type"] ?? "application/octet-stream" }),
+    timeout: route.access.timeoutMs,
+    // Never resend: a retried POST could run twice, and reply-from retries GETs on 503.
+    retryDelay: () => null,
+    rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, signed),
+    onResponse: (_request, _reply, res) => {
+      const response = res as unknown as UpstreamResponse;
+      if (upstream.http2) forwardTrailers(response.stream as unknown as ClientHttp2Stream, reply);
+      if (cacheKey !== undefined && isStorable(response, context.cache.maxEntryBytes)) {
+        void sendAndCache(reply, response, context.cache, cacheKey, route.cacheTtlMs as number);
+      } else {
+        void reply.send(response.stream);
+      }
+    },
+    onError: (_reply, { error }) => void reply.send(upstreamError(error)),
+  });
+}
+
+/**
+ * The request-target sent upstream: the upstream's base path, plus the
+ * request-target with the `/backend/<service>` prefix removed, exactly as
+ * reply-from will send it (WHATWG URL parsing, as reply-from does), because
+ * the signature covers these very bytes.
+ */
+function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string): string {
+  let rest = rawUrl;
+  if (route.stripPrefix !== undefined) {
+    // The router matched a decoded path; strip only what was sent literally.
+    if (!rawUrl.startsWith(`${route.stripPrefix}/`)) {
+      throw new GatewayHttpError("NOT_FOUND", "No route matches this request");
+    }
+    rest = rawUrl.slice(route.stripPrefix.length);
+  }
+  const joined = route.basePath + rest;
+  if (joined.startsWith("//") || !isDecodable(joined)) {
+    throw new GatewayHttpError("BAD_REQUEST", "Malformed request path");
+  }
+  const url = new URL(joined, origin);
+  // An empty but present query (`/a?`) stays on the wire; it signs as `/a` (fullpathOf).
+  return url.pathname + (url.search !== "" ? url.search : joined.includes("?") ? "?" : "");
+}
+
+function isDecodable(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Drops every identity or gateway header the client sent, then adds the gateway's own. */
+function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
+  headers: H,
+  gatewayHeaders: Record<string, string>,
+): H {
+  for (const name of Object.keys(headers)) {
+    if (isGatewayControlledHeader(name) || name === "x-request-id") delete headers[name];
+  }
+  return Object.assign(headers, gatewayHeaders);
+}
+
+/**
+ * gRPC ends every call with HTTP/2 trailers (`grpc-status`, …), which
+ * reply-from does not copy: it hands over the upstream stream and nothing
+ * else. The HTTP/2 client stream emits `trailers` before it ends, so adding
+ * them to the caller's response here puts them on the wire when fastify ends
+ * the piped response. (An HTTP/1.1 caller only gets them with chunked encoding.)
+ */
+function forwardTrailers(stream: ClientHttp2Stream, reply: FastifyReply): void {
+  stream.once("trailers", (trailers) => {
+    const copy: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(trailers)) {
+      if (!name.startsWith(":") && value !== undefined) copy[name] = value as string | string[];
+    }
+    reply.raw.addTrailers(copy);
+  });
+}
+
+function isStorable(response: UpstreamResponse, maxBytes: number): boolean {
+  const length = Number(response.headers["content-length"]);
+  return isCacheable(response.statusCode, response.headers) && Number.isInteger(length) && length <= maxBytes;
+}
+
+async function sendAndCache(
+  reply: FastifyReply,
+  response: UpstreamResponse,
+  cache: ResponseCache,
+  key: string,
+  ttlMs: number,
+): Promise<void> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of response.stream) chunks.push(Buffer.from(chunk as Uint8Array));
+  } catch (e) {
+    void reply.send(new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: e }));
+    return;
+  }
+  const body = Buffer.concat(chunks);
+  cache.set(key, { status: response.statusCode, headers: cacheableHeaders(reply.getHeaders()), body }, ttlMs);
+  void reply.header("x-cache", "MISS").send(body);
+}
+
+/** reply-from's failures, as the gateway reports them: 504 for timeouts, 503 for the rest. */
+function upstreamError(error: Error & { statusCode?: number }): GatewayHttpError {
+  if (error.statusCode === 504) {
+    return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error });
+  }
+  return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: error });
+}
