@@ -28,11 +28,14 @@ export type GatewayTransportPassThroughOptions = Pick<
   | "writeMaxBytes"
 >;
 
-/** HTTP/1.1: node:http(s) request options (the agent comes from the `agent` option). */
-export interface GatewayHttp1Options {
+/**
+ * HTTP/1.1: node:http(s) request options (the agent comes from the `agent`
+ * option). HTTP/2 session options are refused here, at compile time.
+ */
+export type GatewayHttp1Options = { readonly [K in keyof Http2SessionOptions]?: never } & {
   readonly httpVersion?: "1.1";
   readonly nodeOptions?: Omit<http.RequestOptions, "signal" | "agent"> | Omit<https.RequestOptions, "signal" | "agent">;
-}
+};
 
 /** HTTP/2: node:http2 session options and connect-node's session keep-alive options. */
 export type GatewayHttp2Options = Http2SessionOptions & {
@@ -135,6 +138,11 @@ function http1Options(options: GatewayTransportOptions, resolved: ResolvedGatewa
   const nodeOptions = (options as GatewayHttp1Options).nodeOptions;
   if (options.httpVersion !== undefined && options.httpVersion !== "1.1") {
     throw new ConfigurationError("httpVersion", 'must be "1.1" or "2".');
+  }
+  for (const key of http2SessionKeys) {
+    if ((options as Record<string, unknown>)[key] !== undefined) {
+      throw new ConfigurationError(key, 'is an HTTP/2 session option: set httpVersion "2" to use it.');
+    }
   }
   return {
     httpVersion: "1.1" as const,

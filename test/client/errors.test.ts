@@ -1,0 +1,137 @@
+import { Code, ConnectError, createCallbackClient, createClient } from "@connectrpc/connect";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import {
+  AuthenticationError,
+  ConnectionError,
+  createGatewayTransport,
+  GatewayError,
+  GatewayResponseError,
+  gatewayCall,
+  SessionTokenExpiredError,
+  type GatewayTransportOptions,
+} from "../../src/client/index.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { startBackend, type TestBackend } from "./helpers/backend.js";
+import { closedPortUrl } from "./helpers/token-endpoint.js";
+
+const SECRET = "zz-Distinctive-Client-Secret-42";
+const client = { clientId: "errors", clientSecret: SECRET, scopes: ["read"] };
+
+describe("instanceof is exact both ways", () => {
+  const errors = {
+    GatewayError: new GatewayError("g"),
+    AuthenticationError: new AuthenticationError("a"),
+    ConnectionError: new ConnectionError("c", Code.Unavailable),
+    SessionTokenExpiredError: new SessionTokenExpiredError(),
+    GatewayResponseError: new GatewayResponseError("r", 404, {}, new Headers()),
+  };
+  const classes = { GatewayError, AuthenticationError, ConnectionError, SessionTokenExpiredError, GatewayResponseError };
+
+  it.each(Object.entries(errors))("%s", (name, error) => {
+    expect(error).toBeInstanceOf(ConnectError);
+    expect(error).toBeInstanceOf(GatewayError);
+    expect(ConnectError.from(error)).toBe(error); // Connect keeps it as is: code and class survive
+    for (const [other, cls] of Object.entries(classes)) {
+      if (other === "GatewayError") continue;
+      expect(error instanceof cls, `${name} instanceof ${other}`).toBe(name === other);
+    }
+  });
+
+  it("a plain ConnectError is none of them", () => {
+    const plain = new ConnectError("x", Code.Unauthenticated);
+    for (const cls of Object.values(classes)) expect(plain instanceof cls).toBe(false);
+  });
+
+  it("codes follow SPEC §3", () => {
+    expect(errors.AuthenticationError.code).toBe(Code.Unauthenticated);
+    expect(errors.SessionTokenExpiredError.code).toBe(Code.Unauthenticated);
+    expect(errors.GatewayResponseError.code).toBe(Code.Unimplemented);
+  });
+});
+
+describe("errors reaching the caller through real calls", () => {
+  let oauth: OAuth2Server;
+  let backend: TestBackend;
+  let h2: TestBackend;
+  let logged: string[];
+  beforeAll(async () => {
+    oauth = await startOAuth2Server({ clients: [client] });
+    // Per-call routes pick the misbehaviour: /backend/slow/… is late, /backend/forbidden/… answers 403.
+    const slow = async (r: { path: string }) => {
+      if (r.path.startsWith("/backend/slow/")) await new Promise((res) => setTimeout(res, 1500));
+      return r.path.startsWith("/backend/forbidden/") ? 403 : undefined;
+    };
+    [backend, h2] = await Promise.all([
+      startBackend({ httpVersion: "1.1", intercept: slow }),
+      startBackend({ httpVersion: "2", intercept: slow }),
+    ]);
+  });
+  afterAll(() => Promise.all([oauth.close(), backend.close(), h2.close()]));
+  beforeAll(() => {
+    logged = [];
+    for (const level of ["log", "info", "warn", "error", "debug"] as const) {
+      vi.spyOn(console, level).mockImplementation((...args: unknown[]) => void logged.push(args.map(String).join(" ")));
+    }
+  });
+  afterEach(() => {
+    for (const line of logged) expect(line).not.toContain(SECRET);
+  });
+
+  const options = (extra: Partial<GatewayTransportOptions>) =>
+    ({ ...client, appcenterUrl: oauth.issuer, tokenPath: "/token", ...extra }) as GatewayTransportOptions;
+
+  it.each(["1.1", "2"] as const)("gateway unreachable over HTTP/%s → ConnectionError, code Unavailable", async (httpVersion) => {
+    const echo = createClient(EchoService, createGatewayTransport(options({ gatewayUrl: await closedPortUrl(), httpVersion })));
+    const error = await echo.echo({}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect(error).toBeInstanceOf(ConnectError);
+    expect(error).not.toBeInstanceOf(AuthenticationError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+    expect((error as Error).message).toMatch(/unreachable \(ECONNREFUSED\)/);
+    expectNoSecret(error, [SECRET]);
+  });
+
+  it.each([
+    ["1.1", () => backend],
+    ["2", () => h2],
+  ] as const)("a call past its deadline over HTTP/%s → ConnectionError, code DeadlineExceeded", async (httpVersion, b) => {
+    const echo = createClient(EchoService, createGatewayTransport(options({ gatewayUrl: b().url, httpVersion, timeoutMs: 300 })));
+    await echo.echo({}); // token cached
+    const error = await echo.echo({}, { ...gatewayCall({ service: "slow" }), timeoutMs: 200 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectError).code).toBe(Code.DeadlineExceeded);
+    const token = b().requests.at(-1)?.authorization?.slice("Bearer ".length) ?? "";
+    expect(token.length).toBeGreaterThan(10);
+    expectNoSecret(error, [SECRET, token]);
+  });
+
+  it("keeps class and code through the callback client too", async () => {
+    const echo = createCallbackClient(EchoService, createGatewayTransport(options({ gatewayUrl: await closedPortUrl() })));
+    const error = await new Promise((resolve) => echo.echo({}, (err) => resolve(err)));
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+  });
+
+  it("a backend error answer stays a plain ConnectError (not a ConnectionError) and carries no token", async () => {
+    const echo = createClient(EchoService, createGatewayTransport(options({ gatewayUrl: backend.url })));
+    const error = await echo.echo({}, gatewayCall({ service: "forbidden" })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.PermissionDenied);
+    expect(error).not.toBeInstanceOf(GatewayError);
+    const token = backend.requests.at(-1)?.authorization?.slice("Bearer ".length) ?? "";
+    expect(token.length).toBeGreaterThan(10);
+    expectNoSecret(error, [SECRET, token]);
+  });
+});
+
+/** No message, string form, stack, JSON form or cause in the chain carries any of `secrets`. */
+function expectNoSecret(error: unknown, secrets: readonly string[]) {
+  const seen = new Set<unknown>();
+  for (let e = error; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    for (const text of [e.message, String(e), e.stack ?? "", JSON.stringify(e)]) {
+      for (const secret of secrets) expect(text).not.toContain(secret);
+    }
+  }
+}

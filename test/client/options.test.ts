@@ -1,0 +1,181 @@
+import * as http from "node:http";
+import * as https from "node:https";
+import { createClient, type Interceptor } from "@connectrpc/connect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  ConfigurationError,
+  createGatewayClient,
+  createGatewayTransport,
+  type GatewayTransportOptions,
+} from "../../src/client/index.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { startBackend, type TestBackend } from "./helpers/backend.js";
+
+const SECRET = "qq-Unmistakable-Secret-9000";
+const valid = {
+  clientId: "opts",
+  clientSecret: SECRET,
+  gatewayUrl: "http://127.0.0.1:1",
+  appcenterUrl: "http://127.0.0.1:2",
+};
+
+const envNames = ["GATEWAY_CLIENT_ID", "GATEWAY_CLIENT_SECRET", "GATEWAY_URL", "APPCENTER_URL"] as const;
+const savedEnv = Object.fromEntries(envNames.map((n) => [n, process.env[n]]));
+afterEach(() => {
+  for (const n of envNames) {
+    if (savedEnv[n] === undefined) delete process.env[n];
+    else process.env[n] = savedEnv[n];
+  }
+});
+
+function configurationError(build: () => unknown): ConfigurationError {
+  try {
+    build();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigurationError);
+    for (const text of [(error as Error).message, String(error), (error as Error).stack ?? ""]) {
+      expect(text).not.toContain(SECRET);
+    }
+    return error as ConfigurationError;
+  }
+  throw new Error("expected a ConfigurationError");
+}
+
+describe("construction errors name the option and never show the secret", () => {
+  const bad: [string, Record<string, unknown>, RegExp][] = [
+    ["clientId", { clientId: undefined }, /`clientId` is missing: .*GATEWAY_CLIENT_ID/],
+    ["clientId", { clientId: "" }, /`clientId` is missing/],
+    ["clientSecret", { clientSecret: undefined }, /`clientSecret` is missing: .*GATEWAY_CLIENT_SECRET/],
+    ["clientSecret", { clientSecret: `${SECRET}\n` }, /control characters/],
+    ["gatewayUrl", { gatewayUrl: "not a url" }, /absolute http/],
+    ["gatewayUrl", { gatewayUrl: "ftp://127.0.0.1/" }, /absolute http/],
+    ["gatewayUrl", { gatewayUrl: `http://user:${SECRET}@127.0.0.1/` }, /credentials/],
+    ["gatewayUrl", { gatewayUrl: "http://127.0.0.1/?a=1" }, /query/],
+    ["appcenterUrl", { appcenterUrl: "127.0.0.1:8080" }, /absolute http/],
+    ["tokenPath", { tokenPath: "oauth/token" }, /starting with "\/"/],
+    ["timeoutMs", { timeoutMs: -1 }, /must be a number/],
+    ["timeoutMs", { timeoutMs: 0 }, /must be a number/],
+    ["timeoutMs", { timeoutMs: Number.NaN }, /must be a number/],
+    ["timeoutMs", { timeoutMs: "30" }, /must be a number/],
+    ["refreshMarginSeconds", { refreshMarginSeconds: -5 }, /must be a number/],
+    ["defaultTokenLifetimeSeconds", { defaultTokenLifetimeSeconds: 0 }, /must be a number/],
+    ["scope", { scope: "" }, /OAuth2 scopes/],
+    ["scope", { scope: ['quo"te'] }, /OAuth2 scopes/],
+    ["defaultService", { defaultService: "a/b" }, /single path segment/],
+    ["session.code", { session: { code: "" } }, /one-time code/],
+    ["session.exchangePath", { session: { code: "c", exchangePath: "x" } }, /starting with "\/"/],
+    ["agent", { agent: {} }, /http.Agent/],
+    ["agent", { agent: new https.Agent() }, /must both use https:/],
+    ["protocol", { protocol: "soap" }, /"connect" \(the default\), "grpc" or "grpc-web"/],
+    ["httpVersion", { protocol: "grpc", httpVersion: "1.1" }, /gRPC needs HTTP\/2/],
+    ["httpVersion", { httpVersion: "3" }, /"1.1" or "2"/],
+    ["useHttpGet", { protocol: "grpc-web", useHttpGet: true }, /only for protocol "connect"/],
+    ["interceptors", { interceptors: "nope" }, /array of Connect interceptors/],
+  ];
+
+  it.each(bad)("%s: %j", (option, override, message) => {
+    const error = configurationError(() => createGatewayTransport({ ...valid, ...override } as GatewayTransportOptions));
+    expect(error.option).toBe(option);
+    expect(error.message).toContain(`\`${option}\``);
+    expect(error.message).toMatch(message);
+  });
+
+  it("the REST client checks the same options", () => {
+    expect(configurationError(() => createGatewayClient({ ...valid, timeoutMs: -1 })).option).toBe("timeoutMs");
+    expect(configurationError(() => createGatewayClient({ ...valid, clientSecret: "" })).option).toBe("clientSecret");
+  });
+
+  it("wrong protocol combinations do not compile", () => {
+    const wrong = [
+      // @ts-expect-error gRPC needs HTTP/2
+      (): GatewayTransportOptions => ({ ...valid, protocol: "grpc", httpVersion: "1.1" }),
+      // @ts-expect-error useHttpGet is a Connect-protocol option
+      (): GatewayTransportOptions => ({ ...valid, protocol: "grpc", useHttpGet: true }),
+      // @ts-expect-error HTTP/2 session options need httpVersion "2"
+      (): GatewayTransportOptions => ({ ...valid, protocol: "connect", pingIntervalMs: 1000 }),
+    ];
+    for (const options of wrong) expect(() => createGatewayTransport(options())).toThrow();
+  });
+});
+
+describe("environment defaults and the shared agent", () => {
+  let oauth: OAuth2Server;
+  let backend: TestBackend;
+  beforeAll(async () => {
+    oauth = await startOAuth2Server({ clients: [{ clientId: "env-client", clientSecret: SECRET, scopes: ["read"] }] });
+    backend = await startBackend({ httpVersion: "1.1" });
+  });
+  afterAll(() => Promise.all([oauth.close(), backend.close()]));
+
+  it("reads GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, GATEWAY_URL and APPCENTER_URL", async () => {
+    Object.assign(process.env, {
+      GATEWAY_CLIENT_ID: "env-client",
+      GATEWAY_CLIENT_SECRET: SECRET,
+      GATEWAY_URL: `${backend.url}/from-env`,
+      APPCENTER_URL: oauth.issuer,
+    });
+    const before = oauth.tokenRequests;
+    const echo = createClient(EchoService, createGatewayTransport({ tokenPath: "/token" }));
+    await echo.echo({});
+    expect(backend.requests.at(-1)?.path).toBe("/from-env/backend/echo/example.v1.EchoService/Echo");
+    expect(oauth.tokenRequests).toBe(before + 1);
+  });
+
+  it("an explicit option wins over the environment", () => {
+    process.env.GATEWAY_CLIENT_ID = "";
+    const error = configurationError(() => createGatewayTransport({ ...valid, clientId: undefined }));
+    expect(error.option).toBe("clientId");
+    expect(() => createGatewayTransport({ ...valid, clientId: "explicit" })).not.toThrow();
+  });
+
+  it("the token request rides the caller's agent, like the calls", async () => {
+    const ports: number[] = [];
+    class RecordingAgent extends http.Agent {
+      override createConnection(...args: Parameters<http.Agent["createConnection"]>) {
+        ports.push(Number((args[0] as { port?: number }).port));
+        return super.createConnection(...args);
+      }
+    }
+    const agent = new RecordingAgent({ keepAlive: true });
+    try {
+      const echo = createClient(
+        EchoService,
+        createGatewayTransport({
+          clientId: "env-client",
+          clientSecret: SECRET,
+          gatewayUrl: backend.url,
+          appcenterUrl: oauth.issuer,
+          tokenPath: "/token",
+          agent,
+        }),
+      );
+      await echo.echo({});
+      const port = (url: string) => Number(new URL(url).port);
+      expect(ports).toEqual([port(oauth.issuer), port(backend.url)]);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("user interceptors run after routing: they see the routed URL", async () => {
+    const urls: string[] = [];
+    const spy: Interceptor = (next) => (req) => {
+      urls.push(req.url);
+      return next(req);
+    };
+    const echo = createClient(
+      EchoService,
+      createGatewayTransport({
+        clientId: "env-client",
+        clientSecret: SECRET,
+        gatewayUrl: backend.url,
+        appcenterUrl: oauth.issuer,
+        tokenPath: "/token",
+        interceptors: [spy],
+      }),
+    );
+    await echo.echo({});
+    expect(urls).toEqual([`${backend.url}/backend/echo/example.v1.EchoService/Echo`]);
+  });
+});
