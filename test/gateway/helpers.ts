@@ -1,0 +1,130 @@
+// Shared by the gateway tests: a real recording backend on loopback, seed-style
+// HS256 tokens, and a check of the gateway's signature through the public
+// signing API (the same verification a backend runs).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Writable } from "node:stream";
+import { SignJWT } from "jose";
+import { bodySha256, fullpathOf, verifyGatewaySignature } from "../../src/signing/index.js";
+
+export const HMAC_SECRET = "gateway-test-hmac-secret-0123456789";
+export const JWT_SECRET = "seed-jwt-shared-secret-0123456789abcdef";
+export const SEED_ISSUER = "eloquent-gateway";
+export const SEED_AUDIENCE = "eloquent-api";
+
+/** One request as the backend received it. */
+export interface RecordedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingMessage["headers"];
+  readonly rawHeaders: readonly string[];
+  readonly body: Buffer;
+}
+
+/** A real HTTP/1.1 backend that records every request and answers with `respond`. */
+export interface RecordingBackend {
+  readonly url: string;
+  readonly requests: RecordedRequest[];
+  respond: (req: RecordedRequest, res: ServerResponse) => void;
+  close(): Promise<void>;
+}
+
+export async function startRecordingBackend(): Promise<RecordingBackend> {
+  const backend: RecordingBackend = {
+    url: "",
+    requests: [],
+    respond: (req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ ok: true, url: req.url, user: req.headers["x-user-id"] ?? null }));
+    },
+    close: () => closeServer(server),
+  };
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const recorded = {
+        method: req.method ?? "",
+        url: req.url ?? "",
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body: Buffer.concat(chunks),
+      };
+      backend.requests.push(recorded);
+      backend.respond(recorded, res);
+    });
+  });
+  const port = await listen(server);
+  (backend as { url: string }).url = `http://127.0.0.1:${port}`;
+  return backend;
+}
+
+export function listen(server: Server, port = 0): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+export function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}
+
+/** A token exactly like the seed's frontend mints (HS256, eloquent-gateway → eloquent-api). */
+export function seedToken(
+  claims: Record<string, unknown> = {},
+  options: { secret?: string; ttlSeconds?: number; issuer?: string; audience?: string } = {},
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({
+    org_id: "org-uuid",
+    user_id: "user-uuid",
+    email: "user@example.com",
+    role: "user",
+    scopes: ["read", "write", "write:agents"],
+    product: "eloquent",
+    ...claims,
+  })
+    .setProtectedHeader({ alg: "HS256" })
+    .setIssuedAt(now - 120)
+    .setIssuer(options.issuer ?? SEED_ISSUER)
+    .setAudience(options.audience ?? SEED_AUDIENCE)
+    .setExpirationTime(now + (options.ttlSeconds ?? 3600))
+    .sign(new TextEncoder().encode(options.secret ?? JWT_SECRET));
+}
+
+/** True when the gateway's signature on a recorded request verifies (SPEC §4). */
+export function hasValidSignature(req: RecordedRequest, secret = HMAC_SECRET): boolean {
+  return verifyGatewaySignature(
+    [secret],
+    {
+      method: req.method,
+      timestamp: String(req.headers["x-gateway-timestamp"]),
+      clientId: String(req.headers["x-client-id"]),
+      userId: req.headers["x-user-id"] as string | undefined,
+      fullpath: fullpathOf(req.url),
+      bodySha256: bodySha256(req.body),
+    },
+    String(req.headers["x-gateway-signature"]),
+  );
+}
+
+/** A pino destination that keeps every log line, to prove what never gets logged. */
+export function captureLogs(): { stream: Writable; text: () => string } {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      lines.push(chunk.toString("utf8"));
+      callback();
+    },
+  });
+  return { stream, text: () => lines.join("") };
+}
+
+/** The seed's routes.yaml environment, pointing at `upstream`. */
+export function seedEnv(upstream: string): Record<string, string> {
+  return { AGENTS_SERVICE_URL: upstream };
+}

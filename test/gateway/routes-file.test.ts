@@ -1,0 +1,183 @@
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { parseDuration } from "../../src/gateway/duration.js";
+import { loadRoutesFile, parseRoutesFile, RoutesFileError } from "../../src/gateway/index.js";
+
+const seedFile = fileURLToPath(new URL("./fixtures/seed-routes.yaml", import.meta.url));
+const exampleFile = fileURLToPath(new URL("../../examples/routes.yaml", import.meta.url));
+const env = { AGENTS_SERVICE_URL: "http://agents:80", ECHO_URL: "http://127.0.0.1:9000" };
+
+function problemsOf(text: string, environment: Record<string, string> = env): string[] {
+  try {
+    parseRoutesFile(text, { source: "routes.yaml", env: environment });
+  } catch (e) {
+    expect(e).toBeInstanceOf(RoutesFileError);
+    return (e as Error).message.split("\n");
+  }
+  throw new Error("expected the routes file to be refused");
+}
+
+const route = (extra: string) => `version: "1.0"
+routes:
+  - path: /api/v1/agents
+    method: GET
+    proxy_upstream: $AGENTS_SERVICE_URL
+${extra}`;
+
+describe("routes.yaml", () => {
+  it("loads the seed's own example unchanged", () => {
+    const file = loadRoutesFile(seedFile, { env });
+    expect(file.version).toBe("1.0");
+    expect(file.publicPaths).toEqual(["/health", "/ready", "/api/v1/docs"]);
+    expect(file.routes.map((r) => [r.method, r.path, r.upstream, r.scopes, r.cacheTtlMs, r.authRequired])).toEqual([
+      ["GET", "/api/v1/agents", "http://agents:80", [], 60_000, true],
+      ["POST", "/api/v1/agents", "http://agents:80", ["write:agents"], undefined, true],
+      ["PUT", "/api/v1/agents/{id}", "http://agents:80", ["write:agents"], undefined, true],
+    ]);
+  });
+
+  it("loads the local stack's examples/routes.yaml", () => {
+    const file = loadRoutesFile(exampleFile, { env });
+    expect(file.backends.map((b) => b.name)).toContain("echo");
+  });
+
+  it("reads backends, every option, ${VAR} expansion and an upstream base path", () => {
+    const file = parseRoutesFile(
+      `version: "1.0"
+backends:
+  echo:
+    upstream: \${ECHO_URL}/v2/
+    http2: true
+    auth_required: true
+    scopes: [echo:read]
+    clients: [billing]
+    timeout: 500ms
+    description: Example service
+`,
+      { source: "inline", env },
+    );
+    expect(file.backends).toEqual([
+      {
+        name: "echo",
+        upstream: "http://127.0.0.1:9000/v2",
+        http2: true,
+        authRequired: true,
+        scopes: ["echo:read"],
+        clients: ["billing"],
+        timeoutMs: 500,
+        description: "Example service",
+        line: 3,
+      },
+    ]);
+  });
+
+  it("names file, line and problem for an unknown key", () => {
+    expect(problemsOf(route("    cache: 60s"))).toEqual([
+      'routes.yaml:6: unknown key "cache" in a route (allowed: path, method, proxy_upstream, auth_required, scopes, clients, cache_ttl, timeout, description)',
+    ]);
+  });
+
+  it("refuses an upstream variable that is not set, naming the variable", () => {
+    expect(problemsOf(route(""), {})).toEqual([
+      "routes.yaml:5: proxy_upstream: environment variable AGENTS_SERVICE_URL is not set",
+    ]);
+  });
+
+  it("refuses bad durations", () => {
+    for (const bad of ["60", "1.5s", "0s", "5 m", "soon", "-1s"]) {
+      expect(problemsOf(route(`    cache_ttl: ${bad}`))[0]).toMatch(/^routes\.yaml:6: cache_ttl .* is not a duration/);
+    }
+    expect(parseDuration("300s")).toBe(300_000);
+    expect(parseDuration("5m")).toBe(300_000);
+    expect(parseDuration("250ms")).toBe(250);
+    expect(parseDuration("1h")).toBe(3_600_000);
+  });
+
+  it("refuses a duplicate route, whatever its placeholder names", () => {
+    const text = `version: "1.0"
+routes:
+  - path: /a/{id}
+    method: PUT
+    proxy_upstream: http://a:1
+  - path: /a/{key}
+    method: PUT
+    proxy_upstream: http://a:1
+`;
+    expect(problemsOf(text)).toEqual(["routes.yaml:6: duplicate route PUT /a/{key} (first declared at line 3)"]);
+  });
+
+  it("lists every problem at once, each with its line", () => {
+    const text = `version: "2"
+public_paths: /health
+routes:
+  - path: api/v1
+    method: FETCH
+    proxy_upstream: ftp://x
+    auth_required: yes
+    scopes: [ "two words" ]
+    timeout: 10
+  - method: GET
+    path: /ok
+    proxy_upstream: http://user:pw@host
+  - path: /post
+    method: POST
+    proxy_upstream: http://x:1
+    cache_ttl: 5m
+  - path: /health
+    method: GET
+    proxy_upstream: http://x:1
+backends:
+  Bad/Name:
+    upstream: http://x:1
+  echo:
+    upstream: http://x:1
+    http2: "yes"
+    extra: 1
+`;
+    const problems = problemsOf(text);
+    expect(problems).toEqual([
+      'routes.yaml:1: version must be "1.0"',
+      "routes.yaml:2: public_paths must be a list",
+      'routes.yaml:4: path "api/v1" must be an absolute path; placeholders are written {name}',
+      'routes.yaml:5: method "FETCH" must be one of GET, HEAD, POST, PUT, PATCH, DELETE',
+      "routes.yaml:6: proxy_upstream must be an http:// or https:// URL",
+      "routes.yaml:7: auth_required must be true or false",
+      'routes.yaml:8: scopes entry "two words" must be one word without spaces or quotes',
+      'routes.yaml:9: timeout "10" is not a duration: write e.g. 500ms, 60s, 5m or 1h',
+      "routes.yaml:12: proxy_upstream must not carry credentials",
+      "routes.yaml:16: cache_ttl applies to GET routes only, not POST",
+      "routes.yaml:17: path /health is reserved by the gateway (/health, /ready, /backend/…)",
+      'routes.yaml:21: backend name "Bad/Name" must be one lower-case path segment (a-z, 0-9, ., _, -)',
+      expect.stringMatching(/^routes\.yaml:26: unknown key "extra" in backend echo/),
+      "routes.yaml:25: http2 must be true or false",
+    ]);
+  });
+
+  it("refuses YAML syntax errors, missing keys, keys without values and empty files", () => {
+    expect(problemsOf("version: [\n")[0]).toMatch(/^routes\.yaml:\d+: /);
+    expect(problemsOf(`version: "1.0"\nroutes:\n  - path: /x\n    method:\n`)).toEqual([
+      "routes.yaml:4: method has no value",
+      "routes.yaml:3: proxy_upstream is required",
+    ]);
+    expect(problemsOf("")).toEqual(["routes.yaml:1: the file is empty: expected version, routes and/or backends"]);
+    expect(problemsOf(`version: "1.0"\n`)).toEqual(["routes.yaml:1: nothing to serve: declare routes and/or backends"]);
+  });
+
+  it("makes public_paths routes public and refuses a contradiction", () => {
+    const text = `version: "1.0"
+public_paths: [/api/v1/docs]
+routes:
+  - path: /api/v1/docs
+    method: GET
+    proxy_upstream: http://docs:1
+`;
+    expect(parseRoutesFile(text, { source: "r", env }).routes[0]?.authRequired).toBe(false);
+    expect(problemsOf(`${text}    auth_required: true\n`)).toEqual([
+      "routes.yaml:4: /api/v1/docs is in public_paths but the route says auth_required: true",
+    ]);
+  });
+
+  it("names the file when it cannot be read", () => {
+    expect(() => loadRoutesFile("/nonexistent/routes.yaml")).toThrow("/nonexistent/routes.yaml:0: cannot read the routes file (ENOENT)");
+  });
+});
