@@ -140,12 +140,24 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
     rest = rawUrl.slice(route.stripPrefix.length);
   }
   const joined = route.basePath + rest;
-  if (joined.startsWith("//") || !isDecodable(joined)) {
-    throw new GatewayHttpError("BAD_REQUEST", "Malformed request path");
-  }
+  if (!isPlainPath(rest)) throw new GatewayHttpError("BAD_REQUEST", "Malformed request path");
   const url = new URL(joined, origin);
   // An empty but present query (`/a?`) stays on the wire; it signs as `/a` (fullpathOf).
   return url.pathname + (url.search !== "" ? url.search : joined.includes("?") ? "?" : "");
+}
+
+/**
+ * URL parsing resolves `.` and `..` segments, `%2e%2e` and `\` included, which
+ * would let a caller climb out of an upstream's base path or off the route it
+ * was authorised for: such paths are refused rather than normalised.
+ */
+function isPlainPath(target: string): boolean {
+  const path = target.split("?")[0] as string;
+  if (path.startsWith("//") || path.includes("\\") || !isDecodable(path)) return false;
+  return path.split("/").every((segment) => {
+    const decoded = decodeURIComponent(segment);
+    return decoded !== "." && decoded !== "..";
+  });
 }
 
 function isDecodable(path: string): boolean {
