@@ -69,7 +69,11 @@ function userTokenOf(contextValues: ContextValues | undefined): string | undefin
   return contextValues?.get(gatewayCallKey)?.userToken ?? currentCallScope()?.userToken;
 }
 
-function withAuthorization(header: ConstructorParameters<typeof Headers>[0], authorization: string): Headers {
+function withAuthorization(
+  header: ConstructorParameters<typeof Headers>[0],
+  authorization: string,
+): Headers | Record<string, string> {
+  if (header === undefined) return { authorization }; // the common case: no Headers object to build
   const headers = new Headers(header);
   headers.set("authorization", authorization);
   return headers;

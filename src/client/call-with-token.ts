@@ -24,7 +24,8 @@ export interface TokenCall<T> {
  */
 export async function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
   if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
-  const token = await abortable(tokens.getToken(), call.signal);
+  const pending = abortable(tokens.getToken(), call.signal);
+  const token = typeof pending === "string" ? pending : await pending;
   try {
     return await call.attempt(`Bearer ${token}`);
   } catch (error) {
@@ -45,8 +46,9 @@ function isUnauthorizedAnswer(error: unknown): boolean {
   );
 }
 
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
+// A cached token comes back as a plain string: no waiting, nothing to abort.
+function abortable<T>(promise: T | Promise<T>, signal: AbortSignal | undefined): T | Promise<T> {
+  if (signal === undefined || !(promise instanceof Promise)) return promise;
   if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason, Code.Canceled));
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(ConnectError.from(signal.reason, Code.Canceled));

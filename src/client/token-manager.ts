@@ -32,8 +32,10 @@ export interface TokenManager {
    * (never more than half its lifetime); inside that margin the cached token
    * is still returned while one background refresh runs; once expired (or
    * before the first token) every caller waits on the same single request.
+   * A usable cached token is returned synchronously, sparing the hot path a
+   * promise.
    */
-  getToken(): Promise<string>;
+  getToken(): string | Promise<string>;
   /** Drops `token` after a 401 — only if it is still the cached one, so a fresher token survives. */
   invalidate(token: string): void;
 }
@@ -85,11 +87,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   return {
     getToken() {
       const at = now();
-      if (cached && at < cached.refreshAt) return Promise.resolve(cached.accessToken);
+      if (cached && at < cached.refreshAt) return cached.accessToken;
       if (cached && at < cached.expiresAt) {
         // Inside the margin: one background refresh; its failure keeps the current token.
         if (!options.session) refresh().catch(() => {});
-        return Promise.resolve(cached.accessToken);
+        return cached.accessToken;
       }
       return refresh().then((token) => token.accessToken);
     },

@@ -162,7 +162,7 @@ describe("session mode", () => {
     ms += 59_000;
     expect(await tokens.getToken()).toBe("session-token"); // no refresh: the code is single-use
     ms += 2_000;
-    const error = await tokens.getToken().catch((e: unknown) => e);
+    const error = await Promise.resolve().then(() => tokens.getToken()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(SessionTokenExpiredError);
     expect(error).toBeInstanceOf(GatewayError);
     expect((error as ConnectError).code).toBe(Code.Unauthenticated);
