@@ -183,9 +183,13 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
 /**
  * gRPC ends every call with HTTP/2 trailers (`grpc-status`, …), which
  * reply-from does not copy: it hands over the upstream stream and nothing
- * else. The HTTP/2 client stream emits `trailers` before it ends, so adding
- * them to the caller's response here puts them on the wire when fastify ends
- * the piped response. (An HTTP/1.1 caller only gets them with chunked encoding.)
+ * else. The HTTP/2 client stream emits `trailers` after its last data frame
+ * and before it ends, so they are added to the caller's response here and go
+ * out when fastify ends the piped response. One exception: when no body byte
+ * was or will be written, Node's compatibility response ends with its headers
+ * (END_STREAM) and would drop the trailers, so they become headers instead —
+ * gRPC's "Trailers-Only" response. (An HTTP/1.1 caller gets trailers only
+ * with chunked encoding; gRPC-web carries them in the body anyway.)
  */
 function forwardTrailers(stream: ClientHttp2Stream, reply: FastifyReply): void {
   stream.once("trailers", (trailers) => {
@@ -193,7 +197,12 @@ function forwardTrailers(stream: ClientHttp2Stream, reply: FastifyReply): void {
     for (const [name, value] of Object.entries(trailers)) {
       if (!name.startsWith(":") && value !== undefined) copy[name] = value as string | string[];
     }
-    reply.raw.addTrailers(copy);
+    const raw = reply.raw;
+    if (!raw.headersSent && stream.readableLength === 0) {
+      for (const [name, value] of Object.entries(copy)) raw.setHeader(name, value as string | string[]);
+    } else {
+      raw.addTrailers(copy);
+    }
   });
 }
 

@@ -213,7 +213,7 @@ describe("JWKS key rotation", () => {
       logger: false,
     });
     await gateway.listen();
-    const sign = (key: CryptoKey, kid: string, alg: string) =>
+    const sign = (key: Parameters<SignJWT["sign"]>[0], kid: string, alg: string) =>
       new SignJWT({ client_id: "svc" })
         .setProtectedHeader({ alg, kid })
         .setIssuer(issuer)
