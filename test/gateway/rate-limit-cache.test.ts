@@ -1,0 +1,187 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+
+const yaml = `version: "1.0"
+routes:
+  - path: /api/v1/agents
+    method: GET
+    proxy_upstream: $UP
+    cache_ttl: 60s
+  - path: /api/v1/agents
+    method: POST
+    proxy_upstream: $UP
+  - path: /api/v1/profile
+    method: GET
+    proxy_upstream: $UP
+    cache_ttl: 60s
+`;
+
+function gatewayConfig(backend: RecordingBackend, rateLimit: GatewayConfig["rateLimit"]): GatewayConfig {
+  return {
+    routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url } }),
+    hmacSecret: HMAC_SECRET,
+    tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+    rateLimit,
+    logger: false,
+  };
+}
+
+async function get(gateway: Gateway, path: string, token: string, headers: Record<string, string> = {}) {
+  const res = await fetch(gateway.url + path, { headers: { authorization: `Bearer ${token}`, ...headers } });
+  return { status: res.status, headers: res.headers, body: await res.text() };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function startRedis(): Promise<{ url: string; process: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on("error", () => {}); // refused until redis-server is up: retried below
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      probe.disconnect();
+      return { url, process: child };
+    } catch (e) {
+      if (attempt > 50) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+describe("rate limiting in memory", () => {
+  let backend: RecordingBackend;
+  let gateway: Gateway;
+  beforeAll(async () => {
+    backend = await startRecordingBackend();
+    gateway = createGateway(gatewayConfig(backend, { max: 3, timeWindowMs: 60_000 }));
+    await gateway.listen();
+  });
+  afterAll(async () => {
+    await gateway.close();
+    await backend.close();
+  });
+
+  it("limits each client (and each user of a client) separately with 429 RATE_LIMITED", async () => {
+    const alice = await seedToken({ user_id: "alice" });
+    const bob = await seedToken({ user_id: "bob" });
+    const service = await seedToken({ user_id: undefined, client_id: "svc" });
+    for (let i = 0; i < 3; i++) expect((await get(gateway, "/api/v1/profile", alice)).status).toBe(200);
+    const limited = await get(gateway, "/api/v1/profile", alice);
+    expect(limited.status).toBe(429);
+    expect(JSON.parse(limited.body).error).toMatchObject({ code: "RATE_LIMITED", message: "Too many requests" });
+    expect(limited.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect((await get(gateway, "/api/v1/profile", bob)).status).toBe(200);
+    expect((await get(gateway, "/api/v1/profile", service)).status).toBe(200);
+    const connect = await fetch(`${gateway.url}/api/v1/agents`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${alice}`, "content-type": "application/json", "connect-protocol-version": "1" },
+      body: "{}",
+    });
+    expect([connect.status, ((await connect.json()) as { code: string }).code]).toEqual([429, "resource_exhausted"]);
+    expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
+  });
+});
+
+describe("rate limiting shared through Redis", () => {
+  let redis: { url: string; process: ChildProcess };
+  let backend: RecordingBackend;
+  let first: Gateway;
+  let second: Gateway;
+  beforeAll(async () => {
+    redis = await startRedis();
+    backend = await startRecordingBackend();
+    first = createGateway(gatewayConfig(backend, { max: 4, timeWindowMs: 60_000, redisUrl: redis.url }));
+    second = createGateway(gatewayConfig(backend, { max: 4, timeWindowMs: 60_000, redisUrl: redis.url }));
+    await Promise.all([first.listen(), second.listen()]);
+  });
+  afterAll(async () => {
+    await Promise.all([first.close(), second.close()]);
+    await backend.close();
+    redis.process.kill("SIGKILL");
+  });
+
+  it("lets two gateway instances share one limit, is ready while Redis answers, and fails open when it stops", async () => {
+    expect((await fetch(`${first.url}/ready`)).status).toBe(200);
+    const token = await seedToken({ user_id: "carol" });
+    const statuses: number[] = [];
+    for (const gateway of [first, second, first, second, second]) {
+      statuses.push((await get(gateway, "/api/v1/profile", token)).status);
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 429]);
+    expect((await get(first, "/api/v1/profile", token)).status).toBe(429);
+
+    redis.process.kill("SIGKILL");
+    await new Promise((resolve) => redis.process.once("exit", resolve));
+    const ready = await fetch(`${first.url}/ready`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { error: { code: string } }).error.code).toBe("SERVICE_UNAVAILABLE");
+    const other = await seedToken({ user_id: "dave" });
+    expect((await get(second, "/api/v1/agents", other)).status).toBe(200);
+  });
+});
+
+describe("response cache", () => {
+  let backend: RecordingBackend;
+  let gateway: Gateway;
+  beforeAll(async () => {
+    backend = await startRecordingBackend();
+    backend.respond = (req, res) => {
+      if (req.url.startsWith("/api/v1/profile")) res.setHeader("set-cookie", "session=1");
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ user: req.headers["x-user-id"], n: backend.requests.length }));
+    };
+    gateway = createGateway(gatewayConfig(backend, false));
+    await gateway.listen();
+  });
+  afterAll(async () => {
+    await gateway.close();
+    await backend.close();
+  });
+
+  it("serves a GET route with cache_ttl from cache, per caller, never across users", async () => {
+    const alice = await seedToken({ user_id: "alice" });
+    const bob = await seedToken({ user_id: "bob" });
+    const before = backend.requests.length;
+    const miss = await get(gateway, "/api/v1/agents?page=1", alice);
+    const hit = await get(gateway, "/api/v1/agents?page=1", alice);
+    expect([miss.headers.get("x-cache"), hit.headers.get("x-cache")]).toEqual(["MISS", "HIT"]);
+    expect(hit.body).toBe(miss.body);
+    expect(hit.headers.get("content-type")).toBe("application/json");
+    expect(hit.headers.get("x-request-id")).not.toBe(miss.headers.get("x-request-id"));
+    expect(backend.requests.length).toBe(before + 1);
+
+    const bobs = await get(gateway, "/api/v1/agents?page=1", bob);
+    expect(JSON.parse(bobs.body).user).toBe("bob");
+    expect((await get(gateway, "/api/v1/agents?page=2", alice)).headers.get("x-cache")).toBe("MISS");
+    expect((await get(gateway, "/api/v1/agents?page=1", alice, { accept: "text/plain" })).headers.get("x-cache")).toBe("MISS");
+    expect(backend.requests.length).toBe(before + 4);
+  });
+
+  it("never caches answers that set cookies, nor other methods", async () => {
+    const alice = await seedToken({ user_id: "alice" });
+    const before = backend.requests.length;
+    await get(gateway, "/api/v1/profile", alice);
+    expect((await get(gateway, "/api/v1/profile", alice)).headers.get("x-cache")).toBeNull();
+    const post = () =>
+      fetch(`${gateway.url}/api/v1/agents`, { method: "POST", headers: { authorization: `Bearer ${alice}` }, body: "{}" });
+    await post();
+    await post();
+    expect(backend.requests.length).toBe(before + 4);
+  });
+});
