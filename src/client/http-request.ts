@@ -53,8 +53,8 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
       clearTimeout(timer);
       init.signal?.removeEventListener("abort", onAbort);
     };
-    if (init.signal?.aborted) return onAbort();
     request.on("error", fail);
+    if (init.signal?.aborted) return onAbort();
     request.on("response", (response) => {
       const chunks: Buffer[] = [];
       let size = 0;
