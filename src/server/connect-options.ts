@@ -13,7 +13,9 @@ import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 import { BODY_ALREADY_READ_MESSAGE, bodyTooLargeMessage, rejectionError } from "./gateway-rejection.js";
 import { bodyWasConsumed } from "./body-was-consumed.js";
 import { checkRequestHead, type RequestCheck } from "./request-check.js";
-import { declaresTooLarge, readVerifiedBody, releaseChunks, type VerifiedBody } from "./verified-body.js";
+import { declaresTooLarge, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
+import type { PreVerifiedRequest, VerifiedRequests } from "./verified-requests.js";
+import { fullpathOf } from "../signing/index.js";
 
 /** The Node request connect-node, connect-express and connect-fastify hand to `contextValues`. */
 type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -30,6 +32,12 @@ export interface ConnectOptionsLike {
 
 interface RequestVerification {
   readonly check: RequestCheck;
+  /**
+   * The body reaches Connect through the verifying iterator: always, except
+   * in skipVerification mode for a request nobody consumed (there is nothing
+   * to verify, so Connect reads it as usual).
+   */
+  readonly holdsBody: boolean;
   readonly consumedEarly: boolean;
   readonly contentLength: string | undefined;
   /** Reads, hashes and verifies the whole body, once. */
@@ -58,6 +66,7 @@ const verificationKey = createContextKey<RequestVerification | undefined>(undefi
  */
 export function withGatewayAuth<O extends object>(
   config: GatewayAuthConfig,
+  verified: VerifiedRequests,
   options: O & ConnectOptionsLike,
 ): O {
   const { contextValues: ownContextValues, requestGate: ownRequestGate } = options;
@@ -65,13 +74,16 @@ export function withGatewayAuth<O extends object>(
     ...options,
     contextValues(req: never): ContextValues {
       const values = ownContextValues?.(req) ?? createContextValues();
-      values.set(verificationKey, attachVerification(config, nodeRequestOf(req)));
+      values.set(verificationKey, attachVerification(config, verified, nodeRequestOf(req)));
       return values;
     },
-    async requestGate(ctx: HandlerContext): Promise<void> {
-      await admit(config, ctx);
-      await ownRequestGate?.(ctx);
-    },
+    requestGate:
+      ownRequestGate === undefined
+        ? (ctx: HandlerContext) => admit(config, ctx)
+        : async (ctx: HandlerContext) => {
+            await admit(config, ctx);
+            await ownRequestGate(ctx);
+          },
   };
 }
 
@@ -81,20 +93,14 @@ function nodeRequestOf(req: unknown): NodeRequest {
   return (typeof raw === "object" && raw !== null && "rawHeaders" in raw ? raw : req) as NodeRequest;
 }
 
-function attachVerification(config: GatewayAuthConfig, req: NodeRequest): RequestVerification {
-  const check = checkRequestHead(config, req);
-  const consumedEarly = bodyWasConsumed(req);
-  let read: Promise<VerifiedBody> | undefined;
-  const verification: RequestVerification = {
-    check,
-    consumedEarly,
-    contentLength: req.headers["content-length"],
-    body: () =>
-      (read ??= check.ok
-        ? readVerifiedBody(streamOf(req), check.verifies, config.maxBodyBytes)
-        : Promise.resolve({ kind: "invalid_signature" })),
-  };
-  if (!config.skipVerification) {
+function attachVerification(
+  config: GatewayAuthConfig,
+  verified: VerifiedRequests,
+  req: NodeRequest,
+): RequestVerification {
+  const pre = verified.get(req);
+  const verification = pre === undefined ? verify(config, req) : alreadyVerified(req, pre);
+  if (verification.holdsBody) {
     // Defence in depth: even if the gate were bypassed, connect reads the body
     // through this iterator, which releases nothing unverified.
     Object.defineProperty(req, Symbol.asyncIterator, {
@@ -106,10 +112,33 @@ function attachVerification(config: GatewayAuthConfig, req: NodeRequest): Reques
   return verification;
 }
 
-// The request's own (inherited) iterator: the bytes as they arrive.
-function streamOf(req: NodeRequest): AsyncIterable<Uint8Array | string> {
-  const proto = Object.getPrototypeOf(req) as AsyncIterable<Uint8Array | string>;
-  return { [Symbol.asyncIterator]: () => proto[Symbol.asyncIterator].call(req) };
+function verify(config: GatewayAuthConfig, req: NodeRequest): RequestVerification {
+  const check = checkRequestHead(config, req);
+  let read: Promise<VerifiedBody> | undefined;
+  return {
+    check,
+    holdsBody: !config.skipVerification,
+    consumedEarly: bodyWasConsumed(req),
+    contentLength: req.headers["content-length"],
+    body: () =>
+      (read ??= check.ok
+        ? readVerifiedBody(req, check.verifies, config.maxBodyBytes)
+        : Promise.resolve({ kind: "invalid_signature" })),
+  };
+}
+
+// Verified by auth.express() / auth.fastify of the same instance, which
+// consumed the body: hand Connect the bytes they verified.
+function alreadyVerified(req: NodeRequest, pre: PreVerifiedRequest): RequestVerification {
+  const fullpath = fullpathOf(req.url ?? "");
+  const byteLength = pre.chunks.reduce((n, c) => n + c.byteLength, 0);
+  return {
+    check: { ok: true, method: req.method ?? "", fullpath, identity: pre.identity, verifies: () => true },
+    holdsBody: true,
+    consumedEarly: false,
+    contentLength: undefined,
+    body: () => Promise.resolve({ kind: "verified", chunks: [...pre.chunks], byteLength }),
+  };
 }
 
 async function* verifiedChunks(
@@ -118,8 +147,16 @@ async function* verifiedChunks(
 ): AsyncGenerator<Uint8Array> {
   const body = await verification.body();
   if (body.kind !== "verified") throw bodyError(config, verification.check, body);
-  yield* releaseChunks(body.chunks);
+  const { chunks } = body;
+  for (let i = 0; i < chunks.length; i++) {
+    const chunk = chunks[i] as Uint8Array;
+    // Drop each reference once handed over, so connect's copy can replace it.
+    chunks[i] = EMPTY;
+    yield chunk;
+  }
 }
+
+const EMPTY = new Uint8Array(0);
 
 async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<void> {
   const verification = ctx.values.get(verificationKey);
@@ -132,13 +169,17 @@ async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<vo
   const { check } = verification;
   if (!check.ok) throw rejectionError(config, check.reason, check);
   if (verification.consumedEarly) throw new ConnectError(BODY_ALREADY_READ_MESSAGE, Code.Internal);
-  if (!config.skipVerification) {
+  if (verification.holdsBody) {
     if (declaresTooLarge(verification.contentLength, config.maxBodyBytes)) {
       throw new ConnectError(bodyTooLargeMessage(config), Code.ResourceExhausted);
     }
-    const body = await verification.body().catch((e: unknown) => {
+    let body: VerifiedBody;
+    try {
+      body = await verification.body();
+    } catch (e) {
+      // The client went away mid-body.
       throw ConnectError.from(e, Code.Aborted);
-    });
+    }
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
   setVerifiedIdentity(ctx.values, config, check.identity);

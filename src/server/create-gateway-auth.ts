@@ -5,6 +5,7 @@ import { expressMiddleware, type ExpressLikeMiddleware } from "./express-middlew
 import { fastifyPlugin, type FastifyLikePlugin } from "./fastify-plugin.js";
 import { resolveGatewayAuthConfig, type GatewayAuthOptions } from "./gateway-auth-options.js";
 import { verifyNodeRequest, type VerifiedNodeRequest } from "./node-request-verifier.js";
+import type { VerifiedRequests } from "./verified-requests.js";
 
 /** Gateway verification for a service, built by {@link createGatewayAuth}. */
 export interface GatewayAuth {
@@ -39,10 +40,11 @@ export interface GatewayAuth {
  */
 export function createGatewayAuth<User = unknown>(options: GatewayAuthOptions<User> = {}): GatewayAuth {
   const config = resolveGatewayAuthConfig(options);
+  const verified: VerifiedRequests = new WeakMap();
   return {
-    connectOptions: (connectOptions) => withGatewayAuth(config, connectOptions),
+    connectOptions: (connectOptions) => withGatewayAuth(config, verified, connectOptions),
     verifyNodeRequest: (req, res) => verifyNodeRequest(config, req, res),
-    express: () => expressMiddleware(config),
-    fastify: fastifyPlugin(config),
+    express: () => expressMiddleware(config, verified),
+    fastify: fastifyPlugin(config, verified),
   };
 }

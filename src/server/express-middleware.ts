@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 import { verifyNodeRequest, type VerifiedNodeRequest } from "./node-request-verifier.js";
+import type { VerifiedRequests } from "./verified-requests.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -30,15 +31,21 @@ export type ExpressLikeMiddleware = (
  * Express middleware verifying every request (mount it before any body
  * parser). On success it sets `req.gateway` (identity, raw body, context
  * values) and, because it consumed the body, `req.body`: the parsed JSON for
- * a JSON content type, otherwise the raw `Buffer` (`undefined` when empty).
+ * `application/json`, otherwise the raw `Buffer` (`undefined` when empty).
  * Body parsers mounted after it then skip the request, as they skip any
  * request whose body was read. When a body parser ran before it, the bytes
  * are gone and it answers 500 with a message saying to mount it first.
+ *
+ * Connect routes (`expressConnectMiddleware` with `auth.connectOptions()`)
+ * behind it keep working: they take the identity and the bytes verified
+ * here. For Connect and gRPC streaming content types `req.body` stays
+ * undefined, so that Connect reads the verified bytes as a stream.
  */
-export function expressMiddleware(config: GatewayAuthConfig): ExpressLikeMiddleware {
+export function expressMiddleware(config: GatewayAuthConfig, verifiedRequests: VerifiedRequests): ExpressLikeMiddleware {
   return (req, res, next) => {
     verifyNodeRequest(config, req, res, req.originalUrl ?? req.url).then((verified) => {
       if (verified === undefined) return;
+      verifiedRequests.set(req, { identity: verified.identity, chunks: [verified.body] });
       let body: unknown;
       try {
         body = parsedBody(req, verified.body);
@@ -53,9 +60,11 @@ export function expressMiddleware(config: GatewayAuthConfig): ExpressLikeMiddlew
   };
 }
 
+// Enveloped streams: Connect must read them from the request, not from req.body.
+const STREAMING = /^application\/(connect\+|grpc)/;
+
 function parsedBody(req: IncomingMessage, body: Buffer): unknown {
-  if (body.byteLength === 0) return undefined;
   const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-  const isJson = type === "application/json" || type.endsWith("+json");
-  return isJson ? (JSON.parse(body.toString("utf8")) as unknown) : body;
+  if (body.byteLength === 0 || STREAMING.test(type)) return undefined;
+  return type === "application/json" ? (JSON.parse(body.toString("utf8")) as unknown) : body;
 }

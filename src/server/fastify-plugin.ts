@@ -7,6 +7,7 @@ import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 import { rejectionMessage } from "./gateway-rejection.js";
 import type { VerifiedNodeRequest } from "./node-request-verifier.js";
 import { checkRequestHead, type RequestCheck } from "./request-check.js";
+import type { VerifiedRequests } from "./verified-requests.js";
 
 /** The parts of a Fastify request the plugin uses (typed here, so Fastify stays optional). */
 export interface FastifyLikeRequest {
@@ -42,6 +43,8 @@ interface Pending {
   hash: Hash;
   /** The stream returned from preParsing, when Fastify called it. */
   stream?: Readable;
+  /** What this plugin read itself (the body parser left it), kept for a Connect route. */
+  readonly unparsed: Buffer[];
 }
 
 /**
@@ -53,17 +56,18 @@ interface Pending {
  * validation or any handler, and sets `request.gateway`.
  *
  * Connect routes served by `fastifyConnectPlugin` read the raw request
- * themselves: protect them with `auth.connectOptions()`, in a scope this
- * plugin is not registered on.
+ * themselves: give it `auth.connectOptions()`. Behind this plugin it takes
+ * the identity and the bytes verified here (Connect's content types are not
+ * parsed by Fastify, so this plugin reads and keeps them).
  */
-export function fastifyPlugin(config: GatewayAuthConfig): FastifyLikePlugin {
+export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: VerifiedRequests): FastifyLikePlugin {
   const pending = new WeakMap<FastifyLikeRequest, Pending>();
   const plugin: FastifyLikePlugin = (instance, _options, done) => {
     instance.decorateRequest("gateway", undefined);
     instance.addHook("onRequest", async (req, reply) => {
       const check = checkRequestHead(config, req.raw);
       if (!check.ok) return reply.code(403).send({ message: rejectionMessage(config, check.reason, check) });
-      pending.set(req, { check, hash: createHash("sha256") });
+      pending.set(req, { check, hash: createHash("sha256"), unparsed: [] });
       return undefined;
     });
     instance.addHook("preParsing", async (req, _reply, payload) => {
@@ -76,13 +80,14 @@ export function fastifyPlugin(config: GatewayAuthConfig): FastifyLikePlugin {
       const state = pending.get(req);
       if (state === undefined) return undefined;
       pending.delete(req);
-      await drain(state.stream ?? hashed(req.raw, state.hash));
+      await drain(state.stream ?? hashed(req.raw, state.hash), state.unparsed);
       if (!state.check.verifies(state.hash.digest("hex"))) {
         return reply.code(403).send({ message: rejectionMessage(config, "invalid_signature", state.check) });
       }
       const values = createContextValues();
       setVerifiedIdentity(values, config, state.check.identity);
       req.gateway = { identity: state.check.identity, values };
+      verifiedRequests.set(req.raw, { identity: state.check.identity, chunks: state.unparsed });
       return undefined;
     });
     done();
@@ -104,10 +109,9 @@ function hashed(source: Readable, hash: Hash): Readable {
   return pipeline(source, through, () => {});
 }
 
-// Reads what the body parser left unread (all of it for a GET), hashing it.
-async function drain(stream: Readable): Promise<void> {
+// Reads what the body parser left unread (all of it for a GET or a Connect
+// route), hashing it, and keeps it for whoever reads the request next.
+async function drain(stream: Readable, into: Buffer[]): Promise<void> {
   if (stream.readableEnded) return;
-  for await (const _ of stream) {
-    // The Transform hashes; nothing to keep.
-  }
+  for await (const chunk of stream) into.push(chunk as Buffer);
 }

@@ -1,4 +1,4 @@
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { expressConnectMiddleware } from "@connectrpc/connect-express";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import express from "express";
@@ -98,12 +98,23 @@ describe("Express: auth.express() before the routes", () => {
     expect(JSON.parse(unsigned.body)).toEqual({ message: "missing_gateway_headers" });
   });
 
-  it("fails closed, with the fix in the message, for a Connect route behind a global auth.express()", async () => {
-    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl: `http://127.0.0.1:${port}`, hmacSecret: SECRET, identity }));
-    // auth.express() verified the request first and consumed its body, so
-    // Connect receives req.body; connectOptions sees a consumed body and says so.
-    const err = await client.echo({ text: "hi" }).catch((e: unknown) => e as Error);
-    expect(String(err)).toContain("Mount the gateway middleware before any body parser");
+  it("lets connect-express routes behind it take the identity and bytes it verified (unary JSON and binary, streams)", async () => {
+    const baseUrl = `http://127.0.0.1:${port}`;
+    for (const useBinaryFormat of [true, false]) {
+      const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity, useBinaryFormat }));
+      const res = await client.echo({ text: "hi" });
+      expect(res.text).toBe("hi");
+      expect(res.caller?.userId).toBe("sub-42");
+      async function* parts() {
+        yield { text: "a" };
+        yield { text: "b" };
+      }
+      expect((await client.collect(parts())).text).toBe("ab");
+    }
+    const calls = observed.calls;
+    const wrong = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "wrong", identity }));
+    await expect(wrong.echo({ text: "hi" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+    expect(observed.calls).toBe(calls);
   });
 });
 
@@ -205,6 +216,37 @@ describe("Fastify: app.register(auth.fastify)", () => {
     expect(JSON.parse(unsigned.body)).toEqual({ message: "missing_gateway_headers" });
     expect((await signedPost(port, "/api/payments", payload, "wrong")).status).toBe(403);
     expect(reached).toBe(before);
+  });
+});
+
+describe("Fastify: auth.fastify and connect-fastify on the same instance", () => {
+  let app: FastifyInstance;
+  let baseUrl: string;
+  const observed: Observed = { calls: 0, messages: 0 };
+  beforeAll(async () => {
+    app = Fastify();
+    await app.register(auth.fastify);
+    await app.register(fastifyConnectPlugin, auth.connectOptions({ routes: echoRoutes(observed) }));
+    app.post("/api/ping", async (req) => ({ body: req.body }));
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    baseUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => app.close());
+
+  it("Connect routes take the identity and bytes the plugin verified; REST routes still work", async () => {
+    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity }));
+    expect((await client.echo({ text: "hi" })).caller?.userId).toBe("sub-42");
+    async function* parts() {
+      yield { text: "a" };
+      yield { text: "b" };
+    }
+    expect((await client.collect(parts())).text).toBe("ab");
+    const port = Number(new URL(baseUrl).port);
+    expect(JSON.parse((await signedPost(port, "/api/ping")).body)).toEqual({ body: { amount: 12, note: "caf\u00e9" } });
+    const calls = observed.calls;
+    const wrong = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "wrong", identity }));
+    await expect(wrong.echo({ text: "hi" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+    expect(observed.calls).toBe(calls);
   });
 });
 
