@@ -1,5 +1,5 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, type Http2SessionManager } from "@connectrpc/connect-node";
+import { connectNodeAdapter, Http2SessionManager } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
@@ -143,33 +143,38 @@ describe.each(matrix)("%s over HTTP/%s", (protocol, httpVersion) => {
   });
 });
 
-describe("Connect GET (useHttpGet): the query is signed, the body hash is the empty one", () => {
+describe.each(["1.1", "2"] as const)("Connect GET (useHttpGet) over HTTP/%s: the query is signed, the body hash is the empty one", (httpVersion) => {
   const observed: Observed = { calls: 0, messages: 0 };
+  const sessions: Http2SessionManager[] = [];
   let server: RunningServer;
   beforeAll(async () => {
     const auth = createGatewayAuth({ hmacSecret, exposeRejectionReason: true });
-    server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })));
+    server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })), httpVersion);
   });
-  afterAll(() => server.close());
+  afterAll(async () => {
+    for (const s of sessions) s.abort();
+    await server.close();
+  });
+
+  const client = (secret: string) => {
+    const sessionManager = new Http2SessionManager(server.baseUrl);
+    sessions.push(sessionManager);
+    return createClient(
+      GettableEchoService,
+      createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret: secret, identity: user, useHttpGet: true, httpVersion, sessionManager }),
+    );
+  };
 
   it("is served through GET and verified", async () => {
-    const client = createClient(
-      GettableEchoService,
-      createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret, identity: user, useHttpGet: true }),
-    );
-    const res = await client.echo({ text: "by get" });
+    const res = await client(hmacSecret).echo({ text: "by get" });
     expect(observed.lastMethod).toBe("GET");
     expect(res.text).toBe("by get");
     expect(res.caller).toMatchObject(caller);
   });
 
   it("is refused when signed with another secret", async () => {
-    const client = createClient(
-      GettableEchoService,
-      createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret: "nope", identity: user, useHttpGet: true }),
-    );
     const before = observed.calls;
-    await expect(client.echo({ text: "x" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+    await expect(client("nope").echo({ text: "x" })).rejects.toMatchObject({ code: Code.PermissionDenied });
     expect(observed.calls).toBe(before);
   });
 });

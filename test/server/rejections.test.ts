@@ -246,3 +246,28 @@ function rawSocket(port: number, text: string): Promise<string> {
     socket.on("error", reject);
   });
 }
+
+describe("maxBodyBytes bounds what a caller can make the verifier hold", () => {
+  it("refuses a declared or streamed body over the limit: 413 for plain Node, ResourceExhausted for Connect", async () => {
+    const auth = createGatewayAuth({ hmacSecret: SECRET, maxBodyBytes: 1024, exposeRejectionReason: true });
+    const node = await startServer(async (req, res) => {
+      if (await auth.verifyNodeRequest(req, res)) res.end("ok");
+    });
+    const rpc = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })));
+    servers.push(node, rpc);
+    const big = Buffer.from(JSON.stringify({ text: "x".repeat(2000) }));
+    const headers = signedHeaders(SECRET, { method: "POST", path: ECHO, body: big });
+    expect((await post(node, headers, big)).status).toBe(413);
+    const viaConnect = await post(rpc, headers, big);
+    expect(JSON.parse(viaConnect.body)).toMatchObject({ code: "resource_exhausted" });
+    // Without content-length (chunked), the limit applies while reading.
+    const chunked = await rawSocket(
+      node.port,
+      `POST ${ECHO} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n${headers.map(([n, v]) => `${n}: ${v}\r\n`).join("")}\r\n${big.length.toString(16)}\r\n${big.toString()}\r\n0\r\n\r\n`,
+    );
+    expect(chunked).toMatch(/^HTTP\/1.1 413/);
+    // Within the limit, the same server accepts.
+    const small = Buffer.from(JSON.stringify({ text: "ok" }));
+    expect((await post(node, signedHeaders(SECRET, { method: "POST", path: ECHO, body: small }), small)).status).toBe(200);
+  });
+});
