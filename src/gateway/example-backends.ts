@@ -1,0 +1,71 @@
+import { createServer as createHttp1Server, type Server } from "node:http";
+import { createServer as createHttp2Server, type Http2Server } from "node:http2";
+import type { AddressInfo } from "node:net";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createGatewayAuth, gatewayIdentity, type GatewayAuth } from "../server/index.js";
+import { echoServiceRoutes } from "./example-echo-service.js";
+
+/** A started example backend. */
+export interface ExampleBackend {
+  /** `http://127.0.0.1:<port>`. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The example Connect backend of the local stack: `EchoService` over
+ * cleartext HTTP/2 (Connect, gRPC and gRPC-web), every request verified by
+ * `createGatewayAuth`, every answer carrying the identity the gateway signed.
+ */
+export async function startEchoBackend(hmacSecret: string, port = 0): Promise<ExampleBackend> {
+  const auth = createGatewayAuth({ hmacSecret });
+  const routes = echoServiceRoutes((ctx) => {
+    const identity = ctx.values.get(gatewayIdentity);
+    return identity && {
+      clientId: identity.clientId,
+      userId: identity.userId ?? "",
+      email: identity.email ?? "",
+      scopes: [...identity.scopes],
+      isServiceRequest: identity.isServiceRequest,
+    };
+  });
+  const server = createHttp2Server(connectNodeAdapter(auth.connectOptions({ routes })));
+  return started(server, port);
+}
+
+/**
+ * The seed's REST "agents" service of the local stack (`/api/v1/agents`),
+ * verified with `createGatewayAuth` like a Rails backend would be with the gem.
+ */
+export async function startAgentsBackend(hmacSecret: string, port = 0): Promise<ExampleBackend> {
+  const auth: GatewayAuth = createGatewayAuth({ hmacSecret });
+  const agents: { id: number; name: string; created_by: string }[] = [{ id: 1, name: "Ada", created_by: "seed" }];
+  const server = createHttp1Server(async (req, res) => {
+    const verified = await auth.verifyNodeRequest(req, res);
+    if (verified === undefined) return; // already answered 403 / 413
+    const caller = verified.identity?.userId ?? verified.identity?.clientId ?? "unknown";
+    if (req.method === "POST") {
+      const name = String((JSON.parse(verified.body.toString("utf8") || "{}") as { name?: unknown }).name ?? "unnamed");
+      agents.push({ id: agents.length + 1, name, created_by: caller });
+      res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify(agents.at(-1)));
+      return;
+    }
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ data: agents, seen_as: caller }));
+  });
+  return started(server, port);
+}
+
+async function started(server: Server | Http2Server, port: number): Promise<ExampleBackend> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve());
+  });
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise((resolve) => {
+        if ("closeAllConnections" in server) server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

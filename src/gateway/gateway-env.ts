@@ -1,0 +1,84 @@
+import { parseDuration } from "./duration.js";
+import { GatewayConfigError, type GatewayConfig } from "./gateway-config.js";
+import type { TokenValidationOptions } from "./token-verifier.js";
+
+/** Environment variables read by {@link gatewayConfigFromEnv}. */
+export type GatewayEnv = Readonly<Record<string, string | undefined>>;
+
+/**
+ * The configuration of `connect-gateway serve`, from the environment:
+ *
+ * | variable | meaning |
+ * |---|---|
+ * | `GATEWAY_HMAC_SECRET` | HMAC secret shared with the backends (required) |
+ * | `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE` | HS256 tokens (issuer / audience default to the seed's `eloquent-gateway` / `eloquent-api`) |
+ * | `JWKS_URL`, `OAUTH2_ISSUER`, `OAUTH2_AUDIENCE` | RS256/ES256 tokens from an OAuth2 server |
+ * | `INTROSPECTION_URL`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | opaque tokens (RFC 7662) |
+ * | `REDIS_URL` | share the rate limit between instances |
+ * | `RATE_LIMIT_MAX`, `RATE_LIMIT_WINDOW` | requests per caller per window (default 1000 per `1m`; `RATE_LIMIT_MAX=0` disables) |
+ * | `BODY_LIMIT` | largest request body in bytes (default 4 MiB) |
+ * | `CORS_ORIGINS` | comma-separated allowed origins, or `*` |
+ * | `LOG_LEVEL` | pino level (default `info`) |
+ *
+ * Throws {@link GatewayConfigError} naming the variable.
+ */
+export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.env): GatewayConfig {
+  return {
+    routes,
+    hmacSecret: env.GATEWAY_HMAC_SECRET ?? "",
+    tokens: tokensFromEnv(env),
+    rateLimit: rateLimitFromEnv(env),
+    ...(env.BODY_LIMIT !== undefined && { bodyLimit: integer(env, "BODY_LIMIT") }),
+    ...(env.CORS_ORIGINS !== undefined && {
+      corsOrigins: env.CORS_ORIGINS.trim() === "*" ? true : env.CORS_ORIGINS.split(",").map((o) => o.trim()).filter(Boolean),
+    }),
+    logger: { level: env.LOG_LEVEL ?? "info" },
+  };
+}
+
+function tokensFromEnv(env: GatewayEnv): TokenValidationOptions {
+  const tokens: { -readonly [K in keyof TokenValidationOptions]: TokenValidationOptions[K] } = {};
+  if (env.JWT_SECRET) {
+    tokens.hs256 = {
+      secret: env.JWT_SECRET,
+      issuer: env.JWT_ISSUER ?? "eloquent-gateway",
+      audience: env.JWT_AUDIENCE ?? "eloquent-api",
+    };
+  }
+  if (env.JWKS_URL) {
+    tokens.jwks = {
+      url: env.JWKS_URL,
+      issuer: required(env, "OAUTH2_ISSUER", "with JWKS_URL"),
+      audience: required(env, "OAUTH2_AUDIENCE", "with JWKS_URL"),
+    };
+  }
+  if (env.INTROSPECTION_URL) {
+    tokens.introspection = {
+      url: env.INTROSPECTION_URL,
+      clientId: required(env, "INTROSPECTION_CLIENT_ID", "with INTROSPECTION_URL"),
+      clientSecret: required(env, "INTROSPECTION_CLIENT_SECRET", "with INTROSPECTION_URL"),
+    };
+  }
+  return tokens;
+}
+
+function rateLimitFromEnv(env: GatewayEnv): GatewayConfig["rateLimit"] {
+  const max = env.RATE_LIMIT_MAX === undefined ? 1000 : integer(env, "RATE_LIMIT_MAX");
+  if (max === 0) return false;
+  const window = env.RATE_LIMIT_WINDOW ?? "1m";
+  const timeWindowMs = parseDuration(window);
+  if (timeWindowMs === undefined) throw new GatewayConfigError("RATE_LIMIT_WINDOW must be a duration such as 60s or 1m");
+  return { max, timeWindowMs, ...(env.REDIS_URL && { redisUrl: env.REDIS_URL }) };
+}
+
+function required(env: GatewayEnv, name: string, why: string): string {
+  const value = env[name];
+  if (!value) throw new GatewayConfigError(`${name} is required ${why}`);
+  return value;
+}
+
+function integer(env: GatewayEnv, name: string): number {
+  const value = env[name] ?? "";
+  if (!/^[0-9]+$/.test(value)) throw new GatewayConfigError(`${name} must be a whole number`);
+  return Number(value);
+}
