@@ -9,9 +9,12 @@ import { gatewayIdentity, type GatewayIdentity } from "./gateway-identity.js";
  */
 export function requireScopes(ctx: GatewayContext, ...scopes: string[]): GatewayIdentity {
   const identity = ctx.values.get(gatewayIdentity);
-  const granted = new Set(identity?.scopes ?? []);
+  if (identity === undefined) {
+    throw new ConnectError("no verified gateway identity", Code.PermissionDenied);
+  }
+  const granted = new Set(identity.scopes);
   const missing = scopes.filter((s) => !granted.has(s));
-  if (identity === undefined || missing.length > 0) {
+  if (missing.length > 0) {
     throw new ConnectError(
       `missing scope${missing.length === 1 ? "" : "s"}: ${missing.join(" ")}`,
       Code.PermissionDenied,

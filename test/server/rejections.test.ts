@@ -271,3 +271,33 @@ describe("maxBodyBytes bounds what a caller can make the verifier hold", () => {
     expect((await post(node, signedHeaders(SECRET, { method: "POST", path: ECHO, body: small }), small)).status).toBe(200);
   });
 });
+
+describe("repeated headers over HTTP/2", () => {
+  it("malformed_gateway_headers: HTTP/2 keeps both values and the check sees them", async () => {
+    const { connect: h2connect } = await import("node:http2");
+    const auth = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true });
+    const server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })), "2");
+    servers.push(server);
+    const session = h2connect(server.baseUrl);
+    try {
+      const send = (headers: Record<string, string | string[]>) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = session.request({ ":method": "POST", ":path": ECHO, "content-type": "application/json", ...headers });
+          let status = 0;
+          let text = "";
+          req.on("response", (h) => (status = Number(h[":status"])));
+          req.on("data", (d: Buffer) => (text += d.toString()));
+          req.on("end", () => resolve({ status, body: text }));
+          req.on("error", reject);
+          req.end(body);
+        });
+      const honest = Object.fromEntries(valid());
+      expect((await send(honest)).status).toBe(200);
+      const repeated = await send({ ...honest, "x-user-id": [honest["x-user-id"] as string, "admin"] });
+      expect(repeated.status).toBe(403);
+      expect(JSON.parse(repeated.body)).toEqual({ code: "permission_denied", message: "malformed_gateway_headers" });
+    } finally {
+      session.close();
+    }
+  });
+});
