@@ -71,8 +71,15 @@ export function createGateway(config: GatewayConfig): Gateway {
   // 1. Recovery: every error becomes the caller's protocol's error, never a stack.
   app.setErrorHandler((error, request, reply) => {
     const gatewayError = asGatewayHttpError(error);
-    if (gatewayError.statusCode >= 500) request.log.error({ err: gatewayError.cause ?? gatewayError }, gatewayError.message);
-    else request.log.info({ code: gatewayError.code }, gatewayError.message);
+    if (gatewayError.code === "INTERNAL_ERROR") {
+      request.log.error({ err: gatewayError.cause ?? gatewayError }, gatewayError.message);
+    } else if (gatewayError.statusCode >= 500) {
+      // An upstream or a key set is away: worth a line, not a stack per request.
+      const cause = gatewayError.cause as { code?: unknown; message?: unknown } | undefined;
+      request.log.warn({ code: gatewayError.code, cause: cause?.code ?? cause?.message }, gatewayError.message);
+    } else {
+      request.log.info({ code: gatewayError.code }, gatewayError.message);
+    }
     return sendGatewayError(request, reply, gatewayError);
   });
   app.setNotFoundHandler((request, reply) =>

@@ -1,5 +1,5 @@
 import { createServer as createHttp1Server, type Server } from "node:http";
-import { createServer as createHttp2Server, type Http2Server } from "node:http2";
+import { createServer as createHttp2Server, type Http2Server, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createGatewayAuth, gatewayIdentity, type GatewayAuth } from "../server/index.js";
@@ -56,6 +56,12 @@ export async function startAgentsBackend(hmacSecret: string, port = 0): Promise<
 }
 
 async function started(server: Server | Http2Server, port: number): Promise<ExampleBackend> {
+  // HTTP/2 sessions would keep close() waiting: clients hold them open while idle.
+  const sessions = new Set<Http2Session>();
+  server.on("session", (session: Http2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, "127.0.0.1", () => resolve());
@@ -65,6 +71,7 @@ async function started(server: Server | Http2Server, port: number): Promise<Exam
     close: () =>
       new Promise((resolve) => {
         if ("closeAllConnections" in server) server.closeAllConnections();
+        for (const session of sessions) session.destroy();
         server.close(() => resolve());
       }),
   };

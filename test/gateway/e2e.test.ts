@@ -1,0 +1,193 @@
+// End to end, one process, real everything: oidc-provider issues tokens, the
+// gateway validates them through its JWKS and signs, the example Connect
+// backend verifies with createGatewayAuth and answers with the identity it saw,
+// and the client is createGatewayTransport — plus one client nobody here
+// wrote: `buf curl`.
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { ConnectionError, createGatewayTransport, gatewayCall, withUserToken } from "../../src/client/index.js";
+import { startDevStack, type DevStack } from "../../src/gateway/dev-stack.js";
+import { runExampleClientTour } from "../../src/gateway/example-client-tour.js";
+
+const run = promisify(execFile);
+const repoRoot = new URL("../../", import.meta.url).pathname;
+
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function failure(promise: Promise<unknown>): Promise<ConnectError> {
+  return promise.then(
+    () => {
+      throw new Error("expected the call to fail");
+    },
+    (e: unknown) => e as ConnectError,
+  );
+}
+
+describe("end to end", () => {
+  let stack: DevStack;
+  let echo: Client<typeof EchoService>;
+  const dir = mkdtempSync(join(tmpdir(), "connect-gateway-e2e-"));
+
+  beforeAll(async () => {
+    const routesFile = join(dir, "routes.yaml");
+    writeFileSync(
+      routesFile,
+      `version: "1.0"
+backends:
+  echo:
+    upstream: $ECHO_URL
+    http2: true
+  echo-admin:
+    upstream: $ECHO_URL
+    http2: true
+    scopes: [admin]
+  gone:
+    upstream: http://127.0.0.1:${await closedPort()}
+    http2: true
+`,
+    );
+    stack = await startDevStack({ routesFile, gatewayPort: 0, oauthPort: 0 });
+    echo = createClient(
+      EchoService,
+      createGatewayTransport({
+        clientId: stack.client.clientId,
+        clientSecret: stack.client.clientSecret,
+        gatewayUrl: stack.gateway.url,
+        appcenterUrl: stack.oauth.issuer,
+        tokenPath: "/token",
+        scope: ["read"],
+      }),
+    );
+  });
+  afterAll(async () => {
+    await stack?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("service call: the client's own token; the backend sees the client and no user", async () => {
+    const res = await echo.echo({ text: "hi" });
+    expect(res.text).toBe("hi");
+    expect(res.caller).toMatchObject({ clientId: "example-client", userId: "", isServiceRequest: true, scopes: ["read"] });
+  });
+
+  it("forwarded user token: the user's identity reaches the handler", async () => {
+    const token = await stack.oauth.issueUserToken({ sub: "user-7", email: "grace@example.com", scopes: ["read", "write"] });
+    const res = await withUserToken(token, () => echo.echo({ text: "as Grace" }));
+    expect(res.caller).toMatchObject({
+      clientId: "web-app",
+      userId: "user-7",
+      email: "grace@example.com",
+      scopes: ["read", "write"],
+      isServiceRequest: false,
+    });
+    const streamed: string[] = [];
+    for await (const m of echo.echoStream({ text: "s", repeat: 2 }, gatewayCall({ userToken: token }))) {
+      expect(m.caller?.userId).toBe("user-7");
+      streamed.push(m.text);
+    }
+    expect(streamed).toEqual(["s 1", "s 2"]);
+  });
+
+  it("missing scope: PermissionDenied from the gateway", async () => {
+    const error = await failure(echo.echo({ text: "x" }, gatewayCall({ service: "echo-admin" })));
+    expect(error).toBeInstanceOf(ConnectError);
+    expect([error.code, error.rawMessage]).toEqual([Code.PermissionDenied, "Token lacks required scope: admin"]);
+  });
+
+  it("expired user token: Unauthenticated, passed to the caller", async () => {
+    const expired = await stack.oauth.issueUserToken({ sub: "user-7", ttlSeconds: -60 });
+    const error = await failure(echo.echo({ text: "x" }, gatewayCall({ userToken: expired })));
+    expect([error.code, error.rawMessage]).toEqual([Code.Unauthenticated, "Token has expired"]);
+  });
+
+  it("forged call straight to the backend, bypassing the gateway: PermissionDenied", async () => {
+    const direct = createClient(EchoService, createConnectTransport({ baseUrl: stack.echo.url, httpVersion: "2" }));
+    const headers = {
+      "x-client-id": "example-client",
+      "x-user-id": "admin",
+      "x-gateway-timestamp": String(Math.floor(Date.now() / 1000)),
+      "x-gateway-signature": "0".repeat(64),
+    };
+    const error = await failure(direct.echo({ text: "let me in" }, { headers }));
+    expect(error.code).toBe(Code.PermissionDenied);
+    expect((await failure(direct.echo({ text: "no headers at all" }))).code).toBe(Code.PermissionDenied);
+  });
+
+  it("backend down: Unavailable from the gateway; gateway down: ConnectionError", async () => {
+    const error = await failure(echo.echo({ text: "x" }, gatewayCall({ service: "gone" })));
+    expect([error.code, error.rawMessage]).toEqual([Code.Unavailable, "Upstream service is unavailable"]);
+    expect(error).not.toBeInstanceOf(ConnectionError); // the gateway answered it
+    const unreachable = createClient(
+      EchoService,
+      createGatewayTransport({
+        clientId: stack.client.clientId,
+        clientSecret: stack.client.clientSecret,
+        gatewayUrl: `http://127.0.0.1:${await closedPort()}`,
+        appcenterUrl: stack.oauth.issuer,
+        tokenPath: "/token",
+      }),
+    );
+    const down = await failure(unreachable.echo({ text: "x" }));
+    expect(down).toBeInstanceOf(ConnectionError);
+    expect(down.code).toBe(Code.Unavailable);
+  });
+
+  it("buf curl, a client nobody here wrote, gets the backend's answer (Connect over HTTP/1.1, gRPC over h2c)", async () => {
+    const tokenResponse = await fetch(stack.oauth.tokenUrl, {
+      method: "POST",
+      headers: {
+        authorization: `Basic ${Buffer.from(`${stack.client.clientId}:${stack.client.clientSecret}`).toString("base64")}`,
+      },
+      body: new URLSearchParams({ grant_type: "client_credentials", scope: "read" }),
+    });
+    const token = ((await tokenResponse.json()) as { access_token: string }).access_token;
+    const url = `${stack.gateway.url}/backend/echo/example.v1.EchoService/Echo`;
+    for (const protocolArgs of [[], ["--protocol", "grpc", "--http2-prior-knowledge"]]) {
+      const { stdout } = await run(
+        "npx",
+        ["--no-install", "buf", "curl", "--schema", "proto", ...protocolArgs, "-H", `Authorization: Bearer ${token}`, "--data", '{"text":"hi"}', url],
+        { cwd: repoRoot, timeout: 15_000 },
+      );
+      expect(JSON.parse(stdout)).toMatchObject({
+        text: "hi",
+        caller: { clientId: "example-client", scopes: ["read"], isServiceRequest: true },
+      });
+    }
+    const refused = await run("npx", ["--no-install", "buf", "curl", "--schema", "proto", "--data", '{"text":"hi"}', url], {
+      cwd: repoRoot,
+      timeout: 15_000,
+    }).then(
+      () => "",
+      (e: { stderr: string }) => e.stderr,
+    );
+    expect(refused).toContain("unauthenticated");
+  });
+
+  it("npm start's tour passes every step against this stack", async () => {
+    const lines: string[] = [];
+    const steps = await runExampleClientTour(stack, (line) => lines.push(line));
+    expect(steps.map((s) => [s.title.split(":")[0], s.ok])).toEqual([
+      ["service call", true],
+      ["user call", true],
+      ["server stream", true],
+      ["forged call", true],
+    ]);
+    const printed = lines.join("\n");
+    expect(printed).toContain('the backend saw client "example-client", no user (service call)');
+    expect(printed).not.toContain(stack.client.clientSecret);
+  });
+});
