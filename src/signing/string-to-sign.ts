@@ -2,8 +2,10 @@ import { GatewaySigningError } from "./gateway-signing-error.js";
 import type { SigningParts } from "./signing-parts.js";
 
 // The `|` join is ambiguous when a field contains `|`; CR, LF and NUL cannot
-// travel in an HTTP header value anyway.
-const FORBIDDEN_IN_ID = /[|\r\n\0]/;
+// travel in an HTTP header value, and HTTP strips leading and trailing
+// spaces and tabs from one: an id carrying any of them could be signed but
+// never verified.
+const FORBIDDEN_IN_ID = /[|\r\n\0]|^[ \t]|[ \t]$/;
 const DIGITS = /^[0-9]+$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const METHOD = /^[A-Za-z]+$/;
@@ -34,7 +36,9 @@ export function stringToSign(parts: SigningParts): string {
     throw new GatewaySigningError("timestamp must be unix seconds (digits only)");
   }
   if (!isSignableId(parts.clientId) || !isSignableId(userId)) {
-    throw new GatewaySigningError("client id and user id must not contain '|', CR, LF or NUL");
+    throw new GatewaySigningError(
+      "client id and user id must not contain '|', CR, LF or NUL, nor start or end with a space or tab",
+    );
   }
   if (!SHA256_HEX.test(parts.bodySha256)) {
     throw new GatewaySigningError("bodySha256 must be 64 lower-case hex characters");

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
-import Provider from "oidc-provider";
+import type Provider from "oidc-provider";
 
 /** A client registered with the test OAuth2 server (client_credentials grant). */
 export interface OAuth2TestClient {
@@ -83,7 +83,7 @@ export async function startOAuth2Server(options: StartOAuth2ServerOptions): Prom
   });
   const port = await listen(server, options.port ?? 0);
   const issuer = `http://127.0.0.1:${port}`;
-  provider = createProvider(issuer, options, audience, key.jwk);
+  provider = await createProvider(issuer, options, audience, key.jwk);
   return {
     issuer,
     tokenUrl: `${issuer}/token`,
@@ -98,12 +98,15 @@ export async function startOAuth2Server(options: StartOAuth2ServerOptions): Prom
   };
 }
 
-function createProvider(
+async function createProvider(
   issuer: string,
   options: StartOAuth2ServerOptions,
   audience: string,
   privateJwk: JWK,
-): Provider {
+): Promise<Provider> {
+  // Loaded on first use: `connect-gateway/testing` is imported by service
+  // tests that never start an OAuth2 server.
+  const { default: Provider } = await import("oidc-provider");
   const allScopes = [...new Set(options.clients.flatMap((c) => c.scopes ?? []))];
   const ttl = options.accessTokenTtlSeconds ?? 3600;
   const jwt = (options.tokenFormat ?? "jwt") === "jwt";

@@ -3,7 +3,8 @@ import { connectNodeAdapter, Http2SessionManager } from "@connectrpc/connect-nod
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { echoRoutes, GettableEchoService, type Observed } from "./echo-routes.js";
+import { echoRoutes, type Observed } from "./echo-routes.js";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startServer, type RunningServer } from "./servers.js";
 import { nodeClient, tamperingTransport, type Protocol } from "./transports.js";
 
@@ -41,17 +42,17 @@ describe.each(matrix)("%s over HTTP/%s", (protocol, httpVersion) => {
 
   const signed = () =>
     createClient(
-      GettableEchoService,
+      EchoService,
       tamperingTransport({ protocol, baseUrl: server.baseUrl, inner: nodeClient(server.baseUrl, httpVersion, sessions), hmacSecret, identity: user }),
     );
   const tampered = () =>
     createClient(
-      GettableEchoService,
+      EchoService,
       tamperingTransport({ protocol, baseUrl: server.baseUrl, inner: nodeClient(server.baseUrl, httpVersion, sessions), hmacSecret, identity: user, tamper: last }),
     );
   const wrongSecret = () =>
     createClient(
-      GettableEchoService,
+      EchoService,
       tamperingTransport({ protocol, baseUrl: server.baseUrl, inner: nodeClient(server.baseUrl, httpVersion, sessions), hmacSecret: "not-it", identity: user }),
     );
 
@@ -160,7 +161,7 @@ describe.each(["1.1", "2"] as const)("Connect GET (useHttpGet) over HTTP/%s: the
     const sessionManager = new Http2SessionManager(server.baseUrl);
     sessions.push(sessionManager);
     return createClient(
-      GettableEchoService,
+      EchoService,
       createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret: secret, identity: user, useHttpGet: true, httpVersion, sessionManager }),
     );
   };

@@ -1,7 +1,6 @@
 import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { CallerSchema, EchoService, type Caller } from "../../gen/example/v1/example_pb.js";
-import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { gatewayIdentity } from "../../src/server/index.js";
 
 /** What the handlers observed, so tests can prove a handler never ran. */
@@ -25,24 +24,10 @@ function callerOf(ctx: HandlerContext): Caller {
   });
 }
 
-/**
- * EchoService with `Echo` marked side-effect free so that Connect GET is
- * served for it (the example proto leaves the idempotency level unset).
- */
-const gettableEcho = {
-  ...EchoService.method.echo,
-  idempotency: MethodOptions_IdempotencyLevel.NO_SIDE_EFFECTS,
-};
-export const GettableEchoService = {
-  ...EchoService,
-  methods: EchoService.methods.map((m) => (m === EchoService.method.echo ? gettableEcho : m)),
-  method: { ...EchoService.method, echo: gettableEcho },
-} as typeof EchoService;
-
 /** The example EchoService; every answer carries the identity the handler saw. */
 export function echoRoutes(observed: Observed) {
   return (router: ConnectRouter) =>
-    router.service(GettableEchoService, {
+    router.service(EchoService, {
       echo(req, ctx) {
         observed.calls++;
         observed.lastMethod = ctx.requestMethod;

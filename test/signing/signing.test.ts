@@ -46,6 +46,8 @@ describe("stringToSign", () => {
     ["a CR in the user id", { userId: "a\rb" }],
     ["a LF in the user id", { userId: "a\nb" }],
     ["a NUL in the client id", { clientId: "a\0b" }],
+    ["a client id ending in a space (HTTP would strip it)", { clientId: "web-app " }],
+    ["a user id starting with a tab (HTTP would strip it)", { userId: "\tsub-42" }],
     ["a non-digit timestamp", { timestamp: "17e8" }],
     ["a negative timestamp", { timestamp: "-1" }],
     ["an upper-case body hash", { bodySha256: EMPTY_BODY_SHA256.toUpperCase() }],
