@@ -154,12 +154,13 @@ describe("protocols", () => {
     expect(seen?.authorization).toMatch(/^Bearer \S+$/);
   });
 
-  it("uses Connect GET when asked (useHttpGet), still routed", async () => {
-    // Echo has no idempotency option, so it stays POST; this proves the option is accepted
-    // and routing survives the transport's own request rewriting.
+  it("uses Connect GET when asked (useHttpGet), still routed and authenticated", async () => {
+    // Echo is declared side-effect free, so the transport turns it into a GET after routing.
     const echo = createClient(EchoService, createGatewayTransport(options(h1, { useHttpGet: true })));
-    await echo.echo({ text: "get" });
-    expect(h1.requests.at(-1)?.path).toBe("/backend/echo/example.v1.EchoService/Echo");
+    expect((await echo.echo({ text: "get" })).text).toBe("get");
+    const seen = h1.requests.at(-1);
+    expect(seen).toMatchObject({ method: "GET", path: "/backend/echo/example.v1.EchoService/Echo" });
+    expect(seen?.authorization).toMatch(/^Bearer \S+$/);
   });
 });
 
