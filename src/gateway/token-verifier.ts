@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, createSecretKey } from "node:crypto";
 import {
   createRemoteJWKSet,
   decodeProtectedHeader,
@@ -51,8 +51,6 @@ export interface IntrospectionOptions {
   readonly clientId: string;
   /** Its client secret (never logged). */
   readonly clientSecret: string;
-  /** An active answer is reused for this long (never past the token's `exp`). Default 30 s; 0 disables. */
-  readonly cacheMs?: number;
   /** Give up on an introspection request after this long. Default 5 s. */
   readonly timeoutMs?: number;
 }
@@ -64,6 +62,14 @@ export interface TokenValidationOptions {
   readonly introspection?: IntrospectionOptions;
   /** Allowed clock skew on `exp` / `nbf` / `iat`. Default 5 s. */
   readonly clockToleranceSeconds?: number;
+  /**
+   * A token that verified is trusted again for this long, never past its
+   * `exp` (keyed by its hash; the cache never holds a usable token). Saves a
+   * signature check — or an introspection round trip — per call, at the price
+   * of noticing an introspected token's revocation this much later.
+   * Default 30 s; 0 disables.
+   */
+  readonly cacheMs?: number;
 }
 
 /** The verified claims of a token. */
@@ -90,7 +96,8 @@ const INVALID = "Invalid or expired token";
 export function createTokenVerifier(options: TokenValidationOptions): TokenVerifier {
   const clockTolerance = options.clockToleranceSeconds ?? 5;
   const hs256 = options.hs256 && {
-    key: new TextEncoder().encode(options.hs256.secret),
+    // A KeyObject once, rather than the raw secret imported again on every verification.
+    key: createSecretKey(Buffer.from(options.hs256.secret, "utf8")),
     verify: { issuer: options.hs256.issuer, audience: options.hs256.audience, algorithms: ["HS256"], clockTolerance },
   };
   const jwks = options.jwks && {
@@ -107,22 +114,35 @@ export function createTokenVerifier(options: TokenValidationOptions): TokenVerif
     },
   };
   const introspect = options.introspection && createIntrospection(options.introspection);
+  const cacheMs = options.cacheMs ?? 30_000;
+  const verified = cacheMs > 0 ? new LRUCache<string, TokenClaims>({ max: 10_000 }) : undefined;
+
+  async function verifyUncached(token: string): Promise<TokenClaims> {
+    const alg = jwtAlgorithm(token);
+    try {
+      if (alg === undefined) {
+        if (introspect) return await introspect(token);
+      } else if (alg === "HS256" && hs256) {
+        return (await jwtVerify(token, hs256.key, hs256.verify)).payload;
+      } else if (jwks && jwks.verify.algorithms.includes(alg)) {
+        return (await jwtVerify(token, jwks.keys, jwks.verify)).payload;
+      }
+    } catch (e) {
+      throw asTokenError(e);
+    }
+    throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+  }
 
   return {
     async verify(token) {
-      const alg = jwtAlgorithm(token);
-      try {
-        if (alg === undefined) {
-          if (introspect) return await introspect(token);
-        } else if (alg === "HS256" && hs256) {
-          return (await jwtVerify(token, hs256.key, hs256.verify)).payload;
-        } else if (jwks && jwks.verify.algorithms.includes(alg)) {
-          return (await jwtVerify(token, jwks.keys, jwks.verify)).payload;
-        }
-      } catch (e) {
-        throw asTokenError(e);
-      }
-      throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+      if (verified === undefined) return verifyUncached(token);
+      const key = createHash("sha256").update(token).digest("base64url");
+      const cached = verified.get(key);
+      if (cached !== undefined && !isExpired(cached)) return cached;
+      const claims = await verifyUncached(token);
+      const ttl = typeof claims.exp === "number" ? Math.min(cacheMs, claims.exp * 1000 - Date.now()) : cacheMs;
+      if (ttl > 0) verified.set(key, claims, { ttl });
+      return claims;
     },
   };
 }
@@ -155,18 +175,10 @@ function createIntrospection(options: IntrospectionOptions): (token: string) => 
   const authorization = `Basic ${Buffer.from(
     `${formEncode(options.clientId)}:${formEncode(options.clientSecret)}`,
   ).toString("base64")}`;
-  const cacheMs = options.cacheMs ?? 30_000;
-  // Keyed by a hash, so the cache never holds a usable token.
-  const cache = cacheMs > 0 ? new LRUCache<string, TokenClaims>({ max: 10_000, ttl: cacheMs }) : undefined;
   return async (token) => {
-    const key = createHash("sha256").update(token).digest("base64url");
-    const cached = cache?.get(key);
-    if (cached !== undefined && !isExpired(cached)) return cached;
     const claims = await postIntrospection(options, authorization, token);
     if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
     if (isExpired(claims)) throw new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
-    const ttl = typeof claims.exp === "number" ? Math.min(cacheMs, claims.exp * 1000 - Date.now()) : cacheMs;
-    if (ttl > 0) cache?.set(key, claims, { ttl });
     return claims;
   };
 }
