@@ -118,7 +118,8 @@ async function createProvider(
       redirect_uris: [],
       response_types: [],
       token_endpoint_auth_method: "client_secret_basic",
-      scope: (c.scopes ?? []).join(" "),
+      // oidc-provider refuses an empty `scope` metadata value.
+      ...(c.scopes?.length ? { scope: c.scopes.join(" ") } : {}),
     })),
     scopes: allScopes,
     jwks: { keys: [privateJwk] },

@@ -56,6 +56,23 @@ describe("startOAuth2Server (jwt)", () => {
   });
 });
 
+describe("startOAuth2Server (a client without scopes)", () => {
+  it("issues it scope-less tokens", async () => {
+    const server = await startOAuth2Server({ clients: [{ clientId: "plain", clientSecret: "p" }] });
+    try {
+      const res = await fetch(server.tokenUrl, {
+        method: "POST",
+        headers: { authorization: basic("plain", "p") },
+        body: new URLSearchParams({ grant_type: "client_credentials" }),
+      });
+      expect(res.status).toBe(200);
+      expect(await res.json()).not.toHaveProperty("scope");
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe("startOAuth2Server (opaque)", () => {
   it("issues opaque tokens that introspection recognises", async () => {
     const server = await startOAuth2Server({ clients: [client], tokenFormat: "opaque" });
