@@ -63,6 +63,19 @@ describe("token validation", () => {
   let oauth: OAuth2Server;
   let opaque: OAuth2Server;
   let gateway: Gateway;
+  let introspections = 0;
+  // Counts the gateway's introspection requests on their way to the real endpoint.
+  const introspectionCounter = createServer(async (req, res) => {
+    introspections++;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const answer = await fetch(opaque.introspectionUrl, {
+      method: "POST",
+      headers: { authorization: String(req.headers.authorization), "content-type": String(req.headers["content-type"]) },
+      body: Buffer.concat(chunks),
+    });
+    res.writeHead(answer.status, { "content-type": "application/json" }).end(await answer.text());
+  });
   const logs = captureLogs();
   const tokensSeen: string[] = [];
 
@@ -76,7 +89,11 @@ describe("token validation", () => {
       tokens: {
         hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE },
         jwks: { url: oauth.jwksUrl, issuer: oauth.issuer, audience: oauth.audience },
-        introspection: { url: opaque.introspectionUrl, clientId: introspector.clientId, clientSecret: introspector.clientSecret },
+        introspection: {
+          url: `http://127.0.0.1:${await listen(introspectionCounter)}/introspect`,
+          clientId: introspector.clientId,
+          clientSecret: introspector.clientSecret,
+        },
       },
       logger: { level: "debug", stream: logs.stream },
     });
@@ -84,7 +101,7 @@ describe("token validation", () => {
   });
   afterAll(async () => {
     await gateway.close();
-    await Promise.all([backend.close(), oauth.close(), opaque.close()]);
+    await Promise.all([backend.close(), oauth.close(), opaque.close(), closeServer(introspectionCounter)]);
   });
 
   const remember = (token: string) => (tokensSeen.push(token), token);
@@ -179,7 +196,10 @@ describe("token validation", () => {
   it("checks opaque tokens through RFC 7662 introspection with the gateway's own credentials", async () => {
     const token = remember(await serviceToken(opaque, "read"));
     expect(token.split(".")).toHaveLength(1);
+    const before = introspections;
     expect((await call(gateway, "/api/v1/agents", token)).status).toBe(200);
+    expect((await call(gateway, "/api/v1/agents", token)).status).toBe(200);
+    expect(introspections).toBe(before + 1); // the second call used the verified-token cache
     expect(backend.requests.at(-1)!.headers).toMatchObject({ "x-client-id": "billing", "x-user-scopes": "read" });
     const { status, body } = await call(gateway, "/api/v1/agents", "an-opaque-token-nobody-issued");
     expect([status, body.error.code]).toEqual([401, "UNAUTHORIZED"]);

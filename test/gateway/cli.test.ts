@@ -1,0 +1,91 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { GatewayConfigError } from "../../src/gateway/index.js";
+import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import { HMAC_SECRET, JWT_SECRET } from "./helpers.js";
+
+const cli = new URL("../../src/gateway/cli.ts", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "connect-gateway-cli-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs the CLI until `until` matches its output (then stops it) or it exits. */
+function runCli(args: string[], env: Record<string, string>, until?: RegExp) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], {
+      env: { PATH: process.env.PATH ?? "", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (until?.test(stdout)) child.kill("SIGTERM");
+    });
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe("connect-gateway CLI", () => {
+  it("serve: starts from a routes file and the environment", async () => {
+    const routes = join(dir, "routes.yaml");
+    writeFileSync(routes, `version: "1.0"\nbackends:\n  echo:\n    upstream: $ECHO_URL\n`);
+    const result = await runCli(
+      ["serve", "--routes", routes, "--port", "0", "--host", "127.0.0.1"],
+      { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, ECHO_URL: "http://127.0.0.1:9", LOG_LEVEL: "warn" },
+      /listening on http:\/\/127\.0\.0\.1:\d+ \(0 routes, 1 backends\)/,
+    );
+    expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
+    expect(result.stdout + result.stderr).not.toContain(HMAC_SECRET);
+  });
+
+  it("serve: refuses a bad routes file with file, line and problem, and no stack", async () => {
+    const routes = join(dir, "bad.yaml");
+    writeFileSync(routes, `version: "1.0"\nroutes:\n  - path: /a\n    method: GET\n    proxy_upstream: $MISSING_URL\n    cache_ttl: 1 minute\n`);
+    const result = await runCli(["serve", "--routes", routes, "--port", "0"], { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${routes}:5: proxy_upstream: environment variable MISSING_URL is not set`);
+    expect(result.stderr).toContain(`${routes}:6: cache_ttl "1 minute" is not a duration`);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("serve: names a missing secret without printing any secret", async () => {
+    const result = await runCli(["serve", "--routes", "examples/routes.yaml"], { JWT_SECRET });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("hmacSecret must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
+    expect(result.stderr).not.toContain(JWT_SECRET);
+  });
+
+  it("maps the environment to the gateway configuration", () => {
+    const config = gatewayConfigFromEnv("routes.yaml", {
+      GATEWAY_HMAC_SECRET: HMAC_SECRET,
+      JWT_SECRET,
+      JWKS_URL: "http://oauth/jwks",
+      OAUTH2_ISSUER: "http://oauth",
+      OAUTH2_AUDIENCE: "urn:api",
+      REDIS_URL: "redis://127.0.0.1:6379",
+      RATE_LIMIT_MAX: "50",
+      RATE_LIMIT_WINDOW: "10s",
+      CORS_ORIGINS: "https://a.example, https://b.example",
+    });
+    expect(config.tokens).toEqual({
+      hs256: { secret: JWT_SECRET, issuer: "eloquent-gateway", audience: "eloquent-api" },
+      jwks: { url: "http://oauth/jwks", issuer: "http://oauth", audience: "urn:api" },
+    });
+    expect(config.rateLimit).toEqual({ max: 50, timeWindowMs: 10_000, redisUrl: "redis://127.0.0.1:6379" });
+    expect(config.corsOrigins).toEqual(["https://a.example", "https://b.example"]);
+    expect(gatewayConfigFromEnv("r", { RATE_LIMIT_MAX: "0" }).rateLimit).toBe(false);
+    expect(() => gatewayConfigFromEnv("r", { JWKS_URL: "http://oauth/jwks" })).toThrow(
+      new GatewayConfigError("OAUTH2_ISSUER is required with JWKS_URL"),
+    );
+    expect(() => gatewayConfigFromEnv("r", { RATE_LIMIT_WINDOW: "soon" })).toThrow("RATE_LIMIT_WINDOW must be a duration");
+  });
+});
