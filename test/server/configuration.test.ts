@@ -170,3 +170,12 @@ describe("the request path", () => {
     expect(order).toHaveLength(2);
   });
 });
+
+describe("one ConfigurationError for the package", () => {
+  it("is the class the client throws too", async () => {
+    const client = await import("../../src/client/index.js");
+    const server = await import("../../src/server/index.js");
+    expect(server.ConfigurationError).toBe(client.ConfigurationError);
+    expect(() => server.createGatewayAuth({ hmacSecret: "" })).toThrow(client.ConfigurationError);
+  });
+});
