@@ -32,8 +32,8 @@ routes:
     clients: [billing]
 `;
 const service = { clientId: "billing", clientSecret: "billing-secret-value", scopes: ["read", "write:agents"] };
-// A scope, because the lead's test server registers an empty scope string otherwise, which oidc-provider refuses.
-const introspector = { clientId: "gateway", clientSecret: "gateway-introspection-secret", scopes: ["introspect"] };
+// The gateway's own OAuth2 client, which authenticates its introspection requests.
+const introspector = { clientId: "gateway", clientSecret: "gateway-introspection-secret" };
 
 function basic(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}`;
