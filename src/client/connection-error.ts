@@ -1,12 +1,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { GatewayError } from "./gateway-error.js";
+import { GatewayResponseError } from "./gateway-response-error.js";
 
 /**
- * The gateway could not be reached or did not answer in time: connection
- * refused or reset, host not found, network down (code `Unavailable`), or the
- * call's deadline passed (code `DeadlineExceeded`). Safe to retry with
- * backoff. An error the gateway or a backend *answered* is never a
- * ConnectionError.
+ * The call could not reach its backend, or not in time: the gateway was
+ * unreachable (connection refused or reset, host not found, network down), or
+ * the gateway answered that the backend is (code `Unavailable`); or the call's
+ * deadline passed (code `DeadlineExceeded`). Safe to retry with backoff.
+ * Any other error the gateway or a backend answered is not a ConnectionError.
  */
 export class ConnectionError extends GatewayError {
   constructor(message: string, code: Code.Unavailable | Code.DeadlineExceeded, options?: { cause?: unknown }) {
@@ -38,17 +39,34 @@ const unreachableCodes = new Set([
  * cancellation, an error of ours). Used by the transport and the REST client.
  */
 export function connectionErrorFrom(reason: unknown, target: string): ConnectionError | undefined {
-  if (reason instanceof GatewayError) return undefined;
+  if (reason instanceof GatewayError && !(reason instanceof GatewayResponseError)) return undefined;
   if (isLocalDeadline(reason)) {
     return new ConnectionError(`no answer from ${target} before the deadline — safe to retry`, Code.DeadlineExceeded, {
       cause: reason,
     });
   }
   const nodeCode = unreachableCodeIn(reason);
-  if (nodeCode === undefined) return undefined;
-  return new ConnectionError(`${target} is unreachable (${nodeCode}) — safe to retry with backoff`, Code.Unavailable, {
-    cause: reason,
-  });
+  if (nodeCode !== undefined) {
+    return new ConnectionError(`${target} is unreachable (${nodeCode}) — safe to retry with backoff`, Code.Unavailable, {
+      cause: reason,
+    });
+  }
+  if (isUnavailableAnswer(reason)) {
+    // The gateway's 503 SERVICE_UNAVAILABLE: it is up, the backend behind it is not.
+    return new ConnectionError(
+      `${target} answered that the backend is unavailable — safe to retry with backoff`,
+      Code.Unavailable,
+      { cause: reason },
+    );
+  }
+  return undefined;
+}
+
+// gRPC's own definition of Unavailable is "transient, retry with backoff": the
+// same promise ConnectionError makes, whichever hop reported it.
+function isUnavailableAnswer(reason: unknown): boolean {
+  if (reason instanceof GatewayResponseError) return reason.status === 503;
+  return reason instanceof ConnectError && !(reason instanceof GatewayError) && reason.code === Code.Unavailable;
 }
 
 // A deadline Connect enforced on our side, as opposed to one a server reported.

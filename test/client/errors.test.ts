@@ -57,9 +57,11 @@ describe("errors reaching the caller through real calls", () => {
   let logged: string[];
   beforeAll(async () => {
     oauth = await startOAuth2Server({ clients: [client] });
-    // Per-call routes pick the misbehaviour: /backend/slow/… is late, /backend/forbidden/… answers 403.
+    // Per-call routes pick the misbehaviour: /backend/slow/… is late, /backend/forbidden/… answers 403,
+    // /backend/down/… answers 503 as the gateway does when the backend behind it is down.
     const slow = async (r: { path: string }) => {
       if (r.path.startsWith("/backend/slow/")) await new Promise((res) => setTimeout(res, 1500));
+      if (r.path.startsWith("/backend/down/")) return 503;
       return r.path.startsWith("/backend/forbidden/") ? 403 : undefined;
     };
     [backend, h2] = await Promise.all([
@@ -104,6 +106,17 @@ describe("errors reaching the caller through real calls", () => {
     const token = b().requests.at(-1)?.authorization?.slice("Bearer ".length) ?? "";
     expect(token.length).toBeGreaterThan(10);
     expectNoSecret(error, [SECRET, token]);
+  });
+
+  it.each([
+    ["1.1", () => backend],
+    ["2", () => h2],
+  ] as const)("the gateway answering 503 over HTTP/%s (backend down) → ConnectionError, code Unavailable", async (httpVersion, b) => {
+    const echo = createClient(EchoService, createGatewayTransport(options({ gatewayUrl: b().url, httpVersion })));
+    const error = await echo.echo({}, gatewayCall({ service: "down" })).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+    expect((error as Error).message).toMatch(/answered that the backend is unavailable/);
   });
 
   it("keeps class and code through the callback client too", async () => {

@@ -57,6 +57,7 @@ beforeAll(async () => {
       if (path.endsWith("/array")) return json(200, [{ id: 1 }, { id: 2 }]);
       if (path.endsWith("/empty")) return void res.writeHead(204).end();
       if (path.endsWith("/missing")) return json(404, { error: { code: "NOT_FOUND", message: "no such valuation" } });
+      if (path.endsWith("/down")) return json(503, { error: { code: "SERVICE_UNAVAILABLE", message: "Upstream service is unavailable" } });
       if (path.endsWith("/html")) return void res.writeHead(200, { "content-type": "text/html" }).end("<html>");
       return json(200, { method: req.method, echo: body === "" ? null : JSON.parse(body) });
     });
@@ -170,9 +171,10 @@ describe("createGatewayClient", () => {
     await expect(rest().get("/html")).rejects.toMatchObject({ status: 200, code: Code.Internal });
   });
 
-  it("unreachable gateway → ConnectionError Unavailable; too slow → ConnectionError DeadlineExceeded", async () => {
+  it("unreachable gateway or its 503 → ConnectionError Unavailable; too slow → ConnectionError DeadlineExceeded", async () => {
     const down = createGatewayClient({ ...client, gatewayUrl: await closedPortUrl(), appcenterUrl: oauth.issuer, tokenPath: "/token" });
     await expect(down.get("/a")).rejects.toSatisfy((e) => e instanceof ConnectionError && e.code === Code.Unavailable);
+    await expect(rest().get("/down")).rejects.toSatisfy((e) => e instanceof ConnectionError && e.code === Code.Unavailable);
     await expect(rest().get("/slow", { timeoutMs: 200 })).rejects.toSatisfy(
       (e) => e instanceof ConnectionError && e.code === Code.DeadlineExceeded,
     );
