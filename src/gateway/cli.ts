@@ -2,6 +2,7 @@
 // The `connect-gateway` command: `serve` runs the gateway from a routes file
 // and the environment; `dev` (`npm start`) runs the whole local stack.
 import { parseArgs } from "node:util";
+import { ConfigurationError } from "../client/index.js";
 import { createGateway } from "./create-gateway.js";
 import { startDevStack, type DevStack } from "./dev-stack.js";
 import { runExampleClientTour } from "./example-client-tour.js";
@@ -109,6 +110,12 @@ function closeOnSignal(close: () => Promise<void>): void {
 
 main(process.argv.slice(2)).catch((e: unknown) => {
   // Configuration and routes-file errors are meant for the reader: no stack.
-  console.error(e instanceof Error ? `connect-gateway: ${e.message}` : e);
+  console.error(messageOf(e));
   process.exit(1);
 });
+
+function messageOf(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  // A ConfigurationError's message already starts with "connect-gateway: ".
+  return e instanceof ConfigurationError ? e.message : `connect-gateway: ${e.message}`;
+}

@@ -1,3 +1,4 @@
+import { ConfigurationError } from "../client/index.js";
 import type { DestinationStream } from "pino";
 import type { ClaimMapping } from "./identity-claims.js";
 import type { ResponseCacheOptions } from "./response-cache.js";
@@ -40,64 +41,71 @@ export interface GatewayConfig {
   readonly logger?: false | { readonly level?: string; readonly stream?: DestinationStream };
 }
 
-/** Thrown by `createGateway` for a configuration it cannot run with; names the option, never its value. */
-export class GatewayConfigError extends Error {
+/**
+ * Thrown by `createGateway` (and the CLI) for a configuration it cannot run
+ * with; names the option, never its value. A `ConfigurationError`, like every
+ * configuration error of the package.
+ */
+export class GatewayConfigError extends ConfigurationError {
   override name = "GatewayConfigError";
 }
 
 /** Checks `config` and throws {@link GatewayConfigError} naming the first bad option. */
 export function validateGatewayConfig(config: GatewayConfig): void {
-  const fail = (message: string): never => {
-    throw new GatewayConfigError(message);
+  const fail = (option: string, problem: string): never => {
+    throw new GatewayConfigError(option, problem);
   };
-  if (typeof config !== "object" || config === null) fail("createGateway needs a configuration object");
+  if (typeof config !== "object" || config === null) fail("config", "must be an object: createGateway needs a configuration");
   if (typeof config.routes !== "string" && (typeof config.routes !== "object" || config.routes === null)) {
-    fail("routes must be a routes.yaml path or a loaded routes file");
+    fail("routes", "must be a routes.yaml path or a loaded routes file");
   }
   if (typeof config.hmacSecret !== "string" || config.hmacSecret.length < 16) {
-    fail("hmacSecret must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
+    fail("hmacSecret", "must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
   }
   validateTokens(config.tokens, fail);
   if (config.anonymousClientId !== undefined && !/^[\x21-\x7b\x7d\x7e]+$/.test(config.anonymousClientId)) {
-    fail("anonymousClientId must be a non-empty visible ASCII string without '|'");
+    fail("anonymousClientId", "must be a non-empty visible ASCII string without '|'");
   }
   if (config.rateLimit !== undefined && config.rateLimit !== false) {
     const { max, timeWindowMs, redisUrl } = config.rateLimit;
-    if (!isPositiveInteger(max)) fail("rateLimit.max must be a positive integer");
+    if (!isPositiveInteger(max)) fail("rateLimit.max", "must be a positive integer");
     if (timeWindowMs !== undefined && !isPositiveInteger(timeWindowMs)) {
-      fail("rateLimit.timeWindowMs must be a positive integer (milliseconds)");
+      fail("rateLimit.timeWindowMs", "must be a positive integer (milliseconds)");
     }
     if (redisUrl !== undefined && !/^rediss?:\/\/./.test(redisUrl)) {
-      fail("rateLimit.redisUrl must be a redis:// or rediss:// URL");
+      fail("rateLimit.redisUrl", "must be a redis:// or rediss:// URL");
     }
   }
   if (config.bodyLimit !== undefined && !isPositiveInteger(config.bodyLimit)) {
-    fail("bodyLimit must be a positive integer (bytes)");
+    fail("bodyLimit", "must be a positive integer (bytes)");
   }
 }
 
-function validateTokens(tokens: TokenValidationOptions | undefined, fail: (m: string) => never): void {
+function validateTokens(
+  tokens: TokenValidationOptions | undefined,
+  fail: (option: string, problem: string) => never,
+): void {
   if (typeof tokens !== "object" || tokens === null || (!tokens.hs256 && !tokens.jwks && !tokens.introspection)) {
-    fail("tokens must configure at least one of hs256, jwks or introspection");
+    fail("tokens", "must configure at least one of hs256, jwks or introspection");
   }
   const { hs256, jwks, introspection } = tokens as TokenValidationOptions;
   if (hs256) {
     if (typeof hs256.secret !== "string" || hs256.secret.length < 32) {
-      fail("tokens.hs256.secret must be at least 32 characters (HS256 needs 256 bits; set JWT_SECRET)");
+      fail("tokens.hs256.secret", "must be at least 32 characters (HS256 needs 256 bits; set JWT_SECRET)");
     }
-    if (!nonEmpty(hs256.issuer)) fail("tokens.hs256.issuer is required (e.g. eloquent-gateway)");
-    if (!nonEmpty(hs256.audience)) fail("tokens.hs256.audience is required (e.g. eloquent-api)");
+    if (!nonEmpty(hs256.issuer)) fail("tokens.hs256.issuer", "is required (e.g. eloquent-gateway)");
+    if (!nonEmpty(hs256.audience)) fail("tokens.hs256.audience", "is required (e.g. eloquent-api)");
   }
   if (jwks) {
-    if (!isHttpUrl(jwks.url)) fail("tokens.jwks.url must be an http(s) URL");
-    if (!nonEmpty(jwks.issuer)) fail("tokens.jwks.issuer is required (the OAuth2 server's issuer)");
+    if (!isHttpUrl(jwks.url)) fail("tokens.jwks.url", "must be an http(s) URL");
+    if (!nonEmpty(jwks.issuer)) fail("tokens.jwks.issuer", "is required (the OAuth2 server's issuer)");
     const audiences = [jwks.audience].flat();
-    if (audiences.length === 0 || !audiences.every(nonEmpty)) fail("tokens.jwks.audience is required");
+    if (audiences.length === 0 || !audiences.every(nonEmpty)) fail("tokens.jwks.audience", "is required");
   }
   if (introspection) {
-    if (!isHttpUrl(introspection.url)) fail("tokens.introspection.url must be an http(s) URL");
-    if (!nonEmpty(introspection.clientId)) fail("tokens.introspection.clientId is required");
-    if (!nonEmpty(introspection.clientSecret)) fail("tokens.introspection.clientSecret is required");
+    if (!isHttpUrl(introspection.url)) fail("tokens.introspection.url", "must be an http(s) URL");
+    if (!nonEmpty(introspection.clientId)) fail("tokens.introspection.clientId", "is required");
+    if (!nonEmpty(introspection.clientSecret)) fail("tokens.introspection.clientSecret", "is required");
   }
 }
 

@@ -67,18 +67,18 @@ function rateLimitFromEnv(env: GatewayEnv): GatewayConfig["rateLimit"] {
   if (max === 0) return false;
   const window = env.RATE_LIMIT_WINDOW ?? "1m";
   const timeWindowMs = parseDuration(window);
-  if (timeWindowMs === undefined) throw new GatewayConfigError("RATE_LIMIT_WINDOW must be a duration such as 60s or 1m");
+  if (timeWindowMs === undefined) throw new GatewayConfigError("RATE_LIMIT_WINDOW", "must be a duration such as 60s or 1m");
   return { max, timeWindowMs, ...(env.REDIS_URL && { redisUrl: env.REDIS_URL }) };
 }
 
 function required(env: GatewayEnv, name: string, why: string): string {
   const value = env[name];
-  if (!value) throw new GatewayConfigError(`${name} is required ${why}`);
+  if (!value) throw new GatewayConfigError(name, `is required ${why}`);
   return value;
 }
 
 function integer(env: GatewayEnv, name: string): number {
   const value = env[name] ?? "";
-  if (!/^[0-9]+$/.test(value)) throw new GatewayConfigError(`${name} must be a whole number`);
+  if (!/^[0-9]+$/.test(value)) throw new GatewayConfigError(name, "must be a whole number");
   return Number(value);
 }

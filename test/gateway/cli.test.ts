@@ -60,7 +60,7 @@ describe("connect-gateway CLI", () => {
   it("serve: names a missing secret without printing any secret", async () => {
     const result = await runCli(["serve", "--routes", "examples/routes.yaml"], { JWT_SECRET });
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain("hmacSecret must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
+    expect(result.stderr).toContain("`hmacSecret` must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
     expect(result.stderr).not.toContain(JWT_SECRET);
   });
 
@@ -84,8 +84,8 @@ describe("connect-gateway CLI", () => {
     expect(config.corsOrigins).toEqual(["https://a.example", "https://b.example"]);
     expect(gatewayConfigFromEnv("r", { RATE_LIMIT_MAX: "0" }).rateLimit).toBe(false);
     expect(() => gatewayConfigFromEnv("r", { JWKS_URL: "http://oauth/jwks" })).toThrow(
-      new GatewayConfigError("OAUTH2_ISSUER is required with JWKS_URL"),
+      new GatewayConfigError("OAUTH2_ISSUER", "is required with JWKS_URL"),
     );
-    expect(() => gatewayConfigFromEnv("r", { RATE_LIMIT_WINDOW: "soon" })).toThrow("RATE_LIMIT_WINDOW must be a duration");
+    expect(() => gatewayConfigFromEnv("r", { RATE_LIMIT_WINDOW: "soon" })).toThrow("`RATE_LIMIT_WINDOW` must be a duration");
   });
 });

@@ -23,18 +23,18 @@ function configError(config: unknown): GatewayConfigError {
 describe("gateway configuration", () => {
   it("names the bad option and never echoes a secret", () => {
     const cases: [Partial<GatewayConfig> | Record<string, unknown>, RegExp][] = [
-      [{ hmacSecret: "short-secret" }, /^hmacSecret must be a string of at least 16 characters/],
-      [{ tokens: {} }, /^tokens must configure at least one of hs256, jwks or introspection/],
-      [{ tokens: { hs256: { secret: "too-short-jwt-secret", issuer: "i", audience: "a" } } }, /^tokens\.hs256\.secret must be at least 32/],
-      [{ tokens: { hs256: { secret: JWT_SECRET, issuer: "", audience: "a" } } }, /^tokens\.hs256\.issuer is required/],
-      [{ tokens: { jwks: { url: "not a url", issuer: "i", audience: "a" } } }, /^tokens\.jwks\.url must be an http\(s\) URL/],
-      [{ tokens: { jwks: { url: "http://x/jwks", issuer: "i", audience: [] } } }, /^tokens\.jwks\.audience is required/],
-      [{ tokens: { introspection: { url: "http://x/i", clientId: "g", clientSecret: "" } } }, /^tokens\.introspection\.clientSecret is required/],
-      [{ rateLimit: { max: 0 } }, /^rateLimit\.max must be a positive integer/],
-      [{ rateLimit: { max: 5, redisUrl: "http://redis" } }, /^rateLimit\.redisUrl must be a redis:\/\//],
-      [{ bodyLimit: -1 }, /^bodyLimit must be a positive integer/],
-      [{ anonymousClientId: "a|b" }, /^anonymousClientId must be/],
-      [{ routes: 42 }, /^routes must be a routes\.yaml path/],
+      [{ hmacSecret: "short-secret" }, /`hmacSecret` must be a string of at least 16 characters/],
+      [{ tokens: {} }, /`tokens` must configure at least one of hs256, jwks or introspection/],
+      [{ tokens: { hs256: { secret: "too-short-jwt-secret", issuer: "i", audience: "a" } } }, /`tokens\.hs256\.secret` must be at least 32/],
+      [{ tokens: { hs256: { secret: JWT_SECRET, issuer: "", audience: "a" } } }, /`tokens\.hs256\.issuer` is required/],
+      [{ tokens: { jwks: { url: "not a url", issuer: "i", audience: "a" } } }, /`tokens\.jwks\.url` must be an http\(s\) URL/],
+      [{ tokens: { jwks: { url: "http://x/jwks", issuer: "i", audience: [] } } }, /`tokens\.jwks\.audience` is required/],
+      [{ tokens: { introspection: { url: "http://x/i", clientId: "g", clientSecret: "" } } }, /`tokens\.introspection\.clientSecret` is required/],
+      [{ rateLimit: { max: 0 } }, /`rateLimit\.max` must be a positive integer/],
+      [{ rateLimit: { max: 5, redisUrl: "http://redis" } }, /`rateLimit\.redisUrl` must be a redis:\/\//],
+      [{ bodyLimit: -1 }, /`bodyLimit` must be a positive integer/],
+      [{ anonymousClientId: "a|b" }, /`anonymousClientId` must be/],
+      [{ routes: 42 }, /`routes` must be a routes\.yaml path/],
     ];
     for (const [override, message] of cases) {
       const error = configError({ ...valid, ...override });
