@@ -21,8 +21,9 @@ import { createGatewaySigningHttpClient } from "../src/testing/index.js";
 type Mode = "plain" | "auth";
 const SECRET = "bench-secret";
 const identity = { clientId: "web-app", userId: "sub-42", scopes: ["read"] };
-const SECONDS = 3;
+const SECONDS = 2;
 const IN_FLIGHT = 32;
+const ROUNDS = 7;
 const BIG = 16 * 1024 * 1024;
 
 // ---- child: one server --------------------------------------------------
@@ -140,14 +141,14 @@ async function peakRss(mode: Mode): Promise<{ before: number; peak: number }> {
 async function main() {
   // Interleaved rounds, so that machine noise hits both sides alike.
   const runs: Record<Mode, { rate: number; cpuPerCall: number }[]> = { plain: [], auth: [] };
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < ROUNDS; round++) {
     for (const mode of ["plain", "auth"] as const) runs[mode].push(await throughput(mode));
   }
   // Medians: one disturbed round (2 cores, shared machine) does not move them.
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
   const rate = (m: Mode) => median(runs[m].map((r) => r.rate));
   const cpu = (m: Mode) => median(runs[m].map((r) => r.cpuPerCall));
-  console.log(`unary 1 KiB, ${IN_FLIGHT} in flight, HTTP/2, client signs in both runs (medians of 3 rounds)`);
+  console.log(`unary 1 KiB, ${IN_FLIGHT} in flight, HTTP/2, client signs in both runs (medians of ${ROUNDS} rounds)`);
   console.log(`  plain connectNodeAdapter : ${rate("plain").toFixed(0)} calls/s, ${cpu("plain").toFixed(1)} µs server CPU/call`);
   console.log(`  with createGatewayAuth   : ${rate("auth").toFixed(0)} calls/s, ${cpu("auth").toFixed(1)} µs server CPU/call`);
   console.log(`  throughput ratio         : ${(rate("auth") / rate("plain")).toFixed(3)} (target >= 0.97)`);
