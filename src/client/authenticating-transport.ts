@@ -23,19 +23,19 @@ import { checkUserToken } from "./user-token.js";
  */
 export function createAuthenticatingTransport(inner: Transport, tokens: TokenManager, gateway: string): Transport {
   return {
-    async unary(method, signal, timeoutMs, header, input, contextValues) {
-      checkRoute(method.parent, contextValues);
+    unary(method, signal, timeoutMs, header, input, contextValues) {
       try {
-        return await callWithToken(tokens, {
-          userToken: userTokenOf(contextValues),
-          attempt: (authorization) =>
-            inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
-          replayable: true,
-          signal,
-        });
-      } catch (reason) {
-        throw connectionErrorFrom(reason, gateway) ?? reason;
+        checkRoute(method.parent, contextValues);
+      } catch (e) {
+        return Promise.reject(e);
       }
+      return callWithToken(tokens, {
+        userToken: userTokenOf(contextValues),
+        attempt: (authorization) =>
+          inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
+        replayable: true,
+        signal,
+      }).catch(mapConnectionError);
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
       checkRoute(method.parent, contextValues);
@@ -53,6 +53,9 @@ export function createAuthenticatingTransport(inner: Transport, tokens: TokenMan
       }
     },
   };
+  function mapConnectionError(reason: unknown): never {
+    throw connectionErrorFrom(reason, gateway) ?? reason;
+  }
 }
 
 // Whatever the routing interceptor will use is checked here, before any I/O

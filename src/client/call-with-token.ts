@@ -22,18 +22,23 @@ export interface TokenCall<T> {
  * answered to the service token invalidates it and, when the call is
  * replayable, retries once with a fresh token. Never more than one retry.
  */
-export async function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
+// Promise chaining rather than async functions: this wraps every call, and a
+// cached token should add no more than one promise to it.
+export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
   if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
   const pending = abortable(tokens.getToken(), call.signal);
-  const token = typeof pending === "string" ? pending : await pending;
-  try {
-    return await call.attempt(`Bearer ${token}`);
-  } catch (error) {
+  return typeof pending === "string"
+    ? attemptWith(tokens, call, pending)
+    : pending.then((token) => attemptWith(tokens, call, token));
+}
+
+function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string): Promise<T> {
+  return call.attempt(`Bearer ${token}`).catch(async (error: unknown) => {
     if (!isUnauthorizedAnswer(error)) throw error;
     tokens.invalidate(token);
     if (!call.replayable) throw error;
     return call.attempt(`Bearer ${await abortable(tokens.getToken(), call.signal)}`);
-  }
+  });
 }
 
 // A 401 from the gateway or backend — not our own token failures, which share the code.
