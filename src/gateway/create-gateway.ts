@@ -131,7 +131,7 @@ export function createGateway(config: GatewayConfig): Gateway {
     void app.register((scope) => registerUpstream(scope, upstream, forwarding, context));
   }
 
-  app.addHook("preClose", async () => dual?.closeHttp2Sessions());
+  app.addHook("preClose", async () => dual?.closeConnections());
   app.addHook("onClose", async () => {
     redis?.disconnect();
   });

@@ -14,8 +14,12 @@ type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 export interface DualProtocolServer {
   /** The listening server, what fastify's `serverFactory` returns. */
   readonly server: Server;
-  /** Gracefully closes every HTTP/2 session (new streams are refused, open ones finish). */
-  closeHttp2Sessions(): void;
+  /**
+   * For a graceful close: closes every HTTP/2 session (new streams are
+   * refused, open ones finish) and drops connections that have not sent
+   * their first bytes yet, which neither server knows about.
+   */
+  closeConnections(): void;
 }
 
 // Every HTTP/2 connection opens with this preface (RFC 9113 §3.4); no
@@ -40,25 +44,43 @@ export function createDualProtocolServer(handler: Handler): DualProtocolServer {
   });
   const http1Connection = http1.listeners("connection")[0] as (socket: Socket) => void;
   http1.removeAllListeners("connection");
-  const route = (socket: Socket, seen: Buffer = Buffer.alloc(0)) => {
-    socket.once("readable", () => {
-      const chunk: Buffer | null = socket.read();
-      if (chunk === null) return socket.destroy();
-      const head = Buffer.concat([seen, chunk]);
-      const start = head.subarray(0, HTTP2_PREFACE_START.length).toString("latin1");
-      if (start.length < HTTP2_PREFACE_START.length && HTTP2_PREFACE_START.startsWith(start)) {
-        return route(socket, head); // too few bytes to tell yet
-      }
-      socket.unshift(head);
-      if (start === HTTP2_PREFACE_START) http2.emit("connection", socket);
+  const peeking = new Set<Socket>();
+  http1.on("connection", (socket: Socket) => {
+    peeking.add(socket);
+    peekProtocol(socket, http1.headersTimeout, (isHttp2) => {
+      peeking.delete(socket);
+      if (isHttp2) http2.emit("connection", socket);
       else http1Connection.call(http1, socket);
     });
-  };
-  http1.on("connection", route);
+  });
   return {
     server: http1,
-    closeHttp2Sessions() {
+    closeConnections() {
       for (const session of sessions) session.close();
+      for (const socket of peeking) socket.destroy();
     },
   };
+}
+
+/**
+ * Reads until the first bytes tell HTTP/2 from HTTP/1.1, puts them back and
+ * calls `handOver`. Until then no server owns the socket, so this guards it:
+ * a reset before the first byte would otherwise be an unhandled `error` event
+ * (fatal to the process), and a client that never writes is dropped after
+ * `timeoutMs`, as the HTTP/1.1 server would drop it.
+ */
+function peekProtocol(socket: Socket, timeoutMs: number, handOver: (isHttp2: boolean) => void): void {
+  let head = Buffer.alloc(0);
+  const drop = () => socket.destroy();
+  const onReadable = () => {
+    const chunk: Buffer | null = socket.read();
+    if (chunk === null) return drop(); // ended before saying anything
+    head = Buffer.concat([head, chunk]);
+    const start = head.subarray(0, HTTP2_PREFACE_START.length).toString("latin1");
+    if (start.length < HTTP2_PREFACE_START.length && HTTP2_PREFACE_START.startsWith(start)) return; // too few bytes yet
+    socket.off("readable", onReadable).off("error", drop).off("timeout", drop).setTimeout(0);
+    socket.unshift(head);
+    handOver(start === HTTP2_PREFACE_START);
+  };
+  socket.on("readable", onReadable).on("error", drop).on("timeout", drop).setTimeout(timeoutMs);
 }

@@ -1,6 +1,7 @@
 import { createServer as createHttp1Server } from "node:http";
 import { createServer as createHttp2Server, type Http2Server } from "node:http2";
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo } from "node:net";
+import { once } from "node:events";
 import {
   Code,
   ConnectError,
@@ -153,6 +154,26 @@ backends:
       });
     });
   }
+
+  it("survives a connection reset before its first byte, and closes with a silent connection open", async () => {
+    const own = createGateway({
+      routes: parseRoutesFile(`version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`, { source: "inline" }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      logger: false,
+    });
+    const { port } = new URL(await own.listen());
+    const reset = connect(Number(port), "127.0.0.1", () => reset.resetAndDestroy());
+    reset.on("error", () => {});
+    await once(reset, "close");
+    // A reset used to be an unhandled socket error: it would have killed this process.
+    expect((await fetch(`${own.url}/health`)).status).toBe(200);
+    const silent = connect(Number(port), "127.0.0.1");
+    silent.on("error", () => {});
+    await once(silent, "connect");
+    await own.close(); // used to wait for the silent client for ever
+    await once(silent, "close");
+  });
 
   it("gets Unauthenticated with grpc-status trailers-only for a gRPC call without a token", async () => {
     const client = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/echo` }));
