@@ -163,11 +163,25 @@ function asTokenError(e: unknown): GatewayHttpError {
   if (e instanceof joseErrors.JWTExpired) {
     return new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
   }
-  if (e instanceof joseErrors.JWKSTimeout || !(e instanceof joseErrors.JOSEError)) {
-    // The key set could not be fetched: not the caller's fault.
+  if (isKeySetFailure(e)) {
     return new GatewayHttpError("SERVICE_UNAVAILABLE", "Token keys are unavailable", { cause: e });
   }
   return new GatewayHttpError("UNAUTHORIZED", INVALID);
+}
+
+/**
+ * The key set could not be had — unreachable, slow, not a 200, not a key set —
+ * which is the OAuth2 server's fault, not the caller's. jose throws a bare
+ * `JOSEError` only for a JWKS answer it cannot use, and no JOSE error at all
+ * when the request fails.
+ */
+function isKeySetFailure(e: unknown): boolean {
+  return (
+    !(e instanceof joseErrors.JOSEError) ||
+    e instanceof joseErrors.JWKSTimeout ||
+    e instanceof joseErrors.JWKSInvalid ||
+    e.code === joseErrors.JOSEError.code
+  );
 }
 
 /** RFC 7662: POST the token with the gateway's client credentials; `active: false` is invalid. */

@@ -233,11 +233,11 @@ describe("JWKS key rotation", () => {
       logger: false,
     });
     await gateway.listen();
-    const sign = (key: Parameters<SignJWT["sign"]>[0], kid: string, alg: string) =>
+    const sign = (key: Parameters<SignJWT["sign"]>[0], kid: string, alg: string, claims = { iss: issuer, aud: "api" }) =>
       new SignJWT({ client_id: "svc" })
         .setProtectedHeader({ alg, kid })
-        .setIssuer(issuer)
-        .setAudience("api")
+        .setIssuer(claims.iss)
+        .setAudience(claims.aud)
         .setExpirationTime("5m")
         .sign(key);
     try {
@@ -249,9 +249,42 @@ describe("JWKS key rotation", () => {
       expect(fetches).toBe(2);
       const unknown = await call(gateway, "/api/v1/agents", await sign(keyB.privateKey, "c", "ES256"));
       expect([unknown.status, unknown.body.error.code]).toEqual([401, "UNAUTHORIZED"]);
+      for (const claims of [{ iss: "http://someone-else", aud: "api" }, { iss: issuer, aud: "another-api" }]) {
+        const refused = await call(gateway, "/api/v1/agents", await sign(keyA.privateKey, "a", "RS256", claims));
+        expect([claims, refused.status, refused.body.error.code]).toEqual([claims, 401, "UNAUTHORIZED"]);
+      }
     } finally {
       await gateway.close();
       await backend.close();
+      await closeServer(jwksServer);
+    }
+  });
+
+  it("answers SERVICE_UNAVAILABLE, not UNAUTHORIZED, when the key set answers an error or garbage", async () => {
+    const answers: [number, string][] = [
+      [500, "oops"],
+      [200, "not json"],
+      [200, JSON.stringify({ keys: "none" })],
+    ];
+    let answer = answers[0]!;
+    const jwksServer = createServer((_req, res) => res.writeHead(answer[0], { "content-type": "application/json" }).end(answer[1]));
+    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const gateway = createGateway({
+      routes: parseRoutesFile(routesYaml, { source: "r", env: { UP: issuer } }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { jwks: { url: `${issuer}/jwks`, issuer, audience: "api" } },
+      logger: false,
+    });
+    await gateway.listen();
+    try {
+      const { privateKey } = await generateKeyPair("RS256");
+      const jwt = await new SignJWT({ client_id: "svc" }).setProtectedHeader({ alg: "RS256", kid: "k" }).setIssuer(issuer).setAudience("api").sign(privateKey);
+      for (answer of answers) {
+        const { status, body } = await call(gateway, "/api/v1/agents", jwt);
+        expect([answer[1], status, body.error.code]).toEqual([answer[1], 503, "SERVICE_UNAVAILABLE"]);
+      }
+    } finally {
+      await gateway.close();
       await closeServer(jwksServer);
     }
   });
