@@ -143,6 +143,7 @@ const BACKEND_KEYS = ["upstream", "http2", "auth_required", "scopes", "clients",
 const DEFAULT_TIMEOUT_MS = 30_000;
 const RESERVED_PATHS = ["/health", "/ready"];
 const PATH = /^(\/([A-Za-z0-9._~!$&'()+,;=@-]|%[0-9A-Fa-f]{2}|\{[A-Za-z_][A-Za-z0-9_]*\})*)+$/;
+const PLACEHOLDER_END = /^(?:[^}]|\}(?=[/.-]|$))*$/;
 const BACKEND_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+$/; // RFC 6749 §3.3 scope-token
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
@@ -304,6 +305,11 @@ function readPath(reader: Reader, node: YamlNode): string | undefined {
   if (path === undefined) return undefined;
   if (!PATH.test(path)) {
     reader.fail(node, `path ${JSON.stringify(path)} must be an absolute path; placeholders are written {name}`);
+    return undefined;
+  }
+  if (!PLACEHOLDER_END.test(path)) {
+    // The router reads `{id}json` as one parameter named `idjson`, matching any segment.
+    reader.fail(node, `path ${path}: a {placeholder} must be followed by /, ., - or the end of the path`);
     return undefined;
   }
   if (RESERVED_PATHS.includes(path) || path === "/backend" || path.startsWith("/backend/")) {

@@ -106,6 +106,16 @@ routes:
     expect(problemsOf(text)).toEqual(["routes.yaml:6: duplicate route PUT /a/{key} (first declared at line 3)"]);
   });
 
+  it("refuses a placeholder the router would read as something else", () => {
+    for (const path of ["/files/{name}json", "/a/{x}{y}", "/a/{id}(x)"]) {
+      expect(problemsOf(route("").replace("/api/v1/agents", path))).toEqual([
+        `routes.yaml:3: path ${path}: a {placeholder} must be followed by /, ., - or the end of the path`,
+      ]);
+    }
+    const ok = parseRoutesFile(route("").replace("/api/v1/agents", "/a/{id}.{format}/{b}-{c}/{d}"), { source: "r", env });
+    expect(ok.routes[0]?.path).toBe("/a/{id}.{format}/{b}-{c}/{d}");
+  });
+
   it("lists every problem at once, each with its line", () => {
     const text = `version: "2"
 public_paths: /health
