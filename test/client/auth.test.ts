@@ -11,10 +11,12 @@ import {
 } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
-import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type BackendRequest, type TestBackend } from "./helpers/backend.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
+import { expectNoSecret } from "./helpers/no-secret.js";
+import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
 
 const client = { clientId: "auth-tests", clientSecret: "auth-secret", scopes: ["read"] };
 
@@ -22,7 +24,7 @@ let oauth: OAuth2Server;
 let intercept: (r: BackendRequest) => number | undefined;
 const backends: Record<"1.1" | "2", TestBackend> = {} as never;
 beforeAll(async () => {
-  oauth = await startOAuth2Server({ clients: [client] });
+  oauth = await startQuietOAuth2Server({ clients: [client] });
   for (const v of ["1.1", "2"] as const) backends[v] = await startBackend({ httpVersion: v, intercept: (r) => intercept(r) });
 });
 afterAll(() => Promise.all([oauth.close(), backends["1.1"].close(), backends["2"].close()]));
@@ -94,9 +96,22 @@ describe.each(setups)("401 handling, $protocol over HTTP/$httpVersion", (setup) 
     intercept = (r) => (r.authorization === "Bearer expired-user-token" ? 401 : undefined);
     const start = backend().requests.length;
     const tokenRequests = oauth.tokenRequests;
+    const serviceToken = backend().requests.at(-1)?.authorization;
     const error = await echo.echo({}, gatewayCall({ userToken: "expired-user-token" })).catch((e: unknown) => e);
     expect((error as ConnectError).code).toBe(Code.Unauthenticated);
+    expect(error).not.toBeInstanceOf(AuthenticationError);
     expect(since(start)).toHaveLength(1);
+    await echo.echo({}); // the service token is still cached: not invalidated by the user's 401
+    expect(backend().requests.at(-1)?.authorization).toBe(serviceToken);
+    expect(oauth.tokenRequests).toBe(tokenRequests);
+  });
+
+  it("user-token calls on a cold transport never fetch a service token", async () => {
+    const echo = echoClient();
+    const tokenRequests = oauth.tokenRequests;
+    await echo.echo({}, gatewayCall({ userToken: "user-a" }));
+    await withUserToken("user-b", () => echo.echo({}));
+    expect(since(backend().requests.length - 2).map((r) => r.authorization)).toEqual(["Bearer user-a", "Bearer user-b"]);
     expect(oauth.tokenRequests).toBe(tokenRequests);
   });
 
@@ -128,7 +143,9 @@ describe("session mode", () => {
         ? { json: { access_token: "cc-token", token_type: "bearer", expires_in: 3600 } }
         : r.path === "/session/exchange" && r.authorization === "Bearer cc-token" && JSON.parse(r.body).code === "one-time"
           ? { json: { access_token: "session-token", expires_in: 60 } }
-          : { status: 400, json: { error: "invalid_grant", error_description: "code already used" } },
+          : r.path === "/session/leaky" // echoes what it was sent, as careless servers do
+            ? { status: 400, json: { error: "invalid_grant", error_description: `${r.authorization} ${r.body}` } }
+            : { status: 400, json: { error: "invalid_grant", error_description: "code already used" } },
     );
   });
   afterAll(() => endpoint.close());
@@ -176,6 +193,22 @@ describe("session mode", () => {
     );
     intercept = (r) => (r.authorization === "Bearer session-token" ? 401 : undefined);
     await expect(echo.echo({})).rejects.toBeInstanceOf(SessionTokenExpiredError);
+  });
+
+  it("an exchange endpoint echoing the bearer token and the code: neither reaches the error", async () => {
+    const echo = createClient(
+      EchoService,
+      createGatewayTransport({
+        ...client,
+        gatewayUrl: backend.url,
+        appcenterUrl: endpoint.url,
+        session: { code: "secret-one-time-code", exchangePath: "/session/leaky" },
+      }),
+    );
+    const error = await echo.echo({}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AuthenticationError);
+    expect((error as Error).message).toMatch(/invalid_grant \(Bearer \[redacted\] \{"code":"\[redacted\]"\}\)/);
+    expectNoSecret(error, ["cc-token", "secret-one-time-code", client.clientSecret]);
   });
 
   it("a failed exchange spends the code: later calls say so instead of sending it again", async () => {

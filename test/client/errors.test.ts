@@ -10,10 +10,12 @@ import {
   SessionTokenExpiredError,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
+import { expectNoSecret } from "./helpers/no-secret.js";
 import { closedPortUrl } from "./helpers/token-endpoint.js";
+import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
 
 const SECRET = "zz-Distinctive-Client-Secret-42";
 const client = { clientId: "errors", clientSecret: SECRET, scopes: ["read"] };
@@ -56,7 +58,7 @@ describe("errors reaching the caller through real calls", () => {
   let h2: TestBackend;
   let logged: string[];
   beforeAll(async () => {
-    oauth = await startOAuth2Server({ clients: [client] });
+    oauth = await startQuietOAuth2Server({ clients: [client] });
     // Per-call routes pick the misbehaviour: /backend/slow/… is late, /backend/forbidden/… answers 403,
     // /backend/down/… answers 503 as the gateway does when the backend behind it is down.
     const slow = async (r: { path: string }) => {
@@ -137,14 +139,3 @@ describe("errors reaching the caller through real calls", () => {
     expectNoSecret(error, [SECRET, token]);
   });
 });
-
-/** No message, string form, stack, JSON form or cause in the chain carries any of `secrets`. */
-function expectNoSecret(error: unknown, secrets: readonly string[]) {
-  const seen = new Set<unknown>();
-  for (let e = error; e instanceof Error && !seen.has(e); e = e.cause) {
-    seen.add(e);
-    for (const text of [e.message, String(e), e.stack ?? "", JSON.stringify(e)]) {
-      for (const secret of secrets) expect(text).not.toContain(secret);
-    }
-  }
-}

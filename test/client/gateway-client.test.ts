@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Code } from "@connectrpc/connect";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   ConfigurationError,
   ConnectionError,
@@ -11,8 +11,9 @@ import {
   withUserToken,
   type GatewayOptions,
 } from "../../src/client/index.js";
-import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { closedPortUrl } from "./helpers/token-endpoint.js";
+import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
 
 const client = { clientId: "rest", clientSecret: "rest-secret", scopes: ["read"] };
 
@@ -33,7 +34,7 @@ const seen: Seen[] = [];
 
 // A Rails-like JSON backend on node:http: the path decides the answer.
 beforeAll(async () => {
-  oauth = await startOAuth2Server({ clients: [client] });
+  oauth = await startQuietOAuth2Server({ clients: [client] });
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -64,6 +65,9 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterEach(() => {
+  rejectToken = () => false;
 });
 afterAll(async () => {
   server.closeAllConnections();
@@ -156,7 +160,6 @@ describe("createGatewayClient", () => {
     start = seen.length;
     await expect(api.get("/a", { userToken: "u" })).rejects.toMatchObject({ status: 401 });
     expect(seen.length - start).toBe(1); // a user token is never retried
-    rejectToken = () => false;
   });
 
   it("turns HTTP errors into GatewayResponseError with status, code and parsed body", async () => {

@@ -1,4 +1,3 @@
-import * as http from "node:http";
 import * as https from "node:https";
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -8,9 +7,11 @@ import {
   createGatewayTransport,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
+import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { recordingAgent } from "./helpers/recording-agent.js";
 
 const SECRET = "qq-Unmistakable-Secret-9000";
 const valid = {
@@ -103,7 +104,7 @@ describe("environment defaults and the shared agent", () => {
   let oauth: OAuth2Server;
   let backend: TestBackend;
   beforeAll(async () => {
-    oauth = await startOAuth2Server({ clients: [{ clientId: "env-client", clientSecret: SECRET, scopes: ["read"] }] });
+    oauth = await startQuietOAuth2Server({ clients: [{ clientId: "env-client", clientSecret: SECRET, scopes: ["read"] }] });
     backend = await startBackend({ httpVersion: "1.1" });
   });
   afterAll(() => Promise.all([oauth.close(), backend.close()]));
@@ -130,14 +131,7 @@ describe("environment defaults and the shared agent", () => {
   });
 
   it("the token request rides the caller's agent, like the calls", async () => {
-    const ports: number[] = [];
-    class RecordingAgent extends http.Agent {
-      override createConnection(...args: Parameters<http.Agent["createConnection"]>) {
-        ports.push(Number((args[0] as { port?: number }).port));
-        return super.createConnection(...args);
-      }
-    }
-    const agent = new RecordingAgent({ keepAlive: true });
+    const { agent, ports } = recordingAgent();
     try {
       const echo = createClient(
         EchoService,

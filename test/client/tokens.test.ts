@@ -4,9 +4,12 @@ import { AuthenticationError, createGatewayTransport, type GatewayTransportOptio
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
 import { basicAuthorization } from "../../src/client/token-request.js";
-import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
+import { expectNoSecret } from "./helpers/no-secret.js";
+import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { recordingAgent } from "./helpers/recording-agent.js";
 import {
   closedPortUrl,
   startTokenEndpoint,
@@ -17,12 +20,14 @@ import {
 // A secret that only survives RFC 6749 Appendix B encoding done right.
 const SECRET = "Sx+/:%2B% tok3n secret/";
 const client = { clientId: "billing svc:1", clientSecret: SECRET, scopes: ["read"] };
+// The secret as given, URL-encoded, and inside the Basic credentials.
+const SECRETS = [SECRET, encodeURIComponent(SECRET), basicAuthorization(client.clientId, SECRET).slice("Basic ".length)];
 
 let oauth: OAuth2Server;
 let backend: TestBackend;
 beforeAll(async () => {
   [oauth, backend] = await Promise.all([
-    startOAuth2Server({ clients: [client], accessTokenTtlSeconds: 3600 }),
+    startQuietOAuth2Server({ clients: [client], accessTokenTtlSeconds: 3600 }),
     startBackend({ httpVersion: "1.1" }),
   ]);
 });
@@ -90,14 +95,19 @@ describe("caching", () => {
 
   it("1,000 concurrent calls on a cold cache make exactly one token request, and all succeed", async () => {
     const before = oauth.tokenRequests;
+    const seenBefore = backend.requests.length;
     const echo = createClient(EchoService, createGatewayTransport(transportOptions()));
     const answers = await Promise.all(Array.from({ length: 1000 }, (_, i) => echo.echo({ text: String(i) })));
     expect(answers.map((a) => a.text)).toEqual(Array.from({ length: 1000 }, (_, i) => String(i)));
     expect(oauth.tokenRequests).toBe(before + 1);
+    // Every call carried that one token.
+    const bearers = new Set(backend.requests.slice(seenBefore).map((r) => r.authorization));
+    expect(backend.requests.length - seenBefore).toBe(1000);
+    expect([...bearers]).toEqual([expect.stringMatching(/^Bearer \S+$/)]);
   });
 
   it("refreshes before expiry against the real server (2 s tokens: the margin is capped at 1 s)", async () => {
-    const shortLived = await startOAuth2Server({ clients: [client], accessTokenTtlSeconds: 2 });
+    const shortLived = await startQuietOAuth2Server({ clients: [client], accessTokenTtlSeconds: 2 });
     try {
       const echo = createClient(
         EchoService,
@@ -125,17 +135,24 @@ describe("the margin rule (controllable clock)", () => {
   let endpoint: TestTokenEndpoint;
   let answer: (body: URLSearchParams) => TokenEndpointAnswer;
   let issued = 0;
+  // Counts token requests as they start: "no request" needs no waiting.
+  const recorder = recordingAgent();
+  const started = () => recorder.ports.length;
   beforeAll(async () => {
     endpoint = await startTokenEndpoint((r) => answer(new URLSearchParams(r.body)));
   });
-  afterAll(() => endpoint.close());
+  afterAll(async () => {
+    recorder.agent.destroy();
+    await endpoint.close();
+  });
   const ok = (expires_in?: number, extra: object = {}) => () => ({
     json: { access_token: `tok-${++issued}`, token_type: "Bearer", ...(expires_in && { expires_in }), ...extra },
   });
 
   function manager(time: ReturnType<typeof clock>, extra: object = {}) {
+    const urls = { appcenterUrl: endpoint.url, gatewayUrl: endpoint.url };
     return createTokenManager({
-      ...resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, ...extra }, {}),
+      ...resolveGatewayOptions({ ...client, ...urls, agent: recorder.agent, ...extra }, {}),
       now: time.now,
     });
   }
@@ -145,15 +162,16 @@ describe("the margin rule (controllable clock)", () => {
     const time = clock();
     const tokens = manager(time, { refreshMarginSeconds: 30 });
     const first = await tokens.getToken();
-    const start = endpoint.requests.length;
-    time.advance(69);
-    expect(await tokens.getToken()).toBe(first);
-    expect(endpoint.requests.length).toBe(start);
-    time.advance(2); // 71 s: inside the 30 s margin, still valid
-    const during = await Promise.all([tokens.getToken(), tokens.getToken(), tokens.getToken()]);
+    const start = started();
+    time.advance(69.9);
+    expect(tokens.getToken()).toBe(first); // cached: returned synchronously
+    expect(started()).toBe(start);
+    time.advance(0.2); // 70.1 s: inside the 30 s margin, still valid
+    const during = [tokens.getToken(), tokens.getToken(), tokens.getToken()];
     expect(during).toEqual([first, first, first]); // nobody waits
+    expect(started()).toBe(start + 1); // one background refresh for the three
     await expect.poll(() => tokens.getToken()).not.toBe(first);
-    expect(endpoint.requests.length).toBe(start + 1);
+    expect(started()).toBe(start + 1);
   });
 
   it("never uses a margin larger than half the lifetime", async () => {
@@ -161,13 +179,14 @@ describe("the margin rule (controllable clock)", () => {
     const time = clock();
     const tokens = manager(time, { refreshMarginSeconds: 300 });
     const first = await tokens.getToken();
-    const start = endpoint.requests.length;
+    const start = started();
     time.advance(4.9);
-    expect(await tokens.getToken()).toBe(first);
-    expect(endpoint.requests.length).toBe(start); // a 300 s margin would refresh on every call
-    time.advance(0.2);
-    await tokens.getToken();
-    await expect.poll(() => endpoint.requests.length).toBe(start + 1);
+    expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start); // a 300 s margin would refresh on every call
+    time.advance(0.2); // 5.1 s: past half the 10 s lifetime
+    expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start + 1);
+    await expect.poll(() => tokens.getToken()).not.toBe(first);
   });
 
   it("makes callers wait for a new token once expired; falls back to the default lifetime without expires_in", async () => {
@@ -176,7 +195,7 @@ describe("the margin rule (controllable clock)", () => {
     const tokens = manager(time, { refreshMarginSeconds: 0, defaultTokenLifetimeSeconds: 60 });
     const first = await tokens.getToken();
     time.advance(59);
-    expect(await tokens.getToken()).toBe(first);
+    expect(tokens.getToken()).toBe(first);
     time.advance(2);
     const [a, b] = await Promise.all([tokens.getToken(), tokens.getToken()]);
     expect(a).not.toBe(first);
@@ -190,12 +209,13 @@ describe("the margin rule (controllable clock)", () => {
     const first = await tokens.getToken();
     answer = () => ({ status: 503, raw: "down" });
     time.advance(80);
-    const start = endpoint.requests.length;
-    expect(await tokens.getToken()).toBe(first);
-    await expect.poll(() => endpoint.requests.length).toBe(start + 1);
-    await new Promise((r) => setTimeout(r, 20));
+    const start = started();
+    expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start + 1);
+    // Calls keep the valid token; once the refresh has failed, the next call starts another.
+    const call = () => (expect(tokens.getToken()).toBe(first), started());
+    await expect.poll(call).toBe(start + 2);
     answer = ok(100);
-    expect(await tokens.getToken()).toBe(first);
     await expect.poll(() => tokens.getToken()).not.toBe(first);
   });
 
@@ -276,7 +296,7 @@ describe("token endpoint failures", () => {
       expect(error).toBeInstanceOf(ConnectError);
       expect((error as ConnectError).code).toBe(Code.Unauthenticated);
       expect((error as Error).message).toMatch(message);
-      expectNoSecret(error);
+      expectNoSecret(error, SECRETS);
     }
     answer = () => ({ json: { access_token: "fine", token_type: "bearer", expires_in: 60 } });
     await echo.echo({});
@@ -289,30 +309,31 @@ describe("token endpoint failures", () => {
     const echo = createClient(EchoService, createGatewayTransport(transportOptions({ appcenterUrl: endpoint.url })));
     const error = await echo.echo({}).catch((e: unknown) => e);
     expect(error).toMatchObject({ status: 401, oauthError: "invalid_client", oauthErrorDescription: "bad secret [redacted]" });
-    expectNoSecret(error);
+    expectNoSecret(error, SECRETS);
   });
 
-  it("a refused connection rejects every waiting call with AuthenticationError", async () => {
-    const echo = createClient(EchoService, createGatewayTransport(transportOptions({ appcenterUrl: await closedPortUrl() })));
+  it("a refused connection rejects every waiting call with AuthenticationError; the next call tries again", async () => {
+    const appcenterUrl = await closedPortUrl();
+    const port = Number(new URL(appcenterUrl).port);
+    const recorder = recordingAgent();
+    const echo = createClient(EchoService, createGatewayTransport(transportOptions({ appcenterUrl, agent: recorder.agent })));
     const results = await Promise.allSettled(Array.from({ length: 5 }, () => echo.echo({})));
+    expect(recorder.ports).toEqual([port]); // one connection attempt for the five calls
     for (const r of results) {
       const error = (r as PromiseRejectedResult).reason as ConnectError;
       expect(error).toBeInstanceOf(AuthenticationError);
       expect(error.code).toBe(Code.Unauthenticated);
       expect(error.message).toMatch(/could not be reached \(ECONNREFUSED\)/);
-      expectNoSecret(error);
+      expectNoSecret(error, SECRETS);
     }
-    await expect(echo.echo({})).rejects.toThrow(/ECONNREFUSED/); // tried again, not a cached failure
+    // The token endpoint comes up on that port: the failure was not cached.
+    const revived = await startTokenEndpoint(() => ({ json: { access_token: "revived", token_type: "bearer" } }), port);
+    try {
+      await echo.echo({});
+      expect(backend.requests.at(-1)?.authorization).toBe("Bearer revived");
+    } finally {
+      recorder.agent.destroy();
+      await revived.close();
+    }
   });
 });
-
-/** No message, string form, stack or cause in the chain carries the secret. */
-export function expectNoSecret(error: unknown, secrets: readonly string[] = [SECRET, encodeURIComponent(SECRET)]) {
-  const seen = new Set<unknown>();
-  for (let e = error; e instanceof Error && !seen.has(e); e = e.cause) {
-    seen.add(e);
-    for (const text of [e.message, String(e), e.stack ?? "", JSON.stringify(e)]) {
-      for (const secret of secrets) expect(text).not.toContain(secret);
-    }
-  }
-}

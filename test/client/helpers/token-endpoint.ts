@@ -27,9 +27,10 @@ export interface TestTokenEndpoint {
   close(): Promise<void>;
 }
 
-/** Starts it on 127.0.0.1, port 0. */
+/** Starts it on 127.0.0.1, on `port` (default 0: any free port). */
 export async function startTokenEndpoint(
   answer: (request: TokenEndpointRequest) => TokenEndpointAnswer,
+  port = 0,
 ): Promise<TestTokenEndpoint> {
   const requests: TokenEndpointRequest[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -53,7 +54,10 @@ export async function startTokenEndpoint(
       else send();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", resolve);
+  });
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
