@@ -43,3 +43,6 @@ export const BODY_ALREADY_READ_MESSAGE =
   "connect-gateway: the request body was read before createGatewayAuth could verify its " +
   "signature (a body parser such as express.json() ran first). Mount the gateway " +
   "middleware before any body parser.";
+
+/** The message when the request ended (the client went away) before its body was complete. */
+export const BODY_CUT_OFF_MESSAGE = "the request ended before its body was complete";

@@ -5,7 +5,12 @@ import { bodyWasConsumed } from "./body-was-consumed.js";
 import { setVerifiedIdentity } from "./current-user.js";
 import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 import type { GatewayIdentity } from "./gateway-identity.js";
-import { BODY_ALREADY_READ_MESSAGE, bodyTooLargeMessage, rejectionMessage } from "./gateway-rejection.js";
+import {
+  BODY_ALREADY_READ_MESSAGE,
+  BODY_CUT_OFF_MESSAGE,
+  bodyTooLargeMessage,
+  rejectionMessage,
+} from "./gateway-rejection.js";
 import { checkRequestHead } from "./request-check.js";
 import { declaresTooLarge, readVerifiedBody } from "./verified-body.js";
 
@@ -27,8 +32,9 @@ type NodeResponse = ServerResponse | Http2ServerResponse;
  * headers before reading anything, then reads the body (at most
  * `maxBodyBytes`), hashing it as it arrives, and verifies the signature.
  * Returns the identity and the body; otherwise answers the request itself
- * (403 `{"message": reason | "Forbidden"}`, 413 when too large) and returns
- * `undefined`.
+ * (403 `{"message": reason | "Forbidden"}`, 413 when too large, 500 when a
+ * body parser consumed the body first, 400 when the body was cut off) and
+ * returns `undefined`. Never rejects on a request's input.
  */
 export async function verifyNodeRequest(
   config: GatewayAuthConfig,
@@ -43,7 +49,10 @@ export async function verifyNodeRequest(
   if (declaresTooLarge(req.headers["content-length"], config.maxBodyBytes)) {
     return refuse(res, 413, bodyTooLargeMessage(config));
   }
-  const body = await readVerifiedBody(req, check.verifies, config.maxBodyBytes);
+  const body = await readVerifiedBody(req, check.verifies, config.maxBodyBytes).catch(() => undefined);
+  // The client went away mid-body: a rejected promise here would crash a
+  // plain `async (req, res) =>` handler's process, so answer (to nobody) instead.
+  if (body === undefined) return refuse(res, 400, BODY_CUT_OFF_MESSAGE);
   if (body.kind === "too_large") return refuse(res, 413, bodyTooLargeMessage(config));
   if (body.kind === "invalid_signature") {
     return refuse(res, 403, rejectionMessage(config, "invalid_signature", check));

@@ -65,6 +65,12 @@ export function readVerifiedBody(
       onEnd();
       return;
     }
+    // Gone before anyone read it (the client hung up while the request
+    // waited): no event will ever come, so say so now rather than hang.
+    if (stream.destroyed) {
+      onClose();
+      return;
+    }
     stream.on("data", onData);
     stream.on("end", onEnd);
     stream.on("error", onError);

@@ -301,3 +301,31 @@ describe("repeated headers over HTTP/2", () => {
     }
   });
 });
+
+describe("a client that goes away mid-body", () => {
+  // Signed headers announcing 1000 bytes, then 5 bytes, then the socket is destroyed.
+  async function cutOff(port: number): Promise<void> {
+    const headers = signedHeaders(SECRET, { method: "POST", path: ECHO, body });
+    const socket = tcpConnect(port, "127.0.0.1");
+    await new Promise((resolve) => socket.once("connect", resolve));
+    socket.write(`POST ${ECHO} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n`);
+    socket.write(`${headers.map(([n, v]) => `${n}: ${v}\r\n`).join("")}\r\n{"tex`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    socket.destroy();
+  }
+
+  // 0: the verifier is reading when the client leaves; 50: the request is
+  // already gone when the verifier starts (a handler that awaited first).
+  it.each([0, 50])("verifyNodeRequest settles with undefined (never rejects, never hangs), called after %i ms", async (delayMs) => {
+    const auth = createGatewayAuth({ hmacSecret: SECRET });
+    let settle: (outcome: unknown) => void = () => {};
+    const outcome = new Promise((resolve) => (settle = resolve));
+    const server = await startServer(async (req, res) => {
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      auth.verifyNodeRequest(req, res).then(settle, (e: unknown) => settle(`rejected: ${String(e)}`));
+    });
+    servers.push(server);
+    await cutOff(server.port);
+    expect(await outcome).toBeUndefined();
+  });
+});
