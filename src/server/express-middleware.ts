@@ -31,7 +31,8 @@ export type ExpressLikeMiddleware = (
  * Express middleware verifying every request (mount it before any body
  * parser). On success it sets `req.gateway` (identity, raw body, context
  * values) and, because it consumed the body, `req.body`: the parsed JSON for
- * `application/json`, otherwise the raw `Buffer` (`undefined` when empty).
+ * `application/json`, otherwise the raw `Buffer` (`undefined` when empty or
+ * content-encoded: read `req.gateway.body` then).
  * Body parsers mounted after it then skip the request, as they skip any
  * request whose body was read. When a body parser ran before it, the bytes
  * are gone and it answers 500 with a message saying to mount it first.
@@ -63,8 +64,11 @@ export function expressMiddleware(config: GatewayAuthConfig, verifiedRequests: V
 // Enveloped streams: Connect must read them from the request, not from req.body.
 const STREAMING = /^application\/(connect\+|grpc)/;
 
+// An encoded (e.g. gzip) body stays in req.gateway.body: JSON.parse cannot
+// read it, and a Connect route behind must get the bytes to decompress them.
 function parsedBody(req: IncomingMessage, body: Buffer): unknown {
   const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
-  if (body.byteLength === 0 || STREAMING.test(type)) return undefined;
+  const encoding = req.headers["content-encoding"]?.trim().toLowerCase() ?? "identity";
+  if (body.byteLength === 0 || STREAMING.test(type) || encoding !== "identity") return undefined;
   return type === "application/json" ? (JSON.parse(body.toString("utf8")) as unknown) : body;
 }

@@ -1,17 +1,18 @@
 import { Code, createClient } from "@connectrpc/connect";
 import { expressConnectMiddleware } from "@connectrpc/connect-express";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
-import express from "express";
-import Fastify, { type FastifyInstance } from "fastify";
-import type { Server } from "node:http";
+import express, { type Express } from "express";
+import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
 import type { AddressInfo } from "node:net";
+import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, currentUser, type VerifiedNodeRequest } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
-import { echoRoutes, type Observed } from "./echo-routes.js";
+import { echoRoutes, messages, type Observed } from "./echo-routes.js";
 import { rawRequest } from "./raw-request.js";
 import { signedHeaders } from "./signed-headers.js";
+import { startServer, type RunningServer } from "./servers.js";
 
 const SECRET = "frameworks-secret";
 const auth = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true, resolveUser: (id) => ({ name: `user ${id.userId}` }) });
@@ -24,23 +25,53 @@ function signedPost(port: number, path: string, body = payload, secret = SECRET,
   return rawRequest(port, { method: "POST", path, headers: [type, ...signedHeaders(secret, { method: "POST", path, body }, identity)], body });
 }
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
+/** The payload signed as is, then changed on the wire. */
+function tamperedPost(port: number, path: string) {
+  const headers = [json, ...signedHeaders(SECRET, { method: "POST", path, body: payload }, identity)];
+  return rawRequest(port, { method: "POST", path, headers, body: Buffer.from(payload.toString().replace("12", "99")) });
 }
 
-function stop(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
+function signedGet(port: number, path: string, signedPath = path) {
+  return rawRequest(port, { method: "GET", path, headers: signedHeaders(SECRET, { method: "GET", path: signedPath }, identity) });
 }
 
-describe("Express: auth.express() before the routes", () => {
-  let server: Server;
-  let port: number;
-  const observed: Observed = { calls: 0, messages: 0 };
+/** An EchoService client signing like the gateway, with `secret`. */
+function echoClient(baseUrl: string, secret = SECRET, useBinaryFormat = true) {
+  return createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: secret, identity, useBinaryFormat }));
+}
+
+/** Serves the Express app `setup` builds on loopback around the enclosing describe. */
+function expressServer(setup: (app: Express) => void): { readonly server: RunningServer } {
+  const served = { server: undefined as unknown as RunningServer };
   beforeAll(async () => {
     const app = express();
+    setup(app);
+    served.server = await startServer(app);
+  });
+  afterAll(() => served.server.close());
+  return served;
+}
+
+/** Serves the Fastify instance `setup` builds on loopback around the enclosing describe. */
+function fastifyServer(setup: (app: FastifyInstance) => Promise<void>): { port: number; baseUrl: string } {
+  const served = { port: 0, baseUrl: "" };
+  let app: FastifyInstance;
+  beforeAll(async () => {
+    app = Fastify();
+    await setup(app);
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    served.port = (app.server.address() as AddressInfo).port;
+    served.baseUrl = `http://127.0.0.1:${served.port}`;
+  });
+  afterAll(() => app.close());
+  return served;
+}
+
+const gatewayOf = (req: FastifyRequest) => (req as unknown as { gateway: Omit<VerifiedNodeRequest, "body"> }).gateway;
+
+describe("Express: auth.express() before the routes", () => {
+  const observed: Observed = { calls: 0, messages: 0 };
+  const served = expressServer((app) => {
     app.use(auth.express());
     app.use(express.json()); // after auth: sees a finished body and leaves req.body alone
     app.post("/api/payments", async (req, res) => {
@@ -55,14 +86,10 @@ describe("Express: auth.express() before the routes", () => {
     });
     // Connect routes in the same app, wired with connectOptions.
     app.use(expressConnectMiddleware(auth.connectOptions({ routes: echoRoutes(observed) })));
-    server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => server.once("listening", r));
-    port = (server.address() as AddressInfo).port;
   });
-  afterAll(() => stop(server));
 
   it("accepts a signed JSON request; the handler gets the parsed body, the raw bytes and the identity", async () => {
-    const res = await signedPost(port, "/api/payments");
+    const res = await signedPost(served.server.port, "/api/payments");
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body)).toEqual({
       body: { amount: 12, note: "caf\u00e9" },
@@ -74,23 +101,18 @@ describe("Express: auth.express() before the routes", () => {
 
   it("hands a non-JSON body over as the exact Buffer", async () => {
     const bytes = Buffer.from([0, 255, 1, 254, 2]);
-    const res = await signedPost(port, "/api/upload", bytes, SECRET, ["content-type", "application/octet-stream"]);
+    const res = await signedPost(served.server.port, "/api/upload", bytes, SECRET, ["content-type", "application/octet-stream"]);
     expect(JSON.parse(res.body)).toEqual({ isBuffer: true, length: 5 });
   });
 
   it("signs a GET with its query as sent", async () => {
-    const path = "/api/items?q=a%20b&page=2";
-    const res = await rawRequest(port, { method: "GET", path, headers: signedHeaders(SECRET, { method: "GET", path }, identity) });
+    const res = await signedGet(served.server.port, "/api/items?q=a%20b&page=2");
     expect(JSON.parse(res.body)).toEqual({ query: { q: "a b", page: "2" }, clientId: "web-app" });
   });
 
   it("refuses a tampered body and a wrong secret with 403 before the route", async () => {
-    const tampered = await rawRequest(port, {
-      method: "POST",
-      path: "/api/payments",
-      headers: [json, ...signedHeaders(SECRET, { method: "POST", path: "/api/payments", body: payload }, identity)],
-      body: Buffer.from(payload.toString().replace("12", "99")),
-    });
+    const { port } = served.server;
+    const tampered = await tamperedPost(port, "/api/payments");
     expect(tampered.status).toBe(403);
     expect(JSON.parse(tampered.body)).toEqual({ message: "invalid_signature" });
     expect((await signedPost(port, "/api/payments", payload, "wrong")).status).toBe(403);
@@ -99,183 +121,141 @@ describe("Express: auth.express() before the routes", () => {
   });
 
   it("lets connect-express routes behind it take the identity and bytes it verified (unary JSON and binary, streams)", async () => {
-    const baseUrl = `http://127.0.0.1:${port}`;
     for (const useBinaryFormat of [true, false]) {
-      const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity, useBinaryFormat }));
+      const client = echoClient(served.server.baseUrl, SECRET, useBinaryFormat);
       const res = await client.echo({ text: "hi" });
       expect(res.text).toBe("hi");
       expect(res.caller?.userId).toBe("sub-42");
-      async function* parts() {
-        yield { text: "a" };
-        yield { text: "b" };
-      }
-      expect((await client.collect(parts())).text).toBe("ab");
+      expect((await client.collect(messages("a", "b"))).text).toBe("ab");
     }
     const calls = observed.calls;
-    const wrong = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "wrong", identity }));
-    await expect(wrong.echo({ text: "hi" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+    await expect(echoClient(served.server.baseUrl, "wrong").echo({ text: "hi" })).rejects.toMatchObject({ code: Code.PermissionDenied });
     expect(observed.calls).toBe(calls);
+  });
+
+  it("hands a gzip-encoded Connect request to the Connect route undecoded, which inflates it", async () => {
+    const path = "/example.v1.EchoService/Echo";
+    const body = gzipSync(JSON.stringify({ text: "zipped" }));
+    const headers = [json, ["content-encoding", "gzip"] as [string, string], ...signedHeaders(SECRET, { method: "POST", path, body }, identity)];
+    const res = await rawRequest(served.server.port, { method: "POST", path, headers, body });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toMatchObject({ text: "zipped", caller: { userId: "sub-42" } });
   });
 });
 
-describe("Express: a body parser mounted before auth.express()", () => {
-  let server: Server;
-  let port: number;
+describe("Express: a body parser mounted before the gateway", () => {
+  const observed: Observed = { calls: 0, messages: 0 };
   let reached = 0;
-  beforeAll(async () => {
-    const app = express();
+  const served = expressServer((app) => {
     app.use(express.json());
+    app.use("/rpc", expressConnectMiddleware(auth.connectOptions({ routes: echoRoutes(observed) })));
     app.use(auth.express());
     app.post("/api/payments", (_req, res) => {
       reached++;
       res.json({ ok: true });
     });
-    server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => server.once("listening", r));
-    port = (server.address() as AddressInfo).port;
   });
-  afterAll(() => stop(server));
 
-  it("answers 500 telling the developer to mount auth first, and never passes the request on", async () => {
-    const res = await signedPost(port, "/api/payments");
+  it("auth.express(): 500 telling the developer to mount it first; the route never runs", async () => {
+    const res = await signedPost(served.server.port, "/api/payments");
     expect(res.status).toBe(500);
     expect(JSON.parse(res.body)).toEqual({ message: expect.stringContaining("Mount the gateway middleware before any body parser") });
     expect(reached).toBe(0);
   });
+
+  it("auth.connectOptions(): Internal with the same advice; the handler never sees the parsed message", async () => {
+    const path = "/rpc/example.v1.EchoService/Echo";
+    for (const body of [Buffer.from('{"text":"signed"}'), Buffer.from('{"text":"forged"}')]) {
+      const headers = [json, ...signedHeaders(SECRET, { method: "POST", path, body: Buffer.from('{"text":"signed"}') }, identity)];
+      const res = await rawRequest(served.server.port, { method: "POST", path, headers, body });
+      expect(res.status).toBe(500);
+      expect(JSON.parse(res.body)).toEqual({ code: "internal", message: expect.stringContaining("Mount the gateway middleware before any body parser") });
+    }
+    expect(observed).toEqual({ calls: 0, messages: 0 });
+  });
 });
 
 describe("Express: connect-express with connectOptions and no other middleware", () => {
-  let server: Server;
-  let port: number;
   const observed: Observed = { calls: 0, messages: 0 };
-  beforeAll(async () => {
-    const app = express();
+  const served = expressServer((app) => {
     app.use(expressConnectMiddleware(auth.connectOptions({ routes: echoRoutes(observed) })));
-    server = app.listen(0, "127.0.0.1");
-    await new Promise((r) => server.once("listening", r));
-    port = (server.address() as AddressInfo).port;
   });
-  afterAll(() => stop(server));
 
   it("verifies and hands the identity to the handler; refuses the wrong secret", async () => {
-    const baseUrl = `http://127.0.0.1:${port}`;
-    const res = await createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity })).echo({ text: "hi" });
+    const res = await echoClient(served.server.baseUrl).echo({ text: "hi" });
     expect(res.caller?.userId).toBe("sub-42");
     const calls = observed.calls;
-    await expect(createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "wrong", identity })).echo({ text: "hi" })).rejects.toMatchObject({ rawMessage: "invalid_signature" });
+    await expect(echoClient(served.server.baseUrl, "wrong").echo({ text: "hi" })).rejects.toMatchObject({ rawMessage: "invalid_signature" });
     expect(observed.calls).toBe(calls);
   });
 });
 
 describe("Fastify: app.register(auth.fastify)", () => {
-  let app: FastifyInstance;
-  let port: number;
   let reached = 0;
-  beforeAll(async () => {
-    app = Fastify();
+  const served = fastifyServer(async (app) => {
     await app.register(async (rest) => {
       await rest.register(auth.fastify);
       rest.post("/api/payments", async (req) => {
         reached++;
-        const gateway = (req as unknown as { gateway: Omit<VerifiedNodeRequest, "body"> }).gateway;
+        const gateway = gatewayOf(req);
         return { body: req.body, userId: gateway.identity?.userId, user: await currentUser(gateway) };
       });
-      rest.get("/api/items", async (req) => ({ query: req.query, clientId: (req as unknown as { gateway: Omit<VerifiedNodeRequest, "body"> }).gateway.identity?.clientId }));
+      rest.get("/api/items", async (req) => ({ query: req.query, clientId: gatewayOf(req).identity?.clientId }));
     });
-    await app.listen({ port: 0, host: "127.0.0.1" });
-    port = (app.server.address() as AddressInfo).port;
   });
-  afterAll(() => app.close());
 
   it("accepts a signed JSON request; the handler gets the parsed body and the identity", async () => {
-    const res = await signedPost(port, "/api/payments");
+    const res = await signedPost(served.port, "/api/payments");
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body)).toEqual({ body: { amount: 12, note: "caf\u00e9" }, userId: "sub-42", user: { name: "user sub-42" } });
   });
 
   it("verifies a bodyless GET against the empty body hash", async () => {
-    const path = "/api/items?q=a%20b";
-    const res = await rawRequest(port, { method: "GET", path, headers: signedHeaders(SECRET, { method: "GET", path }, identity) });
+    const res = await signedGet(served.port, "/api/items?q=a%20b");
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body)).toEqual({ query: { q: "a b" }, clientId: "web-app" });
-    const other = await rawRequest(port, { method: "GET", path: "/api/items?q=c", headers: signedHeaders(SECRET, { method: "GET", path }, identity) });
-    expect(other.status).toBe(403);
+    expect((await signedGet(served.port, "/api/items?q=c", "/api/items?q=a%20b")).status).toBe(403);
   });
 
   it("refuses a tampered body, missing headers and a wrong secret before the handler", async () => {
     const before = reached;
-    const tampered = await rawRequest(port, {
-      method: "POST",
-      path: "/api/payments",
-      headers: [json, ...signedHeaders(SECRET, { method: "POST", path: "/api/payments", body: payload }, identity)],
-      body: Buffer.from(payload.toString().replace("12", "99")),
-    });
+    const tampered = await tamperedPost(served.port, "/api/payments");
     expect(tampered.status).toBe(403);
     expect(JSON.parse(tampered.body)).toEqual({ message: "invalid_signature" });
-    const unsigned = await rawRequest(port, { method: "POST", path: "/api/payments", headers: [json], body: payload });
+    const unsigned = await rawRequest(served.port, { method: "POST", path: "/api/payments", headers: [json], body: payload });
     expect(JSON.parse(unsigned.body)).toEqual({ message: "missing_gateway_headers" });
-    expect((await signedPost(port, "/api/payments", payload, "wrong")).status).toBe(403);
+    expect((await signedPost(served.port, "/api/payments", payload, "wrong")).status).toBe(403);
     expect(reached).toBe(before);
   });
 });
 
-describe("Fastify: auth.fastify and connect-fastify on the same instance", () => {
-  let app: FastifyInstance;
-  let baseUrl: string;
+describe.each([
+  ["auth.fastify and connect-fastify on the same instance", true],
+  ["connect-fastify with connectOptions alone", false],
+] as const)("Fastify: %s", (_name, withPlugin) => {
   const observed: Observed = { calls: 0, messages: 0 };
-  beforeAll(async () => {
-    app = Fastify();
-    await app.register(auth.fastify);
+  const served = fastifyServer(async (app) => {
+    if (withPlugin) await app.register(auth.fastify);
     await app.register(fastifyConnectPlugin, auth.connectOptions({ routes: echoRoutes(observed) }));
-    app.post("/api/ping", async (req) => ({ body: req.body }));
-    await app.listen({ port: 0, host: "127.0.0.1" });
-    baseUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+    app.post("/api/ping", async (req) => ({ body: req.body, userId: withPlugin ? gatewayOf(req).identity?.userId : null }));
   });
-  afterAll(() => app.close());
-
-  it("Connect routes take the identity and bytes the plugin verified; REST routes still work", async () => {
-    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity }));
-    expect((await client.echo({ text: "hi" })).caller?.userId).toBe("sub-42");
-    async function* parts() {
-      yield { text: "a" };
-      yield { text: "b" };
-    }
-    expect((await client.collect(parts())).text).toBe("ab");
-    const port = Number(new URL(baseUrl).port);
-    expect(JSON.parse((await signedPost(port, "/api/ping")).body)).toEqual({ body: { amount: 12, note: "caf\u00e9" } });
-    const calls = observed.calls;
-    const wrong = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "wrong", identity }));
-    await expect(wrong.echo({ text: "hi" })).rejects.toMatchObject({ code: Code.PermissionDenied });
-    expect(observed.calls).toBe(calls);
-  });
-});
-
-describe("Fastify: connect-fastify with connectOptions", () => {
-  let app: FastifyInstance;
-  let baseUrl: string;
-  const observed: Observed = { calls: 0, messages: 0 };
-  beforeAll(async () => {
-    app = Fastify();
-    await app.register(fastifyConnectPlugin, auth.connectOptions({ routes: echoRoutes(observed) }));
-    await app.listen({ port: 0, host: "127.0.0.1" });
-    baseUrl = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
-  });
-  afterAll(() => app.close());
 
   it("verifies unary and client-streaming calls and hands the identity to handlers", async () => {
-    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity }));
+    const client = echoClient(served.baseUrl);
     expect((await client.echo({ text: "hi" })).caller?.userId).toBe("sub-42");
-    async function* parts() {
-      yield { text: "a" };
-      yield { text: "b" };
-    }
-    expect((await client.collect(parts())).text).toBe("ab");
+    expect((await client.collect(messages("a", "b"))).text).toBe("ab");
   });
 
   it("refuses a wrong secret before any handler runs", async () => {
     const calls = observed.calls;
-    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret: "wrong", identity }));
-    await expect(client.echo({ text: "hi" })).rejects.toMatchObject({ rawMessage: "invalid_signature" });
+    await expect(echoClient(served.baseUrl, "wrong").echo({ text: "hi" })).rejects.toMatchObject({ rawMessage: "invalid_signature" });
     expect(observed.calls).toBe(calls);
   });
+
+  if (withPlugin) {
+    it("REST routes on the same instance are verified too", async () => {
+      expect(JSON.parse((await signedPost(served.port, "/api/ping")).body)).toEqual({ body: { amount: 12, note: "caf\u00e9" }, userId: "sub-42" });
+      expect((await tamperedPost(served.port, "/api/ping")).status).toBe(403);
+    });
+  }
 });

@@ -12,7 +12,10 @@ export interface RunningServer {
 }
 
 /** Starts `handler` on HTTP/1.1 or cleartext HTTP/2 (h2c) on loopback. */
-export async function startServer(handler: Handler, httpVersion: "1.1" | "2" = "1.1"): Promise<RunningServer> {
+export async function startServer(handler: Handler, httpVersion?: "1.1" | "2"): Promise<RunningServer>;
+/** Starts an HTTP/1.1-only listener, such as an Express app, on loopback. */
+export async function startServer(handler: http.RequestListener): Promise<RunningServer>;
+export async function startServer(handler: Handler | http.RequestListener, httpVersion: "1.1" | "2" = "1.1"): Promise<RunningServer> {
   const server =
     httpVersion === "2"
       ? http2.createServer(handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
