@@ -1,6 +1,6 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, createNodeHttpClient, Http2SessionManager } from "@connectrpc/connect-node";
-import { validateReadWriteMaxBytes } from "@connectrpc/connect/protocol";
+import { validateReadWriteMaxBytes, type UniversalClientFn } from "@connectrpc/connect/protocol";
 import { createTransport as createConnect } from "@connectrpc/connect/protocol-connect";
 import { createTransport as createGrpc } from "@connectrpc/connect/protocol-grpc";
 import { createTransport as createGrpcWeb } from "@connectrpc/connect/protocol-grpc-web";
@@ -21,6 +21,13 @@ export interface TestGatewayTransportOptions extends GatewaySigningOptions {
   readonly interceptors?: Interceptor[];
   /** HTTP/2 only: the connection to use (e.g. to `abort()` it after the test); one per transport by default. */
   readonly sessionManager?: Http2SessionManager;
+  /**
+   * Sends each request once it is signed. Default: connect-node's client for
+   * `httpVersion` (and `sessionManager`). Wrap one to watch or change what
+   * reaches the wire after signing, e.g. to check that your service refuses
+   * a body altered in transit.
+   */
+  readonly httpClient?: UniversalClientFn;
 }
 
 const protocols = { connect: createConnect, grpc: createGrpc, "grpc-web": createGrpcWeb };
@@ -32,9 +39,10 @@ const protocols = { connect: createConnect, grpc: createGrpc, "grpc-web": create
  */
 export function createTestGatewayTransport(options: TestGatewayTransportOptions): Transport {
   const inner =
-    options.httpVersion === "2"
+    options.httpClient ??
+    (options.httpVersion === "2"
       ? createNodeHttpClient({ httpVersion: "2", sessionProvider: sessionFor(options) })
-      : createNodeHttpClient({ httpVersion: "1.1" });
+      : createNodeHttpClient({ httpVersion: "1.1" }));
   return protocols[options.protocol ?? "connect"]({
     httpClient: createGatewaySigningHttpClient(inner, options),
     baseUrl: options.baseUrl,

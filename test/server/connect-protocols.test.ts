@@ -1,9 +1,9 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { connectNodeAdapter, Http2SessionManager } from "@connectrpc/connect-node";
+import { connectNodeAdapter, Http2SessionManager, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { echoRoutes, type Observed } from "./echo-routes.js";
+import { echoRoutes, messages, observingInterceptor, type Observed } from "./echo-routes.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startServer, type RunningServer } from "./servers.js";
 import { nodeClient, tamperingTransport, type Protocol } from "./transports.js";
@@ -21,78 +21,86 @@ const matrix: [Protocol, "1.1" | "2"][] = [
   ["grpc-web", "2"],
 ];
 
-const last = (b: Buffer) => {
+const flipLastByte = (b: Buffer) => {
   const copy = Buffer.from(b);
   copy[copy.length - 1] = (copy[copy.length - 1] as number) ^ 0x01;
   return copy;
 };
 
-describe.each(matrix)("%s over HTTP/%s", (protocol, httpVersion) => {
-  const observed: Observed = { calls: 0, messages: 0 };
-  const sessions: Http2SessionManager[] = [];
-  let server: RunningServer;
+/**
+ * A connectNodeAdapter server behind createGatewayAuth, with an interceptor
+ * counting what it sees, started and stopped around the enclosing describe.
+ */
+function echoServer(httpVersion: "1.1" | "2") {
+  const served = {
+    observed: { calls: 0, messages: 0 } as Observed,
+    sessions: [] as Http2SessionManager[],
+    server: undefined as unknown as RunningServer,
+  };
   beforeAll(async () => {
     const auth = createGatewayAuth({ hmacSecret, exposeRejectionReason: true });
-    server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })), httpVersion);
+    const options = auth.connectOptions({ routes: echoRoutes(served.observed), interceptors: [observingInterceptor(served.observed)] });
+    served.server = await startServer(connectNodeAdapter(options), httpVersion);
   });
   afterAll(async () => {
-    for (const s of sessions) s.abort();
-    await server.close();
+    for (const s of served.sessions) s.abort();
+    await served.server.close();
   });
+  return served;
+}
 
-  const signed = () =>
-    createClient(
-      EchoService,
-      tamperingTransport({ protocol, baseUrl: server.baseUrl, inner: nodeClient(server.baseUrl, httpVersion, sessions), hmacSecret, identity: user }),
-    );
-  const tampered = () =>
-    createClient(
-      EchoService,
-      tamperingTransport({ protocol, baseUrl: server.baseUrl, inner: nodeClient(server.baseUrl, httpVersion, sessions), hmacSecret, identity: user, tamper: last }),
-    );
-  const wrongSecret = () =>
-    createClient(
-      EchoService,
-      tamperingTransport({ protocol, baseUrl: server.baseUrl, inner: nodeClient(server.baseUrl, httpVersion, sessions), hmacSecret: "not-it", identity: user }),
-    );
+describe.each(matrix)("%s over HTTP/%s", (protocol, httpVersion) => {
+  const served = echoServer(httpVersion);
+  const { observed } = served;
 
-  async function rejected(call: () => Promise<unknown>): Promise<ConnectError> {
-    const before = { ...observed };
+  const client = (change: { hmacSecret?: string; tamper?: (b: Buffer) => Buffer } = {}) => {
+    const { baseUrl } = served.server;
+    const inner = nodeClient(baseUrl, httpVersion, served.sessions);
+    return createClient(EchoService, tamperingTransport({ protocol, baseUrl, inner, hmacSecret, identity: user, ...change }));
+  };
+  const tampered = () => client({ tamper: flipLastByte });
+
+  async function rejected(call: () => Promise<unknown>): Promise<void> {
+    const before = structuredClone(observed);
     const err = await call().then(
       () => undefined,
       (e: unknown) => ConnectError.from(e),
     );
     expect(err?.code).toBe(Code.PermissionDenied);
     expect(err?.rawMessage).toBe("invalid_signature");
-    // The handler never ran, and never saw a message.
+    // Neither the interceptor nor the handler ran, nor saw a message.
     expect(observed).toEqual(before);
-    return err as ConnectError;
   }
 
-  it("unary: verified, and the handler sees the identity", async () => {
-    const res = await signed().echo({ text: "hi" });
+  async function drain(stream: AsyncIterable<unknown>): Promise<void> {
+    for await (const _ of stream) {
+      // a rejected stream must not yield
+    }
+  }
+
+  it("unary: verified; the interceptor and the handler see the message and the identity", async () => {
+    const before = structuredClone(observed);
+    const res = await client().echo({ text: "hi" });
     expect(res.text).toBe("hi");
     expect(res.caller).toMatchObject(caller);
+    expect(observed.intercepted?.messages).toBe((before.intercepted?.messages ?? 0) + 1);
   });
 
   it("server streaming: every answer carries the identity", async () => {
     const texts: string[] = [];
-    for await (const r of signed().echoStream({ text: "x", repeat: 3 })) {
+    for await (const r of client().echoStream({ text: "x", repeat: 3 })) {
       expect(r.caller).toMatchObject(caller);
       texts.push(r.text);
     }
     expect(texts).toEqual(["x", "x", "x"]);
   });
 
-  it("client streaming: all messages reach the handler", async () => {
-    async function* parts() {
-      yield { text: "a" };
-      yield { text: "b" };
-      yield { text: "c" };
-    }
-    const res = await signed().collect(parts());
+  it("client streaming: all messages reach the interceptor and the handler", async () => {
+    const before = structuredClone(observed);
+    const res = await client().collect(messages("a", "b", "c"));
     expect(res.text).toBe("abc");
     expect(res.caller).toMatchObject(caller);
+    expect(observed.intercepted?.messages).toBe((before.intercepted?.messages ?? 0) + 3);
   });
 
   it("unary with a tampered body: PermissionDenied, the handler never runs", async () => {
@@ -100,82 +108,82 @@ describe.each(matrix)("%s over HTTP/%s", (protocol, httpVersion) => {
   });
 
   it("server streaming with a tampered body: PermissionDenied, the handler never runs", async () => {
-    await rejected(async () => {
-      for await (const _ of tampered().echoStream({ text: "x", repeat: 2 })) {
-        // must not yield
-      }
-    });
+    await rejected(() => drain(tampered().echoStream({ text: "x", repeat: 2 })));
   });
 
   it("client streaming with a tampered body: PermissionDenied, no side effect", async () => {
-    async function* parts() {
-      yield { text: "a" };
-      yield { text: "b" };
-    }
-    await rejected(() => tampered().collect(parts()));
+    await rejected(() => tampered().collect(messages("a", "b")));
   });
 
   // connect-node refuses bidi over HTTP/1.1 (HTTP 505), whatever the server does.
   if (httpVersion === "2") {
     it("bidi: messages reach the handler once the client has sent them all", async () => {
-      async function* parts() {
-        yield { text: "1" };
-        yield { text: "2" };
-      }
       const texts: string[] = [];
-      for await (const r of signed().chat(parts())) texts.push(r.text);
+      for await (const r of client().chat(messages("1", "2"))) texts.push(r.text);
       expect(texts).toEqual(["1", "2"]);
     });
 
     it("bidi with a tampered body: PermissionDenied, no side effect", async () => {
-      async function* parts() {
-        yield { text: "a" };
-      }
-      await rejected(async () => {
-        for await (const _ of tampered().chat(parts())) {
-          // must not yield
-        }
-      });
+      await rejected(() => drain(tampered().chat(messages("a"))));
     });
   }
 
   it("signed with another secret: PermissionDenied", async () => {
-    await rejected(() => wrongSecret().echo({ text: "hi" }));
+    await rejected(() => client({ hmacSecret: "not-it" }).echo({ text: "hi" }));
   });
 });
 
 describe.each(["1.1", "2"] as const)("Connect GET (useHttpGet) over HTTP/%s: the query is signed, the body hash is the empty one", (httpVersion) => {
+  const served = echoServer(httpVersion);
+
+  const client = (secret: string) => {
+    const sessionManager = new Http2SessionManager(served.server.baseUrl);
+    served.sessions.push(sessionManager);
+    const { baseUrl } = served.server;
+    return createClient(
+      EchoService,
+      createTestGatewayTransport({ baseUrl, hmacSecret: secret, identity: user, useHttpGet: true, httpVersion, sessionManager }),
+    );
+  };
+
+  it("is served through GET and verified", async () => {
+    const res = await client(hmacSecret).echo({ text: "by get" });
+    expect(served.observed.lastMethod).toBe("GET");
+    expect(res.text).toBe("by get");
+    expect(res.caller).toMatchObject(caller);
+  });
+
+  it("is refused when signed with another secret", async () => {
+    const before = structuredClone(served.observed);
+    await expect(client("nope").echo({ text: "x" })).rejects.toMatchObject({ code: Code.PermissionDenied });
+    expect(served.observed).toEqual(before);
+  });
+});
+
+describe("defence in depth: the body iterator alone releases nothing unverified", () => {
   const observed: Observed = { calls: 0, messages: 0 };
   const sessions: Http2SessionManager[] = [];
   let server: RunningServer;
   beforeAll(async () => {
     const auth = createGatewayAuth({ hmacSecret, exposeRejectionReason: true });
-    server = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })), httpVersion);
+    // Misuse on purpose: the verifying requestGate is dropped.
+    const wired: ConnectNodeAdapterOptions = auth.connectOptions({ routes: echoRoutes(observed) });
+    const { requestGate: _dropped, ...options } = wired;
+    server = await startServer(connectNodeAdapter(options), "2");
   });
   afterAll(async () => {
     for (const s of sessions) s.abort();
     await server.close();
   });
 
-  const client = (secret: string) => {
-    const sessionManager = new Http2SessionManager(server.baseUrl);
-    sessions.push(sessionManager);
-    return createClient(
-      EchoService,
-      createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret: secret, identity: user, useHttpGet: true, httpVersion, sessionManager }),
-    );
-  };
-
-  it("is served through GET and verified", async () => {
-    const res = await client(hmacSecret).echo({ text: "by get" });
-    expect(observed.lastMethod).toBe("GET");
-    expect(res.text).toBe("by get");
-    expect(res.caller).toMatchObject(caller);
-  });
-
-  it("is refused when signed with another secret", async () => {
-    const before = observed.calls;
-    await expect(client("nope").echo({ text: "x" })).rejects.toMatchObject({ code: Code.PermissionDenied });
-    expect(observed.calls).toBe(before);
+  it.each(["connect", "grpc"] as const)("%s client streaming, tampered: the handler starts but gets no message", async (protocol) => {
+    const inner = nodeClient(server.baseUrl, "2", sessions);
+    const tampered = tamperingTransport({ protocol, baseUrl: server.baseUrl, inner, hmacSecret, identity: user, tamper: flipLastByte });
+    const err = await createClient(EchoService, tampered)
+      .collect(messages("a", "b"))
+      .catch((e: unknown) => ConnectError.from(e));
+    expect(err).toMatchObject({ code: Code.PermissionDenied, rawMessage: "invalid_signature" });
+    expect(observed.calls).toBeGreaterThan(0);
+    expect(observed.messages).toBe(0);
   });
 });

@@ -1,9 +1,9 @@
-import type { ConnectRouter, HandlerContext } from "@connectrpc/connect";
+import type { ConnectRouter, HandlerContext, Interceptor } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { CallerSchema, EchoService, type Caller } from "../../gen/example/v1/example_pb.js";
 import { gatewayIdentity } from "../../src/server/index.js";
 
-/** What the handlers observed, so tests can prove a handler never ran. */
+/** What the handlers (and the interceptor) observed, so tests can prove they never ran. */
 export interface Observed {
   /** Request messages handed to any handler. */
   messages: number;
@@ -11,6 +11,8 @@ export interface Observed {
   calls: number;
   /** The HTTP method of the last unary call. */
   lastMethod?: string;
+  /** Calls and request messages seen by {@link observingInterceptor}. */
+  intercepted?: { calls: number; messages: number };
 }
 
 function callerOf(ctx: HandlerContext): Caller {
@@ -56,4 +58,29 @@ export function echoRoutes(observed: Observed) {
         }
       },
     });
+}
+
+/** Counts, in `observed.intercepted`, every call and request message an interceptor gets. */
+export function observingInterceptor(observed: Observed): Interceptor {
+  const seen = (observed.intercepted ??= { calls: 0, messages: 0 });
+  return (next) => async (req) => {
+    seen.calls++;
+    if (!req.stream) {
+      seen.messages++;
+      return next(req);
+    }
+    const messages = req.message;
+    async function* counted() {
+      for await (const m of messages) {
+        seen.messages++;
+        yield m;
+      }
+    }
+    return next({ ...req, message: counted() });
+  };
+}
+
+/** Request messages for a client-streaming or bidi call, one per text. */
+export async function* messages(...texts: string[]): AsyncGenerator<{ text: string }> {
+  for (const text of texts) yield { text };
 }

@@ -1,10 +1,7 @@
 import type { Transport } from "@connectrpc/connect";
 import { createNodeHttpClient, Http2SessionManager } from "@connectrpc/connect-node";
-import { validateReadWriteMaxBytes, type UniversalClientFn } from "@connectrpc/connect/protocol";
-import { createTransport as createConnect } from "@connectrpc/connect/protocol-connect";
-import { createTransport as createGrpc } from "@connectrpc/connect/protocol-grpc";
-import { createTransport as createGrpcWeb } from "@connectrpc/connect/protocol-grpc-web";
-import { createGatewaySigningHttpClient } from "../../src/testing/index.js";
+import type { UniversalClientFn } from "@connectrpc/connect/protocol";
+import { createTestGatewayTransport } from "../../src/testing/index.js";
 import type { IdentityHeaderValues } from "../../src/signing/index.js";
 
 export type Protocol = "connect" | "grpc" | "grpc-web";
@@ -29,8 +26,8 @@ export function tamperingTransport(options: {
   identity: IdentityHeaderValues;
   tamper?: (body: Buffer) => Buffer;
 }): Transport {
-  const { tamper, inner } = options;
-  const onTheWire: UniversalClientFn = !tamper
+  const { tamper, inner, ...rest } = options;
+  const httpClient: UniversalClientFn = !tamper
     ? inner
     : async (req) => {
         const chunks: Uint8Array[] = [];
@@ -38,14 +35,5 @@ export function tamperingTransport(options: {
         const body = tamper(Buffer.concat(chunks));
         return inner({ ...req, body: (async function* () { yield body; })() });
       };
-  const create = { connect: createConnect, grpc: createGrpc, "grpc-web": createGrpcWeb }[options.protocol];
-  return create({
-    httpClient: createGatewaySigningHttpClient(onTheWire, options),
-    baseUrl: options.baseUrl,
-    useBinaryFormat: true,
-    interceptors: [],
-    acceptCompression: [],
-    sendCompression: null,
-    ...validateReadWriteMaxBytes(undefined, undefined, undefined),
-  });
+  return createTestGatewayTransport({ ...rest, httpClient });
 }
