@@ -62,9 +62,8 @@ export function currentUser<User = unknown>(ctx: GatewayContext): Promise<User |
 }
 
 async function resolve(resolution: UserResolution, identity: GatewayIdentity | undefined): Promise<unknown> {
-  if (identity === undefined || identity.isServiceRequest || identity.userId === undefined) {
-    return undefined;
-  }
+  // No user id: a service call (or no identity at all), which has no user.
+  if (identity?.userId === undefined) return undefined;
   const found = await resolution.resolveUser?.(identity);
   if (found !== undefined && found !== null) return found;
   const provisioned = await resolution.onMissingUser?.({
