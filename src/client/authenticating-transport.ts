@@ -35,7 +35,7 @@ export function createAuthenticatingTransport(inner: Transport, tokens: TokenMan
           inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
         replayable: true,
         signal,
-      }).catch(mapConnectionError);
+      }).catch((reason: unknown) => rethrow(reason, gateway));
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
       checkRoute(method.parent, contextValues);
@@ -49,13 +49,15 @@ export function createAuthenticatingTransport(inner: Transport, tokens: TokenMan
         });
         return { ...response, message: mappingErrors(response.message, gateway) };
       } catch (reason) {
-        throw connectionErrorFrom(reason, gateway) ?? reason;
+        rethrow(reason, gateway);
       }
     },
   };
-  function mapConnectionError(reason: unknown): never {
-    throw connectionErrorFrom(reason, gateway) ?? reason;
-  }
+}
+
+// A failure to reach the gateway becomes a ConnectionError; anything else goes on unchanged.
+function rethrow(reason: unknown, gateway: string): never {
+  throw connectionErrorFrom(reason, gateway) ?? reason;
 }
 
 // Whatever the routing interceptor will use is checked here, before any I/O
@@ -86,6 +88,6 @@ async function* mappingErrors<T>(messages: AsyncIterable<T>, gateway: string): A
   try {
     yield* messages;
   } catch (reason) {
-    throw connectionErrorFrom(reason, gateway) ?? reason;
+    rethrow(reason, gateway);
   }
 }

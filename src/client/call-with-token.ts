@@ -22,10 +22,11 @@ export interface TokenCall<T> {
  * answered to the service token invalidates it and, when the call is
  * replayable, retries once with a fresh token. Never more than one retry.
  */
-// Promise chaining rather than async functions: this wraps every call, and a
-// cached token should add no more than one promise to it.
 export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
+  // Promise chaining rather than async functions: this wraps every call, and a
+  // cached token should add no more than one promise to it.
   if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
+  if (call.signal?.aborted) return Promise.reject(canceled(call.signal)); // no token request for nobody
   const pending = abortable(tokens.getToken(), call.signal);
   return typeof pending === "string"
     ? attemptWith(tokens, call, pending)
@@ -52,12 +53,18 @@ function isUnauthorizedAnswer(error: unknown): boolean {
 }
 
 // A cached token comes back as a plain string: no waiting, nothing to abort.
-function abortable<T>(promise: T | Promise<T>, signal: AbortSignal | undefined): T | Promise<T> {
-  if (signal === undefined || !(promise instanceof Promise)) return promise;
-  if (signal.aborted) return Promise.reject(ConnectError.from(signal.reason, Code.Canceled));
+// A token request outlives the callers that abort: it is shared, and its
+// outcome (a failure included) is always handled here.
+function abortable<T>(pending: T | Promise<T>, signal: AbortSignal | undefined): T | Promise<T> {
+  if (signal === undefined || !(pending instanceof Promise)) return pending;
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(ConnectError.from(signal.reason, Code.Canceled));
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    const onAbort = () => reject(canceled(signal));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+function canceled(signal: AbortSignal): ConnectError {
+  return ConnectError.from(signal.reason, Code.Canceled);
 }

@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders } from "node:http";
+import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders } from "node:http";
 import { ConnectError } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
@@ -6,7 +6,12 @@ import { callWithToken } from "./call-with-token.js";
 import { ConfigurationError } from "./configuration-error.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
-import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from "./gateway-options.js";
+import {
+  checkTimeoutMs,
+  resolveGatewayOptions,
+  type GatewayOptions,
+  type ResolvedGatewayOptions,
+} from "./gateway-options.js";
 import { sendHttpRequest, type HttpResponse } from "./http-request.js";
 import { resolveBackendService } from "./resolve-backend-service.js";
 import { createTokenManager, type TokenManager } from "./token-manager.js";
@@ -73,8 +78,10 @@ async function request<T>(
   // Everything is checked before any I/O.
   const target = targetPath(resolved, path, call);
   const userToken = call.userToken === undefined ? currentCallScope()?.userToken : checkUserToken(call.userToken);
-  const body = call.body === undefined ? undefined : JSON.stringify(call.body);
-  const headers = { accept: "application/json", ...call.headers, ...(body !== undefined && { "content-type": "application/json" }) };
+  const body = jsonBody(call.body);
+  const json: Record<string, string> = body === undefined ? {} : { "content-type": "application/json" };
+  const headers = { accept: "application/json", ...checkHeaders(call.headers), ...json };
+  const timeoutMs = call.timeoutMs === undefined ? resolved.timeoutMs : checkTimeoutMs(call.timeoutMs);
   const describe = `${method} ${target.split("?")[0]}`;
   try {
     return await callWithToken(tokens, {
@@ -91,14 +98,15 @@ async function request<T>(
             headers: { ...headers, authorization },
             ...(body !== undefined && { body }),
             agent: resolved.agent,
-            timeoutMs: call.timeoutMs ?? resolved.timeoutMs,
+            timeoutMs,
             signal: call.signal,
             maxResponseBytes: 64 * 1024 * 1024,
           }),
         ),
     });
   } catch (reason) {
-    throw connectionErrorFrom(reason, `the gateway ${resolved.gatewayUrl}`) ?? asCallError(reason);
+    // A caller's abort arrives as its signal's reason: ConnectError.from presents it the Connect way (Canceled).
+    throw connectionErrorFrom(reason, `the gateway ${resolved.gatewayUrl}`) ?? ConnectError.from(reason);
   }
 }
 
@@ -154,7 +162,42 @@ function toHeaders(incoming: IncomingHttpHeaders): Headers {
   return headers;
 }
 
-// A caller's abort arrives as its signal's reason: present it the Connect way (code Canceled).
-function asCallError(reason: unknown): unknown {
-  return reason instanceof ConfigurationError ? reason : ConnectError.from(reason);
+function jsonBody(body: unknown): string | undefined {
+  if (body === undefined) return undefined;
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(body);
+  } catch (error) {
+    throw new ConfigurationError("body", `must be serialisable as JSON (${(error as Error).message}).`);
+  }
+  if (json === undefined) throw new ConfigurationError("body", "must be serialisable as JSON (not a function or a symbol).");
+  return json;
+}
+
+// Names are shown, values never: a header may carry a credential.
+function checkHeaders(headers: unknown): Readonly<Record<string, string>> | undefined {
+  if (headers === undefined) return undefined;
+  if (typeof headers !== "object" || headers === null) {
+    throw new ConfigurationError("headers", "must be an object of header names to string values.");
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    if (typeof value !== "string" || !isValidHeader(name, value)) {
+      throw new ConfigurationError(
+        "headers",
+        `has an invalid header ${JSON.stringify(name).slice(0, 80)}: a token name and a string value ` +
+          "without CR, LF or NUL are required.",
+      );
+    }
+  }
+  return headers as Readonly<Record<string, string>>;
+}
+
+function isValidHeader(name: string, value: string): boolean {
+  try {
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -86,7 +86,7 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
     gatewayUrl: gateway.href.replace(/\/+$/, ""),
     gatewayOrigin: new URL(gateway.origin),
     tokenUrl: endpointUrl(appcenter, path("tokenPath", options.tokenPath ?? "/oauth/token")),
-    timeoutMs: number("timeoutMs", options.timeoutMs ?? 30_000, { min: 1, max: 2 ** 31 - 1 }),
+    timeoutMs: checkTimeoutMs(options.timeoutMs ?? 30_000),
     refreshMarginSeconds: number("refreshMarginSeconds", options.refreshMarginSeconds ?? 300, { min: 0 }),
     defaultTokenLifetimeSeconds: number("defaultTokenLifetimeSeconds", options.defaultTokenLifetimeSeconds ?? 300, {
       min: 1,
@@ -96,6 +96,15 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
     session: session(options.session, appcenter),
     agent,
   };
+}
+
+/**
+ * Checks a deadline in milliseconds: the transport's and REST client's
+ * `timeoutMs`, and a REST call's own. At most 2³¹−1, the largest delay
+ * `setTimeout` honours (a larger one fires at once).
+ */
+export function checkTimeoutMs(value: unknown): number {
+  return number("timeoutMs", value, { min: 1, max: 2 ** 31 - 1 });
 }
 
 function credential(option: string, value: unknown, envName: string): string {

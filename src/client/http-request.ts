@@ -32,6 +32,7 @@ export interface HttpResponse {
  */
 export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
+    if (init.signal?.aborted) return reject(init.signal.reason);
     const request = (init.origin.protocol === "https:" ? https : http).request({
       method: init.method,
       protocol: init.origin.protocol,
@@ -54,7 +55,6 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
       init.signal?.removeEventListener("abort", onAbort);
     };
     request.on("error", fail);
-    if (init.signal?.aborted) return onAbort();
     request.on("response", (response) => {
       const chunks: Buffer[] = [];
       let size = 0;

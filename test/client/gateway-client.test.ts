@@ -183,16 +183,41 @@ describe("createGatewayClient", () => {
     );
   });
 
-  it("refuses a bad path, service or user token before any I/O", async () => {
+  it("refuses a bad path, service, user token, body, header or timeout before any I/O, naming it", async () => {
     const api = rest();
     const start = seen.length;
     const tokenRequests = oauth.tokenRequests;
-    for (const path of ["relative", "//evil.example/x", "/with space", "/frag#x"]) {
-      await expect(api.get(path)).rejects.toBeInstanceOf(ConfigurationError);
-    }
-    await expect(api.get("/a", { service: "../admin" })).rejects.toBeInstanceOf(ConfigurationError);
-    await expect(api.get("/a", { userToken: "Bearer x" })).rejects.toBeInstanceOf(ConfigurationError);
+    const refused = async (call: Promise<unknown>, option: string) => {
+      const error = await call.catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigurationError);
+      expect(error).toMatchObject({ option });
+      return error as ConfigurationError;
+    };
+    for (const path of ["relative", "//evil.example/x", "/with space", "/frag#x"]) await refused(api.get(path), "path");
+    await refused(api.get("/a", { service: "../admin" }), "service");
+    await refused(api.get("/a", { userToken: "Bearer x" }), "userToken");
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    await refused(api.post("/a", { body: circular }), "body");
+    await refused(api.post("/a", { body: { n: 1n } }), "body");
+    const leaked = await refused(api.get("/a", { headers: { "x-api-key": "sk-live-123\r\nX-Evil: 1" } }), "headers");
+    expect(leaked.message).toContain('"x-api-key"');
+    expect(leaked.message).not.toContain("sk-live-123");
+    await refused(api.get("/a", { headers: { "bad name": "v" } }), "headers");
+    await refused(api.get("/a", { timeoutMs: -1 }), "timeoutMs");
     expect(seen.length).toBe(start);
     expect(oauth.tokenRequests).toBe(tokenRequests);
+  });
+
+  it("a caller's abort rejects with code Canceled, while waiting for the token or for the answer", async () => {
+    const cold = rest();
+    const early = new AbortController();
+    early.abort();
+    await expect(cold.get("/a", { signal: early.signal })).rejects.toMatchObject({ code: Code.Canceled });
+    const late = new AbortController();
+    const call = rest().get("/slow", { signal: late.signal });
+    await expect.poll(() => last().url).toBe("/slow");
+    late.abort();
+    await expect(call).rejects.toMatchObject({ code: Code.Canceled });
   });
 });

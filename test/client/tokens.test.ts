@@ -337,3 +337,30 @@ describe("token endpoint failures", () => {
     }
   });
 });
+
+describe("a caller's abort", () => {
+  let endpoint: TestTokenEndpoint;
+  beforeAll(async () => {
+    endpoint = await startTokenEndpoint(() => ({ delayMs: 200, status: 500, raw: "down" }));
+  });
+  afterAll(() => endpoint.close());
+
+  it("rejects with Canceled while the token request runs on; its later failure is handled", async () => {
+    const recorder = recordingAgent();
+    const options = transportOptions({ appcenterUrl: endpoint.url, agent: recorder.agent });
+    const echo = createClient(EchoService, createGatewayTransport(options));
+    const early = new AbortController();
+    early.abort();
+    const start = endpoint.requests.length;
+    await expect(echo.echo({}, { signal: early.signal })).rejects.toMatchObject({ code: Code.Canceled });
+    expect(recorder.ports).toEqual([]); // an aborted call asks for no token
+    const waiting = new AbortController();
+    const call = echo.echo({}, { signal: waiting.signal });
+    await expect.poll(() => endpoint.requests.length).toBe(start + 1);
+    waiting.abort();
+    await expect(call).rejects.toMatchObject({ code: Code.Canceled });
+    // The token request fails after the callers left; nothing is left unhandled.
+    await expect(echo.echo({})).rejects.toBeInstanceOf(AuthenticationError);
+    recorder.agent.destroy();
+  });
+});
