@@ -69,7 +69,7 @@ async function dev(values: { routes?: string; port?: string; "oauth-port"?: stri
 }
 
 function printStarted(stack: DevStack): void {
-  console.log(`  ✔ OAuth2 server   ${stack.oauth.issuer}  (oidc-provider; JWT access tokens, JWKS ${stack.oauth.jwksUrl})`);
+  console.log(`  ✔ OAuth2 server   ${stack.oauth.issuer}  (oidc-provider, in memory; JWT access tokens, JWKS ${stack.oauth.jwksUrl})`);
   console.log(`  ✔ echo backend    ${stack.echo.url}  (example.v1.EchoService over h2c, createGatewayAuth)`);
   console.log(`  ✔ agents backend  ${stack.agents.url}  (REST /api/v1/agents, createGatewayAuth)`);
   console.log(`  ✔ gateway         ${stack.gateway.url}  (${stack.gateway.routes.source}; HTTP/1.1 and h2c)`);

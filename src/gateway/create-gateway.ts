@@ -1,15 +1,16 @@
 import { randomUUID } from "node:crypto";
 import cors from "@fastify/cors";
 import rateLimit from "@fastify/rate-limit";
-import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions, type HTTPMethods } from "fastify";
-import { Redis } from "ioredis";
+import Fastify, { type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { validateGatewayConfig, type GatewayConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
+import { gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
 import { defaultClaimMapping } from "./identity-claims.js";
 import { createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, routeAccess, setCaller } from "./request-caller.js";
+import { connectRateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
 import { loadRoutesFile, routeMethods, type RoutesFile } from "./routes-file.js";
 import { createTokenVerifier } from "./token-verifier.js";
@@ -55,7 +56,7 @@ export function createGateway(config: GatewayConfig): Gateway {
   });
   let dual: DualProtocolServer | undefined;
   const app = Fastify({
-    logger: loggerOptions(config.logger),
+    logger: gatewayLoggerOptions(config.logger),
     genReqId: requestIdOf,
     requestIdHeader: false,
     bodyLimit: config.bodyLimit ?? DEFAULT_BODY_LIMIT,
@@ -66,20 +67,12 @@ export function createGateway(config: GatewayConfig): Gateway {
     },
   });
   const limits = config.rateLimit === false ? undefined : { ...DEFAULT_RATE_LIMIT, ...config.rateLimit };
-  const redis = limits?.redisUrl === undefined ? undefined : connectRedis(limits.redisUrl, app);
+  const store = limits?.redisUrl === undefined ? undefined : connectRateLimitStore(limits.redisUrl, app.log);
 
   // 1. Recovery: every error becomes the caller's protocol's error, never a stack.
   app.setErrorHandler((error, request, reply) => {
     const gatewayError = asGatewayHttpError(error);
-    if (gatewayError.code === "INTERNAL_ERROR") {
-      request.log.error({ err: gatewayError.cause ?? gatewayError }, gatewayError.message);
-    } else if (gatewayError.statusCode >= 500) {
-      // An upstream or a key set is away: worth a line, not a stack per request.
-      const cause = gatewayError.cause as { code?: unknown; message?: unknown } | undefined;
-      request.log.warn({ code: gatewayError.code, cause: cause?.code ?? cause?.message }, gatewayError.message);
-    } else {
-      request.log.info({ code: gatewayError.code }, gatewayError.message);
-    }
+    logGatewayError(request.log, gatewayError);
     return sendGatewayError(request, reply, gatewayError);
   });
   app.setNotFoundHandler((request, reply) =>
@@ -109,7 +102,7 @@ export function createGateway(config: GatewayConfig): Gateway {
       max: limits.max,
       timeWindow: limits.timeWindowMs,
       keyGenerator: rateLimitKey,
-      ...(redis && { redis, nameSpace: "connect-gateway-rate-limit:" }),
+      ...(store && { redis: store.redis, nameSpace: "connect-gateway-rate-limit:" }),
       // A Redis outage must not take the gateway down with it; /ready reports it.
       skipOnError: true,
       errorResponseBuilder: () => new GatewayHttpError("RATE_LIMITED", "Too many requests"),
@@ -121,7 +114,7 @@ export function createGateway(config: GatewayConfig): Gateway {
 
   app.get("/health", { config: { rateLimit: false } }, async () => ({ status: "ok" }));
   app.get("/ready", { config: { rateLimit: false } }, async () => {
-    if (redis && !(await answersPing(redis))) {
+    if (store && !(await store.answers())) {
       throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable");
     }
     return { status: "ready" };
@@ -132,9 +125,7 @@ export function createGateway(config: GatewayConfig): Gateway {
   }
 
   app.addHook("preClose", async () => dual?.closeConnections());
-  app.addHook("onClose", async () => {
-    redis?.disconnect();
-  });
+  app.addHook("onClose", async () => store?.close());
 
   let url: string | undefined;
   return {
@@ -198,58 +189,4 @@ function rateLimitKey(request: FastifyRequest): string {
     return `ip:${request.ip}`;
   }
   return caller.userId === undefined ? `client:${caller.clientId}` : `user:${caller.clientId}:${caller.userId}`;
-}
-
-function loggerOptions(logger: GatewayConfig["logger"]): FastifyServerOptions["logger"] {
-  if (logger === false) return false;
-  return {
-    level: logger?.level ?? "info",
-    ...(logger?.stream && { stream: logger.stream }),
-    // Nothing below logs headers or queries; redaction is the second line of defence.
-    redact: {
-      paths: [
-        "req.headers.authorization",
-        "req.headers.cookie",
-        'req.headers["x-gateway-signature"]',
-        'res.headers["set-cookie"]',
-      ],
-      censor: "[redacted]",
-    },
-    serializers: {
-      // The path only: a query may carry a token (`?access_token=`).
-      req: (req: { method: string; url: string; ip?: string }) => ({
-        method: req.method,
-        path: req.url.split("?")[0],
-        remoteAddress: req.ip,
-      }),
-    },
-  };
-}
-
-function connectRedis(url: string, app: FastifyInstance): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2_000 });
-  let healthy = true;
-  redis.on("ready", () => {
-    healthy = true;
-  });
-  // ioredis reconnects on its own; say so once per outage, without the URL (it may hold a password).
-  redis.on("error", (error: NodeJS.ErrnoException) => {
-    if (healthy) app.log.warn({ code: error.code }, "rate limit store (Redis) unavailable; limits are not enforced");
-    healthy = false;
-  });
-  return redis;
-}
-
-async function answersPing(redis: Redis): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), 1_000);
-  });
-  try {
-    return await Promise.race([redis.ping().then((r) => r === "PONG"), timeout]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { startOAuth2Server, type OAuth2Server } from "../testing/index.js";
 import { createGateway, type Gateway } from "./create-gateway.js";
+import type { GatewayConfig } from "./gateway-config.js";
 import { startAgentsBackend, startEchoBackend, type ExampleBackend } from "./example-backends.js";
 import { loadRoutesFile } from "./routes-file.js";
+import { withoutOidcProviderNotices } from "./without-oidc-provider-notices.js";
 
 /** Options of {@link startDevStack}. */
 export interface DevStackOptions {
@@ -12,8 +14,8 @@ export interface DevStackOptions {
   readonly gatewayPort?: number;
   /** OAuth2 server port. Default 4000; 0 for any free port. */
   readonly oauthPort?: number;
-  /** Gateway log level. Default `warn` (the tour prints what happens). */
-  readonly logLevel?: string;
+  /** The gateway's logging. Default `warn` and above to stdout (the tour prints what happens). */
+  readonly logger?: GatewayConfig["logger"];
 }
 
 /** The running local stack of `connect-gateway dev` / `npm start`. */
@@ -38,35 +40,34 @@ export interface DevStack {
 export async function startDevStack(options: DevStackOptions): Promise<DevStack> {
   const hmacSecret = randomBytes(32).toString("hex");
   const client = { clientId: "example-client", clientSecret: randomBytes(24).toString("base64url"), scopes: ["read", "write:agents"] };
-  const oauth = await startOAuth2Server({ clients: [client], port: options.oauthPort ?? 4000 });
-  const echo = await startEchoBackend(hmacSecret);
-  const agents = await startAgentsBackend(hmacSecret);
-  const routes = loadRoutesFile(options.routesFile, {
-    env: { ...process.env, ECHO_URL: echo.url, AGENTS_SERVICE_URL: agents.url },
-  });
-  const gateway = createGateway({
-    routes,
-    hmacSecret,
-    tokens: { jwks: { url: oauth.jwksUrl, issuer: oauth.issuer, audience: oauth.audience } },
-    corsOrigins: true,
-    logger: { level: options.logLevel ?? "warn" },
-  });
+  // Whatever started is stopped again, last first, also when a later step fails.
+  const stops: (() => Promise<void>)[] = [];
+  const started = <T extends { close(): Promise<void> }>(service: T): T => (stops.unshift(() => service.close()), service);
+  const close = async () => {
+    for (const stop of stops) await stop();
+  };
   try {
+    const oauth = started(
+      await withoutOidcProviderNotices(() => startOAuth2Server({ clients: [client], port: options.oauthPort ?? 4000 })),
+    );
+    const echo = started(await startEchoBackend(hmacSecret));
+    const agents = started(await startAgentsBackend(hmacSecret));
+    const routes = loadRoutesFile(options.routesFile, {
+      env: { ...process.env, ECHO_URL: echo.url, AGENTS_SERVICE_URL: agents.url },
+    });
+    const gateway = started(
+      createGateway({
+        routes,
+        hmacSecret,
+        tokens: { jwks: { url: oauth.jwksUrl, issuer: oauth.issuer, audience: oauth.audience } },
+        corsOrigins: true,
+        logger: options.logger ?? { level: "warn" },
+      }),
+    );
     await gateway.listen({ port: options.gatewayPort ?? 8080 });
+    return { oauth, gateway, echo, agents, client, hmacSecret, close };
   } catch (e) {
-    await Promise.all([echo.close(), agents.close(), oauth.close()]);
+    await close();
     throw e;
   }
-  return {
-    oauth,
-    gateway,
-    echo,
-    agents,
-    client,
-    hmacSecret,
-    async close() {
-      await gateway.close();
-      await Promise.all([echo.close(), agents.close(), oauth.close()]);
-    },
-  };
 }

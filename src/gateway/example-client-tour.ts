@@ -1,5 +1,5 @@
 import { connect as connectHttp2 } from "node:http2";
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { EchoService, type Caller } from "../../gen/example/v1/example_pb.js";
 import { createGatewayTransport, gatewayCall } from "../client/index.js";
 import type { DevStack } from "./dev-stack.js";
@@ -18,15 +18,7 @@ export interface TourStep {
  * straight to the backend, which must be refused. Returns the steps.
  */
 export async function runExampleClientTour(stack: DevStack, print: (line: string) => void): Promise<TourStep[]> {
-  const transport = createGatewayTransport({
-    clientId: stack.client.clientId,
-    clientSecret: stack.client.clientSecret,
-    gatewayUrl: stack.gateway.url,
-    appcenterUrl: stack.oauth.issuer,
-    tokenPath: "/token",
-    scope: ["read"],
-  });
-  const echo = createClient(EchoService, transport);
+  const echo = createClient(EchoService, exampleClientTransport(stack));
   const steps: TourStep[] = [];
   const step = async (title: string, run: () => Promise<Omit<TourStep, "title">>) => {
     const result = await run().catch((e: unknown) => ({ ok: false, detail: `failed: ${ConnectError.from(e).message}` }));
@@ -64,6 +56,21 @@ export async function runExampleClientTour(stack: DevStack, print: (line: string
     };
   });
   return steps;
+}
+
+/**
+ * The example client's transport: the stack's OAuth2 client, asking for the
+ * `read` scope, calling through `gatewayUrl` (default: the stack's gateway).
+ */
+export function exampleClientTransport(stack: DevStack, gatewayUrl = stack.gateway.url): Transport {
+  return createGatewayTransport({
+    clientId: stack.client.clientId,
+    clientSecret: stack.client.clientSecret,
+    gatewayUrl,
+    appcenterUrl: stack.oauth.issuer,
+    tokenPath: "/token", // oidc-provider's token endpoint
+    scope: ["read"],
+  });
 }
 
 function seenAs(caller: Caller | undefined): string {

@@ -5,7 +5,6 @@
 // wrote: `buf curl`.
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -13,34 +12,20 @@ import { Code, ConnectError, createClient, type Client } from "@connectrpc/conne
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
-import { ConnectionError, createGatewayTransport, gatewayCall, withUserToken } from "../../src/client/index.js";
+import { ConnectionError, gatewayCall, withUserToken } from "../../src/client/index.js";
 import { startDevStack, type DevStack } from "../../src/gateway/dev-stack.js";
-import { runExampleClientTour } from "../../src/gateway/example-client-tour.js";
+import { exampleClientTransport, runExampleClientTour } from "../../src/gateway/example-client-tour.js";
+import { captureLogs, rejectionOf, unusedPort } from "./helpers.js";
 
 const run = promisify(execFile);
 const repoRoot = new URL("../../", import.meta.url).pathname;
-
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-function failure(promise: Promise<unknown>): Promise<ConnectError> {
-  return promise.then(
-    () => {
-      throw new Error("expected the call to fail");
-    },
-    (e: unknown) => e as ConnectError,
-  );
-}
 
 describe("end to end", () => {
   let stack: DevStack;
   let echo: Client<typeof EchoService>;
   const dir = mkdtempSync(join(tmpdir(), "connect-gateway-e2e-"));
+  const logs = captureLogs();
+  const tokensSent: string[] = [];
 
   beforeAll(async () => {
     const routesFile = join(dir, "routes.yaml");
@@ -56,22 +41,12 @@ backends:
     http2: true
     scopes: [admin]
   gone:
-    upstream: http://127.0.0.1:${await closedPort()}
+    upstream: http://127.0.0.1:${await unusedPort()}
     http2: true
 `,
     );
-    stack = await startDevStack({ routesFile, gatewayPort: 0, oauthPort: 0 });
-    echo = createClient(
-      EchoService,
-      createGatewayTransport({
-        clientId: stack.client.clientId,
-        clientSecret: stack.client.clientSecret,
-        gatewayUrl: stack.gateway.url,
-        appcenterUrl: stack.oauth.issuer,
-        tokenPath: "/token",
-        scope: ["read"],
-      }),
-    );
+    stack = await startDevStack({ routesFile, gatewayPort: 0, oauthPort: 0, logger: { level: "info", stream: logs.stream } });
+    echo = createClient(EchoService, exampleClientTransport(stack));
   });
   afterAll(async () => {
     await stack?.close();
@@ -86,6 +61,7 @@ backends:
 
   it("forwarded user token: the user's identity reaches the handler", async () => {
     const token = await stack.oauth.issueUserToken({ sub: "user-7", email: "grace@example.com", scopes: ["read", "write"] });
+    tokensSent.push(token);
     const res = await withUserToken(token, () => echo.echo({ text: "as Grace" }));
     expect(res.caller).toMatchObject({
       clientId: "web-app",
@@ -103,14 +79,15 @@ backends:
   });
 
   it("missing scope: PermissionDenied from the gateway", async () => {
-    const error = await failure(echo.echo({ text: "x" }, gatewayCall({ service: "echo-admin" })));
+    const error = await rejectionOf(echo.echo({ text: "x" }, gatewayCall({ service: "echo-admin" })));
     expect(error).toBeInstanceOf(ConnectError);
     expect([error.code, error.rawMessage]).toEqual([Code.PermissionDenied, "Token lacks required scope: admin"]);
   });
 
   it("expired user token: Unauthenticated, passed to the caller", async () => {
     const expired = await stack.oauth.issueUserToken({ sub: "user-7", ttlSeconds: -60 });
-    const error = await failure(echo.echo({ text: "x" }, gatewayCall({ userToken: expired })));
+    tokensSent.push(expired);
+    const error = await rejectionOf(echo.echo({ text: "x" }, gatewayCall({ userToken: expired })));
     expect([error.code, error.rawMessage]).toEqual([Code.Unauthenticated, "Token has expired"]);
   });
 
@@ -122,27 +99,18 @@ backends:
       "x-gateway-timestamp": String(Math.floor(Date.now() / 1000)),
       "x-gateway-signature": "0".repeat(64),
     };
-    const error = await failure(direct.echo({ text: "let me in" }, { headers }));
+    const error = await rejectionOf(direct.echo({ text: "let me in" }, { headers }));
     expect(error.code).toBe(Code.PermissionDenied);
-    expect((await failure(direct.echo({ text: "no headers at all" }))).code).toBe(Code.PermissionDenied);
+    expect((await rejectionOf(direct.echo({ text: "no headers at all" }))).code).toBe(Code.PermissionDenied);
   });
 
   it("backend down or gateway down: ConnectionError, code Unavailable", async () => {
-    const error = await failure(echo.echo({ text: "x" }, gatewayCall({ service: "gone" })));
+    const error = await rejectionOf(echo.echo({ text: "x" }, gatewayCall({ service: "gone" })));
     expect(error).toBeInstanceOf(ConnectionError);
     expect(error.code).toBe(Code.Unavailable);
     expect(error.cause).toMatchObject({ code: Code.Unavailable, rawMessage: "Upstream service is unavailable" });
-    const unreachable = createClient(
-      EchoService,
-      createGatewayTransport({
-        clientId: stack.client.clientId,
-        clientSecret: stack.client.clientSecret,
-        gatewayUrl: `http://127.0.0.1:${await closedPort()}`,
-        appcenterUrl: stack.oauth.issuer,
-        tokenPath: "/token",
-      }),
-    );
-    const down = await failure(unreachable.echo({ text: "x" }));
+    const unreachable = createClient(EchoService, exampleClientTransport(stack, `http://127.0.0.1:${await unusedPort()}`));
+    const down = await rejectionOf(unreachable.echo({ text: "x" }));
     expect(down).toBeInstanceOf(ConnectionError);
     expect(down.code).toBe(Code.Unavailable);
   });
@@ -156,6 +124,7 @@ backends:
       body: new URLSearchParams({ grant_type: "client_credentials", scope: "read" }),
     });
     const token = ((await tokenResponse.json()) as { access_token: string }).access_token;
+    tokensSent.push(token);
     const url = `${stack.gateway.url}/backend/echo/example.v1.EchoService/Echo`;
     for (const protocolArgs of [[], ["--protocol", "grpc", "--http2-prior-knowledge"]]) {
       const { stdout } = await run(
@@ -190,5 +159,16 @@ backends:
     const printed = lines.join("\n");
     expect(printed).toContain('the backend saw client "example-client", no user (service call)');
     expect(printed).not.toContain(stack.client.clientSecret);
+  });
+
+  it("logs each request without a token or secret, and a down backend in one line", () => {
+    const lines = logs.text().trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lines.filter((l) => l.msg === "incoming request").length).toBeGreaterThan(5);
+    expect(lines.filter((l) => l.level === 40)).toEqual([
+      expect.objectContaining({ code: "SERVICE_UNAVAILABLE", cause: "ECONNREFUSED", msg: "Upstream service is unavailable" }),
+    ]);
+    const text = logs.text();
+    expect(tokensSent.length).toBeGreaterThan(2);
+    for (const secret of [...tokensSent, stack.client.clientSecret, stack.hmacSecret]) expect(text).not.toContain(secret);
   });
 });

@@ -13,6 +13,7 @@ import {
   SEED_ISSUER,
   seedToken,
   startRecordingBackend,
+  unusedPort,
   type RecordingBackend,
 } from "./helpers.js";
 
@@ -68,9 +69,7 @@ describe("forwarding", () => {
   beforeAll(async () => {
     backend = await startRecordingBackend();
     const slowPort = await listen(neverAnswers);
-    const dead = createServer();
-    downUrl = `http://127.0.0.1:${await listen(dead)}`;
-    await closeServer(dead);
+    downUrl = `http://127.0.0.1:${await unusedPort()}`;
     gateway = createGateway({
       routes: parseRoutesFile(yaml, {
         source: "routes.yaml",

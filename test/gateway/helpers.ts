@@ -2,14 +2,19 @@
 // HS256 tokens, and a check of the gateway's signature through the public
 // signing API (the same verification a backend runs).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server as NetServer } from "node:net";
 import { Writable } from "node:stream";
+import { ConnectError } from "@connectrpc/connect";
 import { SignJWT } from "jose";
 import { bodySha256, fullpathOf, verifyGatewaySignature } from "../../src/signing/index.js";
 
+/** The secret the gateways under test sign with. */
 export const HMAC_SECRET = "gateway-test-hmac-secret-0123456789";
+/** The seed's HS256 shared secret (`JWT_SECRET`). */
 export const JWT_SECRET = "seed-jwt-shared-secret-0123456789abcdef";
+/** The `iss` of the seed's tokens. */
 export const SEED_ISSUER = "eloquent-gateway";
+/** The `aud` of the seed's tokens. */
 export const SEED_AUDIENCE = "eloquent-api";
 
 /** One request as the backend received it. */
@@ -29,6 +34,7 @@ export interface RecordingBackend {
   close(): Promise<void>;
 }
 
+/** Starts a {@link RecordingBackend} on 127.0.0.1; it answers `{ ok, url, user }` until told otherwise. */
 export async function startRecordingBackend(): Promise<RecordingBackend> {
   const backend: RecordingBackend = {
     url: "",
@@ -59,18 +65,38 @@ export async function startRecordingBackend(): Promise<RecordingBackend> {
   return backend;
 }
 
-export function listen(server: Server, port = 0): Promise<number> {
+/** Listens on a free port of 127.0.0.1 and resolves to the port. */
+export function listen(server: NetServer): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
   });
 }
 
+/** Closes a server and every connection still open on it. */
 export function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => {
     server.closeAllConnections();
     server.close(() => resolve());
   });
+}
+
+/** A loopback port that nothing listens on (free a moment ago): a service that is down, or a port to start one on. */
+export async function unusedPort(): Promise<number> {
+  const server = createServer();
+  const port = await listen(server);
+  await closeServer(server);
+  return port;
+}
+
+/** The error a call fails with, as a `ConnectError`; the test fails if the call succeeds. */
+export function rejectionOf(call: Promise<unknown>): Promise<ConnectError> {
+  return call.then(
+    () => {
+      throw new Error("expected the call to fail");
+    },
+    (e: unknown) => ConnectError.from(e),
+  );
 }
 
 /** A token exactly like the seed's frontend mints (HS256, eloquent-gateway → eloquent-api). */
@@ -122,9 +148,4 @@ export function captureLogs(): { stream: Writable; text: () => string } {
     },
   });
   return { stream, text: () => lines.join("") };
-}
-
-/** The seed's routes.yaml environment, pointing at `upstream`. */
-export function seedEnv(upstream: string): Record<string, string> {
-  return { AGENTS_SERVICE_URL: upstream };
 }

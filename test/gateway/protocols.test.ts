@@ -1,6 +1,6 @@
 import { createServer as createHttp1Server } from "node:http";
 import { createServer as createHttp2Server, type Http2Server } from "node:http2";
-import { connect, type AddressInfo } from "node:net";
+import { connect } from "node:net";
 import { once } from "node:events";
 import {
   Code,
@@ -20,11 +20,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
-import { closeServer, HMAC_SECRET, JWT_SECRET, listen, SEED_AUDIENCE, SEED_ISSUER, seedToken } from "./helpers.js";
-
-function unexpected(): never {
-  throw new Error("expected the call to fail");
-}
+import { closeServer, HMAC_SECRET, JWT_SECRET, listen, rejectionOf, SEED_AUDIENCE, SEED_ISSUER, seedToken } from "./helpers.js";
 
 // Resolved by the client once it holds the first streamed message: the
 // backend sends the rest only then, so a gateway that buffered responses
@@ -73,10 +69,7 @@ describe("protocols through the gateway", () => {
     };
 
   beforeAll(async () => {
-    const h2Port = await new Promise<number>((resolve) =>
-      h2Backend.listen(0, "127.0.0.1", () => resolve((h2Backend.address() as AddressInfo).port)),
-    );
-    const h1Port = await listen(h1Backend);
+    const [h2Port, h1Port] = await Promise.all([listen(h2Backend), listen(h1Backend)]);
     gateway = createGateway({
       routes: parseRoutesFile(
         `version: "1.0"
@@ -120,7 +113,7 @@ backends:
         expect(res.text).toBe("hi");
         expect(res.caller).toMatchObject({ clientId: "svc", userId: "", isServiceRequest: true });
 
-        const failure = await client.echo({ text: "" }).then(unexpected, (e: unknown) => ConnectError.from(e));
+        const failure = await rejectionOf(client.echo({ text: "" }));
         expect(failure).toMatchObject({ code: Code.InvalidArgument, rawMessage: "text is required" });
 
         const texts: string[] = [];
@@ -138,19 +131,17 @@ backends:
       });
 
       it("gets the gateway's own refusals as Connect errors", async () => {
-        const missing = await createClient(EchoService, transport("nope"))
-          .echo({ text: "x" })
-          .then(unexpected, (e: unknown) => ConnectError.from(e));
+        const missing = await rejectionOf(createClient(EchoService, transport("nope")).echo({ text: "x" }));
         expect(missing.code).toBe(Code.Unimplemented);
-        const refused = await createClient(EchoService, transport("echo", "not-a-token"))
-          .echo({ text: "x" })
-          .then(unexpected, (e: unknown) => ConnectError.from(e));
+        const refused = await rejectionOf(createClient(EchoService, transport("echo", "not-a-token")).echo({ text: "x" }));
         expect([refused.code, refused.rawMessage]).toEqual([Code.Unauthenticated, "Invalid or expired token"]);
         const stream = createClient(EchoService, transport("echo", "not-a-token")).echoStream({ text: "x", repeat: 1 });
-        const streamError = await (async () => {
-          for await (const _ of stream) return undefined;
-        })().then(unexpected, (e: unknown) => ConnectError.from(e));
-        expect(streamError?.code).toBe(Code.Unauthenticated);
+        const streamError = await rejectionOf(
+          (async () => {
+            for await (const _ of stream) return;
+          })(),
+        );
+        expect(streamError.code).toBe(Code.Unauthenticated);
       });
     });
   }
@@ -177,7 +168,7 @@ backends:
 
   it("gets Unauthenticated with grpc-status trailers-only for a gRPC call without a token", async () => {
     const client = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/echo` }));
-    const error = await client.echo({ text: "x" }).then(unexpected, (e: unknown) => ConnectError.from(e));
+    const error = await rejectionOf(client.echo({ text: "x" }));
     expect([error.code, error.rawMessage]).toEqual([Code.Unauthenticated, "Missing or invalid token"]);
   });
 });

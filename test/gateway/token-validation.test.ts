@@ -2,7 +2,8 @@ import { createServer } from "node:http";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
-import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import { withoutOidcProviderNotices } from "../../src/gateway/without-oidc-provider-notices.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
 import {
   captureLogs,
   closeServer,
@@ -14,6 +15,7 @@ import {
   SEED_ISSUER,
   seedToken,
   startRecordingBackend,
+  unusedPort,
   type RecordingBackend,
 } from "./helpers.js";
 
@@ -81,8 +83,8 @@ describe("token validation", () => {
 
   beforeAll(async () => {
     backend = await startRecordingBackend();
-    oauth = await startOAuth2Server({ clients: [service] });
-    opaque = await startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" });
+    oauth = await withoutOidcProviderNotices(() => startOAuth2Server({ clients: [service] }));
+    opaque = await withoutOidcProviderNotices(() => startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" }));
     gateway = createGateway({
       routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: backend.url } }),
       hmacSecret: HMAC_SECRET,
@@ -290,9 +292,7 @@ describe("JWKS key rotation", () => {
   });
 
   it("answers SERVICE_UNAVAILABLE when neither the key set nor introspection can be reached", async () => {
-    const dead = createServer();
-    const port = await listen(dead);
-    await closeServer(dead);
+    const port = await unusedPort();
     const gateway = createGateway({
       routes: parseRoutesFile(routesYaml, { source: "r", env: { UP: `http://127.0.0.1:${port}` } }),
       hmacSecret: HMAC_SECRET,
