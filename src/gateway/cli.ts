@@ -117,5 +117,7 @@ main(process.argv.slice(2)).catch((e: unknown) => {
 function messageOf(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   // A ConfigurationError's message already starts with "connect-gateway: ".
-  return e instanceof ConfigurationError ? e.message : `connect-gateway: ${e.message}`;
+  if (e instanceof ConfigurationError) return e.message;
+  const hint = (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (another process holds it: choose a port with --port, or --oauth-port for dev)" : "";
+  return `connect-gateway: ${e.message}${hint}`;
 }

@@ -64,6 +64,23 @@ describe("connect-gateway CLI", () => {
     expect(result.stderr).not.toContain(JWT_SECRET);
   });
 
+  it("dev (npm start): starts the stack, passes every step of the tour, prints what to point services at", async () => {
+    const { stdout, stderr } = await runCli(["dev", "--port", "0", "--oauth-port", "0"], {}, /Ctrl-C stops everything/);
+    for (const part of ["OAuth2 server", "echo backend", "agents backend", "gateway"]) {
+      expect(stdout).toMatch(new RegExp(`✔ ${part} +http://127\\.0\\.0\\.1:\\d+`));
+    }
+    for (const step of ["service call", "user call", "server stream", "forged call"]) expect(stdout).toContain(`✔ ${step}:`);
+    expect(stdout).not.toContain("✘");
+    expect(stdout).toContain('the backend saw client "example-client", no user (service call)');
+    expect(stdout).toContain('the backend saw client "web-app", user "user-42" <ada@example.com>');
+    expect(stdout).toContain("the backend refused it: HTTP 403 permission_denied");
+    expect(stdout).toMatch(/GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+\n/);
+    expect(stdout).toMatch(/GATEWAY_CLIENT_ID=example-client\n/);
+    expect(stdout).toMatch(/GATEWAY_CLIENT_SECRET=[\w-]{32} /);
+    expect(stdout).toMatch(/GATEWAY_HMAC_SECRET=[0-9a-f]{64} /);
+    expect(stderr).toBe(""); // no oidc-provider notices, no log lines
+  });
+
   it("maps the environment to the gateway configuration", () => {
     const config = gatewayConfigFromEnv("routes.yaml", {
       GATEWAY_HMAC_SECRET: HMAC_SECRET,
