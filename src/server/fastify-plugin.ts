@@ -4,9 +4,10 @@ import { pipeline, Transform, type Readable } from "node:stream";
 import { createHash, type Hash } from "node:crypto";
 import { setVerifiedIdentity } from "./current-user.js";
 import type { GatewayAuthConfig } from "./gateway-auth-options.js";
-import { rejectionMessage } from "./gateway-rejection.js";
+import { bodyTooLargeMessage, rejectionMessage } from "./gateway-rejection.js";
 import type { VerifiedNodeRequest } from "./node-request-verifier.js";
 import { checkRequestHead, type RequestCheck } from "./request-check.js";
+import { declaresTooLarge, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
 import type { VerifiedRequests } from "./verified-requests.js";
 
 /** The parts of a Fastify request the plugin uses (typed here, so Fastify stays optional). */
@@ -40,19 +41,19 @@ export interface FastifyLikePlugin {
 
 interface Pending {
   readonly check: Extract<RequestCheck, { ok: true }>;
-  hash: Hash;
-  /** The stream returned from preParsing, when Fastify called it. */
+  /** Fed by the stream preParsing hands the body parser. */
+  readonly hash: Hash;
+  /** That stream, when Fastify called preParsing. */
   stream?: Readable;
-  /** What this plugin read itself (the body parser left it), kept for a Connect route. */
-  readonly unparsed: Buffer[];
 }
 
 /**
  * A Fastify plugin verifying every route of the instance it is registered on
  * (not encapsulated, like `fastify-plugin`): `onRequest` checks the headers
- * before the body is read; `preParsing` hands Fastify's body parser a stream
- * that hashes the bytes as the parser reads them; `preValidation` verifies
- * the signature (hashing an unread body itself, e.g. for a GET) before
+ * (and a declared length) before the body is read; `preParsing` hands
+ * Fastify's body parser a stream that hashes the bytes as the parser reads
+ * them; `preValidation` verifies the signature (reading and hashing a body
+ * the parser left unread, e.g. a GET's, at most `maxBodyBytes`) before
  * validation or any handler, and sets `request.gateway`.
  *
  * Connect routes served by `fastifyConnectPlugin` read the raw request
@@ -67,7 +68,10 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
     instance.addHook("onRequest", async (req, reply) => {
       const check = checkRequestHead(config, req.raw);
       if (!check.ok) return reply.code(403).send({ message: rejectionMessage(config, check.reason, check) });
-      pending.set(req, { check, hash: createHash("sha256"), unparsed: [] });
+      if (declaresTooLarge(req.raw.headers["content-length"], config.maxBodyBytes)) {
+        return reply.code(413).send({ message: bodyTooLargeMessage(config) });
+      }
+      pending.set(req, { check, hash: createHash("sha256") });
       return undefined;
     });
     instance.addHook("preParsing", async (req, _reply, payload) => {
@@ -80,14 +84,15 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       const state = pending.get(req);
       if (state === undefined) return undefined;
       pending.delete(req);
-      await drain(state.stream ?? hashed(req.raw, state.hash), state.unparsed);
-      if (!state.check.verifies(state.hash.digest("hex"))) {
+      const body = await restOfBody(state, req.raw, config.maxBodyBytes);
+      if (body.kind === "too_large") return reply.code(413).send({ message: bodyTooLargeMessage(config) });
+      if (body.kind === "invalid_signature") {
         return reply.code(403).send({ message: rejectionMessage(config, "invalid_signature", state.check) });
       }
       const values = createContextValues();
       setVerifiedIdentity(values, config, state.check.identity);
       req.gateway = { identity: state.check.identity, values };
-      verifiedRequests.set(req.raw, { identity: state.check.identity, chunks: state.unparsed });
+      verifiedRequests.set(req.raw, { identity: state.check.identity, chunks: body.chunks });
       return undefined;
     });
     done();
@@ -109,9 +114,12 @@ function hashed(source: Readable, hash: Hash): Readable {
   return pipeline(source, through, () => {});
 }
 
-// Reads what the body parser left unread (all of it for a GET or a Connect
-// route), hashing it, and keeps it for whoever reads the request next.
-async function drain(stream: Readable, into: Buffer[]): Promise<void> {
-  if (stream.readableEnded) return;
-  for await (const chunk of stream) into.push(chunk as Buffer);
+// Either the body parser read the whole body through the hashing stream, or
+// it left it unread (a GET, a Connect route): then read, hash and keep it
+// here for whoever reads the request next (a Connect route).
+function restOfBody(state: Pending, raw: Readable, maxBodyBytes: number): Promise<VerifiedBody> {
+  const stream = state.stream ?? raw;
+  if (!stream.readableEnded) return readVerifiedBody(stream, state.check.verifies, maxBodyBytes);
+  const verified = state.check.verifies(state.hash.digest("hex"));
+  return Promise.resolve(verified ? { kind: "verified", chunks: [], byteLength: 0 } : { kind: "invalid_signature" });
 }

@@ -10,7 +10,7 @@ import { createGatewayAuth, currentUser, type VerifiedNodeRequest } from "../../
 import { createTestGatewayTransport } from "../../src/testing/index.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { echoRoutes, messages, type Observed } from "./echo-routes.js";
-import { rawRequest } from "./raw-request.js";
+import { rawRequest, rawSocket } from "./raw-request.js";
 import { signedHeaders } from "./signed-headers.js";
 import { startServer, type RunningServer } from "./servers.js";
 
@@ -258,4 +258,32 @@ describe.each([
       expect((await tamperedPost(served.port, "/api/ping")).status).toBe(403);
     });
   }
+});
+
+describe("Fastify: maxBodyBytes bounds what auth.fastify reads for a Connect route", () => {
+  const small = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true, maxBodyBytes: 1024 });
+  const observed: Observed = { calls: 0, messages: 0 };
+  const served = fastifyServer(async (app) => {
+    await app.register(small.fastify);
+    await app.register(fastifyConnectPlugin, small.connectOptions({ routes: echoRoutes(observed) }));
+  });
+  const path = "/example.v1.EchoService/Echo";
+  const big = Buffer.from(JSON.stringify({ text: "x".repeat(2000) }));
+  const headers = () => [json, ...signedHeaders(SECRET, { method: "POST", path, body: big }, identity)];
+
+  it("413 for a declared length over the limit, before reading", async () => {
+    const res = await rawRequest(served.port, { method: "POST", path, headers: headers(), body: big });
+    expect(res.status).toBe(413);
+  });
+
+  it("413 for a chunked body that grows past the limit; the handler never runs", async () => {
+    const head = headers().map(([n, v]) => `${n}: ${v}\r\n`).join("");
+    const res = await rawSocket(
+      served.port,
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n${head}\r\n${big.length.toString(16)}\r\n${big.toString()}\r\n0\r\n\r\n`,
+    );
+    expect(res).toMatch(/^HTTP\/1.1 413/);
+    expect(observed.calls).toBe(0);
+    expect((await echoClient(served.baseUrl).echo({ text: "fits" })).text).toBe("fits");
+  });
 });

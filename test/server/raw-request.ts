@@ -1,4 +1,5 @@
 import * as http from "node:http";
+import { connect as tcpConnect } from "node:net";
 
 /** A response read in full. */
 export interface RawResponse {
@@ -33,5 +34,32 @@ export function rawRequest(
     );
     req.on("error", reject);
     req.end(options.body);
+  });
+}
+
+/** Writes `text` on a raw TCP connection and returns what arrives until the answer's body is complete. */
+export function rawSocket(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect(port, "127.0.0.1", () => socket.write(text));
+    let received = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer; received so far: ${JSON.stringify(received)}`));
+    }, 5000);
+    socket.on("data", (d: Buffer) => {
+      received += d.toString("latin1");
+      const head = received.indexOf("\r\n\r\n");
+      const length = /content-length: (\d+)/i.exec(received)?.[1];
+      if (head !== -1 && length !== undefined && received.length >= head + 4 + Number(length)) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(received);
+      }
+    });
+    socket.on("end", () => {
+      clearTimeout(timer);
+      resolve(received);
+    });
+    socket.on("error", reject);
   });
 }

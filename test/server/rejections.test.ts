@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, type GatewayRejectionEvent } from "../../src/server/index.js";
 import { checkGatewayHeaders } from "../../src/signing/index.js";
 import { echoRoutes, type Observed } from "./echo-routes.js";
-import { rawRequest } from "./raw-request.js";
+import { rawRequest, rawSocket } from "./raw-request.js";
 import { signedHeaders } from "./signed-headers.js";
 import { startServer, type RunningServer } from "./servers.js";
 
@@ -219,33 +219,6 @@ describe("rejected before the body is read", () => {
     });
   }
 });
-
-/** Writes `text` on a raw TCP connection and returns what arrives until the answer's body is complete. */
-function rawSocket(port: number, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = tcpConnect(port, "127.0.0.1", () => socket.write(text));
-    let received = "";
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no answer; received so far: ${JSON.stringify(received)}`));
-    }, 5000);
-    socket.on("data", (d: Buffer) => {
-      received += d.toString("latin1");
-      const head = received.indexOf("\r\n\r\n");
-      const length = /content-length: (\d+)/i.exec(received)?.[1];
-      if (head !== -1 && length !== undefined && received.length >= head + 4 + Number(length)) {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(received);
-      }
-    });
-    socket.on("end", () => {
-      clearTimeout(timer);
-      resolve(received);
-    });
-    socket.on("error", reject);
-  });
-}
 
 describe("maxBodyBytes bounds what a caller can make the verifier hold", () => {
   it("refuses a declared or streamed body over the limit: 413 for plain Node, ResourceExhausted for Connect", async () => {
