@@ -1,5 +1,6 @@
 import { Code, createClient, createContextKey, createContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { inspect } from "node:util";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import {
   ConfigurationError,
@@ -134,6 +135,8 @@ describe("the request path", () => {
       bodies.push((await rawRequest(server.port, { method: "POST", path: "/example.v1.EchoService/Echo", headers: [["content-type", "application/json"]], body: Buffer.from("{}") })).body);
       for (const text of [...bodies, ...lines, ...events]) expect(text).not.toContain(SECRET);
       expect(events.length).toBe(2);
+      // Logging the auth object itself shows no secret either.
+      expect(inspect(auth, { depth: 20, showHidden: true })).not.toContain(SECRET);
     } finally {
       for (const s of spies) s.mockRestore();
     }

@@ -42,9 +42,17 @@ async function serve(options: Omit<GatewayAuthOptions<User>, "hmacSecret">, body
             async echo(_req, ctx) {
               return { text: JSON.stringify((await body(ctx)) ?? null) };
             },
+            // Streams run `body(ctx)` when they start, before any message moves.
             async *echoStream(req, ctx) {
-              // The identity is there when the stream starts.
-              for (let i = 0; i < req.repeat; i++) yield { text: JSON.stringify(ctx.values.get(gatewayIdentity)) };
+              const seen = JSON.stringify((await body(ctx)) ?? null);
+              for (let i = 0; i < req.repeat; i++) yield { text: seen };
+            },
+            async collect(reqs, ctx) {
+              const seen = JSON.stringify((await body(ctx)) ?? null);
+              for await (const _ of reqs) {
+                // drain
+              }
+              return { text: seen };
             },
           }),
       }),
@@ -80,14 +88,20 @@ describe("gatewayIdentity", () => {
     });
   });
 
-  it("is set when a server stream starts", async () => {
-    const client = await serve({}, async () => null);
+  it("is there, with the resolved user, when a server or client stream starts", async () => {
+    const client = await serve({ resolveUser: (id) => ({ id: 1, subject: id.userId ?? "" }) }, async (ctx) => ({
+      identity: ctx.values.get(gatewayIdentity),
+      user: await currentUser(ctx),
+    }));
+    const expected = { identity: { ...ada, isServiceRequest: false }, user: { id: 1, subject: "sub-42" } };
     const texts: string[] = [];
     for await (const r of client(ada).echoStream({ repeat: 2 })) texts.push(r.text);
-    expect(texts.map((t) => JSON.parse(t) as GatewayIdentity)).toEqual([
-      { ...ada, isServiceRequest: false },
-      { ...ada, isServiceRequest: false },
-    ]);
+    expect(texts.map((t) => JSON.parse(t) as unknown)).toEqual([expected, expected]);
+    async function* two() {
+      yield {};
+      yield {};
+    }
+    expect(JSON.parse((await client(ada).collect(two())).text)).toEqual(expected);
   });
 
   it("is frozen: a handler cannot rewrite who called", async () => {
@@ -150,6 +164,19 @@ describe("currentUser", () => {
       async (ctx) => currentUser(ctx),
     );
     await expect(client(ada).echo({})).rejects.toMatchObject({ code: Code.FailedPrecondition, rawMessage: "provisioning failed" });
+  });
+
+  it("lets resolveUser's exception propagate too, and never falls back to onMissingUser then", async () => {
+    let provisioned = 0;
+    const client = await serve(
+      {
+        resolveUser: () => Promise.reject(new ConnectError("user store down", Code.Unavailable)),
+        onMissingUser: () => (provisioned++, { id: 2, subject: "y" }),
+      },
+      async (ctx) => currentUser(ctx),
+    );
+    await expect(client(ada).echo({})).rejects.toMatchObject({ code: Code.Unavailable, rawMessage: "user store down" });
+    expect(provisioned).toBe(0);
   });
 
   it("never calls resolveUser or onMissingUser for a service call", async () => {

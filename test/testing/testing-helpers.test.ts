@@ -1,12 +1,13 @@
 import { Code, createClient, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import * as http from "node:http";
-import type { AddressInfo } from "node:net";
+import type * as http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
 import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, signGatewayRequest } from "../../src/signing/index.js";
 import { createTestGatewayTransport, gatewayHeadersFor } from "../../src/testing/index.js";
+import { rawRequest } from "../server/raw-request.js";
+import { startServer, type RunningServer } from "../server/servers.js";
 
 // A service test as a user of the package writes it: the real server wiring,
 // called through createTestGatewayTransport, which signs like the gateway.
@@ -22,29 +23,16 @@ function routes(router: import("@connectrpc/connect").ConnectRouter) {
   });
 }
 
-function start(handler: http.RequestListener): Promise<{ server: http.Server; baseUrl: string }> {
-  const server = http.createServer(handler);
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve({ server, baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })),
-  );
-}
-
-function stop(server: http.Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
-}
-
 describe("createTestGatewayTransport: a service test through the real verification path", () => {
   const hmacSecret = "service-test-secret";
-  let server: http.Server;
+  let server: RunningServer;
   let baseUrl: string;
   beforeAll(async () => {
     const auth = createGatewayAuth({ hmacSecret, resolveUser: (id) => users.get(id.userId ?? "") });
-    ({ server, baseUrl } = await start(connectNodeAdapter(auth.connectOptions({ routes }))));
+    server = await startServer(connectNodeAdapter(auth.connectOptions({ routes })));
+    baseUrl = server.baseUrl;
   });
-  afterAll(() => stop(server));
+  afterAll(() => server.close());
 
   it("calls the service as a signed-in user", async () => {
     const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret, identity: { clientId: "web-app", userId: "sub-42" } }));
@@ -66,7 +54,7 @@ describe("createTestGatewayTransport: a service test through the real verificati
   it("signs exactly what the gateway would: method, target and body bytes", async () => {
     // Recompute the signature of a captured request with the pure signing API.
     const captured: { method: string; target: string; body: Buffer; headers: http.IncomingHttpHeaders }[] = [];
-    const { server: probe, baseUrl: probeUrl } = await start((req, res) => {
+    const probe = await startServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
@@ -75,7 +63,7 @@ describe("createTestGatewayTransport: a service test through the real verificati
       });
     });
     try {
-      const client = createClient(EchoService, createTestGatewayTransport({ baseUrl: probeUrl, hmacSecret, identity: { clientId: "web-app", userId: "sub-42" }, now: () => 1_700_000_000_000 }));
+      const client = createClient(EchoService, createTestGatewayTransport({ baseUrl: probe.baseUrl, hmacSecret, identity: { clientId: "web-app", userId: "sub-42" }, now: () => 1_700_000_000_000 }));
       await client.echo({ text: "bytes" }).catch(() => undefined);
       const [c] = captured;
       expect(c?.headers["x-gateway-timestamp"]).toBe("1700000000");
@@ -91,37 +79,27 @@ describe("createTestGatewayTransport: a service test through the real verificati
       expect(c?.headers["x-gateway-signature"]).toBe(expected);
       expect(expected).not.toBe(signGatewayRequest(hmacSecret, { method: "POST", timestamp: "1700000000", clientId: "web-app", userId: "sub-42", fullpath: c?.target ?? "", bodySha256: EMPTY_BODY_SHA256 }));
     } finally {
-      await stop(probe);
+      await probe.close();
     }
   });
 });
 
 describe("gatewayHeadersFor with skipVerification", () => {
-  let server: http.Server;
-  let port: number;
+  let server: RunningServer;
   beforeAll(async () => {
     const auth = createGatewayAuth({ hmacSecret: "unused-in-this-mode", skipVerification: true, resolveUser: (id) => users.get(id.userId ?? "") });
-    const started = await start(async (req, res) => {
+    server = await startServer(async (req, res) => {
       const verified = await auth.verifyNodeRequest(req, res);
       if (!verified) return;
       const user = await requireUser<{ name: string }>(verified).catch(() => undefined);
       res.writeHead(user ? 200 : 401, { "content-type": "application/json" }).end(JSON.stringify({ identity: verified.identity ?? null, user: user ?? null }));
     });
-    server = started.server;
-    port = (server.address() as AddressInfo).port;
   });
-  afterAll(() => stop(server));
+  afterAll(() => server.close());
 
-  function get(headers: Record<string, string>) {
-    return new Promise<{ status: number; body: unknown }>((resolve, reject) => {
-      http
-        .get({ host: "127.0.0.1", port, path: "/projects", headers }, (res) => {
-          let text = "";
-          res.on("data", (d: Buffer) => (text += d.toString()));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
-        })
-        .on("error", reject);
-    });
+  async function get(headers: Record<string, string>) {
+    const res = await rawRequest(server.port, { method: "GET", path: "/projects", headers: Object.entries(headers) });
+    return { status: res.status, body: JSON.parse(res.body) as unknown };
   }
 
   it("builds the identity headers, omitting what the user does not have", () => {
