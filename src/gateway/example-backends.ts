@@ -2,7 +2,7 @@ import { createServer as createHttp1Server, type Server } from "node:http";
 import { createServer as createHttp2Server, type Http2Server, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { createGatewayAuth, gatewayIdentity, type GatewayAuth } from "../server/index.js";
+import { createGatewayAuth, gatewayIdentity } from "../server/index.js";
 import { echoServiceRoutes } from "./example-echo-service.js";
 
 /** A started example backend. */
@@ -38,21 +38,31 @@ export async function startEchoBackend(hmacSecret: string, port = 0): Promise<Ex
  * verified with `createGatewayAuth` like a Rails backend would be with the gem.
  */
 export async function startAgentsBackend(hmacSecret: string, port = 0): Promise<ExampleBackend> {
-  const auth: GatewayAuth = createGatewayAuth({ hmacSecret });
+  const auth = createGatewayAuth({ hmacSecret });
   const agents: { id: number; name: string; created_by: string }[] = [{ id: 1, name: "Ada", created_by: "seed" }];
   const server = createHttp1Server(async (req, res) => {
     const verified = await auth.verifyNodeRequest(req, res);
     if (verified === undefined) return; // already answered 403 / 413
     const caller = verified.identity?.userId ?? verified.identity?.clientId ?? "unknown";
-    if (req.method === "POST") {
-      const name = String((JSON.parse(verified.body.toString("utf8") || "{}") as { name?: unknown }).name ?? "unnamed");
-      agents.push({ id: agents.length + 1, name, created_by: caller });
-      res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify(agents.at(-1)));
-      return;
-    }
-    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ data: agents, seen_as: caller }));
+    const answer = (status: number, body: unknown) =>
+      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
+    if (req.method !== "POST") return answer(200, { data: agents, seen_as: caller });
+    const name = agentName(verified.body);
+    if (name === undefined) return answer(400, { error: 'expected a JSON body like {"name": "Ada"}' });
+    agents.push({ id: agents.length + 1, name, created_by: caller });
+    answer(201, agents.at(-1));
   });
   return started(server, port);
+}
+
+/** The `name` of a JSON body `{ "name": "…" }`; `undefined` for anything else. */
+function agentName(body: Buffer): string | undefined {
+  try {
+    const { name } = JSON.parse(body.toString("utf8")) as { name?: unknown };
+    return typeof name === "string" && name !== "" ? name : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function started(server: Server | Http2Server, port: number): Promise<ExampleBackend> {

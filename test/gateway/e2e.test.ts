@@ -32,6 +32,11 @@ describe("end to end", () => {
     writeFileSync(
       routesFile,
       `version: "1.0"
+routes:
+  - path: /api/v1/agents
+    method: POST
+    proxy_upstream: $AGENTS_SERVICE_URL
+    scopes: [write:agents]
 backends:
   echo:
     upstream: $ECHO_URL
@@ -76,6 +81,24 @@ backends:
       streamed.push(m.text);
     }
     expect(streamed).toEqual(["s 1", "s 2"]);
+  });
+
+  it("REST route: the seed's envelope for a missing scope, the user's identity at the REST backend", async () => {
+    const post = async (token: string, body: string) => {
+      const res = await fetch(`${stack.gateway.url}/api/v1/agents`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body,
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, any> };
+    };
+    const reader = await stack.oauth.issueUserToken({ sub: "user-8", scopes: ["read"] });
+    const writer = await stack.oauth.issueUserToken({ sub: "user-9", scopes: ["write:agents"] });
+    tokensSent.push(reader, writer);
+    const refused = await post(reader, '{"name":"Grace"}');
+    expect([refused.status, refused.body.error.code, refused.body.metadata.success]).toEqual([403, "INSUFFICIENT_SCOPE", false]);
+    expect(await post(writer, '{"name":"Grace"}')).toMatchObject({ status: 201, body: { name: "Grace", created_by: "user-9" } });
+    expect((await post(writer, "not json")).status).toBe(400);
   });
 
   it("missing scope: PermissionDenied from the gateway", async () => {
