@@ -23,8 +23,10 @@ export interface ResponseCache {
   set(key: string, response: CachedResponse, ttlMs: number): void;
 }
 
-// Headers that describe one exchange, not the resource.
+// Headers that describe one exchange, not the resource. CORS headers answer
+// one caller's Origin and are set afresh on every request, hit or miss.
 const NOT_CACHED = new Set(["x-request-id", "set-cookie", "connection", "transfer-encoding", "keep-alive", "date"]);
+const NOT_CACHED_PREFIX = "access-control-";
 
 /**
  * A byte-bounded LRU of upstream answers. Keys come from
@@ -69,7 +71,7 @@ export function isCacheable(status: number, headers: Readonly<Record<string, unk
 export function cacheableHeaders(headers: Readonly<Record<string, unknown>>): Record<string, string | string[]> {
   const kept: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || NOT_CACHED.has(name) || name.startsWith(":")) continue;
+    if (value === undefined || NOT_CACHED.has(name) || name.startsWith(NOT_CACHED_PREFIX) || name.startsWith(":")) continue;
     kept[name] = Array.isArray(value) ? value.map(String) : String(value);
   }
   return kept;

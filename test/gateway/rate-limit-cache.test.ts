@@ -39,6 +39,8 @@ async function startRedis(): Promise<{ url: string; process: ChildProcess }> {
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
     stdio: "ignore",
   });
+  let spawnError: Error | undefined;
+  child.once("error", (e) => (spawnError = e));
   const url = `redis://127.0.0.1:${port}`;
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on("error", () => {}); // refused until redis-server is up: retried below
@@ -49,6 +51,7 @@ async function startRedis(): Promise<{ url: string; process: ChildProcess }> {
       probe.disconnect();
       return { url, process: child };
     } catch (e) {
+      if (spawnError) throw new Error(`cannot run redis-server (${spawnError.message}): npm test installs it (scripts/ensure-redis.sh)`);
       if (attempt > 50) throw e;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
@@ -137,7 +140,7 @@ describe("response cache", () => {
       res.setHeader("content-type", "application/json");
       res.end(JSON.stringify({ user: req.headers["x-user-id"], n: backend.requests.length }));
     };
-    gateway = createGateway(gatewayConfig(backend, false));
+    gateway = createGateway({ ...gatewayConfig(backend, false), corsOrigins: ["https://a.example", "https://b.example"] });
     await gateway.listen();
   });
   afterAll(async () => {
@@ -162,6 +165,14 @@ describe("response cache", () => {
     expect((await get(gateway, "/api/v1/agents?page=2", alice)).headers.get("x-cache")).toBe("MISS");
     expect((await get(gateway, "/api/v1/agents?page=1", alice, { accept: "text/plain" })).headers.get("x-cache")).toBe("MISS");
     expect(backend.requests.length).toBe(before + 4);
+  });
+
+  it("answers a hit with the CORS headers of the caller's own Origin", async () => {
+    const alice = await seedToken({ user_id: "alice-cors" });
+    const fromA = await get(gateway, "/api/v1/agents?cors", alice, { origin: "https://a.example" });
+    const fromB = await get(gateway, "/api/v1/agents?cors", alice, { origin: "https://b.example" });
+    expect([fromA.headers.get("x-cache"), fromB.headers.get("x-cache")]).toEqual(["MISS", "HIT"]);
+    expect(fromB.headers.get("access-control-allow-origin")).toBe("https://b.example");
   });
 
   it("never caches answers that set cookies, nor other methods", async () => {
