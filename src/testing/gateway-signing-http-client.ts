@@ -1,5 +1,5 @@
 import type { UniversalClientFn } from "@connectrpc/connect/protocol";
-import { gatewaySignatureHeaders, type IdentityHeaderValues } from "../signing/index.js";
+import { gatewaySignatureHeaders, isGatewayControlledHeader, type IdentityHeaderValues } from "../signing/index.js";
 
 /** Options of {@link createGatewaySigningHttpClient}. */
 export interface GatewaySigningOptions {
@@ -12,11 +12,13 @@ export interface GatewaySigningOptions {
 }
 
 /**
- * Wraps a Connect HTTP client so that every request leaves signed exactly as
- * the gateway signs it (the same `gatewaySignatureHeaders`): over the final
- * request-target (path and query, so Connect GET is covered) and the exact
- * body bytes. A signature covers the whole body, so a streaming request is
- * sent once the client has finished writing it.
+ * Wraps a Connect HTTP client so that every request leaves exactly as the
+ * gateway forwards it: any gateway-controlled header the caller set is
+ * dropped, then the identity headers and the signature are added (the same
+ * `gatewaySignatureHeaders`) over the final request-target (path and query,
+ * so Connect GET is covered) and the exact body bytes. A signature covers
+ * the whole body, so a streaming request is sent once the client has
+ * finished writing it.
  */
 export function createGatewaySigningHttpClient(
   inner: UniversalClientFn,
@@ -28,7 +30,7 @@ export function createGatewaySigningHttpClient(
     for await (const chunk of request.body ?? []) chunks.push(chunk);
     const body = Buffer.concat(chunks);
     const url = new URL(request.url);
-    const header = new Headers(request.header);
+    const header = withoutGatewayHeaders(request.header);
     const signed = gatewaySignatureHeaders(
       options.hmacSecret,
       { method: request.method, requestTarget: url.pathname + url.search, body },
@@ -42,6 +44,17 @@ export function createGatewaySigningHttpClient(
       body: request.body === undefined ? undefined : oneChunk(body),
     });
   };
+}
+
+// As the gateway does, drop what a caller set among the headers only the
+// gateway may set (`X-User-*`, `X-Gateway-*`, …): a test cannot smuggle
+// an unsigned identity header past what production would strip.
+function withoutGatewayHeaders(original: Headers): Headers {
+  const header = new Headers(original);
+  for (const name of [...header.keys()]) {
+    if (isGatewayControlledHeader(name)) header.delete(name);
+  }
+  return header;
 }
 
 async function* oneChunk(body: Uint8Array): AsyncGenerator<Uint8Array> {

@@ -217,6 +217,15 @@ describe("Fastify: app.register(auth.fastify)", () => {
     expect((await signedGet(served.port, "/api/items?q=c", "/api/items?q=a%20b")).status).toBe(403);
   });
 
+  it("refuses missing headers while the body is still unsent (onRequest, before any read)", async () => {
+    const res = await rawSocket(
+      served.port,
+      'POST /api/payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"amo',
+    );
+    expect(res).toMatch(/^HTTP\/1.1 403/);
+    expect(res).toContain("missing_gateway_headers");
+  });
+
   it("refuses a tampered body, missing headers and a wrong secret before the handler", async () => {
     const before = reached;
     const tampered = await tamperedPost(served.port, "/api/payments");

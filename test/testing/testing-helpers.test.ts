@@ -51,7 +51,7 @@ describe("createTestGatewayTransport: a service test through the real verificati
     await expect(client.echo({ text: "x" })).rejects.toMatchObject({ code: Code.PermissionDenied });
   });
 
-  it("signs exactly what the gateway would: method, target and body bytes", async () => {
+  it("signs exactly what the gateway would (method, target, body bytes) and strips caller-set identity headers", async () => {
     // Recompute the signature of a captured request with the pure signing API.
     const captured: { method: string; target: string; body: Buffer; headers: http.IncomingHttpHeaders }[] = [];
     const probe = await startServer((req, res) => {
@@ -64,8 +64,17 @@ describe("createTestGatewayTransport: a service test through the real verificati
     });
     try {
       const client = createClient(EchoService, createTestGatewayTransport({ baseUrl: probe.baseUrl, hmacSecret, identity: { clientId: "web-app", userId: "sub-42" }, now: () => 1_700_000_000_000 }));
-      await client.echo({ text: "bytes" }).catch(() => undefined);
+      // Headers only the gateway may set: the gateway strips them, so does the helper.
+      const smuggled = { "x-user-scopes": "admin", "x-user-id": "sub-1", "x-org-id": "7", "x-gateway-debug": "1" };
+      await client.echo({ text: "bytes" }, { headers: smuggled }).catch(() => undefined);
       const [c] = captured;
+      expect(c?.headers["x-user-id"]).toBe("sub-42");
+      expect(Object.keys(c?.headers ?? {}).filter((n) => n.startsWith("x-")).sort()).toEqual([
+        "x-client-id",
+        "x-gateway-signature",
+        "x-gateway-timestamp",
+        "x-user-id",
+      ]);
       expect(c?.headers["x-gateway-timestamp"]).toBe("1700000000");
       expect(c?.body.length).toBeGreaterThan(0);
       const expected = signGatewayRequest(hmacSecret, {
