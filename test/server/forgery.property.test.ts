@@ -2,9 +2,10 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
-import { fullpathOf, gatewaySignatureHeaders, type IdentityHeaderValues } from "../../src/signing/index.js";
+import { fullpathOf, type IdentityHeaderValues } from "../../src/signing/index.js";
 import { echoRoutes } from "./echo-routes.js";
 import { rawRequest } from "./raw-request.js";
+import { signedHeaders } from "./signed-headers.js";
 import { startServer, type RunningServer } from "./servers.js";
 
 // Random requests against real servers: an honest signature is always
@@ -57,8 +58,8 @@ const requestArb = fc.record({
 
 type Req = { method: string; path: string; body: Uint8Array; identity: IdentityHeaderValues };
 
-function headersOf(r: Req, secret = SECRET, now = NOW): [string, string][] {
-  return Object.entries(gatewaySignatureHeaders(secret, { method: r.method, requestTarget: r.path, body: r.body }, r.identity, now));
+function headersOf(r: Req, secret = SECRET): [string, string][] {
+  return signedHeaders(secret, r, r.identity, NOW);
 }
 
 function send(server: RunningServer, r: Req, headers: [string, string][]) {
