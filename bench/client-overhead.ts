@@ -2,10 +2,12 @@
 // server, through plain `createConnectTransport`s (baselines) and through
 // `createGatewayTransport` with a cached token (routing interceptor, token
 // lookup, Authorization header, error mapping). Same process, same server,
-// same HTTP/1.1 keep-alive agent settings. Short rounds rotate the order of the
-// sides so that load from other processes hits all of them alike; each figure
-// is the median of the per-round ratios, per wall-clock second and per CPU
-// second of this process (client and server both run here).
+// same HTTP/1.1 keep-alive agent settings. Each round measures every side
+// twice, in a palindrome (A B C D D C B A), so that a load from other processes
+// that grows or fades during the round weighs on every side alike; the order
+// rotates from round to round. Each figure is the median of the per-round
+// ratios, with the interquartile range to show the noise, per wall-clock second
+// and per CPU second of this process (client and server both run here).
 //
 // Baselines: plain; plain with the gateway's default 30 s deadline (a timer
 // and a timeout header on both ends of every call); plain with that deadline,
@@ -20,8 +22,8 @@ import { startOAuth2Server } from "../src/testing/oauth2-server.js";
 import { EchoService } from "../gen/example/v1/example_pb.js";
 
 const CONCURRENCY = 16;
-const ROUND_MS = 300;
-const ROUNDS = 25;
+const SLOT_MS = 150; // two slots per side and round
+const ROUNDS = 32; // ~40 s of measurement, ~50 s in all
 
 const routes = (router: Parameters<NonNullable<Parameters<typeof connectNodeAdapter>[0]["routes"]>>[0]) =>
   router.service(EchoService, {
@@ -75,9 +77,17 @@ interface Rate {
   readonly cpu: number;
 }
 
-async function callsPerSecond(transport: Transport, ms: number): Promise<Rate> {
+/** What one slot measured. */
+interface Sample {
+  readonly calls: number;
+  readonly wallMs: number;
+  readonly cpuMs: number;
+}
+
+async function measure(transport: Transport, ms: number): Promise<Sample> {
   const echo = createClient(EchoService, transport);
-  const until = performance.now() + ms;
+  const start = performance.now();
+  const until = start + ms;
   const cpuStart = process.cpuUsage();
   let calls = 0;
   await Promise.all(
@@ -89,8 +99,15 @@ async function callsPerSecond(transport: Transport, ms: number): Promise<Rate> {
     }),
   );
   const cpu = process.cpuUsage(cpuStart);
-  return { wall: calls / (ms / 1000), cpu: calls / ((cpu.user + cpu.system) / 1e6) };
+  return { calls, wallMs: performance.now() - start, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
+
+function rateOf(samples: readonly Sample[]): Rate {
+  const total = (key: keyof Sample) => samples.reduce((sum, s) => sum + s[key], 0);
+  return { wall: total("calls") / (total("wallMs") / 1000), cpu: total("calls") / (total("cpuMs") / 1000) };
+}
+
+const callsPerSecond = async (transport: Transport, ms: number) => rateOf([await measure(transport, ms)]);
 
 await callsPerSecond(gateway, 1000); // warm-up; caches the token
 // What authentication costs on the wire whoever does it: the same bearer
@@ -118,28 +135,37 @@ const sides = {
 for (const transport of Object.values(sides)) await callsPerSecond(transport, 1000); // warm-up
 
 type Side = keyof typeof sides;
+const names = Object.keys(sides) as Side[];
 const rounds: Record<Side, Rate>[] = [];
 for (let round = 0; round < ROUNDS; round++) {
-  // Rotate the order so that no side always runs first.
-  const names = Object.keys(sides) as Side[];
-  const order = [...names.slice(round % names.length), ...names.slice(0, round % names.length)];
-  const rate = {} as Record<Side, Rate>;
-  for (const name of order) rate[name] = await callsPerSecond(sides[name], ROUND_MS);
-  rounds.push(rate);
+  const shift = round % names.length;
+  const rotated = [...names.slice(shift), ...names.slice(0, shift)];
+  const samples = Object.fromEntries(names.map((n) => [n, [] as Sample[]])) as Record<Side, Sample[]>;
+  for (const name of [...rotated, ...rotated.toReversed()]) samples[name].push(await measure(sides[name], SLOT_MS));
+  rounds.push(Object.fromEntries(names.map((n) => [n, rateOf(samples[n])])) as Record<Side, Rate>);
 }
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const sum = (side: Side, measure: keyof Rate) => median(rounds.map((r) => r[side][measure])).toFixed(0);
+
+const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.round((xs.length - 1) * q)]!;
+const rate = (side: Side, measure: keyof Rate) => quantile(rounds.map((r) => r[side][measure]), 0.5).toFixed(0);
 console.log(
-  `median calls/s over ${ROUNDS} rounds of ${ROUND_MS} ms: ` +
-    (Object.keys(sides) as Side[]).map((n) => `${n} ${sum(n, "wall")} (wall) ${sum(n, "cpu")} (cpu)`).join(", "),
+  `median calls/s over ${ROUNDS} rounds of 2 × ${SLOT_MS} ms per side: ` +
+    names.map((n) => `${n} ${rate(n, "wall")} (wall) ${rate(n, "cpu")} (cpu)`).join(", "),
 );
-const ratio = (base: Side, measure: keyof Rate) =>
-  median(rounds.map((r) => r.gateway[measure] / r[base][measure])).toFixed(3);
+// The median of the per-round ratios, and the middle half of them.
+const ratio = (base: Side, measure: keyof Rate) => {
+  const ratios = rounds.map((r) => r.gateway[measure] / r[base][measure]);
+  const [q1, q2, q3] = [0.25, 0.5, 0.75].map((q) => quantile(ratios, q).toFixed(3));
+  return `${q2} (${q1}–${q3})`.padEnd(22);
+};
 console.log(`client overhead, ${CONCURRENCY} concurrent unary calls over HTTP/1.1, token cached (target ≥ 0.97):`);
-console.log("  median ratio gateway / plain createConnectTransport   per CPU-second   per wall-second");
-console.log(`    baseline with the same deadline, bearer and path ${ratio("plain+deadline+bearer", "cpu")}            ${ratio("plain+deadline+bearer", "wall")}`);
-console.log(`    baseline with the same 30 s deadline             ${ratio("plain+deadline", "cpu")}            ${ratio("plain+deadline", "wall")}`);
-console.log(`    baseline without a deadline                      ${ratio("plain", "cpu")}            ${ratio("plain", "wall")}`);
+console.log("  ratio gateway / plain createConnectTransport, median (interquartile range)");
+console.log("                                                      per CPU-second         per wall-second");
+const baselines = [
+  ["plain+deadline+bearer", "with the same deadline, bearer and path"],
+  ["plain+deadline", "with the same 30 s deadline"],
+  ["plain", "without a deadline"],
+] as const;
+for (const [base, label] of baselines) console.log(`    baseline ${label.padEnd(40)} ${ratio(base, "cpu")} ${ratio(base, "wall")}`);
 console.log(`  token requests during the run: ${oauth.tokenRequests}`);
 
 server.closeAllConnections();
