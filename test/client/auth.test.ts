@@ -8,6 +8,7 @@ import {
   SessionTokenExpiredError,
   withUserToken,
   type GatewayTransportOptions,
+  type SessionOptions,
 } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
@@ -151,12 +152,14 @@ describe("session mode", () => {
   afterAll(() => endpoint.close());
 
   const session = { code: "one-time", exchangePath: "/session/exchange" };
+  const echoInSession = (options: SessionOptions = session) =>
+    createClient(
+      EchoService,
+      createGatewayTransport({ ...client, gatewayUrl: backend.url, appcenterUrl: endpoint.url, session: options }),
+    );
 
   it("exchanges the code exactly once (client_credentials token, then POST { code }), for concurrent calls", async () => {
-    const echo = createClient(
-      EchoService,
-      createGatewayTransport({ ...client, gatewayUrl: backend.url, appcenterUrl: endpoint.url, session }),
-    );
+    const echo = echoInSession();
     const start = endpoint.requests.length;
     await Promise.all(Array.from({ length: 20 }, () => echo.echo({})));
     await echo.echo({});
@@ -187,24 +190,13 @@ describe("session mode", () => {
   });
 
   it("a 401 on the session token ends the session: the retry finds SessionTokenExpiredError", async () => {
-    const echo = createClient(
-      EchoService,
-      createGatewayTransport({ ...client, gatewayUrl: backend.url, appcenterUrl: endpoint.url, session }),
-    );
+    const echo = echoInSession();
     intercept = (r) => (r.authorization === "Bearer session-token" ? 401 : undefined);
     await expect(echo.echo({})).rejects.toBeInstanceOf(SessionTokenExpiredError);
   });
 
   it("an exchange endpoint echoing the bearer token and the code: neither reaches the error", async () => {
-    const echo = createClient(
-      EchoService,
-      createGatewayTransport({
-        ...client,
-        gatewayUrl: backend.url,
-        appcenterUrl: endpoint.url,
-        session: { code: "secret-one-time-code", exchangePath: "/session/leaky" },
-      }),
-    );
+    const echo = echoInSession({ code: "secret-one-time-code", exchangePath: "/session/leaky" });
     const error = await echo.echo({}).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(AuthenticationError);
     expect((error as Error).message).toMatch(/invalid_grant \(Bearer \[redacted\] \{"code":"\[redacted\]"\}\)/);
@@ -212,15 +204,7 @@ describe("session mode", () => {
   });
 
   it("a failed exchange spends the code: later calls say so instead of sending it again", async () => {
-    const echo = createClient(
-      EchoService,
-      createGatewayTransport({
-        ...client,
-        gatewayUrl: backend.url,
-        appcenterUrl: endpoint.url,
-        session: { ...session, code: "wrong" },
-      }),
-    );
+    const echo = echoInSession({ ...session, code: "wrong" });
     await expect(echo.echo({})).rejects.toThrow(/invalid_grant \(code already used\)/);
     const start = endpoint.requests.length;
     const again = await echo.echo({}).catch((e: unknown) => e);

@@ -108,6 +108,18 @@ describe("environment defaults and the shared agent", () => {
     backend = await startBackend({ httpVersion: "1.1" });
   });
   afterAll(() => Promise.all([oauth.close(), backend.close()]));
+  const echoThrough = (extra: Partial<GatewayTransportOptions>) =>
+    createClient(
+      EchoService,
+      createGatewayTransport({
+        clientId: "env-client",
+        clientSecret: SECRET,
+        gatewayUrl: backend.url,
+        appcenterUrl: oauth.issuer,
+        tokenPath: "/token",
+        ...extra,
+      } as GatewayTransportOptions),
+    );
 
   it("reads GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, GATEWAY_URL and APPCENTER_URL", async () => {
     Object.assign(process.env, {
@@ -133,17 +145,7 @@ describe("environment defaults and the shared agent", () => {
   it("the token request rides the caller's agent, like the calls", async () => {
     const { agent, ports } = recordingAgent();
     try {
-      const echo = createClient(
-        EchoService,
-        createGatewayTransport({
-          clientId: "env-client",
-          clientSecret: SECRET,
-          gatewayUrl: backend.url,
-          appcenterUrl: oauth.issuer,
-          tokenPath: "/token",
-          agent,
-        }),
-      );
+      const echo = echoThrough({ agent });
       await echo.echo({});
       const port = (url: string) => Number(new URL(url).port);
       expect(ports).toEqual([port(oauth.issuer), port(backend.url)]);
@@ -158,17 +160,7 @@ describe("environment defaults and the shared agent", () => {
       urls.push(req.url);
       return next(req);
     };
-    const echo = createClient(
-      EchoService,
-      createGatewayTransport({
-        clientId: "env-client",
-        clientSecret: SECRET,
-        gatewayUrl: backend.url,
-        appcenterUrl: oauth.issuer,
-        tokenPath: "/token",
-        interceptors: [spy],
-      }),
-    );
+    const echo = echoThrough({ interceptors: [spy] });
     await echo.echo({});
     expect(urls).toEqual([`${backend.url}/backend/echo/example.v1.EchoService/Echo`]);
   });
