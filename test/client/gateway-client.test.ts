@@ -195,7 +195,8 @@ describe("createGatewayClient", () => {
     };
     for (const path of ["relative", "//evil.example/x", "/with space", "/frag#x"]) await refused(api.get(path), "path");
     await refused(api.get("/a", { service: "../admin" }), "service");
-    await refused(api.get("/a", { userToken: "Bearer x" }), "userToken");
+    const badToken = await refused(api.get("/a", { userToken: "Bearer sk-user-token" }), "userToken");
+    expect(String(badToken)).not.toContain("sk-user-token");
     const circular: Record<string, unknown> = {};
     circular.self = circular;
     await refused(api.post("/a", { body: circular }), "body");
