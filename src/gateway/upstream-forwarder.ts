@@ -99,7 +99,7 @@ function forward(
   if (cached !== undefined) {
     return reply.code(cached.status).headers(cached.headers).header("x-cache", "HIT").send(cached.body);
   }
-  const body = Buffer.isBuffer(request.body) ? request.body : undefined;
+  const body = forwardedBody(request, upstream);
   const signed = {
     ...gatewaySignatureHeaders(context.hmacSecret, { method: request.method, requestTarget: target, body: body ?? "" }, identity),
     ...seedIdentityHeaders(identity),
@@ -110,7 +110,7 @@ function forward(
     timeout: route.access.timeoutMs,
     // Never resend: a retried POST could run twice, and reply-from retries GETs on 503.
     retryDelay: () => null,
-    rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, signed),
+    rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, signed, body !== undefined),
     onResponse: (_request, _reply, res) => {
       const response = res as unknown as UpstreamResponse;
       if (upstream.http2) forwardTrailers(response.stream as unknown as ClientHttp2Stream, reply);
@@ -169,13 +169,39 @@ function isDecodable(path: string): boolean {
   }
 }
 
-/** Drops every identity or gateway header the client sent, then adds the gateway's own. */
+/**
+ * The body to forward (and sign), if any; fastify reads none for GET and
+ * HEAD. What cannot reach an HTTP/2 upstream intact is refused rather than
+ * mangled on the way: Node's HTTP/2 client ends a GET, HEAD or DELETE request
+ * with its headers (no body), and @fastify/reply-from fails on HEAD.
+ */
+function forwardedBody(request: FastifyRequest, upstream: Upstream): Buffer | undefined {
+  const body = Buffer.isBuffer(request.body) && request.body.length > 0 ? request.body : undefined;
+  if (upstream.http2 && request.method === "HEAD") {
+    throw new GatewayHttpError("BAD_REQUEST", "HEAD is not forwarded to an HTTP/2 backend");
+  }
+  if (upstream.http2 && body !== undefined && request.method === "DELETE") {
+    throw new GatewayHttpError("BAD_REQUEST", "This backend takes no DELETE request body");
+  }
+  return body;
+}
+
+/**
+ * Drops every identity or gateway header the client sent, then adds the
+ * gateway's own; without a forwarded body, the client's framing headers go
+ * too (an HTTP/2 upstream resets a stream shorter than its content-length).
+ */
 function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
   headers: H,
   gatewayHeaders: Record<string, string>,
+  hasBody: boolean,
 ): H {
   for (const name of Object.keys(headers)) {
     if (isGatewayControlledHeader(name) || name === "x-request-id") delete headers[name];
+  }
+  if (!hasBody) {
+    delete headers["content-length"];
+    delete headers["transfer-encoding"];
   }
   return Object.assign(headers, gatewayHeaders);
 }

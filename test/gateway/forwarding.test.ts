@@ -38,6 +38,9 @@ backends:
     upstream: $UP/base
   down:
     upstream: $DOWN
+  h2:
+    upstream: $UP2
+    http2: true
 `;
 
 /** Sends exactly the request-target given (fetch would normalise it). */
@@ -47,7 +50,9 @@ function rawRequest(
   options: { method?: string; headers?: Record<string, string | string[]>; body?: Buffer } = {},
 ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url + target, { method: options.method ?? "GET", headers: options.headers }, (res) => {
+    // Node frames a GET or DELETE body only when told its length.
+    const length = options.body && { "content-length": String(options.body.length) };
+    const req = httpRequest(url + target, { method: options.method ?? "GET", headers: { ...options.headers, ...length } }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
@@ -61,6 +66,7 @@ function rawRequest(
 
 describe("forwarding", () => {
   let backend: RecordingBackend;
+  let h2Backend: RecordingBackend;
   let gateway: Gateway;
   let token: string;
   const neverAnswers = createServer(() => {});
@@ -68,12 +74,13 @@ describe("forwarding", () => {
 
   beforeAll(async () => {
     backend = await startRecordingBackend();
+    h2Backend = await startRecordingBackend({ http2: true });
     const slowPort = await listen(neverAnswers);
     downUrl = `http://127.0.0.1:${await unusedPort()}`;
     gateway = createGateway({
       routes: parseRoutesFile(yaml, {
         source: "routes.yaml",
-        env: { UP: backend.url, SLOW: `http://127.0.0.1:${slowPort}`, DOWN: downUrl },
+        env: { UP: backend.url, UP2: h2Backend.url, SLOW: `http://127.0.0.1:${slowPort}`, DOWN: downUrl },
       }),
       hmacSecret: HMAC_SECRET,
       tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
@@ -86,8 +93,7 @@ describe("forwarding", () => {
   });
   afterAll(async () => {
     await gateway.close();
-    await backend.close();
-    await closeServer(neverAnswers);
+    await Promise.all([backend.close(), h2Backend.close(), closeServer(neverAnswers)]);
   });
 
   it("strips every identity header a client sends and sets the gateway's own (spoofing)", async () => {
@@ -134,6 +140,27 @@ describe("forwarding", () => {
     expect(bodySha256(forwarded.body)).toBe(bodySha256(body));
     expect(forwarded.headers["content-type"]).toBe("application/proto");
     expect(hasValidSignature(forwarded)).toBe(true);
+  });
+
+  it("forwards to an HTTP/2 upstream what reaches it intact, and refuses the rest", async () => {
+    const auth = { authorization: `Bearer ${token}` };
+    const body = randomBytes(1024);
+    const post = await rawRequest(gateway.url, "/backend/h2/pkg.S/M", { method: "POST", headers: { ...auth, "content-type": "application/proto" }, body });
+    expect(post.status).toBe(200);
+    expect(h2Backend.requests.at(-1)!.body.equals(body)).toBe(true);
+    expect(hasValidSignature(h2Backend.requests.at(-1)!)).toBe(true);
+    // fastify reads no GET body: its framing headers must not reach the upstream either.
+    const get = await rawRequest(gateway.url, "/backend/h2/r", { headers: { ...auth, "content-type": "text/plain" }, body: Buffer.from("ignored") });
+    expect(get.status).toBe(200);
+    expect(h2Backend.requests.at(-1)!.body.length).toBe(0);
+    expect(hasValidSignature(h2Backend.requests.at(-1)!)).toBe(true);
+    expect((await rawRequest(gateway.url, "/backend/h2/r", { method: "DELETE", headers: auth })).status).toBe(200);
+    const before = h2Backend.requests.length;
+    const deleteBody = await rawRequest(gateway.url, "/backend/h2/r", { method: "DELETE", headers: { ...auth, "content-type": "text/plain" }, body: Buffer.from("x") });
+    expect([deleteBody.status, JSON.parse(deleteBody.body).error.message]).toEqual([400, "This backend takes no DELETE request body"]);
+    const head = await rawRequest(gateway.url, "/backend/h2/r", { method: "HEAD", headers: auth });
+    expect(head.status).toBe(400);
+    expect(h2Backend.requests.length).toBe(before);
   });
 
   it("signs an empty-but-present query as Rack does, and forwards the bare service root", async () => {

@@ -2,6 +2,7 @@
 // HS256 tokens, and a check of the gateway's signature through the public
 // signing API (the same verification a backend runs).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttp2Server, type Http2Session } from "node:http2";
 import type { AddressInfo, Server as NetServer } from "node:net";
 import { Writable } from "node:stream";
 import { ConnectError } from "@connectrpc/connect";
@@ -26,7 +27,7 @@ export interface RecordedRequest {
   readonly body: Buffer;
 }
 
-/** A real HTTP/1.1 backend that records every request and answers with `respond`. */
+/** A real backend that records every request and answers with `respond`. */
 export interface RecordingBackend {
   readonly url: string;
   readonly requests: RecordedRequest[];
@@ -34,34 +35,37 @@ export interface RecordingBackend {
   close(): Promise<void>;
 }
 
-/** Starts a {@link RecordingBackend} on 127.0.0.1; it answers `{ ok, url, user }` until told otherwise. */
-export async function startRecordingBackend(): Promise<RecordingBackend> {
+/**
+ * Starts a {@link RecordingBackend} on 127.0.0.1, HTTP/1.1 or (`http2`)
+ * cleartext HTTP/2; it answers `{ ok, url, user }` until told otherwise.
+ */
+export async function startRecordingBackend(options: { http2?: boolean } = {}): Promise<RecordingBackend> {
+  const record = (req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const recorded = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks) };
+      backend.requests.push(recorded);
+      backend.respond(recorded, res);
+    });
+  };
+  // The HTTP/2 compatibility API has the same shape, as far as `record` goes.
+  const server = options.http2 ? createHttp2Server(record as unknown as Parameters<typeof createHttp2Server>[0]) : createServer(record);
+  const sessions = new Set<Http2Session>();
+  server.on("session", (session: Http2Session) => sessions.add(session));
+  const port = await listen(server);
   const backend: RecordingBackend = {
-    url: "",
+    url: `http://127.0.0.1:${port}`,
     requests: [],
     respond: (req, res) => {
       res.setHeader("content-type", "application/json");
       res.end(JSON.stringify({ ok: true, url: req.url, user: req.headers["x-user-id"] ?? null }));
     },
-    close: () => closeServer(server),
+    close: () => {
+      for (const session of sessions) session.destroy();
+      return "closeAllConnections" in server ? closeServer(server) : new Promise((resolve) => server.close(() => resolve()));
+    },
   };
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const recorded = {
-        method: req.method ?? "",
-        url: req.url ?? "",
-        headers: req.headers,
-        rawHeaders: req.rawHeaders,
-        body: Buffer.concat(chunks),
-      };
-      backend.requests.push(recorded);
-      backend.respond(recorded, res);
-    });
-  });
-  const port = await listen(server);
-  (backend as { url: string }).url = `http://127.0.0.1:${port}`;
   return backend;
 }
 
