@@ -50,6 +50,8 @@ export class GatewayConfigError extends ConfigurationError {
   override name = "GatewayConfigError";
 }
 
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
 /** Checks `config` and throws {@link GatewayConfigError} naming the first bad option. */
 export function validateGatewayConfig(config: GatewayConfig): void {
   const fail = (option: string, problem: string): never => {
@@ -75,6 +77,10 @@ export function validateGatewayConfig(config: GatewayConfig): void {
     if (redisUrl !== undefined && !/^rediss?:\/\/./.test(redisUrl)) {
       fail("rateLimit.redisUrl", "must be a redis:// or rediss:// URL");
     }
+  }
+  const level = config.logger ? config.logger.level : undefined;
+  if (level !== undefined && !LOG_LEVELS.includes(level)) {
+    fail("logger.level", `must be one of ${LOG_LEVELS.join(", ")} (set LOG_LEVEL)`);
   }
   if (config.bodyLimit !== undefined && !isPositiveInteger(config.bodyLimit)) {
     fail("bodyLimit", "must be a positive integer (bytes)");

@@ -35,6 +35,7 @@ describe("gateway configuration", () => {
       [{ bodyLimit: -1 }, /`bodyLimit` must be a positive integer/],
       [{ anonymousClientId: "a|b" }, /`anonymousClientId` must be/],
       [{ routes: 42 }, /`routes` must be a routes\.yaml path/],
+      [{ logger: { level: "verbose" } }, /`logger\.level` must be one of fatal, error, warn, info, debug, trace, silent \(set LOG_LEVEL\)/],
     ];
     for (const [override, message] of cases) {
       const error = configError({ ...valid, ...override });
