@@ -1,16 +1,17 @@
 import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
 import cors from "@fastify/cors";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
-import { validateGatewayConfig, type GatewayConfig } from "./gateway-config.js";
+import { validateGatewayConfig, type GatewayConfig, type RateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
 import { defaultClaimMapping } from "./identity-claims.js";
 import { createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, routeAccess, setCaller } from "./request-caller.js";
-import { connectRateLimitStore } from "./rate-limit-store.js";
+import { connectRateLimitStore, type RateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
 import { loadRoutesFile, routeMethods, type RoutesFile } from "./routes-file.js";
 import { createTokenVerifier } from "./token-verifier.js";
@@ -95,19 +96,7 @@ export function createGateway(config: GatewayConfig): Gateway {
     if (access !== undefined) setCaller(request, await authenticate(request.headers.authorization, access));
   });
   // Then the rate limit per caller; a route-level hook, so it runs after the above.
-  if (limits !== undefined) {
-    void app.register(rateLimit, {
-      global: true,
-      hook: "onRequest",
-      max: limits.max,
-      timeWindow: limits.timeWindowMs,
-      keyGenerator: rateLimitKey,
-      ...(store && { redis: store.redis, nameSpace: "connect-gateway-rate-limit:" }),
-      // A Redis outage must not take the gateway down with it; /ready reports it.
-      skipOnError: true,
-      errorResponseBuilder: () => new GatewayHttpError("RATE_LIMITED", "Too many requests"),
-    });
-  }
+  if (limits !== undefined) registerRateLimit(app, limits, store);
   // Bodies are forwarded byte for byte: buffered (bounded by bodyLimit) and signed, never parsed.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
@@ -127,15 +116,37 @@ export function createGateway(config: GatewayConfig): Gateway {
   app.addHook("preClose", async () => dual?.closeConnections());
   app.addHook("onClose", async () => store?.close());
 
+  return gatewayHandle(app, routes);
+}
+
+function registerRateLimit(
+  app: FastifyInstance,
+  limits: Required<Omit<RateLimitConfig, "redisUrl">>,
+  store: RateLimitStore | undefined,
+): void {
+  void app.register(rateLimit, {
+    global: true,
+    hook: "onRequest",
+    max: limits.max,
+    timeWindow: limits.timeWindowMs,
+    keyGenerator: rateLimitKey,
+    ...(store && { redis: store.redis, nameSpace: "connect-gateway-rate-limit:" }),
+    // A Redis outage must not take the gateway down with it; /ready reports it.
+    skipOnError: true,
+    errorResponseBuilder: () => new GatewayHttpError("RATE_LIMITED", "Too many requests"),
+  });
+}
+
+function gatewayHandle(app: FastifyInstance, routes: RoutesFile): Gateway {
   let url: string | undefined;
   return {
     app,
     routes,
     async listen(options = {}) {
       await app.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1" });
-      const address = app.server.address();
-      const port = typeof address === "object" && address !== null ? address.port : options.port;
-      const host = options.host === undefined || options.host === "0.0.0.0" ? "127.0.0.1" : options.host;
+      const { port } = app.server.address() as AddressInfo;
+      // A wildcard address is reached through loopback.
+      const host = [undefined, "0.0.0.0", "::"].includes(options.host) ? "127.0.0.1" : (options.host as string);
       url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
       return url;
     },
