@@ -4,7 +4,6 @@ import { createGateway, type Gateway } from "./create-gateway.js";
 import type { GatewayConfig } from "./gateway-config.js";
 import { startAgentsBackend, startEchoBackend, type ExampleBackend } from "./example-backends.js";
 import { loadRoutesFile } from "./routes-file.js";
-import { withoutOidcProviderNotices } from "./without-oidc-provider-notices.js";
 
 /** Options of {@link startDevStack}. */
 export interface DevStackOptions {
@@ -48,7 +47,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
   };
   try {
     const oauth = started(
-      await withoutOidcProviderNotices(() => startOAuth2Server({ clients: [client], port: options.oauthPort ?? 4000 })),
+      await startOAuth2Server({ clients: [client], port: options.oauthPort ?? 4000 }),
     );
     const echo = started(await startEchoBackend(hmacSecret));
     const agents = started(await startAgentsBackend(hmacSecret));

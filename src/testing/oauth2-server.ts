@@ -106,11 +106,11 @@ async function createProvider(
 ): Promise<Provider> {
   // Loaded on first use: `connect-gateway/testing` is imported by service
   // tests that never start an OAuth2 server.
-  const { default: Provider } = await import("oidc-provider");
+  const { default: Provider } = await withoutExpectedWarnings(() => import("oidc-provider"));
   const allScopes = [...new Set(options.clients.flatMap((c) => c.scopes ?? []))];
   const ttl = options.accessTokenTtlSeconds ?? 3600;
   const jwt = (options.tokenFormat ?? "jwt") === "jwt";
-  const provider = new Provider(issuer, {
+  const provider = await withoutExpectedWarnings(() => new Provider(issuer, {
     clients: options.clients.map((c) => ({
       client_id: c.clientId,
       client_secret: c.clientSecret,
@@ -142,11 +142,34 @@ async function createProvider(
         }),
       },
     },
-  });
+  }));
   // Errors are answered to the client as OAuth2 error bodies; the default
   // listener would also print them, with request details, to stderr.
   provider.on("server_error", () => {});
   return provider;
+}
+
+// oidc-provider warns, on import and for every provider, that Node.js 20 is
+// not its preferred runtime and that its in-memory store is for development
+// only: both expected of a test server. Only those two lines are dropped
+// (they may carry terminal colour codes); anything else still reaches the
+// console. Counted, so that servers starting concurrently restore it once.
+const expectedWarning = /oidc-provider WARNING: (Unsupported runtime|a quick start development-only in-memory adapter)/;
+let quieting = 0;
+let consoleWarn = console.warn;
+
+async function withoutExpectedWarnings<T>(run: () => T | Promise<T>): Promise<T> {
+  if (quieting++ === 0) {
+    consoleWarn = console.warn;
+    console.warn = (...args: unknown[]) => {
+      if (!expectedWarning.test(String(args[0]))) consoleWarn(...args);
+    };
+  }
+  try {
+    return await run();
+  } finally {
+    if (--quieting === 0) console.warn = consoleWarn;
+  }
 }
 
 type PrivateKey = Awaited<ReturnType<typeof generateKeyPair>>["privateKey"];

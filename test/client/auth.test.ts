@@ -12,12 +12,11 @@ import {
 } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
-import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type BackendRequest, type TestBackend } from "./helpers/backend.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
 import { expectNoSecret } from "./helpers/no-secret.js";
-import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const client = { clientId: "auth-tests", clientSecret: "auth-secret", scopes: ["read"] };
 
@@ -25,7 +24,7 @@ let oauth: OAuth2Server;
 let intercept: (r: BackendRequest) => number | undefined;
 const backends: Record<"1.1" | "2", TestBackend> = {} as never;
 beforeAll(async () => {
-  oauth = await startQuietOAuth2Server({ clients: [client] });
+  oauth = await startOAuth2Server({ clients: [client] });
   for (const v of ["1.1", "2"] as const) backends[v] = await startBackend({ httpVersion: v, intercept: (r) => intercept(r) });
 });
 afterAll(() => Promise.all([oauth.close(), backends["1.1"].close(), backends["2"].close()]));

@@ -10,12 +10,11 @@ import {
   SessionTokenExpiredError,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
 import { expectNoSecret } from "./helpers/no-secret.js";
 import { closedPortUrl } from "./helpers/token-endpoint.js";
-import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const SECRET = "zz-Distinctive-Client-Secret-42";
 const client = { clientId: "errors", clientSecret: SECRET, scopes: ["read"] };
@@ -58,7 +57,7 @@ describe("errors reaching the caller through real calls", () => {
   let h2: TestBackend;
   let logged: string[];
   beforeAll(async () => {
-    oauth = await startQuietOAuth2Server({ clients: [client] });
+    oauth = await startOAuth2Server({ clients: [client] });
     // Per-call routes pick the misbehaviour: /backend/slow/… is late, /backend/forbidden/… answers 403,
     // /backend/down/… answers 503 as the gateway does when the backend behind it is down.
     const slow = async (r: { path: string }) => {

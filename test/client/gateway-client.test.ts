@@ -11,9 +11,8 @@ import {
   withUserToken,
   type GatewayOptions,
 } from "../../src/client/index.js";
-import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { closedPortUrl } from "./helpers/token-endpoint.js";
-import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const client = { clientId: "rest", clientSecret: "rest-secret", scopes: ["read"] };
 
@@ -34,7 +33,7 @@ const seen: Seen[] = [];
 
 // A Rails-like JSON backend on node:http: the path decides the answer.
 beforeAll(async () => {
-  oauth = await startQuietOAuth2Server({ clients: [client] });
+  oauth = await startOAuth2Server({ clients: [client] });
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));

@@ -7,10 +7,9 @@ import {
   createGatewayTransport,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
-import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { recordingAgent } from "./helpers/recording-agent.js";
 
 const SECRET = "qq-Unmistakable-Secret-9000";
@@ -104,7 +103,7 @@ describe("environment defaults and the shared agent", () => {
   let oauth: OAuth2Server;
   let backend: TestBackend;
   beforeAll(async () => {
-    oauth = await startQuietOAuth2Server({ clients: [{ clientId: "env-client", clientSecret: SECRET, scopes: ["read"] }] });
+    oauth = await startOAuth2Server({ clients: [{ clientId: "env-client", clientSecret: SECRET, scopes: ["read"] }] });
     backend = await startBackend({ httpVersion: "1.1" });
   });
   afterAll(() => Promise.all([oauth.close(), backend.close()]));

@@ -10,10 +10,9 @@ import {
   withUserToken,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService, ValuationService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
-import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const credentials = { clientId: "router", clientSecret: "router-secret" };
 // (oidc-provider refuses a client registered with no scope at all.)
@@ -21,7 +20,7 @@ const client = { ...credentials, scopes: ["read"] };
 
 let oauth: OAuth2Server;
 beforeAll(async () => {
-  oauth = await startQuietOAuth2Server({ clients: [client] });
+  oauth = await startOAuth2Server({ clients: [client] });
 });
 afterAll(() => oauth.close());
 

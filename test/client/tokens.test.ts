@@ -4,11 +4,10 @@ import { AuthenticationError, createGatewayTransport, type GatewayTransportOptio
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
 import { basicAuthorization } from "../../src/client/token-request.js";
-import type { OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
 import { expectNoSecret } from "./helpers/no-secret.js";
-import { startQuietOAuth2Server } from "./helpers/oauth2-server.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { recordingAgent } from "./helpers/recording-agent.js";
 import {
   closedPortUrl,
@@ -27,7 +26,7 @@ let oauth: OAuth2Server;
 let backend: TestBackend;
 beforeAll(async () => {
   [oauth, backend] = await Promise.all([
-    startQuietOAuth2Server({ clients: [client], accessTokenTtlSeconds: 3600 }),
+    startOAuth2Server({ clients: [client], accessTokenTtlSeconds: 3600 }),
     startBackend({ httpVersion: "1.1" }),
   ]);
 });
@@ -107,7 +106,7 @@ describe("caching", () => {
   });
 
   it("refreshes before expiry against the real server (2 s tokens: the margin is capped at 1 s)", async () => {
-    const shortLived = await startQuietOAuth2Server({ clients: [client], accessTokenTtlSeconds: 2 });
+    const shortLived = await startOAuth2Server({ clients: [client], accessTokenTtlSeconds: 2 });
     try {
       const echo = createClient(
         EchoService,

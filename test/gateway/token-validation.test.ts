@@ -2,7 +2,6 @@ import { createServer } from "node:http";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
-import { withoutOidcProviderNotices } from "../../src/gateway/without-oidc-provider-notices.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
 import {
   captureLogs,
@@ -83,8 +82,8 @@ describe("token validation", () => {
 
   beforeAll(async () => {
     backend = await startRecordingBackend();
-    oauth = await withoutOidcProviderNotices(() => startOAuth2Server({ clients: [service] }));
-    opaque = await withoutOidcProviderNotices(() => startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" }));
+    oauth = await startOAuth2Server({ clients: [service] });
+    opaque = await startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" });
     gateway = createGateway({
       routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: backend.url } }),
       hmacSecret: HMAC_SECRET,

@@ -1,5 +1,5 @@
 import { createRemoteJWKSet, jwtVerify } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const client = { clientId: "billing", clientSecret: "s3cr+t/:% x", scopes: ["read", "write"] };
@@ -88,6 +88,20 @@ describe("startOAuth2Server (opaque)", () => {
       expect(await res.json()).toMatchObject({ active: true, client_id: "billing", scope: "write" });
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("startOAuth2Server's console", () => {
+  it("drops oidc-provider's two expected start-up warnings and nothing else", async () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const server = await startOAuth2Server({ clients: [client] });
+      console.warn("a warning of the caller's own");
+      await server.close();
+      expect(warn.mock.calls.map((args) => String(args[0]))).toEqual(["a warning of the caller's own"]);
+    } finally {
+      warn.mockRestore();
     }
   });
 });
