@@ -15,6 +15,7 @@ export { withService, withUserToken } from "./call-scope.js";
 export { gatewayCall, gatewayCallKey } from "./gateway-call-options.js";
 export type { GatewayCallOptions } from "./gateway-call-options.js";
 export { kebabService } from "./backend-service.js";
+export { basicAuthorization } from "./token-request.js";
 export { GatewayError } from "./gateway-error.js";
 export { AuthenticationError } from "./authentication-error.js";
 export { ConnectionError } from "./connection-error.js";

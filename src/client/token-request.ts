@@ -31,7 +31,9 @@ export async function requestToken(endpoint: TokenEndpoint, grant: TokenGrant): 
 }
 
 /**
- * `Authorization: Basic …` per RFC 6749 §2.3.1: client id and secret are each
+ * The `Authorization` header value of OAuth2 `client_secret_basic`, for the
+ * token request here and the gateway's introspection request alike. Per
+ * RFC 6749 §2.3.1, client id and secret are each
  * form-encoded (Appendix B: application/x-www-form-urlencoded, space → `+`)
  * before they are joined with `:` and base64-encoded, so a `:` or `%` in the
  * secret survives.
@@ -40,8 +42,9 @@ export function basicAuthorization(clientId: string, clientSecret: string): stri
   return `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`).toString("base64")}`;
 }
 
-/** The application/x-www-form-urlencoded encoding of one value (WHATWG URL serializer). */
-export function formEncode(value: string): string {
+// The application/x-www-form-urlencoded encoding of one value (WHATWG URL
+// serializer): unlike encodeURIComponent, it also escapes ! ' ( ) ~.
+function formEncode(value: string): string {
   return new URLSearchParams([["", value]]).toString().slice(1);
 }
 

@@ -8,6 +8,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import { LRUCache } from "lru-cache";
+import { basicAuthorization } from "../client/index.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
 /** HS256 tokens signed with a shared secret, as the seed's frontend issues them. */
@@ -186,9 +187,7 @@ function isKeySetFailure(e: unknown): boolean {
 
 /** RFC 7662: POST the token with the gateway's client credentials; `active: false` is invalid. */
 function createIntrospection(options: IntrospectionOptions): (token: string) => Promise<TokenClaims> {
-  const authorization = `Basic ${Buffer.from(
-    `${formEncode(options.clientId)}:${formEncode(options.clientSecret)}`,
-  ).toString("base64")}`;
+  const authorization = basicAuthorization(options.clientId, options.clientSecret);
   return async (token) => {
     const claims = await postIntrospection(options, authorization, token);
     if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
@@ -223,9 +222,4 @@ async function postIntrospection(
 
 function isExpired(claims: Readonly<Record<string, unknown>>): boolean {
   return typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
-}
-
-// RFC 6749 Appendix B: form-encode id and secret before base64.
-function formEncode(value: string): string {
-  return encodeURIComponent(value).replace(/%20/g, "+");
 }

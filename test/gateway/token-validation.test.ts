@@ -34,7 +34,7 @@ routes:
 `;
 const service = { clientId: "billing", clientSecret: "billing-secret-value", scopes: ["read", "write:agents"] };
 // The gateway's own OAuth2 client, which authenticates its introspection requests.
-const introspector = { clientId: "gateway", clientSecret: "gateway-introspection-secret" };
+const introspector = { clientId: "gateway", clientSecret: "gateway: introspection+secret/%(!)~" };
 
 function basic(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}`;
