@@ -1,4 +1,5 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import * as http from "node:http";
 import { connect as tcpConnect } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, type GatewayRejectionEvent } from "../../src/server/index.js";
@@ -242,6 +243,54 @@ describe("maxBodyBytes bounds what a caller can make the verifier hold", () => {
     // Within the limit, the same server accepts.
     const small = Buffer.from(JSON.stringify({ text: "ok" }));
     expect((await post(node, signedHeaders(SECRET, { method: "POST", path: ECHO, body: small }), small)).status).toBe(200);
+  });
+});
+
+describe("a 413 leaves an HTTP/1.1 keep-alive connection usable", () => {
+  // One socket, reused: if the rest of the oversized body were left unread,
+  // the next request on that connection would never be parsed.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  afterAll(() => agent.destroy());
+
+  function send(port: number, headers: [string, string][], body: Buffer, chunked: boolean): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no answer within 5 s: the connection stalled")), 5000);
+      const req = http.request(
+        { host: "127.0.0.1", port, method: "POST", path: ECHO, agent, headers: Object.fromEntries(headers) },
+        (res) => {
+          res.resume();
+          res.on("end", () => {
+            clearTimeout(timer);
+            resolve(res.statusCode ?? 0);
+          });
+        },
+      );
+      req.on("error", reject);
+      if (!chunked) req.setHeader("content-length", body.byteLength);
+      req.end(body);
+    });
+  }
+
+  it.each(["plain Node", "Connect"] as const)("%s: the next request on the same connection is answered", async (kind) => {
+    const auth = createGatewayAuth({ hmacSecret: SECRET, maxBodyBytes: 1024 });
+    const server =
+      kind === "Connect"
+        ? await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })))
+        : await startServer(async (req, res) => {
+            if (await auth.verifyNodeRequest(req, res)) res.end("{}");
+          });
+    servers.push(server);
+    const withType = (h: [string, string][]): [string, string][] => [
+      ["content-type", "application/json"],
+      ...(kind === "Connect" ? ([["connect-protocol-version", "1"]] as [string, string][]) : []),
+      ...h,
+    ];
+    const big = Buffer.from(JSON.stringify({ text: "x".repeat(64 * 1024) }));
+    const refused = await send(server.port, withType(signedHeaders(SECRET, { method: "POST", path: ECHO, body: big })), big, true);
+    expect(refused).toBe(kind === "Connect" ? 429 : 413);
+    const small = Buffer.from(JSON.stringify({ text: "ok" }));
+    const answered = await send(server.port, withType(signedHeaders(SECRET, { method: "POST", path: ECHO, body: small })), small, false);
+    expect(answered).toBe(200);
   });
 });
 
