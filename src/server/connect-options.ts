@@ -3,9 +3,11 @@ import {
   ConnectError,
   createContextKey,
   createContextValues,
+  type ConnectRouter,
   type ContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import { setVerifiedIdentity } from "./current-user.js";
@@ -13,7 +15,7 @@ import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 import { BODY_ALREADY_READ_MESSAGE, bodyTooLargeMessage, rejectionError } from "./gateway-rejection.js";
 import { bodyWasConsumed } from "./body-was-consumed.js";
 import { checkRequestHead, type RequestCheck } from "./request-check.js";
-import { declaresTooLarge, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
+import { declaresTooLarge, readVerifiedChunks, type VerifiedBody } from "./verified-body.js";
 import type { PreVerifiedRequest, VerifiedRequests } from "./verified-requests.js";
 import { fullpathOf } from "../signing/index.js";
 
@@ -28,20 +30,26 @@ export interface ConnectOptionsLike {
   // `never`: accepts the contextValues of any adapter, whatever its request type.
   contextValues?: (req: never) => ContextValues;
   requestGate?: (ctx: HandlerContext) => void | Promise<void>;
+  routes?: (router: ConnectRouter) => void;
 }
 
 interface RequestVerification {
   readonly check: RequestCheck;
   /**
-   * The body reaches Connect through the verifying iterator: always, except
-   * in skipVerification mode for a request nobody consumed (there is nothing
-   * to verify, so Connect reads it as usual).
+   * The body reaches Connect only through the verifying iterable: always,
+   * except in skipVerification mode (there is nothing to verify, so Connect
+   * reads the request as usual).
    */
   readonly holdsBody: boolean;
   readonly consumedEarly: boolean;
   readonly contentLength: string | undefined;
-  /** Reads, hashes and verifies the whole body, once. */
-  readonly body: () => Promise<VerifiedBody>;
+  /** HTTP/1.x: a request refused before its body is read closes its connection. */
+  readonly http1: boolean;
+  /** Set when auth.express() / auth.fastify of this instance verified and consumed the body. */
+  readonly preVerified: PreVerifiedRequest | undefined;
+  /** The body as the adapter hands it to the handler; set by the guarded handler. */
+  source: unknown;
+  read: Promise<VerifiedBody> | undefined;
 }
 
 const verificationKey = createContextKey<RequestVerification | undefined>(undefined, {
@@ -50,31 +58,41 @@ const verificationKey = createContextKey<RequestVerification | undefined>(undefi
 
 /**
  * Returns `options` with gateway verification wired in, keeping the caller's
- * own `contextValues` and `requestGate` (which runs after ours, so it already
- * sees the identity):
+ * own `contextValues`, `requestGate` and `routes`.
  *
- * - `contextValues` runs when the request's headers have arrived: it checks
- *   them and replaces the request's body iterator with one that yields the
- *   body only after its signature verified;
- * - `requestGate` runs before any byte of the body is read: it rejects a
- *   request whose headers failed, then reads, hashes and verifies the whole
- *   body, and only then records the identity and lets the call proceed. So
- *   no interceptor or handler runs, for any kind of RPC, unless the request
- *   is verified. A consequence: a client-streaming or bidi handler starts
- *   once the client has finished sending (a signature over the whole body
- *   cannot be checked earlier).
+ * Why this shape: verification must not depend on how a given connect-node
+ * release reads a Node request (2.2 async-iterates it, 2.3 calls
+ * `req.iterator()`), so nothing here touches the Node request's methods.
+ * It uses three documented seams of Connect's router options instead:
+ *
+ * - `contextValues` runs when the request's headers have arrived, with the
+ *   Node request: it checks the raw headers and the raw request-target (the
+ *   adapters only hand handlers a normalised URL and merged headers);
+ * - `routes`: after your routes are registered, each `UniversalHandler` on
+ *   the router (the public type every adapter serves) is wrapped, so the
+ *   body the adapter hands it is replaced with one that yields chunks only
+ *   once the whole body's signature verified;
+ * - `requestGate` runs before any interceptor or handler and before Connect
+ *   reads the body: it rejects a request whose headers failed, then reads,
+ *   hashes and verifies the whole body once, records the identity and lets
+ *   the call proceed.
+ *
+ * So no interceptor or handler sees an unverified message, for any protocol
+ * or kind of RPC. A consequence: a client-streaming or bidi handler starts
+ * once the client has finished sending (a signature over the whole body
+ * cannot be checked earlier).
  */
 export function withGatewayAuth<O extends object>(
   config: GatewayAuthConfig,
   verified: VerifiedRequests,
   options: O & ConnectOptionsLike,
 ): O {
-  const { contextValues: ownContextValues, requestGate: ownRequestGate } = options;
+  const { contextValues: ownContextValues, requestGate: ownRequestGate, routes: ownRoutes } = options;
   return {
     ...options,
     contextValues(req: never): ContextValues {
       const values = ownContextValues?.(req) ?? createContextValues();
-      values.set(verificationKey, attachVerification(config, verified, nodeRequestOf(req)));
+      values.set(verificationKey, verificationOf(config, verified, nodeRequestOf(req)));
       return values;
     },
     requestGate:
@@ -84,6 +102,17 @@ export function withGatewayAuth<O extends object>(
             await admit(config, ctx);
             await ownRequestGate(ctx);
           },
+    ...(ownRoutes === undefined
+      ? {}
+      : {
+          routes(router: ConnectRouter): void {
+            ownRoutes(router);
+            const { handlers } = router;
+            for (let i = 0; i < handlers.length; i++) {
+              handlers[i] = guarded(config, handlers[i] as UniversalHandler);
+            }
+          },
+        }),
   };
 }
 
@@ -93,35 +122,48 @@ function nodeRequestOf(req: unknown): NodeRequest {
   return (typeof raw === "object" && raw !== null && "rawHeaders" in raw ? raw : req) as NodeRequest;
 }
 
-function attachVerification(
-  config: GatewayAuthConfig,
-  verified: VerifiedRequests,
-  req: NodeRequest,
-): RequestVerification {
+function verificationOf(config: GatewayAuthConfig, verified: VerifiedRequests, req: NodeRequest): RequestVerification {
   const pre = verified.get(req);
-  const verification = pre === undefined ? verify(config, req) : alreadyVerified(req, pre);
-  if (verification.holdsBody) {
-    // Connect reads the body through this iterator, which releases nothing
-    // unverified, even if the gate were bypassed. A plain assignment, not
-    // Object.defineProperty: an own property with non-default attributes
-    // costs every later access to the request (measured: ~20 µs per call).
-    (req as unknown as Record<symbol, unknown>)[Symbol.asyncIterator] = () => verifiedChunks(config, verification);
-  }
-  return verification;
+  return pre === undefined ? verify(config, req) : alreadyVerified(req, pre);
+}
+
+/**
+ * The handler Connect serves, with the request body swapped for the
+ * verifying iterable. Keeps every property of the original (path, method,
+ * protocols), which the adapters read to route.
+ */
+function guarded(config: GatewayAuthConfig, handler: UniversalHandler): UniversalHandler {
+  const guard = (req: UniversalServerRequest) => {
+    const verification = req.contextValues?.get(verificationKey);
+    if (verification === undefined) {
+      // contextValues was dropped from the options: the gate refuses the
+      // call, and the body stays out of reach regardless.
+      return handler({ ...req, body: refusingBody(missingWiringError()) });
+    }
+    if (!verification.holdsBody) return handler(req);
+    // Express with auth.express() in front hands Connect the JSON that
+    // middleware parsed from the bytes it verified: pass it on as it is.
+    if (verification.preVerified !== undefined && !isAsyncIterable(req.body)) return handler(req);
+    verification.source = req.body;
+    return handler({ ...req, body: verifiedChunks(config, verification) });
+  };
+  return Object.assign(guard, handler);
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<Uint8Array> {
+  return typeof value === "object" && value !== null && Symbol.asyncIterator in value;
 }
 
 function verify(config: GatewayAuthConfig, req: NodeRequest): RequestVerification {
-  const check = checkRequestHead(config, req);
-  let read: Promise<VerifiedBody> | undefined;
   return {
-    check,
+    check: checkRequestHead(config, req),
     holdsBody: !config.skipVerification,
     consumedEarly: bodyWasConsumed(req),
     contentLength: req.headers["content-length"],
-    body: () =>
-      (read ??= check.ok
-        ? readVerifiedBody(req, check.verifies, config.maxBodyBytes)
-        : Promise.resolve({ kind: "invalid_signature" })),
+    http1: req.httpVersionMajor === 1,
+    preVerified: undefined,
+    source: undefined,
+    read: undefined,
   };
 }
 
@@ -135,14 +177,52 @@ function alreadyVerified(req: NodeRequest, pre: PreVerifiedRequest): RequestVeri
     holdsBody: true,
     consumedEarly: false,
     contentLength: undefined,
-    body: () => Promise.resolve({ kind: "verified", chunks: [...pre.chunks], byteLength }),
+    http1: req.httpVersionMajor === 1,
+    preVerified: pre,
+    source: undefined,
+    read: Promise.resolve({ kind: "verified", chunks: [...pre.chunks], byteLength }),
   };
+}
+
+/**
+ * Reads, hashes and verifies the whole body, once (the gate and the
+ * verifying iterable share the outcome). A body the adapter did not hand
+ * over as chunks was parsed by someone else first: it cannot be verified.
+ */
+function bodyOf(config: GatewayAuthConfig, verification: RequestVerification): Promise<VerifiedBody> {
+  if (verification.read !== undefined) return verification.read;
+  const { check, source } = verification;
+  verification.read = !check.ok
+    ? Promise.resolve({ kind: "invalid_signature" })
+    : isAsyncIterable(source)
+      ? readVerifiedChunks(source, check.verifies, config.maxBodyBytes)
+      : Promise.reject(
+          new ConnectError(source === undefined ? ROUTES_NOT_WRAPPED_MESSAGE : BODY_ALREADY_READ_MESSAGE, Code.Internal),
+        );
+  return verification.read;
+}
+
+const ROUTES_NOT_WRAPPED_MESSAGE =
+  "connect-gateway: the request reached Connect without the verifying routes; pass `routes` " +
+  "through auth.connectOptions({ routes }) rather than adding them afterwards";
+
+// An iterable whose first read fails: what a handler gets instead of a body
+// that cannot be verified.
+function refusingBody(error: ConnectError): AsyncIterable<Uint8Array> {
+  return { [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(error) }) };
+}
+
+function missingWiringError(): ConnectError {
+  return new ConnectError(
+    "connect-gateway: requestGate ran without contextValues; pass the options through auth.connectOptions()",
+    Code.Internal,
+  );
 }
 
 // A minimal async iterator rather than an async generator: this runs on
 // every call, and a generator's machinery measured several times the cost of
 // the hashing and HMAC it wraps.
-function verifiedChunks(config: GatewayAuthConfig, verification: RequestVerification): AsyncIterator<Uint8Array> {
+function verifiedChunks(config: GatewayAuthConfig, verification: RequestVerification): AsyncIterable<Uint8Array> {
   let chunks: Uint8Array[] | undefined;
   let next = 0;
   const take = (body: VerifiedBody): IteratorResult<Uint8Array> => {
@@ -154,42 +234,51 @@ function verifiedChunks(config: GatewayAuthConfig, verification: RequestVerifica
     chunks[next++] = EMPTY;
     return { done: false, value: chunk };
   };
-  return {
-    next: () => verification.body().then(take),
+  const iterator: AsyncIterator<Uint8Array> = {
+    next: () => bodyOf(config, verification).then(take),
     return: () => {
       if (chunks !== undefined) chunks.length = 0;
       return Promise.resolve({ done: true, value: undefined });
     },
   };
+  return { [Symbol.asyncIterator]: () => iterator };
 }
 
 const EMPTY = new Uint8Array(0);
 
 async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<void> {
   const verification = ctx.values.get(verificationKey);
-  if (verification === undefined) {
-    throw new ConnectError(
-      "connect-gateway: requestGate ran without contextValues; pass the options through auth.connectOptions()",
-      Code.Internal,
-    );
-  }
+  if (verification === undefined) throw missingWiringError();
   const { check } = verification;
-  if (!check.ok) throw rejectionError(config, check.reason, check);
+  if (!check.ok) throw refusedUnread(ctx, verification, rejectionError(config, check.reason, check));
   if (verification.consumedEarly) throw new ConnectError(BODY_ALREADY_READ_MESSAGE, Code.Internal);
   if (verification.holdsBody) {
     if (declaresTooLarge(verification.contentLength, config.maxBodyBytes)) {
-      throw new ConnectError(bodyTooLargeMessage(config), Code.ResourceExhausted);
+      throw refusedUnread(ctx, verification, new ConnectError(bodyTooLargeMessage(config), Code.ResourceExhausted));
     }
     let body: VerifiedBody;
     try {
-      body = await verification.body();
+      body = await bodyOf(config, verification);
     } catch (e) {
-      // The client went away mid-body.
-      throw ConnectError.from(e, Code.Aborted);
+      // Connect's own refusal (a body parsed before us), or the client went away mid-body.
+      throw e instanceof ConnectError ? e : ConnectError.from(e, Code.Aborted);
     }
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
   setVerifiedIdentity(ctx.values, config, check.identity);
+}
+
+/**
+ * A request refused before its body was read. Over HTTP/1.1 the answer says
+ * `Connection: close`: some connect-node releases otherwise read and discard
+ * up to 256 KiB of the refused body before answering (to keep the
+ * connection reusable), which would make a refused caller that has not sent
+ * its body wait, and spend our time on bytes we will never use. HTTP/2
+ * needs nothing: the stream is reset after the answer.
+ */
+function refusedUnread(ctx: HandlerContext, verification: RequestVerification, error: ConnectError): ConnectError {
+  if (verification.http1) ctx.responseHeader.set("connection", "close");
+  return error;
 }
 
 function bodyError(

@@ -187,3 +187,31 @@ describe("defence in depth: the body iterator alone releases nothing unverified"
     expect(observed.messages).toBe(0);
   });
 });
+
+describe("verification leaves Node's request objects as Node made them", () => {
+  // Connect releases read the body in different ways (2.2 async-iterates the
+  // request, 2.3 calls req.iterator()): verification that replaced one of
+  // those methods lost every body on the other. Nothing may be overridden.
+  const watched: (string | symbol)[] = [Symbol.asyncIterator, "iterator", "read", "on", "once", "pipe", "resume", "push"];
+
+  it.each(["1.1", "2"] as const)("HTTP/%s: no method of the request is replaced, and the call is answered", async (httpVersion) => {
+    const auth = createGatewayAuth({ hmacSecret, exposeRejectionReason: true });
+    const handler = connectNodeAdapter(auth.connectOptions({ routes: echoRoutes({ calls: 0, messages: 0 }) }));
+    const overridden: (string | symbol)[] = [];
+    const sessions: Http2SessionManager[] = [];
+    const server = await startServer((req, res) => {
+      res.once("finish", () => overridden.push(...watched.filter((name) => Object.hasOwn(req, name))));
+      handler(req, res);
+    }, httpVersion);
+    try {
+      const inner = nodeClient(server.baseUrl, httpVersion, sessions);
+      const transport = tamperingTransport({ protocol: "connect", baseUrl: server.baseUrl, inner, hmacSecret, identity: user });
+      const answer = await createClient(EchoService, transport).echo({ text: "untouched" });
+      expect(answer.text).toContain("untouched");
+      expect(overridden).toEqual([]);
+    } finally {
+      for (const s of sessions) s.abort();
+      await server.close();
+    }
+  });
+});
