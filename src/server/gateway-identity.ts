@@ -1,4 +1,5 @@
-import { createContextKey } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey } from "@connectrpc/connect";
+import type { GatewayContext } from "./current-user.js";
 import type { IdentityHeaderValues } from "../signing/index.js";
 
 /**
@@ -31,6 +32,28 @@ export interface GatewayIdentity {
 export const gatewayIdentity = createContextKey<GatewayIdentity | undefined>(undefined, {
   description: "connect-gateway: the caller's identity",
 });
+
+/**
+ * The caller's identity, for handlers written under strict TypeScript: the
+ * context key's value, or a `ConnectError` with code `Unauthenticated` when
+ * the request carries none (only possible with `skipVerification` and no
+ * `X-Client-Id`, or a handler not wired through `createGatewayAuth`).
+ *
+ * @example
+ * ```ts
+ * async echo(req, ctx) {
+ *   const caller = requireIdentity(ctx); // GatewayIdentity, never undefined
+ *   return { text: req.text, clientId: caller.clientId };
+ * }
+ * ```
+ */
+export function requireIdentity(ctx: GatewayContext): GatewayIdentity {
+  const identity = ctx.values.get(gatewayIdentity);
+  if (identity === undefined) {
+    throw new ConnectError("no gateway identity on this request", Code.Unauthenticated);
+  }
+  return identity;
+}
 
 /** A frozen {@link GatewayIdentity} from the identity header values; absent values stay absent. */
 export function identityOf(values: IdentityHeaderValues): GatewayIdentity {

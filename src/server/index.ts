@@ -6,7 +6,7 @@ export type {
   GatewayRejectionEvent,
   MissingUserDetails,
 } from "./gateway-auth-options.js";
-export { gatewayIdentity, type GatewayIdentity } from "./gateway-identity.js";
+export { gatewayIdentity, requireIdentity, type GatewayIdentity } from "./gateway-identity.js";
 export { currentUser, type GatewayContext } from "./current-user.js";
 export { requireUser } from "./require-user.js";
 export { requireScopes } from "./require-scopes.js";

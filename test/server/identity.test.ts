@@ -1,4 +1,5 @@
-import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import { identityOf } from "../../src/server/gateway-identity.js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -6,6 +7,7 @@ import {
   currentUser,
   gatewayIdentity,
   isServiceRequest,
+  requireIdentity,
   requireScopes,
   requireUser,
   type GatewayAuthOptions,
@@ -215,5 +217,27 @@ describe("requireUser and requireScopes", () => {
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.Internal);
     expect((err as ConnectError).rawMessage).toContain("createGatewayAuth");
+  });
+});
+
+describe("requireIdentity", () => {
+  it("returns the identity set by verification, typed without undefined", () => {
+    const values = createContextValues();
+    const identity = identityOf({ clientId: "web-app", userId: "sub-42", scopes: ["read"] });
+    values.set(gatewayIdentity, identity);
+    const caller: GatewayIdentity = requireIdentity({ values });
+    expect(caller).toBe(identity);
+  });
+
+  it("refuses with Unauthenticated when the request carries no identity", () => {
+    const err = (() => {
+      try {
+        requireIdentity({ values: createContextValues() });
+      } catch (e) {
+        return ConnectError.from(e);
+      }
+      return undefined;
+    })();
+    expect(err?.code).toBe(Code.Unauthenticated);
   });
 });
