@@ -1,10 +1,12 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type { ClientHttp2Stream, IncomingHttpHeaders as Http2Headers } from "node:http2";
+import type { IncomingHttpHeaders as Http2Headers } from "node:http2";
 import type { Readable } from "node:stream";
 import replyFrom from "@fastify/reply-from";
+import type { Dispatcher } from "undici";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
 import { gatewaySignatureHeaders, isGatewayControlledHeader } from "../signing/index.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
+import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { seedIdentityHeaders } from "./identity-claims.js";
 import { callerOf, type ForwardingRouteConfig } from "./request-caller.js";
 import {
@@ -62,12 +64,25 @@ export async function registerUpstream(
   context: ForwarderContext,
 ): Promise<void> {
   await app.register(async (scope) => {
+    // h2c goes through the gateway's own session pool (see H2cUpstreamPool):
+    // reply-from's HTTP/2 client lets a session error kill the process.
+    const h2c = upstream.http2
+      ? new H2cUpstreamPool(upstream.origin, {
+          // Each call on the session logs its own failure; this is only the detail.
+          onSessionError: (error) => scope.log.debug({ err: error, upstream: upstream.origin }, "upstream HTTP/2 session failed"),
+        })
+      : undefined;
+    if (h2c !== undefined) scope.addHook("onClose", (_instance, done) => {
+      h2c.close();
+      done();
+    });
     await scope.register(replyFrom, {
       base: upstream.origin,
       // reply-from turns TLS verification off unless told otherwise.
-      ...(upstream.http2
-        ? { http2: { sessionTimeout: 60_000, sessionOptions: { rejectUnauthorized: true } } }
-        : { undici: { connections: 128, pipelining: 1, connect: { rejectUnauthorized: true } } }),
+      undici:
+        h2c !== undefined
+          ? (h2c as unknown as { request: Dispatcher["request"] })
+          : { connections: 128, pipelining: 1, connect: { rejectUnauthorized: true } },
       disableRequestLogging: true,
     });
     for (const route of routes) {
@@ -113,14 +128,14 @@ function forward(
     rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, signed, body !== undefined),
     onResponse: (_request, _reply, res) => {
       const response = res as unknown as UpstreamResponse;
-      if (upstream.http2) forwardTrailers(response.stream as unknown as ClientHttp2Stream, reply);
+      if (upstream.http2) forwardTrailers(response.stream, reply);
       if (cacheKey !== undefined && isStorable(response, context.cache.maxEntryBytes)) {
         void sendAndCache(reply, response, context.cache, cacheKey, route.cacheTtlMs as number);
       } else {
         void reply.send(response.stream);
       }
     },
-    onError: (_reply, { error }) => void reply.send(upstreamError(error)),
+    onError: (_reply, { error }) => failReply(reply, upstreamError(error)),
   });
 }
 
@@ -217,8 +232,9 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
  * gRPC's "Trailers-Only" response. (An HTTP/1.1 caller gets trailers only
  * with chunked encoding; gRPC-web carries them in the body anyway.)
  */
-function forwardTrailers(stream: ClientHttp2Stream, reply: FastifyReply): void {
-  stream.once("trailers", (trailers) => {
+function forwardTrailers(stream: Readable, reply: FastifyReply): void {
+  // The body stream H2cUpstreamPool hands over passes the upstream's 'trailers' event on.
+  stream.once("trailers", (trailers: Http2Headers) => {
     const copy: OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(trailers)) {
       if (!name.startsWith(":") && value !== undefined) copy[name] = value as string | string[];
@@ -248,12 +264,26 @@ async function sendAndCache(
   try {
     for await (const chunk of response.stream) chunks.push(Buffer.from(chunk as Uint8Array));
   } catch (e) {
-    void reply.send(new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: e }));
+    failReply(reply, new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: e }));
     return;
   }
   const body = Buffer.concat(chunks);
   cache.set(key, { status: response.statusCode, headers: cacheableHeaders(reply.getHeaders()), body }, ttlMs);
   void reply.header("x-cache", "MISS").send(body);
+}
+
+/**
+ * Answers an upstream failure, unless the caller already has the response
+ * headers (the upstream failed mid-body): then no error answer can be written,
+ * and the caller's stream is reset (the connection, for HTTP/1.1) instead.
+ */
+function failReply(reply: FastifyReply, error: GatewayHttpError): void {
+  if (reply.raw.headersSent) {
+    reply.log.warn({ err: error.cause ?? error }, "upstream failed after the response started");
+    reply.raw.destroy(error);
+    return;
+  }
+  void reply.send(error);
 }
 
 /** reply-from's failures, as the gateway reports them: 504 for timeouts, 503 for the rest. */

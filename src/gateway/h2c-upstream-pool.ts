@@ -1,0 +1,255 @@
+import {
+  connect,
+  constants,
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  type IncomingHttpHeaders as Http2Headers,
+  type OutgoingHttpHeaders,
+} from "node:http2";
+import { PassThrough, pipeline, type Readable } from "node:stream";
+
+/**
+ * One request as @fastify/reply-from hands it to a custom dispatcher (its
+ * `undici` option, when that is an object with a `request` method).
+ */
+export interface DispatchRequest {
+  readonly path: string;
+  readonly method: string;
+  readonly headers: Record<string, string | string[] | number | undefined>;
+  readonly body?: string | Uint8Array | Readable | null;
+  readonly headersTimeout?: number;
+}
+
+/** What reply-from expects back: the body stream carries the body and emits the upstream's 'trailers'. */
+export interface DispatchResponse {
+  readonly statusCode: number;
+  readonly headers: Http2Headers;
+  readonly body: Readable;
+}
+
+export interface H2cUpstreamPoolOptions {
+  /** Sessions kept open at most (more are opened only when the others are full). */
+  readonly maxSessions?: number;
+  /** Streams put on one session before another is opened (capped by the upstream's own limit). */
+  readonly maxStreamsPerSession?: number;
+  /** An idle session is closed after this long. */
+  readonly sessionIdleMs?: number;
+  /** A stream idle for this long (no headers, or no body bytes) is cancelled, when the request names no timeout. */
+  readonly defaultTimeoutMs?: number;
+  /** Told about every session that dies of an error (the calls on it fail on their own). */
+  readonly onSessionError?: (error: Error) => void;
+}
+
+interface PooledSession {
+  readonly session: ClientHttp2Session;
+  active: number;
+  /** GOAWAY received, closing or closed: takes no new stream. */
+  draining: boolean;
+}
+
+/** Headers that are meaningless or forbidden on an HTTP/2 request. */
+const connectionHeaders = new Set(["connection", "upgrade", "http2-settings", "transfer-encoding", "proxy-connection", "keep-alive", "host"]);
+
+/**
+ * The gateway's own cleartext HTTP/2 (prior knowledge) client for one
+ * upstream origin: a few sessions, each with a permanent 'error' listener and
+ * dropped from the pool as soon as it receives GOAWAY or closes, so a session
+ * that dies (garbage bytes, a killed upstream, GOAWAY(INTERNAL_ERROR)) fails
+ * only the calls on it; the next call opens a new one. (@fastify/reply-from's
+ * own HTTP/2 client removes its 'error' listener once connected: the next
+ * session error would be an unhandled 'error' event, which kills the process.)
+ *
+ * It has the shape of a dispatcher reply-from accepts as its `undici` option.
+ */
+export class H2cUpstreamPool {
+  readonly #origin: string;
+  readonly #maxSessions: number;
+  readonly #maxStreams: number;
+  readonly #sessionIdleMs: number;
+  readonly #defaultTimeoutMs: number;
+  readonly #onSessionError: (error: Error) => void;
+  readonly #sessions = new Set<PooledSession>();
+  #closed = false;
+
+  constructor(origin: string, options: H2cUpstreamPoolOptions = {}) {
+    this.#origin = new URL(origin).origin;
+    this.#maxSessions = options.maxSessions ?? 4;
+    this.#maxStreams = options.maxStreamsPerSession ?? 100;
+    this.#sessionIdleMs = options.sessionIdleMs ?? 60_000;
+    this.#defaultTimeoutMs = options.defaultTimeoutMs ?? 10_000;
+    this.#onSessionError = options.onSessionError ?? (() => {});
+  }
+
+  /** Sends one request; `callback` is called exactly once, with the response headers or the failure. */
+  request(req: DispatchRequest, callback: (error: Error | null, response?: DispatchResponse) => void): void {
+    this.#dispatch(req, callback, 0);
+  }
+
+  /** Destroys every session (and so every call still on it). */
+  close(): void {
+    this.#closed = true;
+    for (const pooled of this.#sessions) pooled.session.destroy();
+    this.#sessions.clear();
+  }
+
+  #dispatch(req: DispatchRequest, callback: (error: Error | null, response?: DispatchResponse) => void, attempt: number): void {
+    if (this.#closed) {
+      callback(Object.assign(new Error("Upstream connection pool is closed"), { code: "ERR_HTTP2_INVALID_SESSION" }));
+      return;
+    }
+    const pooled = this.#pick();
+    const bodyIsStream = req.body !== null && req.body !== undefined && typeof (req.body as Readable).pipe === "function";
+    let stream: ClientHttp2Stream;
+    try {
+      stream = pooled.session.request(requestHeaders(req));
+    } catch (e) {
+      // Nothing was sent: a session closing under our feet is worth one more try.
+      pooled.draining = true;
+      if (attempt === 0) this.#dispatch(req, callback, attempt + 1);
+      else callback(e as Error);
+      return;
+    }
+    pooled.active++;
+    let settled = false;
+    const settle = (error: Error | null, response?: DispatchResponse) => {
+      if (settled) return;
+      settled = true;
+      callback(error, response);
+    };
+    // Stays for the stream's whole life: after the response, whoever reads the
+    // body sees the error through the stream's end (fastify resets the caller).
+    stream.on("error", (error) => {
+      if (!isRetryable(stream, attempt, bodyIsStream)) settle(error);
+    });
+    stream.once("close", () => {
+      pooled.active--;
+      if (settled) return;
+      if (isRetryable(stream, attempt, bodyIsStream)) {
+        pooled.draining = true;
+        settled = true;
+        this.#dispatch(req, callback, attempt + 1);
+        return;
+      }
+      settle(
+        Object.assign(new Error(`Upstream stream closed before its response (RST_STREAM ${stream.rstCode})`), {
+          code: "ERR_HTTP2_STREAM_CANCEL",
+        }),
+      );
+    });
+    stream.setTimeout(req.headersTimeout ?? this.#defaultTimeoutMs, () => {
+      if (!settled) {
+        settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
+      }
+      stream.close(constants.NGHTTP2_CANCEL);
+    });
+    stream.once("response", (headers) => {
+      // Server-sent events stay open for as long as they like.
+      if (headers["content-type"] === "text/event-stream") stream.setTimeout(0);
+      settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream) });
+    });
+    if (bodyIsStream) {
+      pipeline(req.body as Readable, stream, (error) => {
+        if (error) settle(error);
+      });
+    } else if (!stream.writableEnded) {
+      // GET, HEAD and DELETE streams end with their headers.
+      stream.end(req.body ?? undefined);
+    }
+  }
+
+  /** The least busy usable session, or a new one when all are full and there is room. */
+  #pick(): PooledSession {
+    let best: PooledSession | undefined;
+    for (const pooled of this.#sessions) {
+      const { session } = pooled;
+      if (pooled.draining || session.closed || session.destroyed) {
+        pooled.draining = true;
+        this.#sessions.delete(pooled);
+        continue;
+      }
+      if (best === undefined || pooled.active < best.active) best = pooled;
+    }
+    if (best !== undefined && (best.active < this.#streamLimit(best) || this.#sessions.size >= this.#maxSessions)) {
+      return best;
+    }
+    return this.#open();
+  }
+
+  #streamLimit(pooled: PooledSession): number {
+    const remote = pooled.session.remoteSettings?.maxConcurrentStreams;
+    return typeof remote === "number" && remote > 0 ? Math.min(remote, this.#maxStreams) : this.#maxStreams;
+  }
+
+  #open(): PooledSession {
+    const session = connect(this.#origin);
+    const pooled: PooledSession = { session, active: 0, draining: false };
+    this.#sessions.add(pooled);
+    const retire = () => {
+      pooled.draining = true;
+      this.#sessions.delete(pooled);
+    };
+    // Permanent: a session error must never be an unhandled 'error' event.
+    // Node destroys the session's streams with it, which fails their calls.
+    session.on("error", (error) => {
+      retire();
+      this.#onSessionError(error);
+    });
+    session.on("goaway", retire);
+    session.once("close", retire);
+    // Streams queued before the connection is up can exceed the default.
+    session.setMaxListeners(0);
+    session.setTimeout(this.#sessionIdleMs, () => {
+      retire();
+      session.close();
+    });
+    return pooled;
+  }
+}
+
+/**
+ * The response body as handed on. Node ends a client stream's readable side
+ * even when the upstream resets it (or its session dies) halfway through the
+ * body, so a truncated answer would pass for a complete one: here it fails
+ * instead, which makes fastify reset the caller's response. The upstream's
+ * trailers are passed on as the same 'trailers' event; a body the caller stops
+ * reading cancels the upstream stream.
+ */
+function responseBody(stream: ClientHttp2Stream): Readable {
+  const body = new PassThrough();
+  stream.pipe(body, { end: false });
+  stream.on("trailers", (trailers, flags) => body.emit("trailers", trailers, flags));
+  stream.once("end", () => {
+    if (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) {
+      body.destroy(Object.assign(new Error(`Upstream reset the response (RST_STREAM ${stream.rstCode})`), { code: "ERR_HTTP2_STREAM_ERROR" }));
+    } else {
+      body.end();
+    }
+  });
+  stream.once("close", () => {
+    if (!stream.readableEnded && !body.destroyed) {
+      body.destroy(Object.assign(new Error("Upstream stream closed before the end of its response"), { code: "ERR_HTTP2_STREAM_ERROR" }));
+    }
+  });
+  stream.on("error", (error) => body.destroy(error));
+  body.once("close", () => {
+    if (!stream.closed && !stream.destroyed && !body.readableEnded) stream.close(constants.NGHTTP2_CANCEL);
+  });
+  return body;
+}
+
+/** The upstream refused the stream unprocessed (REFUSED_STREAM, or past a GOAWAY's last stream): it can be sent again, once. */
+function isRetryable(stream: ClientHttp2Stream, attempt: number, bodyIsStream: boolean): boolean {
+  return stream.rstCode === constants.NGHTTP2_REFUSED_STREAM && attempt === 0 && !bodyIsStream;
+}
+
+function requestHeaders(req: DispatchRequest): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = { ":method": req.method, ":path": req.path };
+  const listed = typeof req.headers.connection === "string" ? req.headers.connection.toLowerCase().split(",").map((s) => s.trim()) : [];
+  for (const [rawName, value] of Object.entries(req.headers)) {
+    const name = rawName.toLowerCase();
+    if (value === undefined || name.startsWith(":") || connectionHeaders.has(name) || listed.includes(name)) continue;
+    if (name === "te" && value !== "trailers") continue;
+    headers[name] = value;
+  }
+  return headers;
+}

@@ -1,0 +1,284 @@
+// Faulty h2c upstreams must fail only their own calls: the gateway process
+// (this very vitest process) has to survive every one of them. An unhandled
+// 'error' event on an upstream HTTP/2 session would fail this file with an
+// unhandled error, and the calls made afterwards prove the gateway still serves.
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { request as httpRequest } from "node:http";
+import { constants as http2Constants, createServer as createHttp2Server, type Http2Session } from "node:http2";
+import { createServer as createNetServer, type Socket } from "node:net";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import {
+  HMAC_SECRET,
+  JWT_SECRET,
+  listen,
+  rejectionOf,
+  SEED_AUDIENCE,
+  SEED_ISSUER,
+  seedToken,
+  startRecordingBackend,
+  unusedPort,
+  type RecordingBackend,
+} from "./helpers.js";
+
+/** A POST through the gateway, with a bounded wait. */
+function post(url: string, token: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs}ms`)));
+    req.on("error", reject);
+    req.end("{}");
+  });
+}
+
+/** An h2c upstream in its own process: holds every call to a path with `hold` (and every gRPC call), answers the rest. */
+const childUpstream = `
+const http2 = require("node:http2");
+const server = http2.createServer((req, res) => {
+  req.resume();
+  req.on("end", () => {
+    process.stdout.write("got " + req.url + "\\n");
+    if (req.url.includes("hold") || String(req.headers["content-type"]).startsWith("application/grpc")) return;
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ ok: true, pid: process.pid }));
+  });
+});
+server.listen(Number(process.argv[1]), "127.0.0.1", () => process.stdout.write("ready\\n"));
+`;
+
+async function startChild(port: number): Promise<{ child: ChildProcess; received: () => number }> {
+  const child = spawn(process.execPath, ["-e", childUpstream, String(port)], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout!.setEncoding("utf8");
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("child upstream did not start")), 10_000);
+    child.stdout!.on("data", (chunk: string) => {
+      out += chunk;
+      if (out.includes("ready\n")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once("exit", () => reject(new Error("child upstream exited")));
+  });
+  await ready;
+  return { child, received: () => out.split("\n").filter((l) => l.startsWith("got ")).length };
+}
+
+async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: timed out`)), ms))),
+  ]);
+}
+
+describe("faulty h2c upstreams", () => {
+  let gateway: Gateway;
+  let token: string;
+  let healthy: RecordingBackend;
+  const garbageSockets = new Set<Socket>();
+  // Answers whatever it is sent with bytes that are not HTTP/2.
+  const garbage = createNetServer((socket) => {
+    garbageSockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => garbageSockets.delete(socket));
+    socket.once("data", () => socket.write("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello\r\n\r\nnot http/2 at all"));
+  });
+  // Answers each call, then sends GOAWAY(INTERNAL_ERROR) on the session it came on.
+  const goawaySessions = new Set<Http2Session>();
+  const goaway = createHttp2Server((req, res) => {
+    // Taken now: the stream lets go of its session once it closes.
+    const session = req.stream.session;
+    req.resume();
+    req.on("end", () => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ ok: true }));
+    });
+    res.on("finish", () => {
+      if (session && !session.destroyed) session.goaway(http2Constants.NGHTTP2_INTERNAL_ERROR);
+    });
+  });
+  goaway.on("session", (session: Http2Session) => {
+    goawaySessions.add(session);
+    session.on("error", () => {});
+  });
+  // Starts an answer, then its session dies halfway through the body.
+  const midwaySessions = new Set<Http2Session>();
+  const midway = createHttp2Server((req, res) => {
+    const session = req.stream.session;
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.write(Buffer.alloc(1024, 1), () => setTimeout(() => session?.destroy(), 20));
+    });
+  });
+  midway.on("session", (session: Http2Session) => {
+    midwaySessions.add(session);
+    session.on("error", () => {});
+  });
+  let killedPort: number;
+  let child: { child: ChildProcess; received: () => number } | undefined;
+
+  beforeAll(async () => {
+    healthy = await startRecordingBackend({ http2: true });
+    const [garbagePort, goawayPort, midwayPort] = await Promise.all([listen(garbage), listen(goaway), listen(midway)]);
+    killedPort = await unusedPort();
+    gateway = createGateway({
+      routes: parseRoutesFile(
+        `version: "1.0"
+backends:
+  healthy:
+    upstream: ${healthy.url}
+    http2: true
+  garbage:
+    upstream: http://127.0.0.1:${garbagePort}
+    http2: true
+  killed:
+    upstream: http://127.0.0.1:${killedPort}
+    http2: true
+  goaway:
+    upstream: http://127.0.0.1:${goawayPort}
+    http2: true
+  midway:
+    upstream: http://127.0.0.1:${midwayPort}
+    http2: true
+`,
+        { source: "inline" },
+      ),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      logger: false,
+    });
+    await gateway.listen();
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    child?.child.kill("SIGKILL");
+    await gateway?.close();
+    for (const socket of garbageSockets) socket.destroy();
+    for (const session of [...goawaySessions, ...midwaySessions]) session.destroy();
+    await Promise.all([
+      healthy?.close(),
+      new Promise((resolve) => garbage.close(resolve)),
+      new Promise((resolve) => goaway.close(resolve)),
+      new Promise((resolve) => midway.close(resolve)),
+    ]);
+  });
+
+  it("answers 503 / Unavailable for an upstream that answers bytes that are not HTTP/2, and keeps serving", async () => {
+    const rest = await post(`${gateway.url}/backend/garbage/pkg.S/M`, token);
+    expect(rest.status).toBe(503);
+    const grpc = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/garbage`, interceptors: [bearer(token)] }));
+    const failure = await withTimeout(rejectionOf(grpc.echo({ text: "x" }, { timeoutMs: 5_000 })), 8_000, "gRPC call");
+    expect(failure.code).toBe(Code.Unavailable);
+    // Again: a fresh session fails the same way, and nothing else is affected.
+    expect((await post(`${gateway.url}/backend/garbage/pkg.S/M`, token)).status).toBe(503);
+    expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
+    expect((await fetch(`${gateway.url}/health`, { signal: AbortSignal.timeout(5_000) })).status).toBe(200);
+  });
+
+  it("fails the calls in flight when an upstream is SIGKILLed, and recovers once it is back on the same port", async () => {
+    child = await startChild(killedPort);
+    const first = await post(`${gateway.url}/backend/killed/ok`, token);
+    expect([first.status, JSON.parse(first.body).pid]).toEqual([200, child.child.pid]);
+
+    const grpc = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/killed`, interceptors: [bearer(token)] }));
+    const held = Array.from({ length: 8 }, (_, i) => post(`${gateway.url}/backend/killed/hold/${i}`, token, 8_000));
+    const heldGrpc = rejectionOf(grpc.echo({ text: "x" }, { timeoutMs: 8_000 }));
+    await until(() => child!.received() >= 1 + 8 + 1);
+    const exited = once(child.child, "exit");
+    child.child.kill("SIGKILL");
+    await withTimeout(exited, 5_000, "child exit");
+
+    const results = await withTimeout(Promise.all(held), 10_000, "held calls");
+    expect(results.map((r) => r.status)).toEqual(Array(8).fill(503));
+    expect((await withTimeout(heldGrpc, 10_000, "held gRPC call")).code).toBe(Code.Unavailable);
+    // Down: still a clean 503, and the gateway keeps serving other routes.
+    expect((await post(`${gateway.url}/backend/killed/ok`, token)).status).toBe(503);
+    expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
+
+    child = await startChild(killedPort);
+    const again = await post(`${gateway.url}/backend/killed/ok`, token);
+    expect([again.status, JSON.parse(again.body).pid]).toEqual([200, child.child.pid]);
+  });
+
+  it("resets the caller's response when the upstream dies after the answer started", async () => {
+    for (let i = 0; i < 2; i++) {
+      const call = await startedCall(`${gateway.url}/backend/midway/pkg.S/M`, token);
+      // The headers (and the first bytes) went out: the caller sees a broken answer, not a clean end.
+      expect(call).toMatchObject({ status: 200, ending: "reset" });
+    }
+    expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
+  });
+
+  it("opens a new session after an upstream sends GOAWAY", async () => {
+    for (let i = 0; i < 3; i++) {
+      const before = goawaySessions.size;
+      const res = await post(`${gateway.url}/backend/goaway/pkg.S/M`, token);
+      expect(res.status).toBe(200);
+      // Each call came on a session of its own: the one told to go away was not reused.
+      expect(goawaySessions.size).toBe(before + 1);
+      // The GOAWAY follows the response's last frame; let it land before the next call.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
+  });
+});
+
+/** A call whose answer starts: its status, the body bytes received, and how it ended. */
+function startedCall(url: string, token: string): Promise<{ status: number; bytes: number; ending: "end" | "reset" }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => req.destroy(new Error("the call neither ended nor was reset in time")), 5_000);
+    const req = httpRequest(url, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" } }, (res) => {
+      let bytes = 0;
+      const done = (ending: "end" | "reset") => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, bytes, ending });
+      };
+      res.on("data", (c: Buffer) => (bytes += c.length));
+      res.on("end", () => done("end"));
+      res.on("error", () => done("reset"));
+      res.on("aborted", () => done("reset"));
+    });
+    req.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.end("x");
+  });
+}
+
+function bearer(token: string) {
+  return (next: Parameters<import("@connectrpc/connect").Interceptor>[0]) =>
+    (req: Parameters<ReturnType<import("@connectrpc/connect").Interceptor>>[0]) => {
+      req.header.set("authorization", `Bearer ${token}`);
+      return next(req);
+    };
+}
