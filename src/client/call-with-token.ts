@@ -19,8 +19,11 @@ export interface TokenCall<T> {
  * Runs a call with the right bearer token — the transport's and the REST
  * client's single implementation of SPEC §3's rules: the user token when
  * there is one, else the service token; a `401` (code `Unauthenticated`)
- * answered to the service token invalidates it and, when the call is
- * replayable, retries once with a fresh token. Never more than one retry.
+ * answered to the service token invalidates *that* token (the one the call
+ * used, never whatever is cached by then) and, when the call is replayable,
+ * retries once with a fresh token — unless the token manager kept it because
+ * of its forced-refresh backoff, when the 401 is the answer. Never more than
+ * one retry.
  */
 export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
   // Promise chaining rather than async functions: this wraps every call, and a
@@ -36,8 +39,8 @@ export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Prom
 function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string): Promise<T> {
   return call.attempt(`Bearer ${token}`).catch(async (error: unknown) => {
     if (!isUnauthorizedAnswer(error)) throw error;
-    tokens.invalidate(token);
-    if (!call.replayable) throw error;
+    const renewed = tokens.invalidate(token);
+    if (!call.replayable || !renewed) throw error;
     return call.attempt(`Bearer ${await abortable(tokens.getToken(), call.signal)}`);
   });
 }

@@ -1,10 +1,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { GatewayError } from "./gateway-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
+import { HTTP2_STREAM_RESET } from "./http2-reset.js";
 
 /**
  * The call could not reach its backend, or not in time: the gateway was
- * unreachable (connection refused or reset, host not found, network down), or
+ * unreachable (connection refused or reset, host not found, network down, or
+ * an HTTP/2 stream reset by the server mid-call — RST_STREAM INTERNAL_ERROR or
+ * CANCEL, as a gateway relays an upstream reset), or
  * the gateway answered that the backend is (code `Unavailable`); or the call's
  * deadline passed (code `DeadlineExceeded`). Safe to retry with backoff.
  * Any other error the gateway or a backend answered is not a ConnectionError.
@@ -31,6 +34,7 @@ const unreachableCodes = new Set([
   "ERR_HTTP2_GOAWAY_SESSION",
   "ERR_HTTP2_SESSION_ERROR",
   "ERR_HTTP2_STREAM_CANCEL",
+  HTTP2_STREAM_RESET,
 ]);
 
 /**
@@ -46,6 +50,11 @@ export function connectionErrorFrom(reason: unknown, target: string): Connection
     });
   }
   const nodeCode = unreachableCodeIn(reason);
+  if (nodeCode === HTTP2_STREAM_RESET) {
+    return new ConnectionError(`${target} reset the call's HTTP/2 stream — safe to retry with backoff`, Code.Unavailable, {
+      cause: reason,
+    });
+  }
   if (nodeCode !== undefined) {
     return new ConnectionError(`${target} is unreachable (${nodeCode}) — safe to retry with backoff`, Code.Unavailable, {
       cause: reason,

@@ -6,11 +6,13 @@ import {
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
+  Http2SessionManager,
   type ConnectTransportOptions,
   type Http2SessionOptions,
 } from "@connectrpc/connect-node";
 import { createAuthenticatingTransport } from "./authenticating-transport.js";
 import { ConfigurationError } from "./configuration-error.js";
+import { watchingPeerResets } from "./http2-reset.js";
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from "./gateway-options.js";
 import { createRoutingInterceptor } from "./routing-interceptor.js";
 import { createTokenManager } from "./token-manager.js";
@@ -24,7 +26,6 @@ export type GatewayTransportPassThroughOptions = Pick<
   | "acceptCompression"
   | "sendCompression"
   | "compressMinBytes"
-  | "readMaxBytes"
   | "writeMaxBytes"
 >;
 
@@ -94,9 +95,10 @@ function createProtocolTransport(
     ...pick(options, passThroughKeys),
     baseUrl: resolved.gatewayUrl,
     defaultTimeoutMs: resolved.timeoutMs,
+    readMaxBytes: resolved.readMaxBytes,
     interceptors,
   };
-  const transport = httpVersion === "2" ? http2Options(options) : http1Options(options, resolved);
+  const transport = httpVersion === "2" ? http2Options(options, resolved) : http1Options(options, resolved);
   switch (protocol) {
     case "connect":
       return createConnectTransport({ ...common, ...transport, useHttpGet: checkUseHttpGet(options) });
@@ -121,7 +123,6 @@ const passThroughKeys = [
   "acceptCompression",
   "sendCompression",
   "compressMinBytes",
-  "readMaxBytes",
   "writeMaxBytes",
 ] as const satisfies readonly (keyof GatewayTransportPassThroughOptions)[];
 
@@ -150,9 +151,12 @@ function http1Options(options: GatewayTransportOptions, resolved: ResolvedGatewa
   };
 }
 
-function http2Options(options: GatewayTransportOptions) {
+// connect-node's own session manager, built as connect-node would, but watched
+// so that a stream the server resets mid-call surfaces as a ConnectionError.
+function http2Options(options: GatewayTransportOptions, resolved: ResolvedGatewayOptions) {
   const h2 = options as GatewayHttp2Options;
-  return { httpVersion: "2" as const, ...pick(h2, http2SessionKeys), ...(h2.nodeOptions && { nodeOptions: h2.nodeOptions }) };
+  const sessionManager = new Http2SessionManager(resolved.gatewayUrl, pick(h2, http2SessionKeys), h2.nodeOptions);
+  return { httpVersion: "2" as const, sessionManager: watchingPeerResets(sessionManager) };
 }
 
 function checkUseHttpGet(options: GatewayTransportOptions): boolean | undefined {

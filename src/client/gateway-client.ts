@@ -1,5 +1,5 @@
 import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders } from "node:http";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
 import { callWithToken } from "./call-with-token.js";
@@ -12,7 +12,7 @@ import {
   type GatewayOptions,
   type ResolvedGatewayOptions,
 } from "./gateway-options.js";
-import { sendHttpRequest, type HttpResponse } from "./http-request.js";
+import { ResponseTooLargeError, sendHttpRequest, type HttpResponse } from "./http-request.js";
 import { resolveBackendService } from "./resolve-backend-service.js";
 import { createTokenManager, type TokenManager } from "./token-manager.js";
 import { checkUserToken } from "./user-token.js";
@@ -100,7 +100,9 @@ async function request<T>(
             agent: resolved.agent,
             timeoutMs,
             signal: call.signal,
-            maxResponseBytes: 64 * 1024 * 1024,
+            maxResponseBytes: resolved.readMaxBytes,
+          }).catch((reason: unknown) => {
+            throw reason instanceof ResponseTooLargeError ? tooLarge(describe, reason) : reason;
           }),
         ),
     });
@@ -151,6 +153,18 @@ function parseAnswer<T>(describe: string, response: HttpResponse): T {
     response.status,
     isJson ? json : text,
     toHeaders(response.headers),
+  );
+}
+
+// Same code as Connect's own readMaxBytes failure (ResourceExhausted), whatever the status.
+function tooLarge(describe: string, error: ResponseTooLargeError): GatewayResponseError {
+  return new GatewayResponseError(
+    `${describe} answered HTTP ${error.status} with a body larger than readMaxBytes (${error.limit} bytes); ` +
+      "the rest was not read — raise the client's readMaxBytes option if such answers are expected",
+    error.status,
+    undefined,
+    toHeaders(error.headers),
+    { code: Code.ResourceExhausted, cause: error },
   );
 }
 

@@ -37,7 +37,17 @@ export interface GatewayOptions {
    * pool and TLS configuration. Its protocol must match both URLs.
    */
   readonly agent?: Agent;
+  /**
+   * The most bytes read for one answer, so a misbehaving server cannot
+   * exhaust memory: each Connect message (passed to connect-node), and a REST
+   * call's whole response body. Reading stops as soon as it is exceeded.
+   * Default 4 MiB ({@link DEFAULT_READ_MAX_BYTES}); at most 2³²−1.
+   */
+  readonly readMaxBytes?: number;
 }
+
+/** The default `readMaxBytes`: 4 MiB. */
+export const DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024;
 
 /** Session mode: a one-time authorization code and where to exchange it. */
 export interface SessionOptions {
@@ -62,6 +72,7 @@ export interface ResolvedGatewayOptions {
   readonly defaultService: string | undefined;
   readonly session: { readonly code: string; readonly url: URL } | undefined;
   readonly agent: Agent | undefined;
+  readonly readMaxBytes: number;
 }
 
 /** Environment variables read for defaults. */
@@ -95,6 +106,7 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
     defaultService: options.defaultService === undefined ? undefined : checkServiceName(options.defaultService, "defaultService"),
     session: session(options.session, appcenter),
     agent,
+    readMaxBytes: integer("readMaxBytes", options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES, { min: 1, max: 2 ** 32 - 1 }),
   };
 }
 
@@ -154,6 +166,14 @@ function number(option: string, value: unknown, range: { min: number; max?: numb
     throw new ConfigurationError(option, `must be a number from ${range.min} to ${max}.`);
   }
   return value;
+}
+
+// connect-node's own bounds for readMaxBytes: a whole number from 1 to 2³²−1.
+function integer(option: string, value: unknown, range: { min: number; max: number }): number {
+  if (!Number.isInteger(value) || (value as number) < range.min || (value as number) > range.max) {
+    throw new ConfigurationError(option, `must be a whole number from ${range.min} to ${range.max}.`);
+  }
+  return value as number;
 }
 
 function scope(value: unknown): string | undefined {

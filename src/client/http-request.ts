@@ -17,6 +17,22 @@ export interface HttpRequestInit {
   readonly maxResponseBytes: number;
 }
 
+/**
+ * The answer was larger than {@link HttpRequestInit.maxResponseBytes}: the
+ * request was destroyed as soon as that was known (from `content-length`, or
+ * once the bytes read passed the limit), so the rest was never read.
+ */
+export class ResponseTooLargeError extends Error {
+  constructor(
+    readonly limit: number,
+    readonly status: number,
+    readonly headers: http.IncomingHttpHeaders,
+  ) {
+    super(`the answer is larger than ${limit} bytes`);
+    this.name = "ResponseTooLargeError";
+  }
+}
+
 /** The answer to an {@link HttpRequestInit}, body fully read. */
 export interface HttpResponse {
   readonly status: number;
@@ -28,7 +44,8 @@ export interface HttpResponse {
  * Sends one request with node:http / node:https and reads the whole answer.
  * Rejects with the Node.js error when the peer cannot be reached, with an
  * error named `TimeoutError` after `timeoutMs`, or with `signal.reason` when
- * the caller aborts. Never puts a header value in an error.
+ * the caller aborts, or with a {@link ResponseTooLargeError} (reading stops
+ * there). Never puts a header value in an error.
  */
 export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
@@ -42,7 +59,10 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
       headers: init.body === undefined ? init.headers : { ...init.headers, "content-length": Buffer.byteLength(init.body) },
       agent: init.agent,
     });
+    let settled = false;
     const fail = (error: unknown) => {
+      if (settled) return;
+      settled = true;
       cleanup();
       request.destroy();
       reject(error);
@@ -56,15 +76,22 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
     };
     request.on("error", fail);
     request.on("response", (response) => {
+      const tooLarge = () => new ResponseTooLargeError(init.maxResponseBytes, response.statusCode ?? 0, response.headers);
+      // Refused up front when the server announces it; else once the bytes read pass the limit.
+      // Either way the request (and its socket) is destroyed: the rest is never read nor buffered.
+      if (Number(response.headers["content-length"]) > init.maxResponseBytes) return fail(tooLarge());
       const chunks: Buffer[] = [];
       let size = 0;
       response.on("data", (chunk: Buffer) => {
+        if (settled) return;
         size += chunk.length;
-        if (size > init.maxResponseBytes) fail(new Error(`the answer is larger than ${init.maxResponseBytes} bytes`));
+        if (size > init.maxResponseBytes) fail(tooLarge());
         else chunks.push(chunk);
       });
       response.on("error", fail);
       response.on("end", () => {
+        if (settled) return;
+        settled = true;
         cleanup();
         resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) });
       });

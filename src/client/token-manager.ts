@@ -36,9 +36,30 @@ export interface TokenManager {
    * promise.
    */
   getToken(): string | Promise<string>;
-  /** Drops `token` after a 401 — only if it is still the cached one, so a fresher token survives. */
-  invalidate(token: string): void;
+  /**
+   * After a 401 answered to `token`: drops it — only if it is still the
+   * cached one, so a fresher token survives — which forces a refresh.
+   * Returns whether a retry can hope for another token: `false` only when
+   * `token` is still cached and is kept because of the forced-refresh
+   * backoff ({@link FORCED_REFRESH_BACKOFF_MS}).
+   */
+  invalidate(token: string): boolean;
 }
+
+/**
+ * No forced refresh (a 401 dropping the cached token) within this many ms of
+ * the token the last forced refresh obtained: under a sustained 401 storm —
+ * the gateway rejecting every token, say, a clock or key problem — a client
+ * would otherwise request one token per call (each 401 drops the token, the
+ * retry fetches another, which gets a 401 too). Within the backoff the token
+ * is kept and the call fails with its 401, not retried; so a token manager
+ * (one per transport or REST client, i.e. per set of credentials) makes at
+ * most one forced token request per second, whatever the call rate. A 401 to
+ * an older token than the cached one never forces anything (see
+ * `invalidate`), so a burst of calls that all used a stale token still costs
+ * exactly one token request.
+ */
+export const FORCED_REFRESH_BACKOFF_MS = 1000;
 
 interface CachedToken {
   readonly accessToken: string;
@@ -67,12 +88,19 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const obtain = options.session ? sessionSource(endpoint, options.session) : clientCredentialsSource(endpoint);
   let cached: CachedToken | undefined;
   let inflight: Promise<CachedToken> | undefined;
+  // Set by invalidate(): the next refresh is a forced one.
+  let forcing = false;
+  // When the token of the last forced refresh arrived.
+  let lastForcedAt = Number.NEGATIVE_INFINITY;
 
   function refresh(): Promise<CachedToken> {
     if (inflight) return inflight;
     const sentAt = now();
+    const forced = forcing;
+    forcing = false;
     const request = obtain().then((issued) => {
       cached = cacheable(issued, sentAt, options);
+      if (forced) lastForcedAt = now();
       return cached;
     });
     inflight = request;
@@ -96,7 +124,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       return refresh().then((token) => token.accessToken);
     },
     invalidate(token) {
-      if (cached?.accessToken === token) cached = undefined;
+      if (cached?.accessToken !== token) return true; // a fresher token is cached or on its way
+      if (now() - lastForcedAt < FORCED_REFRESH_BACKOFF_MS) return false;
+      cached = undefined;
+      forcing = true;
+      return true;
     },
   };
 }

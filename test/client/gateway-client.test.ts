@@ -151,11 +151,17 @@ describe("createGatewayClient", () => {
       [false, '{"n":1}'],
     ]);
     rejectToken = () => true;
+    // A client that has not just forced a refresh (see the backoff tests in tokens.test.ts).
+    const fresh = rest();
     start = seen.length;
-    const error = await api.get("/a").catch((e: unknown) => e);
+    const error = await fresh.get("/a").catch((e: unknown) => e);
     expect(error).toBeInstanceOf(GatewayResponseError);
     expect(error).toMatchObject({ status: 401, code: Code.Unauthenticated });
     expect(seen.length - start).toBe(2);
+    // `api` forced a refresh a moment ago: its token is kept and the 401 is the answer, no retry.
+    start = seen.length;
+    await expect(api.get("/a")).rejects.toMatchObject({ status: 401 });
+    expect(seen.length - start).toBe(1);
     start = seen.length;
     await expect(api.get("/a", { userToken: "u" })).rejects.toMatchObject({ status: 401 });
     expect(seen.length - start).toBe(1); // a user token is never retried
