@@ -4,7 +4,8 @@ import type { Readable } from "node:stream";
 import replyFrom from "@fastify/reply-from";
 import type { Dispatcher } from "undici";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
-import { gatewaySignatureHeaders, isGatewayControlledHeader } from "../signing/index.js";
+import { gatewaySignatureHeaders } from "../signing/index.js";
+import { dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { seedIdentityHeaders } from "./identity-claims.js";
@@ -119,13 +120,16 @@ function forward(
     ...gatewaySignatureHeaders(context.hmacSecret, { method: request.method, requestTarget: target, body: body ?? "" }, identity),
     ...seedIdentityHeaders(identity),
     "x-request-id": request.id,
+    ...forwardingHeaders({ address: request.ip, host: request.host, protocol: request.protocol }),
   };
+  const callerConnection = request.headers.connection;
   return reply.from(target, {
     ...(body && { body, contentType: request.headers["content-type"] ?? "application/octet-stream" }),
     timeout: route.access.timeoutMs,
     // Never resend: a retried POST could run twice, and reply-from retries GETs on 503.
     retryDelay: () => null,
-    rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, signed, body !== undefined),
+    rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, callerConnection, upstream.http2, signed, body !== undefined),
+    rewriteHeaders: (headers) => withoutResponseHopByHop(headers),
     onResponse: (_request, _reply, res) => {
       const response = res as unknown as UpstreamResponse;
       if (upstream.http2) forwardTrailers(response.stream, reply);
@@ -202,18 +206,20 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): Buffer | un
 }
 
 /**
- * Drops every identity or gateway header the client sent, then adds the
- * gateway's own; without a forwarded body, the client's framing headers go
- * too (an HTTP/2 upstream resets a stream shorter than its content-length).
+ * Drops every identity, gateway or forwarding header the client sent, in any
+ * spelling (`X_User_Id` too), and its hop-by-hop headers (see
+ * caller-headers.ts), then adds the gateway's own; without a forwarded body,
+ * the client's framing headers go too (an HTTP/2 upstream resets a stream
+ * shorter than its content-length).
  */
 function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
   headers: H,
+  callerConnection: string | string[] | undefined,
+  http2Upstream: boolean,
   gatewayHeaders: Record<string, string>,
   hasBody: boolean,
 ): H {
-  for (const name of Object.keys(headers)) {
-    if (isGatewayControlledHeader(name) || name === "x-request-id") delete headers[name];
-  }
+  dropCallerHeaders(headers, callerConnection, http2Upstream);
   if (!hasBody) {
     delete headers["content-length"];
     delete headers["transfer-encoding"];

@@ -1,0 +1,145 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { IncomingHttpHeaders as Http2Headers } from "node:http2";
+import { isGatewayControlledHeader } from "../signing/index.js";
+
+/**
+ * Which of a caller's request headers the gateway never forwards, and the
+ * `X-Forwarded-*` / `Forwarded` headers it sets in their place.
+ */
+
+/**
+ * Hop-by-hop and framing headers (RFC 9110 §7.6.1, RFC 9112 §6): they describe
+ * the caller's connection to the gateway, not the gateway's to the upstream
+ * (which sets its own framing), and undici refuses several of them outright
+ * (`keep-alive`, `upgrade`, `expect`), which used to end the call with a 503.
+ * `te` is handled on its own: `TE: trailers` is kept (see {@link isDroppedCallerHeader}).
+ */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "upgrade",
+  "expect",
+  "transfer-encoding",
+  "http2-settings",
+]);
+
+/** The upstream answer's hop-by-hop headers, never copied to the caller's response. */
+const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding", "te"]);
+
+/**
+ * The name a header has for a server that reads `_` as `-` (Rack, Puma, any
+ * CGI-style `HTTP_X_USER_ID` environment), lower-cased: `X_User_Id`,
+ * `x-user_id` and `X-User-Id` all end up as `x-user-id` there.
+ *
+ * Only the caller headers whose normalised name is controlled (identity,
+ * gateway, forwarding) are dropped, not every name with an `_`: `_` is a legal
+ * token character (RFC 9110 §5.6.2), gRPC metadata keys may contain it, and
+ * a backend may read such a header legitimately; what makes one dangerous is
+ * colliding with a header the gateway vouches for, which this catches for any
+ * spelling. (`-` and `_` are the only characters such servers conflate.)
+ */
+function normalisedName(name: string): string {
+  return name.toLowerCase().replaceAll("_", "-");
+}
+
+/** `X-Forwarded-For`, `-Host`, `-Proto`, … and `Forwarded`: set by the gateway alone. */
+function isForwardingHeader(normalised: string): boolean {
+  return normalised === "forwarded" || normalised.startsWith("x-forwarded-") || normalised === "x-real-ip";
+}
+
+/**
+ * True for a caller header that must not reach the upstream: any spelling of
+ * an identity / gateway header, of `X-Request-ID` (the gateway sets its own),
+ * of a forwarding header, and every hop-by-hop header, `TE` included except
+ * exactly `TE: trailers` on its way to an HTTP/2 upstream (gRPC requires it,
+ * and RFC 9113 §8.2.2 allows no other TE there).
+ */
+export function isDroppedCallerHeader(name: string, value: unknown, http2Upstream: boolean): boolean {
+  const normalised = normalisedName(name);
+  if (isGatewayControlledHeader(normalised) || normalised === "x-request-id" || isForwardingHeader(normalised)) {
+    return true;
+  }
+  const lower = name.toLowerCase();
+  if (HOP_BY_HOP.has(lower)) return true;
+  if (lower === "te") return !(http2Upstream && typeof value === "string" && value.trim().toLowerCase() === "trailers");
+  return false;
+}
+
+/** The header names a `Connection` header lists (RFC 9110 §7.6.1), lower-cased. */
+export function connectionOptions(connection: string | string[] | undefined): Set<string> {
+  const values = connection === undefined ? [] : Array.isArray(connection) ? connection : [connection];
+  const names = new Set<string>();
+  for (const value of values) {
+    for (const token of value.split(",")) {
+      const name = token.trim().toLowerCase();
+      if (name !== "") names.add(name);
+    }
+  }
+  return names;
+}
+
+/**
+ * Removes from `headers` (the copy reply-from forwards) everything
+ * {@link isDroppedCallerHeader} names and every header the caller's own
+ * `Connection` header lists (`callerConnection`: reply-from removes those
+ * too, but reads only a single lower-case value).
+ */
+export function dropCallerHeaders<H extends IncomingHttpHeaders | Http2Headers>(
+  headers: H,
+  callerConnection: string | string[] | undefined,
+  http2Upstream: boolean,
+): H {
+  const listed = connectionOptions(callerConnection);
+  for (const name of Object.keys(headers)) {
+    if (isDroppedCallerHeader(name, headers[name], http2Upstream) || listed.has(name.toLowerCase())) {
+      delete headers[name];
+    }
+  }
+  return headers;
+}
+
+/** What the gateway knows of the caller's connection. */
+export interface CallerConnection {
+  /** The peer address of the caller's socket. */
+  readonly address: string | undefined;
+  /** The caller's `Host` (or HTTP/2 `:authority`). */
+  readonly host: string | undefined;
+  /** `http` or `https`, from the caller's socket. */
+  readonly protocol: string;
+}
+
+/**
+ * `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded`
+ * (RFC 7239) as the gateway sees the connection: a caller's values never go
+ * through, nor are they appended to (the gateway is the edge, so nothing in
+ * front of it vouches for them).
+ */
+export function forwardingHeaders(connection: CallerConnection): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const elements: string[] = [];
+  const address = connection.address;
+  if (address !== undefined && address !== "") {
+    headers["x-forwarded-for"] = address;
+    elements.push(`for=${address.includes(":") ? `"[${address}]"` : address}`);
+  }
+  const host = connection.host;
+  if (host !== undefined && host !== "" && /^[\x21-\x7e]+$/.test(host)) {
+    headers["x-forwarded-host"] = host;
+    elements.push(`host="${host.replace(/["\\]/g, "\\$&")}"`);
+  }
+  headers["x-forwarded-proto"] = connection.protocol;
+  elements.push(`proto=${connection.protocol}`);
+  headers["forwarded"] = elements.join(";");
+  return headers;
+}
+
+/** The upstream response's headers without its hop-by-hop ones (its `Connection: keep-alive` is not the caller's). */
+export function withoutResponseHopByHop<H extends Record<string, unknown>>(headers: H): H {
+  const listed = connectionOptions(headers["connection"] as string | string[] | undefined);
+  for (const name of Object.keys(headers)) {
+    const lower = name.toLowerCase();
+    if (RESPONSE_HOP_BY_HOP.has(lower) || listed.has(lower)) delete headers[name];
+  }
+  return headers;
+}

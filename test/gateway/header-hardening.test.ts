@@ -1,0 +1,289 @@
+// Header hardening at the gateway edge, against a real gateway and a real
+// recording upstream on loopback. Requests go out on a raw socket so the exact
+// header spellings (underscores, hop-by-hop headers, Expect) reach the gateway
+// untouched by any client library.
+import { connect } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import {
+  hasValidSignature,
+  HMAC_SECRET,
+  JWT_SECRET,
+  SEED_AUDIENCE,
+  SEED_ISSUER,
+  seedToken,
+  startRecordingBackend,
+  type RecordedRequest,
+  type RecordingBackend,
+} from "./helpers.js";
+
+const yaml = `version: "1.0"
+public_paths: [/api/v1/docs]
+routes:
+  - path: /api/v1/docs
+    method: GET
+    proxy_upstream: $UP
+  - path: /api/v1/agents/{id}
+    method: PUT
+    proxy_upstream: $UP
+backends:
+  echo:
+    upstream: $UP/base
+  h2:
+    upstream: $UP2
+    http2: true
+`;
+
+interface RawResponse {
+  /** Every status code on the wire, interim (100 Continue) ones included. */
+  readonly statuses: number[];
+  /** The final status. */
+  readonly status: number;
+  readonly text: string;
+}
+
+/**
+ * Writes `head` (request line and header lines, without the blank line) and
+ * `body` on a fresh connection exactly as given, and reads until the gateway
+ * closes it (every request here says `Connection: close`).
+ */
+function rawExchange(url: string, head: string[], body = ""): Promise<RawResponse> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    socket.on("data", (c: Buffer) => chunks.push(c));
+    socket.on("error", reject);
+    socket.on("close", () => {
+      const text = Buffer.concat(chunks).toString("latin1");
+      const statuses = [...text.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]));
+      resolve({ statuses, status: statuses.at(-1) ?? 0, text });
+    });
+    const bytes = Buffer.byteLength(body);
+    const lines = [...head, ...(bytes > 0 ? [`Content-Length: ${bytes}`] : [])];
+    socket.write(`${lines.join("\r\n")}\r\n\r\n${body}`, "latin1");
+  });
+}
+
+/** The header names a recorded request arrived with, lower-cased, in wire order. */
+function namesOf(req: RecordedRequest): string[] {
+  return req.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+}
+
+/** Every value of a header the upstream received (repeats included). */
+function valuesOf(req: RecordedRequest, name: string): string[] {
+  return req.rawHeaders.filter((_, i) => i % 2 === 1 && req.rawHeaders[i - 1]?.toLowerCase() === name);
+}
+
+describe("header hardening", () => {
+  let backend: RecordingBackend;
+  let h2Backend: RecordingBackend;
+  let gateway: Gateway;
+  let host: string;
+  let token: string;
+
+  beforeAll(async () => {
+    backend = await startRecordingBackend();
+    h2Backend = await startRecordingBackend({ http2: true });
+    gateway = createGateway({
+      routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url, UP2: h2Backend.url } }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      bodyLimit: 64 * 1024,
+      logger: false,
+    });
+    await gateway.listen();
+    host = new URL(gateway.url).host;
+    token = await seedToken();
+  });
+  afterAll(async () => {
+    await gateway.close();
+    await Promise.all([backend.close(), h2Backend.close()]);
+  });
+
+  describe("underscore spellings of controlled headers", () => {
+    const spoofed = [
+      "X_User_Scopes: admin",
+      "X_Org_ID: other-org",
+      "X-User_Id: admin",
+      "x_user_id: admin",
+      "X_User_Email: root@example.com",
+      "X_User_Role: admin",
+      "x_gateway_signature: " + "0".repeat(64),
+      "X_Gateway_Timestamp: 1",
+      "X-Gateway_Anything: 1",
+      "X_Client_Id: trusted-service",
+      "x-client_id: trusted-service",
+    ];
+
+    it("drops them on an authenticated call (user token)", async () => {
+      const res = await rawExchange(
+        gateway.url,
+        [`PUT /api/v1/agents/7 HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "Content-Type: application/json", ...spoofed, "Connection: close"],
+        "{}",
+      );
+      expect(res.status).toBe(200);
+      const forwarded = backend.requests.at(-1)!;
+      const names = namesOf(forwarded);
+      expect(names.filter((n) => n.includes("_"))).toEqual([]);
+      // The gateway's own headers, once each, and the signature verifies.
+      expect(forwarded.headers["x-user-id"]).toBe("user-uuid");
+      expect(forwarded.headers["x-org-id"]).toBe("org-uuid");
+      expect(forwarded.headers["x-user-scopes"]).toBe("read write write:agents");
+      expect(names.filter((n) => n === "x-client-id" || n.startsWith("x-gateway-"))).toHaveLength(3);
+      expect(hasValidSignature(forwarded)).toBe(true);
+    });
+
+    it("drops them on an anonymous call to a public path", async () => {
+      const res = await rawExchange(gateway.url, [`GET /api/v1/docs HTTP/1.1`, `Host: ${host}`, ...spoofed, "Connection: close"]);
+      expect(res.status).toBe(200);
+      const forwarded = backend.requests.at(-1)!;
+      expect(namesOf(forwarded).filter((n) => n.includes("_"))).toEqual([]);
+      expect(forwarded.headers["x-user-id"]).toBeUndefined();
+      expect(forwarded.headers["x-org-id"]).toBeUndefined();
+      expect(hasValidSignature(forwarded)).toBe(true);
+    });
+
+    it("keeps an ordinary header that merely contains an underscore", async () => {
+      const res = await rawExchange(gateway.url, [`GET /api/v1/docs HTTP/1.1`, `Host: ${host}`, "X_Trace_Tag: abc", "Connection: close"]);
+      expect(res.status).toBe(200);
+      expect(backend.requests.at(-1)!.headers["x_trace_tag"]).toBe("abc");
+    });
+  });
+
+  describe("hop-by-hop and framing headers", () => {
+    const hopByHop = (connection: string) => [
+      "Keep-Alive: timeout=5, max=100",
+      "Upgrade: websocket",
+      "TE: gzip, trailers",
+      "Proxy-Connection: keep-alive",
+      "X-Hop-One: secret",
+      "X-Hop-Two: secret",
+      "X-Kept: yes",
+      `Connection: ${connection}`,
+    ];
+    const stripped = ["keep-alive", "upgrade", "te", "proxy-connection", "expect", "x-hop-one", "x-hop-two", "connection-token"];
+
+    it("strips them on a GET to an HTTP/1.1 upstream and answers 200", async () => {
+      const res = await rawExchange(gateway.url, [`GET /api/v1/docs HTTP/1.1`, `Host: ${host}`, ...hopByHop("close, X-Hop-One, x-hop-two")]);
+      expect(res.status).toBe(200);
+      const names = namesOf(backend.requests.at(-1)!);
+      for (const name of stripped) expect(names).not.toContain(name);
+      expect(backend.requests.at(-1)!.headers["x-kept"]).toBe("yes");
+    });
+
+    it("strips them on a PUT with a body, and each one alone never causes a 503", async () => {
+      const singles = [
+        ["Keep-Alive: timeout=5"],
+        ["Upgrade: h2c"],
+        ["Upgrade: websocket"],
+        ["TE: gzip"],
+        ["TE: trailers"],
+        ["Proxy-Connection: keep-alive"],
+        ["X-Hop-One: secret"],
+      ];
+      for (const extra of singles) {
+        const res = await rawExchange(
+          gateway.url,
+          [`PUT /api/v1/agents/7 HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "Content-Type: application/json", ...extra, "Connection: close, X-Hop-One"],
+          "{}",
+        );
+        expect(res.status, extra.join()).toBe(200);
+        const forwarded = backend.requests.at(-1)!;
+        for (const name of stripped) expect(namesOf(forwarded), extra.join()).not.toContain(name);
+        expect(forwarded.body.toString()).toBe("{}");
+        expect(hasValidSignature(forwarded)).toBe(true);
+      }
+    });
+
+    it("handles Expect: 100-continue without forwarding it", async () => {
+      const res = await rawExchange(
+        gateway.url,
+        [
+          `PUT /api/v1/agents/7 HTTP/1.1`,
+          `Host: ${host}`,
+          `Authorization: Bearer ${token}`,
+          "Content-Type: application/json",
+          "Expect: 100-continue",
+          ...hopByHop("close, X-Hop-One, X-Hop-Two"),
+        ],
+        '{"a":1}',
+      );
+      expect(res.status).toBe(200);
+      const forwarded = backend.requests.at(-1)!;
+      for (const name of stripped) expect(namesOf(forwarded)).not.toContain(name);
+      expect(forwarded.body.toString()).toBe('{"a":1}');
+      expect(hasValidSignature(forwarded)).toBe(true);
+    });
+
+    it("keeps TE: trailers (and only that) for an HTTP/2 upstream, strips the rest", async () => {
+      const res = await rawExchange(
+        gateway.url,
+        [
+          `POST /backend/h2/pkg.v1.Service/Method HTTP/1.1`,
+          `Host: ${host}`,
+          `Authorization: Bearer ${token}`,
+          "Content-Type: application/grpc-web+proto",
+          ...hopByHop("close, X-Hop-One, X-Hop-Two").map((l) => (l.startsWith("TE:") ? "TE: trailers" : l)),
+        ],
+        "abc",
+      );
+      expect(res.status).toBe(200);
+      const forwarded = h2Backend.requests.at(-1)!;
+      expect(forwarded.headers["te"]).toBe("trailers");
+      for (const name of stripped.filter((n) => n !== "te")) expect(namesOf(forwarded)).not.toContain(name);
+      expect(forwarded.headers["x-kept"]).toBe("yes");
+    });
+
+    it("strips TE other than trailers for an HTTP/2 upstream", async () => {
+      const res = await rawExchange(
+        gateway.url,
+        [`POST /backend/h2/pkg.v1.Service/Method HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "TE: gzip, trailers", "Connection: close"],
+        "abc",
+      );
+      expect(res.status).toBe(200);
+      expect(h2Backend.requests.at(-1)!.headers["te"]).toBeUndefined();
+    });
+  });
+
+  describe("X-Forwarded-* and Forwarded", () => {
+    it("replaces spoofed values with the gateway's view of the connection", async () => {
+      const res = await rawExchange(gateway.url, [
+        `GET /api/v1/docs HTTP/1.1`,
+        `Host: ${host}`,
+        "X-Forwarded-For: 1.2.3.4",
+        "X-Forwarded-For: 5.6.7.8",
+        "X-Forwarded-Host: evil.example.com",
+        "X-Forwarded-Proto: https",
+        "Forwarded: for=1.2.3.4;proto=https;host=evil.example.com",
+        "X_Forwarded_For: 9.9.9.9",
+        "Connection: close",
+      ]);
+      expect(res.status).toBe(200);
+      const forwarded = backend.requests.at(-1)!;
+      expect(valuesOf(forwarded, "x-forwarded-for")).toEqual(["127.0.0.1"]);
+      expect(valuesOf(forwarded, "x-forwarded-host")).toEqual([host]);
+      expect(valuesOf(forwarded, "x-forwarded-proto")).toEqual(["http"]);
+      expect(valuesOf(forwarded, "forwarded")).toEqual([`for=127.0.0.1;host="${host}";proto=http`]);
+      expect(namesOf(forwarded)).not.toContain("x_forwarded_for");
+      expect(JSON.stringify(forwarded.rawHeaders)).not.toMatch(/1\.2\.3\.4|5\.6\.7\.8|9\.9\.9\.9|evil/);
+    });
+
+    it("sets them on an HTTP/2 upstream too, and when the caller sent none", async () => {
+      const res = await rawExchange(
+        gateway.url,
+        [`POST /backend/h2/pkg.v1.Service/Method HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Connection: close"],
+        "abc",
+      );
+      expect(res.status).toBe(200);
+      const forwarded = h2Backend.requests.at(-1)!;
+      expect(forwarded.headers["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(forwarded.headers["forwarded"]).toBe(`for=127.0.0.1;host="${host}";proto=http`);
+
+      const plain = await rawExchange(gateway.url, [`GET /api/v1/docs HTTP/1.1`, `Host: ${host}`, "Connection: close"]);
+      expect(plain.status).toBe(200);
+      expect(backend.requests.at(-1)!.headers["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(backend.requests.at(-1)!.headers["x-forwarded-proto"]).toBe("http");
+    });
+  });
+});
