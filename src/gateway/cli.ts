@@ -3,17 +3,18 @@
 // and the environment; `dev` (`npm start`) runs the whole local stack.
 import { parseArgs } from "node:util";
 import { ConfigurationError } from "../client/index.js";
-import { createGateway } from "./create-gateway.js";
+import { createGateway, DEFAULT_DRAIN_TIMEOUT_MS } from "./create-gateway.js";
 import { startDevStack, type DevStack } from "./dev-stack.js";
 import { runExampleClientTour } from "./example-client-tour.js";
-import { gatewayConfigFromEnv } from "./gateway-env.js";
+import { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 
 const usage = `Usage:
   connect-gateway serve --routes routes.yaml [--port 8080] [--host 0.0.0.0]
       Runs the gateway. Configuration from the environment: GATEWAY_HMAC_SECRET (required);
       JWT_SECRET [JWT_ISSUER JWT_AUDIENCE] for HS256 tokens; JWKS_URL OAUTH2_ISSUER OAUTH2_AUDIENCE
       for an OAuth2 server's tokens; INTROSPECTION_URL INTROSPECTION_CLIENT_ID INTROSPECTION_CLIENT_SECRET
-      for opaque tokens; REDIS_URL, RATE_LIMIT_MAX, RATE_LIMIT_WINDOW, BODY_LIMIT, CORS_ORIGINS, LOG_LEVEL.
+      for opaque tokens; REDIS_URL, RATE_LIMIT_MAX, RATE_LIMIT_WINDOW, BODY_LIMIT, CORS_ORIGINS, LOG_LEVEL,
+      GATEWAY_DRAIN_TIMEOUT_MS (on SIGTERM/SIGINT, how long open calls may finish; default 10000).
       $VARS in proxy_upstream / upstream come from the environment too. PORT / HOST are defaults.
   connect-gateway dev [--routes examples/routes.yaml] [--port 8080] [--oauth-port 4000]
       Starts an OAuth2 server, the example backends and the gateway in this process, runs the
@@ -42,23 +43,26 @@ async function main(argv: string[]): Promise<void> {
 
 async function serve(values: { routes?: string; port?: string; host?: string }): Promise<void> {
   if (values.routes === undefined) throw new Error(`serve needs --routes <file>\n\n${usage}`);
-  const gateway = createGateway(gatewayConfigFromEnv(values.routes));
+  const config = gatewayConfigFromEnv(values.routes);
+  const gateway = createGateway(config);
   const url = await gateway.listen({
     port: port(values.port ?? process.env.PORT ?? "8080", "--port"),
     host: values.host ?? process.env.HOST ?? "0.0.0.0",
   });
-  closeOnSignal(() => gateway.close());
+  closeOnSignal(() => gateway.close(), config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
   console.log(`connect-gateway listening on ${url} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)`);
 }
 
 async function dev(values: { routes?: string; port?: string; "oauth-port"?: string }): Promise<void> {
   console.log("connect-gateway dev: the whole system in one process, no outside service\n");
+  const drainTimeoutMs = drainTimeoutFromEnv();
   const stack = await startDevStack({
+    ...(drainTimeoutMs !== undefined && { drainTimeoutMs }),
     routesFile: values.routes ?? "examples/routes.yaml",
     gatewayPort: port(values.port ?? "8080", "--port"),
     oauthPort: port(values["oauth-port"] ?? "4000", "--oauth-port"),
   });
-  closeOnSignal(() => stack.close());
+  closeOnSignal(() => stack.close(), drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
   printStarted(stack);
   const steps = await runExampleClientTour(stack, (line) => console.log(line));
   printServing(stack);
@@ -100,13 +104,33 @@ function port(value: string, option: string): number {
   return n;
 }
 
-function closeOnSignal(close: () => Promise<void>): void {
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.once(signal, () => {
-      void close().finally(() => process.exit(0));
-    });
-  }
+/**
+ * SIGTERM / SIGINT: a graceful close (no new connections, idle ones closed,
+ * open calls get `drainTimeoutMs`, then are cut), then exit 0. A close that
+ * still hangs well after the drain timeout, or a second signal, exits at once.
+ */
+function closeOnSignal(close: () => Promise<void>, drainTimeoutMs: number): void {
+  let closing = false;
+  const onSignal = () => {
+    if (closing) process.exit(0);
+    closing = true;
+    setTimeout(() => {
+      console.error("connect-gateway: shutdown did not finish after the drain timeout; exiting");
+      process.exit(0);
+    }, drainTimeoutMs + CLOSE_GRACE_MS).unref();
+    close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        console.error(`connect-gateway: error while shutting down: ${messageOf(e)}`);
+        process.exit(0);
+      },
+    );
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, onSignal);
 }
+
+/** What a close may take beyond the drain timeout (closing upstream pools, Redis) before the process exits anyway. */
+const CLOSE_GRACE_MS = 5_000;
 
 main(process.argv.slice(2)).catch((e: unknown) => {
   // Configuration and routes-file errors are meant for the reader: no stack.

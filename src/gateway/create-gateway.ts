@@ -30,11 +30,18 @@ export interface Gateway {
   listen(options?: { readonly port?: number; readonly host?: string }): Promise<string>;
   /** The base URL, once listening (`http://127.0.0.1:8080`). */
   readonly url: string;
-  /** Stops accepting calls, lets open ones finish, closes upstream pools and Redis. */
+  /**
+   * Stops accepting connections, closes idle ones (HTTP/1.1 keep-alive, GOAWAY
+   * on HTTP/2), lets open calls finish for up to `drainTimeoutMs`, then
+   * destroys the connections still open (their callers see a reset), and
+   * closes upstream pools and Redis.
+   */
   close(): Promise<void>;
 }
 
 const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
+/** How long close() lets open calls finish before cutting them. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 const DEFAULT_RATE_LIMIT = { max: 1000, timeWindowMs: 60_000 };
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
@@ -113,8 +120,21 @@ export function createGateway(config: GatewayConfig): Gateway {
     void app.register((scope) => registerUpstream(scope, upstream, forwarding, context));
   }
 
-  app.addHook("preClose", async () => dual?.closeConnections());
-  app.addHook("onClose", async () => store?.close());
+  // Graceful close (SIGTERM, close()): no new connections, idle ones closed
+  // at once, open calls given drainTimeoutMs to finish, then cut.
+  const drainTimeoutMs = config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+  let drainTimer: NodeJS.Timeout | undefined;
+  app.addHook("preClose", async () => {
+    dual?.drain();
+    drainTimer = setTimeout(() => {
+      app.log.warn({ drainTimeoutMs }, "drain timeout: closing the calls still open");
+      dual?.destroyConnections();
+    }, drainTimeoutMs);
+  });
+  app.addHook("onClose", async () => {
+    clearTimeout(drainTimer);
+    await store?.close();
+  });
 
   return gatewayHandle(app, routes);
 }

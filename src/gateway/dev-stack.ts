@@ -13,6 +13,11 @@ export interface DevStackOptions {
   readonly gatewayPort?: number;
   /** OAuth2 server port. Default 4000; 0 for any free port. */
   readonly oauthPort?: number;
+  /**
+   * On close: how long open calls may finish before they are cut (ms), for
+   * the gateway and the example backends. Default 10 000.
+   */
+  readonly drainTimeoutMs?: number;
   /** The gateway's logging. Default `warn` and above to stdout (the tour prints what happens). */
   readonly logger?: GatewayConfig["logger"];
 }
@@ -27,6 +32,7 @@ export interface DevStack {
   readonly client: { readonly clientId: string; readonly clientSecret: string; readonly scopes: readonly string[] };
   /** The HMAC secret shared by the gateway and the backends. */
   readonly hmacSecret: string;
+  /** Closes everything gracefully, the gateway first (see `drainTimeoutMs`). */
   close(): Promise<void>;
 }
 
@@ -49,8 +55,9 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     const oauth = started(
       await startOAuth2Server({ clients: [client], port: options.oauthPort ?? 4000 }),
     );
-    const echo = started(await startEchoBackend(hmacSecret));
-    const agents = started(await startAgentsBackend(hmacSecret));
+    const drain = { drainTimeoutMs: options.drainTimeoutMs };
+    const echo = started(await startEchoBackend(hmacSecret, 0, drain));
+    const agents = started(await startAgentsBackend(hmacSecret, 0, drain));
     const routes = loadRoutesFile(options.routesFile, {
       env: { ...process.env, ECHO_URL: echo.url, AGENTS_SERVICE_URL: agents.url },
     });
@@ -60,6 +67,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
         hmacSecret,
         tokens: { jwks: { url: oauth.jwksUrl, issuer: oauth.issuer, audience: oauth.audience } },
         corsOrigins: true,
+        ...(options.drainTimeoutMs !== undefined && { drainTimeoutMs: options.drainTimeoutMs }),
         logger: options.logger ?? { level: "warn" },
       }),
     );

@@ -1,6 +1,8 @@
-import { createServer as createHttp1Server, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttp1Server, ServerResponse, type IncomingMessage, type Server } from "node:http";
 import {
+  constants as http2Constants,
   createServer as createHttp2Server,
+  type ServerHttp2Stream,
   type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
@@ -15,16 +17,26 @@ export interface DualProtocolServer {
   /** The listening server, what fastify's `serverFactory` returns. */
   readonly server: Server;
   /**
-   * For a graceful close: closes every HTTP/2 session (new streams are
-   * refused, open ones finish) and drops connections that have not sent
-   * their first bytes yet, which neither server knows about.
+   * Starts a graceful close: closes idle HTTP/1.1 keep-alive connections at
+   * once (and every other one as soon as its response is done), sends GOAWAY
+   * on every HTTP/2 session (new streams are refused, open ones finish), and
+   * drops connections that have not sent their first bytes yet, which neither
+   * server knows about. Stopping the listener is the caller's `server.close()`.
    */
-  closeConnections(): void;
+  drain(): void;
+  /**
+   * Ends a drain that took too long: destroys every remaining connection, so
+   * open calls (server streams) end with a reset rather than never.
+   */
+  destroyConnections(): void;
 }
 
 // Every HTTP/2 connection opens with this preface (RFC 9113 §3.4); no
 // HTTP/1.1 method starts with "PRI".
 const HTTP2_PREFACE_START = "PRI";
+// After resetting the streams of a drain that timed out, how long the resets
+// and GOAWAY get to reach the clients before their sessions are destroyed.
+const SESSION_DESTROY_DELAY_MS = 100;
 
 /**
  * One port for HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c, what
@@ -35,12 +47,35 @@ const HTTP2_PREFACE_START = "PRI";
  * same handler, so fastify sees one stream of requests.
  */
 export function createDualProtocolServer(handler: Handler): DualProtocolServer {
-  const http1 = createHttp1Server(handler);
-  const http2 = createHttp2Server(handler as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  let draining = false;
+  // HTTP/1.1 responses not finished yet: when draining, they say
+  // `Connection: close` if they still can, and their connection is closed
+  // as soon as it is idle again.
+  const http1Responses = new Set<ServerResponse>();
+  const closeIdleSoon = () => setImmediate(() => http1.closeIdleConnections());
+  const handle: Handler = (req, res) => {
+    if (res instanceof ServerResponse) {
+      if (draining) res.shouldKeepAlive = false;
+      http1Responses.add(res);
+      res.once("close", () => {
+        http1Responses.delete(res);
+        if (draining) closeIdleSoon();
+      });
+    }
+    handler(req, res);
+  };
+  const http1 = createHttp1Server(handle);
+  const http2 = createHttp2Server(handle as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
   const sessions = new Set<Http2Session>();
   http2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    if (draining) session.close();
+  });
+  const streams = new Set<ServerHttp2Stream>();
+  http2.on("stream", (stream: ServerHttp2Stream) => {
+    streams.add(stream);
+    stream.once("close", () => streams.delete(stream));
   });
   const http1Connection = http1.listeners("connection")[0] as (socket: Socket) => void;
   http1.removeAllListeners("connection");
@@ -55,8 +90,25 @@ export function createDualProtocolServer(handler: Handler): DualProtocolServer {
   });
   return {
     server: http1,
-    closeConnections() {
+    drain() {
+      draining = true;
+      for (const res of http1Responses) if (!res.headersSent) res.shouldKeepAlive = false;
+      http1.closeIdleConnections();
       for (const session of sessions) session.close();
+      for (const socket of peeking) socket.destroy();
+    },
+    destroyConnections() {
+      draining = true;
+      http1.closeAllConnections();
+      // RST_STREAM(CANCEL) on every open HTTP/2 stream: its caller sees a
+      // reset, not an ordinary end. The sessions (already sent GOAWAY) then
+      // close by themselves; the ones that do not are destroyed shortly after.
+      for (const stream of streams) if (!stream.closed) stream.close(http2Constants.NGHTTP2_CANCEL);
+      if (sessions.size > 0) {
+        setTimeout(() => {
+          for (const session of sessions) session.destroy();
+        }, SESSION_DESTROY_DELAY_MS);
+      }
       for (const socket of peeking) socket.destroy();
     },
   };

@@ -37,6 +37,12 @@ export interface GatewayConfig {
   readonly cache?: ResponseCacheOptions;
   /** Allowed CORS origins (`true` reflects any origin). Default: no CORS headers. */
   readonly corsOrigins?: readonly string[] | boolean;
+  /**
+   * On close (SIGTERM/SIGINT in the CLI): how long open calls (server
+   * streams, slow unary calls) may still run before their connections are
+   * cut, in milliseconds. Default 10 000; 0 cuts them at once.
+   */
+  readonly drainTimeoutMs?: number;
   /** Logging (pino, JSON lines): `false` for none. Default level `info` to stdout. */
   readonly logger?: false | { readonly level?: string; readonly stream?: DestinationStream };
 }
@@ -85,6 +91,9 @@ export function validateGatewayConfig(config: GatewayConfig): void {
   if (config.bodyLimit !== undefined && !isPositiveInteger(config.bodyLimit)) {
     fail("bodyLimit", "must be a positive integer (bytes)");
   }
+  if (config.drainTimeoutMs !== undefined && !isNonNegativeInteger(config.drainTimeoutMs)) {
+    fail("drainTimeoutMs", "must be a non-negative integer (milliseconds; set GATEWAY_DRAIN_TIMEOUT_MS)");
+  }
 }
 
 function validateTokens(
@@ -121,6 +130,10 @@ function nonEmpty(value: unknown): value is string {
 
 function isPositiveInteger(value: unknown): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value > 0;
+}
+
+function isNonNegativeInteger(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 }
 
 function isHttpUrl(value: unknown): boolean {

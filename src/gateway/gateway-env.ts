@@ -19,6 +19,7 @@ export type GatewayEnv = Readonly<Record<string, string | undefined>>;
  * | `BODY_LIMIT` | largest request body in bytes (default 4 MiB) |
  * | `CORS_ORIGINS` | comma-separated allowed origins, or `*` |
  * | `LOG_LEVEL` | pino level (default `info`) |
+ * | `GATEWAY_DRAIN_TIMEOUT_MS` | on SIGTERM/SIGINT, how long open calls may finish before they are cut (default 10000) |
  *
  * Throws {@link GatewayConfigError} naming the variable.
  */
@@ -32,8 +33,17 @@ export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.e
     ...(env.CORS_ORIGINS !== undefined && {
       corsOrigins: env.CORS_ORIGINS.trim() === "*" ? true : env.CORS_ORIGINS.split(",").map((o) => o.trim()).filter(Boolean),
     }),
+    ...(env.GATEWAY_DRAIN_TIMEOUT_MS !== undefined && { drainTimeoutMs: drainTimeoutFromEnv(env) }),
     logger: { level: env.LOG_LEVEL ?? "info" },
   };
+}
+
+/**
+ * `GATEWAY_DRAIN_TIMEOUT_MS` (milliseconds), `undefined` when unset; throws
+ * {@link GatewayConfigError} when it is not a whole number.
+ */
+export function drainTimeoutFromEnv(env: GatewayEnv = process.env): number | undefined {
+  return env.GATEWAY_DRAIN_TIMEOUT_MS === undefined ? undefined : integer(env, "GATEWAY_DRAIN_TIMEOUT_MS");
 }
 
 function tokensFromEnv(env: GatewayEnv): TokenValidationOptions {
