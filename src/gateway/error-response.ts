@@ -42,6 +42,7 @@ export function asGatewayHttpError(error: unknown): GatewayHttpError {
  * `grpc-status` and `grpc-message`.
  */
 export function sendGatewayError(request: FastifyRequest, reply: FastifyReply, error: GatewayHttpError): FastifyReply {
+  setRetryAfter(reply, error);
   const code = gatewayErrorCodes[error.code].code;
   const protocol = callerProtocol({ method: request.method, url: request.url, headers: request.headers });
   switch (protocol) {
@@ -64,6 +65,22 @@ export function sendGatewayError(request: FastifyRequest, reply: FastifyReply, e
       status.forEach((value, name) => reply.header(name, value));
       return reply.send();
     }
+  }
+}
+
+/** How long a caller is told to wait before retrying after SERVICE_UNAVAILABLE (an upstream or the rate limit store away). */
+export const SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
+
+/**
+ * `Retry-After` (RFC 9110 §10.2.3) on the answers that mean "try again later",
+ * whatever the caller's protocol: a 429 carries the seconds until the rate
+ * limit window resets, which @fastify/rate-limit has already set on the reply
+ * (kept as is); a 503 tells the caller to wait a second.
+ */
+function setRetryAfter(reply: FastifyReply, error: GatewayHttpError): void {
+  if (reply.hasHeader("retry-after")) return;
+  if (error.code === "SERVICE_UNAVAILABLE") {
+    reply.header("retry-after", String(SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS));
   }
 }
 

@@ -3,6 +3,26 @@ import type { GatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
 
 const PINO_WARN = 40;
+/** fastify's own warning for a streamed answer that failed once its headers were out. */
+const STREAM_ERROR_MESSAGE = "response terminated with an error with headers already sent";
+/** The one line a caller that goes away mid-call is logged with. */
+export const CALLER_WENT_AWAY = "caller went away";
+const CALLER_GONE_FIELDS = { code: "CALLER_WENT_AWAY" };
+
+/**
+ * The errors that only mean the caller went away: the upstream body the
+ * gateway itself aborted because the caller's connection or stream closed
+ * (undici's `RequestAbortedError`), or a stream closed before its end.
+ */
+export function isCallerGoneError(error: unknown): boolean {
+  const { code, name } = (error ?? {}) as { code?: unknown; name?: unknown };
+  return code === "UND_ERR_ABORTED" || name === "RequestAbortedError" || code === "ERR_STREAM_PREMATURE_CLOSE";
+}
+
+/** Logs a call whose caller went away before its answer was complete: one line, no stack. */
+export function logCallerGone(log: FastifyBaseLogger, detail: { readonly headersSent: boolean }): void {
+  log.info({ ...CALLER_GONE_FIELDS, headersSent: detail.headersSent }, CALLER_WENT_AWAY);
+}
 
 /**
  * The gateway's pino options (middleware step 4): JSON lines at `info` by
@@ -37,6 +57,11 @@ export function gatewayLoggerOptions(logger: GatewayConfig["logger"]): FastifySe
         // @fastify/reply-from logs each upstream failure at warn with its stack
         // (twice over HTTP/2); logGatewayError already gives it one line.
         if (level === PINO_WARN && args[1] === "response errored") return this.debug(...args);
+        // fastify warns with the stack when it stops piping an answer to a caller
+        // that went away (it aborts the upstream body itself): that is normal traffic.
+        if (level === PINO_WARN && args[1] === STREAM_ERROR_MESSAGE && isCallerGoneError((args[0] as { err?: unknown })?.err)) {
+          return this.info(CALLER_GONE_FIELDS, CALLER_WENT_AWAY);
+        }
         return method.apply(this, args);
       },
     },

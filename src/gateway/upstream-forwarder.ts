@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 
 import { gatewaySignatureHeaders } from "../signing/index.js";
 import { dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
+import { logCallerGone } from "./gateway-logger.js";
 import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { seedIdentityHeaders } from "./identity-claims.js";
 import { callerOf, type ForwardingRouteConfig } from "./request-caller.js";
@@ -77,6 +78,14 @@ export async function registerUpstream(
       h2c.close();
       done();
     });
+    // A caller that goes away mid-call is normal traffic, not a gateway failure:
+    // one info line, and a 499 (nginx's "client closed request") for the access
+    // log; anything else goes on to the gateway's error handler.
+    scope.setErrorHandler((error, request, reply) => {
+      if (!callerIsGone(reply)) throw error;
+      logCallerGone(request.log, { headersSent: reply.raw.headersSent });
+      return reply.code(CLIENT_CLOSED_REQUEST).send();
+    });
     await scope.register(replyFrom, {
       base: upstream.origin,
       // reply-from turns TLS verification off unless told otherwise.
@@ -132,6 +141,13 @@ function forward(
     rewriteHeaders: (headers) => withoutResponseHopByHop(headers),
     onResponse: (_request, _reply, res) => {
       const response = res as unknown as UpstreamResponse;
+      if (callerIsGone(reply)) {
+        // Nobody to answer: let go of the upstream answer at once.
+        response.stream.destroy();
+        logCallerGone(reply.log, { headersSent: false });
+        void reply.code(CLIENT_CLOSED_REQUEST).send();
+        return;
+      }
       if (upstream.http2) forwardTrailers(response.stream, reply);
       if (cacheKey !== undefined && isStorable(response, context.cache.maxEntryBytes)) {
         void sendAndCache(reply, response, context.cache, cacheKey, route.cacheTtlMs as number);
@@ -284,12 +300,37 @@ async function sendAndCache(
  * and the caller's stream is reset (the connection, for HTTP/1.1) instead.
  */
 function failReply(reply: FastifyReply, error: GatewayHttpError): void {
+  if (callerIsGone(reply)) {
+    logCallerGone(reply.log, { headersSent: reply.raw.headersSent });
+    if (!reply.sent) void reply.code(CLIENT_CLOSED_REQUEST).send();
+    return;
+  }
   if (reply.raw.headersSent) {
     reply.log.warn({ err: error.cause ?? error }, "upstream failed after the response started");
     reply.raw.destroy(error);
     return;
   }
   void reply.send(error);
+}
+
+/** nginx's status for a call whose caller closed the connection before the answer: only ever logged. */
+const CLIENT_CLOSED_REQUEST = 499;
+
+/**
+ * True once the caller can no longer receive the answer: its HTTP/2 stream
+ * closed (RST_STREAM, or the connection went), or its HTTP/1.1 connection
+ * closed, before the answer was complete. Only asked while the answer is not.
+ */
+export function callerIsGone(reply: FastifyReply): boolean {
+  const raw = reply.raw as unknown as {
+    stream?: { destroyed: boolean; closed: boolean };
+    socket?: { destroyed: boolean } | null;
+    destroyed?: boolean;
+    writableFinished?: boolean;
+  };
+  if (raw.stream !== undefined) return raw.stream.destroyed || raw.stream.closed;
+  if (raw.writableFinished === true) return false;
+  return raw.destroyed === true || raw.socket?.destroyed === true;
 }
 
 /** reply-from's failures, as the gateway reports them: 504 for timeouts, 503 for the rest. */

@@ -1,0 +1,138 @@
+// A caller that goes away mid-call is normal traffic: the gateway logs it in
+// one info/debug line without a stack, never at error level, never as
+// INTERNAL_ERROR — over HTTP/1.1 and h2c upstreams alike.
+import { request as httpRequest, type ServerResponse } from "node:http";
+import { connect, constants as http2Constants, type ClientHttp2Session } from "node:http2";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import {
+  captureLogs,
+  HMAC_SECRET,
+  JWT_SECRET,
+  SEED_AUDIENCE,
+  SEED_ISSUER,
+  seedToken,
+  startRecordingBackend,
+  type RecordingBackend,
+} from "./helpers.js";
+
+/** Answers slowly: a chunk every 20 ms for about a second. */
+function slowly(res: ServerResponse, chunks = 50, everyMs = 20): void {
+  res.writeHead(200, { "content-type": "application/octet-stream" });
+  let sent = 0;
+  const timer = setInterval(() => {
+    if (res.destroyed || res.writableEnded) return clearInterval(timer);
+    if (++sent >= chunks) {
+      clearInterval(timer);
+      res.end(Buffer.alloc(64, 2));
+    } else {
+      res.write(Buffer.alloc(64, 1));
+    }
+  }, everyMs);
+  res.on("close", () => clearInterval(timer));
+}
+
+/** The moment a caller gives up on its call. */
+type AbortPoint = "before-headers" | "mid-body";
+
+/** An HTTP/1.1 POST that the caller abandons (closing its connection); resolves once it is gone. */
+function abandonedCall(url: string, token: string, when: AbortPoint, afterMs = 60): Promise<void> {
+  return new Promise((resolve) => {
+    const req = httpRequest(url, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    });
+    if (when === "before-headers") setTimeout(() => req.destroy(), afterMs);
+    req.on("response", (res) => {
+      res.on("error", () => {});
+      res.once("data", () => req.destroy());
+    });
+    req.on("error", () => {});
+    req.on("close", () => resolve());
+    req.end("{}");
+  });
+}
+
+/** The same over HTTP/2: the caller cancels its stream (RST_STREAM(CANCEL)) on a shared session. */
+function abandonedH2Call(session: ClientHttp2Session, path: string, token: string, when: AbortPoint, afterMs = 60): Promise<void> {
+  return new Promise((resolve) => {
+    const stream = session.request({ ":method": "POST", ":path": path, authorization: `Bearer ${token}`, "content-type": "application/json" });
+    stream.on("error", () => {});
+    stream.on("close", () => resolve());
+    if (when === "before-headers") setTimeout(() => stream.close(http2Constants.NGHTTP2_CANCEL), afterMs);
+    else stream.once("data", () => stream.close(http2Constants.NGHTTP2_CANCEL));
+    stream.end("{}");
+  });
+}
+
+describe("callers that go away mid-call", () => {
+  const logs = captureLogs();
+  let gateway: Gateway;
+  let token: string;
+  let h1: RecordingBackend;
+  let h2: RecordingBackend;
+
+  beforeAll(async () => {
+    [h1, h2] = await Promise.all([startRecordingBackend(), startRecordingBackend({ http2: true })]);
+    // Headers after 150 ms, then a chunk every 20 ms for a second.
+    const late = (res: ServerResponse) => setTimeout(() => !res.destroyed && slowly(res), 150);
+    h1.respond = (_req, res) => late(res);
+    h2.respond = (_req, res) => late(res);
+    gateway = createGateway({
+      routes: parseRoutesFile(
+        `version: "1.0"
+backends:
+  h1:
+    upstream: ${h1.url}
+  h2:
+    upstream: ${h2.url}
+    http2: true
+`,
+        { source: "inline" },
+      ),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      rateLimit: false,
+      logger: { level: "debug", stream: logs.stream },
+    });
+    await gateway.listen();
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await Promise.all([h1?.close(), h2?.close()]);
+  });
+
+  it.each(["h1", "h2"])("logs calls to the %s backend abandoned before and during the answer without an error or a stack", async (backend) => {
+    const before = logs.text().length;
+    const session = connect(gateway.url);
+    session.on("error", () => {});
+    const path = (i: number) => `/backend/${backend}/pkg.S/M${i}`;
+    await Promise.all(
+      (["before-headers", "mid-body"] as const).flatMap((when) => [
+        ...Array.from({ length: 4 }, (_, i) => abandonedCall(`${gateway.url}${path(i)}`, token, when)),
+        ...Array.from({ length: 4 }, (_, i) => abandonedH2Call(session, path(i), token, when)),
+      ]),
+    );
+    session.close();
+    // Let the gateway get its upstream answers and notice nobody is there.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const text = logs.text().slice(before);
+    const lines = text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.filter((l) => (l.level as number) >= 40)).toEqual([]);
+    expect(text).not.toMatch(/"stack"/);
+    expect(text).not.toMatch(/INTERNAL_ERROR|Internal gateway error/);
+    expect(lines.filter((l) => (l.res as { statusCode?: number } | undefined)?.statusCode === 500)).toEqual([]);
+    const gone = lines.filter((l) => l.msg === "caller went away");
+    expect(gone.length).toBeGreaterThanOrEqual(1);
+    for (const line of gone) expect(line.level).toBeLessThanOrEqual(30);
+    // And it keeps answering.
+    h1.respond = h2.respond = (_req, res) => res.end("ok");
+    try {
+      const ok = await fetch(`${gateway.url}/backend/${backend}/x`, { method: "POST", headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(5_000) });
+      expect([ok.status, await ok.text()]).toEqual([200, "ok"]);
+    } finally {
+      h1.respond = h2.respond = (_req, res) => setTimeout(() => !res.destroyed && slowly(res), 150);
+    }
+  });
+});
