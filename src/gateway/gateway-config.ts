@@ -15,6 +15,17 @@ export interface RateLimitConfig {
    * pointing at it shares one limit. Default: in memory, per instance.
    */
   readonly redisUrl?: string;
+  /**
+   * With `redisUrl`: how long one Redis command may take (milliseconds)
+   * before the rate limiter treats Redis as away and applies
+   * `onRedisFailure`; also the budget of the `/ready` PING. Default 100.
+   */
+  readonly redisTimeoutMs?: number;
+  /**
+   * With `redisUrl`, while Redis is killed or frozen: `open` (default) lets
+   * calls through unlimited, `closed` refuses them with 503 and Retry-After.
+   */
+  readonly onRedisFailure?: "open" | "closed";
 }
 
 /** Configuration of {@link createGateway}. */
@@ -75,13 +86,19 @@ export function validateGatewayConfig(config: GatewayConfig): void {
     fail("anonymousClientId", "must be a non-empty visible ASCII string without '|'");
   }
   if (config.rateLimit !== undefined && config.rateLimit !== false) {
-    const { max, timeWindowMs, redisUrl } = config.rateLimit;
+    const { max, timeWindowMs, redisUrl, redisTimeoutMs, onRedisFailure } = config.rateLimit;
     if (!isPositiveInteger(max)) fail("rateLimit.max", "must be a positive integer");
     if (timeWindowMs !== undefined && !isPositiveInteger(timeWindowMs)) {
       fail("rateLimit.timeWindowMs", "must be a positive integer (milliseconds)");
     }
     if (redisUrl !== undefined && !/^rediss?:\/\/./.test(redisUrl)) {
       fail("rateLimit.redisUrl", "must be a redis:// or rediss:// URL");
+    }
+    if (redisTimeoutMs !== undefined && !isPositiveInteger(redisTimeoutMs)) {
+      fail("rateLimit.redisTimeoutMs", "must be a positive integer (milliseconds; set REDIS_TIMEOUT_MS)");
+    }
+    if (onRedisFailure !== undefined && onRedisFailure !== "open" && onRedisFailure !== "closed") {
+      fail("rateLimit.onRedisFailure", 'must be "open" or "closed" (set RATE_LIMIT_ON_REDIS_FAILURE)');
     }
   }
   const level = config.logger ? config.logger.level : undefined;

@@ -14,7 +14,10 @@ export type GatewayEnv = Readonly<Record<string, string | undefined>>;
  * | `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE` | HS256 tokens (issuer / audience default to the seed's `eloquent-gateway` / `eloquent-api`) |
  * | `JWKS_URL`, `OAUTH2_ISSUER`, `OAUTH2_AUDIENCE` | RS256/ES256 tokens from an OAuth2 server |
  * | `INTROSPECTION_URL`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | opaque tokens (RFC 7662) |
+ * | `INTROSPECTION_AUDIENCE`, `INTROSPECTION_ISSUER` | optional: the `aud` (comma-separated, one of them) and `iss` an introspection response must carry |
  * | `REDIS_URL` | share the rate limit between instances |
+ * | `REDIS_TIMEOUT_MS` | budget of one Redis command before it counts as failed (default 100) |
+ * | `RATE_LIMIT_ON_REDIS_FAILURE` | `open` (default: calls proceed unlimited) or `closed` (503) while Redis is away |
  * | `RATE_LIMIT_MAX`, `RATE_LIMIT_WINDOW` | requests per caller per window (default 1000 per `1m`; `RATE_LIMIT_MAX=0` disables) |
  * | `BODY_LIMIT` | largest request body in bytes (default 4 MiB) |
  * | `CORS_ORIGINS` | comma-separated allowed origins, or `*` |
@@ -67,6 +70,8 @@ function tokensFromEnv(env: GatewayEnv): TokenValidationOptions {
       url: env.INTROSPECTION_URL,
       clientId: required(env, "INTROSPECTION_CLIENT_ID", "with INTROSPECTION_URL"),
       clientSecret: required(env, "INTROSPECTION_CLIENT_SECRET", "with INTROSPECTION_URL"),
+      ...(env.INTROSPECTION_AUDIENCE && { audience: list(env, "INTROSPECTION_AUDIENCE") }),
+      ...(env.INTROSPECTION_ISSUER && { issuer: env.INTROSPECTION_ISSUER }),
     };
   }
   return tokens;
@@ -78,7 +83,24 @@ function rateLimitFromEnv(env: GatewayEnv): GatewayConfig["rateLimit"] {
   const window = env.RATE_LIMIT_WINDOW ?? "1m";
   const timeWindowMs = parseDuration(window);
   if (timeWindowMs === undefined) throw new GatewayConfigError("RATE_LIMIT_WINDOW", "must be a duration such as 60s or 1m");
-  return { max, timeWindowMs, ...(env.REDIS_URL && { redisUrl: env.REDIS_URL }) };
+  const onRedisFailure = env.RATE_LIMIT_ON_REDIS_FAILURE;
+  if (onRedisFailure !== undefined && onRedisFailure !== "open" && onRedisFailure !== "closed") {
+    throw new GatewayConfigError("RATE_LIMIT_ON_REDIS_FAILURE", "must be open or closed");
+  }
+  return {
+    max,
+    timeWindowMs,
+    ...(env.REDIS_URL && { redisUrl: env.REDIS_URL }),
+    ...(env.REDIS_TIMEOUT_MS !== undefined && { redisTimeoutMs: integer(env, "REDIS_TIMEOUT_MS") }),
+    ...(onRedisFailure !== undefined && { onRedisFailure }),
+  };
+}
+
+/** A comma-separated list, one entry for a single value; throws when it names nothing. */
+function list(env: GatewayEnv, name: string): string | string[] {
+  const items = (env[name] ?? "").split(",").map((v) => v.trim()).filter(Boolean);
+  if (items.length === 0) throw new GatewayConfigError(name, "must name at least one value");
+  return items.length === 1 ? items[0]! : items;
 }
 
 function required(env: GatewayEnv, name: string, why: string): string {

@@ -111,11 +111,34 @@ function firstString(claims: TokenClaims, names: readonly string[]): string | un
   return undefined;
 }
 
+// A scope string (RFC 6749 §3.3): scope tokens separated by single spaces —
+// no other whitespace, no control characters, nothing leading or trailing.
+// A token is anything else but whitespace and control characters.
+const SCOPE_TOKEN = "[^\\s\\p{Cc}]+";
+const SCOPE_STRING = new RegExp(`^(?:${SCOPE_TOKEN}(?: ${SCOPE_TOKEN})*)?$`, "u");
+const SCOPE_ELEMENT = new RegExp(`^${SCOPE_TOKEN}$`, "u");
+const MALFORMED_SCOPE = "Token carries a malformed scope claim";
+
+/**
+ * The scopes of the first scope claim present. Every scope claim present must
+ * be well formed — a space-separated string, or an array of single scope
+ * tokens — or the token is refused (`UNAUTHORIZED`): a scope list that the
+ * gateway and a backend could split differently is never forwarded.
+ */
 function scopesOf(claims: TokenClaims, names: readonly string[]): string[] {
+  let scopes: string[] | undefined;
   for (const name of names) {
     const value = claims[name];
-    if (typeof value === "string") return value.split(/\s+/).filter((s) => s !== "");
-    if (Array.isArray(value)) return value.filter((s): s is string => typeof s === "string" && s !== "");
+    if (value === undefined || value === null) continue;
+    let parsed: string[];
+    if (typeof value === "string" && SCOPE_STRING.test(value)) {
+      parsed = value === "" ? [] : value.split(" ");
+    } else if (Array.isArray(value) && value.every((s) => typeof s === "string" && SCOPE_ELEMENT.test(s))) {
+      parsed = value as string[];
+    } else {
+      throw new GatewayHttpError("UNAUTHORIZED", MALFORMED_SCOPE);
+    }
+    scopes ??= parsed;
   }
-  return [];
+  return scopes ?? [];
 }

@@ -1,46 +1,234 @@
+import { createRequire } from "node:module";
 import type { FastifyBaseLogger } from "fastify";
+import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from "@fastify/rate-limit";
 import { Redis } from "ioredis";
+import { GatewayHttpError } from "./gateway-http-error.js";
+
+/** What the rate limiter does while Redis does not answer within its budget. */
+export type RedisFailurePolicy = "open" | "closed";
+
+/** Options of {@link connectRateLimitStore}. */
+export interface RateLimitStoreOptions {
+  /** How long one Redis command (a count, a PING) may take before it counts as failed. */
+  readonly timeoutMs: number;
+  /** `open`: the call proceeds unlimited; `closed`: it is refused with 503. */
+  readonly onFailure: RedisFailurePolicy;
+  /** How often Redis is PINGed for `/ready` (between the end of one PING and the next). Default 250 ms. */
+  readonly pingIntervalMs?: number;
+}
 
 /** The Redis connection that gateway instances share their rate-limit counters through. */
 export interface RateLimitStore {
   /** What @fastify/rate-limit counts in. */
   readonly redis: Redis;
-  /** True when Redis answers a PING within a second (`/ready`). */
-  answers(): Promise<boolean>;
-  /** Drops the connection. */
+  /** The store to hand @fastify/rate-limit (`store` option): Redis, bounded by the timeout budget. */
+  readonly storeClass: FastifyRateLimitStoreCtor;
+  /** Whether the last PING (every pingIntervalMs) was answered in time and the connection is up. */
+  available(): boolean;
+  /**
+   * For `/ready`: true when {@link available}, else whether it becomes so
+   * within the timeout budget (a gateway just started, still connecting).
+   */
+  ready(): Promise<boolean>;
+  /** Stops the PINGs and drops the connection. */
   close(): void;
 }
 
-const PING_TIMEOUT_MS = 1_000;
+const DEFAULT_PING_INTERVAL_MS = 250;
+/** Longest pause between reconnection attempts once Redis has gone. */
+const MAX_RECONNECT_DELAY_MS = 500;
+
+interface CountResult {
+  current: number;
+  ttl: number;
+}
+type Callback = (error: Error | null, result?: CountResult) => void;
+type InnerStore = FastifyRateLimitStore & { read?(key: string, cb: Callback, timeWindow: number, max: number): void };
+
+// @fastify/rate-limit's own Redis store (its Lua script), wrapped below; the package is CommonJS.
+const RedisStore = createRequire(import.meta.url)("@fastify/rate-limit/store/RedisStore.js") as new (
+  continueExceeding: boolean,
+  exponentialBackoff: boolean,
+  redis: Redis,
+  key?: string,
+) => InnerStore;
 
 /**
- * Connects to Redis at `url`. ioredis reconnects on its own; an outage is
- * logged once, without the URL (it may hold a password), and until it ends
- * the limit is not enforced rather than the gateway refusing every call.
+ * Connects to Redis at `url` for the shared rate limit, so that a Redis
+ * outage never stalls a call: Redis is killed (connection refused while it
+ * reconnects) or frozen (SIGSTOP, a hung host: the socket stays open and
+ * nothing answers).
+ *
+ * - ioredis does not queue commands while disconnected (`enableOfflineQueue:
+ *   false`), gives each `timeoutMs` (`commandTimeout`), does not retry them
+ *   (`maxRetriesPerRequest: 0`), and reconnects every ≤ 500 ms; an `error`
+ *   listener is always attached (an EventEmitter without one throws).
+ * - Each count is also raced against `timeoutMs` here, whatever ioredis does.
+ * - Redis is PINGed every `pingIntervalMs` with the same budget; while the
+ *   last PING failed or the connection is down, counts do not even try
+ *   Redis, and `available()` (`/ready`) is false. The outage is logged once
+ *   at warn when it starts, without the URL (it may hold a password), and
+ *   once at info when it ends.
+ * - A failed count then follows `onFailure`. The default is `open`: the call
+ *   proceeds without being counted. The rate limit protects backends from
+ *   one greedy caller; refusing every caller because the counter store is
+ *   away would turn a Redis outage into a full gateway outage, which is
+ *   worse than briefly unenforced limits (and `/ready` going 503 tells the
+ *   orchestrator). `closed` is for deployments where an unenforced limit is
+ *   the bigger risk (a paid quota, an abuse-prone public route): the call
+ *   gets 503 SERVICE_UNAVAILABLE with Retry-After.
  */
-export function connectRateLimitStore(url: string, log: FastifyBaseLogger): RateLimitStore {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 2_000 });
-  let healthy = true;
+export function connectRateLimitStore(url: string, log: FastifyBaseLogger, options: RateLimitStoreOptions): RateLimitStore {
+  const { timeoutMs, onFailure } = options;
+  const pingIntervalMs = options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS;
+  const redis = new Redis(url, {
+    enableOfflineQueue: false,
+    commandTimeout: timeoutMs,
+    maxRetriesPerRequest: 0,
+    connectTimeout: Math.max(timeoutMs, 1_000),
+    retryStrategy: (times) => Math.min(times * 50, MAX_RECONNECT_DELAY_MS),
+  });
+
+  let connected = false;
+  let pingAnswered = false;
+  let inOutage = false;
+  let closed = false;
+  const outage = (reason: unknown) => {
+    if (closed || inOutage) return;
+    inOutage = true;
+    log.warn(
+      { cause: reason, onRedisFailure: onFailure },
+      onFailure === "open"
+        ? "rate limit store (Redis) unavailable; limits are not enforced until it returns"
+        : "rate limit store (Redis) unavailable; rate-limited calls are refused until it returns",
+    );
+  };
+  const recovered = () => {
+    if (!inOutage) return;
+    inOutage = false;
+    log.info("rate limit store (Redis) available again; limits are enforced");
+  };
+
+  redis.on("error", (error: NodeJS.ErrnoException) => outage(error.code ?? error.message));
+  let availabilityWaiters: Array<(ok: boolean) => void> = [];
+  const setAnswered = (answered: boolean) => {
+    pingAnswered = answered;
+    if (available()) {
+      for (const wake of availabilityWaiters) wake(true);
+      availabilityWaiters = [];
+    }
+  };
   redis.on("ready", () => {
-    healthy = true;
+    // ioredis is ready once Redis answered its INFO check: as good as a PING.
+    connected = true;
+    setAnswered(true);
+    recovered();
   });
-  redis.on("error", (error: NodeJS.ErrnoException) => {
-    if (healthy) log.warn({ code: error.code }, "rate limit store (Redis) unavailable; limits are not enforced");
-    healthy = false;
+  redis.on("close", () => {
+    connected = false;
+    pingAnswered = false;
+    outage("connection closed");
   });
-  return { redis, answers: () => answersPing(redis), close: () => redis.disconnect() };
+
+  let pingTimer: NodeJS.Timeout | undefined;
+  const schedulePing = (delay: number) => {
+    if (closed) return;
+    pingTimer = setTimeout(() => void ping(), delay);
+    pingTimer.unref();
+  };
+  const ping = async () => {
+    // Not connected: nothing to ask (the 'error' and 'close' events report it); look again later.
+    if (!connected) return schedulePing(pingIntervalMs);
+    const ok = await withinBudget(redis.ping(), timeoutMs).then(
+      (reply) => reply === "PONG",
+      () => false,
+    );
+    if (closed) return;
+    setAnswered(ok);
+    if (ok) recovered();
+    else outage("PING not answered in time");
+    schedulePing(pingIntervalMs);
+  };
+  schedulePing(0);
+
+  const available = () => connected && pingAnswered;
+  const failure = (cause: unknown): Error => {
+    outage(cause instanceof Error ? cause.message : cause);
+    return new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable", { cause });
+  };
+  // Calls a store method with at most one answer, within the budget, following onFailure.
+  const guarded = (run: (cb: Callback) => void, cb: Callback) => {
+    if (!available()) return settle(cb, failure("rate limit store unavailable"));
+    let done = false;
+    const timer = setTimeout(() => finish(failure(new Error(`no answer within ${timeoutMs} ms`))), timeoutMs);
+    const finish = (error: Error | null, result?: CountResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (error) settle(cb, error instanceof GatewayHttpError ? error : failure(error));
+      else cb(null, result);
+    };
+    try {
+      run(finish);
+    } catch (error) {
+      finish(error as Error);
+    }
+  };
+  // open: counted as nothing (the call proceeds); closed: the error, which the gateway answers with 503.
+  const settle = (cb: Callback, error: Error) => (onFailure === "open" ? cb(null, { current: 0, ttl: 0 }) : cb(error));
+
+  class GuardedRedisStore implements FastifyRateLimitStore {
+    private readonly inner: InnerStore;
+    constructor(params: { continueExceeding?: boolean; exponentialBackoff?: boolean }, inner?: InnerStore) {
+      this.inner =
+        inner ??
+        new RedisStore(params.continueExceeding ?? false, params.exponentialBackoff ?? false, redis, "connect-gateway-rate-limit:");
+    }
+    incr(key: string, cb: Callback, timeWindow: number, max: number): void {
+      guarded((done) => this.inner.incr(key, done, timeWindow, max), cb);
+    }
+    read(key: string, cb: Callback, timeWindow: number, max: number): void {
+      guarded((done) => this.inner.read?.(key, done, timeWindow, max), cb);
+    }
+    child(routeOptions: Parameters<FastifyRateLimitStore["child"]>[0]): FastifyRateLimitStore {
+      return new GuardedRedisStore({}, this.inner.child(routeOptions) as InnerStore);
+    }
+  }
+
+  const ready = () =>
+    available()
+      ? Promise.resolve(true)
+      : new Promise<boolean>((resolve) => {
+          const wake = (ok: boolean) => {
+            clearTimeout(timer);
+            resolve(ok);
+          };
+          const timer = setTimeout(() => {
+            availabilityWaiters = availabilityWaiters.filter((w) => w !== wake);
+            resolve(false);
+          }, timeoutMs);
+          availabilityWaiters.push(wake);
+        });
+
+  return {
+    redis,
+    storeClass: GuardedRedisStore as unknown as FastifyRateLimitStoreCtor,
+    available,
+    ready,
+    close: () => {
+      closed = true;
+      clearTimeout(pingTimer);
+      for (const wake of availabilityWaiters) wake(false);
+      availabilityWaiters = [];
+      redis.disconnect();
+    },
+  };
 }
 
-async function answersPing(redis: Redis): Promise<boolean> {
+function withinBudget<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), PING_TIMEOUT_MS);
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
   });
-  try {
-    return await Promise.race([redis.ping().then((r) => r === "PONG"), timeout]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
-  }
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

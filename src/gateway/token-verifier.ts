@@ -42,6 +42,13 @@ export interface JwksTokenOptions {
   readonly maxAgeMs?: number;
   /** Give up on a JWKS request after this long (→ `SERVICE_UNAVAILABLE`). Default 5 s. */
   readonly timeoutMs?: number;
+  /**
+   * After the JWKS endpoint failed (unreachable, an error status, garbage),
+   * calls within this many ms get `SERVICE_UNAVAILABLE` at once instead of
+   * fetching it again, so an outage of the OAuth2 server is not met with a
+   * fetch per call. Default 5 s; 0 disables.
+   */
+  readonly failureCooldownMs?: number;
 }
 
 /** Opaque tokens checked through an RFC 7662 introspection endpoint. */
@@ -54,6 +61,16 @@ export interface IntrospectionOptions {
   readonly clientSecret: string;
   /** Give up on an introspection request after this long. Default 5 s. */
   readonly timeoutMs?: number;
+  /** Expected `aud` of the introspection response (one of them, when several); unchecked when unset. */
+  readonly audience?: string | readonly string[];
+  /** Expected `iss` of the introspection response; unchecked when unset. */
+  readonly issuer?: string;
+  /**
+   * A token the endpoint refused (`active: false`, wrong audience…) is refused
+   * again without asking for this many ms (bounded LRU, keyed by the token's
+   * hash). Default 10 s; 0 disables.
+   */
+  readonly negativeCacheMs?: number;
 }
 
 /** Which tokens the gateway accepts. At least one of the three. */
@@ -61,7 +78,10 @@ export interface TokenValidationOptions {
   readonly hs256?: Hs256TokenOptions;
   readonly jwks?: JwksTokenOptions;
   readonly introspection?: IntrospectionOptions;
-  /** Allowed clock skew on `exp` / `nbf` / `iat`. Default 5 s. */
+  /**
+   * Allowed clock skew on `exp` / `nbf` / `iat` (JWTs, and `exp` of an
+   * introspection response). Default 5 s. A JWT without `exp` is refused.
+   */
   readonly clockToleranceSeconds?: number;
   /**
    * A token that verified is trusted again for this long, never past its
@@ -87,6 +107,8 @@ export interface TokenVerifier {
 }
 
 const INVALID = "Invalid or expired token";
+/** Most tokens remembered at once, by each of the verifier's caches. */
+const CACHE_ENTRIES = 10_000;
 
 /**
  * Creates the gateway's token verifier: HS256 JWTs with a shared secret,
@@ -99,30 +121,53 @@ export function createTokenVerifier(options: TokenValidationOptions): TokenVerif
   const hs256 = options.hs256 && {
     // A KeyObject once, rather than the raw secret imported again on every verification.
     key: createSecretKey(Buffer.from(options.hs256.secret, "utf8")),
-    verify: { issuer: options.hs256.issuer, audience: options.hs256.audience, algorithms: ["HS256"], clockTolerance },
+    verify: {
+      issuer: options.hs256.issuer,
+      audience: options.hs256.audience,
+      algorithms: ["HS256"],
+      requiredClaims: ["exp"],
+      clockTolerance,
+    },
   };
   const jwks = options.jwks && {
-    keys: createRemoteJWKSet(new URL(options.jwks.url), {
-      cooldownDuration: options.jwks.refetchCooldownMs ?? 30_000,
-      cacheMaxAge: options.jwks.maxAgeMs ?? 600_000,
-      timeoutDuration: options.jwks.timeoutMs ?? 5_000,
-    }) as JWTVerifyGetKey,
+    keys: withFailureCooldown(
+      createRemoteJWKSet(new URL(options.jwks.url), {
+        cooldownDuration: options.jwks.refetchCooldownMs ?? 30_000,
+        cacheMaxAge: options.jwks.maxAgeMs ?? 600_000,
+        timeoutDuration: options.jwks.timeoutMs ?? 5_000,
+      }) as JWTVerifyGetKey,
+      options.jwks.failureCooldownMs ?? 5_000,
+    ),
     verify: {
       issuer: options.jwks.issuer,
       audience: [options.jwks.audience].flat() as string[],
       algorithms: [...(options.jwks.algorithms ?? ["RS256", "ES256"])],
+      requiredClaims: ["exp"],
       clockTolerance,
     },
   };
-  const introspect = options.introspection && createIntrospection(options.introspection);
+  const introspect = options.introspection && createIntrospection(options.introspection, clockTolerance);
   const cacheMs = options.cacheMs ?? 30_000;
-  const verified = cacheMs > 0 ? new LRUCache<string, TokenClaims>({ max: 10_000 }) : undefined;
+  const verified = cacheMs > 0 ? new LRUCache<string, TokenClaims>({ max: CACHE_ENTRIES }) : undefined;
+  const negativeMs = options.introspection?.negativeCacheMs ?? 10_000;
+  // Refusals of opaque tokens by the introspection endpoint, remembered briefly.
+  const refused =
+    introspect && negativeMs > 0 ? new LRUCache<string, GatewayHttpError>({ max: CACHE_ENTRIES, ttl: negativeMs }) : undefined;
+  // One verification at a time per token: concurrent calls share it.
+  const inflight = new Map<string, Promise<TokenClaims>>();
 
-  async function verifyUncached(token: string): Promise<TokenClaims> {
+  async function verifyUncached(token: string, key: string): Promise<TokenClaims> {
     const alg = jwtAlgorithm(token);
     try {
       if (alg === undefined) {
-        if (introspect) return await introspect(token);
+        if (introspect) {
+          try {
+            return await introspect(token);
+          } catch (e) {
+            if (refused && e instanceof GatewayHttpError && e.statusCode === 401) refused.set(key, e);
+            throw e;
+          }
+        }
       } else if (alg === "HS256" && hs256) {
         return (await jwtVerify(token, hs256.key, hs256.verify)).payload;
       } else if (jwks && jwks.verify.algorithms.includes(alg)) {
@@ -134,17 +179,55 @@ export function createTokenVerifier(options: TokenValidationOptions): TokenVerif
     throw new GatewayHttpError("UNAUTHORIZED", INVALID);
   }
 
-  return {
-    async verify(token) {
-      if (verified === undefined) return verifyUncached(token);
-      const key = createHash("sha256").update(token).digest("base64url");
-      const cached = verified.get(key);
-      if (cached !== undefined && !isExpired(cached)) return cached;
-      const claims = await verifyUncached(token);
+  async function verifyAndRemember(token: string, key: string): Promise<TokenClaims> {
+    const claims = await verifyUncached(token, key);
+    if (verified !== undefined) {
       const ttl = typeof claims.exp === "number" ? Math.min(cacheMs, claims.exp * 1000 - Date.now()) : cacheMs;
       if (ttl > 0) verified.set(key, claims, { ttl });
-      return claims;
+    }
+    return claims;
+  }
+
+  return {
+    async verify(token) {
+      const key = createHash("sha256").update(token).digest("base64url");
+      const cached = verified?.get(key);
+      if (cached !== undefined && !isExpired(cached)) return cached;
+      const refusal = refused?.get(key);
+      // A fresh error per call: callers may decorate what they are thrown.
+      if (refusal !== undefined) throw new GatewayHttpError(refusal.code, refusal.message);
+      let pending = inflight.get(key);
+      if (pending === undefined) {
+        pending = verifyAndRemember(token, key).finally(() => inflight.delete(key));
+        inflight.set(key, pending);
+      }
+      try {
+        return await pending;
+      } catch (e) {
+        throw e instanceof GatewayHttpError ? new GatewayHttpError(e.code, e.message, { cause: e.cause }) : e;
+      }
     },
+  };
+}
+
+/**
+ * Remembers a failure of the key set (see {@link isKeySetFailure}) for
+ * `cooldownMs`, answering it again meanwhile without a request. jose already
+ * shares one fetch among concurrent calls, but forgets a failed one at once.
+ */
+function withFailureCooldown(keys: JWTVerifyGetKey, cooldownMs: number): JWTVerifyGetKey {
+  if (cooldownMs <= 0) return keys;
+  let failure: { error: unknown; until: number } | undefined;
+  return async (header, token) => {
+    if (failure !== undefined && Date.now() < failure.until) throw failure.error;
+    try {
+      const key = await keys(header, token);
+      failure = undefined;
+      return key;
+    } catch (e) {
+      if (isKeySetFailure(e)) failure = { error: e, until: Date.now() + cooldownMs };
+      throw e;
+    }
   };
 }
 
@@ -163,6 +246,9 @@ function asTokenError(e: unknown): GatewayHttpError {
   if (e instanceof GatewayHttpError) return e;
   if (e instanceof joseErrors.JWTExpired) {
     return new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
+  }
+  if (e instanceof joseErrors.JWTClaimValidationFailed && e.claim === "exp" && e.reason === "missing") {
+    return new GatewayHttpError("UNAUTHORIZED", "Token has no expiry (exp)");
   }
   if (isKeySetFailure(e)) {
     return new GatewayHttpError("SERVICE_UNAVAILABLE", "Token keys are unavailable", { cause: e });
@@ -185,13 +271,35 @@ function isKeySetFailure(e: unknown): boolean {
   );
 }
 
-/** RFC 7662: POST the token with the gateway's client credentials; `active: false` is invalid. */
-function createIntrospection(options: IntrospectionOptions): (token: string) => Promise<TokenClaims> {
+/**
+ * RFC 7662: POST the token with the gateway's client credentials; `active:
+ * false` is invalid, as is a refresh token, or a token of another issuer or
+ * audience when those are configured.
+ */
+function createIntrospection(
+  options: IntrospectionOptions,
+  clockToleranceSeconds: number,
+): (token: string) => Promise<TokenClaims> {
   const authorization = basicAuthorization(options.clientId, options.clientSecret);
+  const audiences = options.audience === undefined ? undefined : ([options.audience].flat() as string[]);
   return async (token) => {
     const claims = await postIntrospection(options, authorization, token);
     if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
-    if (isExpired(claims)) throw new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
+    if (typeof claims.token_type === "string" && claims.token_type.toLowerCase() === "refresh_token") {
+      throw new GatewayHttpError("UNAUTHORIZED", "A refresh token is not an access token");
+    }
+    if (options.issuer !== undefined && claims.iss !== options.issuer) {
+      throw new GatewayHttpError("UNAUTHORIZED", "Token has an unexpected issuer");
+    }
+    if (audiences !== undefined) {
+      const aud = typeof claims.aud === "string" ? [claims.aud] : Array.isArray(claims.aud) ? claims.aud : [];
+      if (!aud.some((a) => typeof a === "string" && audiences.includes(a))) {
+        throw new GatewayHttpError("UNAUTHORIZED", "Token has an unexpected audience");
+      }
+    }
+    if (typeof claims.exp === "number" && (claims.exp + clockToleranceSeconds) * 1000 <= Date.now()) {
+      throw new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
+    }
     return claims;
   };
 }

@@ -1,0 +1,221 @@
+// Redis failing under the shared rate limit, injected for real: a redis-server
+// child on a loopback port is killed (SIGKILL) or frozen (SIGSTOP) while a real
+// gateway counts in it. Calls must still answer within a second (fail open, or
+// 503 when configured closed), /ready must follow Redis, and both must recover.
+import { spawn, type ChildProcess } from "node:child_process";
+import { Redis } from "ioredis";
+import { afterEach, describe, expect, it } from "vitest";
+import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
+
+const yaml = `version: "1.0"
+routes:
+  - path: /api/v1/profile
+    method: GET
+    proxy_upstream: $UP
+`;
+
+const CALL_BUDGET_MS = 1_000;
+
+let children: ChildProcess[] = [];
+let gateway: Gateway | undefined;
+let backend: RecordingBackend | undefined;
+let logLines: Array<{ level: number; msg: string }> = [];
+
+afterEach(async () => {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGCONT");
+      child.kill("SIGKILL");
+    }
+  }
+  children = [];
+  await gateway?.close();
+  await backend?.close();
+  gateway = undefined;
+  backend = undefined;
+  logLines = [];
+});
+
+async function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: "ignore",
+  });
+  children.push(child);
+  let spawnError: Error | undefined;
+  child.once("error", (e) => (spawnError = e));
+  const probe = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on("error", () => {}); // refused until redis-server is up: retried below
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      probe.disconnect();
+      return child;
+    } catch (e) {
+      probe.disconnect();
+      if (spawnError) throw new Error(`cannot run redis-server (${spawnError.message})`);
+      if (attempt > 50) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+function killed(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill("SIGKILL");
+  });
+}
+
+async function startGateway(port: number, rateLimit: Partial<Exclude<GatewayConfig["rateLimit"], false>> = {}): Promise<Gateway> {
+  backend = await startRecordingBackend();
+  const config: GatewayConfig = {
+    routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url } }),
+    hmacSecret: HMAC_SECRET,
+    tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+    rateLimit: { max: 3, timeWindowMs: 60_000, redisUrl: `redis://127.0.0.1:${port}`, ...rateLimit },
+    logger: {
+      level: "info",
+      stream: { write: (line: string) => void logLines.push(JSON.parse(line) as { level: number; msg: string }) },
+    },
+  };
+  gateway = createGateway(config);
+  await gateway.listen();
+  expect(await readyWithin(gateway, 200, 3_000)).toBe(true);
+  return gateway;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** One call, bounded: resolves to its status and how long it took. */
+async function timedGet(gw: Gateway, path: string, token?: string) {
+  const started = performance.now();
+  const res = await fetch(gw.url + path, {
+    headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(5_000),
+  });
+  await res.arrayBuffer();
+  return { status: res.status, retryAfter: res.headers.get("retry-after"), ms: performance.now() - started };
+}
+
+/** Polls /ready until it answers `status`, for at most `withinMs`. */
+async function readyWithin(gw: Gateway, status: number, withinMs: number): Promise<boolean> {
+  const deadline = performance.now() + withinMs;
+  while (performance.now() < deadline) {
+    if ((await timedGet(gw, "/ready")).status === status) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+async function limitingWorks(gw: Gateway, user: string): Promise<number[]> {
+  const token = await seedToken({ user_id: user });
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i++) statuses.push((await timedGet(gw, "/api/v1/profile", token)).status);
+  return statuses;
+}
+
+const outageWarnings = () => logLines.filter((l) => l.level === 40 && /rate limit store \(Redis\) unavailable/.test(l.msg));
+
+describe("the rate limiter when Redis fails", () => {
+  it("answers within a second while Redis is killed (fail open, one warning), /ready 503, and recovers when it restarts", async () => {
+    const port = await unusedPort();
+    const redis = await startRedis(port);
+    const gw = await startGateway(port);
+    expect(await limitingWorks(gw, "before-kill")).toEqual([200, 200, 200, 429]);
+
+    await killed(redis);
+    const token = await seedToken({ user_id: "during-kill" });
+    for (let i = 0; i < 6; i++) {
+      const call = await timedGet(gw, "/api/v1/profile", token);
+      expect(call.status).toBe(200);
+      expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
+    }
+    expect(await readyWithin(gw, 503, 1_500)).toBe(true);
+    expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+
+    await startRedis(port);
+    expect(await readyWithin(gw, 200, 5_000)).toBe(true);
+    expect(await limitingWorks(gw, "after-restart")).toEqual([200, 200, 200, 429]);
+  }, 20_000);
+
+  it("answers within a second while Redis is frozen (SIGSTOP), /ready 503, and recovers on SIGCONT", async () => {
+    const port = await unusedPort();
+    const redis = await startRedis(port);
+    const gw = await startGateway(port);
+
+    redis.kill("SIGSTOP");
+    const token = await seedToken({ user_id: "during-freeze" });
+    for (let i = 0; i < 6; i++) {
+      const call = await timedGet(gw, "/api/v1/profile", token);
+      expect(call.status).toBe(200);
+      expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
+    }
+    expect(await readyWithin(gw, 503, 1_500)).toBe(true);
+    expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+
+    redis.kill("SIGCONT");
+    expect(await readyWithin(gw, 200, 5_000)).toBe(true);
+    expect(await limitingWorks(gw, "after-freeze")).toEqual([200, 200, 200, 429]);
+  }, 20_000);
+
+  it("refuses calls with 503 and Retry-After within a second when configured to fail closed", async () => {
+    const port = await unusedPort();
+    const redis = await startRedis(port);
+    const gw = await startGateway(port, { onRedisFailure: "closed", redisTimeoutMs: 100 });
+    const token = await seedToken({ user_id: "closed" });
+    expect((await timedGet(gw, "/api/v1/profile", token)).status).toBe(200);
+
+    redis.kill("SIGSTOP");
+    for (let i = 0; i < 3; i++) {
+      const call = await timedGet(gw, "/api/v1/profile", token);
+      expect([call.status, call.retryAfter]).toEqual([503, "1"]);
+      expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
+    }
+    await killed(redis);
+    const call = await timedGet(gw, "/api/v1/profile", token);
+    expect([call.status, call.retryAfter]).toEqual([503, "1"]);
+    expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
+    expect(await readyWithin(gw, 503, 1_500)).toBe(true);
+    expect((await timedGet(gw, "/health")).status).toBe(200);
+  }, 20_000);
+});
+
+describe("Redis failure options", () => {
+  const base = (rateLimit: Record<string, unknown>) =>
+    ({
+      routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: "http://127.0.0.1:1" } }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      rateLimit: { max: 5, ...rateLimit },
+      logger: false,
+    }) as GatewayConfig;
+
+  it("validates rateLimit.redisTimeoutMs and rateLimit.onRedisFailure", () => {
+    for (const [rateLimit, message] of [
+      [{ redisTimeoutMs: 0 }, /`rateLimit\.redisTimeoutMs` must be a positive integer/],
+      [{ redisTimeoutMs: 1.5 }, /`rateLimit\.redisTimeoutMs` must be a positive integer/],
+      [{ onRedisFailure: "maybe" }, /`rateLimit\.onRedisFailure` must be "open" or "closed"/],
+    ] as const) {
+      expect(() => createGateway(base(rateLimit))).toThrow(GatewayConfigError);
+      expect(() => createGateway(base(rateLimit))).toThrow(message);
+    }
+  });
+
+  it("reads REDIS_TIMEOUT_MS and RATE_LIMIT_ON_REDIS_FAILURE", () => {
+    const env = { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, REDIS_URL: "redis://127.0.0.1:1" };
+    expect(gatewayConfigFromEnv("routes.yaml", env).rateLimit).toEqual({ max: 1000, timeWindowMs: 60_000, redisUrl: "redis://127.0.0.1:1" });
+    expect(
+      gatewayConfigFromEnv("routes.yaml", { ...env, REDIS_TIMEOUT_MS: "250", RATE_LIMIT_ON_REDIS_FAILURE: "closed" }).rateLimit,
+    ).toMatchObject({ redisTimeoutMs: 250, onRedisFailure: "closed" });
+    expect(() => gatewayConfigFromEnv("routes.yaml", { ...env, REDIS_TIMEOUT_MS: "fast" })).toThrow(/REDIS_TIMEOUT_MS/);
+    expect(() => gatewayConfigFromEnv("routes.yaml", { ...env, RATE_LIMIT_ON_REDIS_FAILURE: "sometimes" })).toThrow(
+      /RATE_LIMIT_ON_REDIS_FAILURE/,
+    );
+  });
+});

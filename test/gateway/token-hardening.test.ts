@@ -1,0 +1,386 @@
+// Hardening of token validation: `exp` required, malformed scope claims refused,
+// introspection audience / issuer / token type checks, single-flight and
+// negative caching of introspection, and a cooldown after a failed JWKS fetch.
+// Real servers on loopback throughout: an oidc-provider OAuth2 server, a
+// counting proxy in front of its introspection endpoint, a JWKS server.
+import { createServer, type Server } from "node:http";
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import type { TokenValidationOptions } from "../../src/gateway/token-verifier.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
+import {
+  closeServer,
+  HMAC_SECRET,
+  JWT_SECRET,
+  listen,
+  SEED_AUDIENCE,
+  SEED_ISSUER,
+  seedToken,
+  startRecordingBackend,
+  type RecordingBackend,
+} from "./helpers.js";
+
+const TEST_TIMEOUT = 20_000;
+const routesYaml = `version: "1.0"
+routes:
+  - path: /api/v1/agents
+    method: GET
+    proxy_upstream: $UP
+`;
+const service = { clientId: "billing", clientSecret: "billing-secret-value", scopes: ["read", "write"] };
+const introspector = { clientId: "gateway", clientSecret: "gateway-introspection-secret" };
+
+let backend: RecordingBackend;
+beforeAll(async () => {
+  backend = await startRecordingBackend();
+});
+afterAll(async () => {
+  await backend.close();
+});
+
+async function startGateway(tokens: TokenValidationOptions): Promise<Gateway> {
+  const gateway = createGateway({
+    routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: backend.url } }),
+    hmacSecret: HMAC_SECRET,
+    tokens,
+    logger: false,
+  });
+  await gateway.listen();
+  return gateway;
+}
+
+async function call(gateway: Gateway, token: string) {
+  const res = await fetch(`${gateway.url}/api/v1/agents`, {
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(10_000),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+const hs256 = { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE };
+
+function unexpiringSeedToken(key: Parameters<SignJWT["sign"]>[0], alg: string, claims: { iss: string; aud: string }, kid?: string) {
+  return new SignJWT({ client_id: "svc", scopes: ["read"] })
+    .setProtectedHeader({ alg, ...(kid && { kid }) })
+    .setIssuedAt()
+    .setIssuer(claims.iss)
+    .setAudience(claims.aud)
+    .sign(key);
+}
+
+describe("JWT expiry", () => {
+  it("refuses an HS256 or JWKS-verified JWT without exp with 401, never forwarded", { timeout: TEST_TIMEOUT }, async () => {
+    const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+    const keys: JWK[] = [{ ...(await exportJWK(publicKey)), kid: "k", alg: "RS256" }];
+    const jwksServer = createServer((_req, res) => res.setHeader("content-type", "application/json").end(JSON.stringify({ keys })));
+    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const gateway = await startGateway({ hs256, jwks: { url: `${issuer}/jwks`, issuer, audience: "api" } });
+    try {
+      const before = backend.requests.length;
+      const tokens = [
+        await unexpiringSeedToken(new TextEncoder().encode(JWT_SECRET), "HS256", { iss: SEED_ISSUER, aud: SEED_AUDIENCE }),
+        await unexpiringSeedToken(privateKey, "RS256", { iss: issuer, aud: "api" }, "k"),
+      ];
+      for (const token of tokens) {
+        const { status, body } = await call(gateway, token);
+        expect([status, body.error.code]).toEqual([401, "UNAUTHORIZED"]);
+        expect(body.error.message).toMatch(/exp/);
+      }
+      expect(backend.requests.length).toBe(before);
+      // The same keys with an exp are fine.
+      expect((await call(gateway, await seedToken())).status).toBe(200);
+    } finally {
+      await gateway.close();
+      await closeServer(jwksServer);
+    }
+  });
+
+  it("allows exp within the configured clock leeway, and no further", { timeout: TEST_TIMEOUT }, async () => {
+    const lenient = await startGateway({ hs256, clockToleranceSeconds: 30 });
+    const strict = await startGateway({ hs256, clockToleranceSeconds: 0 });
+    try {
+      const expired10s = await seedToken({}, { ttlSeconds: -10 });
+      expect((await call(lenient, expired10s)).status).toBe(200);
+      expect((await call(strict, expired10s)).body.error.code).toBe("EXPIRED_TOKEN");
+      expect((await call(lenient, await seedToken({}, { ttlSeconds: -60 }))).body.error.code).toBe("EXPIRED_TOKEN");
+    } finally {
+      await Promise.all([lenient.close(), strict.close()]);
+    }
+  });
+});
+
+describe("scope claims", () => {
+  let gateway: Gateway;
+  beforeAll(async () => {
+    gateway = await startGateway({ hs256 });
+  });
+  afterAll(async () => {
+    await gateway.close();
+  });
+
+  it("refuses odd whitespace, control characters and non-string elements in scope / scopes", { timeout: TEST_TIMEOUT }, async () => {
+    const malformed: Record<string, unknown>[] = [
+      { scopes: undefined, scope: "read  write" },
+      { scopes: undefined, scope: " read" },
+      { scopes: undefined, scope: "read " },
+      { scopes: undefined, scope: "read\twrite" },
+      { scopes: undefined, scope: "read\nwrite" },
+      { scopes: undefined, scope: "read\r\nx-injected: 1" },
+      { scopes: undefined, scope: "read\u00a0write" },
+      { scopes: undefined, scope: "read\u0000" },
+      { scopes: undefined, scope: "re\u007fad" },
+      { scopes: ["read", 5] },
+      { scopes: ["read", null] },
+      { scopes: ["read", { admin: true }] },
+      { scopes: ["read write"] },
+      { scopes: ["read", ""] },
+      { scopes: ["read\u0001"] },
+      { scopes: "read\twrite" },
+      { scopes: ["read"], scope: "read\u000bwrite" },
+    ];
+    const before = backend.requests.length;
+    for (const claims of malformed) {
+      const { status, body } = await call(gateway, await seedToken(claims));
+      expect([claims, status, body.error.code, body.error.message]).toEqual([
+        claims,
+        401,
+        "UNAUTHORIZED",
+        "Token carries a malformed scope claim",
+      ]);
+    }
+    expect(backend.requests.length).toBe(before);
+  });
+
+  it("still accepts well-formed scope strings and arrays", { timeout: TEST_TIMEOUT }, async () => {
+    for (const [claims, forwarded] of [
+      [{ scopes: undefined, scope: "read write:agents" }, "read write:agents"],
+      [{ scopes: ["read", "write:agents"] }, "read write:agents"],
+      [{ scopes: [] }, undefined],
+      [{ scopes: undefined, scope: "" }, undefined],
+    ] as const) {
+      expect((await call(gateway, await seedToken(claims))).status).toBe(200);
+      const header = backend.requests.at(-1)!.headers["x-user-scopes"];
+      expect(header || undefined).toBe(forwarded);
+    }
+  });
+});
+
+describe("introspection", () => {
+  let opaque: OAuth2Server;
+  let proxy: Server;
+  let proxyUrl: string;
+  let introspections = 0;
+  /** Rewrites the introspection answer on its way back to the gateway. */
+  let rewrite: (body: Record<string, unknown>) => Record<string, unknown> = (b) => b;
+
+  beforeAll(async () => {
+    opaque = await startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" });
+    // Counts introspection requests, and holds each a while, so that
+    // concurrent calls overlap with it.
+    proxy = createServer(async (req, res) => {
+      introspections++;
+      const chunks: Buffer[] = [];
+      for await (const chunk of req) chunks.push(chunk as Buffer);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      const answer = await fetch(opaque.introspectionUrl, {
+        method: "POST",
+        headers: { authorization: String(req.headers.authorization), "content-type": String(req.headers["content-type"]) },
+        body: Buffer.concat(chunks),
+        signal: AbortSignal.timeout(5_000),
+      });
+      const body = rewrite((await answer.json()) as Record<string, unknown>);
+      res.writeHead(answer.status, { "content-type": "application/json" }).end(JSON.stringify(body));
+    });
+    proxyUrl = `http://127.0.0.1:${await listen(proxy)}/introspect`;
+  });
+  afterAll(async () => {
+    await Promise.all([opaque.close(), closeServer(proxy)]);
+  });
+
+  async function opaqueToken(): Promise<string> {
+    const res = await fetch(opaque.tokenUrl, {
+      method: "POST",
+      headers: { authorization: `Basic ${Buffer.from(`${service.clientId}:${service.clientSecret}`).toString("base64")}` },
+      body: new URLSearchParams({ grant_type: "client_credentials", scope: "read" }),
+      signal: AbortSignal.timeout(5_000),
+    });
+    return ((await res.json()) as { access_token: string }).access_token;
+  }
+
+  const introspection = (extra: Partial<NonNullable<TokenValidationOptions["introspection"]>> = {}) => ({
+    introspection: { url: proxyUrl, clientId: introspector.clientId, clientSecret: introspector.clientSecret, ...extra },
+  });
+
+  async function withGateway(tokens: TokenValidationOptions, run: (gateway: Gateway) => Promise<void>) {
+    const gateway = await startGateway(tokens);
+    try {
+      await run(gateway);
+    } finally {
+      rewrite = (b) => b;
+      await gateway.close();
+    }
+  }
+
+  it("introspects a token once for 15 concurrent calls", { timeout: TEST_TIMEOUT }, async () => {
+    await withGateway(introspection(), async (gateway) => {
+      const token = await opaqueToken();
+      const before = introspections;
+      const results = await Promise.all(Array.from({ length: 15 }, () => call(gateway, token)));
+      expect(results.map((r) => r.status)).toEqual(Array(15).fill(200));
+      expect(introspections - before).toBe(1);
+    });
+  });
+
+  it("remembers an inactive token briefly: repeated and concurrent bad calls introspect once", { timeout: TEST_TIMEOUT }, async () => {
+    await withGateway(introspection(), async (gateway) => {
+      const before = introspections;
+      const bad = "an-opaque-token-nobody-issued-0123456789";
+      const results = await Promise.all(Array.from({ length: 15 }, () => call(gateway, bad)));
+      for (let i = 0; i < 3; i++) results.push(await call(gateway, bad));
+      expect(results.map((r) => [r.status, r.body.error.code])).toEqual(Array(18).fill([401, "UNAUTHORIZED"]));
+      expect(introspections - before).toBe(1);
+      // Another bad token is asked about on its own.
+      expect((await call(gateway, `${bad}-other`)).status).toBe(401);
+      expect(introspections - before).toBe(2);
+    });
+    // With the negative cache disabled, each call asks again.
+    await withGateway(introspection({ negativeCacheMs: 0 }), async (gateway) => {
+      const before = introspections;
+      for (let i = 0; i < 2; i++) expect((await call(gateway, "yet-another-unknown-token")).status).toBe(401);
+      expect(introspections - before).toBe(2);
+    });
+  });
+
+  it("enforces the configured issuer", { timeout: TEST_TIMEOUT }, async () => {
+    const token = await opaqueToken();
+    await withGateway(introspection({ issuer: "http://someone-else.example" }), async (gateway) => {
+      const { status, body } = await call(gateway, token);
+      expect([status, body.error.code]).toEqual([401, "UNAUTHORIZED"]);
+    });
+    await withGateway(introspection({ issuer: opaque.issuer }), async (gateway) => {
+      expect((await call(gateway, token)).status).toBe(200);
+    });
+  });
+
+  it("enforces the configured audience against aud (string or array)", { timeout: TEST_TIMEOUT }, async () => {
+    const before = backend.requests.length;
+    for (const [aud, expected] of [
+      ["urn:another-api", 401],
+      [["urn:x", "urn:y"], 401],
+      [undefined, 401],
+      ["urn:my-api", 200],
+      [["urn:x", "urn:my-api"], 200],
+    ] as const) {
+      const token = await opaqueToken();
+      await withGateway(introspection({ audience: ["urn:my-api", "urn:also-mine"] }), async (gateway) => {
+        rewrite = (b) => ({ ...b, aud });
+        expect([aud, (await call(gateway, token)).status]).toEqual([aud, expected]);
+      });
+    }
+    expect(backend.requests.length).toBe(before + 2);
+  });
+
+  it("refuses a refresh token", { timeout: TEST_TIMEOUT }, async () => {
+    const token = await opaqueToken();
+    await withGateway(introspection(), async (gateway) => {
+      rewrite = (b) => ({ ...b, token_type: "refresh_token" });
+      const { status, body } = await call(gateway, token);
+      expect([status, body.error.code]).toEqual([401, "UNAUTHORIZED"]);
+    });
+  });
+
+  it("applies the clock leeway to an introspected exp", { timeout: TEST_TIMEOUT }, async () => {
+    const now = Math.floor(Date.now() / 1000);
+    for (const [exp, expected] of [
+      [now - 3, 200],
+      [now - 60, 401],
+    ] as const) {
+      const token = await opaqueToken();
+      await withGateway({ ...introspection(), clockToleranceSeconds: 10 }, async (gateway) => {
+        rewrite = (b) => ({ ...b, exp });
+        const { status, body } = await call(gateway, token);
+        expect(status).toBe(expected);
+        if (expected === 401) expect(body.error.code).toBe("EXPIRED_TOKEN");
+      });
+    }
+  });
+
+  it("reads INTROSPECTION_AUDIENCE and INTROSPECTION_ISSUER", () => {
+    const env = {
+      GATEWAY_HMAC_SECRET: HMAC_SECRET,
+      INTROSPECTION_URL: "http://127.0.0.1:1/introspect",
+      INTROSPECTION_CLIENT_ID: "g",
+      INTROSPECTION_CLIENT_SECRET: "s",
+    };
+    expect(gatewayConfigFromEnv("routes.yaml", env).tokens.introspection).not.toHaveProperty("audience");
+    const config = gatewayConfigFromEnv("routes.yaml", {
+      ...env,
+      INTROSPECTION_AUDIENCE: "urn:my-api",
+      INTROSPECTION_ISSUER: "https://auth.example",
+    });
+    expect(config.tokens.introspection).toMatchObject({ audience: "urn:my-api", issuer: "https://auth.example" });
+    expect(gatewayConfigFromEnv("r", { ...env, INTROSPECTION_AUDIENCE: "a, b" }).tokens.introspection?.audience).toEqual(["a", "b"]);
+  });
+});
+
+describe("JWKS failures", () => {
+  it("fetches a failing key set once for 15 concurrent calls, and not again within the cooldown", { timeout: TEST_TIMEOUT }, async () => {
+    const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+    const keys: JWK[] = [{ ...(await exportJWK(publicKey)), kid: "k", alg: "RS256" }];
+    let answer: [number, string] = [500, "oops"];
+    let fetches = 0;
+    const jwksServer = createServer((_req, res) => {
+      fetches++;
+      // Slow enough that the calls overlap, quick enough to leave the burst's tail for after it.
+      setTimeout(() => res.writeHead(answer[0], { "content-type": "application/json" }).end(answer[1]), 20);
+    });
+    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const sign = () =>
+      new SignJWT({ client_id: "svc" })
+        .setProtectedHeader({ alg: "RS256", kid: "k" })
+        .setIssuer(issuer)
+        .setAudience("api")
+        .setExpirationTime("5m")
+        .sign(privateKey);
+    try {
+      for (const failing of [[500, "oops"], [200, "not json"]] as [number, string][]) {
+        answer = failing;
+        fetches = 0;
+        const gateway = await startGateway({ jwks: { url: `${issuer}/jwks`, issuer, audience: "api", failureCooldownMs: 400 } });
+        try {
+          const tokens = await Promise.all(Array.from({ length: 15 }, sign));
+          const results = await Promise.all(tokens.map((t) => call(gateway, t)));
+          expect(results.map((r) => [r.status, r.body.error.code])).toEqual(Array(15).fill([503, "SERVICE_UNAVAILABLE"]));
+          expect([failing, fetches]).toEqual([failing, 1]);
+          // Within the cooldown: answered at once, no fetch.
+          expect((await call(gateway, await sign())).status).toBe(503);
+          expect(fetches).toBe(1);
+          // After it, with the key set back, the next call fetches again and passes.
+          answer = [200, JSON.stringify({ keys })];
+          await new Promise((resolve) => setTimeout(resolve, 500));
+          expect((await call(gateway, await sign())).status).toBe(200);
+          expect(fetches).toBe(2);
+        } finally {
+          await gateway.close();
+        }
+      }
+      // The default cooldown (5 s) holds well past a short wait.
+      answer = [500, "oops"];
+      fetches = 0;
+      const gateway = await startGateway({ jwks: { url: `${issuer}/jwks`, issuer, audience: "api" } });
+      try {
+        expect((await call(gateway, await sign())).status).toBe(503);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        answer = [200, JSON.stringify({ keys })];
+        expect((await call(gateway, await sign())).status).toBe(503);
+        expect(fetches).toBe(1);
+      } finally {
+        await gateway.close();
+      }
+    } finally {
+      await closeServer(jwksServer);
+    }
+  });
+});
