@@ -14,6 +14,7 @@ import { callerOf, routeAccess, setCaller } from "./request-caller.js";
 import { connectRateLimitStore, type RateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
 import { loadRoutesFile, routeMethods, type RoutesFile } from "./routes-file.js";
+import { createRouteParameterGuard } from "./route-parameters.js";
 import { createTokenVerifier } from "./token-verifier.js";
 import { registerUpstream, type ForwardingRoute, type Upstream } from "./upstream-forwarder.js";
 
@@ -42,7 +43,7 @@ export interface Gateway {
 const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
 /** How long close() lets open calls finish before cutting them. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
-const DEFAULT_RATE_LIMIT = { max: 1000, timeWindowMs: 60_000 };
+const DEFAULT_RATE_LIMIT = { max: 1000, timeWindowMs: 60_000, redisTimeoutMs: 100, onRedisFailure: "open" as const };
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
@@ -75,7 +76,10 @@ export function createGateway(config: GatewayConfig): Gateway {
     },
   });
   const limits = config.rateLimit === false ? undefined : { ...DEFAULT_RATE_LIMIT, ...config.rateLimit };
-  const store = limits?.redisUrl === undefined ? undefined : connectRateLimitStore(limits.redisUrl, app.log);
+  const store =
+    limits?.redisUrl === undefined
+      ? undefined
+      : connectRateLimitStore(limits.redisUrl, app.log, { timeoutMs: limits.redisTimeoutMs, onFailure: limits.onRedisFailure });
 
   // 1. Recovery: every error becomes the caller's protocol's error, never a stack.
   app.setErrorHandler((error, request, reply) => {
@@ -89,6 +93,15 @@ export function createGateway(config: GatewayConfig): Gateway {
   // 2. Request id: propagated from X-Request-ID or generated (genReqId), returned and forwarded.
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
+  });
+  // Route parameters: an empty `{id}`, or one that is a case variant of a
+  // static sibling (`/users/ADMIN` beside an admin-only `/users/admin`), is no
+  // route at all — refused before any token is validated.
+  const parameterGuard = createRouteParameterGuard(routes.routes.map((route) => routerPattern(route.path)));
+  app.addHook("onRequest", async (request) => {
+    if (parameterGuard(request.routeOptions.url ?? "", request.params as Record<string, string | undefined>)) {
+      throw new GatewayHttpError("NOT_FOUND", "No route matches this request");
+    }
   });
   // 3. CORS. 4. Logging is fastify's pino logger, around every request.
   if (config.corsOrigins) {
@@ -110,7 +123,8 @@ export function createGateway(config: GatewayConfig): Gateway {
 
   app.get("/health", { config: { rateLimit: false } }, async () => ({ status: "ok" }));
   app.get("/ready", { config: { rateLimit: false } }, async () => {
-    if (store && !(await store.answers())) {
+    // From the periodic PING (same budget as the rate limiter): /ready never waits on Redis longer than that.
+    if (store && !(await store.ready())) {
       throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable");
     }
     return { status: "ready" };
@@ -150,9 +164,10 @@ function registerRateLimit(
     max: limits.max,
     timeWindow: limits.timeWindowMs,
     keyGenerator: rateLimitKey,
-    ...(store && { redis: store.redis, nameSpace: "connect-gateway-rate-limit:" }),
-    // A Redis outage must not take the gateway down with it; /ready reports it.
-    skipOnError: true,
+    // Redis-backed counts answer within redisTimeoutMs, then fail open or closed
+    // as configured (see connectRateLimitStore); /ready reports the outage.
+    ...(store && { store: store.storeClass }),
+    skipOnError: limits.onRedisFailure === "open",
     errorResponseBuilder: () => new GatewayHttpError("RATE_LIMITED", "Too many requests"),
   });
 }
@@ -178,6 +193,11 @@ function gatewayHandle(app: FastifyInstance, routes: RoutesFile): Gateway {
   };
 }
 
+/** A routes file path as the router holds it: `{id}` becomes `:id`. */
+function routerPattern(path: string): string {
+  return path.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ":$1");
+}
+
 /** Groups routes and backends by upstream, in file order. */
 function forwardingRoutes(routes: RoutesFile): Map<Upstream, ForwardingRoute[]> {
   const byKey = new Map<string, [Upstream, ForwardingRoute[]]>();
@@ -191,7 +211,7 @@ function forwardingRoutes(routes: RoutesFile): Map<Upstream, ForwardingRoute[]> 
   for (const route of routes.routes) {
     add(route.upstream, false, {
       methods: [route.method],
-      url: route.path.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ":$1"),
+      url: routerPattern(route.path),
       access: route,
       cacheTtlMs: route.cacheTtlMs,
     });

@@ -1,0 +1,84 @@
+import { request as httpRequest } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { createRouteParameterGuard } from "../../src/gateway/route-parameters.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+
+describe("createRouteParameterGuard", () => {
+  const guard = createRouteParameterGuard(["/api/v1/users/admin", "/api/v1/users/:id", "/api/v1/orgs/:org/users/:id", "/api/v1/orgs/:org/users/me"]);
+
+  it("lets ordinary values and the exact static spelling through", () => {
+    expect(guard("/api/v1/users/:id", { id: "42" })).toBeUndefined();
+    expect(guard("/api/v1/users/:id", { id: "admin" })).toBeUndefined();
+    expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "42" })).toBeUndefined();
+  });
+
+  it("refuses an empty value and a case variant of a static sibling", () => {
+    expect(guard("/api/v1/users/:id", { id: "" })).toBe("empty");
+    expect(guard("/api/v1/users/:id", { id: "ADMIN" })).toBe("shadows_static");
+    expect(guard("/api/v1/users/:id", { id: "aDmIn" })).toBe("shadows_static");
+    // The sibling is found behind a parameter of the prefix too.
+    expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "ME" })).toBe("shadows_static");
+  });
+});
+
+const yaml = `version: "1.0"
+routes:
+  - path: /api/v1/users/admin
+    method: GET
+    proxy_upstream: $UP
+    scopes: [admin]
+  - path: /api/v1/users/{id}
+    method: GET
+    proxy_upstream: $UP
+    scopes: [read]
+`;
+
+function get(url: string, target: string, token: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url + target, { headers: { authorization: `Bearer ${token}` } }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.path = target; // exactly as given, not normalised
+    req.setTimeout(5_000, () => req.destroy(new Error("no answer within 5 s")));
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+describe("route parameters through the gateway", () => {
+  let backend: RecordingBackend;
+  let gateway: Gateway;
+  let readOnly: string;
+
+  beforeAll(async () => {
+    backend = await startRecordingBackend();
+    gateway = createGateway({
+      routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url } }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      logger: false,
+    });
+    await gateway.listen();
+    readOnly = await seedToken({ scopes: ["read"] });
+  });
+  afterAll(async () => {
+    await gateway.close();
+    await backend.close();
+  });
+
+  it("a read-scoped caller reaches {id}, not the admin route", async () => {
+    expect(await get(gateway.url, "/api/v1/users/42", readOnly)).toBe(200);
+    expect(await get(gateway.url, "/api/v1/users/admin", readOnly)).toBe(403);
+  });
+
+  it.each(["/api/v1/users/ADMIN", "/api/v1/users/Admin", "/api/v1/users/%41DMIN", "/api/v1/users/"])(
+    "%s is refused (404) and never forwarded",
+    async (target) => {
+      const before = backend.requests.length;
+      expect(await get(gateway.url, target, readOnly)).toBe(404);
+      expect(backend.requests.length).toBe(before);
+    },
+  );
+});
