@@ -78,42 +78,6 @@ export function readVerifiedBody(
   });
 }
 
-/**
- * Reads a body handed over as chunks (what Connect's adapters give a
- * `UniversalHandler`), hashing each chunk once and holding a reference to it
- * (never a copy), then asks `verifies` whether the signature covers that
- * hash. Same outcomes as {@link readVerifiedBody}; rejects when the source
- * fails (the client went away).
- *
- * Past `maxBodyBytes` it stops pulling and drops what it holds, without
- * calling the iterator's `return()`: on some adapters that destroys the
- * request, and the caller should still get its answer (the server drains
- * or discards the rest).
- */
-export async function readVerifiedChunks(
-  source: AsyncIterable<Uint8Array>,
-  verifies: (bodySha256: string) => boolean,
-  maxBodyBytes: number,
-): Promise<VerifiedBody> {
-  const hash = createHash("sha256");
-  const chunks: Uint8Array[] = [];
-  let byteLength = 0;
-  const it = source[Symbol.asyncIterator]();
-  for (;;) {
-    const next = await it.next();
-    if (next.done === true) break;
-    const chunk = next.value;
-    byteLength += chunk.byteLength;
-    if (byteLength > maxBodyBytes) {
-      chunks.length = 0;
-      return { kind: "too_large" };
-    }
-    hash.update(chunk);
-    chunks.push(chunk);
-  }
-  return verifies(hash.digest("hex")) ? { kind: "verified", chunks, byteLength } : { kind: "invalid_signature" };
-}
-
 /** True when the declared `content-length` alone exceeds the limit: refuse before reading. */
 export function declaresTooLarge(contentLength: string | undefined, maxBodyBytes: number): boolean {
   return contentLength !== undefined && Number(contentLength) > maxBodyBytes;
