@@ -225,7 +225,7 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): Buffer | un
  * Drops every identity, gateway or forwarding header the client sent, in any
  * spelling (`X_User_Id` too), and its hop-by-hop headers (see
  * caller-headers.ts), then adds the gateway's own; without a forwarded body,
- * the client's framing headers go too (an HTTP/2 upstream resets a stream
+ * the client's content-length goes too (an HTTP/2 upstream resets a stream
  * shorter than its content-length).
  */
 function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
@@ -235,11 +235,9 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
   gatewayHeaders: Record<string, string>,
   hasBody: boolean,
 ): H {
+  // transfer-encoding is hop-by-hop: dropCallerHeaders has removed it already.
   dropCallerHeaders(headers, callerConnection, http2Upstream);
-  if (!hasBody) {
-    delete headers["content-length"];
-    delete headers["transfer-encoding"];
-  }
+  if (!hasBody) delete headers["content-length"];
   return Object.assign(headers, gatewayHeaders);
 }
 

@@ -4,17 +4,14 @@
 // untouched by any client library.
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { type Gateway } from "../../src/gateway/index.js";
 import {
   hasValidSignature,
-  HMAC_SECRET,
-  JWT_SECRET,
-  SEED_AUDIENCE,
-  SEED_ISSUER,
-  seedToken,
-  startRecordingBackend,
   type RecordedRequest,
   type RecordingBackend,
+  seedToken,
+  startRecordingBackend,
+  startSeedGateway,
 } from "./helpers.js";
 
 const yaml = `version: "1.0"
@@ -85,14 +82,7 @@ describe("header hardening", () => {
   beforeAll(async () => {
     backend = await startRecordingBackend();
     h2Backend = await startRecordingBackend({ http2: true });
-    gateway = createGateway({
-      routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url, UP2: h2Backend.url } }),
-      hmacSecret: HMAC_SECRET,
-      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
-      bodyLimit: 64 * 1024,
-      logger: false,
-    });
-    await gateway.listen();
+    gateway = await startSeedGateway(yaml, { UP: backend.url, UP2: h2Backend.url }, { bodyLimit: 64 * 1024 });
     host = new URL(gateway.url).host;
     token = await seedToken();
   });

@@ -7,6 +7,7 @@ import type { AddressInfo, Server as NetServer } from "node:net";
 import { Writable } from "node:stream";
 import { ConnectError } from "@connectrpc/connect";
 import { SignJWT } from "jose";
+import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
 import { bodySha256, fullpathOf, verifyGatewaySignature } from "../../src/signing/index.js";
 
 /** The secret the gateways under test sign with. */
@@ -152,4 +153,25 @@ export function captureLogs(): { stream: Writable; text: () => string } {
     },
   });
   return { stream, text: () => lines.join("") };
+}
+
+/**
+ * A gateway listening on 127.0.0.1 for the routes file `yaml` (its `$NAME`s
+ * from `env`), accepting the seed's HS256 tokens ({@link seedToken}), signing
+ * with {@link HMAC_SECRET}, silent; `options` adds to or overrides that.
+ */
+export async function startSeedGateway(
+  yaml: string,
+  env: Record<string, string> = {},
+  options: Partial<GatewayConfig> = {},
+): Promise<Gateway> {
+  const gateway = createGateway({
+    routes: parseRoutesFile(yaml, { source: "routes.yaml", env }),
+    hmacSecret: HMAC_SECRET,
+    tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+    logger: false,
+    ...options,
+  });
+  await gateway.listen();
+  return gateway;
 }

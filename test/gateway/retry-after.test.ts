@@ -2,8 +2,14 @@
 // the rate limit window resets) and on 503 (SERVICE_UNAVAILABLE), in every
 // caller protocol's error form.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
+import { type Gateway } from "../../src/gateway/index.js";
+import {
+  type RecordingBackend,
+  seedToken,
+  startRecordingBackend,
+  startSeedGateway,
+  unusedPort,
+} from "./helpers.js";
 
 const WINDOW_SECONDS = 30;
 
@@ -21,23 +27,17 @@ describe("Retry-After", () => {
 
   beforeAll(async () => {
     backend = await startRecordingBackend();
-    gateway = createGateway({
-      routes: parseRoutesFile(
-        `version: "1.0"
+    gateway = await startSeedGateway(
+      `version: "1.0"
 backends:
   up:
     upstream: ${backend.url}
   down:
     upstream: http://127.0.0.1:${await unusedPort()}
 `,
-        { source: "inline" },
-      ),
-      hmacSecret: HMAC_SECRET,
-      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
-      rateLimit: { max: 2, timeWindowMs: WINDOW_SECONDS * 1000 },
-      logger: false,
-    });
-    await gateway.listen();
+      {},
+      { rateLimit: { max: 2, timeWindowMs: WINDOW_SECONDS * 1000 } },
+    );
   });
   afterAll(async () => {
     await gateway?.close();

@@ -1,8 +1,8 @@
 import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import type { Gateway } from "../../src/gateway/index.js";
 import { createRouteParameterGuard } from "../../src/gateway/route-parameters.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+import { seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "./helpers.js";
 
 describe("createRouteParameterGuard", () => {
   const guard = createRouteParameterGuard(["/api/v1/users/admin", "/api/v1/users/:id", "/api/v1/orgs/:org/users/:id", "/api/v1/orgs/:org/users/me"]);
@@ -54,13 +54,7 @@ describe("route parameters through the gateway", () => {
 
   beforeAll(async () => {
     backend = await startRecordingBackend();
-    gateway = createGateway({
-      routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url } }),
-      hmacSecret: HMAC_SECRET,
-      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
-      logger: false,
-    });
-    await gateway.listen();
+    gateway = await startSeedGateway(yaml, { UP: backend.url });
     readOnly = await seedToken({ scopes: ["read"] });
   });
   afterAll(async () => {

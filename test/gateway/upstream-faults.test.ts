@@ -11,18 +11,15 @@ import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { type Gateway } from "../../src/gateway/index.js";
 import {
-  HMAC_SECRET,
-  JWT_SECRET,
   listen,
+  type RecordingBackend,
   rejectionOf,
-  SEED_AUDIENCE,
-  SEED_ISSUER,
   seedToken,
   startRecordingBackend,
+  startSeedGateway,
   unusedPort,
-  type RecordingBackend,
 } from "./helpers.js";
 
 /** A POST through the gateway, with a bounded wait. */
@@ -150,9 +147,8 @@ describe("faulty h2c upstreams", () => {
     healthy = await startRecordingBackend({ http2: true });
     const [garbagePort, goawayPort, midwayPort] = await Promise.all([listen(garbage), listen(goaway), listen(midway)]);
     killedPort = await unusedPort();
-    gateway = createGateway({
-      routes: parseRoutesFile(
-        `version: "1.0"
+    gateway = await startSeedGateway(
+      `version: "1.0"
 backends:
   healthy:
     upstream: ${healthy.url}
@@ -170,13 +166,7 @@ backends:
     upstream: http://127.0.0.1:${midwayPort}
     http2: true
 `,
-        { source: "inline" },
-      ),
-      hmacSecret: HMAC_SECRET,
-      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
-      logger: false,
-    });
-    await gateway.listen();
+    );
     token = await seedToken({ client_id: "svc", user_id: undefined });
   });
   afterAll(async () => {
