@@ -2,8 +2,11 @@
 // server, against the same server without it, measured in the same run.
 //
 // - throughput: unary calls with ~1 KiB messages, 32 in flight, for a fixed
-//   time over HTTP/2; the client signs every request in both runs (the plain server
-//   ignores the headers), so the ratio is the server-side cost only;
+//   time over HTTP/2; the client signs every request (v1 and v2, as the
+//   gateway does) in every run (the plain server ignores the headers), so the
+//   ratio is the server-side cost only: v2 verification plus the replay check,
+//   with the in-memory replay store and with a Redis one (a local
+//   redis-server, started here when one is installed);
 // - memory: one 16 MiB unary request; each server runs in its own child
 //   process, so its peak RSS (`process.resourceUsage().maxRSS`) is its own.
 import { createClient, type ConnectRouter } from "@connectrpc/connect";
@@ -13,10 +16,13 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { EchoService } from "../gen/example/v1/example_pb.js";
-import { createGatewayAuth } from "../src/server/index.js";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { Redis } from "ioredis";
+import { createGatewayAuth, createRedisReplayStore } from "../src/server/index.js";
 import { createTestGatewayTransport } from "../src/testing/index.js";
 
-type Mode = "plain" | "auth";
+type Mode = "plain" | "auth" | "redis";
 const SECRET = "bench-secret";
 const identity = { clientId: "web-app", userId: "sub-42", scopes: ["read"] };
 const SECONDS = 2;
@@ -37,8 +43,16 @@ async function serve(mode: Mode) {
   // No response compression: the 1 KiB answers would otherwise be gzipped,
   // and that cost, equal on both sides, would flatten the ratio.
   const options = { routes, readMaxBytes: 64 * 1024 * 1024, acceptCompression: [] };
-  const auth = createGatewayAuth({ hmacSecret: SECRET, maxBodyBytes: 64 * 1024 * 1024 });
-  const handler = connectNodeAdapter(mode === "auth" ? auth.connectOptions(options) : options);
+  const redis =
+    mode === "redis" ? new Redis(process.env.BENCH_REDIS_URL ?? "", { enableOfflineQueue: false }) : undefined;
+  redis?.on("error", (e) => console.error("redis:", e.message));
+  if (redis !== undefined) await new Promise((r) => redis.once("ready", r));
+  const auth = createGatewayAuth({
+    hmacSecret: SECRET,
+    maxBodyBytes: 64 * 1024 * 1024,
+    ...(redis !== undefined && { replayStore: createRedisReplayStore(redis) }),
+  });
+  const handler = connectNodeAdapter(mode === "plain" ? options : auth.connectOptions(options));
   const server = http2.createServer(handler);
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   process.on("message", (m) => {
@@ -57,8 +71,13 @@ interface Child {
   ask<T>(message: string): Promise<T>;
 }
 
+let redisUrl: string | undefined;
+
 async function spawnServer(mode: Mode): Promise<Child> {
-  const proc = fork(fileURLToPath(import.meta.url), ["serve", mode], { execArgv: ["--import", "tsx"] });
+  const proc = fork(fileURLToPath(import.meta.url), ["serve", mode], {
+    execArgv: ["--import", "tsx"],
+    env: { ...process.env, BENCH_REDIS_URL: redisUrl ?? "" },
+  });
   const port = await new Promise<number>((resolve) => proc.once("message", (m: { port: number }) => resolve(m.port)));
   return {
     proc,
@@ -113,7 +132,7 @@ async function throughput(mode: Mode): Promise<{ rate: number; cpuPerCall: numbe
   const { cpuMicros: cpuAfter } = await child.ask<{ cpuMicros: number }>("cpu");
   const cpuPerCall = (cpuAfter - cpuBefore) / (rate * SECONDS);
   const busy = (cpuAfter - cpuBefore) / 1000 / (Date.now() - started);
-  console.log(`    ${mode.padEnd(5)}: ${rate.toFixed(0)} calls/s, server CPU ${(busy * 100).toFixed(0)}%, ${cpuPerCall.toFixed(1)} µs/call`);
+  console.log(`    ${mode.padEnd(6)}: ${rate.toFixed(0)} calls/s, server CPU ${(busy * 100).toFixed(0)}%, ${cpuPerCall.toFixed(1)} µs/call`);
   await stopServer(child);
   return { rate, cpuPerCall };
 }
@@ -130,21 +149,47 @@ async function peakRss(mode: Mode): Promise<{ before: number; peak: number }> {
   return { before: before / 1024, peak: maxRSS };
 }
 
+/** A throwaway redis-server on a free loopback port, or undefined when none is installed. */
+async function startRedis(): Promise<{ url: string; stop(): void } | undefined> {
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  const started = await new Promise<boolean>((resolve) => {
+    child.once("error", () => resolve(false));
+    setTimeout(() => resolve(child.exitCode === null), 500);
+  });
+  return started ? { url: `redis://127.0.0.1:${port}`, stop: () => child.kill("SIGKILL") } : undefined;
+}
+
 async function main() {
-  // Interleaved rounds, so that machine noise hits both sides alike.
-  const runs: Record<Mode, { rate: number; cpuPerCall: number }[]> = { plain: [], auth: [] };
+  const redis = await startRedis();
+  redisUrl = redis?.url;
+  if (redis === undefined) console.log("  (no redis-server installed: the Redis replay store is not measured)");
+  const modes: Mode[] = redis === undefined ? ["plain", "auth"] : ["plain", "auth", "redis"];
+  // Interleaved rounds, so that machine noise hits every side alike.
+  const runs: Record<Mode, { rate: number; cpuPerCall: number }[]> = { plain: [], auth: [], redis: [] };
   for (let round = 0; round < ROUNDS; round++) {
-    for (const mode of ["plain", "auth"] as const) runs[mode].push(await throughput(mode));
+    for (const mode of modes) runs[mode].push(await throughput(mode));
   }
+  redis?.stop();
   // Medians: one disturbed round (2 cores, shared machine) does not move them.
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1] as number;
   const rate = (m: Mode) => median(runs[m].map((r) => r.rate));
   const cpu = (m: Mode) => median(runs[m].map((r) => r.cpuPerCall));
   console.log(`unary 1 KiB, ${IN_FLIGHT} in flight, HTTP/2, client signs in both runs (medians of ${ROUNDS} rounds)`);
   console.log(`  plain connectNodeAdapter : ${rate("plain").toFixed(0)} calls/s, ${cpu("plain").toFixed(1)} µs server CPU/call`);
-  console.log(`  with createGatewayAuth   : ${rate("auth").toFixed(0)} calls/s, ${cpu("auth").toFixed(1)} µs server CPU/call`);
-  console.log(`  throughput ratio         : ${(rate("auth") / rate("plain")).toFixed(3)} (target >= 0.97)`);
+  console.log(`  with createGatewayAuth   : ${rate("auth").toFixed(0)} calls/s, ${cpu("auth").toFixed(1)} µs server CPU/call (v2, replay store in memory)`);
+  console.log(`  throughput ratio         : ${(rate("auth") / rate("plain")).toFixed(3)} (target >= 0.97 for verification; >= 0.95 with v2 + replay)`);
   console.log(`  server CPU/call ratio    : ${(cpu("auth") / cpu("plain")).toFixed(3)} (plain/auth = ${(cpu("plain") / cpu("auth")).toFixed(3)})`);
+  if (modes.includes("redis")) {
+    console.log(`  with a Redis replay store: ${rate("redis").toFixed(0)} calls/s, ${cpu("redis").toFixed(1)} µs server CPU/call`);
+    console.log(`  throughput ratio (Redis) : ${(rate("redis") / rate("plain")).toFixed(3)} (target >= 0.95)`);
+    console.log(`  server CPU/call (Redis)  : ${(cpu("redis") / cpu("plain")).toFixed(3)}`);
+  }
 
   const plain = await peakRss("plain");
   const auth = await peakRss("auth");

@@ -45,15 +45,15 @@ export const defaultClaimMapping: ClaimMapping = {
 /** Who is calling, as the gateway forwards it. */
 export interface CallerIdentity extends IdentityHeaderValues {
   readonly scopes: readonly string[];
-  readonly orgId?: string | undefined;
-  readonly role?: string | undefined;
   /** No user: a client_credentials token, or an anonymous call to a public route. */
   readonly isServiceRequest: boolean;
 }
 
-// What Node and undici accept in a header value, minus the `|` that would make
-// the signed string ambiguous (ids) — checked for every forwarded value.
-const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// What Node and undici send unchanged in a header value (no control
+// characters; no leading or trailing space or tab, which the receiving parser
+// strips, so the value would no longer match its signature) — checked for
+// every forwarded value; ids may not contain the `|` of the v1 string either.
+const HEADER_VALUE = /^(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;
 
 /**
  * Maps verified claims to the caller's identity. A client_credentials token
@@ -92,14 +92,6 @@ export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = 
 /** The identity of a call without a token, to a route that needs none. */
 export function anonymousIdentity(clientId: string): CallerIdentity {
   return { clientId, scopes: [], isServiceRequest: true };
-}
-
-/** The headers beyond SPEC §4's identity headers: the seed's `X-Org-ID` and `X-User-Role`. */
-export function seedIdentityHeaders(identity: CallerIdentity): Record<string, string> {
-  const headers: Record<string, string> = {};
-  if (identity.orgId) headers["x-org-id"] = identity.orgId;
-  if (identity.role) headers["x-user-role"] = identity.role;
-  return headers;
 }
 
 function firstString(claims: TokenClaims, names: readonly string[]): string | undefined {

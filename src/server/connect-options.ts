@@ -31,6 +31,7 @@ export interface ConnectOptionsLike {
   contextValues?: (req: never) => ContextValues;
   requestGate?: (ctx: HandlerContext) => void | Promise<void>;
   routes?: (router: ConnectRouter) => void;
+  readMaxBytes?: number;
 }
 
 interface RequestVerification {
@@ -92,6 +93,9 @@ export function withGatewayAuth<O extends object>(
   const { contextValues: ownContextValues, requestGate: ownRequestGate, routes: ownRoutes } = options;
   return {
     ...options,
+    // Connect applies readMaxBytes to each message after decompression: a
+    // small gzip body must not become a huge message in a handler.
+    readMaxBytes: options.readMaxBytes ?? config.maxBodyBytes,
     contextValues(req: never): ContextValues {
       const values = ownContextValues?.(req) ?? createContextValues();
       values.set(verificationKey, verificationOf(config, verified, nodeRequestOf(req)));
@@ -176,7 +180,7 @@ function alreadyVerified(req: NodeRequest, pre: PreVerifiedRequest): RequestVeri
   const fullpath = fullpathOf(req.url ?? "");
   const byteLength = pre.chunks.reduce((n, c) => n + c.byteLength, 0);
   return {
-    check: { ok: true, method: req.method ?? "", fullpath, identity: pre.identity, verifies: () => true },
+    check: { ok: true, method: req.method ?? "", fullpath, identity: pre.identity, verifyBody: () => undefined },
     holdsBody: true,
     consumedEarly: false,
     contentLength: undefined,
@@ -204,9 +208,9 @@ function bodyOf(config: GatewayAuthConfig, verification: RequestVerification): P
   if (verification.read !== undefined) return verification.read;
   const { check, source } = verification;
   verification.read = !check.ok
-    ? Promise.resolve({ kind: "invalid_signature" })
+    ? Promise.resolve({ kind: "rejected", reason: check.reason })
     : isAsyncIterable(source)
-      ? readVerifiedBody(verification.request, check.verifies, config.maxBodyBytes)
+      ? readVerifiedBody(verification.request, check.verifyBody, config.maxBodyBytes)
       : Promise.reject(
           new ConnectError(source === undefined ? ROUTES_NOT_WRAPPED_MESSAGE : BODY_ALREADY_READ_MESSAGE, Code.Internal),
         );
@@ -300,5 +304,5 @@ function bodyError(
   if (body.kind === "too_large") {
     return new ConnectError(bodyTooLargeMessage(config), Code.ResourceExhausted);
   }
-  return rejectionError(config, check.ok ? "invalid_signature" : check.reason, check);
+  return rejectionError(config, body.reason, check);
 }

@@ -4,10 +4,10 @@ import { pipeline, Transform, type Readable } from "node:stream";
 import { createHash, type Hash } from "node:crypto";
 import { setVerifiedIdentity } from "./current-user.js";
 import type { GatewayAuthConfig } from "./gateway-auth-options.js";
-import { bodyTooLargeMessage, rejectionMessage } from "./gateway-rejection.js";
+import { bodyTooLargeMessage, rejectionMessage, rejectionStatus } from "./gateway-rejection.js";
 import type { VerifiedNodeRequest } from "./node-request-verifier.js";
 import { checkRequestHead, type RequestCheck } from "./request-check.js";
-import { declaresTooLarge, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
+import { declaresTooLarge, outcome, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
 import type { VerifiedRequests } from "./verified-requests.js";
 
 /** The parts of a Fastify request the plugin uses (typed here, so Fastify stays optional). */
@@ -67,7 +67,9 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
     instance.decorateRequest("gateway", undefined);
     instance.addHook("onRequest", async (req, reply) => {
       const check = checkRequestHead(config, req.raw);
-      if (!check.ok) return reply.code(403).send({ message: rejectionMessage(config, check.reason, check) });
+      if (!check.ok) {
+        return reply.code(rejectionStatus(check.reason)).send({ message: rejectionMessage(config, check.reason, check) });
+      }
       if (declaresTooLarge(req.raw.headers["content-length"], config.maxBodyBytes)) {
         return reply.code(413).send({ message: bodyTooLargeMessage(config) });
       }
@@ -86,8 +88,8 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       pending.delete(req);
       const body = await restOfBody(state, req.raw, config.maxBodyBytes);
       if (body.kind === "too_large") return reply.code(413).send({ message: bodyTooLargeMessage(config) });
-      if (body.kind === "invalid_signature") {
-        return reply.code(403).send({ message: rejectionMessage(config, "invalid_signature", state.check) });
+      if (body.kind === "rejected") {
+        return reply.code(rejectionStatus(body.reason)).send({ message: rejectionMessage(config, body.reason, state.check) });
       }
       const values = createContextValues();
       setVerifiedIdentity(values, config, state.check.identity);
@@ -119,7 +121,6 @@ function hashed(source: Readable, hash: Hash): Readable {
 // here for whoever reads the request next (a Connect route).
 function restOfBody(state: Pending, raw: Readable, maxBodyBytes: number): Promise<VerifiedBody> {
   const stream = state.stream ?? raw;
-  if (!stream.readableEnded) return readVerifiedBody(stream, state.check.verifies, maxBodyBytes);
-  const verified = state.check.verifies(state.hash.digest("hex"));
-  return Promise.resolve(verified ? { kind: "verified", chunks: [], byteLength: 0 } : { kind: "invalid_signature" });
+  if (!stream.readableEnded) return readVerifiedBody(stream, state.check.verifyBody, maxBodyBytes);
+  return Promise.resolve(state.check.verifyBody(state.hash.digest("hex"))).then((verdict) => outcome(verdict, [], 0));
 }

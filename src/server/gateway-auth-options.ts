@@ -1,4 +1,4 @@
-import type { GatewayRejectionReason } from "../signing/index.js";
+import { gatewayKeyring, type GatewayKeyring, type GatewayRejectionReason } from "../signing/index.js";
 import {
   InvalidOnMissingUserError,
   InvalidOptionError,
@@ -6,8 +6,9 @@ import {
   MissingHmacSecretError,
 } from "./configuration-error.js";
 import type { GatewayIdentity } from "./gateway-identity.js";
+import { createMemoryReplayStore, type ReplayStore } from "./replay-store.js";
 
-/** What `onMissingUser` receives: the gem's keyword arguments, camel-cased. */
+/** What `onMissingUser` receives: who the new user is, from the signed identity. */
 export interface MissingUserDetails {
   /** The user's subject, `X-User-Id`. */
   readonly subject: string;
@@ -26,7 +27,7 @@ export interface GatewayRejectionEvent {
   readonly fullpath: string;
 }
 
-/** Options of `createGatewayAuth` (SPEC §5). */
+/** Options of `createGatewayAuth`. */
 export interface GatewayAuthOptions<User = unknown> {
   /**
    * The secret the gateway signs with, or several during a rotation (any of
@@ -56,6 +57,36 @@ export interface GatewayAuthOptions<User = unknown> {
   readonly maxBodyBytes?: number;
   /** Called on every rejection, e.g. to log it. Its exceptions are ignored. */
   readonly onRejection?: (event: GatewayRejectionEvent) => void;
+  /**
+   * Refuse requests signed with v1 only (`signature_v2_required`). Set it once
+   * every gateway in front of the service sends signature v2: v1 cannot
+   * prevent replays and covers no identity field beyond the two ids.
+   * Default false, so that a service behind a v1-only (Ruby) gateway works.
+   */
+  readonly requireSignatureV2?: boolean;
+  /**
+   * Trust the identity headers that a v1 signature does not cover (e-mail,
+   * names, scopes, org, role) on requests signed with v1 only. Default false:
+   * they are left out of the identity (see `GatewayIdentity.untrustedFields`)
+   * and `requireScopes` refuses, since anyone on the gateway→service hop could
+   * have set them. Only for a private network behind a v1-only gateway.
+   */
+  readonly trustUnsignedIdentity?: boolean;
+  /**
+   * Where accepted v2 request ids are remembered, to refuse replays. Default:
+   * in this process (`createMemoryReplayStore()`); with several instances of
+   * the service, share one with `createRedisReplayStore(client)`.
+   */
+  readonly replayStore?: ReplayStore;
+  /** How long a replay-store call may take before it counts as failed, in ms. Default 100. */
+  readonly replayStoreTimeoutMs?: number;
+  /**
+   * What happens when the replay store fails or times out: `"reject"`
+   * (default: the request is refused with `replay_check_unavailable`, HTTP
+   * 503 / `Unavailable`, and may be retried) or `"accept"` (the request goes
+   * on without replay protection, and `onRejection` is not called).
+   */
+  readonly onReplayStoreFailure?: "reject" | "accept";
   /** The clock, in milliseconds since the epoch (default `Date.now`): for tests. */
   readonly now?: () => number;
 }
@@ -63,6 +94,13 @@ export interface GatewayAuthOptions<User = unknown> {
 /** {@link GatewayAuthOptions} checked, with every default applied. */
 export interface GatewayAuthConfig<User = unknown> {
   readonly secrets: readonly string[];
+  /** The same secrets by v2 key id. */
+  readonly keyring: GatewayKeyring;
+  readonly requireSignatureV2: boolean;
+  readonly trustUnsignedIdentity: boolean;
+  readonly replayStore: ReplayStore;
+  readonly replayStoreTimeoutMs: number;
+  readonly acceptOnReplayStoreFailure: boolean;
   readonly maxSkewSeconds: number;
   readonly exposeRejectionReason: boolean;
   readonly skipVerification: boolean;
@@ -93,8 +131,22 @@ export function resolveGatewayAuthConfig<User>(
   optionalFunction("onRejection", onRejection);
   optionalFunction("now", now);
   const clock = now ?? Date.now;
+  const secrets = secretsOf(options.hmacSecret);
+  const { replayStore, onReplayStoreFailure } = options;
+  if (replayStore !== undefined && typeof replayStore?.claim !== "function") {
+    throw new InvalidOptionError("replayStore", "a ReplayStore (createMemoryReplayStore(), createRedisReplayStore(client))");
+  }
+  if (onReplayStoreFailure !== undefined && onReplayStoreFailure !== "reject" && onReplayStoreFailure !== "accept") {
+    throw new InvalidOptionError("onReplayStoreFailure", '"reject" or "accept"');
+  }
   return {
-    secrets: secretsOf(options.hmacSecret),
+    secrets,
+    keyring: gatewayKeyring(secrets),
+    requireSignatureV2: optionalBoolean("requireSignatureV2", options.requireSignatureV2, false),
+    trustUnsignedIdentity: optionalBoolean("trustUnsignedIdentity", options.trustUnsignedIdentity, false),
+    replayStore: replayStore ?? createMemoryReplayStore(),
+    replayStoreTimeoutMs: positiveInteger("replayStoreTimeoutMs", options.replayStoreTimeoutMs, 100, "milliseconds"),
+    acceptOnReplayStoreFailure: onReplayStoreFailure === "accept",
     maxSkewSeconds: positive("maxSkewSeconds", options.maxSkewSeconds, 30),
     exposeRejectionReason: optionalBoolean(
       "exposeRejectionReason",
@@ -104,7 +156,7 @@ export function resolveGatewayAuthConfig<User>(
     skipVerification: optionalBoolean("skipVerification", options.skipVerification, false),
     resolveUser,
     onMissingUser,
-    maxBodyBytes: positiveInteger("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_BODY_BYTES),
+    maxBodyBytes: positiveInteger("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_BODY_BYTES, "bytes"),
     onRejection,
     nowSeconds: () => Math.floor(clock() / 1000),
   };
@@ -128,10 +180,10 @@ function positive(name: string, value: number | undefined, fallback: number): nu
   return value;
 }
 
-function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+function positiveInteger(name: string, value: number | undefined, fallback: number, unit: string): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(name, `a positive integer number of bytes, got ${described(value)}`);
+    throw new InvalidOptionError(name, `a positive integer number of ${unit}, got ${described(value)}`);
   }
   return value;
 }

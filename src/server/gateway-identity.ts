@@ -2,9 +2,24 @@ import { Code, ConnectError, createContextKey } from "@connectrpc/connect";
 import type { GatewayContext } from "./current-user.js";
 import type { IdentityHeaderValues } from "../signing/index.js";
 
+/** A field of {@link GatewayIdentity} that the gateway sets from a header. */
+export type IdentityField = "clientId" | "userId" | "email" | "firstName" | "lastName" | "scopes" | "orgId" | "role";
+
+/**
+ * Which signature vouched for an identity: `v2` covers every field; `v1` (a
+ * gateway that only speaks the Ruby gem's signature) covers `clientId` and
+ * `userId` only; `none` in `skipVerification` mode.
+ */
+export type IdentitySignature = "v2" | "v1" | "none";
+
 /**
  * Who the gateway says is calling, from the identity headers of a request
- * whose signature verified (SPEC §5).
+ * whose signature verified.
+ *
+ * Only what a signature covers is here by default: on a v1-signed request
+ * the other fields are left out (listed in `untrustedFields`), since anyone
+ * on the gateway→service hop could have set them, unless the service opted
+ * in with `trustUnsignedIdentity`.
  */
 export interface GatewayIdentity {
   /** `X-Client-Id`: the OAuth2 client the token was issued to. */
@@ -17,10 +32,24 @@ export interface GatewayIdentity {
   readonly firstName?: string;
   /** `X-User-Last-Name`. */
   readonly lastName?: string;
-  /** `X-User-Scopes`, split on spaces; empty when absent. */
+  /** `X-User-Scopes`, split on spaces; empty when absent or untrusted. */
   readonly scopes: readonly string[];
+  /** `X-Org-Id`. */
+  readonly orgId?: string;
+  /** `X-User-Role`. */
+  readonly role?: string;
   /** True on a client_credentials call: a client id and no user id. */
   readonly isServiceRequest: boolean;
+  /** The signature that vouched for this identity. */
+  readonly signature: IdentitySignature;
+  /** The fields a signature covers (whether or not the request set them). */
+  readonly signedFields: readonly IdentityField[];
+  /**
+   * The fields left out because no signature covers them: on a v1 request,
+   * unless `trustUnsignedIdentity` is set, every field but `clientId` and
+   * `userId`. `requireScopes` refuses when `scopes` is among them.
+   */
+  readonly untrustedFields: readonly IdentityField[];
 }
 
 /**
@@ -55,20 +84,50 @@ export function requireIdentity(ctx: GatewayContext): GatewayIdentity {
   return identity;
 }
 
-/** A frozen {@link GatewayIdentity} from the identity header values; absent values stay absent. */
-export function identityOf(values: IdentityHeaderValues): GatewayIdentity {
+const ALL_FIELDS: readonly IdentityField[] = Object.freeze([
+  "clientId",
+  "userId",
+  "email",
+  "firstName",
+  "lastName",
+  "scopes",
+  "orgId",
+  "role",
+]);
+const V1_FIELDS: readonly IdentityField[] = Object.freeze(["clientId", "userId"]);
+const BEYOND_V1: readonly IdentityField[] = Object.freeze(ALL_FIELDS.filter((f) => !V1_FIELDS.includes(f)));
+const NONE: readonly IdentityField[] = Object.freeze([]);
+
+/**
+ * A frozen {@link GatewayIdentity} from the identity header values that
+ * `signature` vouched for; absent values stay absent. On a v1 request the
+ * fields v1 does not cover are dropped unless `trustUnsigned`.
+ */
+export function identityOf(
+  values: IdentityHeaderValues,
+  signature: IdentitySignature,
+  trustUnsigned: boolean,
+): GatewayIdentity {
+  const keepAll = signature !== "v1" || trustUnsigned;
   // Ruby's `blank?`: a user id of only whitespace makes a service call.
   const userId = values.userId?.trim() ? values.userId : undefined;
   const identity: {
     -readonly [K in keyof GatewayIdentity]: GatewayIdentity[K];
   } = {
     clientId: values.clientId,
-    scopes: Object.freeze([...(values.scopes ?? [])]),
+    scopes: Object.freeze(keepAll ? [...(values.scopes ?? [])] : []),
     isServiceRequest: userId === undefined,
+    signature,
+    signedFields: signature === "v2" ? ALL_FIELDS : signature === "v1" ? V1_FIELDS : NONE,
+    untrustedFields: keepAll ? NONE : BEYOND_V1,
   };
   if (userId !== undefined) identity.userId = userId;
-  if (values.email !== undefined) identity.email = values.email;
-  if (values.firstName !== undefined) identity.firstName = values.firstName;
-  if (values.lastName !== undefined) identity.lastName = values.lastName;
+  if (keepAll) {
+    if (values.email !== undefined) identity.email = values.email;
+    if (values.firstName !== undefined) identity.firstName = values.firstName;
+    if (values.lastName !== undefined) identity.lastName = values.lastName;
+    if (values.orgId !== undefined) identity.orgId = values.orgId;
+    if (values.role !== undefined) identity.role = values.role;
+  }
   return Object.freeze(identity);
 }

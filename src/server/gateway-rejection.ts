@@ -20,13 +20,27 @@ export function rejectionMessage(
   return config.exposeRejectionReason ? reason : "Forbidden";
 }
 
-/** A rejection as Connect sends it: `PermissionDenied` (HTTP 403). */
+/**
+ * How a rejection is answered: `PermissionDenied` / 403 for every reason but
+ * one — a replay store that could not answer (`replay_check_unavailable`) is
+ * `Unavailable` / 503, since the request was not judged and may be retried.
+ */
+export function rejectionCode(reason: GatewayRejectionReason): Code {
+  return reason === "replay_check_unavailable" ? Code.Unavailable : Code.PermissionDenied;
+}
+
+/** The HTTP status of {@link rejectionCode}, for plain Node, Express and Fastify. */
+export function rejectionStatus(reason: GatewayRejectionReason): number {
+  return reason === "replay_check_unavailable" ? 503 : 403;
+}
+
+/** A rejection as Connect sends it (see {@link rejectionCode}). */
 export function rejectionError(
   config: GatewayAuthConfig,
   reason: GatewayRejectionReason,
   request: { readonly method: string; readonly fullpath: string },
 ): ConnectError {
-  return new ConnectError(rejectionMessage(config, reason, request), Code.PermissionDenied);
+  return new ConnectError(rejectionMessage(config, reason, request), rejectionCode(reason));
 }
 
 /** The message of a body over `maxBodyBytes`. */

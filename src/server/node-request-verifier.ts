@@ -10,6 +10,7 @@ import {
   BODY_CUT_OFF_MESSAGE,
   bodyTooLargeMessage,
   rejectionMessage,
+  rejectionStatus,
 } from "./gateway-rejection.js";
 import { checkRequestHead } from "./request-check.js";
 import { declaresTooLarge, readVerifiedBody } from "./verified-body.js";
@@ -28,11 +29,12 @@ type NodeRequest = IncomingMessage | Http2ServerRequest;
 type NodeResponse = ServerResponse | Http2ServerResponse;
 
 /**
- * Verifies a plain Node request (the gem's Rack middleware): checks the
+ * Verifies a plain Node request (what a Rack middleware does for Ruby): checks the
  * headers before reading anything, then reads the body (at most
  * `maxBodyBytes`), hashing it as it arrives, and verifies the signature.
  * Returns the identity and the body; otherwise answers the request itself
- * (403 `{"message": reason | "Forbidden"}`, 413 when too large, 500 when a
+ * (403 `{"message": reason | "Forbidden"}` — 503 when the replay store did
+ * not answer —, 413 when too large, 500 when a
  * body parser consumed the body first, 400 when the body was cut off) and
  * returns `undefined`. Never rejects on a request's input.
  */
@@ -44,18 +46,18 @@ export async function verifyNodeRequest(
   requestTarget: string | undefined = req.url,
 ): Promise<VerifiedNodeRequest | undefined> {
   const check = checkRequestHead(config, { method: req.method, url: requestTarget, rawHeaders: req.rawHeaders });
-  if (!check.ok) return refuse(res, 403, rejectionMessage(config, check.reason, check));
+  if (!check.ok) return refuse(res, rejectionStatus(check.reason), rejectionMessage(config, check.reason, check));
   if (bodyWasConsumed(req)) return refuse(res, 500, BODY_ALREADY_READ_MESSAGE);
   if (declaresTooLarge(req.headers["content-length"], config.maxBodyBytes)) {
     return refuse(res, 413, bodyTooLargeMessage(config));
   }
-  const body = await readVerifiedBody(req, check.verifies, config.maxBodyBytes).catch(() => undefined);
+  const body = await readVerifiedBody(req, check.verifyBody, config.maxBodyBytes).catch(() => undefined);
   // The client went away mid-body: a rejected promise here would crash a
   // plain `async (req, res) =>` handler's process, so answer (to nobody) instead.
   if (body === undefined) return refuse(res, 400, BODY_CUT_OFF_MESSAGE);
   if (body.kind === "too_large") return refuse(res, 413, bodyTooLargeMessage(config));
-  if (body.kind === "invalid_signature") {
-    return refuse(res, 403, rejectionMessage(config, "invalid_signature", check));
+  if (body.kind === "rejected") {
+    return refuse(res, rejectionStatus(body.reason), rejectionMessage(config, body.reason, check));
   }
   const bytes = asOneBuffer(body.chunks, body.byteLength);
   const values = createContextValues();

@@ -4,7 +4,7 @@ import { currentUser, type GatewayContext } from "./current-user.js";
 /**
  * The current user, or a `ConnectError` with code `Unauthenticated` when
  * nobody is signed in (a service call, or a user `resolveUser` and
- * `onMissingUser` did not find): the gem's `authenticate_<scope>!`.
+ * `onMissingUser` did not find).
  */
 export async function requireUser<User = unknown>(ctx: GatewayContext): Promise<User> {
   const user = await currentUser<User>(ctx);

@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
+import type { GatewayRejectionReason } from "../signing/index.js";
+import type { BodyVerdict } from "./replay-check.js";
 
 /** The outcome of {@link readVerifiedBody}. */
 export type VerifiedBody =
@@ -9,14 +11,15 @@ export type VerifiedBody =
       readonly chunks: Uint8Array[];
       readonly byteLength: number;
     }
-  | { readonly kind: "invalid_signature" }
+  | { readonly kind: "rejected"; readonly reason: GatewayRejectionReason }
   | { readonly kind: "too_large" };
 
 /**
  * Reads a body to its end, hashing each chunk once as it arrives and holding
- * a reference to it (never a copy), then asks `verifies` whether the
- * signature covers that hash. The chunks are handed out only when it does:
- * a handler can never act on bytes whose signature has not been checked.
+ * a reference to it (never a copy), then asks `verifyBody` whether the
+ * signature covers that hash (and the request is not a replay). The chunks
+ * are handed out only when it does: a handler can never act on bytes whose
+ * signature has not been checked.
  *
  * Stops reading, and drops what it holds, past `maxBodyBytes`. Rejects when
  * the stream fails or closes before its end (the client went away).
@@ -25,7 +28,7 @@ export type VerifiedBody =
  */
 export function readVerifiedBody(
   stream: Readable,
-  verifies: (bodySha256: string) => boolean,
+  verifyBody: (bodySha256: string) => BodyVerdict | Promise<BodyVerdict>,
   maxBodyBytes: number,
 ): Promise<VerifiedBody> {
   const hash = createHash("sha256");
@@ -48,7 +51,9 @@ export function readVerifiedBody(
     };
     const onEnd = () => {
       done();
-      resolve(verifies(hash.digest("hex")) ? { kind: "verified", chunks, byteLength } : { kind: "invalid_signature" });
+      const verdict = verifyBody(hash.digest("hex"));
+      if (verdict instanceof Promise) verdict.then((v) => resolve(outcome(v, chunks, byteLength)), reject);
+      else resolve(outcome(verdict, chunks, byteLength));
     };
     const onError = (err: Error) => {
       done();
@@ -76,6 +81,11 @@ export function readVerifiedBody(
     stream.on("error", onError);
     stream.on("close", onClose);
   });
+}
+
+/** The body as verified, or why it was refused. */
+export function outcome(verdict: BodyVerdict, chunks: Uint8Array[], byteLength: number): VerifiedBody {
+  return verdict === undefined ? { kind: "verified", chunks, byteLength } : { kind: "rejected", reason: verdict };
 }
 
 /** True when the declared `content-length` alone exceeds the limit: refuse before reading. */

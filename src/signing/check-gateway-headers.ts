@@ -1,12 +1,35 @@
-import { gatewayHeader, isGatewayControlledHeader } from "./gateway-headers.js";
+import { KEY_ID, REQUEST_ID } from "./canonical-request-v2.js";
+import {
+  gatewayHeader,
+  identityHeaderNames,
+  isGatewayControlledHeader,
+  isUnsignedIdentityHeader,
+  type IdentityHeaderName,
+} from "./gateway-headers.js";
 import type { GatewayRejectionReason } from "./gateway-rejection-reason.js";
 import type { IdentityHeaderValues } from "./identity-headers.js";
 import { isDigits, isSignableId } from "./string-to-sign.js";
 
+/** The v2 signature headers of a request (docs/signature-v2.md §1). */
+export interface SignatureV2Headers {
+  readonly keyId: string;
+  /** 64 lower-case hex characters. */
+  readonly signature: string;
+  readonly requestId: string;
+}
+
 /** The gateway headers of a request that passed {@link checkGatewayHeaders}. */
 export interface CheckedGatewayHeaders {
   readonly timestamp: string;
-  readonly signature: string;
+  /** The v1 signature; may be absent when v2 is present. */
+  readonly signature: string | undefined;
+  /** Present when the request carries `X-Gateway-Signature-V2`: then only v2 decides. */
+  readonly v2: SignatureV2Headers | undefined;
+  readonly contentType: string | undefined;
+  readonly contentEncoding: string | undefined;
+  /** The identity headers as received, by name: what v2 signs. */
+  readonly identityHeaders: Readonly<Partial<Record<IdentityHeaderName, string>>>;
+  /** The same, parsed (scopes split on spaces; `undefined` when the header is absent). */
   readonly identity: IdentityHeaderValues;
 }
 
@@ -23,51 +46,86 @@ export interface CheckGatewayHeadersOptions {
   readonly maxSkewSeconds: number;
 }
 
+const SIGNATURE_V2 = /^([A-Za-z0-9._-]{1,64}):([0-9a-f]{64})$/;
+
 /**
- * Everything that can be checked before the body is read: the three required
- * headers are present, none of the gateway's headers is repeated, the
- * timestamp is digits within the window, and the ids can be signed
- * unambiguously. Takes Node's `rawHeaders` (name, value, name, value, …),
+ * Everything that can be checked before the body is read: no gateway,
+ * identity or content header is repeated; the required headers are present
+ * (v2's when `X-Gateway-Signature-V2` is sent, otherwise v1's); formats;
+ * under v2, no identity-looking header that v2 does not sign; the timestamp
+ * within the window. Takes Node's `rawHeaders` (name, value, name, value, …),
  * the only form in which a repeated header is still visible.
+ *
+ * @see docs/signature-v2.md §6
  */
 export function checkGatewayHeaders(
   rawHeaders: readonly string[],
   options: CheckGatewayHeadersOptions,
 ): GatewayHeaderCheck {
   const values = new Map<string, string>();
+  let unsignedIdentity = false;
+  let repeated = false;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = (rawHeaders[i] as string).toLowerCase();
-    if (!isGatewayControlledHeader(name)) continue;
-    if (values.has(name)) return { ok: false, reason: "malformed_gateway_headers" };
-    values.set(name, rawHeaders[i + 1] as string);
+    const first = name.charCodeAt(0);
+    // Only x-… and content-… names matter here: skip the rest cheaply.
+    if (first !== 120 /* x */ && first !== 99 /* c */) continue;
+    if (isGatewayControlledHeader(name) || name === "content-type" || name === "content-encoding") {
+      if (values.has(name)) repeated = true;
+      else values.set(name, rawHeaders[i + 1] as string);
+    }
+    if (first === 120 && isUnsignedIdentityHeader(name)) unsignedIdentity = true;
   }
+  const v2Header = values.get(gatewayHeader.signatureV2);
   const timestamp = values.get(gatewayHeader.timestamp);
-  const signature = values.get(gatewayHeader.signature);
   const clientId = values.get(gatewayHeader.clientId);
-  if (!timestamp || !signature || !clientId) {
-    return { ok: false, reason: "missing_gateway_headers" };
-  }
-  const userId = values.get(gatewayHeader.userId);
-  if (!isDigits(timestamp) || !isSignableId(clientId) || !isSignableId(userId ?? "")) {
-    return { ok: false, reason: "malformed_gateway_headers" };
+  const signature = values.get(gatewayHeader.signature);
+  const requestId = values.get(gatewayHeader.requestId);
+  if (repeated) return { ok: false, reason: "malformed_gateway_headers" };
+  let v2: SignatureV2Headers | undefined;
+  if (v2Header !== undefined) {
+    if (!timestamp || !clientId || !requestId || !v2Header) return { ok: false, reason: "missing_gateway_headers" };
+    const parsed = SIGNATURE_V2.exec(v2Header);
+    if (parsed === null || !isDigits(timestamp) || !REQUEST_ID.test(requestId) || !KEY_ID.test(parsed[1] as string)) {
+      return { ok: false, reason: "malformed_gateway_headers" };
+    }
+    if (unsignedIdentity) return { ok: false, reason: "unsigned_identity" };
+    v2 = { keyId: parsed[1] as string, signature: parsed[2] as string, requestId };
+  } else {
+    if (!timestamp || !signature || !clientId) return { ok: false, reason: "missing_gateway_headers" };
+    const userId = values.get(gatewayHeader.userId);
+    if (!isDigits(timestamp) || !isSignableId(clientId) || !isSignableId(userId ?? "")) {
+      return { ok: false, reason: "malformed_gateway_headers" };
+    }
   }
   // Compare as numbers only after the digit check: no "1e9", " 1", "0x10".
   if (Math.abs(options.nowSeconds - Number(timestamp)) > options.maxSkewSeconds) {
     return { ok: false, reason: "timestamp_out_of_window" };
   }
-  const scopes = values.get(gatewayHeader.scopes);
+  const identityHeaders: Partial<Record<IdentityHeaderName, string>> = {};
+  for (const name of identityHeaderNames) {
+    const value = values.get(name);
+    if (value !== undefined) identityHeaders[name] = value;
+  }
+  const scopes = identityHeaders[gatewayHeader.scopes];
   return {
     ok: true,
     headers: {
       timestamp,
       signature,
+      v2,
+      contentType: values.get("content-type"),
+      contentEncoding: values.get("content-encoding"),
+      identityHeaders,
       identity: {
         clientId,
-        userId,
-        email: values.get(gatewayHeader.email),
-        firstName: values.get(gatewayHeader.firstName),
-        lastName: values.get(gatewayHeader.lastName),
-        scopes: scopes === undefined ? [] : scopes.split(" ").filter((s) => s !== ""),
+        userId: identityHeaders[gatewayHeader.userId],
+        email: identityHeaders[gatewayHeader.email],
+        firstName: identityHeaders[gatewayHeader.firstName],
+        lastName: identityHeaders[gatewayHeader.lastName],
+        scopes: scopes?.split(" ").filter((s) => s !== ""),
+        orgId: identityHeaders[gatewayHeader.orgId],
+        role: identityHeaders[gatewayHeader.role],
       },
     },
   };

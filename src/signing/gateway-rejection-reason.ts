@@ -1,11 +1,25 @@
 /**
- * Why a verifier refused a request. The first three are the Ruby gem's codes;
- * `malformed_gateway_headers` covers the hardening beyond it (repeated
- * headers, a non-digit timestamp, `|`/CR/LF/NUL inside an id), which an
- * honest gateway never sends.
+ * Why a verifier refused a request.
+ *
+ * - `missing_gateway_headers`, `timestamp_out_of_window`, `invalid_signature`:
+ *   the Ruby gem's codes;
+ * - `malformed_gateway_headers`: repeated headers, a non-digit timestamp, a
+ *   malformed signature or request id, `|`/CR/LF/NUL inside a v1 id — which
+ *   an honest gateway never sends;
+ * - `unsigned_identity`: an identity-looking header that the v2 signature
+ *   does not cover (`X-User-Admin`, `X_User_Scopes`);
+ * - `signature_v2_required`: a v1-only request to a service that requires v2;
+ * - `replayed_request`: a v2 request id this service already accepted inside
+ *   the window;
+ * - `replay_check_unavailable`: the shared replay store did not answer in
+ *   time (a 503: the request may be retried, it was not judged).
  */
 export type GatewayRejectionReason =
   | "missing_gateway_headers"
   | "malformed_gateway_headers"
   | "timestamp_out_of_window"
-  | "invalid_signature";
+  | "invalid_signature"
+  | "unsigned_identity"
+  | "signature_v2_required"
+  | "replayed_request"
+  | "replay_check_unavailable";

@@ -1,20 +1,41 @@
-// The gateway's wire contract (SPEC §4): pure functions, no I/O, byte-compatible
-// with the Ruby gem. The client, the server, the testing helpers and the
+// The gateway's wire contract: pure functions, no I/O. v1 is byte-compatible
+// with the Ruby gem; v2 (docs/signature-v2.md) signs every identity header
+// and a request id. The client, the server, the testing helpers and the
 // gateway all sign and verify through this module and nothing else.
 export { bodySha256, EMPTY_BODY_SHA256 } from "./body-sha256.js";
+export {
+  canonicalRequestV2,
+  KEY_ID,
+  REQUEST_ID,
+  SIGNATURE_V2_LABEL,
+  type SigningPartsV2,
+} from "./canonical-request-v2.js";
 export {
   checkGatewayHeaders,
   type CheckedGatewayHeaders,
   type CheckGatewayHeadersOptions,
   type GatewayHeaderCheck,
+  type SignatureV2Headers,
 } from "./check-gateway-headers.js";
 export { fullpathOf } from "./fullpath-of.js";
-export { gatewayHeader, isGatewayControlledHeader } from "./gateway-headers.js";
+export {
+  gatewayHeader,
+  identityHeaderNames,
+  isGatewayControlledHeader,
+  isUnsignedIdentityHeader,
+  type IdentityHeaderName,
+} from "./gateway-headers.js";
 export type { GatewayRejectionReason } from "./gateway-rejection-reason.js";
-export { gatewaySignatureHeaders, type RequestToSign } from "./gateway-signature-headers.js";
+export {
+  gatewaySignatureHeaders,
+  type GatewaySignatureOptions,
+  type RequestToSign,
+} from "./gateway-signature-headers.js";
 export { GatewaySigningError } from "./gateway-signing-error.js";
 export { identityHeaders, type IdentityHeaderValues } from "./identity-headers.js";
 export { signGatewayRequest } from "./sign-gateway-request.js";
+export { gatewayKeyId, newRequestId, signGatewayRequestV2 } from "./sign-gateway-request-v2.js";
 export type { SigningParts } from "./signing-parts.js";
 export { stringToSign } from "./string-to-sign.js";
 export { verifyGatewaySignature } from "./verify-gateway-signature.js";
+export { gatewayKeyring, verifyGatewaySignatureV2, type GatewayKeyring } from "./verify-gateway-signature-v2.js";

@@ -1,5 +1,5 @@
 /**
- * The six values the gateway signs, as they travel on the wire (SPEC §4):
+ * The six values signature v1 covers, as they travel on the wire:
  * `METHOD|timestamp|client_id|user_id|fullpath|body_sha256`.
  */
 export interface SigningParts {

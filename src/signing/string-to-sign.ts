@@ -21,7 +21,7 @@ export function isDigits(timestamp: string): boolean {
 }
 
 /**
- * Builds the canonical string the gateway signs (SPEC §4):
+ * Builds the canonical string of signature v1 (the Ruby gateway's):
  * `METHOD|timestamp|client_id|user_id|fullpath|body_sha256`.
  *
  * Throws {@link GatewaySigningError} on values that would make the string

@@ -15,8 +15,9 @@ export interface GatewaySigningOptions {
  * Wraps a Connect HTTP client so that every request leaves exactly as the
  * gateway forwards it: any gateway-controlled header the caller set is
  * dropped, then the identity headers and the signature are added (the same
- * `gatewaySignatureHeaders`) over the final request-target (path and query,
- * so Connect GET is covered) and the exact body bytes. A signature covers
+ * `gatewaySignatureHeaders`, v1 and v2 with a fresh request id) over the
+ * final request-target (path and query, so Connect GET is covered), the
+ * content headers and the exact body bytes. A signature covers
  * the whole body, so a streaming request is sent once the client has
  * finished writing it.
  */
@@ -33,9 +34,15 @@ export function createGatewaySigningHttpClient(
     const header = withoutGatewayHeaders(request.header);
     const signed = gatewaySignatureHeaders(
       options.hmacSecret,
-      { method: request.method, requestTarget: url.pathname + url.search, body },
+      {
+        method: request.method,
+        requestTarget: url.pathname + url.search,
+        body,
+        contentType: header.get("content-type") ?? undefined,
+        contentEncoding: header.get("content-encoding") ?? undefined,
+      },
       options.identity,
-      now() / 1000,
+      { nowSeconds: now() / 1000 },
     );
     for (const [name, value] of Object.entries(signed)) header.set(name, value);
     return inner({

@@ -1,5 +1,5 @@
-// connect-gateway/testing: helpers for testing a service behind the gateway
-// (SPEC §6). Test-only: never import it from production code.
+// connect-gateway/testing: helpers for testing a service behind the gateway.
+// Test-only: never import it from production code.
 export { gatewayHeadersFor, type GatewayTestUser } from "./gateway-headers-for.js";
 export {
   createGatewaySigningHttpClient,

@@ -8,7 +8,14 @@ import { Writable } from "node:stream";
 import { ConnectError } from "@connectrpc/connect";
 import { SignJWT } from "jose";
 import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
-import { bodySha256, fullpathOf, verifyGatewaySignature } from "../../src/signing/index.js";
+import {
+  bodySha256,
+  checkGatewayHeaders,
+  fullpathOf,
+  gatewayKeyring,
+  verifyGatewaySignature,
+  verifyGatewaySignatureV2,
+} from "../../src/signing/index.js";
 
 /** The secret the gateways under test sign with. */
 export const HMAC_SECRET = "gateway-test-hmac-secret-0123456789";
@@ -127,9 +134,14 @@ export function seedToken(
     .sign(new TextEncoder().encode(options.secret ?? JWT_SECRET));
 }
 
-/** True when the gateway's signature on a recorded request verifies (SPEC §4). */
+/**
+ * True when both of the gateway's signatures on a recorded request verify,
+ * checked as a service does through the public signing API: v1 (the Ruby
+ * gem's) and v2 (every identity header, the content headers, the request id).
+ */
 export function hasValidSignature(req: RecordedRequest, secret = HMAC_SECRET): boolean {
-  return verifyGatewaySignature(
+  const sha256 = bodySha256(req.body);
+  const v1 = verifyGatewaySignature(
     [secret],
     {
       method: req.method,
@@ -137,10 +149,19 @@ export function hasValidSignature(req: RecordedRequest, secret = HMAC_SECRET): b
       clientId: String(req.headers["x-client-id"]),
       userId: req.headers["x-user-id"] as string | undefined,
       fullpath: fullpathOf(req.url),
-      bodySha256: bodySha256(req.body),
+      bodySha256: sha256,
     },
     String(req.headers["x-gateway-signature"]),
   );
+  const check = checkGatewayHeaders(req.rawHeaders, { nowSeconds: Date.now() / 1000, maxSkewSeconds: 30 });
+  if (!check.ok || check.headers.v2 === undefined) return false;
+  const { v2, timestamp, contentType, contentEncoding, identityHeaders } = check.headers;
+  const validV2 = verifyGatewaySignatureV2(
+    gatewayKeyring([secret]),
+    { keyId: v2.keyId, method: req.method, requestTarget: req.url, timestamp, requestId: v2.requestId, bodySha256: sha256, contentType, contentEncoding, identity: identityHeaders },
+    v2.signature,
+  );
+  return v1 && validV2;
 }
 
 /** A pino destination that keeps every log line, to prove what never gets logged. */

@@ -74,18 +74,24 @@ const ada: IdentityHeaderValues = {
   scopes: ["read", "write"],
 };
 const billing: IdentityHeaderValues = { clientId: "billing-service" };
+// What every identity signed with v2 (the testing helpers sign as the gateway does) says about itself.
+const signedByV2 = {
+  signature: "v2",
+  signedFields: ["clientId", "userId", "email", "firstName", "lastName", "scopes", "orgId", "role"],
+  untrustedFields: [],
+};
 
 describe("gatewayIdentity", () => {
   it("holds every identity field of a user call", async () => {
     const client = await serve({}, async (ctx) => ctx.values.get(gatewayIdentity));
     const seen = JSON.parse((await client(ada).echo({})).text) as GatewayIdentity;
-    expect(seen).toEqual({ ...ada, isServiceRequest: false });
+    expect(seen).toEqual({ ...ada, isServiceRequest: false, ...signedByV2 });
   });
 
   it("marks a service call: client id, no user id, no scopes", async () => {
     const client = await serve({}, async (ctx) => ({ id: ctx.values.get(gatewayIdentity), service: isServiceRequest(ctx) }));
     expect(JSON.parse((await client(billing).echo({})).text)).toEqual({
-      id: { clientId: "billing-service", scopes: [], isServiceRequest: true },
+      id: { clientId: "billing-service", scopes: [], isServiceRequest: true, ...signedByV2 },
       service: true,
     });
   });
@@ -95,7 +101,7 @@ describe("gatewayIdentity", () => {
       identity: ctx.values.get(gatewayIdentity),
       user: await currentUser(ctx),
     }));
-    const expected = { identity: { ...ada, isServiceRequest: false }, user: { id: 1, subject: "sub-42" } };
+    const expected = { identity: { ...ada, isServiceRequest: false, ...signedByV2 }, user: { id: 1, subject: "sub-42" } };
     const texts: string[] = [];
     for await (const r of client(ada).echoStream({ repeat: 2 })) texts.push(r.text);
     expect(texts.map((t) => JSON.parse(t) as unknown)).toEqual([expected, expected]);
@@ -223,7 +229,7 @@ describe("requireUser and requireScopes", () => {
 describe("requireIdentity", () => {
   it("returns the identity set by verification, typed without undefined", () => {
     const values = createContextValues();
-    const identity = identityOf({ clientId: "web-app", userId: "sub-42", scopes: ["read"] });
+    const identity = identityOf({ clientId: "web-app", userId: "sub-42", scopes: ["read"] }, "v2", false);
     values.set(gatewayIdentity, identity);
     const caller: GatewayIdentity = requireIdentity({ values });
     expect(caller).toBe(identity);

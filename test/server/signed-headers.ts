@@ -1,10 +1,16 @@
-import { gatewaySignatureHeaders, type IdentityHeaderValues } from "../../src/signing/index.js";
+import { gatewayHeader, gatewaySignatureHeaders, type IdentityHeaderValues } from "../../src/signing/index.js";
 
-/** The gateway's headers for a request, as raw pairs for `rawRequest`. */
+const DEFAULT_IDENTITY: IdentityHeaderValues = { clientId: "web-app", userId: "sub-42", email: "ada@example.com", scopes: ["read"] };
+
+/**
+ * The headers a v1-only gateway (the Ruby one) adds to a request, as raw
+ * pairs for `rawRequest`: the identity headers, the timestamp and
+ * `X-Gateway-Signature`, no v2 signature.
+ */
 export function signedHeaders(
   secret: string,
   request: { method: string; path: string; body?: Uint8Array },
-  identity: IdentityHeaderValues = { clientId: "web-app", userId: "sub-42", email: "ada@example.com", scopes: ["read"] },
+  identity: IdentityHeaderValues = DEFAULT_IDENTITY,
   nowSeconds = Date.now() / 1000,
 ): [string, string][] {
   const headers = gatewaySignatureHeaders(
@@ -13,5 +19,42 @@ export function signedHeaders(
     identity,
     nowSeconds,
   );
+  delete headers[gatewayHeader.signatureV2];
+  delete headers[gatewayHeader.requestId];
   return Object.entries(headers);
+}
+
+/**
+ * The headers this project's gateway adds (v1 and v2), as raw pairs, with
+ * the content headers the request is sent with (they are signed by v2).
+ */
+export function signedHeadersV2(
+  secret: string,
+  request: {
+    method: string;
+    path: string;
+    body?: Uint8Array;
+    contentType?: string;
+    contentEncoding?: string;
+    requestId?: string;
+  },
+  identity: IdentityHeaderValues = DEFAULT_IDENTITY,
+  nowSeconds = Date.now() / 1000,
+): [string, string][] {
+  const headers = gatewaySignatureHeaders(
+    secret,
+    {
+      method: request.method,
+      requestTarget: request.path,
+      body: request.body ?? new Uint8Array(0),
+      contentType: request.contentType,
+      contentEncoding: request.contentEncoding,
+    },
+    identity,
+    { nowSeconds, ...(request.requestId !== undefined && { requestId: request.requestId }) },
+  );
+  const pairs: [string, string][] = Object.entries(headers);
+  if (request.contentType !== undefined) pairs.push(["content-type", request.contentType]);
+  if (request.contentEncoding !== undefined) pairs.push(["content-encoding", request.contentEncoding]);
+  return pairs;
 }

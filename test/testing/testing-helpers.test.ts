@@ -4,7 +4,7 @@ import type * as http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../gen/example/v1/example_pb.js";
 import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
-import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, signGatewayRequest } from "../../src/signing/index.js";
+import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, gatewayKeyId, signGatewayRequest, signGatewayRequestV2 } from "../../src/signing/index.js";
 import { createTestGatewayTransport, gatewayHeadersFor } from "../../src/testing/index.js";
 import { rawRequest } from "../server/raw-request.js";
 import { startServer, type RunningServer } from "../server/servers.js";
@@ -71,7 +71,9 @@ describe("createTestGatewayTransport: a service test through the real verificati
       expect(c?.headers["x-user-id"]).toBe("sub-42");
       expect(Object.keys(c?.headers ?? {}).filter((n) => n.startsWith("x-")).sort()).toEqual([
         "x-client-id",
+        "x-gateway-request-id",
         "x-gateway-signature",
+        "x-gateway-signature-v2",
         "x-gateway-timestamp",
         "x-user-id",
       ]);
@@ -86,6 +88,22 @@ describe("createTestGatewayTransport: a service test through the real verificati
         bodySha256: bodySha256(c?.body ?? Buffer.alloc(0)),
       });
       expect(c?.headers["x-gateway-signature"]).toBe(expected);
+      // v2 as well: over the content type and the identity headers too, with a fresh request id.
+      const [keyId, signatureV2] = String(c?.headers["x-gateway-signature-v2"]).split(":");
+      expect(keyId).toBe(gatewayKeyId(hmacSecret));
+      expect(signatureV2).toBe(
+        signGatewayRequestV2(hmacSecret, {
+          keyId: keyId ?? "",
+          method: c?.method ?? "",
+          requestTarget: c?.target ?? "",
+          timestamp: "1700000000",
+          requestId: String(c?.headers["x-gateway-request-id"]),
+          bodySha256: bodySha256(c?.body ?? Buffer.alloc(0)),
+          contentType: c?.headers["content-type"],
+          contentEncoding: undefined,
+          identity: { "x-client-id": "web-app", "x-user-id": "sub-42" },
+        }),
+      );
       expect(expected).not.toBe(signGatewayRequest(hmacSecret, { method: "POST", timestamp: "1700000000", clientId: "web-app", userId: "sub-42", fullpath: c?.target ?? "", bodySha256: EMPTY_BODY_SHA256 }));
     } finally {
       await probe.close();
@@ -135,7 +153,16 @@ describe("gatewayHeadersFor with skipVerification", () => {
     const res = await get(gatewayHeadersFor({ userId: "sub-42", scopes: ["read"] }));
     expect(res).toEqual({
       status: 200,
-      body: { identity: { clientId: "test-client", userId: "sub-42", scopes: ["read"], isServiceRequest: false }, user: { name: "Ada" } },
+      body: { identity: {
+          clientId: "test-client",
+          userId: "sub-42",
+          scopes: ["read"],
+          isServiceRequest: false,
+          signature: "none",
+          signedFields: [],
+          untrustedFields: [],
+        },
+        user: { name: "Ada" } },
     });
   });
 

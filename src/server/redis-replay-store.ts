@@ -1,0 +1,51 @@
+import { InvalidOptionError } from "./configuration-error.js";
+import type { ReplayStore } from "./replay-store.js";
+
+/**
+ * The one command the Redis replay store needs, in ioredis's spelling
+ * (`redis.set(key, value, "EX", seconds, "NX")`, resolving to `"OK"` or
+ * `null`). With node-redis, pass
+ * `{ set: (k, v, _ex, s) => client.set(k, v, { EX: s, NX: true }) }`.
+ */
+export interface RedisSetNx {
+  set(key: string, value: string, expiry: "EX", seconds: number, mode: "NX"): Promise<unknown>;
+}
+
+/** Options of {@link createRedisReplayStore}. */
+export interface RedisReplayStoreOptions {
+  /** Prefix of the keys, default `connect-gateway:replay:`. Give each service its own if they share a Redis. */
+  readonly keyPrefix?: string;
+}
+
+/**
+ * A replay store in Redis, shared by every instance of a service: one
+ * `SET key 1 EX ttl NX` per request, atomic, so two instances racing on the
+ * same replayed request cannot both accept it. The service bounds each call
+ * (`replayStoreTimeoutMs`, default 100 ms) and, when Redis does not answer in
+ * time, refuses the request (or accepts it, with
+ * `onReplayStoreFailure: "accept"`): a frozen Redis never hangs a caller.
+ *
+ * Bring your own client (ioredis or node-redis); this package depends on
+ * neither. Give the client a short connect timeout and no offline queue
+ * (ioredis: `enableOfflineQueue: false`) so that a dead Redis fails fast.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from "ioredis";
+ * const auth = createGatewayAuth({
+ *   replayStore: createRedisReplayStore(new Redis(process.env.REDIS_URL, { enableOfflineQueue: false })),
+ * });
+ * ```
+ */
+export function createRedisReplayStore(client: RedisSetNx, options: RedisReplayStoreOptions = {}): ReplayStore {
+  if (typeof client?.set !== "function") {
+    throw new InvalidOptionError("client", "a Redis client with a set() method (ioredis, or a node-redis adapter)");
+  }
+  const prefix = options.keyPrefix ?? "connect-gateway:replay:";
+  return {
+    async claim(requestId, ttlSeconds) {
+      const answer = await client.set(prefix + requestId, "1", "EX", Math.max(1, Math.ceil(ttlSeconds)), "NX");
+      return answer === "OK";
+    },
+  };
+}

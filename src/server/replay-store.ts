@@ -1,0 +1,73 @@
+import { InvalidOptionError } from "./configuration-error.js";
+
+/**
+ * Where a service remembers the v2 request ids it accepted, so that a
+ * captured request cannot run twice. One store is shared by every instance
+ * of the service that should refuse each other's replays: the in-memory
+ * default covers one process; {@link createRedisReplayStore} covers a fleet.
+ *
+ * Only requests whose signature verified reach the store, so only the
+ * gateway can add ids to it.
+ */
+export interface ReplayStore {
+  /**
+   * Records `requestId` for `ttlSeconds` (until its timestamp leaves the
+   * window). Returns `true` when the id was new, `false` when it was already
+   * recorded (a replay). May throw or reject when the store cannot answer:
+   * the service then refuses the request (or accepts it, if configured so).
+   */
+  claim(requestId: string, ttlSeconds: number): boolean | Promise<boolean>;
+}
+
+/** Options of {@link createMemoryReplayStore}. */
+export interface MemoryReplayStoreOptions {
+  /**
+   * The most ids held at once (default 500,000, about 70 MB at most). An id
+   * is held for the window (60 s with the default 30 s skew), so this bounds
+   * the sustained rate at about 8,000 requests per second per process; past
+   * it, requests are refused as `replay_check_unavailable` rather than
+   * replays let through. Use a Redis store for more.
+   */
+  readonly maxEntries?: number;
+  /** The clock, milliseconds (default `Date.now`): for tests. */
+  readonly now?: () => number;
+}
+
+/** Thrown by the memory store when it holds `maxEntries` ids that have not expired. */
+export class ReplayStoreFullError extends Error {
+  override name = "ReplayStoreFullError";
+  constructor(maxEntries: number) {
+    super(`the replay store holds ${maxEntries} unexpired request ids (maxEntries)`);
+  }
+}
+
+/**
+ * The default replay store: a bounded map in this process, each id expiring
+ * with its window. Ids are kept in the order they arrive, which is nearly
+ * the order they expire (timestamps differ by at most the skew), so
+ * expired ones are dropped from the front as new ones come: O(1) amortised,
+ * no timer.
+ */
+export function createMemoryReplayStore(options: MemoryReplayStoreOptions = {}): ReplayStore {
+  const maxEntries = options.maxEntries ?? 500_000;
+  if (!Number.isSafeInteger(maxEntries) || maxEntries <= 0) {
+    throw new InvalidOptionError("maxEntries", "a positive integer");
+  }
+  const now = options.now ?? Date.now;
+  const expiries = new Map<string, number>();
+  return {
+    claim(requestId, ttlSeconds) {
+      const t = now();
+      for (const [id, expiresAt] of expiries) {
+        if (expiresAt > t) break;
+        expiries.delete(id);
+      }
+      const known = expiries.get(requestId);
+      if (known !== undefined && known > t) return false;
+      if (expiries.size >= maxEntries) throw new ReplayStoreFullError(maxEntries);
+      expiries.delete(requestId);
+      expiries.set(requestId, t + ttlSeconds * 1000);
+      return true;
+    },
+  };
+}
