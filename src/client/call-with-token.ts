@@ -17,7 +17,7 @@ export interface TokenCall<T> {
 
 /**
  * Runs a call with the right bearer token — the transport's and the REST
- * client's single implementation of SPEC §3's rules: the user token when
+ * client's single implementation of the token rules: the user token when
  * there is one, else the service token; a `401` (code `Unauthenticated`)
  * answered to the service token invalidates *that* token (the one the call
  * used, never whatever is cached by then) and, when the call is replayable,

@@ -67,7 +67,7 @@ export type GatewayTransportOptions = GatewayOptions &
   };
 
 /**
- * A Connect `Transport` to the API gateway (SPEC §3): every call is routed
+ * A Connect `Transport` to the API gateway: every call is routed
  * to `<gatewayUrl>/backend/<service>/pkg.Service/Method` and carries the
  * service's OAuth2 token — fetched lazily, cached, refreshed before expiry —
  * or an end user's forwarded token. Connect protocol over HTTP/1.1 unless

@@ -53,8 +53,8 @@ export interface GatewayClient {
 }
 
 /**
- * The REST counterpart of `createGatewayTransport` (seed `000_…`'s Ruby
- * client, in TypeScript): same options, token rules, routing (per-call
+ * The REST counterpart of `createGatewayTransport`, for backends that do
+ * not speak Connect: same options, token rules, routing (per-call
  * `service` > `withService` > `defaultService` > path unchanged), 401 retry
  * and errors. An HTTP error status rejects with a {@link GatewayResponseError}.
  */

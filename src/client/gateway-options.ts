@@ -4,7 +4,7 @@ import { ConfigurationError } from "./configuration-error.js";
 
 /**
  * Options shared by `createGatewayTransport` and `createGatewayClient`
- * (SPEC §3). Every one is optional where an environment variable or a
+ * Every one is optional where an environment variable or a
  * default exists; anything invalid throws a {@link ConfigurationError} at
  * construction, naming the option.
  */
@@ -29,7 +29,7 @@ export interface GatewayOptions {
   readonly scope?: string | readonly string[];
   /** Backend service of calls that name none by any other means (see routing). */
   readonly defaultService?: string;
-  /** Session mode (seed 001): exchange this one-time code for a session token, once. */
+  /** Session mode: exchange this one-time code for a session token, once. */
   readonly session?: SessionOptions;
   /**
    * An `http.Agent` / `https.Agent`. Used for the token request and REST

@@ -1,5 +1,5 @@
 // The public API of `connect-gateway/client`: a Connect transport and a REST
-// client that authenticate and route through the API gateway (SPEC §3).
+// client that authenticate and route through the API gateway.
 export { createGatewayTransport } from "./create-gateway-transport.js";
 export type {
   GatewayTransportOptions,

@@ -3,7 +3,7 @@ import { unreachable } from "./token-request.js";
 import { parseTokenResponse, type IssuedToken } from "./token-response.js";
 import type { Agent } from "node:http";
 
-/** Where and how a session code is exchanged (seed `001_…`, step 2). */
+/** Where and how a session code is exchanged for a session token. */
 export interface SessionExchange {
   /** `<appcenterUrl><exchangePath>`. */
   readonly url: URL;
