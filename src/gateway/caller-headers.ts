@@ -66,6 +66,22 @@ export function isDroppedCallerHeader(name: string, value: unknown, http2Upstrea
   return false;
 }
 
+/**
+ * Removes the caller's `Authorization` header, in any spelling, from
+ * `headers` (the copy reply-from forwards). The default for every route
+ * without `forward_authorization: true` (as Envoy's jwt_authn does without
+ * `forward: true`): the gateway has validated the bearer token and vouches
+ * for the caller with signed identity headers, so the upstream has no use
+ * for the token — and one that never receives it cannot log, leak or replay
+ * it against other services.
+ */
+export function dropCallerAuthorization<H extends IncomingHttpHeaders | Http2Headers>(headers: H): H {
+  for (const name of Object.keys(headers)) {
+    if (name.toLowerCase() === "authorization") delete headers[name];
+  }
+  return headers;
+}
+
 /** The header names a `Connection` header lists (RFC 9110 §7.6.1), lower-cased. */
 export function connectionOptions(connection: string | string[] | undefined): Set<string> {
   const values = connection === undefined ? [] : Array.isArray(connection) ? connection : [connection];

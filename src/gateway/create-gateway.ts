@@ -9,9 +9,9 @@ import { validateGatewayConfig, type GatewayConfig, type RateLimitConfig } from 
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
 import { defaultClaimMapping } from "./identity-claims.js";
-import { createRequestAuthenticator } from "./request-authenticator.js";
+import { AuthFailureLimitError, createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, routeAccess, setCaller } from "./request-caller.js";
-import { connectRateLimitStore, type RateLimitStore } from "./rate-limit-store.js";
+import { connectRateLimitStore, memoryWindowCounter, type RateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
 import { loadRoutesFile, routeMethods, type RoutesFile } from "./routes-file.js";
 import { createRouteParameterGuard } from "./route-parameters.js";
@@ -34,8 +34,9 @@ export interface Gateway {
   /**
    * Stops accepting connections, closes idle ones (HTTP/1.1 keep-alive, GOAWAY
    * on HTTP/2), lets open calls finish for up to `drainTimeoutMs`, then
-   * destroys the connections still open (their callers see a reset), and
-   * closes upstream pools and Redis.
+   * ends the calls still open (a call not answered yet gets 503, which
+   * Connect and gRPC clients see as Unavailable; an answer under way is cut
+   * with a reset), and closes upstream pools and Redis.
    */
   close(): Promise<void>;
 }
@@ -44,6 +45,7 @@ const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
 /** How long close() lets open calls finish before cutting them. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 const DEFAULT_RATE_LIMIT = { max: 1000, timeWindowMs: 60_000, redisTimeoutMs: 100, onRedisFailure: "open" as const };
+const DEFAULT_AUTH_FAILURE_LIMIT = { max: 20, timeWindowMs: 60_000 };
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
@@ -58,11 +60,6 @@ const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 export function createGateway(config: GatewayConfig): Gateway {
   validateGatewayConfig(config);
   const routes = typeof config.routes === "string" ? loadRoutesFile(config.routes) : config.routes;
-  const authenticate = createRequestAuthenticator({
-    verifier: createTokenVerifier(config.tokens),
-    claims: { ...defaultClaimMapping, ...config.claims },
-    anonymousClientId: config.anonymousClientId ?? "anonymous",
-  });
   let dual: DualProtocolServer | undefined;
   const app = Fastify({
     logger: gatewayLoggerOptions(config.logger),
@@ -71,7 +68,12 @@ export function createGateway(config: GatewayConfig): Gateway {
     bodyLimit: config.bodyLimit ?? DEFAULT_BODY_LIMIT,
     exposeHeadRoutes: false,
     serverFactory: (handler) => {
-      dual = createDualProtocolServer(handler);
+      dual = createDualProtocolServer(handler, {
+        headersTimeoutMs: config.headersTimeoutMs,
+        requestTimeoutMs: config.requestTimeoutMs,
+        http2IdleTimeoutMs: config.http2IdleTimeoutMs,
+        http2MaxConcurrentStreams: config.http2MaxConcurrentStreams,
+      });
       return dual.server;
     },
   });
@@ -110,10 +112,35 @@ export function createGateway(config: GatewayConfig): Gateway {
       exposedHeaders: ["x-request-id", "grpc-status", "grpc-message", "grpc-status-details-bin"],
     });
   }
-  // 5. Token validation and 6. scopes, before the body is read.
-  app.addHook("onRequest", async (request) => {
+  // 5. Token validation and 6. scopes, before the body is read; before any
+  // validation, the per-IP budget of failed authentications (see
+  // createRequestAuthenticator): in the rate limit's Redis when it has one,
+  // else in memory, per instance.
+  const failureLimit =
+    config.authFailureLimit === false ? undefined : { ...DEFAULT_AUTH_FAILURE_LIMIT, ...config.authFailureLimit };
+  const authenticate = createRequestAuthenticator({
+    verifier: createTokenVerifier(config.tokens),
+    claims: { ...defaultClaimMapping, ...config.claims },
+    anonymousClientId: config.anonymousClientId ?? "anonymous",
+    ...(failureLimit && {
+      failureLimit: {
+        max: failureLimit.max,
+        counter:
+          store?.windowCounter("auth-failures", failureLimit.timeWindowMs) ?? memoryWindowCounter(failureLimit.timeWindowMs),
+        // What the token verifier's cache holds (its default: 30 s) passes an over-budget IP.
+        knownValidMs: config.tokens.cacheMs ?? 30_000,
+      },
+    }),
+  });
+  app.addHook("onRequest", async (request, reply) => {
     const access = routeAccess(request);
-    if (access !== undefined) setCaller(request, await authenticate(request.headers.authorization, access));
+    if (access === undefined) return;
+    try {
+      setCaller(request, await authenticate(request.headers.authorization, access, request.ip));
+    } catch (e) {
+      if (e instanceof AuthFailureLimitError) reply.header("retry-after", String(e.retryAfterSeconds));
+      throw e;
+    }
   });
   // Then the rate limit per caller; a route-level hook, so it runs after the above.
   if (limits !== undefined) registerRateLimit(app, limits, store);

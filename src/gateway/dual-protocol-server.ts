@@ -2,7 +2,6 @@ import { createServer as createHttp1Server, ServerResponse, type IncomingMessage
 import {
   constants as http2Constants,
   createServer as createHttp2Server,
-  type ServerHttp2Stream,
   type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
@@ -11,6 +10,49 @@ import type { Socket } from "node:net";
 
 /** fastify's request handler; it also takes the HTTP/2 compatibility request and response. */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * How long a peer may take, and how much it may hold, on the gateway's own
+ * port: a client that stalls or sends slowly is cut after these bounds
+ * instead of holding a socket (and its memory) forever.
+ */
+export interface ConnectionLimits {
+  /**
+   * How long a new connection may take to send its first bytes and, for
+   * HTTP/2, its connection preface and first SETTINGS frame; and how long an
+   * HTTP/1.1 request may take to send its headers (then 408 and the
+   * connection is closed). Milliseconds, default 10 000.
+   */
+  readonly headersTimeoutMs?: number;
+  /**
+   * How long a request may take to arrive whole, headers and body: an
+   * HTTP/1.1 request still incomplete then gets 408 and its connection is
+   * closed; an HTTP/2 stream gets 408 (or a reset, when the answer has
+   * started) while the session and its other streams go on. Milliseconds,
+   * default 30 000; at least `headersTimeoutMs`.
+   */
+  readonly requestTimeoutMs?: number;
+  /**
+   * How long an HTTP/2 session may stay without open streams before it is
+   * closed (GOAWAY, then the connection). Milliseconds, default 60 000.
+   */
+  readonly http2IdleTimeoutMs?: number;
+  /** Streams one HTTP/2 session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 100. */
+  readonly http2MaxConcurrentStreams?: number;
+}
+
+/** Defaults of {@link ConnectionLimits}. */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+export const DEFAULT_HTTP2_IDLE_TIMEOUT_MS = 60_000;
+export const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS = 100;
+// Largest HTTP/2 header block accepted (SETTINGS_MAX_HEADER_LIST_SIZE, bytes
+// as RFC 9113 counts them); a larger one has its stream reset. HTTP/1.1 keeps
+// Node's limit (16 KiB, `--max-http-header-size`).
+const HTTP2_MAX_HEADER_LIST_SIZE = 64 * 1024;
+// Memory one HTTP/2 session may hold (megabytes; Node's default, set on
+// purpose): past it, new streams are refused with ENHANCE_YOUR_CALM.
+const HTTP2_MAX_SESSION_MEMORY_MB = 10;
 
 /** An HTTP/1.1 server that also serves cleartext HTTP/2, see {@link createDualProtocolServer}. */
 export interface DualProtocolServer {
@@ -25,8 +67,10 @@ export interface DualProtocolServer {
    */
   drain(): void;
   /**
-   * Ends a drain that took too long: destroys every remaining connection, so
-   * open calls (server streams) end with a reset rather than never.
+   * Ends a drain that took too long: every call still open is ended, then
+   * every remaining connection is destroyed. A call not answered yet gets 503 (Unavailable
+   * to Connect and gRPC clients); an HTTP/2 answer already under way is reset
+   * with CANCEL; an HTTP/1.1 one has its connection closed.
    */
   destroyConnections(): void;
 }
@@ -34,8 +78,8 @@ export interface DualProtocolServer {
 // Every HTTP/2 connection opens with this preface (RFC 9113 §3.4); no
 // HTTP/1.1 method starts with "PRI".
 const HTTP2_PREFACE_START = "PRI";
-// After resetting the streams of a drain that timed out, how long the resets
-// and GOAWAY get to reach the clients before their sessions are destroyed.
+// After ending the calls of a drain that timed out, how long the 503s, resets
+// and GOAWAY get to reach the clients before their connections are destroyed.
 const SESSION_DESTROY_DELAY_MS = 100;
 
 /**
@@ -46,12 +90,18 @@ const SESSION_DESTROY_DELAY_MS = 100;
  * connections to an `http2` server that never listens itself. Both call the
  * same handler, so fastify sees one stream of requests.
  */
-export function createDualProtocolServer(handler: Handler): DualProtocolServer {
+export function createDualProtocolServer(handler: Handler, limits: ConnectionLimits = {}): DualProtocolServer {
+  const headersTimeoutMs = limits.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  const requestTimeoutMs = Math.max(limits.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeoutMs);
+  const idleTimeoutMs = limits.http2IdleTimeoutMs ?? DEFAULT_HTTP2_IDLE_TIMEOUT_MS;
   let draining = false;
   // HTTP/1.1 responses not finished yet: when draining, they say
   // `Connection: close` if they still can, and their connection is closed
   // as soon as it is idle again.
   const http1Responses = new Set<ServerResponse>();
+  // HTTP/2 responses whose stream is still open: answered or reset when a
+  // drain times out.
+  const http2Responses = new Set<Http2ServerResponse>();
   const closeIdleSoon = () => setImmediate(() => http1.closeIdleConnections());
   const handle: Handler = (req, res) => {
     if (res instanceof ServerResponse) {
@@ -61,31 +111,86 @@ export function createDualProtocolServer(handler: Handler): DualProtocolServer {
         http1Responses.delete(res);
         if (draining) closeIdleSoon();
       });
+    } else {
+      const http2Response = res as unknown as Http2ServerResponse;
+      http2Responses.add(http2Response);
+      http2Response.stream.once("close", () => http2Responses.delete(http2Response));
+      boundRequestBody(http2Response, requestTimeoutMs);
     }
     handler(req, res);
   };
-  const http1 = createHttp1Server(handle);
-  const http2 = createHttp2Server(handle as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+  // Node's own bounds: 408 and close for headers not complete within
+  // headersTimeout, or a whole request not within requestTimeout. Both are
+  // checked every connectionsCheckingInterval (30 s by default, too coarse
+  // for short timeouts).
+  const http1 = createHttp1Server(
+    {
+      headersTimeout: headersTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(headersTimeoutMs / 4))),
+    },
+    handle,
+  );
+  const http2 = createHttp2Server(
+    {
+      maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MB,
+      settings: {
+        maxConcurrentStreams: limits.http2MaxConcurrentStreams ?? DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+        maxHeaderListSize: HTTP2_MAX_HEADER_LIST_SIZE,
+      },
+    },
+    handle as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+  );
   const sessions = new Set<Http2Session>();
-  http2.on("session", (session) => {
+  // When the connection being handed to the http2 server was accepted: the
+  // preface deadline counts from then (the session is created synchronously).
+  let handingOverAcceptedAt: number | undefined;
+  http2.on("session", (session: Http2Session) => {
     sessions.add(session);
-    session.once("close", () => sessions.delete(session));
+    const acceptedAt = handingOverAcceptedAt ?? Date.now();
+    // The preface and the client's first SETTINGS frame must arrive within
+    // headersTimeoutMs: a half-sent preface would otherwise hold the socket.
+    const prefaceTimer = setTimeout(() => session.destroy(), Math.max(0, acceptedAt + headersTimeoutMs - Date.now()));
+    // No open stream for idleTimeoutMs: GOAWAY, and the session closes.
+    let idleTimer: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => session.close(), idleTimeoutMs);
+    };
+    let openStreams = 0;
+    session.once("remoteSettings", () => {
+      clearTimeout(prefaceTimer);
+      if (openStreams === 0) armIdle();
+    });
+    session.on("stream", (stream) => {
+      openStreams++;
+      clearTimeout(idleTimer);
+      stream.once("close", () => {
+        if (--openStreams === 0 && !session.closed && !session.destroyed) armIdle();
+      });
+    });
+    session.once("close", () => {
+      clearTimeout(prefaceTimer);
+      clearTimeout(idleTimer);
+      sessions.delete(session);
+    });
     if (draining) session.close();
-  });
-  const streams = new Set<ServerHttp2Stream>();
-  http2.on("stream", (stream: ServerHttp2Stream) => {
-    streams.add(stream);
-    stream.once("close", () => streams.delete(stream));
   });
   const http1Connection = http1.listeners("connection")[0] as (socket: Socket) => void;
   http1.removeAllListeners("connection");
   const peeking = new Set<Socket>();
   http1.on("connection", (socket: Socket) => {
+    const acceptedAt = Date.now();
     peeking.add(socket);
-    peekProtocol(socket, http1.headersTimeout, (isHttp2) => {
+    peekProtocol(socket, headersTimeoutMs, (isHttp2) => {
       peeking.delete(socket);
-      if (isHttp2) http2.emit("connection", socket);
-      else http1Connection.call(http1, socket);
+      if (!isHttp2) return http1Connection.call(http1, socket);
+      handingOverAcceptedAt = acceptedAt;
+      try {
+        http2.emit("connection", socket);
+      } finally {
+        handingOverAcceptedAt = undefined;
+      }
     });
   });
   return {
@@ -99,40 +204,95 @@ export function createDualProtocolServer(handler: Handler): DualProtocolServer {
     },
     destroyConnections() {
       draining = true;
-      http1.closeAllConnections();
-      // RST_STREAM(CANCEL) on every open HTTP/2 stream: its caller sees a
-      // reset, not an ordinary end. The sessions (already sent GOAWAY) then
-      // close by themselves; the ones that do not are destroyed shortly after.
-      for (const stream of streams) if (!stream.closed) stream.close(http2Constants.NGHTTP2_CANCEL);
-      if (sessions.size > 0) {
-        setTimeout(() => {
-          for (const session of sessions) session.destroy();
-        }, SESSION_DESTROY_DELAY_MS);
+      // A call not answered yet gets a bare 503, which Connect, gRPC and
+      // gRPC-web clients all read as Unavailable. Not REFUSED_STREAM: that
+      // promises the request was never processed, and gRPC clients then
+      // retry it transparently, but the upstream may have run it already.
+      for (const res of http1Responses) {
+        if (res.headersSent) res.destroy();
+        else answerUnavailable(res);
       }
+      for (const res of http2Responses) {
+        const stream = res.stream;
+        if (stream.closed || stream.destroyed) continue;
+        // An answered stream whose upload is not complete is left to the
+        // session's destruction below.
+        if (!res.headersSent) answerUnavailable(res);
+        else if (!res.writableEnded) {
+          // An answer under way (a server stream) is reset with CANCEL, which
+          // Connect clients report as Canceled. No reset code reads as
+          // Unavailable there: @connectrpc/connect-node 2.2.0 maps
+          // REFUSED_STREAM to Code.Unavailable (connectErrorFromH2ResetCode,
+          // node-error.js), but Node fails the client stream first with
+          // ERR_HTTP2_STREAM_ERROR for every code other than NO_ERROR and
+          // CANCEL, which the client reports as Internal. REFUSED_STREAM would
+          // also tell the client the request was never processed.
+          stream.close(http2Constants.NGHTTP2_CANCEL);
+        }
+      }
+      http1.closeIdleConnections();
+      setTimeout(() => {
+        http1.closeAllConnections();
+        for (const session of sessions) session.destroy();
+      }, SESSION_DESTROY_DELAY_MS);
       for (const socket of peeking) socket.destroy();
     },
   };
+}
+
+/** A bare 503 with `Retry-After`, ending the response (and, for HTTP/1.1, its connection). */
+function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
+  if (res instanceof ServerResponse) res.shouldKeepAlive = false;
+  res.writeHead(503, { "retry-after": "1" });
+  res.end();
+}
+
+/**
+ * Bounds how long an HTTP/2 request body may take to arrive (Node's HTTP/1.1
+ * server does the same with `requestTimeout`): a stream whose body is not
+ * complete `timeoutMs` after its headers gets 408, then RST_STREAM(NO_ERROR)
+ * so its client stops sending; or a reset alone when the answer has already
+ * started. The session and its other streams are not affected.
+ */
+function boundRequestBody(res: Http2ServerResponse, timeoutMs: number): void {
+  const stream = res.stream;
+  if (stream.endAfterHeaders) return; // no body
+  const timer = setTimeout(() => {
+    // The body came whole (END_STREAM), even if nobody has read it yet.
+    if (stream.closed || stream.destroyed || stream.state.remoteClose) return;
+    if (res.headersSent) return void stream.close(http2Constants.NGHTTP2_CANCEL);
+    res.writeHead(408);
+    res.end();
+    stream.close(http2Constants.NGHTTP2_NO_ERROR); // after the 408 is sent
+  }, timeoutMs);
+  stream.once("close", () => clearTimeout(timer));
 }
 
 /**
  * Reads until the first bytes tell HTTP/2 from HTTP/1.1, puts them back and
  * calls `handOver`. Until then no server owns the socket, so this guards it:
  * a reset before the first byte would otherwise be an unhandled `error` event
- * (fatal to the process), and a client that never writes is dropped after
- * `timeoutMs`, as the HTTP/1.1 server would drop it.
+ * (fatal to the process), and a client that has not sent enough bytes
+ * `timeoutMs` after connecting is dropped (a deadline, not an idle timeout,
+ * so trickling one byte at a time does not extend it).
  */
 function peekProtocol(socket: Socket, timeoutMs: number, handOver: (isHttp2: boolean) => void): void {
   let head = Buffer.alloc(0);
-  const drop = () => socket.destroy();
+  const drop = () => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  const timer = setTimeout(drop, timeoutMs);
   const onReadable = () => {
     const chunk: Buffer | null = socket.read();
     if (chunk === null) return drop(); // ended before saying anything
     head = Buffer.concat([head, chunk]);
     const start = head.subarray(0, HTTP2_PREFACE_START.length).toString("latin1");
     if (start.length < HTTP2_PREFACE_START.length && HTTP2_PREFACE_START.startsWith(start)) return; // too few bytes yet
-    socket.off("readable", onReadable).off("error", drop).off("timeout", drop).setTimeout(0);
+    clearTimeout(timer);
+    socket.off("readable", onReadable).off("error", drop).off("close", drop);
     socket.unshift(head);
     handOver(start === HTTP2_PREFACE_START);
   };
-  socket.on("readable", onReadable).on("error", drop).on("timeout", drop).setTimeout(timeoutMs);
+  socket.on("readable", onReadable).on("error", drop).on("close", drop);
 }

@@ -1,5 +1,6 @@
 import { ConfigurationError } from "../client/index.js";
 import type { DestinationStream } from "pino";
+import { DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from "./dual-protocol-server.js";
 import type { ClaimMapping } from "./identity-claims.js";
 import type { ResponseCacheOptions } from "./response-cache.js";
 import type { RoutesFile } from "./routes-file.js";
@@ -28,6 +29,23 @@ export interface RateLimitConfig {
   readonly onRedisFailure?: "open" | "closed";
 }
 
+/**
+ * Per-client-IP budget of failed authentications (a missing, invalid or
+ * expired token: 401), checked before a token is validated. Once an address
+ * has spent it, its calls with a token the gateway has not recently verified
+ * get 429 with `Retry-After` until the window ends, without any signature
+ * check or introspection request: a spray of made-up tokens costs the
+ * gateway, and the OAuth2 server, at most `max` validations per window.
+ * Counted in memory per instance, or in Redis with `rateLimit.redisUrl`
+ * (same timeout budget and `onRedisFailure` policy as the rate limit).
+ */
+export interface AuthFailureLimitConfig {
+  /** Failed authentications per client IP per window. Default 20. */
+  readonly max: number;
+  /** Default 60 000 (a minute). */
+  readonly timeWindowMs?: number;
+}
+
 /** Configuration of {@link createGateway}. */
 export interface GatewayConfig {
   /** A loaded routes file, or the path of a `routes.yaml` to load (with `$ENV` from `process.env`). */
@@ -42,6 +60,8 @@ export interface GatewayConfig {
   readonly anonymousClientId?: string;
   /** Per-caller rate limit; `false` disables it. Default 1000 per minute, in memory. */
   readonly rateLimit?: RateLimitConfig | false;
+  /** Per-IP budget of failed authentications; `false` disables it. Default 20 per minute. */
+  readonly authFailureLimit?: AuthFailureLimitConfig | false;
   /** Largest request body forwarded (bytes); larger ones get `413`. Default 4 MiB. */
   readonly bodyLimit?: number;
   /** Bounds of the response cache of GET routes with `cache_ttl`. */
@@ -54,6 +74,24 @@ export interface GatewayConfig {
    * cut, in milliseconds. Default 10 000; 0 cuts them at once.
    */
   readonly drainTimeoutMs?: number;
+  /**
+   * How long a new connection may take to send its first bytes and, for
+   * HTTP/2, its connection preface and SETTINGS; and how long an HTTP/1.1
+   * request may take to send its headers (then 408, connection closed), in
+   * milliseconds. Bounds slow and stalled clients. Default 10 000.
+   */
+  readonly headersTimeoutMs?: number;
+  /**
+   * How long a request (headers and body) may take to arrive whole, in
+   * milliseconds: past it the caller gets 408 (HTTP/1.1: and its connection
+   * is closed; HTTP/2: only that stream ends). Default 30 000; at least
+   * `headersTimeoutMs`.
+   */
+  readonly requestTimeoutMs?: number;
+  /** How long an HTTP/2 connection without open streams is kept (then GOAWAY and close), in milliseconds. Default 60 000. */
+  readonly http2IdleTimeoutMs?: number;
+  /** Streams one HTTP/2 connection may have open at once. Default 100. */
+  readonly http2MaxConcurrentStreams?: number;
   /** Logging (pino, JSON lines): `false` for none. Default level `info` to stdout. */
   readonly logger?: false | { readonly level?: string; readonly stream?: DestinationStream };
 }
@@ -101,6 +139,13 @@ export function validateGatewayConfig(config: GatewayConfig): void {
       fail("rateLimit.onRedisFailure", 'must be "open" or "closed" (set RATE_LIMIT_ON_REDIS_FAILURE)');
     }
   }
+  if (config.authFailureLimit !== undefined && config.authFailureLimit !== false) {
+    const { max, timeWindowMs } = config.authFailureLimit;
+    if (!isPositiveInteger(max)) fail("authFailureLimit.max", "must be a positive integer (set AUTH_FAILURE_LIMIT_MAX)");
+    if (timeWindowMs !== undefined && !isPositiveInteger(timeWindowMs)) {
+      fail("authFailureLimit.timeWindowMs", "must be a positive integer (milliseconds; set AUTH_FAILURE_LIMIT_WINDOW)");
+    }
+  }
   const level = config.logger ? config.logger.level : undefined;
   if (level !== undefined && !LOG_LEVELS.includes(level)) {
     fail("logger.level", `must be one of ${LOG_LEVELS.join(", ")} (set LOG_LEVEL)`);
@@ -110,6 +155,18 @@ export function validateGatewayConfig(config: GatewayConfig): void {
   }
   if (config.drainTimeoutMs !== undefined && !isNonNegativeInteger(config.drainTimeoutMs)) {
     fail("drainTimeoutMs", "must be a non-negative integer (milliseconds; set GATEWAY_DRAIN_TIMEOUT_MS)");
+  }
+  const connectionLimits = [
+    ["headersTimeoutMs", "milliseconds; set GATEWAY_HEADERS_TIMEOUT_MS"],
+    ["requestTimeoutMs", "milliseconds; set GATEWAY_REQUEST_TIMEOUT_MS"],
+    ["http2IdleTimeoutMs", "milliseconds; set GATEWAY_HTTP2_IDLE_TIMEOUT_MS"],
+    ["http2MaxConcurrentStreams", "set GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS"],
+  ] as const;
+  for (const [option, unit] of connectionLimits) {
+    if (config[option] !== undefined && !isPositiveInteger(config[option])) fail(option, `must be a positive integer (${unit})`);
+  }
+  if ((config.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) < (config.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS)) {
+    fail("requestTimeoutMs", "must be at least headersTimeoutMs (set GATEWAY_REQUEST_TIMEOUT_MS)");
   }
 }
 

@@ -19,10 +19,15 @@ export type GatewayEnv = Readonly<Record<string, string | undefined>>;
  * | `REDIS_TIMEOUT_MS` | budget of one Redis command before it counts as failed (default 100) |
  * | `RATE_LIMIT_ON_REDIS_FAILURE` | `open` (default: calls proceed unlimited) or `closed` (503) while Redis is away |
  * | `RATE_LIMIT_MAX`, `RATE_LIMIT_WINDOW` | requests per caller per window (default 1000 per `1m`; `RATE_LIMIT_MAX=0` disables) |
+ * | `AUTH_FAILURE_LIMIT_MAX`, `AUTH_FAILURE_LIMIT_WINDOW` | failed authentications per client IP per window before its unverified tokens get 429 (default 20 per `1m`; `AUTH_FAILURE_LIMIT_MAX=0` disables) |
  * | `BODY_LIMIT` | largest request body in bytes (default 4 MiB) |
  * | `CORS_ORIGINS` | comma-separated allowed origins, or `*` |
  * | `LOG_LEVEL` | pino level (default `info`) |
  * | `GATEWAY_DRAIN_TIMEOUT_MS` | on SIGTERM/SIGINT, how long open calls may finish before they are cut (default 10000) |
+ * | `GATEWAY_HEADERS_TIMEOUT_MS` | how long a connection may take to send its first bytes (HTTP/2: preface and SETTINGS) and an HTTP/1.1 request its headers (default 10000) |
+ * | `GATEWAY_REQUEST_TIMEOUT_MS` | how long a request, headers and body, may take to arrive before 408 (default 30000) |
+ * | `GATEWAY_HTTP2_IDLE_TIMEOUT_MS` | how long an HTTP/2 connection without open streams is kept (default 60000) |
+ * | `GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS` | streams one HTTP/2 connection may have open at once (default 100) |
  *
  * Throws {@link GatewayConfigError} naming the variable.
  */
@@ -32,11 +37,20 @@ export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.e
     hmacSecret: env.GATEWAY_HMAC_SECRET ?? "",
     tokens: tokensFromEnv(env),
     rateLimit: rateLimitFromEnv(env),
+    authFailureLimit: authFailureLimitFromEnv(env),
     ...(env.BODY_LIMIT !== undefined && { bodyLimit: integer(env, "BODY_LIMIT") }),
     ...(env.CORS_ORIGINS !== undefined && {
       corsOrigins: env.CORS_ORIGINS.trim() === "*" ? true : env.CORS_ORIGINS.split(",").map((o) => o.trim()).filter(Boolean),
     }),
     ...(env.GATEWAY_DRAIN_TIMEOUT_MS !== undefined && { drainTimeoutMs: drainTimeoutFromEnv(env) }),
+    ...(env.GATEWAY_HEADERS_TIMEOUT_MS !== undefined && { headersTimeoutMs: integer(env, "GATEWAY_HEADERS_TIMEOUT_MS") }),
+    ...(env.GATEWAY_REQUEST_TIMEOUT_MS !== undefined && { requestTimeoutMs: integer(env, "GATEWAY_REQUEST_TIMEOUT_MS") }),
+    ...(env.GATEWAY_HTTP2_IDLE_TIMEOUT_MS !== undefined && {
+      http2IdleTimeoutMs: integer(env, "GATEWAY_HTTP2_IDLE_TIMEOUT_MS"),
+    }),
+    ...(env.GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS !== undefined && {
+      http2MaxConcurrentStreams: integer(env, "GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS"),
+    }),
     logger: { level: env.LOG_LEVEL ?? "info" },
   };
 }
@@ -94,6 +108,16 @@ function rateLimitFromEnv(env: GatewayEnv): GatewayConfig["rateLimit"] {
     ...(env.REDIS_TIMEOUT_MS !== undefined && { redisTimeoutMs: integer(env, "REDIS_TIMEOUT_MS") }),
     ...(onRedisFailure !== undefined && { onRedisFailure }),
   };
+}
+
+function authFailureLimitFromEnv(env: GatewayEnv): GatewayConfig["authFailureLimit"] {
+  const max = env.AUTH_FAILURE_LIMIT_MAX === undefined ? 20 : integer(env, "AUTH_FAILURE_LIMIT_MAX");
+  if (max === 0) return false;
+  const timeWindowMs = parseDuration(env.AUTH_FAILURE_LIMIT_WINDOW ?? "1m");
+  if (timeWindowMs === undefined) {
+    throw new GatewayConfigError("AUTH_FAILURE_LIMIT_WINDOW", "must be a duration such as 60s or 1m");
+  }
+  return { max, timeWindowMs };
 }
 
 /** A comma-separated list, one entry for a single value; throws when it names nothing. */

@@ -2,6 +2,7 @@ import { createRequire } from "node:module";
 import type { FastifyBaseLogger } from "fastify";
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from "@fastify/rate-limit";
 import { Redis } from "ioredis";
+import { LRUCache } from "lru-cache";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
 /** What the rate limiter does while Redis does not answer within its budget. */
@@ -30,9 +31,70 @@ export interface RateLimitStore {
    * within the timeout budget (a gateway just started, still connecting).
    */
   ready(): Promise<boolean>;
+  /**
+   * A fixed-window counter in this Redis (keys `connect-gateway-<name>:<key>`),
+   * shared by every gateway instance, under the same timeout budget and
+   * `onFailure` policy as the rate limit: while Redis is away, `open` counts
+   * nothing (`count` 0: never over a limit), `closed` rejects with 503.
+   */
+  windowCounter(name: string, windowMs: number): WindowCounter;
   /** Stops the PINGs and drops the connection. */
   close(): void;
 }
+
+/** A count in a fixed window, as {@link WindowCounter.increment} returns it. */
+export interface WindowCount {
+  /** Increments in the current window, this one included; 0 when nothing was counted (Redis away, `open`). */
+  readonly count: number;
+  /** When the window ends (epoch ms). */
+  readonly resetAt: number;
+}
+
+/** Counts events per key in fixed windows: the per-IP budget of failed authentications. */
+export interface WindowCounter {
+  /** Counts one more event for `key`. */
+  increment(key: string): Promise<WindowCount>;
+  /** Takes back one increment (made in `window`), if that window is still running. Never rejects. */
+  refund(key: string, window: WindowCount): Promise<void>;
+}
+
+/** Most keys (client addresses) a {@link memoryWindowCounter} remembers; the least recently counted go first. */
+const MEMORY_COUNTER_KEYS = 100_000;
+
+/** A {@link WindowCounter} in this process's memory: each gateway instance counts on its own. */
+export function memoryWindowCounter(windowMs: number): WindowCounter {
+  const windows = new LRUCache<string, { count: number; resetAt: number }>({ max: MEMORY_COUNTER_KEYS, ttl: windowMs });
+  return {
+    async increment(key) {
+      const now = Date.now();
+      let window = windows.get(key);
+      if (window === undefined || window.resetAt <= now) {
+        window = { count: 0, resetAt: now + windowMs };
+        windows.set(key, window);
+      }
+      window.count++;
+      return { count: window.count, resetAt: window.resetAt };
+    },
+    async refund(key, counted) {
+      const window = windows.get(key);
+      if (window !== undefined && window.resetAt === counted.resetAt && window.count > 0) window.count--;
+    },
+  };
+}
+
+// INCR, starting the window on the first count (and repairing a key without expiry); answers { count, ms left }.
+const WINDOW_INCREMENT_SCRIPT = `
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return { count, ttl }`;
+// DECR only while the window lives: never a count without expiry.
+const WINDOW_REFUND_SCRIPT = `
+if redis.call('PTTL', KEYS[1]) > 0 then return redis.call('DECR', KEYS[1]) end
+return 0`;
 
 const DEFAULT_PING_INTERVAL_MS = 250;
 /** Longest pause between reconnection attempts once Redis has gone. */
@@ -210,11 +272,36 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
           availabilityWaiters.push(wake);
         });
 
+  const windowCounter = (name: string, windowMs: number): WindowCounter => {
+    const prefix = `connect-gateway-${name}:`;
+    return {
+      async increment(key) {
+        try {
+          if (!available()) throw failure("rate limit store unavailable");
+          const [count, ttl] = (await withinBudget(
+            redis.eval(WINDOW_INCREMENT_SCRIPT, 1, prefix + key, windowMs),
+            timeoutMs,
+          )) as [number, number];
+          return { count, resetAt: Date.now() + ttl };
+        } catch (e) {
+          const error = e instanceof GatewayHttpError ? e : failure(e);
+          if (onFailure === "open") return { count: 0, resetAt: 0 };
+          throw error;
+        }
+      },
+      async refund(key, window) {
+        if (window.count === 0 || !available()) return;
+        await withinBudget(redis.eval(WINDOW_REFUND_SCRIPT, 1, prefix + key), timeoutMs).catch((e: unknown) => failure(e));
+      },
+    };
+  };
+
   return {
     redis,
     storeClass: GuardedRedisStore as unknown as FastifyRateLimitStoreCtor,
     available,
     ready,
+    windowCounter,
     close: () => {
       closed = true;
       clearTimeout(pingTimer);

@@ -1,7 +1,10 @@
+import { createHash } from "node:crypto";
+import { LRUCache } from "lru-cache";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { anonymousIdentity, identityFromClaims, type CallerIdentity, type ClaimMapping } from "./identity-claims.js";
+import type { WindowCount, WindowCounter } from "./rate-limit-store.js";
 import type { UpstreamAccess } from "./routes-file.js";
-import type { TokenVerifier } from "./token-verifier.js";
+import type { TokenClaims, TokenVerifier } from "./token-verifier.js";
 
 /** Options of {@link createRequestAuthenticator}. */
 export interface RequestAuthenticatorOptions {
@@ -9,25 +12,128 @@ export interface RequestAuthenticatorOptions {
   readonly claims: ClaimMapping;
   /** `X-Client-Id` of tokenless calls to routes that need no token. */
   readonly anonymousClientId: string;
+  /** The per-client-IP budget of failed authentications; none when unset. */
+  readonly failureLimit?: AuthFailureLimit;
 }
+
+/** The per-client-IP budget of failed authentications, see {@link createRequestAuthenticator}. */
+export interface AuthFailureLimit {
+  /** Failed authentications per IP per window; past them, the IP's unverified tokens are refused unchecked. */
+  readonly max: number;
+  /** Where failures are counted, per IP, in fixed windows (memory, or the rate limit's Redis). */
+  readonly counter: WindowCounter;
+  /**
+   * How long a token that verified still passes an over-budget IP's gate
+   * (never past its `exp`): the token verifier's cache lifetime
+   * (`tokens.cacheMs`), so that such a token costs no validation. 0: none does.
+   */
+  readonly knownValidMs: number;
+}
+
+/** Checks a call's token and the route's rules: who is calling, or a {@link GatewayHttpError}. */
+export type RequestAuthenticator = (
+  authorization: string | undefined,
+  access: UpstreamAccess,
+  clientIp: string,
+) => Promise<CallerIdentity>;
+
+/**
+ * A 429 for an IP that spent its budget of failed authentications; the
+ * gateway sends `retryAfterSeconds` as `Retry-After`.
+ */
+export class AuthFailureLimitError extends GatewayHttpError {
+  override name = "AuthFailureLimitError";
+  constructor(readonly retryAfterSeconds: number) {
+    super("RATE_LIMITED", "Too many failed authentications; try again later");
+  }
+}
+
+/** Most verified tokens (their hashes) remembered at once for the failure gate. */
+const KNOWN_VALID_ENTRIES = 10_000;
 
 /**
  * Middleware steps 5 and 6 of the seed: token validation, then the route's
  * client allow-list and scopes. Returns who is calling, or throws a
  * {@link GatewayHttpError} (`UNAUTHORIZED`, `EXPIRED_TOKEN`, `FORBIDDEN`,
- * `INSUFFICIENT_SCOPE`). A token sent to a route that needs none is still
- * verified: a bad token is an error wherever it is sent.
+ * `INSUFFICIENT_SCOPE`, `RATE_LIMITED`). A token sent to a route that needs
+ * none is still verified: a bad token is an error wherever it is sent.
+ *
+ * With `failureLimit`, each client IP has a budget of failed
+ * authentications (401: a missing, invalid or expired token) per window,
+ * spent BEFORE the token is validated, so that a spray of made-up tokens
+ * never becomes more than `max` signature checks or introspection requests
+ * per IP and window:
+ *
+ * - A token this gateway verified within `knownValidMs` (and not past its
+ *   `exp`) skips the budget: it costs no validation (the verifier answers
+ *   from its cache) and spends nothing.
+ * - Any other token takes one unit of the budget before it is validated, and
+ *   gives it back when it turns out valid — or when the verifier could not
+ *   decide (503: key set or introspection endpoint away, not the caller's
+ *   fault). Taking first, rather than counting failures afterwards, holds
+ *   the bound for concurrent calls too: at most `max` validations per IP and
+ *   window, whatever their timing. (The price: more than `max` first-time
+ *   validations of valid tokens in flight at once from one IP get 429 too.)
+ * - Past the budget, such a call gets 429 with `Retry-After` (the seconds
+ *   until the window ends), unvalidated. Decision: a valid token that is not
+ *   known-valid yet is refused as well until the window ends — telling it
+ *   apart from a made-up one would take exactly the validation the budget
+ *   is there to save. Users whose token already went through keep working.
+ * - A call without a token to a route that needs one costs no validation
+ *   but counts as a failure too (and gets 429 rather than 401 past the
+ *   budget); one to a route that needs none is anonymous and never counts.
  */
-export function createRequestAuthenticator(
-  options: RequestAuthenticatorOptions,
-): (authorization: string | undefined, access: UpstreamAccess) => Promise<CallerIdentity> {
-  return async (authorization, access) => {
+export function createRequestAuthenticator(options: RequestAuthenticatorOptions): RequestAuthenticator {
+  const limit = options.failureLimit;
+  // Hashes of tokens that verified → until when they pass the gate (epoch ms).
+  const knownValid =
+    limit !== undefined && limit.knownValidMs > 0 ? new LRUCache<string, number>({ max: KNOWN_VALID_ENTRIES }) : undefined;
+
+  /** One unit of `clientIp`'s budget, taken; throws the 429 when it is spent. */
+  const spend = async (clientIp: string): Promise<WindowCount> => {
+    const counted = await (limit as AuthFailureLimit).counter.increment(clientIp);
+    if (counted.count > (limit as AuthFailureLimit).max) {
+      throw new AuthFailureLimitError(Math.max(1, Math.ceil((counted.resetAt - Date.now()) / 1000)));
+    }
+    return counted;
+  };
+
+  return async (authorization, access, clientIp) => {
     const token = bearerToken(authorization);
     if (token === undefined) {
-      if (access.authRequired) throw new GatewayHttpError("UNAUTHORIZED", "Missing or invalid token");
-      return anonymousIdentity(options.anonymousClientId);
+      if (!access.authRequired) return anonymousIdentity(options.anonymousClientId);
+      // Nothing to validate, but a failure all the same. Should the count fail
+      // (Redis away, `closed`), the caller still gets the 401 it earned.
+      if (limit !== undefined) await spend(clientIp).catch((e: unknown) => {
+        if (e instanceof AuthFailureLimitError) throw e;
+      });
+      throw new GatewayHttpError("UNAUTHORIZED", "Missing or invalid token");
     }
-    const identity = identityFromClaims(await options.verifier.verify(token), options.claims);
+    const key = limit === undefined ? undefined : createHash("sha256").update(token).digest("base64url");
+    const isKnownValid = key !== undefined && (knownValid?.get(key) ?? 0) > Date.now();
+    const spent = limit === undefined || isKnownValid ? undefined : await spend(clientIp);
+    let claims: TokenClaims;
+    let identity: CallerIdentity;
+    try {
+      claims = await options.verifier.verify(token);
+      identity = identityFromClaims(claims, options.claims);
+    } catch (e) {
+      // Only the caller's failures (401) stay counted.
+      if (spent !== undefined && !(e instanceof GatewayHttpError && e.statusCode === 401)) {
+        void limit?.counter.refund(clientIp, spent);
+      }
+      throw e;
+    }
+    if (spent !== undefined) {
+      void limit?.counter.refund(clientIp, spent);
+      if (knownValid !== undefined && key !== undefined) {
+        const until = Math.min(
+          Date.now() + (limit as AuthFailureLimit).knownValidMs,
+          typeof claims.exp === "number" ? claims.exp * 1000 : Number.POSITIVE_INFINITY,
+        );
+        if (until > Date.now()) knownValid.set(key, until, { ttl: until - Date.now() });
+      }
+    }
     if (access.clients !== undefined && !access.clients.includes(identity.clientId)) {
       throw new GatewayHttpError("FORBIDDEN", "Access denied for this client");
     }

@@ -28,6 +28,15 @@ export interface UpstreamAccess {
   readonly timeoutMs: number;
   /** `description`, for humans. */
   readonly description?: string | undefined;
+  /**
+   * `forward_authorization: true`: the caller's `Authorization` header goes
+   * to the upstream as sent. By default (unset, or `false`) it is removed:
+   * the gateway has checked the token and vouches for the caller with its
+   * signed identity headers, and an upstream that never sees the bearer
+   * token cannot leak or replay it. Opt in only for an upstream that must
+   * act with the caller's own token (call another API on their behalf).
+   */
+  readonly forwardAuthorization?: boolean | undefined;
   /** Where it is declared in the routes file, for messages. */
   readonly line: number;
 }
@@ -138,8 +147,18 @@ const ROUTE_KEYS = [
   "cache_ttl",
   "timeout",
   "description",
+  "forward_authorization",
 ];
-const BACKEND_KEYS = ["upstream", "http2", "auth_required", "scopes", "clients", "timeout", "description"];
+const BACKEND_KEYS = [
+  "upstream",
+  "http2",
+  "auth_required",
+  "scopes",
+  "clients",
+  "timeout",
+  "description",
+  "forward_authorization",
+];
 const DEFAULT_TIMEOUT_MS = 30_000;
 const RESERVED_PATHS = ["/health", "/ready"];
 const PATH = /^(\/([A-Za-z0-9._~!$&'()+,;=@-]|%[0-9A-Fa-f]{2}|\{[A-Za-z_][A-Za-z0-9_]*\})*)+$/;
@@ -291,13 +310,15 @@ function readAccess(reader: Reader, fields: Fields, node: YamlNode): UpstreamAcc
   const timeoutMs = timeoutNode === undefined ? DEFAULT_TIMEOUT_MS : reader.duration(timeoutNode, "timeout");
   const descriptionNode = fields.get("description")?.value;
   const description = descriptionNode === undefined ? undefined : reader.string(descriptionNode, "description");
+  const forwardNode = fields.get("forward_authorization")?.value;
+  const forwardAuthorization = forwardNode === undefined ? undefined : reader.boolean(forwardNode, "forward_authorization");
   if (authRequired === false && (scopes.length > 0 || clients !== undefined)) {
     reader.fail(authNode ?? node, "auth_required: false cannot be combined with scopes or clients");
   }
   if (reader.problems.length > before || authRequired === undefined || timeoutMs === undefined) {
     return undefined;
   }
-  return { authRequired, scopes, clients, timeoutMs, description, line: reader.line(node) };
+  return { authRequired, scopes, clients, timeoutMs, description, forwardAuthorization, line: reader.line(node) };
 }
 
 function readPath(reader: Reader, node: YamlNode): string | undefined {

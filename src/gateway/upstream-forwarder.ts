@@ -4,16 +4,17 @@ import type { Readable } from "node:stream";
 import replyFrom from "@fastify/reply-from";
 import type { Dispatcher } from "undici";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
-import { gatewaySignatureHeaders } from "../signing/index.js";
-import { dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
+import { gatewaySignatureHeaders, GatewaySigningError } from "../signing/index.js";
+import { dropCallerAuthorization, dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { logCallerGone } from "./gateway-logger.js";
 import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
-import { seedIdentityHeaders } from "./identity-claims.js";
+import type { CallerIdentity } from "./identity-claims.js";
 import { callerOf, type ForwardingRouteConfig } from "./request-caller.js";
 import {
   cacheableHeaders,
   isCacheable,
+  requestCacheUse,
   responseCacheKey,
   type ResponseCache,
 } from "./response-cache.js";
@@ -116,28 +117,29 @@ function forward(
   const identity = callerOf(request);
   if (identity === undefined) throw new GatewayHttpError("INTERNAL_ERROR", "Internal gateway error");
   const target = forwardedTarget(request.url, route, upstream.origin);
-  const cacheKey =
-    route.cacheTtlMs !== undefined && request.method === "GET"
-      ? responseCacheKey(identity, target, request.headers)
-      : undefined;
-  const cached = cacheKey === undefined ? undefined : context.cache.get(cacheKey);
+  // A request with a Cookie, an unrecognised header or `Cache-Control: no-store`
+  // never meets the cache; `no-cache` (or `Pragma: no-cache`) skips only the
+  // lookup, and its fresh answer refreshes the entry (see requestCacheUse).
+  const cacheUse = route.cacheTtlMs !== undefined && request.method === "GET" ? requestCacheUse(request.headers) : undefined;
+  const cacheKey = cacheUse === undefined ? undefined : responseCacheKey(identity, target, request.headers);
+  const cached = cacheKey === undefined || cacheUse?.lookup !== true ? undefined : context.cache.get(cacheKey);
   if (cached !== undefined) {
     return reply.code(cached.status).headers(cached.headers).header("x-cache", "HIT").send(cached.body);
   }
   const body = forwardedBody(request, upstream);
   const signed = {
-    ...gatewaySignatureHeaders(context.hmacSecret, { method: request.method, requestTarget: target, body: body ?? "" }, identity),
-    ...seedIdentityHeaders(identity),
+    ...signedHeaders(context.hmacSecret, request, target, body, identity),
     "x-request-id": request.id,
     ...forwardingHeaders({ address: request.ip, host: request.host, protocol: request.protocol }),
   };
   const callerConnection = request.headers.connection;
   return reply.from(target, {
-    ...(body && { body, contentType: request.headers["content-type"] ?? "application/octet-stream" }),
+    ...(body && { body, contentType: forwardedContentType(request, body) }),
     timeout: route.access.timeoutMs,
     // Never resend: a retried POST could run twice, and reply-from retries GETs on 503.
     retryDelay: () => null,
-    rewriteRequestHeaders: (_request, headers) => withGatewayHeaders(headers, callerConnection, upstream.http2, signed, body !== undefined),
+    rewriteRequestHeaders: (_request, headers) =>
+      withGatewayHeaders(headers, callerConnection, upstream.http2, signed, body !== undefined, route.access.forwardAuthorization),
     rewriteHeaders: (headers) => withoutResponseHopByHop(headers),
     onResponse: (_request, _reply, res) => {
       const response = res as unknown as UpstreamResponse;
@@ -149,7 +151,7 @@ function forward(
         return;
       }
       if (upstream.http2) forwardTrailers(response.stream, reply);
-      if (cacheKey !== undefined && isStorable(response, context.cache.maxEntryBytes)) {
+      if (cacheKey !== undefined && cacheUse?.store === true && isStorable(response, context.cache.maxEntryBytes)) {
         void sendAndCache(reply, response, context.cache, cacheKey, route.cacheTtlMs as number);
       } else {
         void reply.send(response.stream);
@@ -157,6 +159,44 @@ function forward(
     },
     onError: (_reply, { error }) => failReply(reply, upstreamError(error)),
   });
+}
+
+/** The Content-Type a forwarded body goes with (reply-from needs one); none without a body. */
+function forwardedContentType(request: FastifyRequest, body: Buffer | undefined): string | undefined {
+  const given = request.headers["content-type"];
+  return body === undefined ? given : (given ?? "application/octet-stream");
+}
+
+/**
+ * The identity headers and both signatures (v1 for Ruby services, v2 over
+ * every identity header, the content headers and a fresh request id), for the
+ * request exactly as it will be sent: the content headers are set to the
+ * signed values, so what the upstream receives is what was signed. A caller's
+ * value that cannot be signed unambiguously (a control character in a
+ * content header) is a 400, not a 500.
+ */
+function signedHeaders(
+  secret: string,
+  request: FastifyRequest,
+  target: string,
+  body: Buffer | undefined,
+  identity: CallerIdentity,
+): Record<string, string> {
+  const contentType = forwardedContentType(request, body);
+  const contentEncoding = request.headers["content-encoding"];
+  try {
+    const headers = gatewaySignatureHeaders(
+      secret,
+      { method: request.method, requestTarget: target, body: body ?? "", contentType, contentEncoding },
+      identity,
+    );
+    if (contentType !== undefined) headers["content-type"] = contentType;
+    if (contentEncoding !== undefined) headers["content-encoding"] = contentEncoding;
+    return headers;
+  } catch (e) {
+    if (e instanceof GatewaySigningError) throw new GatewayHttpError("BAD_REQUEST", "Request cannot be forwarded as sent");
+    throw e;
+  }
 }
 
 /**
@@ -226,7 +266,8 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): Buffer | un
  * spelling (`X_User_Id` too), and its hop-by-hop headers (see
  * caller-headers.ts), then adds the gateway's own; without a forwarded body,
  * the client's content-length goes too (an HTTP/2 upstream resets a stream
- * shorter than its content-length).
+ * shorter than its content-length). The caller's `Authorization` (its bearer
+ * token) goes too, unless the route says `forward_authorization: true`.
  */
 function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
   headers: H,
@@ -234,9 +275,11 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
   http2Upstream: boolean,
   gatewayHeaders: Record<string, string>,
   hasBody: boolean,
+  forwardAuthorization = false,
 ): H {
   // transfer-encoding is hop-by-hop: dropCallerHeaders has removed it already.
   dropCallerHeaders(headers, callerConnection, http2Upstream);
+  if (!forwardAuthorization) dropCallerAuthorization(headers);
   if (!hasBody) delete headers["content-length"];
   return Object.assign(headers, gatewayHeaders);
 }
@@ -268,6 +311,11 @@ function forwardTrailers(stream: Readable, reply: FastifyReply): void {
   });
 }
 
+/**
+ * True when an upstream answer goes into the cache: {@link isCacheable} allows
+ * it (a 200, no cookie, no `private`/`no-store`/`no-cache`, no `Vary` on an
+ * unkeyed header) and it declares a length small enough to buffer.
+ */
 function isStorable(response: UpstreamResponse, maxBytes: number): boolean {
   const length = Number(response.headers["content-length"]);
   return isCacheable(response.statusCode, response.headers) && Number.isInteger(length) && length <= maxBytes;

@@ -1,0 +1,311 @@
+// The per-client-IP budget of failed authentications, spent BEFORE a token is
+// validated: a spray of made-up bearer tokens must not turn into as many
+// introspection requests. Real servers on loopback throughout: an
+// oidc-provider OAuth2 server issuing opaque tokens, a counting proxy in front
+// of its introspection endpoint, a recording backend, real gateways — and a
+// real redis-server for the shared (multi-instance) budget.
+import { spawn, type ChildProcess } from "node:child_process";
+import { request as httpRequest, createServer, type Server } from "node:http";
+import { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
+import { closeServer, HMAC_SECRET, listen, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
+
+const TEST_TIMEOUT = 30_000;
+const routesYaml = `version: "1.0"
+public_paths: [/api/v1/docs]
+routes:
+  - path: /api/v1/agents
+    method: GET
+    proxy_upstream: $UP
+  - path: /api/v1/docs
+    method: GET
+    proxy_upstream: $UP
+`;
+const service = { clientId: "billing", clientSecret: "billing-secret-value", scopes: ["read", "write"] };
+const introspector = { clientId: "gateway", clientSecret: "gateway-introspection-secret" };
+
+let oauth: OAuth2Server;
+let proxy: Server;
+let proxyUrl: string;
+let introspections = 0;
+let backend: RecordingBackend;
+const gateways: Gateway[] = [];
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  backend = await startRecordingBackend();
+  oauth = await startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" });
+  // Counts introspection requests, and holds each a little, so that
+  // concurrent calls overlap with the ones in flight.
+  proxy = createServer(async (req, res) => {
+    introspections++;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    const answer = await fetch(oauth.introspectionUrl, {
+      method: "POST",
+      headers: { authorization: String(req.headers.authorization), "content-type": String(req.headers["content-type"]) },
+      body: Buffer.concat(chunks),
+      signal: AbortSignal.timeout(5_000),
+    });
+    res.writeHead(answer.status, { "content-type": "application/json" }).end(await answer.text());
+  });
+  proxyUrl = `http://127.0.0.1:${await listen(proxy)}/introspect`;
+});
+afterEach(async () => {
+  await Promise.all(gateways.splice(0).map((g) => g.close()));
+  for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+});
+afterAll(async () => {
+  await Promise.all([oauth.close(), closeServer(proxy), backend.close()]);
+});
+
+async function startGateway(options: Partial<GatewayConfig> = {}, cacheMs?: number): Promise<Gateway> {
+  const gateway = createGateway({
+    routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: backend.url } }),
+    hmacSecret: HMAC_SECRET,
+    tokens: {
+      introspection: { url: proxyUrl, clientId: introspector.clientId, clientSecret: introspector.clientSecret },
+      ...(cacheMs !== undefined && { cacheMs }),
+    },
+    logger: false,
+    ...options,
+  });
+  gateways.push(gateway);
+  await gateway.listen();
+  return gateway;
+}
+
+async function validToken(): Promise<string> {
+  const res = await fetch(oauth.tokenUrl, {
+    method: "POST",
+    headers: { authorization: `Basic ${Buffer.from(`${service.clientId}:${service.clientSecret}`).toString("base64")}` },
+    body: new URLSearchParams({ grant_type: "client_credentials", scope: "read" }),
+    signal: AbortSignal.timeout(5_000),
+  });
+  return ((await res.json()) as { access_token: string }).access_token;
+}
+
+let fakes = 0;
+/** A made-up opaque token: well-formed, never issued. */
+const madeUpToken = () => `made-up-${++fakes}-${Math.random().toString(36).slice(2)}`;
+
+interface Answer {
+  readonly status: number;
+  readonly retryAfter: string | undefined;
+  readonly code: string | undefined;
+}
+
+/**
+ * GET `path` with `token` (none when undefined), from the local address
+ * `from` (all of 127.0.0.0/8 is loopback: a second client IP).
+ */
+function call(gateway: Gateway, token: string | undefined, path = "/api/v1/agents", from = "127.0.0.1"): Promise<Answer> {
+  const url = new URL(path, gateway.url);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      url,
+      {
+        localAddress: from,
+        agent: false,
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        timeout: 10_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const body = Buffer.concat(chunks).toString("utf8");
+          let code: string | undefined;
+          try {
+            code = (JSON.parse(body) as { error?: { code?: string } }).error?.code;
+          } catch {
+            code = undefined;
+          }
+          const retryAfter = res.headers["retry-after"];
+          resolve({ status: res.statusCode ?? 0, retryAfter: typeof retryAfter === "string" ? retryAfter : undefined, code });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+function expectRetryAfterWithin(answer: Answer, maxSeconds: number) {
+  expect(answer.status).toBe(429);
+  expect(answer.code).toBe("RATE_LIMITED");
+  expect(answer.retryAfter).toMatch(/^[0-9]+$/);
+  expect(Number(answer.retryAfter)).toBeGreaterThanOrEqual(1);
+  expect(Number(answer.retryAfter)).toBeLessThanOrEqual(maxSeconds);
+}
+
+describe("failed-authentication budget per client IP (default 20 per minute)", () => {
+  it("lets 200 made-up tokens from one IP cost at most 20 introspections; the rest get 429 with Retry-After", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway();
+    const forwardedBefore = backend.requests.length;
+    const before = introspections;
+    const answers: Answer[] = [];
+    // In concurrent batches: the budget must hold while validations are in flight.
+    for (let batch = 0; batch < 4; batch++) {
+      answers.push(...(await Promise.all(Array.from({ length: 50 }, () => call(gateway, madeUpToken())))));
+    }
+    expect(introspections - before).toBeLessThanOrEqual(20);
+    const refused = answers.filter((a) => a.status === 429);
+    expect(answers.filter((a) => a.status === 401)).toHaveLength(introspections - before);
+    expect(refused.length).toBeGreaterThanOrEqual(180);
+    for (const answer of refused) expectRetryAfterWithin(answer, 60);
+    // Still refused afterwards, still without introspection.
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
+    expect(introspections - before).toBeLessThanOrEqual(20);
+    expect(backend.requests.length).toBe(forwardedBefore);
+  });
+
+  it("keeps serving a token verified before the IP went over budget; a never-seen valid token waits for the window", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway();
+    const known = await validToken();
+    expect((await call(gateway, known)).status).toBe(200);
+    for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
+    const before = introspections;
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
+    // In the verified-token cache: it costs no validation, so it passes.
+    const again = await call(gateway, known);
+    expect(again.status).toBe(200);
+    // Valid, but not known yet: telling it from a made-up one would take the
+    // very validation the budget saves, so it is refused until the window ends.
+    expectRetryAfterWithin(await call(gateway, await validToken()), 60);
+    expect(introspections).toBe(before);
+  });
+
+  it("counts calls without a token to a protected route (never validated), not anonymous calls to a public one", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway();
+    const before = introspections;
+    for (let i = 0; i < 20; i++) expect((await call(gateway, undefined)).status).toBe(401);
+    expect(introspections).toBe(before);
+    expectRetryAfterWithin(await call(gateway, undefined), 60);
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
+    expect(introspections).toBe(before);
+    expect((await call(gateway, undefined, "/api/v1/docs")).status).toBe(200);
+  });
+
+  it("does not count successful authentications", { timeout: TEST_TIMEOUT }, async () => {
+    // No verified-token cache: every call of the valid token is validated, and must not spend the budget.
+    const gateway = await startGateway({}, 0);
+    const token = await validToken();
+    for (let i = 0; i < 30; i++) expect((await call(gateway, token)).status).toBe(200);
+    for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
+    // Without the cache, no token is known-valid: a valid one is refused too.
+    expect((await call(gateway, token)).status).toBe(429);
+  });
+
+  it("keeps one budget per client IP", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway();
+    for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
+    expect((await call(gateway, madeUpToken())).status).toBe(429);
+    const before = introspections;
+    expect((await call(gateway, madeUpToken(), "/api/v1/agents", "127.0.0.2")).status).toBe(401);
+    expect(introspections - before).toBe(1);
+    expect((await call(gateway, await validToken(), "/api/v1/agents", "127.0.0.2")).status).toBe(200);
+  });
+
+  it("gives the budget back when the window ends (authFailureLimit option)", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway({ authFailureLimit: { max: 3, timeWindowMs: 1_500 } });
+    for (let i = 0; i < 3; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 2);
+    await new Promise((resolve) => setTimeout(resolve, 1_600));
+    expect((await call(gateway, await validToken())).status).toBe(200);
+    expect((await call(gateway, madeUpToken())).status).toBe(401);
+  });
+
+  it("is off with authFailureLimit: false", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway({ authFailureLimit: false });
+    const answers = await Promise.all(Array.from({ length: 30 }, () => call(gateway, madeUpToken())));
+    expect(answers.every((a) => a.status === 401)).toBe(true);
+  });
+});
+
+describe("failed-authentication budget in Redis", () => {
+  async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
+    const port = await unusedPort();
+    const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+      stdio: "ignore",
+    });
+    children.push(child);
+    const url = `redis://127.0.0.1:${port}`;
+    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on("error", () => {});
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await probe.connect();
+        await probe.ping();
+        probe.disconnect();
+        return { url, child };
+      } catch (e) {
+        probe.disconnect();
+        if (attempt > 50) throw e;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  it("is shared by the gateway instances of one Redis", { timeout: TEST_TIMEOUT }, async () => {
+    const { url } = await startRedis();
+    const config = { rateLimit: { max: 1000, redisUrl: url }, authFailureLimit: { max: 10 } };
+    const first = await startGateway(config);
+    const second = await startGateway(config);
+    // Both have Redis before the counting starts (fail-open otherwise).
+    for (const g of [first, second]) expect((await fetch(`${g.url}/ready`)).status).toBe(200);
+    const before = introspections;
+    for (let i = 0; i < 10; i++) expect((await call(i % 2 === 0 ? first : second, madeUpToken())).status).toBe(401);
+    expectRetryAfterWithin(await call(first, madeUpToken()), 60);
+    expectRetryAfterWithin(await call(second, madeUpToken()), 60);
+    expect(introspections - before).toBe(10);
+  });
+
+  it("follows the rate limit's Redis failure policy: closed refuses unverified tokens with 503, unvalidated", { timeout: TEST_TIMEOUT }, async () => {
+    const { url, child } = await startRedis();
+    const gateway = await startGateway({ rateLimit: { max: 1000, redisUrl: url, onRedisFailure: "closed" } });
+    expect((await fetch(`${gateway.url}/ready`)).status).toBe(200);
+    const known = await validToken();
+    expect((await call(gateway, known)).status).toBe(200);
+    await new Promise<void>((resolve) => {
+      child.once("exit", () => resolve());
+      child.kill("SIGKILL");
+    });
+    const before = introspections;
+    const started = Date.now();
+    const answer = await call(gateway, madeUpToken());
+    expect(answer.status).toBe(503);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(introspections).toBe(before);
+  });
+});
+
+describe("configuration", () => {
+  it("reads AUTH_FAILURE_LIMIT_MAX and AUTH_FAILURE_LIMIT_WINDOW (default 20 per 1m; 0 turns it off)", () => {
+    const env = { GATEWAY_HMAC_SECRET: HMAC_SECRET };
+    expect(gatewayConfigFromEnv("routes.yaml", env).authFailureLimit).toEqual({ max: 20, timeWindowMs: 60_000 });
+    expect(
+      gatewayConfigFromEnv("routes.yaml", { ...env, AUTH_FAILURE_LIMIT_MAX: "5", AUTH_FAILURE_LIMIT_WINDOW: "30s" }).authFailureLimit,
+    ).toEqual({ max: 5, timeWindowMs: 30_000 });
+    expect(gatewayConfigFromEnv("routes.yaml", { ...env, AUTH_FAILURE_LIMIT_MAX: "0" }).authFailureLimit).toBe(false);
+    expect(() => gatewayConfigFromEnv("routes.yaml", { ...env, AUTH_FAILURE_LIMIT_MAX: "many" })).toThrow(/AUTH_FAILURE_LIMIT_MAX/);
+    expect(() => gatewayConfigFromEnv("routes.yaml", { ...env, AUTH_FAILURE_LIMIT_WINDOW: "soon" })).toThrow(/AUTH_FAILURE_LIMIT_WINDOW/);
+  });
+
+  it("refuses a bad authFailureLimit, naming the option", () => {
+    const base = {
+      routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: "http://127.0.0.1:1" } }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { introspection: { url: "http://127.0.0.1:1/introspect", clientId: "gateway", clientSecret: "secret" } },
+      logger: false as const,
+    };
+    expect(() => createGateway({ ...base, authFailureLimit: { max: 0 } })).toThrow(GatewayConfigError);
+    expect(() => createGateway({ ...base, authFailureLimit: { max: 0 } })).toThrow(/authFailureLimit\.max/);
+    expect(() => createGateway({ ...base, authFailureLimit: { max: 5, timeWindowMs: -1 } })).toThrow(/authFailureLimit\.timeWindowMs/);
+  });
+});

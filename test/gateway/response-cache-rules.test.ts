@@ -1,0 +1,235 @@
+// What the gateway's response cache must never store or serve: private or
+// uncacheable answers, answers that vary on what the key does not cover,
+// answers to cookie-carrying requests, and answers an unkeyed request header
+// could have shaped (cache poisoning). Real backend and gateway on loopback.
+import { request as httpRequest, type ServerResponse } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Gateway } from "../../src/gateway/index.js";
+import { seedToken, startRecordingBackend, startSeedGateway, type RecordedRequest, type RecordingBackend } from "./helpers.js";
+
+const yaml = `version: "1.0"
+routes:
+  - path: /api/v1/items
+    method: GET
+    proxy_upstream: $UP
+    cache_ttl: 60s
+  - path: /public/items
+    method: GET
+    proxy_upstream: $UP
+    auth_required: false
+    cache_ttl: 60s
+`;
+
+let backend: RecordingBackend;
+let gateway: Gateway;
+let token: string;
+
+beforeAll(async () => {
+  backend = await startRecordingBackend();
+  gateway = await startSeedGateway(yaml, { UP: backend.url });
+  token = await seedToken({ user_id: "cache-rules-user" });
+});
+afterAll(async () => {
+  await gateway.close();
+  await backend.close();
+});
+
+/** The backend answers a 200 JSON body numbered by its hit count, with `headers`, and whatever `extra` adds. */
+function answerWith(headers: Record<string, string> = {}, extra?: (req: RecordedRequest, res: ServerResponse) => Record<string, unknown>) {
+  backend.respond = (req, res) => {
+    for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ n: backend.requests.length, ...extra?.(req, res) }));
+  };
+}
+
+async function get(path: string, headers: Record<string, string> = {}, auth = true) {
+  const res = await fetch(gateway.url + path, { headers: { ...(auth && { authorization: `Bearer ${token}` }), ...headers } });
+  return { status: res.status, headers: res.headers, cache: res.headers.get("x-cache"), body: await res.text() };
+}
+
+function hits(path: string): number {
+  return backend.requests.filter((r) => r.url === path).length;
+}
+
+/** Two identical GETs: [x-cache of each], backend hits. */
+async function twice(path: string, headers: Record<string, string> = {}) {
+  const first = await get(path, headers);
+  const second = await get(path, headers);
+  return { caches: [first.cache, second.cache], hits: hits(path) };
+}
+
+const notStored = { caches: [null, null], hits: 2 };
+const stored = { caches: ["MISS", "HIT"], hits: 1 };
+
+describe("answers the cache never stores", () => {
+  it("Cache-Control with private, no-store or no-cache, in any case, with or without arguments", async () => {
+    const values = [
+      "private",
+      "Private",
+      "max-age=60, private",
+      'private="set-cookie", max-age=60',
+      'private="set-cookie, x-token"',
+      "no-store",
+      "public, NO-STORE",
+      "no-cache",
+      'no-cache="set-cookie"',
+      'max-age=60, community="a,b", no-cache',
+    ];
+    for (const [i, value] of values.entries()) {
+      answerWith({ "cache-control": value });
+      expect({ value, ...(await twice(`/api/v1/items?cc=${i}`)) }).toEqual({ value, ...notStored });
+    }
+  });
+
+  it("directive names are matched whole, never as substrings or inside quoted arguments", async () => {
+    const values = ["x-no-store-ish", "max-age=60, x-private-thing", 'max-age=60, ext="no-store, private"', "public, max-age=60"];
+    for (const [i, value] of values.entries()) {
+      answerWith({ "cache-control": value });
+      expect({ value, ...(await twice(`/api/v1/items?cc-ok=${i}`)) }).toEqual({ value, ...stored });
+    }
+  });
+
+  it("Pragma: no-cache without Cache-Control (with Cache-Control, Pragma is ignored)", async () => {
+    answerWith({ pragma: "no-cache" });
+    expect(await twice("/api/v1/items?pragma=alone")).toEqual(notStored);
+    answerWith({ pragma: "no-cache", "cache-control": "max-age=60" });
+    expect(await twice("/api/v1/items?pragma=with-cc")).toEqual(stored);
+  });
+
+  it("Vary naming any header outside the key, or *; Vary on Accept and Accept-Encoding is fine", async () => {
+    for (const [i, vary] of ["*", "Origin", "Accept, Cookie", "X-Original-URL", "accept-language"].entries()) {
+      answerWith({ vary });
+      expect({ vary, ...(await twice(`/api/v1/items?vary=${i}`)) }).toEqual({ vary, ...notStored });
+    }
+    answerWith({ vary: "Accept-Encoding, accept" });
+    expect(await twice("/api/v1/items?vary=keyed")).toEqual(stored);
+  });
+
+  it("anything but a 200, and answers that set a cookie", async () => {
+    backend.respond = (_req, res) => res.writeHead(404, { "content-type": "application/json" }).end("{}");
+    expect(await twice("/api/v1/items?status=404")).toEqual(notStored);
+    answerWith({ "set-cookie": "session=abc" });
+    expect(await twice("/api/v1/items?set-cookie")).toEqual(notStored);
+  });
+});
+
+describe("requests the cache never answers", () => {
+  it("a request with a Cookie is neither served from the cache nor stored", async () => {
+    answerWith({}, (req) => ({ cookie: req.headers.cookie ?? null }));
+    const path = "/api/v1/items?cookie=served";
+    const plain = await get(path);
+    expect(plain.cache).toBe("MISS");
+    const withCookie = await get(path, { cookie: "session=alice" });
+    expect([withCookie.cache, JSON.parse(withCookie.body).cookie]).toEqual([null, "session=alice"]);
+    expect(hits(path)).toBe(2);
+    const again = await get(path);
+    expect([again.cache, again.body]).toEqual(["HIT", plain.body]);
+
+    // The answer to a cookie request is never stored for the next request without one.
+    const fresh = "/api/v1/items?cookie=stored";
+    await get(fresh, { cookie: "session=alice" });
+    const next = await get(fresh);
+    expect([next.cache, JSON.parse(next.body).cookie]).toEqual(["MISS", null]);
+    expect(hits(fresh)).toBe(2);
+  });
+
+  it("Cache-Control: no-cache or Pragma: no-cache skips the lookup and refreshes the entry; no-store leaves it alone", async () => {
+    answerWith();
+    const path = "/api/v1/items?request-directives";
+    const n = (r: { body: string }) => JSON.parse(r.body).n as number;
+    const first = await get(path);
+    expect((await get(path)).cache).toBe("HIT");
+    const noCache = await get(path, { "cache-control": "no-cache" });
+    expect(noCache.cache).toBe("MISS");
+    expect(n(noCache)).toBeGreaterThan(n(first));
+    const afterNoCache = await get(path);
+    expect([afterNoCache.cache, n(afterNoCache)]).toEqual(["HIT", n(noCache)]);
+
+    const noStore = await get(path, { "cache-control": "No-Store" });
+    expect(noStore.cache).toBeNull();
+    expect(n(noStore)).toBeGreaterThan(n(noCache));
+    const afterNoStore = await get(path);
+    expect([afterNoStore.cache, n(afterNoStore)]).toEqual(["HIT", n(noCache)]);
+
+    const pragma = await get(path, { pragma: "no-cache" });
+    expect(pragma.cache).toBe("MISS");
+    expect(n(pragma)).toBeGreaterThan(n(noStore));
+    expect(hits(path)).toBe(4);
+  });
+});
+
+describe("no unkeyed request header can poison an entry", () => {
+  it("a header the backend reflects never reaches another caller, nor the same caller's next request", async () => {
+    answerWith({}, (req, res) => {
+      res.setHeader("x-reflected", String(req.headers["x-original-url"] ?? "none"));
+      return { originalUrl: req.headers["x-original-url"] ?? null, forwardedHost: req.headers["x-forwarded-host"] ?? null };
+    });
+    const path = "/public/items?poison";
+    const attacker = await get(path, { "x-original-url": "/admin", "x-custom-tenant": "evil" }, false);
+    expect([attacker.cache, JSON.parse(attacker.body).originalUrl]).toEqual([null, "/admin"]);
+
+    const victim = await get(path, {}, false);
+    const victimAgain = await get(path, {}, false);
+    for (const answer of [victim, victimAgain]) {
+      expect(JSON.parse(answer.body).originalUrl).toBeNull();
+      expect(answer.headers.get("x-reflected")).toBe("none");
+    }
+    expect([victim.cache, victimAgain.cache]).toEqual(["MISS", "HIT"]);
+
+    // The same caller sending the header again is forwarded, never answered from the clean entry.
+    const attackerAgain = await get(path, { "x-original-url": "/admin" }, false);
+    expect([attackerAgain.cache, JSON.parse(attackerAgain.body).originalUrl]).toEqual([null, "/admin"]);
+
+    // A caller's own X-Forwarded-Host never reaches the backend: the gateway sets it.
+    const spoofed = await get("/public/items?xfh", { "x-forwarded-host": "evil.example" }, false);
+    expect(JSON.parse(spoofed.body).forwardedHost).not.toBe("evil.example");
+    expect(hits(path)).toBe(3);
+  });
+
+  it("an answer that varies on an unkeyed header it reflects is not stored at all", async () => {
+    answerWith({ vary: "Accept-Language" }, (req) => ({ language: req.headers["accept-language"] ?? null }));
+    const path = "/public/items?vary-reflected";
+    expect((await get(path, { "accept-language": "fr" }, false)).cache).toBeNull();
+    const other = await get(path, { "accept-language": "en" }, false);
+    expect([other.cache, JSON.parse(other.body).language]).toEqual([null, "en"]);
+    expect(hits(path)).toBe(2);
+  });
+
+  it("the Host a caller names (forwarded as X-Forwarded-Host) is part of the key", async () => {
+    answerWith({}, (req) => ({ forwardedHost: req.headers["x-forwarded-host"] ?? null }));
+    const path = "/public/items?host";
+    const { port } = new URL(gateway.url);
+    // Same Accept and Accept-Encoding on both requests: only the Host differs.
+    const negotiated = { accept: "application/json", "accept-encoding": "identity" };
+    const poisoned = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest({ host: "127.0.0.1", port, path, headers: { host: "evil.example", ...negotiated } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    expect(JSON.parse(poisoned).forwardedHost).toBe("evil.example");
+    const clean = await get(path, negotiated, false);
+    expect(clean.cache).toBe("MISS");
+    expect(JSON.parse(clean.body).forwardedHost).toBe(`127.0.0.1:${port}`);
+    expect(hits(path)).toBe(2);
+  });
+
+  it("a hit never replays the per-exchange headers of the answer it was stored from", async () => {
+    answerWith({ age: "30", "server-timing": "db;dur=5" });
+    const path = "/api/v1/items?per-exchange";
+    const miss = await get(path);
+    const hit = await get(path);
+    expect([miss.cache, hit.cache]).toEqual(["MISS", "HIT"]);
+    expect(hit.headers.get("content-type")).toBe("application/json");
+    for (const name of ["age", "server-timing", "set-cookie"]) expect({ name, value: hit.headers.get(name) }).toEqual({ name, value: null });
+    expect(hit.headers.get("x-request-id")).not.toBe(miss.headers.get("x-request-id"));
+    // The rate-limit counters are the hit's own, not the stored answer's.
+    const remaining = (r: { headers: Headers }) => Number(r.headers.get("x-ratelimit-remaining"));
+    expect(miss.headers.get("x-ratelimit-remaining")).not.toBeNull();
+    expect(remaining(hit)).toBe(remaining(miss) - 1);
+  });
+});
