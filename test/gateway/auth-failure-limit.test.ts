@@ -4,14 +4,14 @@
 // oidc-provider OAuth2 server issuing opaque tokens, a counting proxy in front
 // of its introspection endpoint, a recording backend, real gateways — and a
 // real redis-server for the shared (multi-instance) budget.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { request as httpRequest, createServer, type Server } from "node:http";
-import { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
-import { closeServer, HMAC_SECRET, listen, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
+import { closeServer, HMAC_SECRET, listen, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+import { startRedisServer } from "../support/redis-server.js";
 
 const TEST_TIMEOUT = 30_000;
 const routesYaml = `version: "1.0"
@@ -230,26 +230,9 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
 
 describe("failed-authentication budget in Redis", () => {
   async function startRedis(): Promise<{ url: string; child: ChildProcess }> {
-    const port = await unusedPort();
-    const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-      stdio: "ignore",
-    });
-    children.push(child);
-    const url = `redis://127.0.0.1:${port}`;
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on("error", () => {});
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await probe.connect();
-        await probe.ping();
-        probe.disconnect();
-        return { url, child };
-      } catch (e) {
-        probe.disconnect();
-        if (attempt > 50) throw e;
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    }
+    const server = await startRedisServer();
+    children.push(server.child);
+    return server;
   }
 
   it("is shared by the gateway instances of one Redis", { timeout: TEST_TIMEOUT }, async () => {

@@ -2,9 +2,9 @@
 // child on a loopback port is killed (SIGKILL) or frozen (SIGSTOP) while a real
 // gateway counts in it. Calls must still answer within a second (fail open, or
 // 503 when configured closed), /ready must follow Redis, and both must recover.
-import { spawn, type ChildProcess } from "node:child_process";
-import { Redis } from "ioredis";
+import type { ChildProcess } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
+import { startRedisServer } from "../support/redis-server.js";
 import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
 import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
@@ -39,27 +39,9 @@ afterEach(async () => {
 });
 
 async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-    stdio: "ignore",
-  });
+  const { child } = await startRedisServer(port);
   children.push(child);
-  let spawnError: Error | undefined;
-  child.once("error", (e) => (spawnError = e));
-  const probe = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on("error", () => {}); // refused until redis-server is up: retried below
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return child;
-    } catch (e) {
-      probe.disconnect();
-      if (spawnError) throw new Error(`cannot run redis-server (${spawnError.message})`);
-      if (attempt > 50) throw e;
-      await sleep(100);
-    }
-  }
+  return child;
 }
 
 function killed(child: ChildProcess): Promise<void> {

@@ -4,9 +4,8 @@
 // costs the configured budget and a 503, never a hang.
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { unusedPort } from "../gateway/helpers.js";
+import { startRedisServer } from "../support/redis-server.js";
 import { rawRequest } from "./raw-request.js";
 import { signedHeadersV2 } from "./signed-headers.js";
 
@@ -20,14 +19,13 @@ let redis: ChildProcess;
 const ports: number[] = [];
 
 beforeAll(async () => {
-  const redisPort = await unusedPort();
-  redis = spawn("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  const server = await startRedisServer();
+  redis = server.child;
   children.push(redis);
-  await waitForRedis(redisPort);
   const script = fileURLToPath(new URL("./fixtures/replay-service.ts", import.meta.url));
   for (let i = 0; i < 2; i++) {
     const child = spawn(process.execPath, ["--import", "tsx", script], {
-      env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, GATEWAY_HMAC_SECRET: SECRET },
+      env: { ...process.env, REDIS_URL: server.url, GATEWAY_HMAC_SECRET: SECRET },
       stdio: ["ignore", "pipe", "inherit"],
     });
     children.push(child);
@@ -99,21 +97,4 @@ function portOf(child: ChildProcess): Promise<number> {
     });
     child.once("exit", (code) => reject(new Error(`the service process exited (${code})`)));
   });
-}
-
-async function waitForRedis(port: number): Promise<void> {
-  const probe = new Redis(`redis://127.0.0.1:${port}`, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on("error", () => {});
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return;
-    } catch (e) {
-      probe.disconnect();
-      if (attempt > 50) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
