@@ -43,10 +43,10 @@ export class ReplayStoreFullError extends Error {
 
 /**
  * The default replay store: a bounded map in this process, each id expiring
- * with its window. Ids are kept in the order they arrive, which is nearly
- * the order they expire (timestamps differ by at most the skew), so
+ * with its window. Ids are also queued in the order they arrive, which is
+ * nearly the order they expire (timestamps differ by at most the skew), so
  * expired ones are dropped from the front as new ones come: O(1) amortised,
- * no timer.
+ * no timer, no iterator per request.
  */
 export function createMemoryReplayStore(options: MemoryReplayStoreOptions = {}): ReplayStore {
   const maxEntries = options.maxEntries ?? 500_000;
@@ -55,18 +55,31 @@ export function createMemoryReplayStore(options: MemoryReplayStoreOptions = {}):
   }
   const now = options.now ?? Date.now;
   const expiries = new Map<string, number>();
+  // The arrival queue: ids[i] expires at times[i]; entries before `head` are gone.
+  let ids: string[] = [];
+  let times: number[] = [];
+  let head = 0;
   return {
     claim(requestId, ttlSeconds) {
       const t = now();
-      for (const [id, expiresAt] of expiries) {
-        if (expiresAt > t) break;
-        expiries.delete(id);
+      while (head < ids.length && (times[head] as number) <= t) {
+        const id = ids[head] as string;
+        // Only if the map still holds this very entry (not a newer claim of the same id).
+        if (expiries.get(id) === times[head]) expiries.delete(id);
+        head++;
+      }
+      if (head > 1024 && head * 2 > ids.length) {
+        ids = ids.slice(head);
+        times = times.slice(head);
+        head = 0;
       }
       const known = expiries.get(requestId);
       if (known !== undefined && known > t) return false;
       if (expiries.size >= maxEntries) throw new ReplayStoreFullError(maxEntries);
-      expiries.delete(requestId);
-      expiries.set(requestId, t + ttlSeconds * 1000);
+      const expiresAt = t + ttlSeconds * 1000;
+      expiries.set(requestId, expiresAt);
+      ids.push(requestId);
+      times.push(expiresAt);
       return true;
     },
   };

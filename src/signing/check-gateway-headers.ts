@@ -2,8 +2,8 @@ import { KEY_ID, REQUEST_ID } from "./canonical-request-v2.js";
 import {
   gatewayHeader,
   identityHeaderNames,
-  isGatewayControlledHeader,
-  isUnsignedIdentityHeader,
+  isControlledLowerCase,
+  isUnsignedIdentityLowerCase,
   type IdentityHeaderName,
 } from "./gateway-headers.js";
 import type { GatewayRejectionReason } from "./gateway-rejection-reason.js";
@@ -70,11 +70,11 @@ export function checkGatewayHeaders(
     const first = name.charCodeAt(0);
     // Only x-… and content-… names matter here: skip the rest cheaply.
     if (first !== 120 /* x */ && first !== 99 /* c */) continue;
-    if (isGatewayControlledHeader(name) || name === "content-type" || name === "content-encoding") {
+    if (isControlledLowerCase(name) || name === "content-type" || name === "content-encoding") {
       if (values.has(name)) repeated = true;
       else values.set(name, rawHeaders[i + 1] as string);
     }
-    if (first === 120 && isUnsignedIdentityHeader(name)) unsignedIdentity = true;
+    if (first === 120 && isUnsignedIdentityLowerCase(name)) unsignedIdentity = true;
   }
   const v2Header = values.get(gatewayHeader.signatureV2);
   const timestamp = values.get(gatewayHeader.timestamp);

@@ -43,7 +43,11 @@ const IDENTITY_HEADERS: ReadonlySet<string> = new Set(identityHeaderNames);
  * sends; a verifier rejects a request that repeats one.
  */
 export function isGatewayControlledHeader(name: string): boolean {
-  const n = name.toLowerCase();
+  return isControlledLowerCase(name.toLowerCase());
+}
+
+/** {@link isGatewayControlledHeader} for a name already in lower case (the verifier's hot path). */
+export function isControlledLowerCase(n: string): boolean {
   return (
     n.startsWith("x-gateway-") ||
     n.startsWith("x-user-") ||
@@ -60,8 +64,15 @@ export function isGatewayControlledHeader(name: string): boolean {
  * vouch for such a header, so a v2 verifier refuses the request.
  */
 export function isUnsignedIdentityHeader(name: string): boolean {
-  const lower = name.toLowerCase();
-  const n = lower.replaceAll("_", "-");
+  return isUnsignedIdentityLowerCase(name.toLowerCase());
+}
+
+/** {@link isUnsignedIdentityHeader} for a name already in lower case (the verifier's hot path). */
+export function isUnsignedIdentityLowerCase(lower: string): boolean {
+  // Every such name starts with "x-" or "x_": most headers are out at once.
+  const second = lower.charCodeAt(1);
+  if (lower.charCodeAt(0) !== 120 || (second !== 45 && second !== 95)) return false;
+  const n = lower.includes("_") ? lower.replaceAll("_", "-") : lower;
   const looksLikeIdentity = n.startsWith("x-user-") || n === gatewayHeader.clientId || n === gatewayHeader.orgId;
   return looksLikeIdentity && !(lower === n && IDENTITY_HEADERS.has(n));
 }
