@@ -88,6 +88,8 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
   // Hashes of tokens that verified → until when they pass the gate (epoch ms).
   const knownValid =
     limit !== undefined && limit.knownValidMs > 0 ? new LRUCache<string, number>({ max: KNOWN_VALID_ENTRIES }) : undefined;
+  // Hashes of tokens whose validation (having taken a unit) is under way → settles when it ends.
+  const validating = new Map<string, Promise<void>>();
 
   /** One unit of `clientIp`'s budget, taken; throws the 429 when it is spent. */
   const spend = async (clientIp: string): Promise<WindowCount> => {
@@ -110,8 +112,34 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
       throw new GatewayHttpError("UNAUTHORIZED", "Missing or invalid token");
     }
     const key = limit === undefined ? undefined : createHash("sha256").update(token).digest("base64url");
+    // Concurrent first calls with the same token (a client opening 64 streams
+    // with a fresh token) wait for the first one's validation instead of each
+    // taking a unit: one token is one validation, however many calls carry it.
+    const inFlight = key === undefined ? undefined : validating.get(key);
+    if (inFlight !== undefined) await inFlight;
     const isKnownValid = key !== undefined && (knownValid?.get(key) ?? 0) > Date.now();
     const spent = limit === undefined || isKnownValid ? undefined : await spend(clientIp);
+    let settle: (() => void) | undefined;
+    if (spent !== undefined && key !== undefined && !validating.has(key)) {
+      validating.set(key, new Promise<void>((resolve) => (settle = resolve)));
+    }
+    try {
+      return await authenticate(token, spent, key, access, clientIp);
+    } finally {
+      if (settle !== undefined && key !== undefined) {
+        validating.delete(key);
+        settle();
+      }
+    }
+  };
+
+  async function authenticate(
+    token: string,
+    spent: WindowCount | undefined,
+    key: string | undefined,
+    access: UpstreamAccess,
+    clientIp: string,
+  ): Promise<CallerIdentity> {
     let claims: TokenClaims;
     let identity: CallerIdentity;
     try {
@@ -142,7 +170,7 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
       throw new GatewayHttpError("INSUFFICIENT_SCOPE", `Token lacks required scope: ${missing.join(" ")}`);
     }
     return identity;
-  };
+  }
 }
 
 /** The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1; scheme case-insensitive). */

@@ -202,6 +202,13 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     expect((await call(gateway, token)).status).toBe(429);
   });
 
+  it("one fresh valid token on 64 concurrent calls takes one unit, not 64: every call passes", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway();
+    const token = await validToken();
+    const answers = await Promise.all(Array.from({ length: 64 }, () => call(gateway, token)));
+    expect(answers.map((a) => a.status).filter((s) => s !== 200)).toEqual([]);
+  });
+
   it("keeps one budget per client IP", { timeout: TEST_TIMEOUT }, async () => {
     const gateway = await startGateway();
     for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
