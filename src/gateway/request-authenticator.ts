@@ -73,7 +73,8 @@ const KNOWN_VALID_ENTRIES = 10_000;
  *   fault). Taking first, rather than counting failures afterwards, holds
  *   the bound for concurrent calls too: at most `max` validations per IP and
  *   window, whatever their timing. (The price: more than `max` first-time
- *   validations of valid tokens in flight at once from one IP get 429 too.)
+ *   validations of distinct valid tokens in flight at once from one IP get
+ *   429 too; calls sharing one token share its single validation.)
  * - Past the budget, such a call gets 429 with `Retry-After` (the seconds
  *   until the window ends), unvalidated. Decision: a valid token that is not
  *   known-valid yet is refused as well until the window ends — telling it
