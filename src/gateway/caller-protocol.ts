@@ -1,7 +1,7 @@
 /**
  * How a caller speaks to the gateway, which decides how an error is written:
  * `connect-unary` and `connect-stream` (the Connect protocol), `grpc`,
- * `grpc-web`, or `rest` for everything else (the seed's JSON envelope).
+ * `grpc-web`, or `rest` for everything else (the gateway's JSON envelope).
  */
 export type CallerProtocol = "connect-unary" | "connect-stream" | "grpc" | "grpc-web" | "rest";
 

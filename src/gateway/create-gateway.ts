@@ -50,8 +50,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
 /**
- * Creates the API gateway (SPEC §7, seed 002): routes from `routes.yaml` and
- * `/backend/<service>/…` backends; middleware in the seed's order — recovery
+ * Creates the API gateway: routes from `routes.yaml` and
+ * `/backend/<service>/…` backends; middleware in this order — recovery
  * (the error handler), request id, CORS, logging, token validation, scopes —
  * then the per-caller rate limit, the response cache, and signed forwarding.
  * Throws `GatewayConfigError` or `RoutesFileError` for a configuration it

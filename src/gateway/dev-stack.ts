@@ -37,7 +37,7 @@ export interface DevStack {
 }
 
 /**
- * Starts the whole system in this process, with no outside service (SPEC §8):
+ * Starts the whole system in this process, with no outside service:
  * a real OAuth2 server (oidc-provider, JWT access tokens), the example
  * backends behind `createGatewayAuth`, and the gateway with the routes file,
  * validating tokens through the OAuth2 server's JWKS. Secrets are random per run.

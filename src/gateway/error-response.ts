@@ -11,7 +11,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { callerProtocol } from "./caller-protocol.js";
 import { gatewayErrorCodes, GatewayHttpError } from "./gateway-http-error.js";
 
-/** The seed's error body, for REST callers. */
+/** The gateway's JSON error body, for REST callers. */
 export interface GatewayErrorEnvelope {
   readonly error: { readonly code: string; readonly message: string; readonly request_id: string };
   readonly metadata: { readonly success: false; readonly timestamp: string };
@@ -36,7 +36,7 @@ export function asGatewayHttpError(error: unknown): GatewayHttpError {
 }
 
 /**
- * Answers `error` in the caller's protocol: the seed's JSON envelope for REST,
+ * Answers `error` in the caller's protocol: the gateway's JSON envelope for REST,
  * a Connect error (unary: JSON body and the code's HTTP status; streaming: an
  * end-stream message), or a trailers-only gRPC / gRPC-web response with
  * `grpc-status` and `grpc-message`.

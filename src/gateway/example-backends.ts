@@ -47,8 +47,8 @@ export async function startEchoBackend(hmacSecret: string, port = 0, options: Ba
 }
 
 /**
- * The seed's REST "agents" service of the local stack (`/api/v1/agents`),
- * verified with `createGatewayAuth` like a Rails backend would be with the gem.
+ * The example REST "agents" service of the local stack (`/api/v1/agents`),
+ * verified with `createGatewayAuth` like a Rails backend would be with the Ruby gem.
  */
 export async function startAgentsBackend(hmacSecret: string, port = 0, options: BackendOptions = {}): Promise<ExampleBackend> {
   const auth = createGatewayAuth({ hmacSecret });

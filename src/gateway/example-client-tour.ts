@@ -12,7 +12,7 @@ export interface TourStep {
 }
 
 /**
- * Runs the example client through the local stack (SPEC §8) and prints each
+ * Runs the example client through the local stack and prints each
  * step: a service call with the client's own OAuth2 token, a call carrying a
  * forwarded end-user token, a server stream, and a forged request sent
  * straight to the backend, which must be refused. Returns the steps.

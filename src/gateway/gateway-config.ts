@@ -50,7 +50,7 @@ export interface AuthFailureLimitConfig {
 export interface GatewayConfig {
   /** A loaded routes file, or the path of a `routes.yaml` to load (with `$ENV` from `process.env`). */
   readonly routes: RoutesFile | string;
-  /** The HMAC secret shared with the backends (SPEC §4), at least 16 characters. */
+  /** The HMAC secret shared with the backends, at least 16 characters. */
   readonly hmacSecret: string;
   /** Which bearer tokens are accepted. */
   readonly tokens: TokenValidationOptions;

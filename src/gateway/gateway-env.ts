@@ -11,7 +11,7 @@ export type GatewayEnv = Readonly<Record<string, string | undefined>>;
  * | variable | meaning |
  * |---|---|
  * | `GATEWAY_HMAC_SECRET` | HMAC secret shared with the backends (required) |
- * | `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE` | HS256 tokens (issuer / audience default to the seed's `eloquent-gateway` / `eloquent-api`) |
+ * | `JWT_SECRET`, `JWT_ISSUER`, `JWT_AUDIENCE` | HS256 tokens (issuer / audience default to `eloquent-gateway` / `eloquent-api`) |
  * | `JWKS_URL`, `OAUTH2_ISSUER`, `OAUTH2_AUDIENCE` | RS256/ES256 tokens from an OAuth2 server |
  * | `INTROSPECTION_URL`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | opaque tokens (RFC 7662) |
  * | `INTROSPECTION_AUDIENCE`, `INTROSPECTION_ISSUER` | optional: the `aud` (comma-separated, one of them) and `iss` an introspection response must carry |

@@ -1,8 +1,8 @@
 import { Code } from "@connectrpc/connect";
 
 /**
- * The gateway's error codes: the seed's (`UNAUTHORIZED` … `SERVICE_UNAVAILABLE`)
- * plus the few a proxy needs beyond them. Each has the HTTP status of the seed's
+ * The gateway's error codes (`UNAUTHORIZED` … `SERVICE_UNAVAILABLE`)
+ * plus the few a proxy needs beyond them. Each has the HTTP status of the gateway's
  * envelope and the Connect / gRPC code that Connect and gRPC callers receive.
  */
 export const gatewayErrorCodes = {
@@ -29,7 +29,7 @@ export type GatewayErrorCode = keyof typeof gatewayErrorCodes;
  */
 export class GatewayHttpError extends Error {
   override name = "GatewayHttpError";
-  /** The HTTP status of the seed's envelope (`statusCode` is what fastify reads). */
+  /** The HTTP status of the error envelope (`statusCode` is what fastify reads). */
   readonly statusCode: number;
 
   constructor(

@@ -5,7 +5,7 @@ import type { TokenClaims } from "./token-verifier.js";
 /**
  * Which token claims feed which identity header. Each entry lists claim
  * names, first present wins. Scopes may be a space-separated string (OAuth2
- * `scope`) or an array (the seed's `scopes`).
+ * `scope`) or an array (`scopes`).
  */
 export interface ClaimMapping {
   /** → `X-Client-Id`. A token must name a client (or an issuer, the last resort). */
@@ -20,15 +20,15 @@ export interface ClaimMapping {
   readonly lastName: readonly string[];
   /** → `X-User-Scopes` (space-separated), and what route `scopes` are checked against. */
   readonly scopes: readonly string[];
-  /** → `X-Org-ID` (the seed's `org_id`). */
+  /** → `X-Org-ID` (the `org_id` claim). */
   readonly orgId: readonly string[];
-  /** → `X-User-Role` (the seed's `role`). */
+  /** → `X-User-Role` (the `role` claim). */
   readonly role: readonly string[];
 }
 
 /**
- * The default mapping (SPEC §7): OAuth2 / OIDC claims first, then the seed's.
- * The seed's HS256 tokens carry no client claim; they are attributed to their
+ * The default mapping : OAuth2 / OIDC claims first, then the HS256 frontend tokens' own.
+ * HS256 frontend tokens carry no client claim; they are attributed to their
  * issuer (`eloquent-gateway`).
  */
 export const defaultClaimMapping: ClaimMapping = {

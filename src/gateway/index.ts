@@ -1,4 +1,4 @@
-// The gateway role (SPEC §7): a routes.yaml API gateway that validates
+// The gateway role: a routes.yaml API gateway that validates
 // tokens, enforces scopes, signs with the shared HMAC secret and forwards.
 export { createGateway, type Gateway } from "./create-gateway.js";
 export {

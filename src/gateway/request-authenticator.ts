@@ -52,7 +52,7 @@ export class AuthFailureLimitError extends GatewayHttpError {
 const KNOWN_VALID_ENTRIES = 10_000;
 
 /**
- * Middleware steps 5 and 6 of the seed: token validation, then the route's
+ * Token validation, then the route's
  * client allow-list and scopes. Returns who is calling, or throws a
  * {@link GatewayHttpError} (`UNAUTHORIZED`, `EXPIRED_TOKEN`, `FORBIDDEN`,
  * `INSUFFICIENT_SCOPE`, `RATE_LIMITED`). A token sent to a route that needs

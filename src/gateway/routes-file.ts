@@ -41,7 +41,7 @@ export interface UpstreamAccess {
   readonly line: number;
 }
 
-/** A `routes[]` entry of the seed's format: one method on one path, forwarded unchanged. */
+/** A `routes[]` entry of routes.yaml: one method on one path, forwarded unchanged. */
 export interface GatewayRoute extends UpstreamAccess {
   /** The path as written, `{param}` placeholders included. */
   readonly path: string;

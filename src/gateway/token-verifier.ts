@@ -11,7 +11,7 @@ import { LRUCache } from "lru-cache";
 import { basicAuthorization } from "../client/index.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
-/** HS256 tokens signed with a shared secret, as the seed's frontend issues them. */
+/** HS256 tokens signed with a shared secret, as a frontend that shares the secret issues them. */
 export interface Hs256TokenOptions {
   /** The shared secret (`JWT_SECRET`), at least 32 characters. */
   readonly secret: string;
