@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { Redis } from "ioredis";
+import type { ChildProcess } from "node:child_process";
+import { startRedisServer } from "../support/redis-server.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "./helpers.js";
 
 const yaml = `version: "1.0"
 routes:
@@ -35,27 +35,8 @@ async function get(gateway: Gateway, path: string, token: string, headers: Recor
 }
 
 async function startRedis(): Promise<{ url: string; process: ChildProcess }> {
-  const port = await unusedPort();
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-    stdio: "ignore",
-  });
-  let spawnError: Error | undefined;
-  child.once("error", (e) => (spawnError = e));
-  const url = `redis://127.0.0.1:${port}`;
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  probe.on("error", () => {}); // refused until redis-server is up: retried below
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await probe.connect();
-      await probe.ping();
-      probe.disconnect();
-      return { url, process: child };
-    } catch (e) {
-      if (spawnError) throw new Error(`cannot run redis-server (${spawnError.message}): npm test installs it (scripts/ensure-redis.sh)`);
-      if (attempt > 50) throw e;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+  const { url, child } = await startRedisServer();
+  return { url, process: child };
 }
 
 describe("rate limiting in memory", () => {

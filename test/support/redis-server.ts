@@ -30,7 +30,9 @@ export async function startRedisServer(port?: number): Promise<RedisServer> {
       return { url, port: p, child };
     } catch (e) {
       probe.disconnect();
-      if (spawnError) throw new Error(`cannot run redis-server (${spawnError.message})`);
+      if (spawnError) {
+        throw new Error(`cannot run redis-server (${spawnError.message}): npm test installs it (scripts/ensure-redis.sh)`);
+      }
       if (attempt > 50) throw e;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
