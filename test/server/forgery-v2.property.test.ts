@@ -1,12 +1,11 @@
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { identityHeaderNames, type IdentityHeaderValues } from "../../src/signing/index.js";
-import { echoRoutes } from "./echo-routes.js";
 import { rawRequest } from "./raw-request.js";
 import { signedHeadersV2 } from "./signed-headers.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { propertyServers } from "./property-servers.js";
+import type { RunningServer } from "./servers.js";
 
 // Signature v2 under random requests against real servers: an honest
 // signature is always accepted once; any change to a signed part (any
@@ -17,27 +16,7 @@ import { startServer, type RunningServer } from "./servers.js";
 const SECRET = "property-v2-secret";
 const NOW = 1_700_000_000;
 const auth = createGatewayAuth({ hmacSecret: SECRET, now: () => NOW * 1000, exposeRejectionReason: true });
-let plain: RunningServer;
-let connect: RunningServer;
-let uncaught = 0;
-const onUncaught = () => void uncaught++;
-
-beforeAll(async () => {
-  process.on("uncaughtException", onUncaught);
-  process.on("unhandledRejection", onUncaught);
-  plain = await startServer(async (req, res) => {
-    const verified = await auth.verifyNodeRequest(req, res);
-    if (verified) res.end(JSON.stringify({ ok: true, bytes: verified.body.length, identity: verified.identity }));
-  });
-  connect = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes({ calls: 0, messages: 0 }) })));
-});
-afterAll(async () => {
-  process.off("uncaughtException", onUncaught);
-  process.off("unhandledRejection", onUncaught);
-  await plain.close();
-  await connect.close();
-  expect(uncaught).toBe(0);
-});
+const servers = propertyServers(auth, (verified) => ({ ok: true, bytes: verified.body.length, identity: verified.identity }));
 
 const chars = (s: string) => fc.constantFrom(...s.split(""));
 const pathChar = chars("abcxyzAZ019-._~%/=&?+!$'()*,;:@");
@@ -164,7 +143,7 @@ describe("property: signature v2 behind a real server", () => {
     await fc.assert(
       fc.asyncProperty(requestArb, async (r) => {
         const headers = headersOf(r);
-        const res = await send(plain, r, headers);
+        const res = await send(servers.plain, r, headers);
         expect(res.status).toBe(200);
         const answer = JSON.parse(res.body) as { bytes: number; identity: Record<string, unknown> };
         expect(answer.bytes).toBe(r.body.length);
@@ -172,7 +151,7 @@ describe("property: signature v2 behind a real server", () => {
         for (const field of ["email", "firstName", "lastName", "orgId", "role"] as const) {
           expect(answer.identity[field]).toBe(r.identity[field]);
         }
-        const again = await send(plain, r, headers);
+        const again = await send(servers.plain, r, headers);
         expect(JSON.parse(again.body)).toEqual({ message: "replayed_request" });
       }),
       { numRuns: 150 },
@@ -185,7 +164,7 @@ describe("property: signature v2 behind a real server", () => {
         const forged = mutate(r, m);
         fc.pre(forged !== undefined);
         const { req, headers } = forged as NonNullable<typeof forged>;
-        const res = await send(toConnect ? connect : plain, req, headers);
+        const res = await send(toConnect ? servers.connect : servers.plain, req, headers);
         // Connect may refuse the path, method or content type itself
         // (404/405/415) before verification; nothing forged is ever served.
         expect(res.status).not.toBe(200);
@@ -214,7 +193,7 @@ describe("property: signature v2 behind a real server", () => {
     );
     await fc.assert(
       fc.asyncProperty(requestArb, fc.array(fc.tuple(names, value), { maxLength: 10 }), async (r, extra) => {
-        const res = await send(plain, r, extra);
+        const res = await send(servers.plain, r, extra);
         expect(res.status).toBe(403);
         expect([
           "missing_gateway_headers",

@@ -1,12 +1,11 @@
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { fullpathOf, type IdentityHeaderValues } from "../../src/signing/index.js";
-import { echoRoutes } from "./echo-routes.js";
 import { rawRequest } from "./raw-request.js";
 import { signedHeaders } from "./signed-headers.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { propertyServers } from "./property-servers.js";
+import type { RunningServer } from "./servers.js";
 
 // Random requests against real servers: an honest signature is always
 // accepted; any change to what was signed is always refused; random header
@@ -15,27 +14,7 @@ import { startServer, type RunningServer } from "./servers.js";
 const SECRET = "property-secret";
 const NOW = 1_700_000_000;
 const auth = createGatewayAuth({ hmacSecret: SECRET, now: () => NOW * 1000, exposeRejectionReason: true });
-let plain: RunningServer;
-let connect: RunningServer;
-let uncaught = 0;
-const onUncaught = () => void uncaught++;
-
-beforeAll(async () => {
-  process.on("uncaughtException", onUncaught);
-  process.on("unhandledRejection", onUncaught);
-  plain = await startServer(async (req, res) => {
-    const verified = await auth.verifyNodeRequest(req, res);
-    if (verified) res.end(JSON.stringify({ ok: true, bytes: verified.body.length }));
-  });
-  connect = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes({ calls: 0, messages: 0 }) })));
-});
-afterAll(async () => {
-  process.off("uncaughtException", onUncaught);
-  process.off("unhandledRejection", onUncaught);
-  await plain.close();
-  await connect.close();
-  expect(uncaught).toBe(0);
-});
+const servers = propertyServers(auth, (verified) => ({ ok: true, bytes: verified.body.length }));
 
 const chars = (s: string) => fc.constantFrom(...s.split(""));
 const pathChar = chars("abcxyzAZ019-._~%/=&?+!$'()*,;:@");
@@ -124,7 +103,7 @@ describe("property: the verifier behind a real server", () => {
   it("accepts every honestly signed request, with the exact body", async () => {
     await fc.assert(
       fc.asyncProperty(requestArb, async (r) => {
-        const res = await send(plain, r, headersOf(r));
+        const res = await send(servers.plain, r, headersOf(r));
         expect(res.status).toBe(200);
         expect(JSON.parse(res.body)).toEqual({ ok: true, bytes: r.body.length });
       }),
@@ -138,7 +117,7 @@ describe("property: the verifier behind a real server", () => {
         const forged = mutate(r, m);
         fc.pre(forged !== undefined);
         const { req, headers } = forged as NonNullable<typeof forged>;
-        const server = toConnect ? connect : plain;
+        const server = toConnect ? servers.connect : servers.plain;
         const res = await send(server, req, headers);
         // Connect may refuse the path or method itself (404/405/415) before
         // verification; what matters is that nothing forged is ever served.
@@ -154,7 +133,7 @@ describe("property: the verifier behind a real server", () => {
     const value = fc.oneof(fc.string({ unit: headerChar, maxLength: 70 }), fc.integer({ min: NOW - 100, max: NOW + 100 }).map(String), fc.constant("0".repeat(64)));
     await fc.assert(
       fc.asyncProperty(requestArb, fc.array(fc.tuple(names, value), { maxLength: 8 }), async (r, extra) => {
-        const res = await send(plain, r, extra);
+        const res = await send(servers.plain, r, extra);
         expect(res.status).toBe(403);
         expect(["missing_gateway_headers", "malformed_gateway_headers", "timestamp_out_of_window", "invalid_signature"]).toContain(
           (JSON.parse(res.body) as { message: string }).message,
