@@ -1,6 +1,13 @@
+import { defaultServerConditions } from "vite";
 import { defineConfig } from "vitest/config";
 
+// Workspace imports (connect-gateway/*, @connect-gateway/gateway) resolve to
+// their sources: tests run against the code, not a stale build.
+const conditions = ["connect-gateway-source", ...defaultServerConditions];
+
 export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: ["connect-gateway-source"] } },
   test: {
     include: ["test/**/*.test.ts"],
     // Real servers on loopback: give slow CI machines room, but never hang.

@@ -19,7 +19,7 @@ import { createClient, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-node";
 import { createGatewayTransport } from "../src/client/index.js";
 import { startOAuth2Server } from "../src/testing/oauth2-server.js";
-import { EchoService } from "../gen/example/v1/example_pb.js";
+import { EchoService } from "../examples/gen/example/v1/example_pb.js";
 
 const CONCURRENCY = 16;
 const SLOT_MS = 150; // two slots per side and round

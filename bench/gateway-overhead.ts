@@ -24,9 +24,9 @@ import { connectNodeAdapter, createConnectTransport } from "@connectrpc/connect-
 import httpProxy from "@fastify/http-proxy";
 import Fastify from "fastify";
 import { SignJWT } from "jose";
-import { EchoService } from "../gen/example/v1/example_pb.js";
-import { createGateway, parseRoutesFile } from "../src/gateway/index.js";
-import { echoServiceRoutes } from "../src/gateway/example-echo-service.js";
+import { EchoService } from "../examples/gen/example/v1/example_pb.js";
+import { createGateway, parseRoutesFile } from "../packages/gateway/src/index.js";
+import { echoServiceRoutes } from "../examples/dev/echo-service.js";
 
 type Mode = "gateway" | "gateway+rl" | "baseline";
 const JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123";
@@ -77,7 +77,7 @@ interface Proxy {
 }
 
 async function spawnProxy(mode: Mode, upstream: string): Promise<Proxy> {
-  const proc = fork(fileURLToPath(import.meta.url), ["serve", mode, upstream], { execArgv: ["--import", "tsx"] });
+  const proc = fork(fileURLToPath(import.meta.url), ["serve", mode, upstream], { execArgv: ["--conditions=connect-gateway-source", "--import", "tsx"] });
   const url = await new Promise<string>((resolve, reject) => {
     proc.once("message", (m) => resolve((m as { url: string }).url));
     proc.once("exit", (code) => reject(new Error(`${mode} child exited with ${code}`)));

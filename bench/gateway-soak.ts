@@ -1,4 +1,4 @@
-// `npx tsx bench/gateway-soak.ts [seconds]`: 64 calls in flight through the
+// `npx tsx --conditions=connect-gateway-source bench/gateway-soak.ts [seconds]`: 64 calls in flight through the
 // gateway (in this process) to an HTTP/1.1 and an h2c upstream for 60 s, one
 // in ten abandoned by its caller mid-flight; prints post-GC heap and RSS
 // every 5 s, then the calls made and anything the gateway logged at warn or

@@ -15,7 +15,7 @@ const benches = readdirSync(dir)
 let failed = false;
 for (const file of benches) {
   console.log(`\n## ${file.replace(/\.ts$/, "")}`);
-  const run = spawnSync(process.execPath, ["--import", "tsx", `${dir}${file}`], {
+  const run = spawnSync(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", `${dir}${file}`], {
     stdio: "inherit",
   });
   failed ||= run.status !== 0;

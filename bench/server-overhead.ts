@@ -15,7 +15,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
-import { EchoService } from "../gen/example/v1/example_pb.js";
+import { EchoService } from "../examples/gen/example/v1/example_pb.js";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { Redis } from "ioredis";
@@ -75,7 +75,7 @@ let redisUrl: string | undefined;
 
 async function spawnServer(mode: Mode): Promise<Child> {
   const proc = fork(fileURLToPath(import.meta.url), ["serve", mode], {
-    execArgv: ["--import", "tsx"],
+    execArgv: ["--conditions=connect-gateway-source", "--import", "tsx"],
     env: { ...process.env, BENCH_REDIS_URL: redisUrl ?? "" },
   });
   const port = await new Promise<number>((resolve) => proc.once("message", (m: { port: number }) => resolve(m.port)));

@@ -18,7 +18,7 @@ import { Writable } from "node:stream";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { SignJWT } from "jose";
-import { createGateway, parseRoutesFile, type Gateway } from "../src/gateway/index.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../packages/gateway/src/index.js";
 
 const JWT_SECRET = "soak-jwt-secret-0123456789abcdef0123";
 const HMAC_SECRET = "soak-hmac-secret-0123456789";

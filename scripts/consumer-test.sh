@@ -2,9 +2,11 @@
 # Consumer test: proves that a user installing the packed package can build and
 # run a service and a client with it.
 #
-#   1. npm pack this repo (prepack builds dist/) into a temp dir;
+#   1. npm pack the library (the repo root) and the gateway (packages/gateway)
+#      into a temp dir; neither ships the demo; the library and its three
+#      peers install at most 8 packages;
 #   2. a fresh project outside the repo: examples/service copied in, the tarball
-#      installed with the newest @connectrpc/connect, @connectrpc/connect-node and
+#      installed (both tarballs) with the newest @connectrpc/connect, @connectrpc/connect-node and
 #      @bufbuild/protobuf in the peer range, plus typescript, tsx, buf, protoc-gen-es;
 #   3. npx buf generate, then npx tsc --noEmit (strict, NodeNext);
 #   4. an OAuth2 server (connect-gateway/testing), the example service
@@ -100,11 +102,32 @@ wait_for_line() {
 
 step "node $(node --version), npm $(npm --version) ($(command -v node))"
 
-step "npm pack $REPO"
+step "npm pack $REPO (the library) and $REPO/packages/gateway (the gateway)"
+# The library first: its prepack builds dist/, which the gateway's build compiles against.
 (cd "$REPO" && timeout 300 npm pack --pack-destination "$WORK/pack" >"$LOGS/pack.log" 2>&1) ||
   fail "npm pack failed (see pack.log)"
-TARBALL="$(ls "$WORK"/pack/*.tgz)"
-echo "$TARBALL ($(du -k "$TARBALL" | cut -f1) KiB, $(tar -tzf "$TARBALL" | wc -l) files)"
+LIBRARY_TARBALL="$(ls "$WORK"/pack/connect-gateway-*.tgz)"
+(cd "$REPO" && timeout 300 npm pack --workspace packages/gateway --pack-destination "$WORK/pack" >"$LOGS/pack-gateway.log" 2>&1) ||
+  fail "npm pack --workspace packages/gateway failed (see pack-gateway.log)"
+GATEWAY_TARBALL="$(ls "$WORK"/pack/connect-gateway-gateway-*.tgz)"
+for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
+  echo "$tarball ($(du -k "$tarball" | cut -f1) KiB, $(tar -tzf "$tarball" | wc -l) files)"
+done
+# Nothing of the demo (examples/) ships in either package.
+for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
+  if tar -tzf "$tarball" | grep -Eq 'example|dev-stack'; then fail "$(basename "$tarball") ships demo files"; fi
+done
+
+step "a service's footprint: the library and its three peers, nothing else"
+mkdir -p "$WORK/footprint"
+(cd "$WORK/footprint" && npm init -y >/dev/null &&
+  bounded 600 footprint.log npm install --no-audit --no-fund \
+    "$LIBRARY_TARBALL" "@connectrpc/connect@^2.2.0" "@connectrpc/connect-node@^2.2.0" "@bufbuild/protobuf@^2.2.0")
+PACKAGES="$(node -e 'const l = require(process.argv[1]); console.log(Object.keys(l.packages).filter((k) => k !== "").join(" "))' \
+  "$WORK/footprint/package-lock.json")"
+COUNT="$(wc -w <<<"$PACKAGES")"
+echo "  $COUNT packages: $PACKAGES"
+((COUNT <= 8)) || fail "connect-gateway and its peers install $COUNT packages (at most 8): $PACKAGES"
 
 step "a fresh project in $APP"
 cp -R "$REPO/examples/service/." "$APP/"
@@ -113,15 +136,16 @@ cp "$REPO/scripts/consumer-test/oauth2-server.ts" "$APP/"
 cd "$APP"
 # The example's package.json names connect-gateway by version; install the tarball instead.
 npm pkg delete dependencies.connect-gateway
+# oidc-provider: the optional peer connect-gateway/testing's OAuth2 server needs.
 bounded 600 install.log npm install --no-audit --no-fund \
-  "$TARBALL" \
+  "$LIBRARY_TARBALL" "$GATEWAY_TARBALL" oidc-provider@^9 \
   "@connectrpc/connect@^2.2.0" "@connectrpc/connect-node@^2.2.0" "@bufbuild/protobuf@^2.2.0"
 bounded 600 install-dev.log npm install --no-audit --no-fund --save-dev \
   "${TYPESCRIPT_SPEC:-typescript@latest}" tsx@latest @bufbuild/buf@latest @bufbuild/protoc-gen-es@latest \
   "@types/node@^$(node -p 'process.versions.node.split(".")[0]')"
 node -e '
   const v = (p) => require(`./node_modules/${p}/package.json`).version;
-  for (const p of ["connect-gateway", "@connectrpc/connect", "@connectrpc/connect-node", "@bufbuild/protobuf",
+  for (const p of ["connect-gateway", "@connect-gateway/gateway", "@connectrpc/connect", "@connectrpc/connect-node", "@bufbuild/protobuf",
                    "typescript", "tsx", "@bufbuild/buf", "@bufbuild/protoc-gen-es", "@types/node"])
     console.log(`  ${p}@${v(p)}`);'
 

@@ -1,4 +1,4 @@
-import { ConfigurationError } from "./configuration-error.js";
+import { ConfigurationError } from "../core/errors.js";
 
 /**
  * Checks that `name` can be the `<service>` segment of

@@ -11,7 +11,7 @@ import {
   type Http2SessionOptions,
 } from "@connectrpc/connect-node";
 import { createAuthenticatingTransport } from "./authenticating-transport.js";
-import { ConfigurationError } from "./configuration-error.js";
+import { ConfigurationError } from "../core/errors.js";
 import { watchingPeerResets } from "./http2-reset.js";
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from "./gateway-options.js";
 import { createRoutingInterceptor } from "./routing-interceptor.js";

@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
 import { callWithToken } from "./call-with-token.js";
-import { ConfigurationError } from "./configuration-error.js";
+import { ConfigurationError } from "../core/errors.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
 import {

@@ -1,6 +1,6 @@
 import type { Agent } from "node:http";
 import { checkServiceName } from "./backend-service.js";
-import { ConfigurationError } from "./configuration-error.js";
+import { ConfigurationError } from "../core/errors.js";
 
 /**
  * Options shared by `createGatewayTransport` and `createGatewayClient`

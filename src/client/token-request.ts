@@ -1,4 +1,5 @@
 import type { Agent } from "node:http";
+import { basicAuthorization } from "../core/client-secret-basic.js";
 import { AuthenticationError } from "./authentication-error.js";
 import { sendHttpRequest, type HttpResponse } from "./http-request.js";
 import { parseTokenResponse, type IssuedToken } from "./token-response.js";
@@ -28,24 +29,6 @@ export async function requestToken(endpoint: TokenEndpoint, grant: TokenGrant): 
   const source = `the token endpoint ${endpoint.url.origin}${endpoint.url.pathname}`;
   const response = await post(endpoint, source, grantBody(endpoint, grant));
   return parseTokenResponse(response, { source, redact: [endpoint.clientSecret], tokenTypeRequired: true });
-}
-
-/**
- * The `Authorization` header value of OAuth2 `client_secret_basic`, for the
- * token request here and the gateway's introspection request alike. Per
- * RFC 6749 §2.3.1, client id and secret are each
- * form-encoded (Appendix B: application/x-www-form-urlencoded, space → `+`)
- * before they are joined with `:` and base64-encoded, so a `:` or `%` in the
- * secret survives.
- */
-export function basicAuthorization(clientId: string, clientSecret: string): string {
-  return `Basic ${Buffer.from(`${formEncode(clientId)}:${formEncode(clientSecret)}`).toString("base64")}`;
-}
-
-// The application/x-www-form-urlencoded encoding of one value (WHATWG URL
-// serializer): unlike encodeURIComponent, it also escapes ! ' ( ) ~.
-function formEncode(value: string): string {
-  return new URLSearchParams([["", value]]).toString().slice(1);
 }
 
 function grantBody(endpoint: TokenEndpoint, grant: TokenGrant): string {

@@ -1,4 +1,4 @@
-import { ConfigurationError } from "./configuration-error.js";
+import { ConfigurationError } from "../core/errors.js";
 
 /**
  * Checks an end-user access token before it is put in an `Authorization`

@@ -4,7 +4,7 @@ import {
   InvalidOptionError,
   InvalidResolveUserError,
   MissingHmacSecretError,
-} from "./configuration-error.js";
+} from "../core/errors.js";
 import type { GatewayIdentity } from "./gateway-identity.js";
 import { createMemoryReplayStore, type ReplayStore } from "./replay-store.js";
 

@@ -39,5 +39,5 @@ export {
   InvalidOptionError,
   InvalidResolveUserError,
   MissingHmacSecretError,
-} from "./configuration-error.js";
+} from "../core/errors.js";
 export type { GatewayRejectionReason } from "../signing/index.js";

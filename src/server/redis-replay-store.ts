@@ -1,4 +1,4 @@
-import { InvalidOptionError } from "./configuration-error.js";
+import { InvalidOptionError } from "../core/errors.js";
 import type { ReplayStore } from "./replay-store.js";
 
 /**

@@ -1,4 +1,4 @@
-import { InvalidOptionError } from "./configuration-error.js";
+import { InvalidOptionError } from "../core/errors.js";
 
 /**
  * Where a service remembers the v2 request ids it accepted, so that a

@@ -12,7 +12,7 @@ import {
 } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startBackend, type BackendRequest, type TestBackend } from "./helpers/backend.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
 import { expectNoSecret } from "./helpers/no-secret.js";

@@ -10,7 +10,7 @@ import {
   SessionTokenExpiredError,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
 import { expectNoSecret } from "./helpers/no-secret.js";
 import { closedPortUrl } from "./helpers/token-endpoint.js";

@@ -7,7 +7,7 @@ import {
   createGatewayTransport,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { recordingAgent } from "./helpers/recording-agent.js";

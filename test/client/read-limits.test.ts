@@ -14,7 +14,7 @@ import {
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
 import { DEFAULT_READ_MAX_BYTES } from "../../src/client/gateway-options.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
 
 const MiB = 1024 * 1024;

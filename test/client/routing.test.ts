@@ -10,7 +10,7 @@ import {
   withUserToken,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
-import { EchoService, ValuationService } from "../../gen/example/v1/example_pb.js";
+import { EchoService, ValuationService } from "../../examples/gen/example/v1/example_pb.js";
 import { startBackend, type TestBackend } from "./helpers/backend.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AuthenticationError, createGatewayTransport, gatewayCall } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager, FORCED_REFRESH_BACKOFF_MS } from "../../src/client/token-manager.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startBackend, type BackendRequest, type TestBackend } from "./helpers/backend.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
 

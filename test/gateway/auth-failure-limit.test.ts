@@ -7,8 +7,8 @@
 import type { ChildProcess } from "node:child_process";
 import { request as httpRequest, createServer, type Server } from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
-import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
+import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
 import { closeServer, HMAC_SECRET, listen, startRecordingBackend, type RecordingBackend } from "./helpers.js";
 import { startRedisServer } from "../support/redis-server.js";

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseRoutesFile, RoutesFileError, type Gateway } from "../../src/gateway/index.js";
+import { parseRoutesFile, RoutesFileError, type Gateway } from "../../packages/gateway/src/index.js";
 import { hasValidSignature, type RecordingBackend, seedToken, startRecordingBackend, startSeedGateway } from "./helpers.js";
 
 const yaml = `version: "1.0"

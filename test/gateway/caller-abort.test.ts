@@ -4,7 +4,7 @@
 import { request as httpRequest, type ServerResponse } from "node:http";
 import { connect, constants as http2Constants, type ClientHttp2Session } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import {
   captureLogs,
   HMAC_SECRET,

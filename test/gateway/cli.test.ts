@@ -3,18 +3,19 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { GatewayConfigError } from "../../src/gateway/index.js";
-import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import { GatewayConfigError } from "../../packages/gateway/src/index.js";
+import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { HMAC_SECRET, JWT_SECRET } from "./helpers.js";
 
-const cli = new URL("../../src/gateway/cli.ts", import.meta.url).pathname;
+const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
+const devCli = new URL("../../examples/dev/cli.ts", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "connect-gateway-cli-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Runs the CLI until `until` matches its output (then stops it) or it exits. */
-function runCli(args: string[], env: Record<string, string>, until?: RegExp) {
+function runCli(args: string[], env: Record<string, string>, until?: RegExp, script = cli) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", cli, ...args], {
+    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", script, ...args], {
       env: { PATH: process.env.PATH ?? "", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -64,8 +65,8 @@ describe("connect-gateway CLI", () => {
     expect(result.stderr).not.toContain(JWT_SECRET);
   });
 
-  it("dev (npm start): starts the stack, passes every step of the tour, prints what to point services at", async () => {
-    const { stdout, stderr } = await runCli(["dev", "--port", "0", "--oauth-port", "0"], {}, /Ctrl-C stops everything/);
+  it("npm start (examples/dev/cli.ts): starts the stack, passes every step of the tour, prints what to point services at", async () => {
+    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], {}, /Ctrl-C stops everything/, devCli);
     for (const part of ["OAuth2 server", "echo backend", "agents backend", "gateway"]) {
       expect(stdout).toMatch(new RegExp(`✔ ${part} +http://127\\.0\\.0\\.1:\\d+`));
     }

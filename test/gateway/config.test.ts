@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createGateway, GatewayConfigError, parseRoutesFile, type GatewayConfig } from "../../src/gateway/index.js";
+import { createGateway, GatewayConfigError, parseRoutesFile, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "./helpers.js";
 
 const routes = parseRoutesFile(`version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`, { source: "r" });

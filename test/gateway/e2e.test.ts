@@ -11,10 +11,10 @@ import { promisify } from "node:util";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { ConnectionError, gatewayCall, withUserToken } from "../../src/client/index.js";
-import { startDevStack, type DevStack } from "../../src/gateway/dev-stack.js";
-import { exampleClientTransport } from "../../src/gateway/example-client-tour.js";
+import { startDevStack, type DevStack } from "../../examples/dev/dev-stack.js";
+import { exampleClientTransport } from "../../examples/dev/client-tour.js";
 import { captureLogs, rejectionOf, unusedPort } from "./helpers.js";
 
 const run = promisify(execFile);
@@ -152,7 +152,7 @@ backends:
     for (const protocolArgs of [[], ["--protocol", "grpc", "--http2-prior-knowledge"]]) {
       const { stdout } = await run(
         "npx",
-        ["--no-install", "buf", "curl", "--schema", "proto", ...protocolArgs, "-H", `Authorization: Bearer ${token}`, "--data", '{"text":"hi"}', url],
+        ["--no-install", "buf", "curl", "--schema", ".", ...protocolArgs, "-H", `Authorization: Bearer ${token}`, "--data", '{"text":"hi"}', url],
         { cwd: repoRoot, timeout: 15_000 },
       );
       expect(JSON.parse(stdout)).toMatchObject({
@@ -160,7 +160,7 @@ backends:
         caller: { clientId: "example-client", scopes: ["read"], isServiceRequest: true },
       });
     }
-    const refused = await run("npx", ["--no-install", "buf", "curl", "--schema", "proto", "--data", '{"text":"hi"}', url], {
+    const refused = await run("npx", ["--no-install", "buf", "curl", "--schema", ".", "--data", '{"text":"hi"}', url], {
       cwd: repoRoot,
       timeout: 15_000,
     }).then(

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { bodySha256 } from "../../src/signing/index.js";
 import {
   closeServer,

@@ -4,7 +4,7 @@
 // untouched by any client library.
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Gateway } from "../../src/gateway/index.js";
+import { type Gateway } from "../../packages/gateway/src/index.js";
 import {
   hasValidSignature,
   type RecordedRequest,

@@ -7,7 +7,7 @@ import type { AddressInfo, Server as NetServer } from "node:net";
 import { Writable } from "node:stream";
 import { ConnectError } from "@connectrpc/connect";
 import { SignJWT } from "jose";
-import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import {
   bodySha256,
   checkGatewayHeaders,

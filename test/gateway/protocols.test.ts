@@ -18,8 +18,8 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { closeServer, HMAC_SECRET, JWT_SECRET, listen, rejectionOf, SEED_AUDIENCE, SEED_ISSUER, seedToken } from "./helpers.js";
 
 // Resolved by the client once it holds the first streamed message: the

@@ -1,7 +1,7 @@
 import type { ChildProcess } from "node:child_process";
 import { startRedisServer } from "../support/redis-server.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "./helpers.js";
 
 const yaml = `version: "1.0"

@@ -5,8 +5,8 @@
 import type { ChildProcess } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
 import { startRedisServer } from "../support/redis-server.js";
-import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
-import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
+import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
+import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
 
 const yaml = `version: "1.0"

@@ -4,7 +4,7 @@
 // could have shaped (cache poisoning). Real backend and gateway on loopback.
 import { request as httpRequest, type ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Gateway } from "../../src/gateway/index.js";
+import type { Gateway } from "../../packages/gateway/src/index.js";
 import { seedToken, startRecordingBackend, startSeedGateway, type RecordedRequest, type RecordingBackend } from "./helpers.js";
 
 const yaml = `version: "1.0"

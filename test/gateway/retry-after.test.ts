@@ -2,7 +2,7 @@
 // the rate limit window resets) and on 503 (SERVICE_UNAVAILABLE), in every
 // caller protocol's error form.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Gateway } from "../../src/gateway/index.js";
+import { type Gateway } from "../../packages/gateway/src/index.js";
 import {
   type RecordingBackend,
   seedToken,

@@ -1,7 +1,7 @@
 import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Gateway } from "../../src/gateway/index.js";
-import { createRouteParameterGuard } from "../../src/gateway/route-parameters.js";
+import type { Gateway } from "../../packages/gateway/src/index.js";
+import { createRouteParameterGuard } from "../../packages/gateway/src/route-parameters.js";
 import { seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "./helpers.js";
 
 describe("createRouteParameterGuard", () => {

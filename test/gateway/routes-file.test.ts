@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { parseDuration } from "../../src/gateway/duration.js";
-import { loadRoutesFile, parseRoutesFile, RoutesFileError } from "../../src/gateway/index.js";
+import { parseDuration } from "../../packages/gateway/src/duration.js";
+import { loadRoutesFile, parseRoutesFile, RoutesFileError } from "../../packages/gateway/src/index.js";
 
 const seedFile = fileURLToPath(new URL("./fixtures/seed-routes.yaml", import.meta.url));
 const exampleFile = fileURLToPath(new URL("../../examples/routes.yaml", import.meta.url));

@@ -7,8 +7,8 @@ import { createServer as createHttp2Server, type Http2Session } from "node:http2
 import { Code, ConnectError, createClient, type ConnectRouter, type Transport } from "@connectrpc/connect";
 import { connectNodeAdapter, createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { HMAC_SECRET, JWT_SECRET, listen, SEED_AUDIENCE, SEED_ISSUER } from "./helpers.js";
 
 const DRAIN_MS = 300;

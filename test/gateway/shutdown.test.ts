@@ -8,11 +8,11 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, GatewayConfigError } from "../../src/gateway/index.js";
-import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import { createGateway, GatewayConfigError } from "../../packages/gateway/src/index.js";
+import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "./helpers.js";
 
-const cli = new URL("../../src/gateway/cli.ts", import.meta.url).pathname;
+const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "connect-gateway-shutdown-"));
 const DRAIN_MS = 500;
 
@@ -58,7 +58,7 @@ interface Started {
 async function startCli(): Promise<Started> {
   const routes = join(dir, "routes.yaml");
   writeFileSync(routes, `version: "1.0"\nbackends:\n  up:\n    upstream: $UP_URL\n    auth_required: false\n`);
-  const child = spawn(process.execPath, ["--import", "tsx", cli, "serve", "--routes", routes, "--port", "0", "--host", "127.0.0.1"], {
+  const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", cli, "serve", "--routes", routes, "--port", "0", "--host", "127.0.0.1"], {
     env: {
       PATH: process.env.PATH ?? "",
       GATEWAY_HMAC_SECRET: HMAC_SECRET,

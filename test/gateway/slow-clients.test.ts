@@ -5,8 +5,8 @@
 import { connect as http2Connect, constants as http2Constants, type ClientHttp2Session } from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../src/gateway/index.js";
-import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
+import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
+import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, startRecordingBackend, type RecordingBackend } from "./helpers.js";
 
 const HEADERS_TIMEOUT_MS = 300;

@@ -3,7 +3,7 @@
 // its caller mid-flight (before the answer's headers or halfway through its
 // body). Abandoned calls are normal traffic: the gateway logs nothing at
 // warn or above, keeps answering, and its post-GC heap stays flat. The long
-// version is `npx tsx bench/gateway-soak.ts`.
+// version is `npx tsx --conditions=connect-gateway-source bench/gateway-soak.ts`.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { driveSoak, forcedGc, settledHeap, startSoakStack, type SoakStack } from "../../bench/soak-driver.js";
 

@@ -6,9 +6,9 @@
 import { createServer, type Server } from "node:http";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
-import { gatewayConfigFromEnv } from "../../src/gateway/gateway-env.js";
-import type { TokenValidationOptions } from "../../src/gateway/token-verifier.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
+import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
+import type { TokenValidationOptions } from "../../packages/gateway/src/token-verifier.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
 import {
   closeServer,

@@ -1,7 +1,7 @@
 import { createServer } from "node:http";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway } from "../../src/gateway/index.js";
+import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
 import {
   captureLogs,

@@ -10,8 +10,8 @@ import { createServer as createNetServer, type Socket } from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
-import { type Gateway } from "../../src/gateway/index.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
+import { type Gateway } from "../../packages/gateway/src/index.js";
 import {
   listen,
   type RecordingBackend,

@@ -13,7 +13,7 @@ import {
   type GatewayAuthOptions,
 } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { rawRequest } from "./raw-request.js";
 import { signedHeaders } from "./signed-headers.js";
 import { startServer, type RunningServer } from "./servers.js";

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
 import { echoRoutes, messages, observingInterceptor, type Observed } from "./echo-routes.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startServer, type RunningServer } from "./servers.js";
 import { nodeClient, tamperingTransport, type Protocol } from "./transports.js";
 

@@ -1,6 +1,6 @@
 import type { ConnectRouter, HandlerContext, Interceptor } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { CallerSchema, EchoService, type Caller } from "../../gen/example/v1/example_pb.js";
+import { CallerSchema, EchoService, type Caller } from "../../examples/gen/example/v1/example_pb.js";
 import { gatewayIdentity } from "../../src/server/index.js";
 
 /** What the handlers (and the interceptor) observed, so tests can prove they never ran. */

@@ -8,7 +8,7 @@ import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, currentUser, type VerifiedNodeRequest } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { echoRoutes, messages, type Observed } from "./echo-routes.js";
 import { rawRequest, rawSocket } from "./raw-request.js";
 import { signedHeaders } from "./signed-headers.js";

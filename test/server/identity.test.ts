@@ -15,7 +15,7 @@ import {
   type MissingUserDetails,
 } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import type { IdentityHeaderValues } from "../../src/signing/index.js";
 import { startServer, type RunningServer } from "./servers.js";
 

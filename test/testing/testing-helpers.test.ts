@@ -2,7 +2,7 @@ import { Code, createClient, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type * as http from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EchoService } from "../../gen/example/v1/example_pb.js";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
 import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, gatewayKeyId, signGatewayRequest, signGatewayRequestV2 } from "../../src/signing/index.js";
 import { createTestGatewayTransport, gatewayHeadersFor } from "../../src/testing/index.js";

@@ -7,7 +7,7 @@ import { createServer as createHttp2Server, type Http2ServerRequest, type Http2S
 import type { AddressInfo, Server } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { EchoService, ValuationService } from "../../../gen/example/v1/example_pb.js";
+import { EchoService, ValuationService } from "../../../examples/gen/example/v1/example_pb.js";
 
 /** One request the backend received. */
 export interface BackendRequest {

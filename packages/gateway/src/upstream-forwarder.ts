@@ -1,10 +1,9 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders as Http2Headers } from "node:http2";
 import type { Readable } from "node:stream";
-import replyFrom from "@fastify/reply-from";
-import type { Dispatcher } from "undici";
+import replyFrom, { type FastifyReplyFromOptions } from "@fastify/reply-from";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
-import { gatewaySignatureHeaders, GatewaySigningError } from "../signing/index.js";
+import { gatewaySignatureHeaders, GatewaySigningError } from "connect-gateway/signing";
 import { dropCallerAuthorization, dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { logCallerGone } from "./gateway-logger.js";
@@ -92,7 +91,7 @@ export async function registerUpstream(
       // reply-from turns TLS verification off unless told otherwise.
       undici:
         h2c !== undefined
-          ? (h2c as unknown as { request: Dispatcher["request"] })
+          ? (h2c as unknown as Extract<NonNullable<FastifyReplyFromOptions["undici"]>, { request: unknown }>)
           : { connections: 128, pipelining: 1, connect: { rejectUnauthorized: true } },
       disableRequestLogging: true,
     });

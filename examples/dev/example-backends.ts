@@ -2,8 +2,8 @@ import { createServer as createHttp1Server, type Server, type ServerResponse } f
 import { createServer as createHttp2Server, type Http2Server, type Http2Session } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { createGatewayAuth, gatewayIdentity } from "../server/index.js";
-import { echoServiceRoutes } from "./example-echo-service.js";
+import { createGatewayAuth, gatewayIdentity } from "connect-gateway/server";
+import { echoServiceRoutes } from "./echo-service.js";
 
 /** A started example backend. */
 export interface ExampleBackend {

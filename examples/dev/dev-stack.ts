@@ -1,9 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { startOAuth2Server, type OAuth2Server } from "../testing/index.js";
-import { createGateway, type Gateway } from "./create-gateway.js";
-import type { GatewayConfig } from "./gateway-config.js";
+import { startOAuth2Server, type OAuth2Server } from "connect-gateway/testing";
+import { createGateway, loadRoutesFile, type Gateway, type GatewayConfig } from "@connect-gateway/gateway";
 import { startAgentsBackend, startEchoBackend, type ExampleBackend } from "./example-backends.js";
-import { loadRoutesFile } from "./routes-file.js";
 
 /** Options of {@link startDevStack}. */
 export interface DevStackOptions {

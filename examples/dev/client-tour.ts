@@ -1,7 +1,7 @@
 import { connect as connectHttp2 } from "node:http2";
 import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
-import { EchoService, type Caller } from "../../gen/example/v1/example_pb.js";
-import { createGatewayTransport, gatewayCall } from "../client/index.js";
+import { EchoService, type Caller } from "../gen/example/v1/example_pb.js";
+import { createGatewayTransport, gatewayCall } from "connect-gateway/client";
 import type { DevStack } from "./dev-stack.js";
 
 /** One step of the example client's tour, as printed. */

@@ -1,12 +1,12 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import { CallerSchema, EchoService } from "../../gen/example/v1/example_pb.js";
+import { CallerSchema, EchoService } from "../gen/example/v1/example_pb.js";
 
 /** Who a handler says called it: what every EchoService answer carries. */
 export type EchoCaller = MessageInitShape<typeof CallerSchema>;
 
 /**
- * Registers the example `EchoService` (proto/example/v1/example.proto), used by
+ * Registers the example `EchoService` (examples/proto/example/v1/example.proto), used by
  * `connect-gateway dev`, the end-to-end tests and the benchmark. Every answer
  * carries `callerOf(ctx)`, the identity the backend saw, so a caller can check
  * what the gateway said about it. An empty text is refused (`InvalidArgument`)

@@ -1,6 +1,6 @@
 // The gateway role: a routes.yaml API gateway that validates
 // tokens, enforces scopes, signs with the shared HMAC secret and forwards.
-export { createGateway, type Gateway } from "./create-gateway.js";
+export { createGateway, DEFAULT_DRAIN_TIMEOUT_MS, type Gateway } from "./create-gateway.js";
 export {
   GatewayConfigError,
   type GatewayConfig,
@@ -29,3 +29,5 @@ export type {
   TokenValidationOptions,
 } from "./token-verifier.js";
 export { parseDuration } from "./duration.js";
+export { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
+export { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";

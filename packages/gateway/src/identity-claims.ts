@@ -1,4 +1,4 @@
-import type { IdentityHeaderValues } from "../signing/index.js";
+import type { IdentityHeaderValues } from "connect-gateway/signing";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import type { TokenClaims } from "./token-verifier.js";
 

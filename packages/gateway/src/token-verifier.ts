@@ -8,7 +8,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import { LRUCache } from "lru-cache";
-import { basicAuthorization } from "../client/index.js";
+import { basicAuthorization } from "connect-gateway/protocol";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
 /** HS256 tokens signed with a shared secret, as a frontend that shares the secret issues them. */

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders as Http2Headers } from "node:http2";
-import { isGatewayControlledHeader } from "../signing/index.js";
+import { isGatewayControlledHeader } from "connect-gateway/signing";
 
 /**
  * Which of a caller's request headers the gateway never forwards, and the

@@ -1,4 +1,4 @@
-import { ConfigurationError } from "../client/index.js";
+import { ConfigurationError } from "connect-gateway/errors";
 import type { DestinationStream } from "pino";
 import { DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from "./dual-protocol-server.js";
 import type { ClaimMapping } from "./identity-claims.js";

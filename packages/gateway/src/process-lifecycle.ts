@@ -1,0 +1,52 @@
+// What a process running the gateway needs around it: a port argument, a
+// graceful close on SIGTERM/SIGINT, and start-up errors a reader can act on.
+// Shared by the `connect-gateway` command and the local demo stack.
+import { ConfigurationError } from "connect-gateway/errors";
+
+/** Parses a port argument (0-65535); `option` names it in the error. */
+export function parsePort(value: string, option: string): number {
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || n > 65535) throw new Error(`${option} must be a port number (0-65535)`);
+  return n;
+}
+
+export /**
+ * SIGTERM / SIGINT: a graceful close (no new connections, idle ones closed,
+ * open calls get `drainTimeoutMs`, then are cut), then exit 0. A close that
+ * still hangs well after the drain timeout, or a second signal, exits at once.
+ */
+function closeOnSignal(close: () => Promise<void>, drainTimeoutMs: number): void {
+  let closing = false;
+  const onSignal = () => {
+    if (closing) process.exit(0);
+    closing = true;
+    setTimeout(() => {
+      console.error("connect-gateway: shutdown did not finish after the drain timeout; exiting");
+      process.exit(0);
+    }, drainTimeoutMs + CLOSE_GRACE_MS).unref();
+    close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        console.error(`connect-gateway: error while shutting down: ${startupErrorMessage(e)}`);
+        process.exit(0);
+      },
+    );
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, onSignal);
+}
+
+/** What a close may take beyond the drain timeout (closing upstream pools, Redis) before the process exits anyway. */
+const CLOSE_GRACE_MS = 5_000;
+
+/**
+ * The one-line message for an error that stopped the process from starting:
+ * no stack for configuration and routes-file errors (they are meant for the
+ * reader), and a hint for a port already in use.
+ */
+export function startupErrorMessage(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  // A ConfigurationError's message already starts with "connect-gateway: ".
+  if (e instanceof ConfigurationError) return e.message;
+  const hint = (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (another process holds it: choose another port)" : "";
+  return `connect-gateway: ${e.message}${hint}`;
+}
