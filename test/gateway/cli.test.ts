@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -80,6 +80,32 @@ describe("connect-gateway CLI", () => {
     expect(stdout).toMatch(/GATEWAY_CLIENT_SECRET=[\w-]{32} /);
     expect(stdout).toMatch(/GATEWAY_HMAC_SECRET=[0-9a-f]{64} /);
     expect(stderr).toBe(""); // no oidc-provider notices, no log lines
+  });
+
+  it("--version, --help on every command (exit 0); an unknown command or flag: usage, exit 2", async () => {
+    const { version } = JSON.parse(readFileSync(new URL("../../packages/gateway/package.json", import.meta.url), "utf8")) as { version: string };
+    expect((await runCli(["--version"], {})).stdout.trim()).toBe(version);
+    for (const args of [["--help"], ["-h"], ["serve", "--help"], ["explain", "-h"]]) {
+      const result = await runCli(args, {});
+      expect(result.code).toBe(0);
+      expect(result.stdout).toMatch(/^Usage: connect-gateway/);
+    }
+    const unknown = await runCli(["serve", "--routes", "r.yaml", "--hots", "0.0.0.0"], {});
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("Unknown option '--hots'");
+    expect(unknown.stderr).toContain("Usage: connect-gateway serve");
+    expect((await runCli(["srve"], {})).stderr).toContain('unknown command "srve"');
+  });
+
+  it("serve listens on loopback unless --host or HOST says otherwise", async () => {
+    const routes = join(dir, "loopback.yaml");
+    writeFileSync(routes, `version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`);
+    const result = await runCli(
+      ["serve", "--routes", routes, "--port", "0"],
+      { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, LOG_LEVEL: "warn" },
+      /listening on/,
+    );
+    expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
   });
 
   it("maps the environment to the gateway configuration", () => {

@@ -31,3 +31,4 @@ export type {
 export { parseDuration } from "./duration.js";
 export { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 export { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";
+export { CaptureFormatError, explainSignature, formatExplanation, parseCapture, type CapturedRequest, type ExplainedField, type Explanation, type ExplainOptions, type SignatureExplanation } from "./explain-signature.js";

@@ -1,0 +1,223 @@
+// `connect-gateway explain`: a request signed by the real gateway, recorded
+// by a real backend, then changed the way proxies and body parsers change
+// requests; explain must name the field that changed (and nothing else).
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gatewaySignatureHeaders } from "connect-gateway/signing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Gateway } from "../../packages/gateway/src/index.js";
+import {
+  explainSignature,
+  parseCapture,
+  CaptureFormatError,
+  type CapturedRequest,
+} from "../../packages/gateway/src/explain-signature.js";
+import { HMAC_SECRET, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "./helpers.js";
+
+const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
+const dir = mkdtempSync(join(tmpdir(), "connect-gateway-explain-"));
+
+let backend: RecordingBackend;
+let gateway: Gateway;
+/** What the backend received from the gateway for one JSON POST with a user token. */
+let received: CapturedRequest;
+
+beforeAll(async () => {
+  backend = await startRecordingBackend();
+  gateway = await startSeedGateway(
+    `version: "1.0"\nroutes:\n  - path: /api/v1/agents/{id}\n    method: POST\n    proxy_upstream: $AGENTS\n    auth_required: true\n`,
+    { AGENTS: backend.url },
+  );
+  const answer = await fetch(`${gateway.url}/api/v1/agents/42?verbose=1`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${await seedToken()}`, "content-type": "application/json" },
+    body: '{ "name": "Ada",  "tags": ["x"] }',
+  });
+  expect(answer.status).toBe(200);
+  const r = backend.requests.at(-1)!;
+  const headers: [string, string][] = [];
+  for (let i = 0; i < r.rawHeaders.length; i += 2) headers.push([r.rawHeaders[i]!, r.rawHeaders[i + 1]!]);
+  received = { method: r.method, target: r.url, headers, body: r.body };
+});
+
+afterAll(async () => {
+  await gateway?.close();
+  await backend?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const withHeader = (req: CapturedRequest, name: string, value: string): CapturedRequest => ({
+  ...req,
+  headers: [...req.headers.filter(([n]) => n.toLowerCase() !== name.toLowerCase()), [name, value]],
+});
+
+describe("explainSignature", () => {
+  it("the request as the gateway sent it: both signatures match, inside the window", () => {
+    const e = explainSignature(received, HMAC_SECRET);
+    expect(e.outsideWindow).toBe(false);
+    expect(e.signatures.map((s) => [s.version, s.matches])).toEqual([
+      ["v1", true],
+      ["v2", true],
+    ]);
+  });
+
+  it("a proxy added a path prefix: the path field, with the prefix named", () => {
+    const e = explainSignature({ ...received, target: `/internal${received.target}` }, HMAC_SECRET);
+    for (const s of e.signatures) {
+      expect(s.matches).toBe(false);
+      expect(s.change?.field).toBe(s.version === "v1" ? "fullpath" : "request-target");
+      expect(s.change?.what).toContain("added the prefix /internal");
+      const differing = s.fields.filter((f) => f.gateway !== f.server).map((f) => f.name);
+      expect(differing).toEqual([s.version === "v1" ? "fullpath" : "request-target"]);
+    }
+  });
+
+  it("a body parser re-serialised the JSON: the body hash", () => {
+    const body = Buffer.from(JSON.stringify(JSON.parse(received.body.toString())));
+    expect(body.equals(Buffer.from(received.body))).toBe(false);
+    // The verifier hashed the re-serialised body: explain is given what it hashed.
+    const e = explainSignature({ ...received, body }, HMAC_SECRET);
+    // The gateway signed the original bytes, which no variant of the compact JSON rebuilds exactly,
+    // so the answer is honest: no single change found — but the body hash is the only field it can show.
+    for (const s of e.signatures) expect(s.matches).toBe(false);
+    // The other way round (gateway signed compact JSON, a proxy pretty-printed it) is found.
+    const compact = Buffer.from('{"a":1}');
+    const pretty = Buffer.from('{\n  "a": 1\n}');
+    const signedCompact = { ...received, body: compact };
+    const resigned = resign(signedCompact);
+    const e2 = explainSignature({ ...resigned, body: pretty }, HMAC_SECRET);
+    for (const s of e2.signatures) {
+      expect(s.change?.field).toBe("body sha256");
+      expect(s.change?.what).toContain("re-serialised");
+    }
+  });
+
+  it("a Content-Type changed on the way: v2 names it; v1 does not cover it and still matches", () => {
+    const e = explainSignature(withHeader(received, "content-type", "application/json; charset=utf-8"), HMAC_SECRET);
+    const [v1, v2] = e.signatures;
+    expect(v1!.matches).toBe(true);
+    expect(v2!.matches).toBe(false);
+    expect(v2!.change?.field).toBe("content-type");
+    expect(v2!.change?.what).toContain('"application/json"');
+  });
+
+  it("an identity header added on the way: v2 names it", () => {
+    expect(received.headers.some(([n]) => n.toLowerCase() === "x-user-first-name")).toBe(false);
+    const e = explainSignature(withHeader(received, "X-User-First-Name", "Mallory"), HMAC_SECRET);
+    expect(e.signatures[1]!.change?.field).toBe("x-user-first-name");
+    // A changed value cannot be guessed back: explain says no single change explains it.
+    const changed = explainSignature(withHeader(received, "X-Org-ID", "org-evil"), HMAC_SECRET);
+    expect(changed.signatures[1]!.matches).toBe(false);
+    expect(changed.signatures[1]!.change).toBeUndefined();
+  });
+
+  it("a different secret: v2 says so by key id; nothing else is blamed", () => {
+    const e = explainSignature(received, "another-secret-0123456789abcdef");
+    expect(e.signatures[0]!.matches).toBe(false);
+    expect(e.signatures[0]!.change).toBeUndefined();
+    expect(e.signatures[1]!.otherKey).toBeDefined();
+    expect(e.signatures[1]!.change).toBeUndefined();
+  });
+
+  it("a stale timestamp is outside the window, whatever the signature", () => {
+    const e = explainSignature(received, HMAC_SECRET, { nowSeconds: Math.floor(Date.now() / 1000) + 3600 });
+    expect(e.outsideWindow).toBe(true);
+    expect(e.ageSeconds).toBeGreaterThanOrEqual(3599);
+  });
+
+  it("reads raw HTTP captures (chunked too) and JSON ones; a malformed one names the part", () => {
+    const raw = Buffer.concat([
+      Buffer.from(`${received.method} ${received.target} HTTP/1.1\r\n${received.headers.map(([n, v]) => `${n}: ${v}`).join("\r\n")}\r\n\r\n`),
+      Buffer.from(received.body),
+    ]);
+    expect(explainSignature(parseCapture(raw), HMAC_SECRET).signatures.every((s) => s.matches)).toBe(true);
+    const chunkedHeaders = received.headers.filter(([n]) => n.toLowerCase() !== "content-length");
+    const chunked = Buffer.concat([
+      Buffer.from(`${received.method} ${received.target} HTTP/1.1\r\n${chunkedHeaders.map(([n, v]) => `${n}: ${v}`).join("\r\n")}\r\nTransfer-Encoding: chunked\r\n\r\n`),
+      Buffer.from(`5\r\n${Buffer.from(received.body).subarray(0, 5).toString()}\r\n`),
+      Buffer.from(`${(received.body.length - 5).toString(16)}\r\n${Buffer.from(received.body).subarray(5).toString()}\r\n0\r\n\r\n`),
+    ]);
+    expect(explainSignature(parseCapture(chunked), HMAC_SECRET).signatures[0]!.matches).toBe(true);
+    const json = JSON.stringify({ method: received.method, target: received.target, headers: received.headers, body: Buffer.from(received.body).toString() });
+    expect(explainSignature(parseCapture(Buffer.from(json)), HMAC_SECRET).signatures.every((s) => s.matches)).toBe(true);
+
+    expect(() => parseCapture(Buffer.from("POST /x\r\nA: b\r\n\r\n"))).toThrow(new CaptureFormatError("request line", 'expected "METHOD request-target HTTP/1.1", got "POST /x"'));
+    expect(() => parseCapture(Buffer.from("POST /x HTTP/1.1\r\nno colon here\r\n\r\n"))).toThrow(/header line 2/);
+    expect(() => parseCapture(Buffer.from("POST /x HTTP/1.1\r\nA: b\r\n"))).toThrow(/capture: headers: no empty line/);
+    expect(() => parseCapture(Buffer.from('{"method":"GET","target":"x","headers":{}}'))).toThrow(/capture: target:/);
+    expect(() => parseCapture(Buffer.from('{"method":"GET"'))).toThrow(/capture: JSON:/);
+  });
+});
+
+describe("connect-gateway explain (the command)", () => {
+  function run(args: string[], env: Record<string, string>) {
+    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", cli, ...args], {
+        env: { PATH: process.env.PATH ?? "", ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+      child.on("error", reject);
+      child.on("exit", (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+    });
+  }
+
+  it("prints the changed field and both sides, exits 1, and never prints the secret or a signature", async () => {
+    const file = join(dir, "prefixed.http");
+    const r = { ...received, target: `/internal${received.target}` };
+    writeFileSync(file, Buffer.concat([
+      Buffer.from(`${r.method} ${r.target} HTTP/1.1\r\n${r.headers.map(([n, v]) => `${n}: ${v}`).join("\r\n")}\r\n\r\n`),
+      Buffer.from(r.body),
+    ]));
+    const result = await run(["explain", "--request", file], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain("signature v1: DOES NOT MATCH");
+    expect(result.stdout).toContain("first field that differs: fullpath — a proxy between the gateway and the service added the prefix /internal");
+    expect(result.stdout).toMatch(/≠ fullpath +\/api\/v1\/agents\/42\?verbose=1 +\/internal\/api\/v1\/agents\/42\?verbose=1/);
+    const signatures = received.headers.filter(([n]) => n.toLowerCase().startsWith("x-gateway-signature")).map(([, v]) => v.split(":").at(-1)!);
+    for (const secretish of [HMAC_SECRET, ...signatures]) expect(result.stdout + result.stderr).not.toContain(secretish);
+  });
+
+  it("a missing secret variable, a missing file, an unknown flag: specific messages, exit 2", async () => {
+    const noSecret = await run(["explain", "--request", "x.http"], {});
+    expect(noSecret.code).toBe(2);
+    expect(noSecret.stderr).toContain("explain reads the secret from GATEWAY_HMAC_SECRET, which is not set");
+    const noFile = await run(["explain", "--request", join(dir, "missing.http")], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
+    expect(noFile.stderr).toContain("missing.http: no such file");
+    const badFlag = await run(["explain", "--secret", HMAC_SECRET], {});
+    expect(badFlag.code).toBe(2);
+    expect(badFlag.stderr).toContain("Unknown option '--secret'");
+    expect(badFlag.stderr).not.toContain(HMAC_SECRET);
+  });
+});
+
+/** A capture re-signed by the gateway's signing function for a different body (same headers otherwise). */
+function resign(req: CapturedRequest): CapturedRequest {
+  const get = (n: string) => req.headers.find(([k]) => k.toLowerCase() === n)?.[1];
+  const signed = gatewaySignatureHeaders(
+    HMAC_SECRET,
+    { method: req.method, requestTarget: req.target, body: req.body, contentType: get("content-type"), contentEncoding: get("content-encoding") },
+    {
+      clientId: get("x-client-id")!,
+      userId: get("x-user-id"),
+      email: get("x-user-email"),
+      firstName: get("x-user-first-name"),
+      lastName: get("x-user-last-name"),
+      scopes: get("x-user-scopes")?.split(" "),
+      orgId: get("x-org-id"),
+      role: get("x-user-role"),
+    },
+  );
+  const lower = new Set(Object.keys(signed).map((k) => k.toLowerCase()));
+  return { ...req, headers: [...req.headers.filter(([n]) => !lower.has(n.toLowerCase())), ...Object.entries(signed)] };
+}
+
