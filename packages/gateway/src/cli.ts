@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 // The `connect-gateway` command: `serve` runs the gateway from a routes file
-// and the environment; `explain` says why a service refuses a signed request.
+// and the environment; `dev` runs it with a development token issuer;
+// `token` mints a development user token; `explain` says why a service
+// refuses a signed request.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { createGateway, DEFAULT_DRAIN_TIMEOUT_MS } from "./create-gateway.js";
+import { startDevGateway, type DevGateway } from "./dev-gateway.js";
+import { DEV_TOKEN_DEFAULTS, DevTokenError, signDevUserToken } from "./dev-token-issuer.js";
+import { parseDuration } from "./duration.js";
 import { explainSignature, formatExplanation, parseCapture } from "./explain-signature.js";
-import { gatewayConfigFromEnv } from "./gateway-env.js";
+import { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 import { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";
 
 const commands = {
@@ -26,6 +31,42 @@ PORT / HOST are the defaults of --port / --host.`,
       routes: { type: "string" },
       port: { type: "string" },
       host: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  },
+  dev: {
+    usage: `Usage: connect-gateway dev --routes routes.yaml [--port 8080] [--oauth-port 4000]
+
+Runs the gateway for your routes file together with a development token issuer, both on 127.0.0.1
+(never in production: the issuer mints a token for anyone who asks). Services use the client's
+defaults: GATEWAY_URL (the gateway) and APPCENTER_URL (the issuer, token endpoint /oauth/token), with
+the client id and secret it prints. Frontends get user tokens from POST <issuer>/dev/user-token, or from
+\`connect-gateway token\`. Secrets are taken from the environment when set, so your backends keep
+theirs across restarts: GATEWAY_HMAC_SECRET, JWT_SECRET, GATEWAY_CLIENT_ID (default dev-client),
+GATEWAY_CLIENT_SECRET; DEV_CLIENT_SCOPES (default: every scope in the routes file); LOG_LEVEL (default
+info); $VARS in upstreams come from the environment too.`,
+    options: {
+      routes: { type: "string" },
+      port: { type: "string" },
+      "oauth-port": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  },
+  token: {
+    usage: `Usage: connect-gateway token --user alice [--scopes "read write:agents"] [--email a@example.com]
+                            [--first-name Alice] [--last-name Doe] [--client dev-frontend] [--ttl 1h]
+
+Prints a development user token that \`connect-gateway dev\` accepts: HS256, signed with JWT_SECRET from
+the environment (the same value the running dev stack uses), issuer and audience
+${DEV_TOKEN_DEFAULTS.issuer}. Use it as "Authorization: Bearer <token>".`,
+    options: {
+      user: { type: "string" },
+      scopes: { type: "string" },
+      email: { type: "string" },
+      "first-name": { type: "string" },
+      "last-name": { type: "string" },
+      client: { type: "string" },
+      ttl: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   },
@@ -55,6 +96,8 @@ const usage = `Usage: connect-gateway <command> [options]
 
 Commands:
   serve     run the gateway from a routes file and the environment
+  dev       run it for local development, with a development token issuer
+  token     print a development user token
   explain   say why a service refuses a request the gateway signed
 
 Options:
@@ -80,7 +123,8 @@ async function main(argv: string[]): Promise<void> {
   const spec = commands[command as keyof typeof commands];
   let values: Record<string, string | boolean | undefined>;
   try {
-    ({ values } = parseArgs({ args: rest, options: spec.options, strict: true, allowPositionals: false }));
+    const options: ParseArgsConfig["options"] = spec.options;
+    ({ values } = parseArgs({ args: rest, options, strict: true, allowPositionals: false }) as { values: typeof values });
   } catch (e) {
     throw new UsageError(`${(e as Error).message}\n\n${spec.usage}`);
   }
@@ -89,6 +133,8 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (command === "serve") return serve(values as { routes?: string; port?: string; host?: string });
+  if (command === "dev") return dev(values as { routes?: string; port?: string; "oauth-port"?: string });
+  if (command === "token") return token(values as TokenFlags);
   return explain(values as { request?: string; body?: string; "secret-env"?: string; "max-skew"?: string });
 }
 
@@ -107,6 +153,91 @@ async function serve(values: { routes?: string; port?: string; host?: string }):
   });
   closeOnSignal(() => gateway.close(), config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
   console.log(`connect-gateway listening on ${url} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)`);
+}
+
+async function dev(values: { routes?: string; port?: string; "oauth-port"?: string }): Promise<void> {
+  if (values.routes === undefined) throw new UsageError(`dev needs --routes <file>\n\n${commands.dev.usage}`);
+  const drainTimeoutMs = drainTimeoutFromEnv();
+  const stack = await startDevGateway({
+    routes: values.routes,
+    port: parsePort(values.port ?? process.env.PORT ?? "8080", "--port"),
+    oauthPort: parsePort(values["oauth-port"] ?? "4000", "--oauth-port"),
+    ...(drainTimeoutMs !== undefined && { drainTimeoutMs }),
+  });
+  closeOnSignal(() => stack.close(), drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  console.log(devSummary(stack));
+}
+
+/** What `dev` prints: where everything is and the values to point services and frontends at. */
+function devSummary(stack: DevGateway): string {
+  const { gateway, issuer, client } = stack;
+  return `connect-gateway dev: ${gateway.routes.source} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)
+  gateway        ${gateway.url}
+  token issuer   ${issuer.url}  (development only: client_credentials at /oauth/token, user tokens at /dev/user-token)
+
+Point your services at it (set these before starting dev to keep them across restarts):
+  GATEWAY_URL=${gateway.url}
+  APPCENTER_URL=${issuer.url}
+  GATEWAY_CLIENT_ID=${client.clientId}
+  GATEWAY_CLIENT_SECRET=${client.clientSecret}     (scopes: ${client.scopes.join(" ") || "-"})
+  GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for backends behind this gateway: createGatewayAuth)
+  JWT_SECRET=${stack.signing.secret}     (for connect-gateway token)
+
+A user token for a frontend or curl:
+  JWT_SECRET=${stack.signing.secret} connect-gateway token --user alice --scopes "${client.scopes.join(" ")}"
+  curl -s -H 'content-type: application/json' -d '{"sub":"alice","scope":"${client.scopes.join(" ")}"}' ${issuer.userTokenUrl}
+
+Ctrl-C stops it.`;
+}
+
+interface TokenFlags {
+  user?: string;
+  scopes?: string;
+  email?: string;
+  "first-name"?: string;
+  "last-name"?: string;
+  client?: string;
+  ttl?: string;
+}
+
+async function token(values: TokenFlags): Promise<void> {
+  if (values.user === undefined) throw new UsageError(`token needs --user <subject>\n\n${commands.token.usage}`);
+  const secret = process.env.JWT_SECRET;
+  if (secret === undefined || secret.length < 32) {
+    throw new UsageError("token signs with JWT_SECRET, which is not set or shorter than 32 characters (connect-gateway dev prints the value it uses)");
+  }
+  let ttlSeconds: number = DEV_TOKEN_DEFAULTS.ttlSeconds;
+  if (values.ttl !== undefined) {
+    const ms = parseDuration(values.ttl);
+    if (ms === undefined || ms < 1000) throw new UsageError(`--ttl must be a duration such as 15m or 1h, got ${JSON.stringify(values.ttl)}`);
+    ttlSeconds = Math.floor(ms / 1000);
+  }
+  const flagOf: Record<string, string> = {
+    subject: "--user",
+    scopes: "--scopes",
+    email: "--email",
+    firstName: "--first-name",
+    lastName: "--last-name",
+    clientId: "--client",
+  };
+  try {
+    console.log(
+      await signDevUserToken(
+        { secret, ttlSeconds },
+        {
+          subject: values.user,
+          scopes: values.scopes?.split(" ").filter((s) => s !== ""),
+          email: values.email,
+          firstName: values["first-name"],
+          lastName: values["last-name"],
+          clientId: values.client,
+        },
+      ),
+    );
+  } catch (e) {
+    if (e instanceof DevTokenError) throw new UsageError(`${flagOf[e.field] ?? e.field} ${e.message.slice(e.field.length + 1)}`);
+    throw e;
+  }
 }
 
 function explain(values: { request?: string; body?: string; "secret-env"?: string; "max-skew"?: string }): void {

@@ -32,3 +32,14 @@ export { parseDuration } from "./duration.js";
 export { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 export { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";
 export { CaptureFormatError, explainSignature, formatExplanation, parseCapture, type CapturedRequest, type ExplainedField, type Explanation, type ExplainOptions, type SignatureExplanation } from "./explain-signature.js";
+export { startDevGateway, type DevGateway, type DevGatewayOptions } from "./dev-gateway.js";
+export {
+  DEV_TOKEN_DEFAULTS,
+  DevTokenError,
+  signDevUserToken,
+  startDevTokenIssuer,
+  type DevClient,
+  type DevTokenIssuer,
+  type DevTokenSigning,
+  type DevUser,
+} from "./dev-token-issuer.js";
