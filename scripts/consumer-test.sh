@@ -9,7 +9,9 @@
 #      installed (both tarballs) with the newest @connectrpc/connect, @connectrpc/connect-node and
 #      @bufbuild/protobuf in the peer range, plus typescript, tsx, buf, protoc-gen-es;
 #   3. npx buf generate, then npx tsc --noEmit (strict, NodeNext);
-#   4. an OAuth2 server (connect-gateway/testing), the example service
+#   4. (after the client) `connect-gateway init` writes a service, which is
+#      installed from the tarball and must type-check and pass its own test;
+#   5. an OAuth2 server (connect-gateway/testing), the example service
 #      (server.ts, createGatewayAuth), the gateway (the package's own
 #      `connect-gateway serve` bin with examples/service/routes.yaml), all on
 #      127.0.0.1 with OS-chosen ports; then client.ts, whose output must show the
@@ -195,5 +197,18 @@ status="$(curl -s -o "$LOGS/forged.log" -w '%{http_code}' --max-time 10 --http2-
   --data '{"name":"Mallory"}' "$GREETER_URL/greeter.v1.GreeterService/Greet" || true)"
 [[ "$status" == 403 ]] || fail "a forged call got HTTP $status, not 403: $(cat "$LOGS/forged.log")"
 echo "  HTTP 403: $(cat "$LOGS/forged.log")"
+
+step "connect-gateway init: a generated service installs, type-checks and passes its own test"
+INIT="$WORK/init"
+bounded 60 init.log ./node_modules/.bin/connect-gateway init --name order-history --dir "$INIT"
+cd "$INIT"
+# The generated package.json names connect-gateway by version; install the tarball instead.
+npm pkg delete dependencies.connect-gateway
+bounded 600 init-install.log npm install --no-audit --no-fund "$LIBRARY_TARBALL"
+bounded 180 init-typecheck.log npm run typecheck
+bounded 180 init-test.log npm test
+grep -Eq '(#|ℹ) pass 3' "$LOGS/init-test.log" || fail "the generated service's test did not pass 3 tests (see init-test.log)"
+echo "  typecheck and npm test passed"
+cd "$APP"
 
 step "PASS in $((SECONDS - START))s"

@@ -94,6 +94,8 @@ const libraryRule: Record<string, { layers: readonly string[]; packages: readonl
   "src/testing": { layers: ["src/core", "src/signing"], packages: connectPeers },
   "src/errors": { layers: ["src/core"], packages: [] },
   "src/protocol": { layers: ["src/core"], packages: [] },
+  // connect-gateway/web: browser-safe, so only the browser-safe client files (checked below) and no connect-node.
+  "src/web": { layers: ["src/core", "src/client"], packages: ["@connectrpc/connect", "@bufbuild/protobuf"] },
 };
 
 const librarySources = sourceFiles("src");
@@ -135,6 +137,26 @@ describe("the dependency rule", () => {
         return !(optional.includes(name) && (i.typeOnly || i.dynamic));
       })
       .map((i) => `${i.file} -> ${i.specifier}`);
+    expect(broken).toEqual([]);
+  });
+
+  it("connect-gateway/web is browser-safe: nothing in its import graph imports a Node built-in or connect-node", () => {
+    // Every import counts, type-only ones too: a type from node:* in a shipped
+    // .d.ts breaks a browser project's type-check.
+    const seen = new Set<string>();
+    const broken: string[] = [];
+    const walk = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      for (const i of importsOf(file)) {
+        if (i.target !== undefined) walk(i.target);
+        else if (isNodeBuiltin(i.specifier) || packageName(i.specifier) === "@connectrpc/connect-node") {
+          broken.push(`${i.file} -> ${i.specifier}`);
+        }
+      }
+    };
+    walk("src/web/index.ts");
+    expect(seen.size).toBeGreaterThan(1);
     expect(broken).toEqual([]);
   });
 

@@ -26,6 +26,7 @@ export class AuthenticationError extends GatewayError {
   /** The OAuth2 `error_description`, if the token endpoint sent one. */
   readonly oauthErrorDescription: string | undefined;
 
+  /** @internal Thrown by the transport and the REST client; applications only catch it. */
   constructor(message: string, details: OAuth2ErrorDetails = {}, options?: { cause?: unknown }) {
     super(message, Code.Unauthenticated, options);
     this.status = details.status;

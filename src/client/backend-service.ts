@@ -26,7 +26,7 @@ export function checkServiceName(name: unknown, option = "service"): string {
 }
 
 /**
- * The Ruby gem's convention for symbols, applied only when asked:
+ * The Ruby client's convention for service names given as symbols, applied only when asked:
  * `kebabService("base_valeur")` → `"base-valeur"`. Strings passed anywhere
  * else are used exactly as given.
  */

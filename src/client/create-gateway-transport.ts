@@ -1,7 +1,7 @@
 import type * as http from "node:http";
 import type * as http2 from "node:http2";
 import type * as https from "node:https";
-import type { Interceptor, Transport } from "@connectrpc/connect";
+import { Code, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   createConnectTransport,
   createGrpcTransport,
@@ -11,11 +11,14 @@ import {
   type Http2SessionOptions,
 } from "@connectrpc/connect-node";
 import { createAuthenticatingTransport } from "./authenticating-transport.js";
-import { ConfigurationError } from "../core/errors.js";
+import { assertBoolean, assertFunction } from "../core/assertions.js";
+import { ConfigurationError, InvalidOptionError } from "../core/errors.js";
 import { watchingPeerResets } from "./http2-reset.js";
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from "./gateway-options.js";
+import { createRetryInterceptor, resolveRetryPolicy, type RetryOptions } from "./retry-interceptor.js";
 import { createRoutingInterceptor } from "./routing-interceptor.js";
-import { createTokenManager } from "./token-manager.js";
+import { connectionErrorFrom } from "./connection-error.js";
+import { createGatewayTokenManager } from "./token-manager.js";
 
 /** Connect-node options passed through unchanged. */
 export type GatewayTransportPassThroughOptions = Pick<
@@ -34,13 +37,17 @@ export type GatewayTransportPassThroughOptions = Pick<
  * option). HTTP/2 session options are refused here, at compile time.
  */
 export type GatewayHttp1Options = { readonly [K in keyof Http2SessionOptions]?: never } & {
+  /** HTTP/1.1, the default for the Connect and gRPC-web protocols. */
   readonly httpVersion?: "1.1";
+  /** Passed to `http.request` / `https.request` for every call (TLS settings, for example). */
   readonly nodeOptions?: Omit<http.RequestOptions, "signal" | "agent"> | Omit<https.RequestOptions, "signal" | "agent">;
 };
 
 /** HTTP/2: node:http2 session options and connect-node's session keep-alive options. */
 export type GatewayHttp2Options = Http2SessionOptions & {
+  /** HTTP/2: one multiplexed connection to the gateway; required by gRPC. */
   readonly httpVersion: "2";
+  /** Passed to `http2.connect` when the session opens (TLS settings, for example). */
   readonly nodeOptions?: http2.ClientSessionOptions | http2.SecureClientSessionOptions;
 };
 
@@ -49,9 +56,23 @@ export type GatewayHttp2Options = Http2SessionOptions & {
  * gRPC needs HTTP/2, and only the Connect protocol has `useHttpGet`.
  */
 export type GatewayProtocolOptions =
-  | ({ readonly protocol?: "connect"; readonly useHttpGet?: boolean } & (GatewayHttp1Options | GatewayHttp2Options))
-  | ({ readonly protocol: "grpc" } & Omit<GatewayHttp2Options, "httpVersion"> & { readonly httpVersion?: "2" })
-  | ({ readonly protocol: "grpc-web" } & (GatewayHttp1Options | GatewayHttp2Options));
+  | ({
+      /** The Connect protocol (the default), over HTTP/1.1 or HTTP/2. */
+      readonly protocol?: "connect";
+      /** Send calls to side-effect-free methods as HTTP GET, so they can be cached. */
+      readonly useHttpGet?: boolean;
+    } & (GatewayHttp1Options | GatewayHttp2Options))
+  | ({
+      /** gRPC: HTTP/2 only, with trailers. */
+      readonly protocol: "grpc";
+    } & Omit<GatewayHttp2Options, "httpVersion"> & {
+        /** Always HTTP/2 for gRPC; may be left out. */
+        readonly httpVersion?: "2";
+      })
+  | ({
+      /** gRPC-web, over HTTP/1.1 or HTTP/2. */
+      readonly protocol: "grpc-web";
+    } & (GatewayHttp1Options | GatewayHttp2Options));
 
 /** Options of {@link createGatewayTransport}. */
 export type GatewayTransportOptions = GatewayOptions &
@@ -60,10 +81,27 @@ export type GatewayTransportOptions = GatewayOptions &
     /**
      * Your own interceptors. They run after routing — they see the routed URL
      * `…/backend/<service>/…` — and inside the authentication, so they see
-     * the `Authorization` header (never log it), and a 401 retry runs them
-     * again.
+     * the `Authorization` header (never log it), and a 401 retry — or an
+     * automatic retry (see `retry`) — runs them again.
      */
     readonly interceptors?: readonly Interceptor[];
+    /**
+     * Retries of unary calls to idempotent methods (proto
+     * `idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`) after the gateway
+     * was unreachable or answered `503` / `Unavailable`: up to 3 attempts,
+     * exponential backoff with full jitter from 100 ms to 2 s, the gateway's
+     * `Retry-After` honoured, never past the call's deadline, and within a
+     * retry budget of the transport (+20 % of its calls, at least 10 retries
+     * a second). `false`: no retries; an object: see {@link RetryOptions}.
+     * Default `true`. One call opts out with `gatewayCall({ retry: false })`.
+     *
+     * @example
+     * ```ts
+     * createGatewayTransport({ retry: { maxAttempts: 5, maxBackoffMs: 1000 } });
+     * createGatewayTransport({ retry: false }); // the caller retries, or not
+     * ```
+     */
+    readonly retry?: boolean | RetryOptions;
   };
 
 /**
@@ -74,14 +112,40 @@ export type GatewayTransportOptions = GatewayOptions &
  * `protocol` / `httpVersion` say otherwise. Options default to the
  * environment (`GATEWAY_CLIENT_ID`, `GATEWAY_CLIENT_SECRET`, `GATEWAY_URL`,
  * `APPCENTER_URL`); a bad one throws a `ConfigurationError` right here.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "@connectrpc/connect";
+ * import { createGatewayTransport, gatewayCall, withUserToken } from "connect-gateway/client";
+ * import { EchoService } from "./gen/example/v1/example_pb.js";
+ *
+ * // GATEWAY_URL, APPCENTER_URL, GATEWAY_CLIENT_ID and GATEWAY_CLIENT_SECRET from the environment.
+ * const transport = createGatewayTransport({ scope: ["read"] });
+ * const echo = createClient(EchoService, transport);
+ *
+ * await echo.echo({ text: "hi" }); // with the service's own token
+ * await withUserToken(accessToken, () => echo.echo({ text: "hi" })); // on behalf of an end user
+ * await echo.echo({ text: "hi" }, gatewayCall({ service: "echo" })); // name the backend for one call
+ * ```
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc6749#section-4.4 | RFC 6749 §4.4} (the client_credentials grant)
+ * @see {@link https://www.rfc-editor.org/rfc/rfc6750 | RFC 6750} (the bearer token in `Authorization`)
  */
 export function createGatewayTransport(options: GatewayTransportOptions = {}): Transport {
   const resolved = resolveGatewayOptions(options);
+  const retry = resolveRetryPolicy(options.retry);
   const inner = createProtocolTransport(options, resolved, [
+    // Outermost of ours: each attempt is routed again and runs your interceptors again.
+    ...(retry ? [createRetryInterceptor(retry, { isTransient: isUnavailable })] : []),
     createRoutingInterceptor(resolved.gatewayUrl, resolved.defaultService),
     ...checkInterceptors(options.interceptors),
   ]);
-  return createAuthenticatingTransport(inner, createTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`);
+  return createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`);
+}
+
+// What a ConnectionError with code Unavailable stands for: not a passed deadline.
+function isUnavailable(reason: unknown): boolean {
+  return connectionErrorFrom(reason, "the gateway")?.code === Code.Unavailable;
 }
 
 function createProtocolTransport(
@@ -161,8 +225,7 @@ function http2Options(options: GatewayTransportOptions, resolved: ResolvedGatewa
 
 function checkUseHttpGet(options: GatewayTransportOptions): boolean | undefined {
   const value = (options as { useHttpGet?: unknown }).useHttpGet;
-  if (value !== undefined && typeof value !== "boolean") throw new ConfigurationError("useHttpGet", "must be a boolean.");
-  return value;
+  return value === undefined ? undefined : assertBoolean("useHttpGet", value);
 }
 
 function noHttpGet(options: GatewayTransportOptions): void {
@@ -173,8 +236,7 @@ function noHttpGet(options: GatewayTransportOptions): void {
 
 function checkInterceptors(interceptors: unknown): Interceptor[] {
   if (interceptors === undefined) return [];
-  if (!Array.isArray(interceptors) || !interceptors.every((i) => typeof i === "function")) {
-    throw new ConfigurationError("interceptors", "must be an array of Connect interceptors (functions).");
-  }
-  return [...interceptors];
+  const expected = "an array of Connect interceptors (functions)";
+  if (!Array.isArray(interceptors)) throw new InvalidOptionError("interceptors", expected);
+  return interceptors.map((interceptor: unknown) => assertFunction<Interceptor>("interceptors", interceptor, { expected }));
 }

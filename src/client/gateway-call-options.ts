@@ -1,4 +1,5 @@
 import { createContextKey, createContextValues, type ContextValues } from "@connectrpc/connect";
+import { assertBoolean } from "../core/assertions.js";
 import { checkServiceName } from "./backend-service.js";
 import { checkUserToken } from "./user-token.js";
 
@@ -8,6 +9,12 @@ export interface GatewayCallOptions {
   readonly service?: string;
   /** An end-user access token to send instead of the service token. */
   readonly userToken?: string;
+  /**
+   * `false`: never retry this call, even when its method is idempotent and
+   * the transport retries (see the transport's `retry` option). `true` or
+   * left out: the transport decides.
+   */
+  readonly retry?: boolean;
 }
 
 /**
@@ -26,13 +33,18 @@ export const gatewayCallKey = createContextKey<GatewayCallOptions | undefined>(u
  * ```ts
  * await valuations.get({ id: 42n }, gatewayCall({ service: "base-valeur", userToken }));
  * await valuations.get({ id: 42n }, { ...gatewayCall({ service: "x" }), timeoutMs: 500 });
+ * await echo.echo({ text: "hi" }, gatewayCall({ retry: false })); // fail at once, no automatic retry
  * ```
  *
- * The service name and token are checked here, before any I/O; a bad one
- * throws a `ConfigurationError`.
+ * The service name, token and `retry` flag are checked here, before any I/O;
+ * a bad one throws a `ConfigurationError`.
  */
-export function gatewayCall(options: GatewayCallOptions): { contextValues: ContextValues } {
+export function gatewayCall(options: GatewayCallOptions): {
+  /** Connect's per-call context values, carrying `options` under {@link gatewayCallKey}. */
+  contextValues: ContextValues;
+} {
   if (options.service !== undefined) checkServiceName(options.service);
   if (options.userToken !== undefined) checkUserToken(options.userToken);
+  if (options.retry !== undefined) assertBoolean("retry", options.retry);
   return { contextValues: createContextValues().set(gatewayCallKey, options) };
 }

@@ -14,7 +14,7 @@ import {
 } from "./gateway-options.js";
 import { ResponseTooLargeError, sendHttpRequest, type HttpResponse } from "./http-request.js";
 import { resolveBackendService } from "./resolve-backend-service.js";
-import { createTokenManager, type TokenManager } from "./token-manager.js";
+import { createGatewayTokenManager, type TokenManager } from "./token-manager.js";
 import { checkUserToken } from "./user-token.js";
 
 /** A query-string value; arrays repeat the key (`?id=1&id=2`). */
@@ -57,10 +57,29 @@ export interface GatewayClient {
  * not speak Connect: same options, token rules, routing (per-call
  * `service` > `withService` > `defaultService` > path unchanged), 401 retry
  * and errors. An HTTP error status rejects with a {@link GatewayResponseError}.
+ *
+ * @example
+ * ```ts
+ * import { createGatewayClient, GatewayResponseError } from "connect-gateway/client";
+ *
+ * const api = createGatewayClient({ defaultService: "base-valeur" }); // credentials from the environment
+ *
+ * // GET <gateway>/backend/base-valeur/api/v1/valuations?status=open
+ * const open = await api.get<{ id: number }[]>("/api/v1/valuations", { query: { status: "open" } });
+ * try {
+ *   await api.post("/api/v1/valuations", { body: { propertyId: 42 }, userToken: accessToken });
+ * } catch (err) {
+ *   if (err instanceof GatewayResponseError) console.error(err.status, err.body);
+ *   else throw err;
+ * }
+ * ```
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc6749#section-4.4 | RFC 6749 §4.4} (the client_credentials grant)
+ * @see {@link https://www.rfc-editor.org/rfc/rfc6750 | RFC 6750} (the bearer token in `Authorization`)
  */
 export function createGatewayClient(options: GatewayOptions = {}): GatewayClient {
   const resolved = resolveGatewayOptions(options);
-  const tokens = createTokenManager(resolved);
+  const tokens = createGatewayTokenManager(resolved);
   const send =
     (method: string) =>
     <T,>(path: string, call?: GatewayRequestOptions) =>

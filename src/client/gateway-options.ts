@@ -1,5 +1,20 @@
+import type { JsonWebKey, KeyObject } from "node:crypto";
 import type { Agent } from "node:http";
 import { checkServiceName } from "./backend-service.js";
+import { importClientAssertionKey, type ClientAssertionAlgorithm } from "./client-assertion.js";
+import type { TokenEndpointAuthentication } from "./token-request.js";
+import type { TokenEvent, TokenStore } from "./token-store.js";
+import {
+  assertDurationMs,
+  assertFunction,
+  assertHttpUrl,
+  assertNumber,
+  assertOneOf,
+  assertPositiveInteger,
+  isScopeToken,
+  MAX_TIMER_MS,
+} from "../core/assertions.js";
+import type { GatewayEnv } from "../core/environment.js";
 import { ConfigurationError } from "../core/errors.js";
 
 /**
@@ -11,8 +26,28 @@ import { ConfigurationError } from "../core/errors.js";
 export interface GatewayOptions {
   /** OAuth2 client id. Default: `GATEWAY_CLIENT_ID`. Required. */
   readonly clientId?: string;
-  /** OAuth2 client secret. Default: `GATEWAY_CLIENT_SECRET`. Required; never appears in an error or log. */
+  /**
+   * OAuth2 client secret. Default: `GATEWAY_CLIENT_SECRET`. Required, except
+   * with `private_key_jwt` (see {@link clientAuthentication}); never appears
+   * in an error or log.
+   */
   readonly clientSecret?: string;
+  /**
+   * How the client authenticates to the token endpoint:
+   * `"client_secret_basic"` (HTTP Basic with `clientId` and `clientSecret`),
+   * `"client_secret_post"` (both in the form body, for servers that need it),
+   * or `{ method: "private_key_jwt", privateKey, keyId?, algorithm? }` (a JWT
+   * signed with the client's private key, RFC 7523: no client secret at all).
+   *
+   * Default: `private_key_jwt` with the PEM key in `GATEWAY_CLIENT_PRIVATE_KEY`
+   * (and the key id in `GATEWAY_CLIENT_KEY_ID`) when that variable is set and
+   * no `clientSecret` option is given — it wins over `GATEWAY_CLIENT_SECRET`;
+   * otherwise `"client_secret_basic"`.
+   *
+   * @see https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1
+   * @see https://www.rfc-editor.org/rfc/rfc7523#section-2.2
+   */
+  readonly clientAuthentication?: ClientAuthentication;
   /** The API gateway; may carry a path prefix. Default: `GATEWAY_URL`, else `https://gateway.fluence-europe.cloud`. */
   readonly gatewayUrl?: string;
   /** The OAuth2 server. Default: `APPCENTER_URL`, else `https://appcenter.fluence-europe.cloud`. */
@@ -41,9 +76,25 @@ export interface GatewayOptions {
    * The most bytes read for one answer, so a misbehaving server cannot
    * exhaust memory: each Connect message (passed to connect-node), and a REST
    * call's whole response body. Reading stops as soon as it is exceeded.
-   * Default 4 MiB ({@link DEFAULT_READ_MAX_BYTES}); at most 2³²−1.
+   * Default 4 MiB (4194304); at most 2³²−1.
    */
   readonly readMaxBytes?: number;
+  /**
+   * Where the service token is cached. Default: one in-memory store per
+   * process, so every transport and REST client of the process with the
+   * same token URL, client id, credential and scope shares one token (and
+   * one refresh). `createRedisTokenStore(redis)` shares it between
+   * processes; `createMemoryTokenStore()` gives a cache of its own. Not with
+   * `session` (a session token is never shared).
+   */
+  readonly tokenStore?: TokenStore;
+  /**
+   * Called on each new service token (`source` `"fetched"` or `"store"`),
+   * failed token request and worked-around token store failure, for your own
+   * logging or metrics. No event carries a token or a secret. Called
+   * synchronously; exceptions it throws are ignored.
+   */
+  readonly onTokenEvent?: (event: TokenEvent) => void;
 }
 
 /** The default `readMaxBytes`: 4 MiB. */
@@ -57,10 +108,49 @@ export interface SessionOptions {
   readonly exchangePath?: string;
 }
 
+/**
+ * The `clientAuthentication` option: how the client authenticates to the
+ * OAuth2 token endpoint.
+ *
+ * @see https://www.rfc-editor.org/rfc/rfc6749#section-2.3.1
+ * @see https://www.rfc-editor.org/rfc/rfc7523#section-2.2
+ */
+export type ClientAuthentication = "client_secret_basic" | "client_secret_post" | PrivateKeyJwtAuthentication;
+
+/**
+ * `private_key_jwt` client authentication (RFC 7523, OpenID Connect Core §9):
+ * every token request carries a fresh JWT signed with the client's private
+ * key (60 seconds of validity, audience the token endpoint URL); the
+ * authorization server verifies it with the client's registered public key.
+ * The key is imported at construction: an invalid key, or an `algorithm` that
+ * does not fit it, throws a {@link ConfigurationError} naming the option.
+ *
+ * @see https://www.rfc-editor.org/rfc/rfc7523
+ */
+export interface PrivateKeyJwtAuthentication {
+  /** Always `"private_key_jwt"`. */
+  readonly method: "private_key_jwt";
+  /**
+   * The client's private key: a `KeyObject`, an unencrypted PEM string
+   * (PKCS#8, PKCS#1 or SEC1) or a private JWK object. An RSA key of 2048
+   * bits or more, an EC P-256 key, or an Ed25519 key.
+   */
+  readonly privateKey: KeyObject | string | JsonWebKey;
+  /** The `kid` header of the assertions, when the server needs it to pick the key. Default: the JWK's `kid`, else none. */
+  readonly keyId?: string;
+  /**
+   * The signing algorithm. Default: the JWK's `alg`, else inferred from the
+   * key — `RS256` for RSA (`PS256` for an RSA-PSS key), `ES256` for P-256,
+   * `EdDSA` for Ed25519.
+   */
+  readonly algorithm?: ClientAssertionAlgorithm;
+}
+
 /** {@link GatewayOptions} checked, with defaults applied. */
 export interface ResolvedGatewayOptions {
   readonly clientId: string;
-  readonly clientSecret: string;
+  /** How the client authenticates to the token endpoint, with its secret or key. */
+  readonly clientAuthentication: TokenEndpointAuthentication;
   /** Gateway URL without a trailing `/` (the Connect `baseUrl`). */
   readonly gatewayUrl: string;
   readonly gatewayOrigin: URL;
@@ -73,16 +163,20 @@ export interface ResolvedGatewayOptions {
   readonly session: { readonly code: string; readonly url: URL } | undefined;
   readonly agent: Agent | undefined;
   readonly readMaxBytes: number;
+  /** The token store the user gave; `undefined`: the process-wide default. */
+  readonly tokenStore: TokenStore | undefined;
+  readonly onTokenEvent: ((event: TokenEvent) => void) | undefined;
 }
 
-/** Environment variables read for defaults. */
-export type GatewayEnv = Readonly<Record<string, string | undefined>>;
+/** Environment variables read for defaults (one type for the whole project). */
+export type { GatewayEnv };
 
 /**
  * Checks every option and fills in defaults from `env`
- * (`GATEWAY_CLIENT_ID`, `GATEWAY_CLIENT_SECRET`, `GATEWAY_URL`,
- * `APPCENTER_URL`). Throws a {@link ConfigurationError} naming the first bad
- * option; no message ever contains the secret.
+ * (`GATEWAY_CLIENT_ID`, `GATEWAY_CLIENT_SECRET`, `GATEWAY_CLIENT_PRIVATE_KEY`,
+ * `GATEWAY_CLIENT_KEY_ID`, `GATEWAY_URL`, `APPCENTER_URL`). Throws a
+ * {@link ConfigurationError} naming the first bad option; no message ever
+ * contains the secret or key material.
  */
 export function resolveGatewayOptions(options: GatewayOptions = {}, env: GatewayEnv = process.env): ResolvedGatewayOptions {
   if (typeof options !== "object" || options === null) {
@@ -93,20 +187,26 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
   const agent = checkAgent(options.agent, [gateway, appcenter]);
   return {
     clientId: credential("clientId", options.clientId ?? env.GATEWAY_CLIENT_ID, "GATEWAY_CLIENT_ID"),
-    clientSecret: credential("clientSecret", options.clientSecret ?? env.GATEWAY_CLIENT_SECRET, "GATEWAY_CLIENT_SECRET"),
+    clientAuthentication: clientAuthentication(options, env),
     gatewayUrl: gateway.href.replace(/\/+$/, ""),
     gatewayOrigin: new URL(gateway.origin),
     tokenUrl: endpointUrl(appcenter, path("tokenPath", options.tokenPath ?? "/oauth/token")),
     timeoutMs: checkTimeoutMs(options.timeoutMs ?? 30_000),
-    refreshMarginSeconds: number("refreshMarginSeconds", options.refreshMarginSeconds ?? 300, { min: 0 }),
-    defaultTokenLifetimeSeconds: number("defaultTokenLifetimeSeconds", options.defaultTokenLifetimeSeconds ?? 300, {
+    refreshMarginSeconds: assertNumber("refreshMarginSeconds", options.refreshMarginSeconds ?? 300, { min: 0 }),
+    defaultTokenLifetimeSeconds: assertNumber("defaultTokenLifetimeSeconds", options.defaultTokenLifetimeSeconds ?? 300, {
       min: 1,
     }),
     scope: scope(options.scope),
     defaultService: options.defaultService === undefined ? undefined : checkServiceName(options.defaultService, "defaultService"),
     session: session(options.session, appcenter),
     agent,
-    readMaxBytes: integer("readMaxBytes", options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES, { min: 1, max: 2 ** 32 - 1 }),
+    // connect-node's own bounds for readMaxBytes: a whole number from 1 to 2³²−1.
+    readMaxBytes: assertPositiveInteger("readMaxBytes", options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES, { max: 2 ** 32 - 1 }),
+    tokenStore: checkTokenStore(options),
+    onTokenEvent:
+      options.onTokenEvent === undefined
+        ? undefined
+        : assertFunction<(event: TokenEvent) => void>("onTokenEvent", options.onTokenEvent),
   };
 }
 
@@ -116,7 +216,7 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
  * `setTimeout` honours (a larger one fires at once).
  */
 export function checkTimeoutMs(value: unknown): number {
-  return number("timeoutMs", value, { min: 1, max: 2 ** 31 - 1 });
+  return assertDurationMs("timeoutMs", value, { allowFraction: true, max: MAX_TIMER_MS });
 }
 
 function credential(option: string, value: unknown, envName: string): string {
@@ -129,24 +229,54 @@ function credential(option: string, value: unknown, envName: string): string {
   return value;
 }
 
+const SECRET_METHODS = ["client_secret_basic", "client_secret_post"] as const;
+
+function clientAuthentication(options: GatewayOptions, env: GatewayEnv): TokenEndpointAuthentication {
+  const value: unknown = options.clientAuthentication;
+  if (value === undefined && options.clientSecret === undefined && env.GATEWAY_CLIENT_PRIVATE_KEY) {
+    const key = importClientAssertionKey(
+      { privateKey: pemFromEnv(env.GATEWAY_CLIENT_PRIVATE_KEY), keyId: env.GATEWAY_CLIENT_KEY_ID || undefined },
+      { privateKey: "GATEWAY_CLIENT_PRIVATE_KEY", algorithm: "clientAuthentication.algorithm", keyId: "GATEWAY_CLIENT_KEY_ID" },
+    );
+    return { method: "private_key_jwt", key };
+  }
+  if (value === undefined || typeof value === "string") {
+    const method = assertOneOf("clientAuthentication", value ?? "client_secret_basic", SECRET_METHODS, {
+      expected: '"client_secret_basic", "client_secret_post" or { method: "private_key_jwt", privateKey }',
+    });
+    return { method, clientSecret: credential("clientSecret", options.clientSecret ?? env.GATEWAY_CLIENT_SECRET, "GATEWAY_CLIENT_SECRET") };
+  }
+  if (typeof value !== "object" || value === null) {
+    throw new ConfigurationError(
+      "clientAuthentication",
+      'must be "client_secret_basic", "client_secret_post" or { method: "private_key_jwt", privateKey }.',
+    );
+  }
+  const jwt = value as Partial<Record<keyof PrivateKeyJwtAuthentication, unknown>>;
+  assertOneOf("clientAuthentication.method", jwt.method, ["private_key_jwt"]);
+  if (jwt.privateKey === undefined) {
+    throw new ConfigurationError("clientAuthentication.privateKey", "is missing: pass the client's private key (a KeyObject, a PEM string or a JWK).");
+  }
+  const key = importClientAssertionKey(jwt as { privateKey: unknown }, {
+    privateKey: "clientAuthentication.privateKey",
+    algorithm: "clientAuthentication.algorithm",
+    keyId: "clientAuthentication.keyId",
+  });
+  return { method: "private_key_jwt", key };
+}
+
+// A PEM key in a single-line variable (a .env file, a CI secret) often has
+// its line breaks written as the two characters `\n`: a key without a real
+// line break gets them back.
+function pemFromEnv(value: string): string {
+  return value.includes("\n") ? value : value.replace(/\\n/g, "\n");
+}
+
 // The value is not echoed: a URL may carry credentials.
 function httpUrl(option: string, value: unknown): URL {
-  let url: URL;
-  try {
-    url = new URL(String(value));
-  } catch {
-    throw new ConfigurationError(option, "must be an absolute http:// or https:// URL.");
-  }
-  if (typeof value !== "string" || (url.protocol !== "http:" && url.protocol !== "https:")) {
-    throw new ConfigurationError(option, "must be an absolute http:// or https:// URL.");
-  }
-  if (url.username !== "" || url.password !== "") {
-    throw new ConfigurationError(option, "must not carry credentials (user:password@); use clientId and clientSecret.");
-  }
-  if (url.search !== "" || url.hash !== "") {
-    throw new ConfigurationError(option, "must not have a query or a fragment.");
-  }
-  return url;
+  return assertHttpUrl(option, value, {
+    expectedFor: { credentials: "a URL without credentials (user:password@); use clientId and clientSecret" },
+  });
 }
 
 function path(option: string, value: unknown): string {
@@ -160,26 +290,11 @@ function endpointUrl(base: URL, endpointPath: string): URL {
   return new URL(`${base.origin}${base.pathname.replace(/\/+$/, "")}${endpointPath}`);
 }
 
-function number(option: string, value: unknown, range: { min: number; max?: number }): number {
-  const max = range.max ?? Number.MAX_SAFE_INTEGER;
-  if (typeof value !== "number" || !Number.isFinite(value) || value < range.min || value > max) {
-    throw new ConfigurationError(option, `must be a number from ${range.min} to ${max}.`);
-  }
-  return value;
-}
-
-// connect-node's own bounds for readMaxBytes: a whole number from 1 to 2³²−1.
-function integer(option: string, value: unknown, range: { min: number; max: number }): number {
-  if (!Number.isInteger(value) || (value as number) < range.min || (value as number) > range.max) {
-    throw new ConfigurationError(option, `must be a whole number from ${range.min} to ${range.max}.`);
-  }
-  return value as number;
-}
-
+// Each scope is an RFC 6749 §3.3 scope-token, see https://www.rfc-editor.org/rfc/rfc6749#section-3.3
 function scope(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   const scopes = typeof value === "string" ? value.split(" ").filter((s) => s !== "") : value;
-  if (!Array.isArray(scopes) || scopes.length === 0 || !scopes.every((s) => typeof s === "string" && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(s))) {
+  if (!Array.isArray(scopes) || scopes.length === 0 || !scopes.every(isScopeToken)) {
     throw new ConfigurationError("scope", 'must be a non-empty list of OAuth2 scopes, e.g. ["read", "write"] or "read write".');
   }
   return scopes.join(" ");
@@ -208,4 +323,26 @@ function checkAgent(agent: unknown, urls: readonly URL[]): Agent | undefined {
     );
   }
   return agent as Agent;
+}
+
+function checkTokenStore(options: GatewayOptions): TokenStore | undefined {
+  const store: unknown = options.tokenStore;
+  if (store === undefined) return undefined;
+  const methods = store as Partial<Record<keyof TokenStore, unknown>> | null;
+  if (
+    typeof store !== "object" ||
+    methods === null ||
+    typeof methods.get !== "function" ||
+    typeof methods.set !== "function" ||
+    (methods.coordinate !== undefined && typeof methods.coordinate !== "function")
+  ) {
+    throw new ConfigurationError(
+      "tokenStore",
+      "must be a token store: an object with get() and set() methods, e.g. createRedisTokenStore(redis).",
+    );
+  }
+  if (options.session !== undefined) {
+    throw new ConfigurationError("tokenStore", "cannot be used with session: a session token is never shared.");
+  }
+  return store as TokenStore;
 }

@@ -1,5 +1,6 @@
 import * as http from "node:http";
 import * as https from "node:https";
+import { ResponseTooLargeError } from "../core/errors.js";
 
 /** One HTTP/1.1 request made by the client itself (token endpoint, REST calls). */
 export interface HttpRequestInit {
@@ -17,21 +18,8 @@ export interface HttpRequestInit {
   readonly maxResponseBytes: number;
 }
 
-/**
- * The answer was larger than {@link HttpRequestInit.maxResponseBytes}: the
- * request was destroyed as soon as that was known (from `content-length`, or
- * once the bytes read passed the limit), so the rest was never read.
- */
-export class ResponseTooLargeError extends Error {
-  constructor(
-    readonly limit: number,
-    readonly status: number,
-    readonly headers: http.IncomingHttpHeaders,
-  ) {
-    super(`the answer is larger than ${limit} bytes`);
-    this.name = "ResponseTooLargeError";
-  }
-}
+// The error class lives with every other error of the library (core/errors).
+export { ResponseTooLargeError };
 
 /** The answer to an {@link HttpRequestInit}, body fully read. */
 export interface HttpResponse {

@@ -1,28 +1,17 @@
 import * as http2 from "node:http2";
 import type { ConnectTransportOptions } from "@connectrpc/connect-node";
+import { Http2StreamResetError } from "../core/errors.js";
 
 // connect-node's session manager interface (not exported by name).
 type NodeHttp2ClientSessionManager = NonNullable<Extract<ConnectTransportOptions, { httpVersion: "2" }>["sessionManager"]>;
 
 /** The Node.js-style error code of {@link Http2StreamResetError}. */
-export const HTTP2_STREAM_RESET = "ERR_HTTP2_STREAM_RESET_BY_PEER";
+export const HTTP2_STREAM_RESET: Http2StreamResetError["code"] = "ERR_HTTP2_STREAM_RESET_BY_PEER";
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL } = http2.constants;
 
-/**
- * The server (or a proxy on the way) reset the call's HTTP/2 stream with
- * RST_STREAM `INTERNAL_ERROR` or `CANCEL` — the HTTP/2 counterpart of an
- * HTTP/1.1 connection reset (ECONNRESET), e.g. a gateway relaying an upstream
- * reset. connect-node maps these to `Internal` / `Canceled`; the client
- * reports them as a `ConnectionError` (`Unavailable`) instead.
- */
-export class Http2StreamResetError extends Error {
-  readonly code = HTTP2_STREAM_RESET;
-  constructor(readonly rstCode: number) {
-    super(`the HTTP/2 stream was reset by the peer (RST_STREAM ${rstCode === NGHTTP2_CANCEL ? "CANCEL" : "INTERNAL_ERROR"})`);
-    this.name = "Http2StreamResetError";
-  }
-}
+// The error class lives with every other error of the library (core/errors).
+export { Http2StreamResetError };
 
 /**
  * Wraps connect-node's session manager so that every stream it opens reports a

@@ -4,6 +4,17 @@ import { SessionTokenExpiredError } from "./session-token-expired-error.js";
 import { requestToken, type TokenEndpoint } from "./token-request.js";
 import type { IssuedToken } from "./token-response.js";
 import type { ResolvedGatewayOptions } from "./gateway-options.js";
+import {
+  createMemoryTokenStore,
+  isStoredToken,
+  processTokenStore,
+  tokenStoreKey,
+  type CoordinatedToken,
+  type StoredToken,
+  type TokenEvent,
+  type TokenRefresh,
+  type TokenStore,
+} from "./token-store.js";
 
 /**
  * Options of {@link createTokenManager}: the token-related part of the
@@ -12,7 +23,7 @@ import type { ResolvedGatewayOptions } from "./gateway-options.js";
 export type TokenManagerOptions = Pick<
   ResolvedGatewayOptions,
   | "clientId"
-  | "clientSecret"
+  | "clientAuthentication"
   | "tokenUrl"
   | "scope"
   | "agent"
@@ -23,6 +34,16 @@ export type TokenManagerOptions = Pick<
 > & {
   /** Milliseconds from a monotonic clock. Tests pass a controllable one. Default `performance.now`. */
   readonly now?: () => number;
+  /**
+   * Where the token is cached and shared with the other managers (and, for
+   * a shared store, processes) of the same credentials. Default: a cache of
+   * this manager's own. (`createGatewayTransport` and `createGatewayClient`
+   * pass the process-wide store when the user names none.) Ignored in
+   * session mode: a session token belongs to one manager.
+   */
+  readonly tokenStore?: TokenStore | undefined;
+  /** Told about new tokens, failed refreshes and store failures; its exceptions are ignored. */
+  readonly onTokenEvent?: ((event: TokenEvent) => void) | undefined;
 };
 
 /** The service-token cache shared by a transport's (or REST client's) calls. */
@@ -52,61 +73,189 @@ export interface TokenManager {
  * the gateway rejecting every token, say, a clock or key problem — a client
  * would otherwise request one token per call (each 401 drops the token, the
  * retry fetches another, which gets a 401 too). Within the backoff the token
- * is kept and the call fails with its 401, not retried; so a token manager
- * (one per transport or REST client, i.e. per set of credentials) makes at
- * most one forced token request per second, whatever the call rate. A 401 to
+ * is kept and the call fails with its 401, not retried; so the managers
+ * sharing a set of credentials (in a token store) make at most one forced
+ * token request per second between them, whatever the call rate. A 401 to
  * an older token than the cached one never forces anything (see
  * `invalidate`), so a burst of calls that all used a stale token still costs
  * exactly one token request.
  */
 export const FORCED_REFRESH_BACKOFF_MS = 1000;
 
-interface CachedToken {
-  readonly accessToken: string;
-  readonly refreshAt: number;
-  readonly expiresAt: number;
+/**
+ * The state the managers of one set of credentials share in a process (per
+ * token store): the cached token, the request in flight, the 401 backoff and
+ * the refresh token. Times are wall-clock ms (see `wall` below).
+ */
+interface Slot {
+  cached: StoredToken | undefined;
+  inflight: Promise<StoredToken> | undefined;
+  // Set by invalidate(): the next refresh is a forced one.
+  forcing: boolean;
+  // The token the last 401 refused: never taken back from a store.
+  rejected: string | undefined;
+  // When the token of the last forced refresh arrived.
+  lastForcedAt: number;
+  // Issued by the server with a token, used for the next refresh (never stored).
+  refreshToken: string | undefined;
+}
+
+const slotsByStore = new WeakMap<TokenStore, Map<string, Slot>>();
+
+function newSlot(): Slot {
+  return {
+    cached: undefined,
+    inflight: undefined,
+    forcing: false,
+    rejected: undefined,
+    lastForcedAt: Number.NEGATIVE_INFINITY,
+    refreshToken: undefined,
+  };
+}
+
+function slotFor(store: TokenStore, key: string): Slot {
+  let slots = slotsByStore.get(store);
+  if (slots === undefined) slotsByStore.set(store, (slots = new Map()));
+  let slot = slots.get(key);
+  if (slot === undefined) slots.set(key, (slot = newSlot()));
+  return slot;
 }
 
 /**
  * Creates the token cache: lazy, single-flight, refreshed before expiry;
  * uses the `refresh_token` grant when the server issued a refresh token
  * (falling back to client_credentials if that grant is refused); a failed
- * request does not poison the cache — the next call tries again. In session
+ * request does not poison the cache — the next call tries again. Managers
+ * given the same `tokenStore` and credentials share one cache. In session
  * mode the code is exchanged exactly once, and the session token's expiry
  * ends the session with a {@link SessionTokenExpiredError}.
  */
 export function createTokenManager(options: TokenManagerOptions): TokenManager {
   const now = options.now ?? (() => performance.now());
+  // Wall-clock ms that never jump: the epoch time at creation, advanced by the
+  // monotonic clock. Stores shared between processes compare times in it.
+  const offset = Date.now() - now();
+  const wall = () => offset + now();
   const endpoint: TokenEndpoint = {
     url: options.tokenUrl,
     clientId: options.clientId,
-    clientSecret: options.clientSecret,
+    authentication: options.clientAuthentication,
     scope: options.scope,
     agent: options.agent,
     timeoutMs: options.timeoutMs,
   };
-  const obtain = options.session ? sessionSource(endpoint, options.session) : clientCredentialsSource(endpoint);
-  let cached: CachedToken | undefined;
-  let inflight: Promise<CachedToken> | undefined;
-  // Set by invalidate(): the next refresh is a forced one.
-  let forcing = false;
-  // When the token of the last forced refresh arrived.
-  let lastForcedAt = Number.NEGATIVE_INFINITY;
+  const marginMs = options.refreshMarginSeconds * 1000;
+  const auth = options.clientAuthentication;
+  // Never in an event (the token request's own errors redact it already).
+  const secret = auth.method === "private_key_jwt" ? "" : auth.clientSecret;
+  const session = options.session;
+  // A session token is this manager's alone; otherwise the store's slot for these credentials.
+  const store = session ? undefined : (options.tokenStore ?? createMemoryTokenStore());
+  const key = tokenStoreKey(options);
+  const slot = store ? slotFor(store, key) : newSlot();
+  const exchange = session ? sessionSource(endpoint, session) : undefined;
 
-  function refresh(): Promise<CachedToken> {
-    if (inflight) return inflight;
-    const sentAt = now();
-    const forced = forcing;
-    forcing = false;
-    const request = obtain().then((issued) => {
-      cached = cacheable(issued, sentAt, options);
-      if (forced) lastForcedAt = now();
-      return cached;
-    });
-    inflight = request;
+  const emit = (event: TokenEvent) => {
+    if (options.onTokenEvent === undefined) return;
+    try {
+      options.onTokenEvent(event);
+    } catch {
+      // The user's logging must not break token handling.
+    }
+  };
+  const report = (operation: string, message: string) =>
+    emit({ type: "store-failed", clientId: options.clientId, operation, message: redact(message, secret) });
+
+  // Refresh `margin` before expiry, never more than half the lifetime before.
+  const refreshAt = (token: StoredToken) =>
+    token.expiresAt - Math.min(marginMs, (token.expiresAt - token.issuedAt) / 2);
+
+  // A request to the token endpoint (or the session exchange), as a stored token.
+  const fetch = (): Promise<StoredToken> => {
+    const sentAt = wall();
+    const issued = exchange ? exchange() : clientCredentials(endpoint, slot);
+    return issued.then((token) => stored(token, sentAt, options.defaultTokenLifetimeSeconds));
+  };
+
+  // Where the next token comes from: the store when it holds a usable one, else a request.
+  function obtain(): Promise<CoordinatedToken> {
+    if (store === undefined) return fetch().then((token) => ({ token, source: "fetched" }));
+    const rejected = slot.rejected;
+    const refresh: TokenRefresh = {
+      usable: (token) => isStoredToken(token) && token.accessToken !== rejected && wall() < refreshAt(token),
+      fetch,
+      report,
+    };
+    if (typeof store.coordinate === "function") {
+      return store.coordinate(key, refresh).then((result) =>
+        result.source === "fetched" || refresh.usable(result.token)
+          ? result
+          : fetch().then((token) => ({ token, source: "fetched" as const })),
+      );
+    }
+    // Read and decide synchronously when the store answers synchronously (in
+    // memory): the token request starts at once.
+    const decide = (found: StoredToken | undefined): CoordinatedToken | Promise<CoordinatedToken> => {
+      if (found !== undefined && refresh.usable(found)) return { token: found, source: "store" };
+      return fetch().then((token) => {
+        keep(store, token);
+        return { token, source: "fetched" as const };
+      });
+    };
+    const found = attempt("get", () => store.get(key));
+    return found instanceof Promise ? found.then(decide) : Promise.resolve(decide(found));
+  }
+
+  // A store call whose failure (thrown or rejected) is reported, then counts as nothing found.
+  function attempt<T>(operation: string, run: () => T | Promise<T>): T | undefined | Promise<T | undefined> {
+    const failed = (error: unknown) => {
+      report(operation, `the token store failed (${error instanceof Error ? error.name : typeof error})`);
+      return undefined;
+    };
+    try {
+      const result = run();
+      return result instanceof Promise ? result.catch(failed) : result;
+    } catch (error) {
+      return failed(error);
+    }
+  }
+
+  function keep(into: TokenStore, token: StoredToken): void {
+    const done = attempt("set", () => into.set(key, token));
+    if (done instanceof Promise) done.catch(() => {});
+  }
+
+  function refresh(background: boolean): Promise<StoredToken> {
+    if (slot.inflight) return slot.inflight;
+    const forced = slot.forcing;
+    slot.forcing = false;
+    const request = obtain().then(
+      ({ token, source }) => {
+        slot.cached = token;
+        if (forced) slot.lastForcedAt = wall();
+        emit({
+          type: "token",
+          source,
+          clientId: options.clientId,
+          expiresInSeconds: Math.max(0, Math.round((token.expiresAt - wall()) / 1000)),
+        });
+        return token;
+      },
+      (error: unknown) => {
+        emit({
+          type: "refresh-failed",
+          clientId: options.clientId,
+          errorClass: error instanceof Error ? error.constructor.name || error.name : typeof error,
+          message: redact(error instanceof Error ? error.message : String(error), secret),
+          background,
+        });
+        throw error;
+      },
+    );
+    slot.inflight = request;
     // Cleared once settled, success or failure: a failure is not cached.
     const clear = () => {
-      if (inflight === request) inflight = undefined;
+      if (slot.inflight === request) slot.inflight = undefined;
     };
     request.then(clear, clear);
     return request;
@@ -114,59 +263,69 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
 
   return {
     getToken() {
-      const at = now();
-      if (cached && at < cached.refreshAt) return cached.accessToken;
-      if (cached && at < cached.expiresAt) {
-        // Inside the margin: one background refresh; its failure keeps the current token.
-        if (!options.session) refresh().catch(() => {});
-        return cached.accessToken;
+      const cached = slot.cached;
+      if (cached) {
+        const at = wall();
+        if (at < refreshAt(cached)) return cached.accessToken;
+        if (at < cached.expiresAt) {
+          // Inside the margin: one background refresh; its failure keeps the current token.
+          if (!session) refresh(true).catch(() => {});
+          return cached.accessToken;
+        }
       }
-      return refresh().then((token) => token.accessToken);
+      return refresh(false).then((token) => token.accessToken);
     },
     invalidate(token) {
-      if (cached?.accessToken !== token) return true; // a fresher token is cached or on its way
-      if (now() - lastForcedAt < FORCED_REFRESH_BACKOFF_MS) return false;
-      cached = undefined;
-      forcing = true;
+      if (slot.cached?.accessToken !== token) return true; // a fresher token is cached or on its way
+      if (wall() - slot.lastForcedAt < FORCED_REFRESH_BACKOFF_MS) return false;
+      slot.cached = undefined;
+      slot.forcing = true;
+      slot.rejected = token;
       return true;
     },
   };
 }
 
-function cacheable(issued: IssuedToken, sentAt: number, options: TokenManagerOptions): CachedToken {
-  const lifetime = issued.expiresInSeconds ?? options.defaultTokenLifetimeSeconds;
-  const margin = Math.min(options.refreshMarginSeconds, lifetime / 2);
-  // Measured from when the request was sent, so the latency counts against the token.
-  return {
-    accessToken: issued.accessToken,
-    expiresAt: sentAt + lifetime * 1000,
-    refreshAt: sentAt + (lifetime - margin) * 1000,
-  };
+/**
+ * The token manager of a transport or REST client: in the token store the
+ * user named, else in the process-wide one ({@link processTokenStore}), so
+ * that all of them with the same credentials share one token.
+ */
+export function createGatewayTokenManager(options: TokenManagerOptions): TokenManager {
+  return createTokenManager({ ...options, tokenStore: options.tokenStore ?? processTokenStore });
 }
 
-// client_credentials, or refresh_token once the server has issued one.
-function clientCredentialsSource(endpoint: TokenEndpoint): () => Promise<IssuedToken> {
-  let refreshToken: string | undefined;
+// Its lifetime measured from when the request was sent, so the latency counts against the token.
+function stored(issued: IssuedToken, sentAt: number, defaultLifetimeSeconds: number): StoredToken {
+  const lifetime = issued.expiresInSeconds ?? defaultLifetimeSeconds;
+  return { accessToken: issued.accessToken, issuedAt: sentAt, expiresAt: sentAt + lifetime * 1000 };
+}
+
+function redact(text: string, secret: string): string {
+  return secret === "" ? text : text.split(secret).join("[redacted]");
+}
+
+// client_credentials, or refresh_token once the server has issued one (kept in the slot).
+async function clientCredentials(endpoint: TokenEndpoint, slot: Slot): Promise<IssuedToken> {
   const keep = (issued: IssuedToken) => {
-    refreshToken = issued.refreshToken ?? refreshToken;
+    slot.refreshToken = issued.refreshToken ?? slot.refreshToken;
     return issued;
   };
-  return async () => {
-    if (refreshToken !== undefined) {
-      try {
-        return keep(await requestToken(endpoint, { type: "refresh_token", refreshToken }));
-      } catch (error) {
-        // The server answered (expired or revoked refresh token): start over.
-        // Unreachable: client_credentials would fail the same way.
-        if (!(error instanceof AuthenticationError && error.status !== undefined)) throw error;
-        refreshToken = undefined;
-      }
+  const refreshToken = slot.refreshToken;
+  if (refreshToken !== undefined) {
+    try {
+      return keep(await requestToken(endpoint, { type: "refresh_token", refreshToken }));
+    } catch (error) {
+      // The server answered (expired or revoked refresh token): start over.
+      // Unreachable: client_credentials would fail the same way.
+      if (!(error instanceof AuthenticationError && error.status !== undefined)) throw error;
+      if (slot.refreshToken === refreshToken) slot.refreshToken = undefined;
     }
-    return keep(await requestToken(endpoint, { type: "client_credentials" }));
-  };
+  }
+  return keep(await requestToken(endpoint, { type: "client_credentials" }));
 }
 
-// Seed 001: client_credentials token, then the code is exchanged — once.
+// Session mode: a client_credentials token, then the one-time code is exchanged — once.
 function sessionSource(
   endpoint: TokenEndpoint,
   session: NonNullable<TokenManagerOptions["session"]>,

@@ -1,6 +1,34 @@
-// connect-gateway/protocol: what other libraries built on connect-gateway
-// need — the gateway package first — and end users do not: OAuth2 client
-// authentication and, as they move into the shared core, the option
-// assertions. Applications use the role entries (client, server, signing,
-// testing) and connect-gateway/errors.
+/**
+ * connect-gateway/protocol: what other libraries built on connect-gateway
+ * need — the gateway package first — and end users do not: OAuth2 client
+ * authentication, the option assertions every configuration is checked with,
+ * and the environment type. Applications use the role entries (client,
+ * server, signing, testing) and connect-gateway/errors.
+ *
+ * @module connect-gateway/protocol
+ */
 export { basicAuthorization } from "../core/client-secret-basic.js";
+export {
+  assertBoolean,
+  assertDurationMs,
+  assertFunction,
+  assertHttpUrl,
+  assertNonEmptyString,
+  assertNumber,
+  assertOneOf,
+  assertPositiveInteger,
+  assertScopeToken,
+  httpUrlProblem,
+  isScopeToken,
+  MAX_TIMER_MS,
+  SCOPE_TOKEN,
+  type AssertionOptions,
+  type DurationRange,
+  type HttpUrlProblem,
+  type HttpUrlRules,
+  type IntegerRange,
+  type NumberRange,
+  type OptionErrorFactory,
+  type StringRules,
+} from "../core/assertions.js";
+export type { GatewayEnv } from "../core/environment.js";

@@ -8,6 +8,7 @@ import { gatewayIdentity, type GatewayIdentity } from "./gateway-identity.js";
  * Fastify.
  */
 export interface GatewayContext {
+  /** The request's Connect context values, where the verified identity is kept. */
   readonly values: ContextValues;
 }
 

@@ -5,26 +5,31 @@ import {
   InvalidResolveUserError,
   MissingHmacSecretError,
 } from "../core/errors.js";
-import type { GatewayIdentity } from "./gateway-identity.js";
+import { assertBoolean, assertFunction, assertNumber, assertOneOf, assertPositiveInteger } from "../core/assertions.js";
+import type { GatewayIdentity, MissingUserDetails } from "./gateway-identity.js";
 import { createMemoryReplayStore, type ReplayStore } from "./replay-store.js";
 
-/** What `onMissingUser` receives: who the new user is, from the signed identity. */
-export interface MissingUserDetails {
-  /** The user's subject, `X-User-Id`. */
-  readonly subject: string;
-  readonly email: string | undefined;
-  readonly firstName: string | undefined;
-  readonly lastName: string | undefined;
-  readonly scopes: readonly string[];
-  readonly clientId: string;
-}
+// Derived from the one identity type, next to GatewayIdentity.
+export type { MissingUserDetails };
 
 /** Where and why a request was refused, for {@link GatewayAuthOptions.onRejection}. */
 export interface GatewayRejectionEvent {
+  /** Why the request was refused: a stable code, safe to log (never a secret or signature). */
   readonly reason: GatewayRejectionReason;
+  /** The request's HTTP method. */
   readonly method: string;
   /** The raw request-target, as the gateway would have signed it. */
   readonly fullpath: string;
+  /**
+   * For `invalid_signature`, while `exposeRejectionReason` is on (by default
+   * outside production): the canonical request this service computed — what
+   * it expected the gateway to have signed (v1: one `|`-joined line; v2: the
+   * length-prefixed fields) — to log at debug level and compare with the
+   * gateway's side (`connect-gateway explain` shows both). It holds the
+   * caller's identity headers, never the secret or the signature; v2's
+   * request id is shown as `<request id>`.
+   */
+  readonly canonicalRequest?: string;
 }
 
 /** Options of `createGatewayAuth`. */
@@ -128,16 +133,16 @@ export function resolveGatewayAuthConfig<User>(
   if (onMissingUser !== undefined && typeof onMissingUser !== "function") {
     throw new InvalidOnMissingUserError();
   }
-  optionalFunction("onRejection", onRejection);
-  optionalFunction("now", now);
+  if (onRejection !== undefined) assertFunction("onRejection", onRejection, { expected: "a function, or undefined" });
+  if (now !== undefined) assertFunction("now", now, { expected: "a function, or undefined" });
   const clock = now ?? Date.now;
   const secrets = secretsOf(options.hmacSecret);
   const { replayStore, onReplayStoreFailure } = options;
   if (replayStore !== undefined && typeof replayStore?.claim !== "function") {
     throw new InvalidOptionError("replayStore", "a ReplayStore (createMemoryReplayStore(), createRedisReplayStore(client))");
   }
-  if (onReplayStoreFailure !== undefined && onReplayStoreFailure !== "reject" && onReplayStoreFailure !== "accept") {
-    throw new InvalidOptionError("onReplayStoreFailure", '"reject" or "accept"');
+  if (onReplayStoreFailure !== undefined) {
+    assertOneOf("onReplayStoreFailure", onReplayStoreFailure, ["reject", "accept"], { expected: '"reject" or "accept"' });
   }
   return {
     secrets,
@@ -174,36 +179,13 @@ function secretsOf(option: string | readonly string[] | undefined): string[] {
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
-    throw new InvalidOptionError(name, `a positive finite number of seconds, got ${described(value)}`);
-  }
-  return value;
+  return assertNumber(name, value, { min: 0, minExclusive: true, expected: "a positive finite number of seconds" });
 }
 
 function positiveInteger(name: string, value: number | undefined, fallback: number, unit: string): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value <= 0) {
-    throw new InvalidOptionError(name, `a positive integer number of ${unit}, got ${described(value)}`);
-  }
-  return value;
+  return value === undefined ? fallback : assertPositiveInteger(name, value, { expected: `a positive integer number of ${unit}` });
 }
 
 function optionalBoolean(name: string, value: boolean | undefined, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") {
-    throw new InvalidOptionError(name, "true or false");
-  }
-  return value;
-}
-
-function optionalFunction(name: string, value: unknown): void {
-  if (value !== undefined && typeof value !== "function") {
-    throw new InvalidOptionError(name, "a function, or undefined");
-  }
-}
-
-// Numbers are shown; anything else only by type, since a misplaced value may
-// be the secret itself.
-function described(value: unknown): string {
-  return typeof value === "number" ? String(value) : `a ${typeof value}`;
+  return value === undefined ? fallback : assertBoolean(name, value);
 }

@@ -1,45 +1,35 @@
 import { Code, ConnectError, createContextKey } from "@connectrpc/connect";
 import type { GatewayContext } from "./current-user.js";
-import type { IdentityHeaderValues } from "../signing/index.js";
+import {
+  identityFields,
+  type CallerIdentity,
+  type IdentityField,
+  type IdentityHeaderValues,
+} from "../signing/index.js";
 
 /** A field of {@link GatewayIdentity} that the gateway sets from a header. */
-export type IdentityField = "clientId" | "userId" | "email" | "firstName" | "lastName" | "scopes" | "orgId" | "role";
+export type { IdentityField };
 
 /**
  * Which signature vouched for an identity: `v2` covers every field; `v1` (a
- * gateway that only speaks the Ruby gem's signature) covers `clientId` and
+ * gateway that only speaks the v1 signature, such as the Ruby one) covers `clientId` and
  * `userId` only; `none` in `skipVerification` mode.
  */
 export type IdentitySignature = "v2" | "v1" | "none";
 
 /**
  * Who the gateway says is calling, from the identity headers of a request
- * whose signature verified.
+ * whose signature verified: the identity fields (`clientId`, `userId`,
+ * `email`, `firstName`, `lastName`, `scopes`, `orgId`, `role`, each from its
+ * `X-…` header; `scopes` split on spaces, empty when absent or untrusted),
+ * `isServiceRequest`, and what vouched for them.
  *
  * Only what a signature covers is here by default: on a v1-signed request
  * the other fields are left out (listed in `untrustedFields`), since anyone
  * on the gateway→service hop could have set them, unless the service opted
  * in with `trustUnsignedIdentity`.
  */
-export interface GatewayIdentity {
-  /** `X-Client-Id`: the OAuth2 client the token was issued to. */
-  readonly clientId: string;
-  /** `X-User-Id`: the user's subject; absent on service calls. */
-  readonly userId?: string;
-  /** `X-User-Email`. */
-  readonly email?: string;
-  /** `X-User-First-Name`. */
-  readonly firstName?: string;
-  /** `X-User-Last-Name`. */
-  readonly lastName?: string;
-  /** `X-User-Scopes`, split on spaces; empty when absent or untrusted. */
-  readonly scopes: readonly string[];
-  /** `X-Org-Id`. */
-  readonly orgId?: string;
-  /** `X-User-Role`. */
-  readonly role?: string;
-  /** True on a client_credentials call: a client id and no user id. */
-  readonly isServiceRequest: boolean;
+export interface GatewayIdentity extends CallerIdentity {
   /** The signature that vouched for this identity. */
   readonly signature: IdentitySignature;
   /** The fields a signature covers (whether or not the request set them). */
@@ -50,6 +40,24 @@ export interface GatewayIdentity {
    * `userId`. `requireScopes` refuses when `scopes` is among them.
    */
   readonly untrustedFields: readonly IdentityField[];
+}
+
+/**
+ * What `onMissingUser` receives: who the new user is, from the signed
+ * identity. `subject` is `X-User-Id`; `email`, `firstName` and `lastName`
+ * are `undefined` when absent, or unsigned (a v1-only request without
+ * `trustUnsignedIdentity`); `scopes` is empty then; `clientId` is the
+ * application the user came through.
+ */
+export interface MissingUserDetails extends Pick<GatewayIdentity, "scopes" | "clientId"> {
+  /** The user's subject, `X-User-Id`. */
+  readonly subject: string;
+  /** `X-User-Email`; `undefined` when absent or unsigned. */
+  readonly email: IdentityHeaderValues["email"];
+  /** `X-User-First-Name`; `undefined` when absent or unsigned. */
+  readonly firstName: IdentityHeaderValues["firstName"];
+  /** `X-User-Last-Name`; `undefined` when absent or unsigned. */
+  readonly lastName: IdentityHeaderValues["lastName"];
 }
 
 /**
@@ -84,16 +92,7 @@ export function requireIdentity(ctx: GatewayContext): GatewayIdentity {
   return identity;
 }
 
-const ALL_FIELDS: readonly IdentityField[] = Object.freeze([
-  "clientId",
-  "userId",
-  "email",
-  "firstName",
-  "lastName",
-  "scopes",
-  "orgId",
-  "role",
-]);
+const ALL_FIELDS: readonly IdentityField[] = identityFields;
 const V1_FIELDS: readonly IdentityField[] = Object.freeze(["clientId", "userId"]);
 const BEYOND_V1: readonly IdentityField[] = Object.freeze(ALL_FIELDS.filter((f) => !V1_FIELDS.includes(f)));
 const NONE: readonly IdentityField[] = Object.freeze([]);
@@ -123,11 +122,12 @@ export function identityOf(
   };
   if (userId !== undefined) identity.userId = userId;
   if (keepAll) {
-    if (values.email !== undefined) identity.email = values.email;
-    if (values.firstName !== undefined) identity.firstName = values.firstName;
-    if (values.lastName !== undefined) identity.lastName = values.lastName;
-    if (values.orgId !== undefined) identity.orgId = values.orgId;
-    if (values.role !== undefined) identity.role = values.role;
+    // The other fields are plain strings: copied when present.
+    const fields = identity as Record<IdentityField, unknown>;
+    for (const field of BEYOND_V1) {
+      const value = values[field];
+      if (field !== "scopes" && value !== undefined) fields[field] = value;
+    }
   }
   return Object.freeze(identity);
 }

@@ -1,17 +1,18 @@
-// connect-gateway/server: verify the gateway's signature on every request and
-// hand handlers the caller's identity.
+/**
+ * connect-gateway/server: verify the gateway's signature on every request and
+ * hand handlers the caller's identity.
+ *
+ * @module connect-gateway/server
+ */
 export { createGatewayAuth, type GatewayAuth } from "./create-gateway-auth.js";
-export type {
-  GatewayAuthOptions,
-  GatewayRejectionEvent,
-  MissingUserDetails,
-} from "./gateway-auth-options.js";
+export type { GatewayAuthOptions, GatewayRejectionEvent } from "./gateway-auth-options.js";
 export {
   gatewayIdentity,
   requireIdentity,
   type GatewayIdentity,
   type IdentityField,
   type IdentitySignature,
+  type MissingUserDetails,
 } from "./gateway-identity.js";
 export {
   createMemoryReplayStore,
@@ -24,15 +25,15 @@ export { currentUser, type GatewayContext } from "./current-user.js";
 export { requireUser } from "./require-user.js";
 export { requireScopes } from "./require-scopes.js";
 export { isServiceRequest } from "./is-service-request.js";
-export type { VerifiedNodeRequest } from "./node-request-verifier.js";
-export type { ConnectOptionsLike } from "./connect-options.js";
-export type { ExpressLikeMiddleware, ExpressLikeRequest } from "./express-middleware.js";
+export type { VerifiedNodeRequest } from "./adapters/node.js";
+export type { ConnectOptionsLike } from "./adapters/connect.js";
+export type { ExpressLikeMiddleware, ExpressLikeRequest } from "./adapters/express.js";
 export type {
   FastifyLikeInstance,
   FastifyLikePlugin,
   FastifyLikeReply,
   FastifyLikeRequest,
-} from "./fastify-plugin.js";
+} from "./adapters/fastify.js";
 export {
   ConfigurationError,
   InvalidOnMissingUserError,

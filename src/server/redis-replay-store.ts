@@ -1,4 +1,4 @@
-import { InvalidOptionError } from "../core/errors.js";
+import { assertFunction } from "../core/assertions.js";
 import type { ReplayStore } from "./replay-store.js";
 
 /**
@@ -8,6 +8,11 @@ import type { ReplayStore } from "./replay-store.js";
  * `{ set: (k, v, _ex, s) => client.set(k, v, { EX: s, NX: true }) }`.
  */
 export interface RedisSetNx {
+  /**
+   * Sets `key` to `value`, expiring after `seconds`, only if it does not exist
+   * yet: resolves to `"OK"` when it was set (the request id is new), anything
+   * else (`null`) when it already existed (a replay).
+   */
   set(key: string, value: string, expiry: "EX", seconds: number, mode: "NX"): Promise<unknown>;
 }
 
@@ -38,9 +43,9 @@ export interface RedisReplayStoreOptions {
  * ```
  */
 export function createRedisReplayStore(client: RedisSetNx, options: RedisReplayStoreOptions = {}): ReplayStore {
-  if (typeof client?.set !== "function") {
-    throw new InvalidOptionError("client", "a Redis client with a set() method (ioredis, or a node-redis adapter)");
-  }
+  assertFunction("client", (client as Partial<RedisSetNx> | undefined)?.set, {
+    expected: "a Redis client with a set() method (ioredis, or a node-redis adapter)",
+  });
   const prefix = options.keyPrefix ?? "connect-gateway:replay:";
   return {
     async claim(requestId, ttlSeconds) {

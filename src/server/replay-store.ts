@@ -1,4 +1,5 @@
-import { InvalidOptionError } from "../core/errors.js";
+import { assertFunction, assertPositiveInteger } from "../core/assertions.js";
+import { ReplayStoreFullError } from "../core/errors.js";
 
 /**
  * Where a service remembers the v2 request ids it accepted, so that a
@@ -33,13 +34,8 @@ export interface MemoryReplayStoreOptions {
   readonly now?: () => number;
 }
 
-/** Thrown by the memory store when it holds `maxEntries` ids that have not expired. */
-export class ReplayStoreFullError extends Error {
-  override name = "ReplayStoreFullError";
-  constructor(maxEntries: number) {
-    super(`the replay store holds ${maxEntries} unexpired request ids (maxEntries)`);
-  }
-}
+// Thrown by the memory store when it is full; it lives with every other error of the library.
+export { ReplayStoreFullError };
 
 /**
  * The default replay store: a bounded map in this process, each id expiring
@@ -49,11 +45,8 @@ export class ReplayStoreFullError extends Error {
  * no timer, no iterator per request.
  */
 export function createMemoryReplayStore(options: MemoryReplayStoreOptions = {}): ReplayStore {
-  const maxEntries = options.maxEntries ?? 500_000;
-  if (!Number.isSafeInteger(maxEntries) || maxEntries <= 0) {
-    throw new InvalidOptionError("maxEntries", "a positive integer");
-  }
-  const now = options.now ?? Date.now;
+  const maxEntries = assertPositiveInteger("maxEntries", options.maxEntries ?? 500_000);
+  const now = options.now === undefined ? Date.now : assertFunction<() => number>("now", options.now);
   const expiries = new Map<string, number>();
   // The arrival queue: ids[i] expires at times[i]; entries before `head` are gone.
   let ids: string[] = [];

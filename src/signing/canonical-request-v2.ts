@@ -19,7 +19,9 @@ export interface SigningPartsV2 {
   readonly requestId: string;
   /** Lower-case hex SHA-256 of the body octets as sent. */
   readonly bodySha256: string;
+  /** `Content-Type` as sent; signed so a proxy cannot change how the body is read. */
   readonly contentType: string | undefined;
+  /** `Content-Encoding` as sent (e.g. `gzip`); signed for the same reason. */
   readonly contentEncoding: string | undefined;
   /** The identity headers by lower-case name; a missing name is an absent header. */
   readonly identity: Readonly<Partial<Record<IdentityHeaderName, string>>>;

@@ -7,25 +7,30 @@ import {
   type IdentityHeaderName,
 } from "./gateway-headers.js";
 import type { GatewayRejectionReason } from "./gateway-rejection-reason.js";
-import type { IdentityHeaderValues } from "./identity-headers.js";
+import { identityFromHeaders, type IdentityHeaderValues } from "./identity-headers.js";
 import { isDigits, isSignableId } from "./string-to-sign.js";
 
 /** The v2 signature headers of a request (docs/signature-v2.md §1). */
 export interface SignatureV2Headers {
+  /** The key id before the `:` of `X-Gateway-Signature-V2`: which secret signed. */
   readonly keyId: string;
   /** 64 lower-case hex characters. */
   readonly signature: string;
+  /** `X-Gateway-Request-Id`: unique per request, remembered to refuse replays. */
   readonly requestId: string;
 }
 
 /** The gateway headers of a request that passed {@link checkGatewayHeaders}. */
 export interface CheckedGatewayHeaders {
+  /** `X-Gateway-Timestamp`: unix seconds, all digits, inside the window. */
   readonly timestamp: string;
   /** The v1 signature; may be absent when v2 is present. */
   readonly signature: string | undefined;
   /** Present when the request carries `X-Gateway-Signature-V2`: then only v2 decides. */
   readonly v2: SignatureV2Headers | undefined;
+  /** `Content-Type` as received (signed by v2). */
   readonly contentType: string | undefined;
+  /** `Content-Encoding` as received (signed by v2). */
   readonly contentEncoding: string | undefined;
   /** The identity headers as received, by name: what v2 signs. */
   readonly identityHeaders: Readonly<Partial<Record<IdentityHeaderName, string>>>;
@@ -35,8 +40,18 @@ export interface CheckedGatewayHeaders {
 
 /** The outcome of {@link checkGatewayHeaders}. */
 export type GatewayHeaderCheck =
-  | { readonly ok: true; readonly headers: CheckedGatewayHeaders }
-  | { readonly ok: false; readonly reason: GatewayRejectionReason };
+  | {
+      /** The headers passed: read and hash the body, then verify the signature. */
+      readonly ok: true;
+      /** The checked headers, ready for signature verification. */
+      readonly headers: CheckedGatewayHeaders;
+    }
+  | {
+      /** Refused before the body is read. */
+      readonly ok: false;
+      /** Why, as a stable code to log or answer with. */
+      readonly reason: GatewayRejectionReason;
+    };
 
 /** Options of {@link checkGatewayHeaders}. */
 export interface CheckGatewayHeadersOptions {
@@ -47,6 +62,45 @@ export interface CheckGatewayHeadersOptions {
 }
 
 const SIGNATURE_V2 = /^([A-Za-z0-9._-]{1,64}):([0-9a-f]{64})$/;
+
+/** The headers of a request that matter to a verifier, as {@link readGatewayHeaders} found them. */
+export interface ReceivedGatewayHeaders {
+  /**
+   * The first value of each gateway-controlled header (`X-Gateway-*`,
+   * `X-Client-Id`, `X-User-*`, `X-Org-Id`), `Content-Type` and
+   * `Content-Encoding`, by lower-case name.
+   */
+  readonly values: ReadonlyMap<string, string>;
+  /** True when one of those headers appears more than once. */
+  readonly repeated: boolean;
+  /** True when a header looks like an identity header that no signature covers (`X-User-Admin`, `X_User_Id`). */
+  readonly unsignedIdentity: boolean;
+}
+
+/**
+ * Reads the headers a verifier looks at from Node's `rawHeaders` (name,
+ * value, name, value, …), the only form in which a repeated header is still
+ * visible: the first occurrence of each, and whether any repeats. The one
+ * reader of the gateway headers, for {@link checkGatewayHeaders} and for a
+ * service that trusts the identity headers without a signature (tests).
+ */
+export function readGatewayHeaders(rawHeaders: readonly string[]): ReceivedGatewayHeaders {
+  const values = new Map<string, string>();
+  let unsignedIdentity = false;
+  let repeated = false;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as string).toLowerCase();
+    const first = name.charCodeAt(0);
+    // Only x-… and content-… names matter here: skip the rest cheaply.
+    if (first !== 120 /* x */ && first !== 99 /* c */) continue;
+    if (isControlledLowerCase(name) || name === "content-type" || name === "content-encoding") {
+      if (values.has(name)) repeated = true;
+      else values.set(name, rawHeaders[i + 1] as string);
+    }
+    if (first === 120 && isUnsignedIdentityLowerCase(name)) unsignedIdentity = true;
+  }
+  return { values, repeated, unsignedIdentity };
+}
 
 /**
  * Everything that can be checked before the body is read: no gateway,
@@ -62,20 +116,7 @@ export function checkGatewayHeaders(
   rawHeaders: readonly string[],
   options: CheckGatewayHeadersOptions,
 ): GatewayHeaderCheck {
-  const values = new Map<string, string>();
-  let unsignedIdentity = false;
-  let repeated = false;
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] as string).toLowerCase();
-    const first = name.charCodeAt(0);
-    // Only x-… and content-… names matter here: skip the rest cheaply.
-    if (first !== 120 /* x */ && first !== 99 /* c */) continue;
-    if (isControlledLowerCase(name) || name === "content-type" || name === "content-encoding") {
-      if (values.has(name)) repeated = true;
-      else values.set(name, rawHeaders[i + 1] as string);
-    }
-    if (first === 120 && isUnsignedIdentityLowerCase(name)) unsignedIdentity = true;
-  }
+  const { values, repeated, unsignedIdentity } = readGatewayHeaders(rawHeaders);
   const v2Header = values.get(gatewayHeader.signatureV2);
   const timestamp = values.get(gatewayHeader.timestamp);
   const clientId = values.get(gatewayHeader.clientId);
@@ -107,7 +148,6 @@ export function checkGatewayHeaders(
     const value = values.get(name);
     if (value !== undefined) identityHeaders[name] = value;
   }
-  const scopes = identityHeaders[gatewayHeader.scopes];
   return {
     ok: true,
     headers: {
@@ -117,16 +157,7 @@ export function checkGatewayHeaders(
       contentType: values.get("content-type"),
       contentEncoding: values.get("content-encoding"),
       identityHeaders,
-      identity: {
-        clientId,
-        userId: identityHeaders[gatewayHeader.userId],
-        email: identityHeaders[gatewayHeader.email],
-        firstName: identityHeaders[gatewayHeader.firstName],
-        lastName: identityHeaders[gatewayHeader.lastName],
-        scopes: scopes?.split(" ").filter((s) => s !== ""),
-        orgId: identityHeaders[gatewayHeader.orgId],
-        role: identityHeaders[gatewayHeader.role],
-      },
+      identity: identityFromHeaders(clientId, (name) => identityHeaders[name]),
     },
   };
 }

@@ -1,8 +1,8 @@
 /**
- * Why a verifier refused a request.
+ * Every reason a verifier refuses a request for, as a stable code:
  *
  * - `missing_gateway_headers`, `timestamp_out_of_window`, `invalid_signature`:
- *   the Ruby gem's codes;
+ *   the same codes as the Ruby implementation's verifier;
  * - `malformed_gateway_headers`: repeated headers, a non-digit timestamp, a
  *   malformed signature or request id, `|`/CR/LF/NUL inside a v1 id — which
  *   an honest gateway never sends;
@@ -14,12 +14,19 @@
  * - `replay_check_unavailable`: the shared replay store did not answer in
  *   time (a 503: the request may be retried, it was not judged).
  */
-export type GatewayRejectionReason =
-  | "missing_gateway_headers"
-  | "malformed_gateway_headers"
-  | "timestamp_out_of_window"
-  | "invalid_signature"
-  | "unsigned_identity"
-  | "signature_v2_required"
-  | "replayed_request"
-  | "replay_check_unavailable";
+export const gatewayRejectionReasons = Object.freeze([
+  "missing_gateway_headers",
+  "malformed_gateway_headers",
+  "timestamp_out_of_window",
+  "invalid_signature",
+  "unsigned_identity",
+  "signature_v2_required",
+  "replayed_request",
+  "replay_check_unavailable",
+] as const);
+
+/**
+ * Why a verifier refused a request: one of {@link gatewayRejectionReasons}.
+ * How a service answers each is in the README's rejection table.
+ */
+export type GatewayRejectionReason = (typeof gatewayRejectionReasons)[number];

@@ -7,11 +7,18 @@ import { gatewayKeyId, newRequestId, signGatewayRequestV2 } from "./sign-gateway
 
 /** The request a gateway signs, as it will be forwarded. */
 export interface RequestToSign {
+  /** The HTTP method it will be forwarded with, e.g. `POST`. */
   readonly method: string;
   /** The request-target as it will be sent upstream (path and query). */
   readonly requestTarget: string;
   /** The exact body bytes, or their lower-case hex SHA-256. */
-  readonly body: Uint8Array | string | { readonly sha256: string };
+  readonly body:
+    | Uint8Array
+    | string
+    | {
+        /** The body's lower-case hex SHA-256, when the bytes are not at hand (e.g. streamed). */
+        readonly sha256: string;
+      };
   /** The `Content-Type` it will be sent with; `undefined` when none. Signed by v2. */
   readonly contentType?: string | undefined;
   /** The `Content-Encoding` it will be sent with; `undefined` when none. Signed by v2. */
@@ -29,7 +36,7 @@ export interface GatewaySignatureOptions {
 /**
  * Every header the gateway adds to a forwarded request: the identity
  * headers, `X-Gateway-Timestamp`, the v1 signature `X-Gateway-Signature`
- * (byte-compatible with the Ruby gem, for services that only know v1) and
+ * (the Ruby implementation's v1 format, for services that only know v1) and
  * the v2 signature `X-Gateway-Signature-V2` with its `X-Gateway-Request-Id`
  * (which covers every identity header and makes each request unique). Used
  * by the gateway itself and by the testing helpers, so both sign alike.

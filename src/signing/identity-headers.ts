@@ -1,15 +1,30 @@
-import { gatewayHeader } from "./gateway-headers.js";
+import { gatewayHeader, type IdentityHeaderName } from "./gateway-headers.js";
 
 /**
  * Who the gateway says is calling, as carried by the identity headers.
  * A service call (client_credentials) has a `clientId` and no `userId`.
+ *
+ * This is the one definition of the caller's identity fields: the identity a
+ * service sees (`GatewayIdentity`), the one the gateway forwards
+ * (`CallerIdentity`), a test user (`GatewayTestUser`) and what
+ * `onMissingUser` receives (`MissingUserDetails`) are all derived from it.
+ * A new identity field is declared here, its header in `gatewayHeader` and
+ * `identityHeaderNames`, and the pair in {@link identityFieldHeader}; the
+ * type checker then points at every mapping that must name it (the
+ * gateway's claim mapping, for one).
  */
 export interface IdentityHeaderValues {
+  /** `X-Client-Id`: the OAuth2 client the token was issued to. */
   readonly clientId: string;
+  /** `X-User-Id`: the end user's subject; absent on a service call. */
   readonly userId?: string | undefined;
+  /** `X-User-Email`. */
   readonly email?: string | undefined;
+  /** `X-User-First-Name`. */
   readonly firstName?: string | undefined;
+  /** `X-User-Last-Name`. */
   readonly lastName?: string | undefined;
+  /** `X-User-Scopes`, sent space-separated. */
   readonly scopes?: readonly string[] | undefined;
   /** `X-Org-Id`: the caller's organisation, when its token names one. */
   readonly orgId?: string | undefined;
@@ -17,25 +32,76 @@ export interface IdentityHeaderValues {
   readonly role?: string | undefined;
 }
 
+/** A field of the caller's identity: one per identity header. */
+export type IdentityField = keyof IdentityHeaderValues;
+
+/**
+ * The caller's identity once resolved: the identity fields, with `scopes`
+ * always a list (empty when none) and whether it is a service call. What the
+ * gateway forwards, and the base of what a service sees.
+ */
+export interface CallerIdentity extends Omit<IdentityHeaderValues, "scopes"> {
+  /** `X-User-Scopes`, split on spaces; empty when absent. */
+  readonly scopes: readonly string[];
+  /** True on a client_credentials call (or an anonymous one): a client id and no user id. */
+  readonly isServiceRequest: boolean;
+}
+
+/** The header that carries each identity field. */
+export const identityFieldHeader: { readonly [F in IdentityField]: IdentityHeaderName } = Object.freeze({
+  clientId: gatewayHeader.clientId,
+  userId: gatewayHeader.userId,
+  email: gatewayHeader.email,
+  firstName: gatewayHeader.firstName,
+  lastName: gatewayHeader.lastName,
+  scopes: gatewayHeader.scopes,
+  orgId: gatewayHeader.orgId,
+  role: gatewayHeader.role,
+});
+
+/** Every identity field, in the order of {@link identityFieldHeader}. */
+export const identityFields: readonly IdentityField[] = Object.freeze(
+  Object.keys(identityFieldHeader) as IdentityField[],
+);
+
 /**
  * The identity headers for `identity`, omitting what is absent or empty:
  * `X-Client-Id`, and when known `X-User-Id`, `X-User-Email`,
  * `X-User-First-Name`, `X-User-Last-Name`, `X-User-Scopes` (space-separated),
  * `X-Org-Id`, `X-User-Role`.
+ *
+ * @example
+ * ```ts
+ * identityHeaders({ clientId: "web", userId: "sub-42", scopes: ["read", "write"] });
+ * // { "x-client-id": "web", "x-user-id": "sub-42", "x-user-scopes": "read write" }
+ * ```
  */
 export function identityHeaders(identity: IdentityHeaderValues): Record<string, string> {
   const headers: Record<string, string> = { [gatewayHeader.clientId]: identity.clientId };
-  const optional: [string, string | undefined][] = [
-    [gatewayHeader.userId, identity.userId],
-    [gatewayHeader.email, identity.email],
-    [gatewayHeader.firstName, identity.firstName],
-    [gatewayHeader.lastName, identity.lastName],
-    [gatewayHeader.scopes, identity.scopes?.join(" ")],
-    [gatewayHeader.orgId, identity.orgId],
-    [gatewayHeader.role, identity.role],
-  ];
-  for (const [name, value] of optional) {
-    if (value !== undefined && value !== "") headers[name] = value;
+  for (const field of identityFields) {
+    if (field === "clientId") continue;
+    const raw = identity[field];
+    const value = field === "scopes" ? (raw as readonly string[] | undefined)?.join(" ") : (raw as string | undefined);
+    if (value !== undefined && value !== "") headers[identityFieldHeader[field]] = value;
   }
   return headers;
+}
+
+/**
+ * The identity header values read back from headers (`valueOf` gives the
+ * value of a lower-case header name, `undefined` when absent): the inverse of
+ * {@link identityHeaders}, scopes split on spaces. Validates nothing: the
+ * caller decides which values to trust.
+ */
+export function identityFromHeaders(
+  clientId: string,
+  valueOf: (name: IdentityHeaderName) => string | undefined,
+): IdentityHeaderValues {
+  const values: Record<string, unknown> = { clientId };
+  for (const field of identityFields) {
+    if (field === "clientId") continue;
+    const value = valueOf(identityFieldHeader[field]);
+    values[field] = field === "scopes" ? value?.split(" ").filter((s) => s !== "") : value;
+  }
+  return values as unknown as IdentityHeaderValues;
 }

@@ -18,6 +18,10 @@ export interface TestGatewayTransportOptions extends GatewaySigningOptions {
   readonly useBinaryFormat?: boolean;
   /** Connect GET for side-effect-free methods (Connect protocol only). */
   readonly useHttpGet?: boolean;
+  /**
+   * Your own interceptors. They run before signing: a content header they set
+   * is signed, a gateway-controlled one (`X-User-*`, `X-Gateway-*`, …) dropped.
+   */
   readonly interceptors?: Interceptor[];
   /** HTTP/2 only: the connection to use (e.g. to `abort()` it after the test); one per transport by default. */
   readonly sessionManager?: Http2SessionManager;
@@ -36,6 +40,23 @@ const protocols = { connect: createConnect, grpc: createGrpc, "grpc-web": create
  * A Connect transport to a service under test whose requests are signed as
  * the gateway signs them, so a test exercises the service's real
  * verification path (`createGatewayAuth` without `skipVerification`).
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "@connectrpc/connect";
+ * import { createTestGatewayTransport } from "connect-gateway/testing";
+ * import { EchoService } from "./gen/example/v1/example_pb.js";
+ *
+ * // The service under test listens on 127.0.0.1:<port>, behind
+ * // createGatewayAuth({ hmacSecret: "test-secret" }).
+ * const transport = createTestGatewayTransport({
+ *   baseUrl: `http://127.0.0.1:${port}`,
+ *   hmacSecret: "test-secret",
+ *   identity: { clientId: "web-app", userId: "sub-42", scopes: ["read"] },
+ * });
+ * const echo = createClient(EchoService, transport);
+ * const answer = await echo.echo({ text: "hi" }); // verified by the service like a gateway request
+ * ```
  */
 export function createTestGatewayTransport(options: TestGatewayTransportOptions): Transport {
   const inner =

@@ -4,7 +4,10 @@ import { identityHeaders, type IdentityHeaderValues } from "../signing/index.js"
  * The user a test signs in as: the identity header values without the client
  * id, with a `userId` (the gateway subject, sent as `X-User-Id`).
  */
-export type GatewayTestUser = Omit<IdentityHeaderValues, "clientId" | "userId"> & { readonly userId: string };
+export type GatewayTestUser = Omit<IdentityHeaderValues, "clientId" | "userId"> & {
+  /** The user's subject, sent as `X-User-Id`. */
+  readonly userId: string;
+};
 
 /**
  * The identity headers the gateway would send for `user` (no signature), for

@@ -1,5 +1,9 @@
-// connect-gateway/testing: helpers for testing a service behind the gateway.
-// Test-only: never import it from production code.
+/**
+ * connect-gateway/testing: helpers for testing a service behind the gateway.
+ * Test-only: never import it from production code.
+ *
+ * @module connect-gateway/testing
+ */
 export { gatewayHeadersFor, type GatewayTestUser } from "./gateway-headers-for.js";
 export {
   createGatewaySigningHttpClient,

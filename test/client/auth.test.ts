@@ -13,10 +13,11 @@ import {
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startBackend, type BackendRequest, type TestBackend } from "./helpers/backend.js";
-import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
-import { expectNoSecret } from "./helpers/no-secret.js";
+import { startBackend, type BackendRequest, type TestBackend } from "../support/connect-backend.js";
+import { startTokenEndpoint, type TestTokenEndpoint } from "../support/token-endpoint.js";
+import { expectNoSecret } from "../support/no-secret.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import { createMemoryTokenStore } from "../../src/client/token-store.js";
 
 const client = { clientId: "auth-tests", clientSecret: "auth-secret", scopes: ["read"] };
 
@@ -47,6 +48,8 @@ describe.each(setups)("401 handling, $protocol over HTTP/$httpVersion", (setup) 
         gatewayUrl: backend().url,
         appcenterUrl: oauth.issuer,
         tokenPath: "/token",
+        // A token cache of each transport's own: these tests count its token requests and 401 retries.
+        tokenStore: createMemoryTokenStore(),
         ...setup,
       } as GatewayTransportOptions),
     );

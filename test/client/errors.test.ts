@@ -11,9 +11,9 @@ import {
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startBackend, type TestBackend } from "./helpers/backend.js";
-import { expectNoSecret } from "./helpers/no-secret.js";
-import { closedPortUrl } from "./helpers/token-endpoint.js";
+import { startBackend, type TestBackend } from "../support/connect-backend.js";
+import { expectNoSecret } from "../support/no-secret.js";
+import { closedPortUrl } from "../support/token-endpoint.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const SECRET = "zz-Distinctive-Client-Secret-42";

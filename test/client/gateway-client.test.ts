@@ -11,8 +11,9 @@ import {
   withUserToken,
   type GatewayOptions,
 } from "../../src/client/index.js";
-import { closedPortUrl } from "./helpers/token-endpoint.js";
+import { closedPortUrl } from "../support/token-endpoint.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
+import { createMemoryTokenStore } from "../../src/client/token-store.js";
 
 const client = { clientId: "rest", clientSecret: "rest-secret", scopes: ["read"] };
 
@@ -75,7 +76,8 @@ afterAll(async () => {
 });
 
 const rest = (extra: Partial<GatewayOptions> = {}) =>
-  createGatewayClient({ ...client, gatewayUrl: base, appcenterUrl: oauth.issuer, tokenPath: "/token", ...extra });
+  // A token cache of each client's own: these tests count its token requests.
+  createGatewayClient({ ...client, gatewayUrl: base, appcenterUrl: oauth.issuer, tokenPath: "/token", tokenStore: createMemoryTokenStore(), ...extra });
 const last = () => seen.at(-1)!;
 
 describe("createGatewayClient", () => {

@@ -8,9 +8,10 @@ import {
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startBackend, type TestBackend } from "./helpers/backend.js";
+import { startBackend, type TestBackend } from "../support/connect-backend.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
-import { recordingAgent } from "./helpers/recording-agent.js";
+import { recordingAgent } from "../support/recording-agent.js";
+import { createMemoryTokenStore } from "../../src/client/token-store.js";
 
 const SECRET = "qq-Unmistakable-Secret-9000";
 const valid = {
@@ -116,6 +117,8 @@ describe("environment defaults and the shared agent", () => {
         gatewayUrl: backend.url,
         appcenterUrl: oauth.issuer,
         tokenPath: "/token",
+        // A token cache of each transport's own: a test watches its token request.
+        tokenStore: createMemoryTokenStore(),
         ...extra,
       } as GatewayTransportOptions),
     );

@@ -1,9 +1,8 @@
 // readMaxBytes: the client never buffers more than it allows for one answer
 // (default 4 MiB) — neither a Connect message nor a REST body — and stops
 // reading as soon as it is exceeded.
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import * as http2 from "node:http2";
-import type { AddressInfo } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type * as http2 from "node:http2";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -15,7 +14,8 @@ import {
 } from "../../src/client/index.js";
 import { DEFAULT_READ_MAX_BYTES } from "../../src/client/gateway-options.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
+import { startServer } from "../support/loopback-server.js";
+import { startTokenEndpoint, type TestTokenEndpoint } from "../support/token-endpoint.js";
 
 const MiB = 1024 * 1024;
 const HUGE = 64 * MiB;
@@ -74,21 +74,22 @@ async function startGarbageServer(
     });
     writeGarbage(res, total, entry);
   };
-  const server =
-    options.httpVersion === "2" ? http2.createServer(handler as never) : createServer(handler as never);
-  const sessions = new Set<http2.ServerHttp2Session>();
-  server.on("session", (s: http2.ServerHttp2Session) => sessions.add(s));
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    sent,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.destroy();
-        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
-        server.close(() => resolve());
-      }),
-  };
+  const server = await startServer(handler, options.httpVersion);
+  return { url: server.baseUrl, sent, close: () => server.close() };
+}
+
+/** Runs `test` against a garbage server ({@link startGarbageServer}), closed after it whatever happens. */
+async function withGarbageServer(
+  total: number,
+  options: Parameters<typeof startGarbageServer>[1],
+  test: (server: GarbageServer) => Promise<void>,
+): Promise<void> {
+  const server = await startGarbageServer(total, options);
+  try {
+    await test(server);
+  } finally {
+    await server.close();
+  }
 }
 
 let tokens: TestTokenEndpoint;
@@ -118,8 +119,7 @@ describe("Connect calls", () => {
   });
 
   it.each(["1.1", "2"] as const)("a 64 MiB answer over HTTP/%s fails with ResourceExhausted naming readMaxBytes, unread", async (httpVersion) => {
-    const server = await startGarbageServer(HUGE, { httpVersion });
-    try {
+    await withGarbageServer(HUGE, { httpVersion }, async (server) => {
       const options = { ...base(server.url), httpVersion } as GatewayTransportOptions;
       const echo = createClient(EchoService, createGatewayTransport(options));
       const error = await echo.echo({ text: "x" }).catch((e: unknown) => e);
@@ -127,21 +127,16 @@ describe("Connect calls", () => {
       expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
       expect((error as Error).message).toMatch(new RegExp(`readMaxBytes.*${DEFAULT_READ_MAX_BYTES}`));
       await expectHungUpEarly(server.sent[0]);
-    } finally {
-      await server.close();
-    }
+    });
   });
 
   it("a configured readMaxBytes is passed to connect-node", async () => {
-    const server = await startGarbageServer(4096);
-    try {
+    await withGarbageServer(4096, {}, async (server) => {
       const echo = createClient(EchoService, createGatewayTransport({ ...base(server.url), readMaxBytes: 1000 }));
       const error = await echo.echo({ text: "x" }).catch((e: unknown) => e);
       expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
       expect((error as Error).message).toMatch(/readMaxBytes 1000/);
-    } finally {
-      await server.close();
-    }
+    });
   });
 });
 
@@ -150,8 +145,7 @@ describe("REST calls", () => {
     ["chunked", false],
     ["announced by content-length", true],
   ] as const)("a 64 MiB answer (%s) fails with a GatewayResponseError naming readMaxBytes, unread", async (_name, contentLength) => {
-    const server = await startGarbageServer(HUGE, { contentLength });
-    try {
+    await withGarbageServer(HUGE, { contentLength }, async (server) => {
       const api = createGatewayClient(base(server.url));
       const error = await api.get("/api/v1/huge").catch((e: unknown) => e);
       expect(error).toBeInstanceOf(GatewayResponseError);
@@ -160,14 +154,11 @@ describe("REST calls", () => {
       expect((error as GatewayResponseError).body).toBeUndefined();
       expect((error as Error).message).toMatch(/GET \/api\/v1\/huge answered HTTP 200 with a body larger than readMaxBytes \(4194304 bytes\)/);
       await expectHungUpEarly(server.sent[0]);
-    } finally {
-      await server.close();
-    }
+    });
   });
 
   it("honours a configured readMaxBytes, up to and including the limit", async () => {
-    const server = await startGarbageServer(1001);
-    try {
+    await withGarbageServer(1001, {}, async (server) => {
       const error = await createGatewayClient({ ...base(server.url), readMaxBytes: 1000 })
         .get("/x")
         .catch((e: unknown) => e);
@@ -179,9 +170,7 @@ describe("REST calls", () => {
         .catch((e: unknown) => e);
       expect((within as GatewayResponseError).code).toBe(Code.Internal);
       expect((within as Error).message).toMatch(/a body that is not JSON/);
-    } finally {
-      await server.close();
-    }
+    });
   });
 });
 

@@ -10,7 +10,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConnectionError, createGatewayTransport, type GatewayTransportOptions } from "../../src/client/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
+import { startTokenEndpoint, type TestTokenEndpoint } from "../support/token-endpoint.js";
 
 const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_CANCEL } = http2.constants;
 

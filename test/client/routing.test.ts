@@ -11,7 +11,7 @@ import {
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
 import { EchoService, ValuationService } from "../../examples/gen/example/v1/example_pb.js";
-import { startBackend, type TestBackend } from "./helpers/backend.js";
+import { startBackend, type TestBackend } from "../support/connect-backend.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 
 const credentials = { clientId: "router", clientSecret: "router-secret" };

@@ -8,8 +8,9 @@ import { AuthenticationError, createGatewayTransport, gatewayCall } from "../../
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager, FORCED_REFRESH_BACKOFF_MS } from "../../src/client/token-manager.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startBackend, type BackendRequest, type TestBackend } from "./helpers/backend.js";
-import { startTokenEndpoint, type TestTokenEndpoint } from "./helpers/token-endpoint.js";
+import { startBackend, type BackendRequest, type TestBackend } from "../support/connect-backend.js";
+import { startTokenEndpoint, type TestTokenEndpoint } from "../support/token-endpoint.js";
+import { createMemoryTokenStore } from "../../src/client/token-store.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -32,7 +33,14 @@ beforeEach(() => {
 const echoClient = () =>
   createClient(
     EchoService,
-    createGatewayTransport({ clientId: "storm", clientSecret: "storm-secret", appcenterUrl: endpoint.url, gatewayUrl: backend.url }),
+    createGatewayTransport({
+      clientId: "storm",
+      clientSecret: "storm-secret",
+      appcenterUrl: endpoint.url,
+      gatewayUrl: backend.url,
+      // A token cache of each transport's own: these tests count its token requests.
+      tokenStore: createMemoryTokenStore(),
+    }),
   );
 
 describe("50 concurrent calls whose stale token gets a 401 at random moments", () => {

@@ -5,16 +5,17 @@ import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
 import { basicAuthorization } from "../../src/core/client-secret-basic.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startBackend, type TestBackend } from "./helpers/backend.js";
-import { expectNoSecret } from "./helpers/no-secret.js";
+import { startBackend, type TestBackend } from "../support/connect-backend.js";
+import { expectNoSecret } from "../support/no-secret.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
-import { recordingAgent } from "./helpers/recording-agent.js";
+import { recordingAgent } from "../support/recording-agent.js";
 import {
   closedPortUrl,
   startTokenEndpoint,
   type TestTokenEndpoint,
   type TokenEndpointAnswer,
-} from "./helpers/token-endpoint.js";
+} from "../support/token-endpoint.js";
+import { createMemoryTokenStore } from "../../src/client/token-store.js";
 
 // A secret that only survives RFC 6749 Appendix B encoding done right.
 const SECRET = "Sx+/:%2B% tok3n secret/";
@@ -39,6 +40,8 @@ function transportOptions(extra: Partial<GatewayTransportOptions> = {}): Gateway
     gatewayUrl: backend.url,
     appcenterUrl: oauth.issuer,
     tokenPath: "/token",
+    // A token cache of each transport's own: these tests count its token requests.
+    tokenStore: createMemoryTokenStore(),
     ...extra,
   } as GatewayTransportOptions;
 }
@@ -156,11 +159,16 @@ describe("the margin rule (controllable clock)", () => {
     });
   }
 
-  it("refreshes refreshMarginSeconds before expiry, in the background, once", async () => {
-    answer = ok(100);
+  /** A manager on a clock of its own, its first token (`expires_in` seconds, or none) already fetched. */
+  async function fetchedOnce(expiresIn: number | undefined, extra: object = {}) {
+    answer = ok(expiresIn);
     const time = clock();
-    const tokens = manager(time, { refreshMarginSeconds: 30 });
-    const first = await tokens.getToken();
+    const tokens = manager(time, extra);
+    return { time, tokens, first: await tokens.getToken() };
+  }
+
+  it("refreshes refreshMarginSeconds before expiry, in the background, once", async () => {
+    const { time, tokens, first } = await fetchedOnce(100, { refreshMarginSeconds: 30 });
     const start = started();
     time.advance(69.9);
     expect(tokens.getToken()).toBe(first); // cached: returned synchronously
@@ -174,10 +182,7 @@ describe("the margin rule (controllable clock)", () => {
   });
 
   it("never uses a margin larger than half the lifetime", async () => {
-    answer = ok(10);
-    const time = clock();
-    const tokens = manager(time, { refreshMarginSeconds: 300 });
-    const first = await tokens.getToken();
+    const { time, tokens, first } = await fetchedOnce(10, { refreshMarginSeconds: 300 });
     const start = started();
     time.advance(4.9);
     expect(tokens.getToken()).toBe(first);
@@ -189,10 +194,7 @@ describe("the margin rule (controllable clock)", () => {
   });
 
   it("makes callers wait for a new token once expired; falls back to the default lifetime without expires_in", async () => {
-    answer = ok(undefined);
-    const time = clock();
-    const tokens = manager(time, { refreshMarginSeconds: 0, defaultTokenLifetimeSeconds: 60 });
-    const first = await tokens.getToken();
+    const { time, tokens, first } = await fetchedOnce(undefined, { refreshMarginSeconds: 0, defaultTokenLifetimeSeconds: 60 });
     time.advance(59);
     expect(tokens.getToken()).toBe(first);
     time.advance(2);
@@ -202,10 +204,7 @@ describe("the margin rule (controllable clock)", () => {
   });
 
   it("keeps the still-valid token when a background refresh fails, and tries again on the next call", async () => {
-    answer = ok(100);
-    const time = clock();
-    const tokens = manager(time, { refreshMarginSeconds: 30 });
-    const first = await tokens.getToken();
+    const { time, tokens, first } = await fetchedOnce(100, { refreshMarginSeconds: 30 });
     answer = () => ({ status: 503, raw: "down" });
     time.advance(80);
     const start = started();
@@ -242,10 +241,7 @@ describe("the margin rule (controllable clock)", () => {
   });
 
   it("invalidate(token) drops the token only if it is still the cached one", async () => {
-    answer = ok(100);
-    const time = clock();
-    const tokens = manager(time);
-    const first = await tokens.getToken();
+    const { tokens, first } = await fetchedOnce(100);
     tokens.invalidate("some-older-token");
     expect(await tokens.getToken()).toBe(first);
     tokens.invalidate(first);

@@ -5,32 +5,26 @@
 // of its introspection endpoint, a recording backend, real gateways — and a
 // real redis-server for the shared (multi-instance) budget.
 import type { ChildProcess } from "node:child_process";
-import { request as httpRequest, createServer, type Server } from "node:http";
+import { request as httpRequest } from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
-import { closeServer, HMAC_SECRET, listen, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+import { HMAC_SECRET, route, routesFileText, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
 import { startRedisServer } from "../support/redis-server.js";
+import { startIntrospectionProxy, type IntrospectionProxy } from "../support/introspection-proxy.js";
+import { clientCredentialsToken } from "../support/client-credentials.js";
 
 const TEST_TIMEOUT = 30_000;
-const routesYaml = `version: "1.0"
-public_paths: [/api/v1/docs]
-routes:
-  - path: /api/v1/agents
-    method: GET
-    proxy_upstream: $UP
-  - path: /api/v1/docs
-    method: GET
-    proxy_upstream: $UP
-`;
+const routesYaml = routesFileText({
+  public_paths: ["/api/v1/docs"],
+  routes: [route("GET", "/api/v1/agents"), route("GET", "/api/v1/docs")],
+});
 const service = { clientId: "billing", clientSecret: "billing-secret-value", scopes: ["read", "write"] };
 const introspector = { clientId: "gateway", clientSecret: "gateway-introspection-secret" };
 
 let oauth: OAuth2Server;
-let proxy: Server;
-let proxyUrl: string;
-let introspections = 0;
+let proxy: IntrospectionProxy;
 let backend: RecordingBackend;
 const gateways: Gateway[] = [];
 const children: ChildProcess[] = [];
@@ -38,29 +32,15 @@ const children: ChildProcess[] = [];
 beforeAll(async () => {
   backend = await startRecordingBackend();
   oauth = await startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" });
-  // Counts introspection requests, and holds each a little, so that
-  // concurrent calls overlap with the ones in flight.
-  proxy = createServer(async (req, res) => {
-    introspections++;
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
-    await new Promise((resolve) => setTimeout(resolve, 30));
-    const answer = await fetch(oauth.introspectionUrl, {
-      method: "POST",
-      headers: { authorization: String(req.headers.authorization), "content-type": String(req.headers["content-type"]) },
-      body: Buffer.concat(chunks),
-      signal: AbortSignal.timeout(5_000),
-    });
-    res.writeHead(answer.status, { "content-type": "application/json" }).end(await answer.text());
-  });
-  proxyUrl = `http://127.0.0.1:${await listen(proxy)}/introspect`;
+  // Counts introspection requests, and holds each a little.
+  proxy = await startIntrospectionProxy(oauth.introspectionUrl, 30);
 });
 afterEach(async () => {
   await Promise.all(gateways.splice(0).map((g) => g.close()));
   for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
 afterAll(async () => {
-  await Promise.all([oauth.close(), closeServer(proxy), backend.close()]);
+  await Promise.all([oauth.close(), proxy.close(), backend.close()]);
 });
 
 async function startGateway(options: Partial<GatewayConfig> = {}, cacheMs?: number): Promise<Gateway> {
@@ -68,7 +48,7 @@ async function startGateway(options: Partial<GatewayConfig> = {}, cacheMs?: numb
     routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: backend.url } }),
     hmacSecret: HMAC_SECRET,
     tokens: {
-      introspection: { url: proxyUrl, clientId: introspector.clientId, clientSecret: introspector.clientSecret },
+      introspection: { url: proxy.url, clientId: introspector.clientId, clientSecret: introspector.clientSecret },
       ...(cacheMs !== undefined && { cacheMs }),
     },
     logger: false,
@@ -79,15 +59,7 @@ async function startGateway(options: Partial<GatewayConfig> = {}, cacheMs?: numb
   return gateway;
 }
 
-async function validToken(): Promise<string> {
-  const res = await fetch(oauth.tokenUrl, {
-    method: "POST",
-    headers: { authorization: `Basic ${Buffer.from(`${service.clientId}:${service.clientSecret}`).toString("base64")}` },
-    body: new URLSearchParams({ grant_type: "client_credentials", scope: "read" }),
-    signal: AbortSignal.timeout(5_000),
-  });
-  return ((await res.json()) as { access_token: string }).access_token;
-}
+const validToken = () => clientCredentialsToken(oauth.tokenUrl, service, "read");
 
 let fakes = 0;
 /** A made-up opaque token: well-formed, never issued. */
@@ -147,20 +119,20 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
   it("lets 200 made-up tokens from one IP cost at most 20 introspections; the rest get 429 with Retry-After", { timeout: TEST_TIMEOUT }, async () => {
     const gateway = await startGateway();
     const forwardedBefore = backend.requests.length;
-    const before = introspections;
+    const before = proxy.count;
     const answers: Answer[] = [];
     // In concurrent batches: the budget must hold while validations are in flight.
     for (let batch = 0; batch < 4; batch++) {
       answers.push(...(await Promise.all(Array.from({ length: 50 }, () => call(gateway, madeUpToken())))));
     }
-    expect(introspections - before).toBeLessThanOrEqual(20);
+    expect(proxy.count - before).toBeLessThanOrEqual(20);
     const refused = answers.filter((a) => a.status === 429);
-    expect(answers.filter((a) => a.status === 401)).toHaveLength(introspections - before);
+    expect(answers.filter((a) => a.status === 401)).toHaveLength(proxy.count - before);
     expect(refused.length).toBeGreaterThanOrEqual(180);
     for (const answer of refused) expectRetryAfterWithin(answer, 60);
     // Still refused afterwards, still without introspection.
     expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
-    expect(introspections - before).toBeLessThanOrEqual(20);
+    expect(proxy.count - before).toBeLessThanOrEqual(20);
     expect(backend.requests.length).toBe(forwardedBefore);
   });
 
@@ -169,7 +141,7 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     const known = await validToken();
     expect((await call(gateway, known)).status).toBe(200);
     for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
-    const before = introspections;
+    const before = proxy.count;
     expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
     // In the verified-token cache: it costs no validation, so it passes.
     const again = await call(gateway, known);
@@ -177,17 +149,17 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     // Valid, but not known yet: telling it from a made-up one would take the
     // very validation the budget saves, so it is refused until the window ends.
     expectRetryAfterWithin(await call(gateway, await validToken()), 60);
-    expect(introspections).toBe(before);
+    expect(proxy.count).toBe(before);
   });
 
   it("counts calls without a token to a protected route (never validated), not anonymous calls to a public one", { timeout: TEST_TIMEOUT }, async () => {
     const gateway = await startGateway();
-    const before = introspections;
+    const before = proxy.count;
     for (let i = 0; i < 20; i++) expect((await call(gateway, undefined)).status).toBe(401);
-    expect(introspections).toBe(before);
+    expect(proxy.count).toBe(before);
     expectRetryAfterWithin(await call(gateway, undefined), 60);
     expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
-    expect(introspections).toBe(before);
+    expect(proxy.count).toBe(before);
     expect((await call(gateway, undefined, "/api/v1/docs")).status).toBe(200);
   });
 
@@ -213,9 +185,9 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     const gateway = await startGateway();
     for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
     expect((await call(gateway, madeUpToken())).status).toBe(429);
-    const before = introspections;
+    const before = proxy.count;
     expect((await call(gateway, madeUpToken(), "/api/v1/agents", "127.0.0.2")).status).toBe(401);
-    expect(introspections - before).toBe(1);
+    expect(proxy.count - before).toBe(1);
     expect((await call(gateway, await validToken(), "/api/v1/agents", "127.0.0.2")).status).toBe(200);
   });
 
@@ -249,11 +221,11 @@ describe("failed-authentication budget in Redis", () => {
     const second = await startGateway(config);
     // Both have Redis before the counting starts (fail-open otherwise).
     for (const g of [first, second]) expect((await fetch(`${g.url}/ready`)).status).toBe(200);
-    const before = introspections;
+    const before = proxy.count;
     for (let i = 0; i < 10; i++) expect((await call(i % 2 === 0 ? first : second, madeUpToken())).status).toBe(401);
     expectRetryAfterWithin(await call(first, madeUpToken()), 60);
     expectRetryAfterWithin(await call(second, madeUpToken()), 60);
-    expect(introspections - before).toBe(10);
+    expect(proxy.count - before).toBe(10);
   });
 
   it("follows the rate limit's Redis failure policy: closed refuses unverified tokens with 503, unvalidated", { timeout: TEST_TIMEOUT }, async () => {
@@ -266,12 +238,12 @@ describe("failed-authentication budget in Redis", () => {
       child.once("exit", () => resolve());
       child.kill("SIGKILL");
     });
-    const before = introspections;
+    const before = proxy.count;
     const started = Date.now();
     const answer = await call(gateway, madeUpToken());
     expect(answer.status).toBe(503);
     expect(Date.now() - started).toBeLessThan(1_000);
-    expect(introspections).toBe(before);
+    expect(proxy.count).toBe(before);
   });
 });
 

@@ -6,31 +6,20 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRoutesFile, RoutesFileError, type Gateway } from "../../packages/gateway/src/index.js";
-import { hasValidSignature, type RecordingBackend, seedToken, startRecordingBackend, startSeedGateway } from "./helpers.js";
+import { closeInTurn, hasValidSignature, type RecordingBackend, route, routesFileText, seedToken, startGatewayWithBackends } from "../support/gateway.js";
 
-const yaml = `version: "1.0"
-routes:
-  - path: /api/v1/agents
-    method: GET
-    proxy_upstream: $UP
-  - path: /api/v1/delegated
-    method: GET
-    proxy_upstream: $UP
-    forward_authorization: true
-  - path: /api/v1/explicit-no
-    method: GET
-    proxy_upstream: $UP
-    forward_authorization: false
-backends:
-  plain:
-    upstream: $UP
-  delegated:
-    upstream: $UP
-    forward_authorization: true
-  h2:
-    upstream: $UP2
-    http2: true
-`;
+const yaml = routesFileText({
+  routes: [
+    route("GET", "/api/v1/agents"),
+    route("GET", "/api/v1/delegated", { forward_authorization: true }),
+    route("GET", "/api/v1/explicit-no", { forward_authorization: false }),
+  ],
+  backends: {
+    plain: { upstream: "$UP" },
+    delegated: { upstream: "$UP", forward_authorization: true },
+    h2: { upstream: "$UP2", http2: true },
+  },
+});
 
 /** Every value of `authorization` the backend received for its last request, whatever the spelling. */
 function authorizationsOf(backend: RecordingBackend): string[] {
@@ -45,15 +34,10 @@ describe("Authorization forwarding", () => {
   let token: string;
 
   beforeAll(async () => {
-    backend = await startRecordingBackend();
-    h2Backend = await startRecordingBackend({ http2: true });
-    gateway = await startSeedGateway(yaml, { UP: backend.url, UP2: h2Backend.url });
+    ({ backend, h2Backend, gateway } = await startGatewayWithBackends(yaml));
     token = await seedToken();
   });
-  afterAll(async () => {
-    await gateway.close();
-    await Promise.all([backend.close(), h2Backend.close()]);
-  });
+  afterAll(() => closeInTurn(gateway, backend, h2Backend));
 
   async function get(path: string, authorization = `Bearer ${token}`) {
     const res = await fetch(gateway.url + path, { headers: { authorization }, signal: AbortSignal.timeout(5_000) });
@@ -125,17 +109,18 @@ describe("forward_authorization in routes.yaml", () => {
     expect(file.backends.map((b) => b.forwardAuthorization ?? false)).toEqual([false, true, false]);
   });
 
-  it("refuses a value that is not a boolean, naming the file, line and key", () => {
-    for (const bad of ['"true"', "yes", "1", "[true]", "on"]) {
-      expect(
-        problemsOf(`version: "1.0"
+  /** A routes file of one route whose `forward_authorization:` is followed by `value`, at line 6. */
+  const routeForwardingAuthorization = (value: string) => `version: "1.0"
 routes:
   - path: /a
     method: GET
     proxy_upstream: $UP
-    forward_authorization: ${bad}
-`),
-      ).toEqual(["routes.yaml:6: forward_authorization must be true or false"]);
+    forward_authorization:${value}
+`;
+
+  it("refuses a value that is not a boolean, naming the file, line and key", () => {
+    for (const bad of ['"true"', "yes", "1", "[true]", "on"]) {
+      expect(problemsOf(routeForwardingAuthorization(` ${bad}`))).toEqual(["routes.yaml:6: forward_authorization must be true or false"]);
     }
     expect(
       problemsOf(`version: "1.0"
@@ -148,15 +133,7 @@ backends:
   });
 
   it("refuses it without a value", () => {
-    expect(
-      problemsOf(`version: "1.0"
-routes:
-  - path: /a
-    method: GET
-    proxy_upstream: $UP
-    forward_authorization:
-`),
-    ).toEqual(["routes.yaml:6: forward_authorization has no value"]);
+    expect(problemsOf(routeForwardingAuthorization(""))).toEqual(["routes.yaml:6: forward_authorization has no value"]);
   });
 
   it("is not needed by the example stack: examples/routes.yaml forwards no token", () => {

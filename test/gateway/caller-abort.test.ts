@@ -5,16 +5,7 @@ import { request as httpRequest, type ServerResponse } from "node:http";
 import { connect, constants as http2Constants, type ClientHttp2Session } from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
-import {
-  captureLogs,
-  HMAC_SECRET,
-  JWT_SECRET,
-  SEED_AUDIENCE,
-  SEED_ISSUER,
-  seedToken,
-  startRecordingBackend,
-  type RecordingBackend,
-} from "./helpers.js";
+import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
 
 /** Answers slowly: a chunk every 20 ms for about a second. */
 function slowly(res: ServerResponse, chunks = 50, everyMs = 20): void {

@@ -1,39 +1,15 @@
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { demoCli, runCli } from "../support/cli.js";
 import { GatewayConfigError } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
-import { HMAC_SECRET, JWT_SECRET } from "./helpers.js";
+import { HMAC_SECRET, JWT_SECRET } from "../support/gateway.js";
 
-const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
-const devCli = new URL("../../examples/dev/cli.ts", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "connect-gateway-cli-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs the CLI until `until` matches its output (then stops it) or it exits. */
-function runCli(args: string[], env: Record<string, string>, until?: RegExp, script = cli) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", script, ...args], {
-      env: { PATH: process.env.PATH ?? "", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.stdout.on("data", (chunk: Buffer) => {
-      stdout += chunk.toString();
-      if (until?.test(stdout)) child.kill("SIGTERM");
-    });
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe("connect-gateway CLI", () => {
   it("serve: starts from a routes file and the environment", async () => {
@@ -42,7 +18,7 @@ describe("connect-gateway CLI", () => {
     const result = await runCli(
       ["serve", "--routes", routes, "--port", "0", "--host", "127.0.0.1"],
       { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, ECHO_URL: "http://127.0.0.1:9", LOG_LEVEL: "warn" },
-      /listening on http:\/\/127\.0\.0\.1:\d+ \(0 routes, 1 backends\)/,
+      { until: /listening on http:\/\/127\.0\.0\.1:\d+ \(0 routes, 1 backends\)/ },
     );
     expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
     expect(result.stdout + result.stderr).not.toContain(HMAC_SECRET);
@@ -66,7 +42,7 @@ describe("connect-gateway CLI", () => {
   });
 
   it("npm start (examples/dev/cli.ts): starts the stack, passes every step of the tour, prints what to point services at", async () => {
-    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], {}, /Ctrl-C stops everything/, devCli);
+    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], {}, { until: /Ctrl-C stops everything/, script: demoCli });
     for (const part of ["OAuth2 server", "echo backend", "agents backend", "gateway"]) {
       expect(stdout).toMatch(new RegExp(`✔ ${part} +http://127\\.0\\.0\\.1:\\d+`));
     }
@@ -103,7 +79,7 @@ describe("connect-gateway CLI", () => {
     const result = await runCli(
       ["serve", "--routes", routes, "--port", "0"],
       { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, LOG_LEVEL: "warn" },
-      /listening on/,
+      { until: /listening on/ },
     );
     expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
   });

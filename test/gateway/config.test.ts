@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createGateway, GatewayConfigError, parseRoutesFile, type GatewayConfig } from "../../packages/gateway/src/index.js";
-import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "./helpers.js";
+import { captureLogs, configError, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "../support/gateway.js";
 
 const routes = parseRoutesFile(`version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`, { source: "r" });
 const valid: GatewayConfig = {
@@ -9,16 +9,6 @@ const valid: GatewayConfig = {
   tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
   logger: false,
 };
-
-function configError(config: unknown): GatewayConfigError {
-  try {
-    createGateway(config as GatewayConfig);
-  } catch (e) {
-    expect(e).toBeInstanceOf(GatewayConfigError);
-    return e as GatewayConfigError;
-  }
-  throw new Error("expected a GatewayConfigError");
-}
 
 describe("gateway configuration", () => {
   it("names the bad option and never echoes a secret", () => {

@@ -2,44 +2,30 @@
 // example ones) added through a routes file and the environment, a service
 // client with nothing but the client's defaults and env, user tokens from the
 // CLI and from the issuer's endpoint, secrets kept across restarts.
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGatewayTransport, withUserToken } from "connect-gateway/client";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { runCli } from "../support/cli.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startAgentsBackend, startEchoBackend, type ExampleBackend } from "../../examples/dev/example-backends.js";
 import { startDevGateway, type DevGateway } from "../../packages/gateway/src/index.js";
-import { rejectionOf } from "./helpers.js";
+import { rejectionOf, route, routesFileText } from "../support/gateway.js";
 
-const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "connect-gateway-dev-"));
 const HMAC_SECRET = "my-backends-keep-this-hmac-secret-0123";
 const JWT_SECRET = "my-frontend-keeps-this-jwt-secret-0123456789";
 const routesFile = join(dir, "routes.yaml");
+const agentsRoute = (method: string, scope: string) =>
+  route(method, "/api/v1/agents", { proxy_upstream: "$MY_AGENTS_URL", auth_required: true, scopes: [scope] });
 writeFileSync(
   routesFile,
-  `version: "1.0"
-routes:
-  - path: /api/v1/agents
-    method: GET
-    proxy_upstream: $MY_AGENTS_URL
-    auth_required: true
-    scopes: [read]
-  - path: /api/v1/agents
-    method: POST
-    proxy_upstream: $MY_AGENTS_URL
-    auth_required: true
-    scopes: [write:agents]
-backends:
-  echo:
-    upstream: $MY_ECHO_URL
-    http2: true
-    auth_required: true
-    scopes: [read]
-`,
+  routesFileText({
+    routes: [agentsRoute("GET", "read"), agentsRoute("POST", "write:agents")],
+    backends: { echo: { upstream: "$MY_ECHO_URL", http2: true, auth_required: true, scopes: ["read"] } },
+  }),
 );
 
 let echo: ExampleBackend;
@@ -77,24 +63,6 @@ function envOnlyTransport() {
   }
 }
 
-function runCli(args: string[], env: Record<string, string>) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", cli, ...args], {
-      env: { PATH: process.env.PATH ?? "", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.on("error", reject);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe("connect-gateway dev", () => {
   it("takes the secrets from the environment, so backends keep theirs across restarts", () => {
@@ -190,27 +158,11 @@ describe("connect-gateway dev", () => {
   });
 
   it("the dev command prints where everything is and keeps the environment's secrets", async () => {
-    const result = await new Promise<{ stdout: string }>((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ["--conditions=connect-gateway-source", "--import", "tsx", cli, "dev", "--routes", routesFile, "--port", "0", "--oauth-port", "0"],
-        {
-          env: { PATH: process.env.PATH ?? "", GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, MY_ECHO_URL: echo.url, MY_AGENTS_URL: agents.url, LOG_LEVEL: "warn" },
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
-      let stdout = "";
-      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      child.stdout.on("data", (c: Buffer) => {
-        stdout += c.toString();
-        if (stdout.includes("Ctrl-C stops it.")) child.kill("SIGTERM");
-      });
-      child.on("error", reject);
-      child.on("exit", () => {
-        clearTimeout(timer);
-        resolve({ stdout });
-      });
-    });
+    const result = await runCli(
+      ["dev", "--routes", routesFile, "--port", "0", "--oauth-port", "0"],
+      { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, MY_ECHO_URL: echo.url, MY_AGENTS_URL: agents.url, LOG_LEVEL: "warn" },
+      { until: /Ctrl-C stops it\./ },
+    );
     expect(result.stdout).toMatch(/GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+\n/);
     expect(result.stdout).toMatch(/APPCENTER_URL=http:\/\/127\.0\.0\.1:\d+\n/);
     expect(result.stdout).toContain(`GATEWAY_HMAC_SECRET=${HMAC_SECRET} `);

@@ -1,12 +1,12 @@
 // `connect-gateway explain`: a request signed by the real gateway, recorded
 // by a real backend, then changed the way proxies and body parsers change
 // requests; explain must name the field that changed (and nothing else).
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gatewaySignatureHeaders } from "connect-gateway/signing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli } from "../support/cli.js";
 import type { Gateway } from "../../packages/gateway/src/index.js";
 import {
   explainSignature,
@@ -14,9 +14,8 @@ import {
   CaptureFormatError,
   type CapturedRequest,
 } from "../../packages/gateway/src/explain-signature.js";
-import { HMAC_SECRET, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "./helpers.js";
+import { HMAC_SECRET, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
 
-const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "connect-gateway-explain-"));
 
 let backend: RecordingBackend;
@@ -152,24 +151,7 @@ describe("explainSignature", () => {
 });
 
 describe("connect-gateway explain (the command)", () => {
-  function run(args: string[], env: Record<string, string>) {
-    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", cli, ...args], {
-        env: { PATH: process.env.PATH ?? "", ...env },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-      child.on("error", reject);
-      child.on("exit", (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
-  }
+
 
   it("prints the changed field and both sides, exits 1, and never prints the secret or a signature", async () => {
     const file = join(dir, "prefixed.http");
@@ -178,7 +160,7 @@ describe("connect-gateway explain (the command)", () => {
       Buffer.from(`${r.method} ${r.target} HTTP/1.1\r\n${r.headers.map(([n, v]) => `${n}: ${v}`).join("\r\n")}\r\n\r\n`),
       Buffer.from(r.body),
     ]));
-    const result = await run(["explain", "--request", file], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
+    const result = await runCli(["explain", "--request", file], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
     expect(result.code).toBe(1);
     expect(result.stdout).toContain("signature v1: DOES NOT MATCH");
     expect(result.stdout).toContain("first field that differs: fullpath — a proxy between the gateway and the service added the prefix /internal");
@@ -188,12 +170,12 @@ describe("connect-gateway explain (the command)", () => {
   });
 
   it("a missing secret variable, a missing file, an unknown flag: specific messages, exit 2", async () => {
-    const noSecret = await run(["explain", "--request", "x.http"], {});
+    const noSecret = await runCli(["explain", "--request", "x.http"], {});
     expect(noSecret.code).toBe(2);
     expect(noSecret.stderr).toContain("explain reads the secret from GATEWAY_HMAC_SECRET, which is not set");
-    const noFile = await run(["explain", "--request", join(dir, "missing.http")], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
+    const noFile = await runCli(["explain", "--request", join(dir, "missing.http")], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
     expect(noFile.stderr).toContain("missing.http: no such file");
-    const badFlag = await run(["explain", "--secret", HMAC_SECRET], {});
+    const badFlag = await runCli(["explain", "--secret", HMAC_SECRET], {});
     expect(badFlag.code).toBe(2);
     expect(badFlag.stderr).toContain("Unknown option '--secret'");
     expect(badFlag.stderr).not.toContain(HMAC_SECRET);

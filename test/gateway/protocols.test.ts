@@ -20,7 +20,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
-import { closeServer, HMAC_SECRET, JWT_SECRET, listen, rejectionOf, SEED_AUDIENCE, SEED_ISSUER, seedToken } from "./helpers.js";
+import { closeServer, HMAC_SECRET, JWT_SECRET, listen, rejectionOf, SEED_AUDIENCE, SEED_ISSUER, seedToken } from "../support/gateway.js";
 
 // Resolved by the client once it holds the first streamed message: the
 // backend sends the rest only then, so a gateway that buffered responses

@@ -1,32 +1,20 @@
 import type { ChildProcess } from "node:child_process";
 import { startRedisServer } from "../support/redis-server.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+import type { Gateway, GatewayConfig } from "../../packages/gateway/src/index.js";
+import { closeInTurn, route, routesFileText, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
 
-const yaml = `version: "1.0"
-routes:
-  - path: /api/v1/agents
-    method: GET
-    proxy_upstream: $UP
-    cache_ttl: 60s
-  - path: /api/v1/agents
-    method: POST
-    proxy_upstream: $UP
-  - path: /api/v1/profile
-    method: GET
-    proxy_upstream: $UP
-    cache_ttl: 60s
-`;
+const yaml = routesFileText({
+  routes: [
+    route("GET", "/api/v1/agents", { cache_ttl: "60s" }),
+    route("POST", "/api/v1/agents"),
+    route("GET", "/api/v1/profile", { cache_ttl: "60s" }),
+  ],
+});
 
-function gatewayConfig(backend: RecordingBackend, rateLimit: GatewayConfig["rateLimit"]): GatewayConfig {
-  return {
-    routes: parseRoutesFile(yaml, { source: "routes.yaml", env: { UP: backend.url } }),
-    hmacSecret: HMAC_SECRET,
-    tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
-    rateLimit,
-    logger: false,
-  };
+/** A gateway listening for the routes above in front of `backend`, with `rateLimit` and whatever `more` adds. */
+function startGateway(backend: RecordingBackend, rateLimit: GatewayConfig["rateLimit"], more: Partial<GatewayConfig> = {}): Promise<Gateway> {
+  return startSeedGateway(yaml, { UP: backend.url }, { rateLimit, ...more });
 }
 
 async function get(gateway: Gateway, path: string, token: string, headers: Record<string, string> = {}) {
@@ -44,13 +32,9 @@ describe("rate limiting in memory", () => {
   let gateway: Gateway;
   beforeAll(async () => {
     backend = await startRecordingBackend();
-    gateway = createGateway(gatewayConfig(backend, { max: 3, timeWindowMs: 60_000 }));
-    await gateway.listen();
+    gateway = await startGateway(backend, { max: 3, timeWindowMs: 60_000 });
   });
-  afterAll(async () => {
-    await gateway.close();
-    await backend.close();
-  });
+  afterAll(() => closeInTurn(gateway, backend));
 
   it("limits each client (and each user of a client) separately with 429 RATE_LIMITED", async () => {
     const alice = await seedToken({ user_id: "alice" });
@@ -81,9 +65,8 @@ describe("rate limiting shared through Redis", () => {
   beforeAll(async () => {
     redis = await startRedis();
     backend = await startRecordingBackend();
-    first = createGateway(gatewayConfig(backend, { max: 4, timeWindowMs: 60_000, redisUrl: redis.url }));
-    second = createGateway(gatewayConfig(backend, { max: 4, timeWindowMs: 60_000, redisUrl: redis.url }));
-    await Promise.all([first.listen(), second.listen()]);
+    const rateLimit = { max: 4, timeWindowMs: 60_000, redisUrl: redis.url };
+    [first, second] = await Promise.all([startGateway(backend, rateLimit), startGateway(backend, rateLimit)]);
   });
   afterAll(async () => {
     await Promise.all([first.close(), second.close()]);
@@ -121,13 +104,9 @@ describe("response cache", () => {
       res.setHeader("content-type", "application/json");
       res.end(JSON.stringify({ user: req.headers["x-user-id"], n: backend.requests.length }));
     };
-    gateway = createGateway({ ...gatewayConfig(backend, false), corsOrigins: ["https://a.example", "https://b.example"] });
-    await gateway.listen();
+    gateway = await startGateway(backend, false, { corsOrigins: ["https://a.example", "https://b.example"] });
   });
-  afterAll(async () => {
-    await gateway.close();
-    await backend.close();
-  });
+  afterAll(() => closeInTurn(gateway, backend));
 
   it("serves a GET route with cache_ttl from cache, per caller, never across users", async () => {
     const alice = await seedToken({ user_id: "alice" });

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startRedisServer } from "../support/redis-server.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "./helpers.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "../support/gateway.js";
 
 const yaml = `version: "1.0"
 routes:
@@ -70,6 +70,13 @@ async function startGateway(port: number, rateLimit: Partial<Exclude<GatewayConf
   return gateway;
 }
 
+/** A redis-server on a free port and a gateway counting in it (see startGateway). */
+async function startRedisAndGateway(rateLimit: Partial<Exclude<GatewayConfig["rateLimit"], false>> = {}) {
+  const port = await unusedPort();
+  const redis = await startRedis(port);
+  return { port, redis, gw: await startGateway(port, rateLimit) };
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -104,52 +111,48 @@ async function limitingWorks(gw: Gateway, user: string): Promise<number[]> {
 
 const outageWarnings = () => logLines.filter((l) => l.level === 40 && /rate limit store \(Redis\) unavailable/.test(l.msg));
 
+/** While Redis is out: every call answered 200 within a second, /ready 503, one warning logged. */
+async function expectFailedOpen(gw: Gateway, userId: string): Promise<void> {
+  const token = await seedToken({ user_id: userId });
+  for (let i = 0; i < 6; i++) {
+    const call = await timedGet(gw, "/api/v1/profile", token);
+    expect(call.status).toBe(200);
+    expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
+  }
+  expect(await readyWithin(gw, 503, 1_500)).toBe(true);
+  expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+}
+
+/** Once Redis is back: /ready 200 within 5 s, and the limit counts again (the fourth call of `user` refused). */
+async function expectRecovered(gw: Gateway, user: string): Promise<void> {
+  expect(await readyWithin(gw, 200, 5_000)).toBe(true);
+  expect(await limitingWorks(gw, user)).toEqual([200, 200, 200, 429]);
+}
+
 describe("the rate limiter when Redis fails", () => {
   it("answers within a second while Redis is killed (fail open, one warning), /ready 503, and recovers when it restarts", async () => {
-    const port = await unusedPort();
-    const redis = await startRedis(port);
-    const gw = await startGateway(port);
+    const { port, redis, gw } = await startRedisAndGateway();
     expect(await limitingWorks(gw, "before-kill")).toEqual([200, 200, 200, 429]);
 
     await killed(redis);
-    const token = await seedToken({ user_id: "during-kill" });
-    for (let i = 0; i < 6; i++) {
-      const call = await timedGet(gw, "/api/v1/profile", token);
-      expect(call.status).toBe(200);
-      expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
-    }
-    expect(await readyWithin(gw, 503, 1_500)).toBe(true);
-    expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+    await expectFailedOpen(gw, "during-kill");
 
     await startRedis(port);
-    expect(await readyWithin(gw, 200, 5_000)).toBe(true);
-    expect(await limitingWorks(gw, "after-restart")).toEqual([200, 200, 200, 429]);
+    await expectRecovered(gw, "after-restart");
   }, 20_000);
 
   it("answers within a second while Redis is frozen (SIGSTOP), /ready 503, and recovers on SIGCONT", async () => {
-    const port = await unusedPort();
-    const redis = await startRedis(port);
-    const gw = await startGateway(port);
+    const { redis, gw } = await startRedisAndGateway();
 
     redis.kill("SIGSTOP");
-    const token = await seedToken({ user_id: "during-freeze" });
-    for (let i = 0; i < 6; i++) {
-      const call = await timedGet(gw, "/api/v1/profile", token);
-      expect(call.status).toBe(200);
-      expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
-    }
-    expect(await readyWithin(gw, 503, 1_500)).toBe(true);
-    expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+    await expectFailedOpen(gw, "during-freeze");
 
     redis.kill("SIGCONT");
-    expect(await readyWithin(gw, 200, 5_000)).toBe(true);
-    expect(await limitingWorks(gw, "after-freeze")).toEqual([200, 200, 200, 429]);
+    await expectRecovered(gw, "after-freeze");
   }, 20_000);
 
   it("refuses calls with 503 and Retry-After within a second when configured to fail closed", async () => {
-    const port = await unusedPort();
-    const redis = await startRedis(port);
-    const gw = await startGateway(port, { onRedisFailure: "closed", redisTimeoutMs: 100 });
+    const { redis, gw } = await startRedisAndGateway({ onRedisFailure: "closed", redisTimeoutMs: 100 });
     const token = await seedToken({ user_id: "closed" });
     expect((await timedGet(gw, "/api/v1/profile", token)).status).toBe(200);
 

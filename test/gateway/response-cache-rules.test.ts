@@ -5,34 +5,21 @@
 import { request as httpRequest, type ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../packages/gateway/src/index.js";
-import { seedToken, startRecordingBackend, startSeedGateway, type RecordedRequest, type RecordingBackend } from "./helpers.js";
+import { closeInTurn, route, routesFileText, seedToken, startGatewayWithBackend, type RecordedRequest, type RecordingBackend } from "../support/gateway.js";
 
-const yaml = `version: "1.0"
-routes:
-  - path: /api/v1/items
-    method: GET
-    proxy_upstream: $UP
-    cache_ttl: 60s
-  - path: /public/items
-    method: GET
-    proxy_upstream: $UP
-    auth_required: false
-    cache_ttl: 60s
-`;
+const yaml = routesFileText({
+  routes: [route("GET", "/api/v1/items", { cache_ttl: "60s" }), route("GET", "/public/items", { auth_required: false, cache_ttl: "60s" })],
+});
 
 let backend: RecordingBackend;
 let gateway: Gateway;
 let token: string;
 
 beforeAll(async () => {
-  backend = await startRecordingBackend();
-  gateway = await startSeedGateway(yaml, { UP: backend.url });
+  ({ backend, gateway } = await startGatewayWithBackend(yaml));
   token = await seedToken({ user_id: "cache-rules-user" });
 });
-afterAll(async () => {
-  await gateway.close();
-  await backend.close();
-});
+afterAll(() => closeInTurn(gateway, backend));
 
 /** The backend answers a 200 JSON body numbered by its hit count, with `headers`, and whatever `extra` adds. */
 function answerWith(headers: Record<string, string> = {}, extra?: (req: RecordedRequest, res: ServerResponse) => Record<string, unknown>) {

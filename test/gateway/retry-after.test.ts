@@ -3,13 +3,7 @@
 // caller protocol's error form.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Gateway } from "../../packages/gateway/src/index.js";
-import {
-  type RecordingBackend,
-  seedToken,
-  startRecordingBackend,
-  startSeedGateway,
-  unusedPort,
-} from "./helpers.js";
+import { type RecordingBackend, routesFileText, seedToken, startRecordingBackend, startSeedGateway, unusedPort } from "../support/gateway.js";
 
 const WINDOW_SECONDS = 30;
 
@@ -28,13 +22,7 @@ describe("Retry-After", () => {
   beforeAll(async () => {
     backend = await startRecordingBackend();
     gateway = await startSeedGateway(
-      `version: "1.0"
-backends:
-  up:
-    upstream: ${backend.url}
-  down:
-    upstream: http://127.0.0.1:${await unusedPort()}
-`,
+      routesFileText({ backends: { up: { upstream: backend.url }, down: { upstream: `http://127.0.0.1:${await unusedPort()}` } } }),
       {},
       { rateLimit: { max: 2, timeWindowMs: WINDOW_SECONDS * 1000 } },
     );

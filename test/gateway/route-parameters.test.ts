@@ -2,7 +2,7 @@ import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../packages/gateway/src/index.js";
 import { createRouteParameterGuard } from "../../packages/gateway/src/route-parameters.js";
-import { seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "./helpers.js";
+import { closeInTurn, route, routesFileText, seedToken, startGatewayWithBackend, type RecordingBackend } from "../support/gateway.js";
 
 describe("createRouteParameterGuard", () => {
   const guard = createRouteParameterGuard(["/api/v1/users/admin", "/api/v1/users/:id", "/api/v1/orgs/:org/users/:id", "/api/v1/orgs/:org/users/me"]);
@@ -22,17 +22,9 @@ describe("createRouteParameterGuard", () => {
   });
 });
 
-const yaml = `version: "1.0"
-routes:
-  - path: /api/v1/users/admin
-    method: GET
-    proxy_upstream: $UP
-    scopes: [admin]
-  - path: /api/v1/users/{id}
-    method: GET
-    proxy_upstream: $UP
-    scopes: [read]
-`;
+const yaml = routesFileText({
+  routes: [route("GET", "/api/v1/users/admin", { scopes: ["admin"] }), route("GET", "/api/v1/users/{id}", { scopes: ["read"] })],
+});
 
 function get(url: string, target: string, token: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -53,14 +45,10 @@ describe("route parameters through the gateway", () => {
   let readOnly: string;
 
   beforeAll(async () => {
-    backend = await startRecordingBackend();
-    gateway = await startSeedGateway(yaml, { UP: backend.url });
+    ({ backend, gateway } = await startGatewayWithBackend(yaml));
     readOnly = await seedToken({ scopes: ["read"] });
   });
-  afterAll(async () => {
-    await gateway.close();
-    await backend.close();
-  });
+  afterAll(() => closeInTurn(gateway, backend));
 
   it("a read-scoped caller reaches {id}, not the admin route", async () => {
     expect(await get(gateway.url, "/api/v1/users/42", readOnly)).toBe(200);

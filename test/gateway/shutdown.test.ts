@@ -3,14 +3,18 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest, Agent, createServer, type Server } from "node:http";
-import { connect as http2Connect, constants as http2Constants } from "node:http2";
+import { connect as http2Connect, constants as http2Constants, createServer as createHttp2Server, type Http2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGateway, GatewayConfigError } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "./helpers.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "../support/gateway.js";
+import { within } from "../support/within.js";
 
 const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "connect-gateway-shutdown-"));
@@ -18,6 +22,9 @@ const DRAIN_MS = 500;
 
 let upstream: Server;
 let upstreamUrl: string;
+// An h2c Connect backend whose server stream never ends by itself (one message every 20 ms).
+let echoBackend: Http2Server;
+let echoUrl: string;
 const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
@@ -35,9 +42,32 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
   upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  echoBackend = createHttp2Server(
+    connectNodeAdapter({
+      routes: (router) =>
+        router.service(EchoService, {
+          echo: (req) => ({ text: req.text }),
+          async *echoStream(req, ctx) {
+            for (let i = 1; !ctx.signal.aborted; i++) {
+              yield { text: `${req.text} ${i}` };
+              await new Promise((resolve) => setTimeout(resolve, 20));
+            }
+          },
+          collect: async () => ({ text: "" }),
+          async *chat() {},
+        }),
+    }),
+  );
+  echoBackend.on("session", (session) => session.on("error", () => {}));
+  await new Promise<void>((resolve) => echoBackend.listen(0, "127.0.0.1", resolve));
+  echoUrl = `http://127.0.0.1:${(echoBackend.address() as AddressInfo).port}`;
 });
 
 afterAll(async () => {
+  await new Promise((resolve) => {
+    echoBackend.close(resolve);
+    setTimeout(resolve, 1_000).unref();
+  });
   upstream.closeAllConnections();
   await new Promise((resolve) => upstream.close(resolve));
   rmSync(dir, { recursive: true, force: true });
@@ -57,13 +87,18 @@ interface Started {
 /** Starts `connect-gateway serve` with one public backend pointing at the test upstream. */
 async function startCli(): Promise<Started> {
   const routes = join(dir, "routes.yaml");
-  writeFileSync(routes, `version: "1.0"\nbackends:\n  up:\n    upstream: $UP_URL\n    auth_required: false\n`);
+  writeFileSync(
+    routes,
+    `version: "1.0"\nbackends:\n  up:\n    upstream: $UP_URL\n    auth_required: false\n` +
+      `  echo:\n    upstream: $ECHO_URL\n    http2: true\n    auth_required: false\n`,
+  );
   const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", cli, "serve", "--routes", routes, "--port", "0", "--host", "127.0.0.1"], {
     env: {
       PATH: process.env.PATH ?? "",
       GATEWAY_HMAC_SECRET: HMAC_SECRET,
       JWT_SECRET,
       UP_URL: upstreamUrl,
+      ECHO_URL: echoUrl,
       LOG_LEVEL: "warn",
       GATEWAY_DRAIN_TIMEOUT_MS: String(DRAIN_MS),
     },
@@ -91,15 +126,11 @@ async function startCli(): Promise<Started> {
   return { child, url, exited };
 }
 
-/** Bounds a promise: rejects with `what` after `ms`. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    promise.then(
-      (v) => (clearTimeout(timer), resolve(v)),
-      (e: unknown) => (clearTimeout(timer), reject(e)),
-    );
-  });
+/** Waits up to `waitMs` for the gateway to exit: it must exit 0, less than `boundMs` after `signalledAt`. */
+async function expectExit(exited: Started["exited"], signalledAt: number, boundMs: number, waitMs = DRAIN_MS + 4_000): Promise<void> {
+  const { code, at } = await within(exited, waitMs, "the gateway did not exit");
+  expect(code).toBe(0);
+  expect(at - signalledAt).toBeLessThan(boundMs);
 }
 
 describe("connect-gateway serve: graceful shutdown", () => {
@@ -121,9 +152,7 @@ describe("connect-gateway serve: graceful shutdown", () => {
     const signalledAt = Date.now();
     const outcome = await within(ended, DRAIN_MS + 4_000, "the stream's caller saw no end");
     expect(["error", "aborted", "closed"]).toContain(outcome);
-    const { code, at } = await within(exited, DRAIN_MS + 4_000, "the gateway did not exit");
-    expect(code).toBe(0);
-    expect(at - signalledAt).toBeLessThan(DRAIN_MS + 2_000);
+    await expectExit(exited, signalledAt, DRAIN_MS + 2_000);
     agent.destroy();
   }, 30_000);
 
@@ -144,10 +173,36 @@ describe("connect-gateway serve: graceful shutdown", () => {
     const rstCode = await within(ended, DRAIN_MS + 4_000, "the HTTP/2 stream's caller saw no end");
     // A reset (RST_STREAM CANCEL), not an ordinary end of the response.
     expect(rstCode).toBe(http2Constants.NGHTTP2_CANCEL);
-    const { code, at } = await within(exited, DRAIN_MS + 4_000, "the gateway did not exit");
-    expect(code).toBe(0);
-    expect(at - signalledAt).toBeLessThan(DRAIN_MS + 2_000);
+    await expectExit(exited, signalledAt, DRAIN_MS + 2_000);
     session.destroy();
+  }, 30_000);
+
+  it("SIGTERM with an open gRPC server stream: the caller gets every message then Unavailable, and the gateway exits 0", async () => {
+    const { child, url, exited } = await startCli();
+    const client = createClient(EchoService, createGrpcTransport({ baseUrl: `${url}/backend/echo` }));
+    const received: string[] = [];
+    let signalledAt = 0;
+    const outcome = (async () => {
+      try {
+        for await (const message of client.echoStream({ text: "tick" })) {
+          received.push(message.text);
+          if (received.length === 3) {
+            signalledAt = Date.now();
+            child.kill("SIGTERM");
+          }
+        }
+        return "ended without an error";
+      } catch (e) {
+        return ConnectError.from(e);
+      }
+    })();
+    const error = await within(outcome, DRAIN_MS + 5_000, "the stream's caller saw no end");
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+    // Whole messages, in order, none missing, up to the end.
+    expect(received.length).toBeGreaterThan(3);
+    expect(received).toEqual(received.map((_, i) => `tick ${i + 1}`));
+    await expectExit(exited, signalledAt, DRAIN_MS + 2_000);
   }, 30_000);
 
   it("closes an idle keep-alive connection at once and exits within a second", async () => {
@@ -171,11 +226,9 @@ describe("connect-gateway serve: graceful shutdown", () => {
     expect(Object.values(agent.freeSockets).flat().length).toBe(1);
     const signalledAt = Date.now();
     child.kill("SIGTERM");
-    const { code, at } = await within(exited, 5_000, "the gateway did not exit");
-    expect(code).toBe(0);
     // Well under the drain timeout's margin and Node's 5 s keep-alive wait,
     // with room for a loaded CI machine.
-    expect(at - signalledAt).toBeLessThan(2_000);
+    await expectExit(exited, signalledAt, 2_000, 5_000);
     agent.destroy();
   }, 30_000);
 
@@ -198,9 +251,7 @@ describe("connect-gateway serve: graceful shutdown", () => {
     child.kill("SIGTERM");
     const result = await within(call, 5_000, "the unary call");
     expect(result).toEqual({ status: 200, body: "done" });
-    const { code, at } = await within(exited, 5_000, "the gateway did not exit");
-    expect(code).toBe(0);
-    expect(at - signalledAt).toBeLessThan(DRAIN_MS + 2_000);
+    await expectExit(exited, signalledAt, DRAIN_MS + 2_000, 5_000);
     agent.destroy();
   }, 30_000);
 });

@@ -7,7 +7,8 @@ import { connect as netConnect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, startRecordingBackend, type RecordingBackend } from "./helpers.js";
+import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
+import { within } from "../support/within.js";
 
 const HEADERS_TIMEOUT_MS = 300;
 const REQUEST_TIMEOUT_MS = 500;
@@ -51,17 +52,6 @@ afterAll(async () => {
   await gateway.close();
   await backend.close();
 });
-
-/** Bounds a promise: rejects with `what` after `ms`. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    promise.then(
-      (v) => (clearTimeout(timer), resolve(v)),
-      (e: unknown) => (clearTimeout(timer), reject(e)),
-    );
-  });
-}
 
 /** A raw TCP connection to the gateway, with what it received and when it closed. */
 async function rawSocket(): Promise<{ socket: Socket; received: () => string; closed: Promise<number> }> {

@@ -3,24 +3,16 @@
 // negative caching of introspection, and a cooldown after a failed JWKS fetch.
 // Real servers on loopback throughout: an oidc-provider OAuth2 server, a
 // counting proxy in front of its introspection endpoint, a JWKS server.
-import { createServer, type Server } from "node:http";
+import { createServer } from "node:http";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import type { TokenValidationOptions } from "../../packages/gateway/src/token-verifier.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
-import {
-  closeServer,
-  HMAC_SECRET,
-  JWT_SECRET,
-  listen,
-  SEED_AUDIENCE,
-  SEED_ISSUER,
-  seedToken,
-  startRecordingBackend,
-  type RecordingBackend,
-} from "./helpers.js";
+import { startIntrospectionProxy, type IntrospectionProxy } from "../support/introspection-proxy.js";
+import { clientCredentialsToken } from "../support/client-credentials.js";
+import { closeServer, HMAC_SECRET, JWT_SECRET, listen, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
 
 const TEST_TIMEOUT = 20_000;
 const routesYaml = `version: "1.0"
@@ -169,48 +161,22 @@ describe("scope claims", () => {
 
 describe("introspection", () => {
   let opaque: OAuth2Server;
-  let proxy: Server;
-  let proxyUrl: string;
-  let introspections = 0;
-  /** Rewrites the introspection answer on its way back to the gateway. */
-  let rewrite: (body: Record<string, unknown>) => Record<string, unknown> = (b) => b;
+  /** Counts introspection requests and rewrites answers on their way back to the gateway (its `rewrite`). */
+  let proxy: IntrospectionProxy;
 
   beforeAll(async () => {
     opaque = await startOAuth2Server({ clients: [service, introspector], tokenFormat: "opaque" });
-    // Counts introspection requests, and holds each a while, so that
-    // concurrent calls overlap with it.
-    proxy = createServer(async (req, res) => {
-      introspections++;
-      const chunks: Buffer[] = [];
-      for await (const chunk of req) chunks.push(chunk as Buffer);
-      await new Promise((resolve) => setTimeout(resolve, 150));
-      const answer = await fetch(opaque.introspectionUrl, {
-        method: "POST",
-        headers: { authorization: String(req.headers.authorization), "content-type": String(req.headers["content-type"]) },
-        body: Buffer.concat(chunks),
-        signal: AbortSignal.timeout(5_000),
-      });
-      const body = rewrite((await answer.json()) as Record<string, unknown>);
-      res.writeHead(answer.status, { "content-type": "application/json" }).end(JSON.stringify(body));
-    });
-    proxyUrl = `http://127.0.0.1:${await listen(proxy)}/introspect`;
+    // Holds each introspection request a while, so that concurrent calls overlap with it.
+    proxy = await startIntrospectionProxy(opaque.introspectionUrl, 150);
   });
   afterAll(async () => {
-    await Promise.all([opaque.close(), closeServer(proxy)]);
+    await Promise.all([opaque.close(), proxy.close()]);
   });
 
-  async function opaqueToken(): Promise<string> {
-    const res = await fetch(opaque.tokenUrl, {
-      method: "POST",
-      headers: { authorization: `Basic ${Buffer.from(`${service.clientId}:${service.clientSecret}`).toString("base64")}` },
-      body: new URLSearchParams({ grant_type: "client_credentials", scope: "read" }),
-      signal: AbortSignal.timeout(5_000),
-    });
-    return ((await res.json()) as { access_token: string }).access_token;
-  }
+  const opaqueToken = () => clientCredentialsToken(opaque.tokenUrl, service, "read");
 
   const introspection = (extra: Partial<NonNullable<TokenValidationOptions["introspection"]>> = {}) => ({
-    introspection: { url: proxyUrl, clientId: introspector.clientId, clientSecret: introspector.clientSecret, ...extra },
+    introspection: { url: proxy.url, clientId: introspector.clientId, clientSecret: introspector.clientSecret, ...extra },
   });
 
   async function withGateway(tokens: TokenValidationOptions, run: (gateway: Gateway) => Promise<void>) {
@@ -218,7 +184,7 @@ describe("introspection", () => {
     try {
       await run(gateway);
     } finally {
-      rewrite = (b) => b;
+      proxy.rewrite = undefined;
       await gateway.close();
     }
   }
@@ -226,30 +192,30 @@ describe("introspection", () => {
   it("introspects a token once for 15 concurrent calls", { timeout: TEST_TIMEOUT }, async () => {
     await withGateway(introspection(), async (gateway) => {
       const token = await opaqueToken();
-      const before = introspections;
+      const before = proxy.count;
       const results = await Promise.all(Array.from({ length: 15 }, () => call(gateway, token)));
       expect(results.map((r) => r.status)).toEqual(Array(15).fill(200));
-      expect(introspections - before).toBe(1);
+      expect(proxy.count - before).toBe(1);
     });
   });
 
   it("remembers an inactive token briefly: repeated and concurrent bad calls introspect once", { timeout: TEST_TIMEOUT }, async () => {
     await withGateway(introspection(), async (gateway) => {
-      const before = introspections;
+      const before = proxy.count;
       const bad = "an-opaque-token-nobody-issued-0123456789";
       const results = await Promise.all(Array.from({ length: 15 }, () => call(gateway, bad)));
       for (let i = 0; i < 3; i++) results.push(await call(gateway, bad));
       expect(results.map((r) => [r.status, r.body.error.code])).toEqual(Array(18).fill([401, "UNAUTHORIZED"]));
-      expect(introspections - before).toBe(1);
+      expect(proxy.count - before).toBe(1);
       // Another bad token is asked about on its own.
       expect((await call(gateway, `${bad}-other`)).status).toBe(401);
-      expect(introspections - before).toBe(2);
+      expect(proxy.count - before).toBe(2);
     });
     // With the negative cache disabled, each call asks again.
     await withGateway(introspection({ negativeCacheMs: 0 }), async (gateway) => {
-      const before = introspections;
+      const before = proxy.count;
       for (let i = 0; i < 2; i++) expect((await call(gateway, "yet-another-unknown-token")).status).toBe(401);
-      expect(introspections - before).toBe(2);
+      expect(proxy.count - before).toBe(2);
     });
   });
 
@@ -275,7 +241,7 @@ describe("introspection", () => {
     ] as const) {
       const token = await opaqueToken();
       await withGateway(introspection({ audience: ["urn:my-api", "urn:also-mine"] }), async (gateway) => {
-        rewrite = (b) => ({ ...b, aud });
+        proxy.rewrite = (b) => ({ ...b, aud });
         expect([aud, (await call(gateway, token)).status]).toEqual([aud, expected]);
       });
     }
@@ -285,7 +251,7 @@ describe("introspection", () => {
   it("refuses a refresh token", { timeout: TEST_TIMEOUT }, async () => {
     const token = await opaqueToken();
     await withGateway(introspection(), async (gateway) => {
-      rewrite = (b) => ({ ...b, token_type: "refresh_token" });
+      proxy.rewrite = (b) => ({ ...b, token_type: "refresh_token" });
       const { status, body } = await call(gateway, token);
       expect([status, body.error.code]).toEqual([401, "UNAUTHORIZED"]);
     });
@@ -299,7 +265,7 @@ describe("introspection", () => {
     ] as const) {
       const token = await opaqueToken();
       await withGateway({ ...introspection(), clockToleranceSeconds: 10 }, async (gateway) => {
-        rewrite = (b) => ({ ...b, exp });
+        proxy.rewrite = (b) => ({ ...b, exp });
         const { status, body } = await call(gateway, token);
         expect(status).toBe(expected);
         if (expected === 401) expect(body.error.code).toBe("EXPIRED_TOKEN");

@@ -3,53 +3,21 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
-import {
-  captureLogs,
-  closeServer,
-  hasValidSignature,
-  HMAC_SECRET,
-  JWT_SECRET,
-  listen,
-  SEED_AUDIENCE,
-  SEED_ISSUER,
-  seedToken,
-  startRecordingBackend,
-  unusedPort,
-  type RecordingBackend,
-} from "./helpers.js";
+import { clientCredentialsToken } from "../support/client-credentials.js";
+import { captureLogs, closeServer, hasValidSignature, HMAC_SECRET, JWT_SECRET, listen, route, routesFileText, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, unusedPort, type RecordingBackend } from "../support/gateway.js";
 
-const routesYaml = `version: "1.0"
-routes:
-  - path: /api/v1/agents
-    method: GET
-    proxy_upstream: $UP
-  - path: /api/v1/agents
-    method: POST
-    proxy_upstream: $UP
-    scopes: [write:agents]
-  - path: /api/v1/billing
-    method: GET
-    proxy_upstream: $UP
-    clients: [billing]
-`;
+const routesYaml = routesFileText({
+  routes: [
+    route("GET", "/api/v1/agents"),
+    route("POST", "/api/v1/agents", { scopes: ["write:agents"] }),
+    route("GET", "/api/v1/billing", { clients: ["billing"] }),
+  ],
+});
 const service = { clientId: "billing", clientSecret: "billing-secret-value", scopes: ["read", "write:agents"] };
 // The gateway's own OAuth2 client, which authenticates its introspection requests.
 const introspector = { clientId: "gateway", clientSecret: "gateway: introspection+secret/%(!)~" };
 
-function basic(id: string, secret: string): string {
-  return `Basic ${Buffer.from(`${id}:${secret}`).toString("base64")}`;
-}
-
-async function serviceToken(server: OAuth2Server, scope?: string): Promise<string> {
-  const body = new URLSearchParams({ grant_type: "client_credentials" });
-  if (scope) body.set("scope", scope);
-  const res = await fetch(server.tokenUrl, {
-    method: "POST",
-    headers: { authorization: basic(service.clientId, service.clientSecret) },
-    body,
-  });
-  return ((await res.json()) as { access_token: string }).access_token;
-}
+const serviceToken = (server: OAuth2Server, scope?: string) => clientCredentialsToken(server.tokenUrl, service, scope);
 
 async function call(gateway: Gateway, path: string, token?: string, method = "GET") {
   const res = await fetch(gateway.url + path, {

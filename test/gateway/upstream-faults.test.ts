@@ -12,15 +12,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { type Gateway } from "../../packages/gateway/src/index.js";
-import {
-  listen,
-  type RecordingBackend,
-  rejectionOf,
-  seedToken,
-  startRecordingBackend,
-  startSeedGateway,
-  unusedPort,
-} from "./helpers.js";
+import { listen, type RecordingBackend, rejectionOf, routesFileText, seedToken, startRecordingBackend, startSeedGateway, unusedPort } from "../support/gateway.js";
 
 /** A POST through the gateway, with a bounded wait. */
 function post(url: string, token: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
@@ -147,25 +139,12 @@ describe("faulty h2c upstreams", () => {
     healthy = await startRecordingBackend({ http2: true });
     const [garbagePort, goawayPort, midwayPort] = await Promise.all([listen(garbage), listen(goaway), listen(midway)]);
     killedPort = await unusedPort();
+    const h2c = (upstream: string) => ({ upstream, http2: true });
+    const onPort = (port: number) => h2c(`http://127.0.0.1:${port}`);
     gateway = await startSeedGateway(
-      `version: "1.0"
-backends:
-  healthy:
-    upstream: ${healthy.url}
-    http2: true
-  garbage:
-    upstream: http://127.0.0.1:${garbagePort}
-    http2: true
-  killed:
-    upstream: http://127.0.0.1:${killedPort}
-    http2: true
-  goaway:
-    upstream: http://127.0.0.1:${goawayPort}
-    http2: true
-  midway:
-    upstream: http://127.0.0.1:${midwayPort}
-    http2: true
-`,
+      routesFileText({
+        backends: { healthy: h2c(healthy.url), garbage: onPort(garbagePort), killed: onPort(killedPort), goaway: onPort(goawayPort), midway: onPort(midwayPort) },
+      }),
     );
     token = await seedToken({ client_id: "svc", user_id: undefined });
   });

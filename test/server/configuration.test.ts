@@ -14,9 +14,9 @@ import {
 } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { rawRequest } from "./raw-request.js";
-import { signedHeaders } from "./signed-headers.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { rawRequest } from "../support/raw-request.js";
+import { signedHeaders } from "../support/signed-headers.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
 
 const SECRET = "s3cr3t-value-that-must-never-leak";
 

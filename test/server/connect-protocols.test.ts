@@ -3,10 +3,10 @@ import { connectNodeAdapter, Http2SessionManager, type ConnectNodeAdapterOptions
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { echoRoutes, messages, observingInterceptor, type Observed } from "./echo-routes.js";
+import { echoRoutes, messages, observingInterceptor, type Observed } from "../support/echo-routes.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { startServer, type RunningServer } from "./servers.js";
-import { nodeClient, tamperingTransport, type Protocol } from "./transports.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
+import { nodeClient, tamperingTransport, type Protocol } from "../support/transports.js";
 
 const hmacSecret = "protocols-secret";
 const user = { clientId: "web-app", userId: "sub-42", email: "ada@example.com", scopes: ["read", "write"] };

@@ -9,10 +9,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, currentUser, type VerifiedNodeRequest } from "../../src/server/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { echoRoutes, messages, type Observed } from "./echo-routes.js";
-import { rawRequest, rawSocket } from "./raw-request.js";
-import { signedHeaders } from "./signed-headers.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { echoRoutes, messages, type Observed } from "../support/echo-routes.js";
+import { rawRequest, rawSocket } from "../support/raw-request.js";
+import { signedHeaders } from "../support/signed-headers.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
 
 const SECRET = "frameworks-secret";
 const auth = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true, resolveUser: (id) => ({ name: `user ${id.userId}` }) });

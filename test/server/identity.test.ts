@@ -17,7 +17,8 @@ import {
 import { createTestGatewayTransport } from "../../src/testing/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import type { IdentityHeaderValues } from "../../src/signing/index.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
+import { ADA } from "../support/signed-headers.js";
 
 interface User {
   readonly id: number;
@@ -65,14 +66,7 @@ async function serve(options: Omit<GatewayAuthOptions<User>, "hmacSecret">, body
     createClient(EchoService, createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret, identity }));
 }
 
-const ada: IdentityHeaderValues = {
-  clientId: "web-app",
-  userId: "sub-42",
-  email: "ada@example.com",
-  firstName: "Ada",
-  lastName: "Lovelace",
-  scopes: ["read", "write"],
-};
+const ada: IdentityHeaderValues = { ...ADA, scopes: ["read", "write"] };
 const billing: IdentityHeaderValues = { clientId: "billing-service" };
 // What every identity signed with v2 (the testing helpers sign as the gateway does) says about itself.
 const signedByV2 = {

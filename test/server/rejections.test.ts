@@ -3,11 +3,11 @@ import * as http from "node:http";
 import { connect as tcpConnect } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, type GatewayRejectionEvent } from "../../src/server/index.js";
-import { checkGatewayHeaders } from "../../src/signing/index.js";
-import { echoRoutes, type Observed } from "./echo-routes.js";
-import { rawRequest, rawSocket } from "./raw-request.js";
-import { signedHeaders } from "./signed-headers.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { bodySha256, checkGatewayHeaders, stringToSign } from "../../src/signing/index.js";
+import { echoRoutes, type Observed } from "../support/echo-routes.js";
+import { rawRequest, rawSocket } from "../support/raw-request.js";
+import { signedHeaders } from "../support/signed-headers.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
 
 const SECRET = "rejections-secret-\u00e9-9f8e7d";
 const ECHO = "/example.v1.EchoService/Echo";
@@ -58,7 +58,9 @@ async function expectRejected(headers: [string, string][], reason: string, paylo
   expect(JSON.parse(viaNode.body)).toEqual({ message: reason });
   expect(observed.calls).toBe(calls);
   expect(events.map((e) => e.reason)).toEqual([reason, reason]);
-  expect(events[0]).toEqual({ reason, method: "POST", fullpath: ECHO });
+  // A signature that did not match also carries the canonical request the service computed (outside production).
+  const canonical = reason === "invalid_signature" ? { canonicalRequest: expect.stringMatching(/^POST\|\d+\|/) } : {};
+  expect(events[0]).toEqual({ reason, method: "POST", fullpath: ECHO, ...canonical });
 }
 
 describe("rejection reasons (Connect: PermissionDenied / HTTP 403; plain Node: 403 JSON)", () => {
@@ -86,6 +88,28 @@ describe("rejection reasons (Connect: PermissionDenied / HTTP 403; plain Node: 4
     await expectRejected(valid(), "invalid_signature", Buffer.from(JSON.stringify({ text: "hellO" })));
     events.length = 0;
     await expectRejected(replacing("x-user-id", "sub-43"), "invalid_signature");
+  });
+
+  it("invalid_signature reports the canonical request the service computed, to compare with the gateway's", async () => {
+    const changed = Buffer.from(JSON.stringify({ text: "hellO" }));
+    await expectRejected(valid(), "invalid_signature", changed);
+    const ts = valid().find(([n]) => n === "x-gateway-timestamp")?.[1] as string;
+    // What the service hashed (the changed body), in the v1 form — never the secret or the signature.
+    expect(events[0]?.canonicalRequest).toBe(
+      stringToSign({ method: "POST", timestamp: ts, clientId: "web-app", userId: "sub-42", fullpath: ECHO, bodySha256: bodySha256(changed) }),
+    );
+    const signature = valid().find(([n]) => n === "x-gateway-signature")?.[1] as string;
+    for (const secretish of [SECRET, signature]) expect(JSON.stringify(events)).not.toContain(secretish);
+    // In production (exposeRejectionReason off) it is not even computed.
+    const productionEvents: GatewayRejectionEvent[] = [];
+    const prod = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: false, onRejection: (e) => void productionEvents.push(e) });
+    const server = await startServer(connectNodeAdapter(prod.connectOptions({ routes: echoRoutes(observed) })));
+    try {
+      expect((await post(server, valid(), changed)).status).toBe(403);
+      expect(productionEvents).toEqual([{ reason: "invalid_signature", method: "POST", fullpath: ECHO }]);
+    } finally {
+      await server.close();
+    }
   });
 
   it("invalid_signature for an upper-case, short or non-hex signature", async () => {

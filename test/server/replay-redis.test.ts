@@ -6,8 +6,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedisServer } from "../support/redis-server.js";
-import { rawRequest } from "./raw-request.js";
-import { signedHeadersV2 } from "./signed-headers.js";
+import { rawRequest } from "../support/raw-request.js";
+import { signedHeadersV2 } from "../support/signed-headers.js";
 
 const SECRET = "redis-replay-secret-5c1e";
 const PATH = "/api/orders";
@@ -22,7 +22,7 @@ beforeAll(async () => {
   const server = await startRedisServer();
   redis = server.child;
   children.push(redis);
-  const script = fileURLToPath(new URL("./fixtures/replay-service.ts", import.meta.url));
+  const script = fileURLToPath(new URL("../support/replay-service.ts", import.meta.url));
   for (let i = 0; i < 2; i++) {
     const child = spawn(process.execPath, ["--import", "tsx", script], {
       env: { ...process.env, REDIS_URL: server.url, GATEWAY_HMAC_SECRET: SECRET },

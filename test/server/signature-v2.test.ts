@@ -3,10 +3,6 @@
 // signed, a request id runs once, v1-only identity fields are not trusted
 // by default, and a replay store that fails never hangs a caller.
 import { Code, ConnectError, createClient, type ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import express from "express";
-import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
-import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
@@ -20,13 +16,12 @@ import {
   type GatewayRejectionEvent,
   type MissingUserDetails,
   type ReplayStore,
-  type VerifiedNodeRequest,
 } from "../../src/server/index.js";
 import { gatewayKeyId, type IdentityHeaderValues } from "../../src/signing/index.js";
 import { createTestGatewayTransport } from "../../src/testing/index.js";
-import { rawRequest, type RawResponse } from "./raw-request.js";
-import { signedHeaders, signedHeadersV2 } from "./signed-headers.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { rawRequest, type RawResponse } from "../support/raw-request.js";
+import { ADA, signedHeaders, signedHeadersV2 } from "../support/signed-headers.js";
+import { startAdapterServers, type Adapter } from "../support/adapter-servers.js";
 
 const SECRET = "signature-v2-secret-\u00e9-41";
 const ECHO = "/example.v1.EchoService/Echo";
@@ -34,11 +29,7 @@ const REST = "/api/whoami";
 const body = Buffer.from(JSON.stringify({ text: "hello" }));
 const JSON_TYPE = "application/json";
 const ada: IdentityHeaderValues = {
-  clientId: "web-app",
-  userId: "sub-42",
-  email: "ada@example.com",
-  firstName: "Ada",
-  lastName: "Lovelace",
+  ...ADA,
   scopes: ["read"],
   orgId: "org-7",
   role: "member",
@@ -66,7 +57,7 @@ function routes(router: ConnectRouter, handled: { count: number }) {
   });
 }
 
-type Kind = "node" | "connect" | "express" | "fastify";
+type Kind = Adapter;
 
 interface Stack {
   readonly ports: Record<Kind, number>;
@@ -90,41 +81,16 @@ async function stack(options: GatewayAuthOptions = {}): Promise<Stack> {
     },
     ...options,
   });
-  const answer = async (verified: Pick<VerifiedNodeRequest, "identity" | "values">) => {
-    handled.count++;
-    return JSON.stringify({ identity: verified.identity, user: await currentUser(verified) });
-  };
-  const node = await startServer(async (req, res) => {
-    const verified = await auth.verifyNodeRequest(req, res);
-    if (verified) res.end(await answer(verified));
-  });
-  const connect = await startServer(
-    connectNodeAdapter(
-      auth.connectOptions({ routes: (router: ConnectRouter) => routes(router, handled) }),
-    ),
-  );
-  const app = express();
-  app.use(auth.express());
-  app.post(REST, async (req, res) => void res.type("json").send(await answer(req.gateway as VerifiedNodeRequest)));
-  const expressServer = await startServer(app);
-  const fastify: FastifyInstance = Fastify();
-  await fastify.register(auth.fastify);
-  fastify.post(REST, async (req: FastifyRequest, reply) =>
-    reply.type("application/json").send(await answer((req as unknown as { gateway: VerifiedNodeRequest }).gateway)),
-  );
-  await fastify.listen({ port: 0, host: "127.0.0.1" });
-  running.push(node, connect, expressServer, { close: () => fastify.close() });
-  return {
-    ports: {
-      node: node.port,
-      connect: connect.port,
-      express: expressServer.port,
-      fastify: (fastify.server.address() as AddressInfo).port,
+  const servers = await startAdapterServers(auth, {
+    routes: (router: ConnectRouter) => routes(router, handled),
+    path: REST,
+    answer: async (verified) => {
+      handled.count++;
+      return JSON.stringify({ identity: verified.identity, user: await currentUser(verified) });
     },
-    rejections,
-    provisioned,
-    handled,
-  };
+  });
+  running.push(servers);
+  return { ports: servers.ports, rejections, provisioned, handled };
 }
 
 const kinds: Kind[] = ["node", "connect", "express", "fastify"];

@@ -2,9 +2,9 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth } from "../../src/server/index.js";
 import { hmacVectors, type HmacVector } from "../fixtures/hmac-vectors.js";
-import { echoRoutes } from "./echo-routes.js";
-import { rawRequest } from "./raw-request.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { echoRoutes } from "../support/echo-routes.js";
+import { rawRequest } from "../support/raw-request.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
 
 // Every vector of the independent implementation, sent to real servers
 // exactly as specified (method, raw request-target, body bytes), must be

@@ -4,8 +4,8 @@ import { resolveGatewayAuthConfig } from "../../src/server/gateway-auth-options.
 import { checkRequestHead } from "../../src/server/request-check.js";
 import { bodySha256 } from "../../src/signing/index.js";
 import { invalidV2Vectors, v2MaxSkewSeconds, validV2Vectors, type V2Request } from "../fixtures/hmac-v2-vectors.js";
-import { rawRequest } from "./raw-request.js";
-import { startServer, type RunningServer } from "./servers.js";
+import { rawRequest } from "../support/raw-request.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
 
 // Every v2 vector of the independent implementation: through the verifier
 // every server adapter uses (the request's head as Node would parse it, then

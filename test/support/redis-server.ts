@@ -1,8 +1,8 @@
 // A real redis-server for the tests that need one: a child process on a free
 // loopback port, without persistence, ready (answering PING) when this resolves.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer, type AddressInfo } from "node:net";
 import { Redis } from "ioredis";
+import { unusedPort } from "./loopback-server.js";
 
 /** A running redis-server: its URL and its process (to kill, SIGSTOP or SIGCONT it). */
 export interface RedisServer {
@@ -13,7 +13,7 @@ export interface RedisServer {
 
 /** Starts a redis-server on `port` (default: a free one) and waits until it answers. */
 export async function startRedisServer(port?: number): Promise<RedisServer> {
-  const p = port ?? (await freePort());
+  const p = port ?? (await unusedPort());
   const child = spawn("redis-server", ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
     stdio: "ignore",
   });
@@ -37,15 +37,4 @@ export async function startRedisServer(port?: number): Promise<RedisServer> {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }

@@ -6,8 +6,8 @@ import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
 import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, gatewayKeyId, signGatewayRequest, signGatewayRequestV2 } from "../../src/signing/index.js";
 import { createTestGatewayTransport, gatewayHeadersFor } from "../../src/testing/index.js";
-import { rawRequest } from "../server/raw-request.js";
-import { startServer, type RunningServer } from "../server/servers.js";
+import { rawRequest } from "../support/raw-request.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
 
 // A service test as a user of the package writes it: the real server wiring,
 // called through createTestGatewayTransport, which signs like the gateway.

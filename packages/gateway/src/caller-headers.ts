@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { IncomingHttpHeaders as Http2Headers } from "node:http2";
-import { isGatewayControlledHeader } from "connect-gateway/signing";
+import { isGatewayControlledHeader, normalisedHeaderName } from "connect-gateway/signing";
 
 /**
  * Which of a caller's request headers the gateway never forwards, and the
@@ -27,21 +27,14 @@ const HOP_BY_HOP = new Set([
 /** The upstream answer's hop-by-hop headers, never copied to the caller's response. */
 const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding", "te"]);
 
-/**
- * The name a header has for a server that reads `_` as `-` (Rack, Puma, any
- * CGI-style `HTTP_X_USER_ID` environment), lower-cased: `X_User_Id`,
- * `x-user_id` and `X-User-Id` all end up as `x-user-id` there.
- *
- * Only the caller headers whose normalised name is controlled (identity,
- * gateway, forwarding) are dropped, not every name with an `_`: `_` is a legal
- * token character (RFC 9110 §5.6.2), gRPC metadata keys may contain it, and
- * a backend may read such a header legitimately; what makes one dangerous is
- * colliding with a header the gateway vouches for, which this catches for any
- * spelling. (`-` and `_` are the only characters such servers conflate.)
- */
-function normalisedName(name: string): string {
-  return name.toLowerCase().replaceAll("_", "-");
-}
+// Only the caller headers whose normalised name (`normalisedHeaderName`: how a
+// server reading `_` as `-`, such as Rack or Puma, sees it) is controlled
+// (identity, gateway, forwarding) are dropped, not every name with an `_`:
+// `_` is a legal token character (RFC 9110 §5.6.2), gRPC metadata keys may
+// contain it, and a backend may read such a header legitimately; what makes
+// one dangerous is colliding with a header the gateway vouches for, which
+// this catches for any spelling. (`-` and `_` are the only characters such
+// servers conflate.)
 
 /** `X-Forwarded-For`, `-Host`, `-Proto`, … and `Forwarded`: set by the gateway alone. */
 function isForwardingHeader(normalised: string): boolean {
@@ -56,7 +49,7 @@ function isForwardingHeader(normalised: string): boolean {
  * and RFC 9113 §8.2.2 allows no other TE there).
  */
 export function isDroppedCallerHeader(name: string, value: unknown, http2Upstream: boolean): boolean {
-  const normalised = normalisedName(name);
+  const normalised = normalisedHeaderName(name);
   if (isGatewayControlledHeader(normalised) || normalised === "x-request-id" || isForwardingHeader(normalised)) {
     return true;
   }

@@ -26,3 +26,25 @@ export function callerProtocol(request: CallerRequest): CallerProtocol {
   if (request.method === "GET" && /[?&]connect=v1(&|$)/.test(request.url)) return "connect-unary";
   return "rest";
 }
+
+/**
+ * The enveloped streaming protocols, whose response body is a sequence of
+ * messages, each a 5-byte prefix (one flag byte, a 4-byte big-endian length)
+ * and its payload: gRPC, gRPC-web (binary) and Connect streaming.
+ */
+export type EnvelopedProtocol = "grpc" | "grpc-web" | "connect-stream";
+
+/**
+ * The enveloped protocol of a response, from its Content-Type; `undefined`
+ * for everything else, including `application/grpc-web-text`, whose envelopes
+ * are base64-encoded and so cannot be told apart as the bytes pass.
+ */
+export function envelopedProtocolOf(contentType: string | string[] | undefined): EnvelopedProtocol | undefined {
+  if (typeof contentType !== "string") return undefined;
+  const type = contentType.toLowerCase();
+  if (type.startsWith("application/grpc-web-text")) return undefined;
+  if (type.startsWith("application/grpc-web")) return "grpc-web";
+  if (type.startsWith("application/grpc")) return "grpc";
+  if (type.startsWith("application/connect+")) return "connect-stream";
+  return undefined;
+}

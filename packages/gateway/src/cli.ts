@@ -6,11 +6,12 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { createGateway, DEFAULT_DRAIN_TIMEOUT_MS } from "./create-gateway.js";
+import { createGateway } from "./create-gateway.js";
 import { startDevGateway, type DevGateway } from "./dev-gateway.js";
 import { DEV_TOKEN_DEFAULTS, DevTokenError, signDevUserToken } from "./dev-token-issuer.js";
 import { parseDuration } from "./duration.js";
 import { explainSignature, formatExplanation, parseCapture } from "./explain-signature.js";
+import { scaffoldService, ScaffoldError, type ScaffoldPart } from "./scaffold-service.js";
 import { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 import { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";
 
@@ -27,12 +28,7 @@ for opaque tokens; REDIS_URL, RATE_LIMIT_MAX, RATE_LIMIT_WINDOW, BODY_LIMIT, COR
 GATEWAY_DRAIN_TIMEOUT_MS (on SIGTERM/SIGINT, how long open calls may finish; default 10000), and the
 others listed in the README. $VARS in proxy_upstream / upstream come from the environment too.
 PORT / HOST are the defaults of --port / --host.`,
-    options: {
-      routes: { type: "string" },
-      port: { type: "string" },
-      host: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    flags: ["routes", "port", "host"],
   },
   dev: {
     usage: `Usage: connect-gateway dev --routes routes.yaml [--port 8080] [--oauth-port 4000]
@@ -45,12 +41,7 @@ the client id and secret it prints. Frontends get user tokens from POST <issuer>
 theirs across restarts: GATEWAY_HMAC_SECRET, JWT_SECRET, GATEWAY_CLIENT_ID (default dev-client),
 GATEWAY_CLIENT_SECRET; DEV_CLIENT_SCOPES (default: every scope in the routes file); LOG_LEVEL (default
 info); $VARS in upstreams come from the environment too.`,
-    options: {
-      routes: { type: "string" },
-      port: { type: "string" },
-      "oauth-port": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    flags: ["routes", "port", "oauth-port"],
   },
   token: {
     usage: `Usage: connect-gateway token --user alice [--scopes "read write:agents"] [--email a@example.com]
@@ -59,16 +50,18 @@ info); $VARS in upstreams come from the environment too.`,
 Prints a development user token that \`connect-gateway dev\` accepts: HS256, signed with JWT_SECRET from
 the environment (the same value the running dev stack uses), issuer and audience
 ${DEV_TOKEN_DEFAULTS.issuer}. Use it as "Authorization: Bearer <token>".`,
-    options: {
-      user: { type: "string" },
-      scopes: { type: "string" },
-      email: { type: "string" },
-      "first-name": { type: "string" },
-      "last-name": { type: "string" },
-      client: { type: "string" },
-      ttl: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    flags: ["user", "scopes", "email", "first-name", "last-name", "client", "ttl"],
+  },
+  init: {
+    usage: `Usage: connect-gateway init --name order-history [--dir .] [--skip client,test]
+
+Writes a new service behind the gateway into --dir (default: the current folder; created if needed):
+package.json, tsconfig.json, buf.yaml and buf.gen.yaml, the proto with the backend option, the service
+(src/service.ts) and its server wired with createGatewayAuth and resolveUser / onMissingUser stubs
+(src/server.ts), a client calling it through the gateway (src/client.ts), a test calling it as the
+gateway would (test/service.test.ts), and a README. Then: npm install && npm test. --skip leaves out
+client and/or test. It never overwrites a file: if any exists, it writes nothing.`,
+    flags: ["name", "dir", "skip"],
   },
   explain: {
     usage: `Usage: connect-gateway explain --request capture.http [--body body.bin] [--secret-env GATEWAY_HMAC_SECRET] [--max-skew 30]
@@ -82,15 +75,9 @@ matches, the first field that changed between the gateway and the service (a pat
 a re-serialised body, a Content-Type, a different secret), and both canonical strings field by field.
 Never prints the secret or a signature. Exits 0 when every signature matches inside the window, 1 when
 not.`,
-    options: {
-      request: { type: "string" },
-      body: { type: "string" },
-      "secret-env": { type: "string" },
-      "max-skew": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    flags: ["request", "body", "secret-env", "max-skew"],
   },
-} satisfies Record<string, { usage: string; options: ParseArgsConfig["options"] }>;
+} satisfies Record<string, { usage: string; flags: readonly string[] }>;
 
 const usage = `Usage: connect-gateway <command> [options]
 
@@ -98,6 +85,7 @@ Commands:
   serve     run the gateway from a routes file and the environment
   dev       run it for local development, with a development token issuer
   token     print a development user token
+  init      write a new service behind the gateway (proto, server, client, test)
   explain   say why a service refuses a request the gateway signed
 
 Options:
@@ -123,7 +111,11 @@ async function main(argv: string[]): Promise<void> {
   const spec = commands[command as keyof typeof commands];
   let values: Record<string, string | boolean | undefined>;
   try {
-    const options: ParseArgsConfig["options"] = spec.options;
+    // Each command's flags take a value; every command has --help (-h).
+    const options: ParseArgsConfig["options"] = {
+      ...Object.fromEntries(spec.flags.map((flag) => [flag, { type: "string" as const }])),
+      help: { type: "boolean", short: "h" },
+    };
     ({ values } = parseArgs({ args: rest, options, strict: true, allowPositionals: false }) as { values: typeof values });
   } catch (e) {
     throw new UsageError(`${(e as Error).message}\n\n${spec.usage}`);
@@ -135,6 +127,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === "serve") return serve(values as { routes?: string; port?: string; host?: string });
   if (command === "dev") return dev(values as { routes?: string; port?: string; "oauth-port"?: string });
   if (command === "token") return token(values as TokenFlags);
+  if (command === "init") return init(values as { name?: string; dir?: string; skip?: string });
   return explain(values as { request?: string; body?: string; "secret-env"?: string; "max-skew"?: string });
 }
 
@@ -151,7 +144,7 @@ async function serve(values: { routes?: string; port?: string; host?: string }):
     port: parsePort(values.port ?? process.env.PORT ?? "8080", "--port"),
     host: values.host ?? process.env.HOST ?? "127.0.0.1",
   });
-  closeOnSignal(() => gateway.close(), config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  closeOnSignal(() => gateway.close(), gateway.drainTimeoutMs);
   console.log(`connect-gateway listening on ${url} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)`);
 }
 
@@ -164,7 +157,7 @@ async function dev(values: { routes?: string; port?: string; "oauth-port"?: stri
     oauthPort: parsePort(values["oauth-port"] ?? "4000", "--oauth-port"),
     ...(drainTimeoutMs !== undefined && { drainTimeoutMs }),
   });
-  closeOnSignal(() => stack.close(), drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  closeOnSignal(() => stack.close(), stack.gateway.drainTimeoutMs);
   console.log(devSummary(stack));
 }
 
@@ -236,6 +229,21 @@ async function token(values: TokenFlags): Promise<void> {
     );
   } catch (e) {
     if (e instanceof DevTokenError) throw new UsageError(`${flagOf[e.field] ?? e.field} ${e.message.slice(e.field.length + 1)}`);
+    throw e;
+  }
+}
+
+function init(values: { name?: string; dir?: string; skip?: string }): void {
+  if (values.name === undefined) throw new UsageError(`init needs --name <service>\n\n${commands.init.usage}`);
+  const skip = (values.skip ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const unknown = skip.filter((s) => s !== "client" && s !== "test");
+  if (unknown.length > 0) throw new UsageError(`--skip takes client and/or test, got ${unknown.join(", ")}`);
+  const dir = values.dir ?? ".";
+  try {
+    const written = scaffoldService({ dir, name: values.name, skip: skip as ScaffoldPart[], connectGatewayVersion: `^${version()}` });
+    console.log(`Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && npm test`);
+  } catch (e) {
+    if (e instanceof ScaffoldError) throw new UsageError(e.message);
     throw e;
   }
 }

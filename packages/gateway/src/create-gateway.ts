@@ -1,19 +1,18 @@
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import cors from "@fastify/cors";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
-import { validateGatewayConfig, type GatewayConfig, type RateLimitConfig } from "./gateway-config.js";
+import { DEFAULT_CORS_EXPOSE_HEADERS, registerCors } from "./cors.js";
+import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
-import { defaultClaimMapping } from "./identity-claims.js";
 import { AuthFailureLimitError, createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, routeAccess, setCaller } from "./request-caller.js";
 import { connectRateLimitStore, memoryWindowCounter, type RateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
-import { loadRoutesFile, routeMethods, type RoutesFile } from "./routes-file.js";
+import { routeMethods, type RoutesFile } from "./routes-file.js";
 import { createRouteParameterGuard } from "./route-parameters.js";
 import { createTokenVerifier } from "./token-verifier.js";
 import { registerUpstream, type ForwardingRoute, type Upstream } from "./upstream-forwarder.js";
@@ -31,21 +30,22 @@ export interface Gateway {
   listen(options?: { readonly port?: number; readonly host?: string }): Promise<string>;
   /** The base URL, once listening (`http://127.0.0.1:8080`). */
   readonly url: string;
+  /** How long {@link Gateway.close} lets open calls finish (the resolved `drainTimeoutMs`). */
+  readonly drainTimeoutMs: number;
   /**
    * Stops accepting connections, closes idle ones (HTTP/1.1 keep-alive, GOAWAY
    * on HTTP/2), lets open calls finish for up to `drainTimeoutMs`, then
    * ends the calls still open (a call not answered yet gets 503, which
-   * Connect and gRPC clients see as Unavailable; an answer under way is cut
-   * with a reset), and closes upstream pools and Redis.
+   * Connect and gRPC clients see as Unavailable; a gRPC, gRPC-web or Connect
+   * stream under way gets every whole message relayed so far, then ends with
+   * Unavailable and its upstream stream is cancelled; a Connect unary or REST
+   * answer under way is cut with a reset), and closes upstream pools and Redis.
    */
   close(): Promise<void>;
 }
 
-const DEFAULT_BODY_LIMIT = 4 * 1024 * 1024;
-/** How long close() lets open calls finish before cutting them. */
-export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
-const DEFAULT_RATE_LIMIT = { max: 1000, timeWindowMs: 60_000, redisTimeoutMs: 100, onRedisFailure: "open" as const };
-const DEFAULT_AUTH_FAILURE_LIMIT = { max: 20, timeWindowMs: 60_000 };
+// Every default lives in gateway-config.ts (GATEWAY_DEFAULTS).
+export { DEFAULT_DRAIN_TIMEOUT_MS } from "./gateway-config.js";
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
@@ -56,16 +56,39 @@ const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
  * then the per-caller rate limit, the response cache, and signed forwarding.
  * Throws `GatewayConfigError` or `RoutesFileError` for a configuration it
  * cannot run with.
+ *
+ * @example
+ * ```ts
+ * import { createGateway } from "@connect-gateway/gateway";
+ *
+ * const gateway = createGateway({
+ *   routes: "routes.yaml", // loaded here, `$ENV` expanded from process.env
+ *   hmacSecret: process.env.GATEWAY_HMAC_SECRET!, // shared with the backends
+ *   tokens: {
+ *     jwks: { url: "https://auth.example/jwks", issuer: "https://auth.example", audience: "urn:api" },
+ *   },
+ *   rateLimit: { max: 100, timeWindowMs: 60_000 },
+ * });
+ * const url = await gateway.listen({ port: 8080, host: "0.0.0.0" });
+ * console.log(`gateway on ${url}`);
+ * process.once("SIGTERM", () => void gateway.close()); // drains open calls, then closes
+ * ```
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc6750 | RFC 6750} (bearer tokens in `Authorization`)
+ * @see {@link https://www.rfc-editor.org/rfc/rfc7519 | RFC 7519} (JWT) and {@link https://www.rfc-editor.org/rfc/rfc7517 | RFC 7517} (JWKS)
+ * @see {@link https://www.rfc-editor.org/rfc/rfc7662 | RFC 7662} (token introspection, for opaque tokens)
+ * @see {@link https://www.rfc-editor.org/rfc/rfc6585#section-4 | RFC 6585 §4} (429 Too Many Requests, with `Retry-After`, RFC 9110 §10.2.3)
  */
-export function createGateway(config: GatewayConfig): Gateway {
-  validateGatewayConfig(config);
-  const routes = typeof config.routes === "string" ? loadRoutesFile(config.routes) : config.routes;
+export function createGateway(options: GatewayConfig): Gateway {
+  // Every option checked, every default applied, once: below, only resolved values.
+  const config = resolveGatewayConfig(options);
+  const routes = config.routes;
   let dual: DualProtocolServer | undefined;
   const app = Fastify({
     logger: gatewayLoggerOptions(config.logger),
     genReqId: requestIdOf,
     requestIdHeader: false,
-    bodyLimit: config.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    bodyLimit: config.bodyLimit,
     exposeHeadRoutes: false,
     serverFactory: (handler) => {
       dual = createDualProtocolServer(handler, {
@@ -77,7 +100,7 @@ export function createGateway(config: GatewayConfig): Gateway {
       return dual.server;
     },
   });
-  const limits = config.rateLimit === false ? undefined : { ...DEFAULT_RATE_LIMIT, ...config.rateLimit };
+  const limits = config.rateLimit === false ? undefined : config.rateLimit;
   const store =
     limits?.redisUrl === undefined
       ? undefined
@@ -107,28 +130,33 @@ export function createGateway(config: GatewayConfig): Gateway {
   });
   // 3. CORS. 4. Logging is fastify's pino logger, around every request.
   if (config.corsOrigins) {
-    void app.register(cors, {
-      origin: config.corsOrigins === true ? true : [...config.corsOrigins],
-      exposedHeaders: ["x-request-id", "grpc-status", "grpc-message", "grpc-status-details-bin"],
-    });
+    registerCors(
+      app,
+      {
+        origins: config.corsOrigins === true ? true : config.corsOrigins,
+        maxAgeSeconds: 7200,
+        exposeHeaders: DEFAULT_CORS_EXPOSE_HEADERS,
+        credentials: false,
+      },
+      routeMethodsOf(routes),
+    );
   }
   // 5. Token validation and 6. scopes, before the body is read; before any
   // validation, the per-IP budget of failed authentications (see
   // createRequestAuthenticator): in the rate limit's Redis when it has one,
   // else in memory, per instance.
-  const failureLimit =
-    config.authFailureLimit === false ? undefined : { ...DEFAULT_AUTH_FAILURE_LIMIT, ...config.authFailureLimit };
+  const failureLimit = config.authFailureLimit === false ? undefined : config.authFailureLimit;
   const authenticate = createRequestAuthenticator({
     verifier: createTokenVerifier(config.tokens),
-    claims: { ...defaultClaimMapping, ...config.claims },
-    anonymousClientId: config.anonymousClientId ?? "anonymous",
+    claims: config.claims,
+    anonymousClientId: config.anonymousClientId,
     ...(failureLimit && {
       failureLimit: {
         max: failureLimit.max,
         counter:
           store?.windowCounter("auth-failures", failureLimit.timeWindowMs) ?? memoryWindowCounter(failureLimit.timeWindowMs),
         // What the token verifier's cache holds (its default: 30 s) passes an over-budget IP.
-        knownValidMs: config.tokens.cacheMs ?? 30_000,
+        knownValidMs: config.tokens.cacheMs,
       },
     }),
   });
@@ -163,7 +191,7 @@ export function createGateway(config: GatewayConfig): Gateway {
 
   // Graceful close (SIGTERM, close()): no new connections, idle ones closed
   // at once, open calls given drainTimeoutMs to finish, then cut.
-  const drainTimeoutMs = config.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+  const drainTimeoutMs = config.drainTimeoutMs;
   let drainTimer: NodeJS.Timeout | undefined;
   app.addHook("preClose", async () => {
     dual?.drain();
@@ -177,12 +205,12 @@ export function createGateway(config: GatewayConfig): Gateway {
     await store?.close();
   });
 
-  return gatewayHandle(app, routes);
+  return gatewayHandle(app, routes, drainTimeoutMs);
 }
 
 function registerRateLimit(
   app: FastifyInstance,
-  limits: Required<Omit<RateLimitConfig, "redisUrl">>,
+  limits: ResolvedRateLimitConfig,
   store: RateLimitStore | undefined,
 ): void {
   void app.register(rateLimit, {
@@ -199,11 +227,12 @@ function registerRateLimit(
   });
 }
 
-function gatewayHandle(app: FastifyInstance, routes: RoutesFile): Gateway {
+function gatewayHandle(app: FastifyInstance, routes: RoutesFile, drainTimeoutMs: number): Gateway {
   let url: string | undefined;
   return {
     app,
     routes,
+    drainTimeoutMs,
     async listen(options = {}) {
       await app.listen({ port: options.port ?? 0, host: options.host ?? "127.0.0.1" });
       const { port } = app.server.address() as AddressInfo;
@@ -220,6 +249,14 @@ function gatewayHandle(app: FastifyInstance, routes: RoutesFile): Gateway {
   };
 }
 
+/** Every method some route or backend accepts (and GET/HEAD of /health and /ready): what a CORS preflight allows. */
+function routeMethodsOf(routes: RoutesFile): string[] {
+  const methods = new Set<string>(["GET", "HEAD"]);
+  for (const route of routes.routes) methods.add(route.method);
+  if (routes.backends.length > 0) for (const method of BACKEND_METHODS) methods.add(method);
+  return routeMethods.filter((m) => methods.has(m));
+}
+
 /** A routes file path as the router holds it: `{id}` becomes `:id`. */
 function routerPattern(path: string): string {
   return path.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ":$1");
@@ -228,15 +265,15 @@ function routerPattern(path: string): string {
 /** Groups routes and backends by upstream, in file order. */
 function forwardingRoutes(routes: RoutesFile): Map<Upstream, ForwardingRoute[]> {
   const byKey = new Map<string, [Upstream, ForwardingRoute[]]>();
-  const add = (upstreamUrl: string, http2: boolean, route: Omit<ForwardingRoute, "basePath">) => {
-    const url = new URL(upstreamUrl);
+  // The upstream URL was parsed (and checked) once, when the routes file was read.
+  const add = (url: URL, http2: boolean, route: Omit<ForwardingRoute, "basePath">) => {
     const key = `${http2 ? "h2c" : "http/1.1"} ${url.origin}`;
     const entry = byKey.get(key) ?? [{ origin: url.origin, http2 }, []];
     byKey.set(key, entry);
     entry[1].push({ ...route, basePath: url.pathname.replace(/\/+$/, "") });
   };
   for (const route of routes.routes) {
-    add(route.upstream, false, {
+    add(route.upstreamUrl, false, {
       methods: [route.method],
       url: routerPattern(route.path),
       access: route,
@@ -244,7 +281,7 @@ function forwardingRoutes(routes: RoutesFile): Map<Upstream, ForwardingRoute[]> 
     });
   }
   for (const backend of routes.backends) {
-    add(backend.upstream, backend.http2, {
+    add(backend.upstreamUrl, backend.http2, {
       methods: BACKEND_METHODS,
       url: `/backend/${backend.name}/*`,
       access: backend,

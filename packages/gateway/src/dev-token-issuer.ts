@@ -11,6 +11,7 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { isScopeToken } from "connect-gateway/protocol";
 import { SignJWT } from "jose";
 
 /** A service that may get client_credentials tokens from the issuer. */
@@ -63,8 +64,6 @@ export interface DevTokenIssuer {
   close(): Promise<void>;
 }
 
-// A scope-token of RFC 6749 §3.3.
-const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 // A value that can travel in a header as the gateway forwards it: visible
 // characters and inner spaces, no `|` (the v1 signature's separator).
 const IDENTITY_VALUE = /^[\x21-\x7b\x7d\x7e](?:[\x20-\x7b\x7d\x7e]*[\x21-\x7b\x7d\x7e])?$/;
@@ -135,7 +134,7 @@ function checkValue(field: string, value: string): void {
 
 function checkScopes(field: string, scopes: readonly string[]): readonly string[] {
   for (const scope of scopes) {
-    if (!SCOPE_TOKEN.test(scope)) throw new DevTokenError(field, `has ${JSON.stringify(scope)}, which is not an OAuth2 scope (RFC 6749 §3.3)`);
+    if (!isScopeToken(scope)) throw new DevTokenError(field, `has ${JSON.stringify(scope)}, which is not an OAuth2 scope (RFC 6749 §3.3)`);
   }
   return scopes;
 }

@@ -21,31 +21,26 @@ export interface ConnectionLimits {
    * How long a new connection may take to send its first bytes and, for
    * HTTP/2, its connection preface and first SETTINGS frame; and how long an
    * HTTP/1.1 request may take to send its headers (then 408 and the
-   * connection is closed). Milliseconds, default 10 000.
+   * connection is closed). Milliseconds.
    */
-  readonly headersTimeoutMs?: number;
+  readonly headersTimeoutMs: number;
   /**
    * How long a request may take to arrive whole, headers and body: an
    * HTTP/1.1 request still incomplete then gets 408 and its connection is
    * closed; an HTTP/2 stream gets 408 (or a reset, when the answer has
-   * started) while the session and its other streams go on. Milliseconds,
-   * default 30 000; at least `headersTimeoutMs`.
+   * started) while the session and its other streams go on. Milliseconds;
+   * at least `headersTimeoutMs`.
    */
-  readonly requestTimeoutMs?: number;
+  readonly requestTimeoutMs: number;
   /**
    * How long an HTTP/2 session may stay without open streams before it is
-   * closed (GOAWAY, then the connection). Milliseconds, default 60 000.
+   * closed (GOAWAY, then the connection). Milliseconds.
    */
-  readonly http2IdleTimeoutMs?: number;
-  /** Streams one HTTP/2 session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). Default 100. */
-  readonly http2MaxConcurrentStreams?: number;
+  readonly http2IdleTimeoutMs: number;
+  /** Streams one HTTP/2 session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  readonly http2MaxConcurrentStreams: number;
 }
 
-/** Defaults of {@link ConnectionLimits}. */
-export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
-export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
-export const DEFAULT_HTTP2_IDLE_TIMEOUT_MS = 60_000;
-export const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS = 100;
 // Largest HTTP/2 header block accepted (SETTINGS_MAX_HEADER_LIST_SIZE, bytes
 // as RFC 9113 counts them); a larger one has its stream reset. HTTP/1.1 keeps
 // Node's limit (16 KiB, `--max-http-header-size`).
@@ -69,18 +64,45 @@ export interface DualProtocolServer {
   /**
    * Ends a drain that took too long: every call still open is ended, then
    * every remaining connection is destroyed. A call not answered yet gets 503 (Unavailable
-   * to Connect and gRPC clients); an HTTP/2 answer already under way is reset
-   * with CANCEL; an HTTP/1.1 one has its connection closed.
+   * to Connect and gRPC clients). An answer already under way that has an
+   * ending registered with {@link setDrainDeadlineEnding} (a gRPC, gRPC-web
+   * or Connect stream) is ended by it, with Unavailable after its last whole
+   * message; any other (Connect unary, REST) cannot say anything more: an
+   * HTTP/2 one is reset with CANCEL, an HTTP/1.1 one has its connection closed.
    */
   destroyConnections(): void;
+}
+
+// The protocol-aware endings of answers under way, see setDrainDeadlineEnding.
+const drainDeadlineEndings = new WeakMap<object, () => void>();
+
+/**
+ * Registers how `res`, an answer whose headers may already be sent, is ended
+ * when the drain timeout of a graceful close expires, instead of a reset:
+ * `end` must end the response (or reset it itself when it cannot) soon, as
+ * the connection is destroyed shortly after.
+ */
+export function setDrainDeadlineEnding(res: ServerResponse | Http2ServerResponse, end: () => void): void {
+  drainDeadlineEndings.set(res, end);
+}
+
+/** Runs the ending registered for `res`, if any; false when there is none. */
+function endRegistered(res: ServerResponse | Http2ServerResponse): boolean {
+  const end = drainDeadlineEndings.get(res);
+  if (end === undefined) return false;
+  drainDeadlineEndings.delete(res);
+  end();
+  return true;
 }
 
 // Every HTTP/2 connection opens with this preface (RFC 9113 §3.4); no
 // HTTP/1.1 method starts with "PRI".
 const HTTP2_PREFACE_START = "PRI";
-// After ending the calls of a drain that timed out, how long the 503s, resets
-// and GOAWAY get to reach the clients before their connections are destroyed.
-const SESSION_DESTROY_DELAY_MS = 100;
+// After ending the calls of a drain that timed out, how long the 503s, the
+// Unavailable endings of open streams (which may first wait up to 50 ms for the
+// rest of a message, see MESSAGE_REMAINDER_WAIT_MS), resets and GOAWAY get to
+// reach the clients before their connections are destroyed.
+const SESSION_DESTROY_DELAY_MS = 200;
 
 /**
  * One port for HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c, what
@@ -90,10 +112,9 @@ const SESSION_DESTROY_DELAY_MS = 100;
  * connections to an `http2` server that never listens itself. Both call the
  * same handler, so fastify sees one stream of requests.
  */
-export function createDualProtocolServer(handler: Handler, limits: ConnectionLimits = {}): DualProtocolServer {
-  const headersTimeoutMs = limits.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
-  const requestTimeoutMs = Math.max(limits.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeoutMs);
-  const idleTimeoutMs = limits.http2IdleTimeoutMs ?? DEFAULT_HTTP2_IDLE_TIMEOUT_MS;
+export function createDualProtocolServer(handler: Handler, limits: ConnectionLimits): DualProtocolServer {
+  const { headersTimeoutMs, http2IdleTimeoutMs: idleTimeoutMs } = limits;
+  const requestTimeoutMs = Math.max(limits.requestTimeoutMs, headersTimeoutMs);
   let draining = false;
   // HTTP/1.1 responses not finished yet: when draining, they say
   // `Connection: close` if they still can, and their connection is closed
@@ -135,7 +156,7 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     {
       maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MB,
       settings: {
-        maxConcurrentStreams: limits.http2MaxConcurrentStreams ?? DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+        maxConcurrentStreams: limits.http2MaxConcurrentStreams,
         maxHeaderListSize: HTTP2_MAX_HEADER_LIST_SIZE,
       },
     },
@@ -209,8 +230,8 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       // promises the request was never processed, and gRPC clients then
       // retry it transparently, but the upstream may have run it already.
       for (const res of http1Responses) {
-        if (res.headersSent) res.destroy();
-        else answerUnavailable(res);
+        if (!res.headersSent) answerUnavailable(res);
+        else if (!endRegistered(res)) res.destroy();
       }
       for (const res of http2Responses) {
         const stream = res.stream;
@@ -218,9 +239,10 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
         // An answered stream whose upload is not complete is left to the
         // session's destruction below.
         if (!res.headersSent) answerUnavailable(res);
-        else if (!res.writableEnded) {
-          // An answer under way (a server stream) is reset with CANCEL, which
-          // Connect clients report as Canceled. No reset code reads as
+        else if (!res.writableEnded && !endRegistered(res)) {
+          // An answer under way that cannot be ended in its protocol (a
+          // Connect unary or REST answer, a gRPC-web-text stream) is reset
+          // with CANCEL, which Connect clients report as Canceled. No reset code reads as
           // Unavailable there: @connectrpc/connect-node 2.2.0 maps
           // REFUSED_STREAM to Code.Unavailable (connectErrorFromH2ResetCode,
           // node-error.js), but Node fails the client stream first with

@@ -1,10 +1,23 @@
-import { ConfigurationError } from "connect-gateway/errors";
+import { GatewayConfigError } from "connect-gateway/errors";
+import {
+  assertDurationMs,
+  assertHttpUrl,
+  assertNonEmptyString,
+  assertNumber,
+  assertOneOf,
+  assertPositiveInteger,
+  type AssertionOptions,
+  type OptionErrorFactory,
+} from "connect-gateway/protocol";
 import type { DestinationStream } from "pino";
-import { DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from "./dual-protocol-server.js";
-import type { ClaimMapping } from "./identity-claims.js";
+import { defaultClaimMapping, type ClaimMapping } from "./identity-claims.js";
 import type { ResponseCacheOptions } from "./response-cache.js";
-import type { RoutesFile } from "./routes-file.js";
-import type { TokenValidationOptions } from "./token-verifier.js";
+import { loadRoutesFile, type RoutesFile } from "./routes-file.js";
+import type { ResolvedTokenValidationOptions, TokenValidationOptions } from "./token-verifier.js";
+
+// GatewayConfigError lives with every other configuration error of the
+// project (connect-gateway/errors); the gateway re-exports it.
+export { GatewayConfigError };
 
 /** Per-caller rate limit: `max` requests per `timeWindowMs`, per client (and user). */
 export interface RateLimitConfig {
@@ -96,125 +109,348 @@ export interface GatewayConfig {
   readonly logger?: false | { readonly level?: string; readonly stream?: DestinationStream };
 }
 
+/** How long close() lets open calls finish before cutting them (`drainTimeoutMs`). */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+
+/** The pino levels `logger.level` (`LOG_LEVEL`) may name. */
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
 /**
- * Thrown by `createGateway` (and the CLI) for a configuration it cannot run
- * with; names the option, never its value. A `ConfigurationError`, like every
- * configuration error of the package.
+ * Every default of {@link GatewayConfig}, in one place: what
+ * {@link resolveGatewayConfig} fills in for an option left out.
  */
-export class GatewayConfigError extends ConfigurationError {
-  override name = "GatewayConfigError";
+export const GATEWAY_DEFAULTS = {
+  anonymousClientId: "anonymous",
+  rateLimit: { max: 1000, timeWindowMs: 60_000, redisTimeoutMs: 100, onRedisFailure: "open" },
+  authFailureLimit: { max: 20, timeWindowMs: 60_000 },
+  bodyLimit: 4 * 1024 * 1024,
+  cache: { maxBytes: 64 * 1024 * 1024, maxEntryBytes: 1024 * 1024 },
+  corsOrigins: false,
+  drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  http2IdleTimeoutMs: 60_000,
+  http2MaxConcurrentStreams: 100,
+  logLevel: "info",
+  tokens: {
+    clockToleranceSeconds: 5,
+    cacheMs: 30_000,
+    jwks: { algorithms: ["RS256", "ES256"], refetchCooldownMs: 30_000, maxAgeMs: 600_000, timeoutMs: 5_000, failureCooldownMs: 5_000 },
+    introspection: { timeoutMs: 5_000, negativeCacheMs: 10_000 },
+  },
+} as const;
+
+/** {@link RateLimitConfig} checked, with defaults applied. */
+export interface ResolvedRateLimitConfig {
+  readonly max: number;
+  readonly timeWindowMs: number;
+  readonly redisUrl: string | undefined;
+  readonly redisTimeoutMs: number;
+  readonly onRedisFailure: "open" | "closed";
 }
 
-const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+/** {@link GatewayConfig} checked by {@link resolveGatewayConfig}: every default applied, the routes file loaded. */
+export interface ResolvedGatewayConfig {
+  readonly routes: RoutesFile;
+  readonly hmacSecret: string;
+  readonly tokens: ResolvedTokenValidationOptions;
+  /** The full claim mapping: `defaultClaimMapping` with the overrides of `claims`. */
+  readonly claims: ClaimMapping;
+  readonly anonymousClientId: string;
+  readonly rateLimit: ResolvedRateLimitConfig | false;
+  readonly authFailureLimit: Required<AuthFailureLimitConfig> | false;
+  readonly bodyLimit: number;
+  readonly cache: Required<ResponseCacheOptions>;
+  readonly corsOrigins: readonly string[] | boolean;
+  readonly drainTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly http2IdleTimeoutMs: number;
+  readonly http2MaxConcurrentStreams: number;
+  readonly logger: false | { readonly level: string; readonly stream?: DestinationStream };
+}
 
-/** Checks `config` and throws {@link GatewayConfigError} naming the first bad option. */
-export function validateGatewayConfig(config: GatewayConfig): void {
-  const fail = (option: string, problem: string): never => {
-    throw new GatewayConfigError(option, problem);
-  };
-  if (typeof config !== "object" || config === null) fail("config", "must be an object: createGateway needs a configuration");
-  if (typeof config.routes !== "string" && (typeof config.routes !== "object" || config.routes === null)) {
+/** A failed assertion, as a GatewayConfigError: "`option` must be <expected>". */
+const gatewayError: OptionErrorFactory = (option, expected) => new GatewayConfigError(option, `must be ${expected}`);
+
+/** An assertion's options for the gateway, with this wording of what the value must be. */
+const must = (expected?: string): AssertionOptions => ({ error: gatewayError, ...(expected !== undefined && { expected }) });
+
+/** An option that is required (an error "`option` is required …" when it is missing or not a non-empty string). */
+function required(option: string, value: unknown, hint = ""): string {
+  return assertNonEmptyString(option, value, { error: (o) => new GatewayConfigError(o, `is required${hint}`) });
+}
+
+function fail(option: string, problem: string): never {
+  throw new GatewayConfigError(option, problem);
+}
+
+function isObject<T>(value: T): value is T & object {
+  return typeof value === "object" && value !== null;
+}
+
+/**
+ * Checks every option of `config` and applies the defaults
+ * ({@link GATEWAY_DEFAULTS}); loads the routes file when `routes` is a path.
+ * Throws {@link GatewayConfigError} naming the first bad option — never its
+ * value — or a `RoutesFileError` for the routes file.
+ */
+export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConfig {
+  if (!isObject(config)) fail("config", "must be an object: createGateway needs a configuration");
+  if (typeof config.routes !== "string" && !isObject(config.routes)) {
     fail("routes", "must be a routes.yaml path or a loaded routes file");
   }
-  if (typeof config.hmacSecret !== "string" || config.hmacSecret.length < 16) {
-    fail("hmacSecret", "must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
-  }
-  validateTokens(config.tokens, fail);
-  if (config.anonymousClientId !== undefined && !/^[\x21-\x7b\x7d\x7e]+$/.test(config.anonymousClientId)) {
+  const hmacSecret = assertNonEmptyString("hmacSecret", config.hmacSecret, {
+    ...must("a string of at least 16 characters (set GATEWAY_HMAC_SECRET)"),
+    minLength: 16,
+  });
+  const tokens = resolveTokens(config.tokens);
+  const claims = resolveClaims(config.claims);
+  const anonymousClientId = config.anonymousClientId ?? GATEWAY_DEFAULTS.anonymousClientId;
+  if (typeof anonymousClientId !== "string" || !/^[\x21-\x7b\x7d\x7e]+$/.test(anonymousClientId)) {
     fail("anonymousClientId", "must be a non-empty visible ASCII string without '|'");
   }
-  if (config.rateLimit !== undefined && config.rateLimit !== false) {
-    const { max, timeWindowMs, redisUrl, redisTimeoutMs, onRedisFailure } = config.rateLimit;
-    if (!isPositiveInteger(max)) fail("rateLimit.max", "must be a positive integer");
-    if (timeWindowMs !== undefined && !isPositiveInteger(timeWindowMs)) {
-      fail("rateLimit.timeWindowMs", "must be a positive integer (milliseconds)");
-    }
-    if (redisUrl !== undefined && !/^rediss?:\/\/./.test(redisUrl)) {
-      fail("rateLimit.redisUrl", "must be a redis:// or rediss:// URL");
-    }
-    if (redisTimeoutMs !== undefined && !isPositiveInteger(redisTimeoutMs)) {
-      fail("rateLimit.redisTimeoutMs", "must be a positive integer (milliseconds; set REDIS_TIMEOUT_MS)");
-    }
-    if (onRedisFailure !== undefined && onRedisFailure !== "open" && onRedisFailure !== "closed") {
-      fail("rateLimit.onRedisFailure", 'must be "open" or "closed" (set RATE_LIMIT_ON_REDIS_FAILURE)');
-    }
-  }
-  if (config.authFailureLimit !== undefined && config.authFailureLimit !== false) {
-    const { max, timeWindowMs } = config.authFailureLimit;
-    if (!isPositiveInteger(max)) fail("authFailureLimit.max", "must be a positive integer (set AUTH_FAILURE_LIMIT_MAX)");
-    if (timeWindowMs !== undefined && !isPositiveInteger(timeWindowMs)) {
-      fail("authFailureLimit.timeWindowMs", "must be a positive integer (milliseconds; set AUTH_FAILURE_LIMIT_WINDOW)");
-    }
-  }
-  const level = config.logger ? config.logger.level : undefined;
-  if (level !== undefined && !LOG_LEVELS.includes(level)) {
-    fail("logger.level", `must be one of ${LOG_LEVELS.join(", ")} (set LOG_LEVEL)`);
-  }
-  if (config.bodyLimit !== undefined && !isPositiveInteger(config.bodyLimit)) {
-    fail("bodyLimit", "must be a positive integer (bytes)");
-  }
-  if (config.drainTimeoutMs !== undefined && !isNonNegativeInteger(config.drainTimeoutMs)) {
-    fail("drainTimeoutMs", "must be a non-negative integer (milliseconds; set GATEWAY_DRAIN_TIMEOUT_MS)");
-  }
-  const connectionLimits = [
-    ["headersTimeoutMs", "milliseconds; set GATEWAY_HEADERS_TIMEOUT_MS"],
-    ["requestTimeoutMs", "milliseconds; set GATEWAY_REQUEST_TIMEOUT_MS"],
-    ["http2IdleTimeoutMs", "milliseconds; set GATEWAY_HTTP2_IDLE_TIMEOUT_MS"],
-    ["http2MaxConcurrentStreams", "set GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS"],
-  ] as const;
-  for (const [option, unit] of connectionLimits) {
-    if (config[option] !== undefined && !isPositiveInteger(config[option])) fail(option, `must be a positive integer (${unit})`);
-  }
-  if ((config.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) < (config.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS)) {
+  const rateLimit = resolveRateLimit(config.rateLimit);
+  const authFailureLimit = resolveAuthFailureLimit(config.authFailureLimit);
+  const logger = resolveLogger(config.logger);
+  const bodyLimit =
+    config.bodyLimit === undefined ? GATEWAY_DEFAULTS.bodyLimit : assertPositiveInteger("bodyLimit", config.bodyLimit, must("a positive integer (bytes)"));
+  const cache = resolveCache(config.cache);
+  const corsOrigins = resolveCorsOrigins(config.corsOrigins);
+  const timer = (option: keyof GatewayConfig, value: unknown, fallback: number, hint: string, allowZero = false) =>
+    value === undefined
+      ? fallback
+      : assertDurationMs(option, value, { ...must(`a ${allowZero ? "non-negative" : "positive"} integer (${hint})`), allowZero });
+  const drainTimeoutMs = timer(
+    "drainTimeoutMs",
+    config.drainTimeoutMs,
+    GATEWAY_DEFAULTS.drainTimeoutMs,
+    "milliseconds; set GATEWAY_DRAIN_TIMEOUT_MS",
+    true,
+  );
+  const headersTimeoutMs = timer(
+    "headersTimeoutMs",
+    config.headersTimeoutMs,
+    GATEWAY_DEFAULTS.headersTimeoutMs,
+    "milliseconds; set GATEWAY_HEADERS_TIMEOUT_MS",
+  );
+  const requestTimeoutMs = timer(
+    "requestTimeoutMs",
+    config.requestTimeoutMs,
+    GATEWAY_DEFAULTS.requestTimeoutMs,
+    "milliseconds; set GATEWAY_REQUEST_TIMEOUT_MS",
+  );
+  const http2IdleTimeoutMs = timer(
+    "http2IdleTimeoutMs",
+    config.http2IdleTimeoutMs,
+    GATEWAY_DEFAULTS.http2IdleTimeoutMs,
+    "milliseconds; set GATEWAY_HTTP2_IDLE_TIMEOUT_MS",
+  );
+  const http2MaxConcurrentStreams =
+    config.http2MaxConcurrentStreams === undefined
+      ? GATEWAY_DEFAULTS.http2MaxConcurrentStreams
+      : assertPositiveInteger(
+          "http2MaxConcurrentStreams",
+          config.http2MaxConcurrentStreams,
+          // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS is a 32-bit value.
+          { ...must("a positive integer (set GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS)"), max: 2 ** 32 - 1 },
+        );
+  if (requestTimeoutMs < headersTimeoutMs) {
     fail("requestTimeoutMs", "must be at least headersTimeoutMs (set GATEWAY_REQUEST_TIMEOUT_MS)");
   }
+  // Last: the file is read only once every other option is known to be good.
+  const routes = typeof config.routes === "string" ? loadRoutesFile(config.routes) : config.routes;
+  return {
+    routes,
+    hmacSecret,
+    tokens,
+    claims,
+    anonymousClientId,
+    rateLimit,
+    authFailureLimit,
+    bodyLimit,
+    cache,
+    corsOrigins,
+    drainTimeoutMs,
+    headersTimeoutMs,
+    requestTimeoutMs,
+    http2IdleTimeoutMs,
+    http2MaxConcurrentStreams,
+    logger,
+  };
 }
 
-function validateTokens(
-  tokens: TokenValidationOptions | undefined,
-  fail: (option: string, problem: string) => never,
-): void {
-  if (typeof tokens !== "object" || tokens === null || (!tokens.hs256 && !tokens.jwks && !tokens.introspection)) {
+function resolveRateLimit(rateLimit: GatewayConfig["rateLimit"]): ResolvedRateLimitConfig | false {
+  if (rateLimit === false) return false;
+  const defaults = GATEWAY_DEFAULTS.rateLimit;
+  if (rateLimit === undefined) return { ...defaults, redisUrl: undefined };
+  if (!isObject(rateLimit)) fail("rateLimit", "must be an object { max, timeWindowMs, … } or false");
+  const { max, timeWindowMs, redisUrl, redisTimeoutMs, onRedisFailure } = rateLimit;
+  if (redisUrl !== undefined && (typeof redisUrl !== "string" || !/^rediss?:\/\/./.test(redisUrl))) {
+    fail("rateLimit.redisUrl", "must be a redis:// or rediss:// URL");
+  }
+  return {
+    max: assertPositiveInteger("rateLimit.max", max, must("a positive integer")),
+    timeWindowMs:
+      timeWindowMs === undefined
+        ? defaults.timeWindowMs
+        : assertPositiveInteger("rateLimit.timeWindowMs", timeWindowMs, must("a positive integer (milliseconds)")),
+    redisUrl,
+    redisTimeoutMs:
+      redisTimeoutMs === undefined
+        ? defaults.redisTimeoutMs
+        : assertDurationMs("rateLimit.redisTimeoutMs", redisTimeoutMs, must("a positive integer (milliseconds; set REDIS_TIMEOUT_MS)")),
+    onRedisFailure:
+      onRedisFailure === undefined
+        ? defaults.onRedisFailure
+        : assertOneOf("rateLimit.onRedisFailure", onRedisFailure, ["open", "closed"], must('"open" or "closed" (set RATE_LIMIT_ON_REDIS_FAILURE)')),
+  };
+}
+
+function resolveAuthFailureLimit(limit: GatewayConfig["authFailureLimit"]): Required<AuthFailureLimitConfig> | false {
+  if (limit === false) return false;
+  if (limit === undefined) return { ...GATEWAY_DEFAULTS.authFailureLimit };
+  if (!isObject(limit)) fail("authFailureLimit", "must be an object { max, timeWindowMs } or false");
+  return {
+    max: assertPositiveInteger("authFailureLimit.max", limit.max, must("a positive integer (set AUTH_FAILURE_LIMIT_MAX)")),
+    timeWindowMs:
+      limit.timeWindowMs === undefined
+        ? GATEWAY_DEFAULTS.authFailureLimit.timeWindowMs
+        : assertPositiveInteger(
+            "authFailureLimit.timeWindowMs",
+            limit.timeWindowMs,
+            must("a positive integer (milliseconds; set AUTH_FAILURE_LIMIT_WINDOW)"),
+          ),
+  };
+}
+
+function resolveLogger(logger: GatewayConfig["logger"]): ResolvedGatewayConfig["logger"] {
+  if (logger === false) return false;
+  if (logger !== undefined && !isObject(logger)) fail("logger", "must be an object { level, stream } or false");
+  const level =
+    logger?.level === undefined
+      ? GATEWAY_DEFAULTS.logLevel
+      : assertOneOf("logger.level", logger.level, LOG_LEVELS, must(`one of ${LOG_LEVELS.join(", ")} (set LOG_LEVEL)`));
+  if (logger?.stream !== undefined && typeof (logger.stream as { write?: unknown } | null)?.write !== "function") {
+    fail("logger.stream", "must be a writable stream (an object with a write method)");
+  }
+  return { level, ...(logger?.stream !== undefined && { stream: logger.stream }) };
+}
+
+function resolveCache(cache: ResponseCacheOptions | undefined): Required<ResponseCacheOptions> {
+  const defaults = GATEWAY_DEFAULTS.cache;
+  if (cache === undefined) return { ...defaults };
+  if (!isObject(cache)) fail("cache", "must be an object { maxBytes, maxEntryBytes }");
+  const maxBytes =
+    cache.maxBytes === undefined ? defaults.maxBytes : assertPositiveInteger("cache.maxBytes", cache.maxBytes, must("a positive integer (bytes)"));
+  const maxEntryBytes =
+    cache.maxEntryBytes === undefined
+      ? Math.min(defaults.maxEntryBytes, maxBytes)
+      : assertPositiveInteger("cache.maxEntryBytes", cache.maxEntryBytes, must("a positive integer (bytes)"));
+  if (maxEntryBytes > maxBytes) fail("cache.maxEntryBytes", "must be at most cache.maxBytes");
+  return { maxBytes, maxEntryBytes };
+}
+
+function resolveCorsOrigins(origins: GatewayConfig["corsOrigins"]): readonly string[] | boolean {
+  if (origins === undefined) return GATEWAY_DEFAULTS.corsOrigins;
+  if (typeof origins === "boolean") return origins;
+  if (!Array.isArray(origins)) fail("corsOrigins", "must be a list of origins, true (any origin) or false (set CORS_ORIGINS)");
+  for (const origin of origins as unknown[]) {
+    // An origin is scheme://host[:port], nothing more; the entry is not echoed.
+    const url = assertHttpUrl("corsOrigins", origin, must("a list of origins such as https://app.example.com (set CORS_ORIGINS)"));
+    if (url.origin !== origin) fail("corsOrigins", "must be a list of origins such as https://app.example.com, without a path (set CORS_ORIGINS)");
+  }
+  return [...origins];
+}
+
+function resolveClaims(claims: GatewayConfig["claims"]): ClaimMapping {
+  if (claims === undefined) return defaultClaimMapping;
+  if (!isObject(claims)) fail("claims", "must be an object of identity fields to claim names");
+  const known = Object.keys(defaultClaimMapping);
+  for (const [field, names] of Object.entries(claims)) {
+    if (!known.includes(field)) fail("claims", `must only map ${known.join(", ")}`);
+    if (names === undefined) continue;
+    if (!Array.isArray(names) || names.length === 0 || !names.every((n) => typeof n === "string" && n !== "")) {
+      fail(`claims.${field}`, "must be a non-empty list of claim names");
+    }
+  }
+  const overrides = Object.fromEntries(Object.entries(claims).filter(([, names]) => names !== undefined));
+  return { ...defaultClaimMapping, ...overrides };
+}
+
+function resolveTokens(tokens: TokenValidationOptions | undefined): ResolvedTokenValidationOptions {
+  if (!isObject(tokens) || (!tokens.hs256 && !tokens.jwks && !tokens.introspection)) {
     fail("tokens", "must configure at least one of hs256, jwks or introspection");
   }
-  const { hs256, jwks, introspection } = tokens as TokenValidationOptions;
+  const { hs256, jwks, introspection } = tokens;
+  const defaults = GATEWAY_DEFAULTS.tokens;
+  const optionalMs = (option: string, value: unknown, fallback: number, allowZero: boolean) =>
+    value === undefined
+      ? fallback
+      : assertDurationMs(option, value, { ...must(`a ${allowZero ? "non-negative" : "positive"} integer (milliseconds)`), allowZero });
+  const resolved: { -readonly [K in keyof ResolvedTokenValidationOptions]: ResolvedTokenValidationOptions[K] } = {
+    clockToleranceSeconds:
+      tokens.clockToleranceSeconds === undefined
+        ? defaults.clockToleranceSeconds
+        : assertNumber("tokens.clockToleranceSeconds", tokens.clockToleranceSeconds, {
+            ...must("a non-negative number of seconds"),
+            min: 0,
+          }),
+    cacheMs: optionalMs("tokens.cacheMs", tokens.cacheMs, defaults.cacheMs, true),
+  };
   if (hs256) {
-    if (typeof hs256.secret !== "string" || hs256.secret.length < 32) {
-      fail("tokens.hs256.secret", "must be at least 32 characters (HS256 needs 256 bits; set JWT_SECRET)");
-    }
-    if (!nonEmpty(hs256.issuer)) fail("tokens.hs256.issuer", "is required (e.g. eloquent-gateway)");
-    if (!nonEmpty(hs256.audience)) fail("tokens.hs256.audience", "is required (e.g. eloquent-api)");
+    resolved.hs256 = {
+      secret: assertNonEmptyString("tokens.hs256.secret", hs256.secret, {
+        ...must("at least 32 characters (HS256 needs 256 bits; set JWT_SECRET)"),
+        minLength: 32,
+      }),
+      issuer: required("tokens.hs256.issuer", hs256.issuer, " (e.g. eloquent-gateway)"),
+      audience: required("tokens.hs256.audience", hs256.audience, " (e.g. eloquent-api)"),
+    };
   }
   if (jwks) {
-    if (!isHttpUrl(jwks.url)) fail("tokens.jwks.url", "must be an http(s) URL");
-    if (!nonEmpty(jwks.issuer)) fail("tokens.jwks.issuer", "is required (the OAuth2 server's issuer)");
-    const audiences = [jwks.audience].flat();
-    if (audiences.length === 0 || !audiences.every(nonEmpty)) fail("tokens.jwks.audience", "is required");
+    const audience = [jwks.audience].flat();
+    if (audience.length === 0 || !audience.every((a) => typeof a === "string" && a !== "")) fail("tokens.jwks.audience", "is required");
+    const algorithms = jwks.algorithms ?? defaults.jwks.algorithms;
+    if (!Array.isArray(algorithms) || algorithms.length === 0 || !algorithms.every((a) => typeof a === "string" && a !== "")) {
+      fail("tokens.jwks.algorithms", "must be a non-empty list of JWS algorithms, e.g. RS256, ES256");
+    }
+    resolved.jwks = {
+      url: assertHttpUrl("tokens.jwks.url", jwks.url, { ...must("an http(s) URL"), allowQuery: true }),
+      issuer: required("tokens.jwks.issuer", jwks.issuer, " (the OAuth2 server's issuer)"),
+      audience: audience as string[],
+      algorithms: [...algorithms],
+      refetchCooldownMs: optionalMs("tokens.jwks.refetchCooldownMs", jwks.refetchCooldownMs, defaults.jwks.refetchCooldownMs, true),
+      maxAgeMs: optionalMs("tokens.jwks.maxAgeMs", jwks.maxAgeMs, defaults.jwks.maxAgeMs, false),
+      timeoutMs: optionalMs("tokens.jwks.timeoutMs", jwks.timeoutMs, defaults.jwks.timeoutMs, false),
+      failureCooldownMs: optionalMs("tokens.jwks.failureCooldownMs", jwks.failureCooldownMs, defaults.jwks.failureCooldownMs, true),
+    };
   }
   if (introspection) {
-    if (!isHttpUrl(introspection.url)) fail("tokens.introspection.url", "must be an http(s) URL");
-    if (!nonEmpty(introspection.clientId)) fail("tokens.introspection.clientId", "is required");
-    if (!nonEmpty(introspection.clientSecret)) fail("tokens.introspection.clientSecret", "is required");
+    const url = assertHttpUrl("tokens.introspection.url", introspection.url, { ...must("an http(s) URL"), allowQuery: true });
+    const clientId = required("tokens.introspection.clientId", introspection.clientId);
+    const clientSecret = required("tokens.introspection.clientSecret", introspection.clientSecret);
+    const audience = introspection.audience === undefined ? undefined : [introspection.audience].flat();
+    if (audience !== undefined && (audience.length === 0 || !audience.every((a) => typeof a === "string" && a !== ""))) {
+      fail("tokens.introspection.audience", "must be a non-empty audience or list of audiences (set INTROSPECTION_AUDIENCE)");
+    }
+    if (introspection.issuer !== undefined) {
+      assertNonEmptyString("tokens.introspection.issuer", introspection.issuer, must("a non-empty string when set (set INTROSPECTION_ISSUER)"));
+    }
+    resolved.introspection = {
+      url,
+      clientId,
+      clientSecret,
+      timeoutMs: optionalMs("tokens.introspection.timeoutMs", introspection.timeoutMs, defaults.introspection.timeoutMs, false),
+      audience: audience as string[] | undefined,
+      issuer: introspection.issuer,
+      negativeCacheMs: optionalMs(
+        "tokens.introspection.negativeCacheMs",
+        introspection.negativeCacheMs,
+        defaults.introspection.negativeCacheMs,
+        true,
+      ),
+    };
   }
-}
-
-function nonEmpty(value: unknown): value is string {
-  return typeof value === "string" && value !== "";
-}
-
-function isPositiveInteger(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value > 0;
-}
-
-function isNonNegativeInteger(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
-}
-
-function isHttpUrl(value: unknown): boolean {
-  if (typeof value !== "string") return false;
-  try {
-    return ["http:", "https:"].includes(new URL(value).protocol);
-  } catch {
-    return false;
-  }
+  return resolved;
 }

@@ -1,9 +1,11 @@
+import { GatewayConfigError } from "connect-gateway/errors";
+import type { GatewayEnv } from "connect-gateway/protocol";
 import { parseDuration } from "./duration.js";
-import { GatewayConfigError, type GatewayConfig } from "./gateway-config.js";
+import { GATEWAY_DEFAULTS, type GatewayConfig } from "./gateway-config.js";
 import type { TokenValidationOptions } from "./token-verifier.js";
 
-/** Environment variables read by {@link gatewayConfigFromEnv}. */
-export type GatewayEnv = Readonly<Record<string, string | undefined>>;
+/** Environment variables read by {@link gatewayConfigFromEnv} (the library's one environment type). */
+export type { GatewayEnv };
 
 /**
  * The configuration of `connect-gateway serve`, from the environment:
@@ -51,7 +53,7 @@ export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.e
     ...(env.GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS !== undefined && {
       http2MaxConcurrentStreams: integer(env, "GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS"),
     }),
-    logger: { level: env.LOG_LEVEL ?? "info" },
+    logger: { level: env.LOG_LEVEL ?? GATEWAY_DEFAULTS.logLevel },
   };
 }
 
@@ -92,10 +94,10 @@ function tokensFromEnv(env: GatewayEnv): TokenValidationOptions {
 }
 
 function rateLimitFromEnv(env: GatewayEnv): GatewayConfig["rateLimit"] {
-  const max = env.RATE_LIMIT_MAX === undefined ? 1000 : integer(env, "RATE_LIMIT_MAX");
+  const max = env.RATE_LIMIT_MAX === undefined ? GATEWAY_DEFAULTS.rateLimit.max : integer(env, "RATE_LIMIT_MAX");
   if (max === 0) return false;
-  const window = env.RATE_LIMIT_WINDOW ?? "1m";
-  const timeWindowMs = parseDuration(window);
+  const timeWindowMs =
+    env.RATE_LIMIT_WINDOW === undefined ? GATEWAY_DEFAULTS.rateLimit.timeWindowMs : parseDuration(env.RATE_LIMIT_WINDOW);
   if (timeWindowMs === undefined) throw new GatewayConfigError("RATE_LIMIT_WINDOW", "must be a duration such as 60s or 1m");
   const onRedisFailure = env.RATE_LIMIT_ON_REDIS_FAILURE;
   if (onRedisFailure !== undefined && onRedisFailure !== "open" && onRedisFailure !== "closed") {
@@ -111,9 +113,12 @@ function rateLimitFromEnv(env: GatewayEnv): GatewayConfig["rateLimit"] {
 }
 
 function authFailureLimitFromEnv(env: GatewayEnv): GatewayConfig["authFailureLimit"] {
-  const max = env.AUTH_FAILURE_LIMIT_MAX === undefined ? 20 : integer(env, "AUTH_FAILURE_LIMIT_MAX");
+  const max = env.AUTH_FAILURE_LIMIT_MAX === undefined ? GATEWAY_DEFAULTS.authFailureLimit.max : integer(env, "AUTH_FAILURE_LIMIT_MAX");
   if (max === 0) return false;
-  const timeWindowMs = parseDuration(env.AUTH_FAILURE_LIMIT_WINDOW ?? "1m");
+  const timeWindowMs =
+    env.AUTH_FAILURE_LIMIT_WINDOW === undefined
+      ? GATEWAY_DEFAULTS.authFailureLimit.timeWindowMs
+      : parseDuration(env.AUTH_FAILURE_LIMIT_WINDOW);
   if (timeWindowMs === undefined) {
     throw new GatewayConfigError("AUTH_FAILURE_LIMIT_WINDOW", "must be a duration such as 60s or 1m");
   }

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger, FastifyServerOptions } from "fastify";
-import type { GatewayConfig } from "./gateway-config.js";
+import type { ResolvedGatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
 
 const PINO_WARN = 40;
@@ -30,11 +30,11 @@ export function logCallerGone(log: FastifyBaseLogger, detail: { readonly headers
  * token may travel in either — and the redaction list is a second line of
  * defence should a serializer change.
  */
-export function gatewayLoggerOptions(logger: GatewayConfig["logger"]): FastifyServerOptions["logger"] {
+export function gatewayLoggerOptions(logger: ResolvedGatewayConfig["logger"]): FastifyServerOptions["logger"] {
   if (logger === false) return false;
   return {
-    level: logger?.level ?? "info",
-    ...(logger?.stream && { stream: logger.stream }),
+    level: logger.level,
+    ...(logger.stream && { stream: logger.stream }),
     redact: {
       paths: [
         "req.headers.authorization",

@@ -1,30 +1,18 @@
-import type { IdentityHeaderValues } from "connect-gateway/signing";
+import { identityFields, type CallerIdentity, type IdentityField } from "connect-gateway/signing";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import type { TokenClaims } from "./token-verifier.js";
 
 /**
- * Which token claims feed which identity header. Each entry lists claim
- * names, first present wins. Scopes may be a space-separated string (OAuth2
- * `scope`) or an array (`scopes`).
+ * Which token claims feed which identity header: one entry per identity
+ * field (`clientId` → `X-Client-Id`, `userId` → `X-User-Id`, `email`,
+ * `firstName`, `lastName`, `scopes` → `X-User-Scopes` space-separated and
+ * what route `scopes` are checked against, `orgId` → `X-Org-Id`, `role` →
+ * `X-User-Role`). Each entry lists claim names, first present wins. Scopes
+ * may be a space-separated string (OAuth2 `scope`) or an array (`scopes`).
+ * A token must name a client (or an issuer, the last resort); `userId` is
+ * for user tokens only.
  */
-export interface ClaimMapping {
-  /** → `X-Client-Id`. A token must name a client (or an issuer, the last resort). */
-  readonly clientId: readonly string[];
-  /** → `X-User-Id`, for user tokens only. */
-  readonly userId: readonly string[];
-  /** → `X-User-Email`. */
-  readonly email: readonly string[];
-  /** → `X-User-First-Name`. */
-  readonly firstName: readonly string[];
-  /** → `X-User-Last-Name`. */
-  readonly lastName: readonly string[];
-  /** → `X-User-Scopes` (space-separated), and what route `scopes` are checked against. */
-  readonly scopes: readonly string[];
-  /** → `X-Org-ID` (the `org_id` claim). */
-  readonly orgId: readonly string[];
-  /** → `X-User-Role` (the `role` claim). */
-  readonly role: readonly string[];
-}
+export type ClaimMapping = { readonly [F in IdentityField]: readonly string[] };
 
 /**
  * The default mapping : OAuth2 / OIDC claims first, then the HS256 frontend tokens' own.
@@ -42,12 +30,13 @@ export const defaultClaimMapping: ClaimMapping = {
   role: ["role"],
 };
 
-/** Who is calling, as the gateway forwards it. */
-export interface CallerIdentity extends IdentityHeaderValues {
-  readonly scopes: readonly string[];
-  /** No user: a client_credentials token, or an anonymous call to a public route. */
-  readonly isServiceRequest: boolean;
-}
+/**
+ * Who is calling, as the gateway forwards it: the identity fields of the
+ * signing layer (one definition, shared with the services' `GatewayIdentity`),
+ * `scopes` always a list, and `isServiceRequest` when there is no user (a
+ * client_credentials token, or an anonymous call to a public route).
+ */
+export type { CallerIdentity };
 
 // What Node and undici send unchanged in a header value (no control
 // characters; no leading or trailing space or tab, which the receiving parser
@@ -69,22 +58,17 @@ export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = 
   }
   const subject = pick(mapping.userId);
   const userId = subject === clientId ? undefined : subject;
-  const identity: CallerIdentity = {
-    clientId,
-    userId,
-    email: pick(mapping.email),
-    firstName: pick(mapping.firstName),
-    lastName: pick(mapping.lastName),
-    scopes: scopesOf(claims, mapping.scopes),
-    orgId: pick(mapping.orgId),
-    role: pick(mapping.role),
-    isServiceRequest: userId === undefined,
-  };
-  const values = [identity.clientId, identity.userId, identity.email, identity.firstName, identity.lastName];
+  const fields: Record<string, unknown> = { clientId, userId };
+  for (const field of identityFields) {
+    if (field === "clientId" || field === "userId") continue;
+    fields[field] = field === "scopes" ? scopesOf(claims, mapping.scopes) : pick(mapping[field]);
+  }
+  const identity = { ...fields, isServiceRequest: userId === undefined } as unknown as CallerIdentity;
   const unsafe =
-    [...values, identity.orgId, identity.role, identity.scopes.join(" ")].some(
-      (v) => v !== undefined && !HEADER_VALUE.test(v),
-    ) || [identity.clientId, identity.userId].some((v) => v?.includes("|"));
+    identityFields.some((field) => {
+      const value = field === "scopes" ? identity.scopes.join(" ") : (identity[field] as string | undefined);
+      return value !== undefined && !HEADER_VALUE.test(value);
+    }) || [identity.clientId, identity.userId].some((v) => v?.includes("|"));
   if (unsafe) throw new GatewayHttpError("UNAUTHORIZED", "Token carries claims that cannot be forwarded");
   return identity;
 }

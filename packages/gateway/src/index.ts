@@ -1,5 +1,9 @@
-// The gateway role: a routes.yaml API gateway that validates
-// tokens, enforces scopes, signs with the shared HMAC secret and forwards.
+/**
+ * The gateway role: a routes.yaml API gateway that validates
+ * tokens, enforces scopes, signs with the shared HMAC secret and forwards.
+ *
+ * @module @connect-gateway/gateway
+ */
 export { createGateway, DEFAULT_DRAIN_TIMEOUT_MS, type Gateway } from "./create-gateway.js";
 export {
   GatewayConfigError,
@@ -43,3 +47,4 @@ export {
   type DevTokenSigning,
   type DevUser,
 } from "./dev-token-issuer.js";
+export { scaffoldService, ScaffoldError, type ScaffoldOptions, type ScaffoldPart } from "./scaffold-service.js";

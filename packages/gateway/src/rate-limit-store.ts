@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import type { FastifyBaseLogger } from "fastify";
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from "@fastify/rate-limit";
-import { Redis } from "ioredis";
+import type { Redis as RedisClient, RedisOptions } from "ioredis";
 import { LRUCache } from "lru-cache";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
@@ -21,7 +21,7 @@ export interface RateLimitStoreOptions {
 /** The Redis connection that gateway instances share their rate-limit counters through. */
 export interface RateLimitStore {
   /** What @fastify/rate-limit counts in. */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** The store to hand @fastify/rate-limit (`store` option): Redis, bounded by the timeout budget. */
   readonly storeClass: FastifyRateLimitStoreCtor;
   /** Whether the last PING (every pingIntervalMs) was answered in time and the connection is up. */
@@ -107,13 +107,11 @@ interface CountResult {
 type Callback = (error: Error | null, result?: CountResult) => void;
 type InnerStore = FastifyRateLimitStore & { read?(key: string, cb: Callback, timeWindow: number, max: number): void };
 
-// @fastify/rate-limit's own Redis store (its Lua script), wrapped below; the package is CommonJS.
-const RedisStore = createRequire(import.meta.url)("@fastify/rate-limit/store/RedisStore.js") as new (
-  continueExceeding: boolean,
-  exponentialBackoff: boolean,
-  redis: Redis,
-  key?: string,
-) => InnerStore;
+const require = createRequire(import.meta.url);
+// @fastify/rate-limit's own Redis store (its Lua script), wrapped below; the
+// package is CommonJS. Loaded, with ioredis, only when Redis is configured:
+// a gateway without it does not pay their start-up time.
+type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, redis: RedisClient, key?: string) => InnerStore;
 
 /**
  * Connects to Redis at `url` for the shared rate limit, so that a Redis
@@ -143,6 +141,8 @@ const RedisStore = createRequire(import.meta.url)("@fastify/rate-limit/store/Red
 export function connectRateLimitStore(url: string, log: FastifyBaseLogger, options: RateLimitStoreOptions): RateLimitStore {
   const { timeoutMs, onFailure } = options;
   const pingIntervalMs = options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS;
+  const { Redis } = require("ioredis") as { Redis: new (url: string, options: RedisOptions) => RedisClient };
+  const RedisStore = require("@fastify/rate-limit/store/RedisStore.js") as RedisStoreCtor;
   const redis = new Redis(url, {
     enableOfflineQueue: false,
     commandTimeout: timeoutMs,

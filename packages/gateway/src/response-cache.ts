@@ -79,10 +79,10 @@ const RECOGNISED_REQUEST_PREFIXES = ["sec-fetch-", "sec-ch-"];
  * {@link responseCacheKey}, which includes the caller, so an answer cached
  * for one user or client is never served to another.
  */
-export function createResponseCache(options: ResponseCacheOptions = {}): ResponseCache {
-  const maxEntryBytes = options.maxEntryBytes ?? 1024 * 1024;
+export function createResponseCache(options: Required<ResponseCacheOptions>): ResponseCache {
+  const { maxEntryBytes } = options;
   const lru = new LRUCache<string, CachedResponse>({
-    maxSize: options.maxBytes ?? 64 * 1024 * 1024,
+    maxSize: options.maxBytes,
     maxEntrySize: maxEntryBytes,
     sizeCalculation: (r) => Math.max(1, r.body.length),
   });

@@ -8,7 +8,13 @@ import {
   type Node as YamlNode,
   type Scalar,
 } from "yaml";
+import { RoutesFileError, type RoutesFileProblem } from "connect-gateway/errors";
+import { httpUrlProblem, isScopeToken, type GatewayEnv, type HttpUrlProblem } from "connect-gateway/protocol";
 import { parseDuration } from "./duration.js";
+
+// RoutesFileError lives with every other configuration error of the project
+// (connect-gateway/errors); the gateway re-exports it.
+export { RoutesFileError, type RoutesFileProblem };
 
 /** The HTTP methods a route may declare (`OPTIONS` belongs to CORS preflight). */
 export const routeMethods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
@@ -48,6 +54,11 @@ export interface GatewayRoute extends UpstreamAccess {
   readonly method: RouteMethod;
   /** `proxy_upstream` after `$ENV` expansion: an `http(s)://` URL. */
   readonly upstream: string;
+  /**
+   * `upstream`, parsed once when the file is read. Not enumerable: a spread
+   * or JSON of the route shows the file's own fields only.
+   */
+  readonly upstreamUrl: URL;
   /** `cache_ttl`: GET answers are cached per caller for this long. */
   readonly cacheTtlMs?: number | undefined;
 }
@@ -62,6 +73,11 @@ export interface GatewayBackend extends UpstreamAccess {
   readonly name: string;
   /** `upstream` after `$ENV` expansion: an `http(s)://` URL, maybe with a path prefix. */
   readonly upstream: string;
+  /**
+   * `upstream`, parsed once when the file is read. Not enumerable: a spread
+   * or JSON of the backend shows the file's own fields only.
+   */
+  readonly upstreamUrl: URL;
   /**
    * `http2: true`: the upstream speaks cleartext HTTP/2 (prior knowledge),
    * which gRPC needs for its trailers. Default HTTP/1.1.
@@ -80,30 +96,10 @@ export interface RoutesFile {
   readonly backends: readonly GatewayBackend[];
 }
 
-/** One problem found in a routes file. */
-export interface RoutesFileProblem {
-  readonly line: number;
-  readonly message: string;
-}
-
-/**
- * A routes file that cannot be used. The message lists every problem as
- * `file:line: problem`, so the gateway refuses to start and says what to fix.
- */
-export class RoutesFileError extends Error {
-  override name = "RoutesFileError";
-  constructor(
-    readonly source: string,
-    readonly problems: readonly RoutesFileProblem[],
-  ) {
-    super(problems.map((p) => `${source}:${p.line}: ${p.message}`).join("\n"));
-  }
-}
-
 /** Options of {@link parseRoutesFile} and {@link loadRoutesFile}. */
 export interface RoutesFileOptions {
   /** Where `$VAR` upstreams come from. Default `process.env`. */
-  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly env?: GatewayEnv;
 }
 
 /** Reads and validates a `routes.yaml` file; throws {@link RoutesFileError}. */
@@ -164,7 +160,6 @@ const RESERVED_PATHS = ["/health", "/ready"];
 const PATH = /^(\/([A-Za-z0-9._~!$&'()+,;=@-]|%[0-9A-Fa-f]{2}|\{[A-Za-z_][A-Za-z0-9_]*\})*)+$/;
 const PLACEHOLDER_END = /^(?:[^}]|\}(?=[/.-]|$))*$/;
 const BACKEND_NAME = /^[a-z0-9][a-z0-9._-]*$/;
-const SCOPE = /^[\x21\x23-\x5b\x5d-\x7e]+$/; // RFC 6749 §3.3 scope-token
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
 
 /** The keys of one YAML map; `empty` holds the keys written without a value. */
@@ -260,14 +255,14 @@ function readRoute(
     reader.fail(node, `${path} is in public_paths but the route says auth_required: true`);
   }
   if (reader.problems.length > before) return undefined;
-  return {
+  return withUpstreamUrl({
     ...access,
     authRequired: access.authRequired && !isPublic,
     path,
     method,
     upstream,
     cacheTtlMs,
-  };
+  });
 }
 
 function readBackends(reader: Reader, node: YamlNode | null | undefined): GatewayBackend[] {
@@ -293,7 +288,7 @@ function readBackends(reader: Reader, node: YamlNode | null | undefined): Gatewa
     const http2 = http2Node === undefined ? false : reader.boolean(http2Node, "http2");
     const access = readAccess(reader, fields, valueNode);
     if (upstream === undefined || access === undefined || http2 === undefined) continue;
-    backends.push({ ...access, name, upstream, http2, line: reader.line(keyNode) });
+    backends.push(withUpstreamUrl({ ...access, name, upstream, http2, line: reader.line(keyNode) }));
   }
   return backends;
 }
@@ -353,7 +348,8 @@ function readMethod(reader: Reader, node: YamlNode): RouteMethod | undefined {
 function readScopes(reader: Reader, node: YamlNode, what: string): string[] {
   return reader.list(node, what).flatMap((item) => {
     const scope = reader.string(item, `an entry of ${what}`);
-    if (scope !== undefined && !SCOPE.test(scope)) {
+    // Scopes are RFC 6749 §3.3 scope-tokens, see https://www.rfc-editor.org/rfc/rfc6749#section-3.3
+    if (scope !== undefined && !isScopeToken(scope)) {
       reader.fail(item, `${what} entry ${JSON.stringify(scope)} must be one word without spaces or quotes`);
       return [];
     }
@@ -367,7 +363,7 @@ class Reader {
 
   constructor(
     private readonly lineCounter: LineCounter,
-    private readonly env: Readonly<Record<string, string | undefined>>,
+    private readonly env: GatewayEnv,
   ) {}
 
   line(at: YamlNode | number): number {
@@ -456,24 +452,26 @@ class Reader {
       return undefined;
     }
     // The expanded value is not echoed: an upstream URL may come from a secret store.
-    const problem = upstreamProblem(expanded);
+    const { problem } = httpUrlProblem(expanded);
     if (problem !== undefined) {
-      this.fail(node, `${what} ${raw === expanded ? "" : `(${raw}) `}${problem}`);
+      const text = URL.canParse(expanded) ? UPSTREAM_PROBLEMS[problem] : "is not a URL: expected http(s)://host:port";
+      this.fail(node, `${what} ${raw === expanded ? "" : `(${raw}) `}${text}`);
       return undefined;
     }
     return expanded.replace(/\/+$/, "");
   }
 }
 
-function upstreamProblem(value: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return "is not a URL: expected http(s)://host:port";
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return "must be an http:// or https:// URL";
-  if (url.username !== "" || url.password !== "") return "must not carry credentials";
-  if (url.search !== "" || url.hash !== "") return "must not have a query or fragment";
-  return undefined;
+// The URL rules are connect-gateway's (httpUrlProblem); the wording is the routes file's.
+const UPSTREAM_PROBLEMS: Record<HttpUrlProblem, string> = {
+  invalid: "must be an http:// or https:// URL",
+  credentials: "must not carry credentials",
+  query: "must not have a query or fragment",
+};
+
+/** Adds `upstreamUrl`, the parsed `upstream` (checked by the reader), as a non-enumerable property. */
+function withUpstreamUrl<T extends { readonly upstream: string }>(entry: T): T & { readonly upstreamUrl: URL } {
+  return Object.defineProperty(entry, "upstreamUrl", { value: new URL(entry.upstream), enumerable: false }) as T & {
+    readonly upstreamUrl: URL;
+  };
 }

@@ -1,4 +1,4 @@
-import { createHash, createSecretKey } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   createRemoteJWKSet,
   decodeProtectedHeader,
@@ -11,7 +11,11 @@ import { LRUCache } from "lru-cache";
 import { basicAuthorization } from "connect-gateway/protocol";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
-/** HS256 tokens signed with a shared secret, as a frontend that shares the secret issues them. */
+/**
+ * HS256 tokens signed with a shared secret, as a frontend that shares the secret issues them.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc7519 | RFC 7519} (JWT: `iss`, `aud`, `exp`)
+ */
 export interface Hs256TokenOptions {
   /** The shared secret (`JWT_SECRET`), at least 32 characters. */
   readonly secret: string;
@@ -21,7 +25,11 @@ export interface Hs256TokenOptions {
   readonly audience: string;
 }
 
-/** Asymmetric tokens (RS256 / ES256) verified with an OAuth2 server's JWKS. */
+/**
+ * Asymmetric tokens (RS256 / ES256) verified with an OAuth2 server's JWKS.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc7517 | RFC 7517} (JWK Set) and {@link https://www.rfc-editor.org/rfc/rfc7519 | RFC 7519} (JWT)
+ */
 export interface JwksTokenOptions {
   /** The JWKS URL, e.g. `http://127.0.0.1:4000/jwks`. */
   readonly url: string;
@@ -51,7 +59,12 @@ export interface JwksTokenOptions {
   readonly failureCooldownMs?: number;
 }
 
-/** Opaque tokens checked through an RFC 7662 introspection endpoint. */
+/**
+ * Opaque tokens checked through an RFC 7662 introspection endpoint; the
+ * gateway authenticates to it with `client_secret_basic`.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc7662 | RFC 7662} (token introspection)
+ */
 export interface IntrospectionOptions {
   /** The introspection endpoint. */
   readonly url: string;
@@ -93,6 +106,38 @@ export interface TokenValidationOptions {
   readonly cacheMs?: number;
 }
 
+/** {@link TokenValidationOptions} checked by `resolveGatewayConfig`, every default applied. */
+export interface ResolvedTokenValidationOptions {
+  readonly hs256?: Hs256TokenOptions;
+  readonly jwks?: ResolvedJwksTokenOptions;
+  readonly introspection?: ResolvedIntrospectionOptions;
+  readonly clockToleranceSeconds: number;
+  readonly cacheMs: number;
+}
+
+/** {@link JwksTokenOptions} checked, with defaults applied and the URL parsed. */
+export interface ResolvedJwksTokenOptions {
+  readonly url: URL;
+  readonly issuer: string;
+  readonly audience: readonly string[];
+  readonly algorithms: readonly string[];
+  readonly refetchCooldownMs: number;
+  readonly maxAgeMs: number;
+  readonly timeoutMs: number;
+  readonly failureCooldownMs: number;
+}
+
+/** {@link IntrospectionOptions} checked, with defaults applied and the URL parsed. */
+export interface ResolvedIntrospectionOptions {
+  readonly url: URL;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  readonly timeoutMs: number;
+  readonly audience: readonly string[] | undefined;
+  readonly issuer: string | undefined;
+  readonly negativeCacheMs: number;
+}
+
 /** The verified claims of a token. */
 export type TokenClaims = Readonly<JWTPayload>;
 
@@ -116,11 +161,13 @@ const CACHE_ENTRIES = 10_000;
  * introspection — each only when configured, chosen by the token's shape and
  * `alg`, with issuer, audience and expiry always checked.
  */
-export function createTokenVerifier(options: TokenValidationOptions): TokenVerifier {
-  const clockTolerance = options.clockToleranceSeconds ?? 5;
+export function createTokenVerifier(options: ResolvedTokenValidationOptions): TokenVerifier {
+  const clockTolerance = options.clockToleranceSeconds;
   const hs256 = options.hs256 && {
-    // A KeyObject once, rather than the raw secret imported again on every verification.
-    key: createSecretKey(Buffer.from(options.hs256.secret, "utf8")),
+    // A WebCrypto CryptoKey, imported once: jose verifies with WebCrypto, and
+    // hands it a raw secret or a KeyObject only after importing it again on
+    // every verification (about twice the cost of the HMAC itself).
+    key: crypto.subtle.importKey("raw", Buffer.from(options.hs256.secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]),
     verify: {
       issuer: options.hs256.issuer,
       audience: options.hs256.audience,
@@ -131,28 +178,30 @@ export function createTokenVerifier(options: TokenValidationOptions): TokenVerif
   };
   const jwks = options.jwks && {
     keys: withFailureCooldown(
-      createRemoteJWKSet(new URL(options.jwks.url), {
-        cooldownDuration: options.jwks.refetchCooldownMs ?? 30_000,
-        cacheMaxAge: options.jwks.maxAgeMs ?? 600_000,
-        timeoutDuration: options.jwks.timeoutMs ?? 5_000,
+      createRemoteJWKSet(options.jwks.url, {
+        cooldownDuration: options.jwks.refetchCooldownMs,
+        cacheMaxAge: options.jwks.maxAgeMs,
+        timeoutDuration: options.jwks.timeoutMs,
       }) as JWTVerifyGetKey,
-      options.jwks.failureCooldownMs ?? 5_000,
+      options.jwks.failureCooldownMs,
     ),
     verify: {
       issuer: options.jwks.issuer,
-      audience: [options.jwks.audience].flat() as string[],
-      algorithms: [...(options.jwks.algorithms ?? ["RS256", "ES256"])],
+      audience: [...options.jwks.audience],
+      algorithms: [...options.jwks.algorithms],
       requiredClaims: ["exp"],
       clockTolerance,
     },
   };
   const introspect = options.introspection && createIntrospection(options.introspection, clockTolerance);
-  const cacheMs = options.cacheMs ?? 30_000;
+  const cacheMs = options.cacheMs;
   const verified = cacheMs > 0 ? new LRUCache<string, TokenClaims>({ max: CACHE_ENTRIES }) : undefined;
-  const negativeMs = options.introspection?.negativeCacheMs ?? 10_000;
   // Refusals of opaque tokens by the introspection endpoint, remembered briefly.
+  const negativeMs = options.introspection?.negativeCacheMs;
   const refused =
-    introspect && negativeMs > 0 ? new LRUCache<string, GatewayHttpError>({ max: CACHE_ENTRIES, ttl: negativeMs }) : undefined;
+    introspect && negativeMs !== undefined && negativeMs > 0
+      ? new LRUCache<string, GatewayHttpError>({ max: CACHE_ENTRIES, ttl: negativeMs })
+      : undefined;
   // One verification at a time per token: concurrent calls share it.
   const inflight = new Map<string, Promise<TokenClaims>>();
 
@@ -169,7 +218,7 @@ export function createTokenVerifier(options: TokenValidationOptions): TokenVerif
           }
         }
       } else if (alg === "HS256" && hs256) {
-        return (await jwtVerify(token, hs256.key, hs256.verify)).payload;
+        return (await jwtVerify(token, await hs256.key, hs256.verify)).payload;
       } else if (jwks && jwks.verify.algorithms.includes(alg)) {
         return (await jwtVerify(token, jwks.keys, jwks.verify)).payload;
       }
@@ -277,11 +326,11 @@ function isKeySetFailure(e: unknown): boolean {
  * audience when those are configured.
  */
 function createIntrospection(
-  options: IntrospectionOptions,
+  options: ResolvedIntrospectionOptions,
   clockToleranceSeconds: number,
 ): (token: string) => Promise<TokenClaims> {
   const authorization = basicAuthorization(options.clientId, options.clientSecret);
-  const audiences = options.audience === undefined ? undefined : ([options.audience].flat() as string[]);
+  const audiences = options.audience;
   return async (token) => {
     const claims = await postIntrospection(options, authorization, token);
     if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
@@ -305,7 +354,7 @@ function createIntrospection(
 }
 
 async function postIntrospection(
-  options: IntrospectionOptions,
+  options: ResolvedIntrospectionOptions,
   authorization: string,
   token: string,
 ): Promise<Record<string, unknown>> {
@@ -315,7 +364,7 @@ async function postIntrospection(
       method: "POST",
       headers: { authorization, accept: "application/json" },
       body: new URLSearchParams({ token, token_type_hint: "access_token" }),
-      signal: AbortSignal.timeout(options.timeoutMs ?? 5_000),
+      signal: AbortSignal.timeout(options.timeoutMs),
     });
   } catch (e) {
     throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", { cause: e });

@@ -1,10 +1,13 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http";
-import type { IncomingHttpHeaders as Http2Headers } from "node:http2";
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders as Http2Headers, Http2ServerResponse } from "node:http2";
 import type { Readable } from "node:stream";
 import replyFrom, { type FastifyReplyFromOptions } from "@fastify/reply-from";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
 import { gatewaySignatureHeaders, GatewaySigningError } from "connect-gateway/signing";
 import { dropCallerAuthorization, dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
+import { envelopedProtocolOf } from "./caller-protocol.js";
+import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
+import { EnvelopedRelay } from "./enveloped-relay.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { logCallerGone } from "./gateway-logger.js";
 import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
@@ -149,12 +152,14 @@ function forward(
         void reply.code(CLIENT_CLOSED_REQUEST).send();
         return;
       }
-      if (upstream.http2) forwardTrailers(response.stream, reply);
       if (cacheKey !== undefined && cacheUse?.store === true && isStorable(response, context.cache.maxEntryBytes)) {
+        if (upstream.http2) forwardTrailers(response.stream, reply, undefined);
         void sendAndCache(reply, response, context.cache, cacheKey, route.cacheTtlMs as number);
-      } else {
-        void reply.send(response.stream);
+        return;
       }
+      const relay = envelopedRelayOf(response, reply);
+      if (upstream.http2) forwardTrailers(response.stream, reply, relay);
+      void reply.send(relay ?? response.stream);
     },
     onError: (_reply, { error }) => failReply(reply, upstreamError(error)),
   });
@@ -292,22 +297,45 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
  * was or will be written, Node's compatibility response ends with its headers
  * (END_STREAM) and would drop the trailers, so they become headers instead —
  * gRPC's "Trailers-Only" response. (An HTTP/1.1 caller gets trailers only
- * with chunked encoding; gRPC-web carries them in the body anyway.)
+ * with chunked encoding; gRPC-web carries them in the body anyway.) Once
+ * `relay` has ended the stream for a shutdown, with its own trailers, late
+ * upstream trailers are dropped.
  */
-function forwardTrailers(stream: Readable, reply: FastifyReply): void {
+function forwardTrailers(stream: Readable, reply: FastifyReply, relay: EnvelopedRelay | undefined): void {
   // The body stream H2cUpstreamPool hands over passes the upstream's 'trailers' event on.
   stream.once("trailers", (trailers: Http2Headers) => {
+    // The gateway has ended the stream itself (shutting down), with its own trailers.
+    if (relay?.cut === true) return;
     const copy: OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(trailers)) {
       if (!name.startsWith(":") && value !== undefined) copy[name] = value as string | string[];
     }
     const raw = reply.raw;
-    if (!raw.headersSent && stream.readableLength === 0) {
+    if (!raw.headersSent && stream.readableLength === 0 && (relay?.readableLength ?? 0) === 0) {
       for (const [name, value] of Object.entries(copy)) raw.setHeader(name, value as string | string[]);
     } else {
       raw.addTrailers(copy);
     }
   });
+}
+
+/**
+ * For a gRPC, gRPC-web (binary) or Connect streaming answer, the body the
+ * caller gets: the upstream body through an {@link EnvelopedRelay}, which
+ * the drain timeout of a graceful close ends at a message boundary with
+ * `Unavailable` (see setDrainDeadlineEnding) rather than with a reset.
+ * `undefined` for any other answer (Connect unary, REST, gRPC-web-text, an
+ * error status): those are passed on as they are, and reset at the drain
+ * timeout if still open, as nothing more can be said in their protocol.
+ */
+function envelopedRelayOf(response: UpstreamResponse, reply: FastifyReply): EnvelopedRelay | undefined {
+  if (response.statusCode !== 200) return undefined;
+  const protocol = envelopedProtocolOf(response.headers["content-type"]);
+  if (protocol === undefined) return undefined;
+  const raw = reply.raw as ServerResponse | Http2ServerResponse;
+  const relay = new EnvelopedRelay(response.stream, protocol, raw);
+  setDrainDeadlineEnding(raw, () => relay.endAtMessageBoundary());
+  return relay;
 }
 
 /**

@@ -1,8 +1,8 @@
 // A small real OAuth2-like token endpoint on node:http, for what oidc-provider
 // does not do on purpose: issue refresh tokens for client_credentials, fail
 // in every way a token endpoint can fail, answer a session exchange.
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { startServer, unusedPort } from "./loopback-server.js";
 
 /** What the endpoint received. */
 export interface TokenEndpointRequest {
@@ -33,7 +33,7 @@ export async function startTokenEndpoint(
   port = 0,
 ): Promise<TestTokenEndpoint> {
   const requests: TokenEndpointRequest[] = [];
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const server = await startServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -53,27 +53,11 @@ export async function startTokenEndpoint(
       if (a.delayMs) setTimeout(send, a.delayMs).unref();
       else send();
     });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", resolve);
-  });
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  }, "1.1", port);
+  return { url: server.baseUrl, requests, close: () => server.close() };
 }
 
 /** A port on 127.0.0.1 with nothing listening (bound, then released). */
 export async function closedPortUrl(): Promise<string> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return `http://127.0.0.1:${port}`;
+  return `http://127.0.0.1:${await unusedPort()}`;
 }

@@ -2,35 +2,51 @@ import { createContextValues } from "@connectrpc/connect";
 import type { IncomingMessage } from "node:http";
 import { pipeline, Transform, type Readable } from "node:stream";
 import { createHash, type Hash } from "node:crypto";
-import { setVerifiedIdentity } from "./current-user.js";
-import type { GatewayAuthConfig } from "./gateway-auth-options.js";
-import { bodyTooLargeMessage, rejectionMessage, rejectionStatus } from "./gateway-rejection.js";
-import type { VerifiedNodeRequest } from "./node-request-verifier.js";
-import { checkRequestHead, type RequestCheck } from "./request-check.js";
-import { declaresTooLarge, outcome, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
-import type { VerifiedRequests } from "./verified-requests.js";
+import { setVerifiedIdentity } from "../current-user.js";
+import type { GatewayAuthConfig } from "../gateway-auth-options.js";
+import { rejectionOf, type Rejection } from "../rejections.js";
+import {
+  checkRequestHead,
+  readAndVerifyBody,
+  refusalBeforeBody,
+  refusalOfBody,
+  verifyHashedBody,
+  type AdmittedHead,
+} from "../request-check.js";
+import type { VerifiedBody } from "../verified-body.js";
+import type { VerifiedRequests } from "../verified-requests.js";
+import type { VerifiedNodeRequest } from "./node.js";
 
 /** The parts of a Fastify request the plugin uses (typed here, so Fastify stays optional). */
 export interface FastifyLikeRequest {
+  /** The Node request underneath: its raw headers and request-target are what is verified. */
   readonly raw: IncomingMessage;
+  /** The body as Fastify's parser left it. */
   body?: unknown;
+  /** Set by the plugin once the signature verified: the identity and context values. */
   gateway?: Omit<VerifiedNodeRequest, "body">;
 }
 
 /** The parts of a Fastify reply the plugin uses. */
 export interface FastifyLikeReply {
+  /** Sets the status of a refusal (403, 413, 503…). */
   code(status: number): FastifyLikeReply;
+  /** Sends the refusal's JSON body, `{ message }`. */
   send(payload: unknown): FastifyLikeReply;
 }
 
 /** The parts of a Fastify instance the plugin uses. */
 export interface FastifyLikeInstance {
+  /** Declares `request.gateway`. */
   decorateRequest(name: string, value: unknown): unknown;
+  /** `onRequest`: checks the gateway headers before the body is read. */
   addHook(name: "onRequest", hook: (req: FastifyLikeRequest, reply: FastifyLikeReply) => Promise<unknown>): unknown;
+  /** `preParsing`: hands the body parser a stream that hashes the bytes as it reads them. */
   addHook(
     name: "preParsing",
     hook: (req: FastifyLikeRequest, reply: FastifyLikeReply, payload: Readable) => Promise<Readable>,
   ): unknown;
+  /** `preValidation`: verifies the signature before validation or any handler. */
   addHook(name: "preValidation", hook: (req: FastifyLikeRequest, reply: FastifyLikeReply) => Promise<unknown>): unknown;
 }
 
@@ -40,7 +56,7 @@ export interface FastifyLikePlugin {
 }
 
 interface Pending {
-  readonly check: Extract<RequestCheck, { ok: true }>;
+  readonly check: AdmittedHead;
   /** Fed by the stream preParsing hands the body parser. */
   readonly hash: Hash;
   /** That stream, when Fastify called preParsing. */
@@ -67,12 +83,10 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
     instance.decorateRequest("gateway", undefined);
     instance.addHook("onRequest", async (req, reply) => {
       const check = checkRequestHead(config, req.raw);
-      if (!check.ok) {
-        return reply.code(rejectionStatus(check.reason)).send({ message: rejectionMessage(config, check.reason, check) });
-      }
-      if (declaresTooLarge(req.raw.headers["content-length"], config.maxBodyBytes)) {
-        return reply.code(413).send({ message: bodyTooLargeMessage(config) });
-      }
+      if (!check.ok) return refuse(reply, rejectionOf(config, check.reason, check));
+      // Fastify's parser has not run yet: the body is still unread.
+      const early = refusalBeforeBody(config, { consumed: false, contentLength: req.raw.headers["content-length"] });
+      if (early !== undefined) return refuse(reply, rejectionOf(config, early, check));
       pending.set(req, { check, hash: createHash("sha256") });
       return undefined;
     });
@@ -86,11 +100,8 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       const state = pending.get(req);
       if (state === undefined) return undefined;
       pending.delete(req);
-      const body = await restOfBody(state, req.raw, config.maxBodyBytes);
-      if (body.kind === "too_large") return reply.code(413).send({ message: bodyTooLargeMessage(config) });
-      if (body.kind === "rejected") {
-        return reply.code(rejectionStatus(body.reason)).send({ message: rejectionMessage(config, body.reason, state.check) });
-      }
+      const body = await restOfBody(config, state, req.raw);
+      if (body.kind !== "verified") return refuse(reply, rejectionOf(config, refusalOfBody(body), state.check));
       const values = createContextValues();
       setVerifiedIdentity(values, config, state.check.identity);
       req.gateway = { identity: state.check.identity, values };
@@ -119,8 +130,13 @@ function hashed(source: Readable, hash: Hash): Readable {
 // Either the body parser read the whole body through the hashing stream, or
 // it left it unread (a GET, a Connect route): then read, hash and keep it
 // here for whoever reads the request next (a Connect route).
-function restOfBody(state: Pending, raw: Readable, maxBodyBytes: number): Promise<VerifiedBody> {
+function restOfBody(config: GatewayAuthConfig, state: Pending, raw: Readable): Promise<VerifiedBody> {
   const stream = state.stream ?? raw;
-  if (!stream.readableEnded) return readVerifiedBody(stream, state.check.verifyBody, maxBodyBytes);
-  return Promise.resolve(state.check.verifyBody(state.hash.digest("hex"))).then((verdict) => outcome(verdict, [], 0));
+  if (!stream.readableEnded) return readAndVerifyBody(config, state.check, stream);
+  return verifyHashedBody(state.check, state.hash.digest("hex"));
+}
+
+/** Answers a refusal with its status from the rejection table and `{ message }`. */
+function refuse(reply: FastifyLikeReply, rejection: Rejection): FastifyLikeReply {
+  return reply.code(rejection.status).send({ message: rejection.message });
 }

@@ -2,12 +2,13 @@
 // node:http (HTTP/1.1) or node:http2 (h2c), one per path prefix seen, so it
 // answers `/pkg.Service/Method`, `/backend/<service>/pkg.Service/Method`,
 // `/prefix/backend/<service>/…` alike, and records every request.
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createHttp2Server, type Http2ServerRequest, type Http2ServerResponse } from "node:http2";
-import type { AddressInfo, Server } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { EchoService, ValuationService } from "../../../examples/gen/example/v1/example_pb.js";
+import { ValuationService } from "../../examples/gen/example/v1/example_pb.js";
+import { echoRoutes } from "./echo-routes.js";
+import { startServer } from "./loopback-server.js";
 
 /** One request the backend received. */
 export interface BackendRequest {
@@ -33,20 +34,7 @@ export interface TestBackend {
 }
 
 function routes(router: ConnectRouter) {
-  router.service(EchoService, {
-    echo: (req) => ({ text: req.text }),
-    async *echoStream(req) {
-      for (let i = 0; i < req.repeat; i++) yield { text: req.text };
-    },
-    async collect(requests) {
-      let text = "";
-      for await (const r of requests) text += r.text;
-      return { text };
-    },
-    async *chat(requests) {
-      for await (const r of requests) yield { text: r.text };
-    },
-  });
+  echoRoutes({ calls: 0, messages: 0 })(router);
   router.service(ValuationService, { get: (req) => ({ id: req.id, amount: "100.00" }) });
 }
 
@@ -75,19 +63,6 @@ export async function startBackend(options: BackendOptions): Promise<TestBackend
       res.end(JSON.stringify({ error: { code: "UNAUTHORIZED", message: "invalid token" } }));
     });
   };
-  const server: Server =
-    options.httpVersion === "2" ? createHttp2Server(handler as never) : createServer(handler as never);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const sessions = new Set<{ destroy(): void }>();
-  server.on("session", (s: { destroy(): void }) => sessions.add(s));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sessions) s.destroy();
-        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
-        server.close(() => resolve());
-      }),
-  };
+  const server = await startServer(handler, options.httpVersion);
+  return { url: server.baseUrl, requests, close: () => server.close() };
 }

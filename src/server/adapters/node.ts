@@ -1,19 +1,12 @@
 import { createContextValues, type ContextValues } from "@connectrpc/connect";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
-import { bodyWasConsumed } from "./body-was-consumed.js";
-import { setVerifiedIdentity } from "./current-user.js";
-import type { GatewayAuthConfig } from "./gateway-auth-options.js";
-import type { GatewayIdentity } from "./gateway-identity.js";
-import {
-  BODY_ALREADY_READ_MESSAGE,
-  BODY_CUT_OFF_MESSAGE,
-  bodyTooLargeMessage,
-  rejectionMessage,
-  rejectionStatus,
-} from "./gateway-rejection.js";
-import { checkRequestHead } from "./request-check.js";
-import { declaresTooLarge, readVerifiedBody } from "./verified-body.js";
+import { bodyWasConsumed } from "../body-was-consumed.js";
+import { setVerifiedIdentity } from "../current-user.js";
+import type { GatewayAuthConfig } from "../gateway-auth-options.js";
+import type { GatewayIdentity } from "../gateway-identity.js";
+import { rejectionOf, type Rejection } from "../rejections.js";
+import { checkRequestHead, readAndVerifyBody, refusalBeforeBody, refusalOfBody } from "../request-check.js";
 
 /** A verified plain-Node request: who is calling, and the exact body bytes. */
 export interface VerifiedNodeRequest {
@@ -33,10 +26,11 @@ type NodeResponse = ServerResponse | Http2ServerResponse;
  * headers before reading anything, then reads the body (at most
  * `maxBodyBytes`), hashing it as it arrives, and verifies the signature.
  * Returns the identity and the body; otherwise answers the request itself
- * (403 `{"message": reason | "Forbidden"}` — 503 when the replay store did
- * not answer —, 413 when too large, 500 when a
- * body parser consumed the body first, 400 when the body was cut off) and
- * returns `undefined`. Never rejects on a request's input.
+ * with the status and message of the rejection table, as JSON
+ * `{"message": …}` (403 with the reason or `Forbidden`, 503 when the replay
+ * store did not answer, 413 when too large, 500 when a body parser consumed
+ * the body first, 400 when the body was cut off) and returns `undefined`.
+ * Never rejects on a request's input.
  */
 export async function verifyNodeRequest(
   config: GatewayAuthConfig,
@@ -46,19 +40,17 @@ export async function verifyNodeRequest(
   requestTarget: string | undefined = req.url,
 ): Promise<VerifiedNodeRequest | undefined> {
   const check = checkRequestHead(config, { method: req.method, url: requestTarget, rawHeaders: req.rawHeaders });
-  if (!check.ok) return refuse(res, rejectionStatus(check.reason), rejectionMessage(config, check.reason, check));
-  if (bodyWasConsumed(req)) return refuse(res, 500, BODY_ALREADY_READ_MESSAGE);
-  if (declaresTooLarge(req.headers["content-length"], config.maxBodyBytes)) {
-    return refuse(res, 413, bodyTooLargeMessage(config));
-  }
-  const body = await readVerifiedBody(req, check.verifyBody, config.maxBodyBytes).catch(() => undefined);
+  if (!check.ok) return refuse(res, rejectionOf(config, check.reason, check));
+  const early = refusalBeforeBody(config, {
+    consumed: bodyWasConsumed(req),
+    contentLength: req.headers["content-length"],
+  });
+  if (early !== undefined) return refuse(res, rejectionOf(config, early, check));
+  const body = await readAndVerifyBody(config, check, req).catch(() => undefined);
   // The client went away mid-body: a rejected promise here would crash a
   // plain `async (req, res) =>` handler's process, so answer (to nobody) instead.
-  if (body === undefined) return refuse(res, 400, BODY_CUT_OFF_MESSAGE);
-  if (body.kind === "too_large") return refuse(res, 413, bodyTooLargeMessage(config));
-  if (body.kind === "rejected") {
-    return refuse(res, rejectionStatus(body.reason), rejectionMessage(config, body.reason, check));
-  }
+  if (body === undefined) return refuse(res, rejectionOf(config, "body_cut_off", check));
+  if (body.kind !== "verified") return refuse(res, rejectionOf(config, refusalOfBody(body), check));
   const bytes = asOneBuffer(body.chunks, body.byteLength);
   const values = createContextValues();
   setVerifiedIdentity(values, config, check.identity);
@@ -75,10 +67,11 @@ function asOneBuffer(chunks: readonly Uint8Array[], byteLength: number): Buffer 
   return Buffer.concat(chunks, byteLength);
 }
 
-function refuse(res: NodeResponse, status: number, message: string): undefined {
-  const payload = JSON.stringify({ message });
+/** Answers a refusal with its status from the rejection table and `{"message": …}`. */
+export function refuse(res: NodeResponse, rejection: Rejection): undefined {
+  const payload = JSON.stringify({ message: rejection.message });
   if (!res.headersSent) {
-    (res as ServerResponse).writeHead(status, {
+    (res as ServerResponse).writeHead(rejection.status, {
       "content-type": "application/json",
       "content-length": Buffer.byteLength(payload),
     });

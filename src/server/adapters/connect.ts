@@ -10,14 +10,20 @@ import {
 import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/connect/protocol";
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
-import { setVerifiedIdentity } from "./current-user.js";
-import type { GatewayAuthConfig } from "./gateway-auth-options.js";
-import { BODY_ALREADY_READ_MESSAGE, bodyTooLargeMessage, rejectionError } from "./gateway-rejection.js";
-import { bodyWasConsumed } from "./body-was-consumed.js";
-import { checkRequestHead, type RequestCheck } from "./request-check.js";
-import { declaresTooLarge, readVerifiedBody, type VerifiedBody } from "./verified-body.js";
-import type { PreVerifiedRequest, VerifiedRequests } from "./verified-requests.js";
-import { fullpathOf } from "../signing/index.js";
+import { bodyWasConsumed } from "../body-was-consumed.js";
+import { setVerifiedIdentity } from "../current-user.js";
+import type { GatewayAuthConfig } from "../gateway-auth-options.js";
+import { rejectionOf, type Rejection } from "../rejections.js";
+import {
+  checkRequestHead,
+  readAndVerifyBody,
+  refusalBeforeBody,
+  refusalOfBody,
+  type RequestCheck,
+} from "../request-check.js";
+import type { VerifiedBody } from "../verified-body.js";
+import type { PreVerifiedRequest, VerifiedRequests } from "../verified-requests.js";
+import { fullpathOf } from "../../signing/index.js";
 
 /** The Node request connect-node, connect-express and connect-fastify hand to `contextValues`. */
 type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -28,9 +34,13 @@ type NodeRequest = IncomingMessage | Http2ServerRequest;
  */
 export interface ConnectOptionsLike {
   // `never`: accepts the contextValues of any adapter, whatever its request type.
+  /** Your own context values for each request; kept, with the verified identity added to them. */
   contextValues?: (req: never) => ContextValues;
+  /** Your own gate; runs once the request's signature verified, before any interceptor or handler. */
   requestGate?: (ctx: HandlerContext) => void | Promise<void>;
+  /** Your services, registered on the Connect router. */
   routes?: (router: ConnectRouter) => void;
+  /** Largest decompressed message, in bytes; default the auth's `maxBodyBytes`. */
   readMaxBytes?: number;
 }
 
@@ -210,9 +220,11 @@ function bodyOf(config: GatewayAuthConfig, verification: RequestVerification): P
   verification.read = !check.ok
     ? Promise.resolve({ kind: "rejected", reason: check.reason })
     : isAsyncIterable(source)
-      ? readVerifiedBody(verification.request, check.verifyBody, config.maxBodyBytes)
+      ? readAndVerifyBody(config, check, verification.request)
       : Promise.reject(
-          new ConnectError(source === undefined ? ROUTES_NOT_WRAPPED_MESSAGE : BODY_ALREADY_READ_MESSAGE, Code.Internal),
+          source === undefined
+            ? new ConnectError(ROUTES_NOT_WRAPPED_MESSAGE, Code.Internal)
+            : connectError(rejectionOf(config, "body_already_read")),
         );
   return verification.read;
 }
@@ -265,18 +277,20 @@ async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<vo
   const verification = ctx.values.get(verificationKey);
   if (verification === undefined) throw missingWiringError();
   const { check } = verification;
-  if (!check.ok) throw refusedUnread(ctx, verification, rejectionError(config, check.reason, check));
-  if (verification.consumedEarly) throw new ConnectError(BODY_ALREADY_READ_MESSAGE, Code.Internal);
+  if (!check.ok) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, check.reason, check)));
+  const early = refusalBeforeBody(config, {
+    consumed: verification.consumedEarly,
+    // Only a body this request holds is bounded here (not with skipVerification).
+    contentLength: verification.holdsBody ? verification.contentLength : undefined,
+  });
+  if (early !== undefined) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, early, check)));
   if (verification.holdsBody) {
-    if (declaresTooLarge(verification.contentLength, config.maxBodyBytes)) {
-      throw refusedUnread(ctx, verification, new ConnectError(bodyTooLargeMessage(config), Code.ResourceExhausted));
-    }
     let body: VerifiedBody;
     try {
       body = await bodyOf(config, verification);
     } catch (e) {
-      // Connect's own refusal (a body parsed before us), or the client went away mid-body.
-      throw e instanceof ConnectError ? e : ConnectError.from(e, Code.Aborted);
+      // Our own refusal (a body parsed before us), or the client went away mid-body.
+      throw e instanceof ConnectError ? e : connectError(rejectionOf(config, "body_cut_off"), e);
     }
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
@@ -301,8 +315,10 @@ function bodyError(
   check: RequestCheck,
   body: Exclude<VerifiedBody, { kind: "verified" }>,
 ): ConnectError {
-  if (body.kind === "too_large") {
-    return new ConnectError(bodyTooLargeMessage(config), Code.ResourceExhausted);
-  }
-  return rejectionError(config, body.reason, check);
+  return connectError(rejectionOf(config, refusalOfBody(body), check));
+}
+
+/** A refusal as Connect sends it: the code and message of its row in the rejection table. */
+function connectError(rejection: Rejection, cause?: unknown): ConnectError {
+  return new ConnectError(rejection.message, rejection.code, undefined, undefined, cause);
 }

@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { GatewayAuthConfig } from "./gateway-auth-options.js";
-import { verifyNodeRequest, type VerifiedNodeRequest } from "./node-request-verifier.js";
-import type { VerifiedRequests } from "./verified-requests.js";
+import type { GatewayAuthConfig } from "../gateway-auth-options.js";
+import { rejectionOf } from "../rejections.js";
+import type { VerifiedRequests } from "../verified-requests.js";
+import { refuse, verifyNodeRequest, type VerifiedNodeRequest } from "./node.js";
 
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
@@ -15,8 +16,11 @@ declare global {
 
 /** The parts of an Express request the middleware uses (typed here, so Express stays optional). */
 export interface ExpressLikeRequest extends IncomingMessage {
+  /** The request-target as received, before a mounted router trimmed `url`: what the gateway signed. */
   originalUrl?: string;
+  /** Set by the middleware: parsed JSON for `application/json`, else the raw `Buffer`. */
   body?: unknown;
+  /** Set by the middleware: the verified identity, raw body and context values. */
   gateway?: VerifiedNodeRequest;
 }
 
@@ -36,6 +40,8 @@ export type ExpressLikeMiddleware = (
  * Body parsers mounted after it then skip the request, as they skip any
  * request whose body was read. When a body parser ran before it, the bytes
  * are gone and it answers 500 with a message saying to mount it first.
+ * Every refusal is answered as `auth.verifyNodeRequest` answers it: the
+ * status and message of the rejection table, as JSON `{"message": …}`.
  *
  * Connect routes (`expressConnectMiddleware` with `auth.connectOptions()`)
  * behind it keep working: they take the identity and the bytes verified
@@ -51,7 +57,7 @@ export function expressMiddleware(config: GatewayAuthConfig, verifiedRequests: V
       try {
         body = parsedBody(req, verified.body);
       } catch {
-        res.writeHead(400, { "content-type": "application/json" }).end('{"message":"invalid JSON body"}');
+        refuse(res, rejectionOf(config, "invalid_json_body"));
         return;
       }
       req.gateway = verified;

@@ -1,13 +1,12 @@
 // Shared by the gateway tests: a real recording backend on loopback, seed-style
 // HS256 tokens, and a check of the gateway's signature through the public
 // signing API (the same verification a backend runs).
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttp2Server, type Http2Session } from "node:http2";
-import type { AddressInfo, Server as NetServer } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { Writable } from "node:stream";
 import { ConnectError } from "@connectrpc/connect";
 import { SignJWT } from "jose";
-import { createGateway, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
+import { stringify } from "yaml";
+import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import {
   bodySha256,
   checkGatewayHeaders,
@@ -16,6 +15,9 @@ import {
   verifyGatewaySignature,
   verifyGatewaySignatureV2,
 } from "../../src/signing/index.js";
+import { startServer } from "./loopback-server.js";
+
+export { closeServer, listen, unusedPort } from "./loopback-server.js";
 
 /** The secret the gateways under test sign with. */
 export const HMAC_SECRET = "gateway-test-hmac-secret-0123456789";
@@ -58,47 +60,17 @@ export async function startRecordingBackend(options: { http2?: boolean } = {}): 
     });
   };
   // The HTTP/2 compatibility API has the same shape, as far as `record` goes.
-  const server = options.http2 ? createHttp2Server(record as unknown as Parameters<typeof createHttp2Server>[0]) : createServer(record);
-  const sessions = new Set<Http2Session>();
-  server.on("session", (session: Http2Session) => sessions.add(session));
-  const port = await listen(server);
+  const server = await startServer(record as never, options.http2 ? "2" : "1.1");
   const backend: RecordingBackend = {
-    url: `http://127.0.0.1:${port}`,
+    url: server.baseUrl,
     requests: [],
     respond: (req, res) => {
       res.setHeader("content-type", "application/json");
       res.end(JSON.stringify({ ok: true, url: req.url, user: req.headers["x-user-id"] ?? null }));
     },
-    close: () => {
-      for (const session of sessions) session.destroy();
-      return "closeAllConnections" in server ? closeServer(server) : new Promise((resolve) => server.close(() => resolve()));
-    },
+    close: () => server.close(),
   };
   return backend;
-}
-
-/** Listens on a free port of 127.0.0.1 and resolves to the port. */
-export function listen(server: NetServer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
-  });
-}
-
-/** Closes a server and every connection still open on it. */
-export function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  });
-}
-
-/** A loopback port that nothing listens on (free a moment ago): a service that is down, or a port to start one on. */
-export async function unusedPort(): Promise<number> {
-  const server = createServer();
-  const port = await listen(server);
-  await closeServer(server);
-  return port;
 }
 
 /** The error a call fails with, as a `ConnectError`; the test fails if the call succeeds. */
@@ -195,4 +167,82 @@ export async function startSeedGateway(
   });
   await gateway.listen();
   return gateway;
+}
+
+/** The gateway's own headers on a forwarded request (`x-client-id`, `x-gateway-*`), lower-cased and sorted, each as often as it came. */
+export function gatewayHeaderNames(req: RecordedRequest): string[] {
+  const names = req.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+  return names.filter((n) => n.startsWith("x-gateway-") || n === "x-client-id").sort();
+}
+
+/** What {@link gatewayHeaderNames} finds on a request the gateway signed: each of its headers once. */
+export const SIGNED_GATEWAY_HEADERS = [
+  "x-client-id",
+  "x-gateway-request-id",
+  "x-gateway-signature",
+  "x-gateway-signature-v2",
+  "x-gateway-timestamp",
+] as const;
+
+/**
+ * Routes-file lines (under `routes:`) most forwarding tests start from: a
+ * public `GET /api/v1/docs` and a protected `PUT /api/v1/agents/{id}`, both to `$UP`.
+ */
+export const DOCS_AND_AGENT_ROUTES = `  - path: /api/v1/docs
+    method: GET
+    proxy_upstream: $UP
+  - path: /api/v1/agents/{id}
+    method: PUT
+    proxy_upstream: $UP
+`;
+
+/** The GatewayConfigError createGateway throws for `config` (fails the test when it throws nothing or something else). */
+export function configError(config: unknown): GatewayConfigError {
+  try {
+    createGateway(config as GatewayConfig);
+  } catch (e) {
+    if (!(e instanceof GatewayConfigError)) throw new Error(`expected a GatewayConfigError, got ${String(e)}`);
+    return e;
+  }
+  throw new Error("expected a GatewayConfigError");
+}
+
+/**
+ * The text of a routes file: `version: "1.0"`, then `sections` as they are
+ * written in the file (`public_paths`, `routes` — see {@link route} —,
+ * `backends`), e.g. `routesFileText({ routes: [route("GET", "/api/v1/docs")] })`.
+ */
+export function routesFileText(sections: Record<string, unknown>): string {
+  return stringify({ version: "1.0", ...sections });
+}
+
+/** One entry of a routes file's `routes:` list: `method path` to `$UP`, with `more` keys as written in the file (`scopes`, `cache_ttl`, a `proxy_upstream` of its own…). */
+export function route(method: string, path: string, more: Record<string, unknown> = {}): Record<string, unknown> {
+  return { path, method, proxy_upstream: "$UP", ...more };
+}
+
+/** A {@link RecordingBackend} (`$UP` in `yaml`) behind a gateway from {@link startSeedGateway} (`options` as there). */
+export async function startGatewayWithBackend(yaml: string, options: Partial<GatewayConfig> = {}): Promise<{ backend: RecordingBackend; gateway: Gateway }> {
+  const backend = await startRecordingBackend();
+  return { backend, gateway: await startSeedGateway(yaml, { UP: backend.url }, options) };
+}
+
+/**
+ * A {@link RecordingBackend} over HTTP/1.1 (`$UP` in `yaml`) and one over
+ * cleartext HTTP/2 (`$UP2`), behind a gateway from {@link startSeedGateway}
+ * (`options` as there).
+ */
+export async function startGatewayWithBackends(
+  yaml: string,
+  options: Partial<GatewayConfig> = {},
+): Promise<{ backend: RecordingBackend; h2Backend: RecordingBackend; gateway: Gateway }> {
+  const backend = await startRecordingBackend();
+  const h2Backend = await startRecordingBackend({ http2: true });
+  const gateway = await startSeedGateway(yaml, { UP: backend.url, UP2: h2Backend.url }, options);
+  return { backend, h2Backend, gateway };
+}
+
+/** Closes each in turn, as an afterAll does: a gateway before the backends behind it; one never started (undefined) is passed over. */
+export async function closeInTurn(...servers: ReadonlyArray<{ close(): Promise<unknown> } | undefined>): Promise<void> {
+  for (const server of servers) await server?.close();
 }

@@ -1,6 +1,15 @@
 import { gatewayHeader, gatewaySignatureHeaders, type IdentityHeaderValues } from "../../src/signing/index.js";
 
-const DEFAULT_IDENTITY: IdentityHeaderValues = { clientId: "web-app", userId: "sub-42", email: "ada@example.com", scopes: ["read"] };
+/** The end user most tests sign for, through the `web-app` application; add scopes and the rest. */
+export const ADA = {
+  clientId: "web-app",
+  userId: "sub-42",
+  email: "ada@example.com",
+  firstName: "Ada",
+  lastName: "Lovelace",
+} as const satisfies IdentityHeaderValues;
+
+const DEFAULT_IDENTITY: IdentityHeaderValues = { clientId: ADA.clientId, userId: ADA.userId, email: ADA.email, scopes: ["read"] };
 
 /**
  * The headers a v1-only gateway (the Ruby one) adds to a request, as raw

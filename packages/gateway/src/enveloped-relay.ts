@@ -1,0 +1,202 @@
+import type { OutgoingHttpHeaders } from "node:http";
+import { Readable } from "node:stream";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
+import { endStreamFlag, endStreamToJson } from "@connectrpc/connect/protocol-connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import type { EnvelopedProtocol } from "./caller-protocol.js";
+
+/** What a caller reads when the gateway ends its open stream because it is shutting down. */
+export const SHUTDOWN_MESSAGE = "the gateway is shutting down";
+
+/**
+ * How long, once asked to end a stream, the gateway waits for the rest of a
+ * message the upstream has only partly sent. Past it the caller's stream is
+ * reset: half a message cannot be followed by anything a client understands.
+ */
+export const MESSAGE_REMAINDER_WAIT_MS = 50;
+
+const PREFIX_BYTES = 5;
+
+const unavailable = () => new ConnectError(SHUTDOWN_MESSAGE, Code.Unavailable);
+// The endings are the same for every stream: built once.
+const grpcTrailers: OutgoingHttpHeaders = Object.fromEntries(setTrailerStatus(new Headers(), unavailable()).entries());
+const grpcWebTrailerFrame = Buffer.from(encodeEnvelope(trailerFlag, trailerSerialize(setTrailerStatus(new Headers(), unavailable()))));
+const connectEndStream = Buffer.from(
+  encodeEnvelope(endStreamFlag, new TextEncoder().encode(JSON.stringify(endStreamToJson(new Headers(), unavailable(), undefined)))),
+);
+
+/** The caller's response, as far as the relay needs it (gRPC's status goes in its trailers). */
+export interface TrailerTarget {
+  addTrailers(headers: OutgoingHttpHeaders): void;
+}
+
+/**
+ * Relays an upstream's enveloped response body (gRPC, gRPC-web, Connect
+ * streaming) to the caller unchanged, keeping track of where each message
+ * ends as the bytes pass (a few integer updates per chunk, nothing buffered
+ * beyond the stream's own high-water mark), so that the stream can be ended
+ * cleanly in the middle: {@link endAtMessageBoundary} stops relaying after
+ * the current whole message, cancels the upstream stream and ends the
+ * caller's response with an `Unavailable` error in the caller's protocol —
+ * `grpc-status: 14` in the HTTP/2 trailers (gRPC), a trailer frame in the
+ * body (gRPC-web), or an end-stream message (Connect).
+ *
+ * Failures pass through as before: an upstream error destroys the relay (the
+ * caller's response is reset), and a relay destroyed because the caller went
+ * away cancels the upstream.
+ */
+export class EnvelopedRelay extends Readable {
+  readonly #source: Readable;
+  readonly #protocol: EnvelopedProtocol;
+  readonly #target: TrailerTarget;
+  // The flag bit of the protocol's last message (none for gRPC, which ends with HTTP/2 trailers).
+  readonly #endFlag: number;
+  // Where the relay stands in the upstream body: how many bytes of the current
+  // 5-byte prefix have passed (0 at a message boundary or inside a payload),
+  // the length those bytes spell so far, and how much payload is still to come.
+  #prefixSeen = 0;
+  #length = 0;
+  #payloadLeft = 0;
+  // The upstream has begun its own last message (Connect end-stream, gRPC-web
+  // trailers) or sent its trailers (gRPC): it is ending by itself.
+  #upstreamEnding = false;
+  #cutting = false;
+  #detached = false;
+  #cutTimer: NodeJS.Timeout | undefined;
+
+  constructor(source: Readable, protocol: EnvelopedProtocol, target: TrailerTarget) {
+    super({ highWaterMark: source.readableHighWaterMark });
+    this.#source = source;
+    this.#protocol = protocol;
+    this.#target = target;
+    this.#endFlag = protocol === "connect-stream" ? endStreamFlag : protocol === "grpc-web" ? trailerFlag : 0;
+    source.on("data", this.#onData);
+    source.once("end", this.#onEnd);
+    source.on("error", this.#onError);
+    source.once("close", this.#onClose);
+    source.once("trailers", this.#onTrailers);
+  }
+
+  /**
+   * Ends the caller's stream at the next message boundary with `Unavailable`
+   * (see the class comment) and cancels the upstream stream. Does nothing
+   * when the upstream is ending the stream itself, or it already ended.
+   * When the rest of a partly relayed message does not arrive within
+   * {@link MESSAGE_REMAINDER_WAIT_MS}, the caller's stream is reset instead.
+   */
+  endAtMessageBoundary(): void {
+    if (this.#cutting || this.#detached || this.#upstreamEnding || this.destroyed) return;
+    this.#cutting = true;
+    if (this.#atBoundary()) return this.#finishCut();
+    this.#cutTimer = setTimeout(() => {
+      this.destroy(new Error("the upstream did not finish its current message before the gateway shut down"));
+    }, MESSAGE_REMAINDER_WAIT_MS);
+    // The rest of the current message may sit behind backpressure.
+    this.#source.resume();
+  }
+
+  /** True once {@link endAtMessageBoundary} has taken over: upstream trailers no longer apply. */
+  get cut(): boolean {
+    return this.#cutting;
+  }
+
+  override _read(): void {
+    if (!this.#detached) this.#source.resume();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    clearTimeout(this.#cutTimer);
+    this.#detach();
+    callback(error);
+  }
+
+  readonly #onData = (chunk: Buffer): void => {
+    if (!this.#cutting) {
+      this.#walk(chunk, false);
+      if (!this.push(chunk)) this.#source.pause();
+      return;
+    }
+    const end = this.#walk(chunk, true);
+    if (end > 0) this.push(end === chunk.length ? chunk : chunk.subarray(0, end));
+    if (this.#atBoundary()) this.#finishCut();
+  };
+
+  readonly #onEnd = (): void => {
+    clearTimeout(this.#cutTimer);
+    this.#detach();
+    this.push(null);
+  };
+
+  readonly #onError = (error: Error): void => {
+    this.destroy(error);
+  };
+
+  readonly #onClose = (): void => {
+    // Ended or failed: both were handled above; anything else is a body cut short.
+    if (!this.#detached) this.destroy(new Error("the upstream response closed before its end"));
+  };
+
+  readonly #onTrailers = (): void => {
+    this.#upstreamEnding = true;
+  };
+
+  #atBoundary(): boolean {
+    return this.#prefixSeen === 0 && this.#payloadLeft === 0;
+  }
+
+  /**
+   * Moves the message tracking over `chunk`. With `stopAtBoundary`, stops at
+   * the first message boundary and returns its offset in the chunk (0 when
+   * the chunk starts a new message); otherwise walks the whole chunk.
+   */
+  #walk(chunk: Uint8Array, stopAtBoundary: boolean): number {
+    const n = chunk.length;
+    let i = 0;
+    while (i < n) {
+      if (this.#payloadLeft > 0) {
+        const step = Math.min(this.#payloadLeft, n - i);
+        this.#payloadLeft -= step;
+        i += step;
+        continue;
+      }
+      if (stopAtBoundary && this.#prefixSeen === 0) return i;
+      const byte = chunk[i++] as number;
+      if (this.#prefixSeen === 0) {
+        // The flag byte: 0x80 starts gRPC-web's trailer frame, 0x02 Connect's end-stream message.
+        if ((byte & this.#endFlag) !== 0) this.#upstreamEnding = true;
+        this.#length = 0;
+      } else {
+        this.#length = this.#length * 256 + byte;
+      }
+      if (++this.#prefixSeen === PREFIX_BYTES) {
+        this.#prefixSeen = 0;
+        this.#payloadLeft = this.#length;
+      }
+    }
+    return n;
+  }
+
+  /** At a boundary: lets go of the upstream (cancelling its stream), writes the ending, ends. */
+  #finishCut(): void {
+    clearTimeout(this.#cutTimer);
+    const upstreamEnding = this.#upstreamEnding;
+    this.#detach(); // destroys the upstream body, which cancels its stream
+    if (!upstreamEnding) {
+      if (this.#protocol === "grpc") this.#target.addTrailers(grpcTrailers);
+      else this.push(this.#protocol === "grpc-web" ? grpcWebTrailerFrame : connectEndStream);
+    }
+    this.push(null);
+  }
+
+  #detach(): void {
+    if (this.#detached) return;
+    this.#detached = true;
+    const source = this.#source;
+    source.off("data", this.#onData).off("end", this.#onEnd).off("close", this.#onClose).off("trailers", this.#onTrailers);
+    // Kept, so a late failure of the upstream body is never an unhandled 'error'.
+    source.off("error", this.#onError).on("error", () => {});
+    source.destroy();
+  }
+}

@@ -1,0 +1,80 @@
+// `connect-gateway init`: the project it writes type-checks and its own test
+// passes right after generation; it never overwrites a file. (CI also installs
+// a generated project from the packed packages: scripts/consumer-test.sh.)
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { runCli } from "../support/cli.js";
+
+const run = promisify(execFile);
+const root = resolve(import.meta.dirname, "../..");
+const dir = mkdtempSync(join(tmpdir(), "connect-gateway-init-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+
+describe("connect-gateway init", () => {
+  it("writes a service that generates, type-checks and passes its own test", { timeout: 90_000 }, async () => {
+    const project = join(dir, "order-history");
+    const result = await runCli(["init", "--name", "order-history", "--dir", project]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    for (const file of ["package.json", "buf.yaml", "buf.gen.yaml", "proto/order_history/v1/order_history.proto", "src/service.ts", "src/server.ts", "src/client.ts", "test/service.test.ts", "README.md"]) {
+      expect(result.stdout).toContain(`  ${file}\n`);
+      expect(existsSync(join(project, file))).toBe(true);
+    }
+    expect(readFileSync(join(project, "proto/order_history/v1/order_history.proto"), "utf8")).toContain(
+      'option (connect_gateway.v1.backend) = "order-history";',
+    );
+    const server = readFileSync(join(project, "src/server.ts"), "utf8");
+    expect(server).toContain("resolveUser:");
+    expect(server).toContain("onMissingUser:");
+
+    // This repository's installed packages stand in for `npm install` (the packed
+    // ones are installed for real by scripts/consumer-test.sh); the library
+    // resolves to its sources through the connect-gateway-source condition.
+    symlinkSync(join(root, "node_modules"), join(project, "node_modules"), "dir");
+    const bin = (name: string) => join(root, "node_modules/.bin", name);
+    await run(bin("buf"), ["generate"], { cwd: project });
+    expect(existsSync(join(project, "gen/order_history/v1/order_history_pb.ts"))).toBe(true);
+    await run(bin("tsc"), ["-p", ".", "--customConditions", "connect-gateway-source"], { cwd: project });
+    const test = await run(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", "--test", "test/service.test.ts"], {
+      cwd: project,
+    });
+    expect(test.stdout).toMatch(/[#ℹ] pass 3\b/);
+    expect(test.stdout).toMatch(/[#ℹ] fail 0\b/);
+  });
+
+  it("--skip leaves parts out; the README and scripts follow", async () => {
+    const project = join(dir, "billing");
+    const result = await runCli(["init", "--name", "billing", "--dir", project, "--skip", "client,test"]);
+    expect(result.code).toBe(0);
+    expect(existsSync(join(project, "src/client.ts"))).toBe(false);
+    expect(existsSync(join(project, "test"))).toBe(false);
+    expect(JSON.parse(readFileSync(join(project, "package.json"), "utf8")).scripts.client).toBeUndefined();
+    expect(readFileSync(join(project, "README.md"), "utf8")).not.toContain("src/client.ts");
+  });
+
+  it("never overwrites: one existing file and nothing is written", async () => {
+    const project = join(dir, "existing");
+    mkdirSync(join(project, "src"), { recursive: true });
+    writeFileSync(join(project, "src/server.ts"), "// mine\n");
+    const result = await runCli(["init", "--name", "existing", "--dir", project]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("init never overwrites a file; these already exist");
+    expect(result.stderr).toContain("src/server.ts");
+    expect(readFileSync(join(project, "src/server.ts"), "utf8")).toBe("// mine\n");
+    expect(existsSync(join(project, "package.json"))).toBe(false);
+  });
+
+  it("a bad name or part is refused naming the flag", async () => {
+    const bad = await runCli(["init", "--name", "Order_History", "--dir", join(dir, "x")]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--name must be lower-case letters and digits, words joined by "-"');
+    const skip = await runCli(["init", "--name", "x", "--dir", join(dir, "y"), "--skip", "server"]);
+    expect(skip.stderr).toContain("--skip takes client and/or test, got server");
+    expect(existsSync(join(dir, "x"))).toBe(false);
+  });
+});
