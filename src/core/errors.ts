@@ -74,17 +74,17 @@ export class ConfigurationError extends Error {
   }
 }
 
+const MISSING_HMAC_SECRET =
+  "is missing: pass createGatewayAuth a non-empty string (or a non-empty list of them for rotation), " +
+  "or set GATEWAY_HMAC_SECRET to the secret the gateway signs with.";
+
 /** No HMAC secret: neither `hmacSecret` nor `GATEWAY_HMAC_SECRET` is set (or one is empty). */
 export class MissingHmacSecretError extends ConfigurationError {
   /** Always `"MissingHmacSecretError"`: what a log line or `String(err)` shows. */
   override name = "MissingHmacSecretError";
   override readonly code = "ERR_MISSING_HMAC_SECRET";
   constructor() {
-    super(
-      "hmacSecret",
-      "is missing: pass createGatewayAuth a non-empty string (or a non-empty list of them for " +
-        "rotation), or set GATEWAY_HMAC_SECRET to the secret the gateway signs with.",
-    );
+    super("hmacSecret", MISSING_HMAC_SECRET);
   }
 }
 
@@ -104,10 +104,7 @@ export class InvalidOnMissingUserError extends ConfigurationError {
   override name = "InvalidOnMissingUserError";
   override readonly code = "ERR_INVALID_ON_MISSING_USER";
   constructor() {
-    super(
-      "onMissingUser",
-      "must be a function ({ subject, email, firstName, lastName, scopes, clientId }) => user, or undefined.",
-    );
+    super("onMissingUser", "must be a function ({ subject, email, firstName, lastName, scopes, clientId }) => user, or undefined.");
   }
 }
 

@@ -89,10 +89,13 @@ export interface GatewayBackend extends UpstreamAccess {
 export interface RoutesFile {
   /** The file name (or label) the routes came from. */
   readonly source: string;
+  /** The file's `version` (e.g. `"1.0"`). */
   readonly version: string;
   /** Paths that never need a token (`public_paths`), exact matches. */
   readonly publicPaths: readonly string[];
+  /** The REST routes (`routes:`), in file order. */
   readonly routes: readonly GatewayRoute[];
+  /** The Connect backends (`backends:`), served under `/backend/<name>/`. */
   readonly backends: readonly GatewayBackend[];
 }
 

@@ -108,35 +108,30 @@ export interface TokenValidationOptions {
 
 /** {@link TokenValidationOptions} checked by `resolveGatewayConfig`, every default applied. */
 export interface ResolvedTokenValidationOptions {
+  /** HS256 tokens, when configured. */
   readonly hs256?: Hs256TokenOptions;
+  /** JWKS-verified tokens, when configured. */
   readonly jwks?: ResolvedJwksTokenOptions;
+  /** Opaque tokens through introspection, when configured. */
   readonly introspection?: ResolvedIntrospectionOptions;
+  /** Leeway for `exp` / `nbf` / `iat`, seconds. */
   readonly clockToleranceSeconds: number;
+  /** How long a verified token is remembered, milliseconds (0: never). */
   readonly cacheMs: number;
 }
 
 /** {@link JwksTokenOptions} checked, with defaults applied and the URL parsed. */
-export interface ResolvedJwksTokenOptions {
+export type ResolvedJwksTokenOptions = Required<Omit<JwksTokenOptions, "url" | "audience">> & {
   readonly url: URL;
-  readonly issuer: string;
   readonly audience: readonly string[];
-  readonly algorithms: readonly string[];
-  readonly refetchCooldownMs: number;
-  readonly maxAgeMs: number;
-  readonly timeoutMs: number;
-  readonly failureCooldownMs: number;
-}
+};
 
 /** {@link IntrospectionOptions} checked, with defaults applied and the URL parsed. */
-export interface ResolvedIntrospectionOptions {
+export type ResolvedIntrospectionOptions = Required<Omit<IntrospectionOptions, "url" | "audience" | "issuer">> & {
   readonly url: URL;
-  readonly clientId: string;
-  readonly clientSecret: string;
-  readonly timeoutMs: number;
   readonly audience: readonly string[] | undefined;
   readonly issuer: string | undefined;
-  readonly negativeCacheMs: number;
-}
+};
 
 /** The verified claims of a token. */
 export type TokenClaims = Readonly<JWTPayload>;
