@@ -97,9 +97,12 @@ install_connect() {
   local flavour="$1" v="$2" m
   echo
   echo "== install: $CONNECT@$v $CONNECT_NODE@$v ($flavour)"
-  # --loglevel=error: connect-express/-fastify (dev only) pin their peers to their
-  # own exact version, so npm prints pages of "overriding peer dependency" warnings.
+  # connect-web (dev only: the browser test) pins its peer to its own exact
+  # version and is released with connect: move it along. connect-express/
+  # -fastify pin theirs too but are not published for every connect version;
+  # --loglevel=error: npm prints pages of "overriding peer dependency" warnings.
   if npm install --no-save --no-audit --no-fund --loglevel=error "$CONNECT@$v" "$CONNECT_NODE@$v" \
+    "@connectrpc/connect-web@$v" \
     && [ "$(installed "$CONNECT")" = "$v" ] && [ "$(installed "$CONNECT_NODE")" = "$v" ]; then
     return 0
   fi

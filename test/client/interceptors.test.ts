@@ -16,7 +16,7 @@ import {
   type TokenSource,
 } from "../../src/web/index.js";
 import type { Gateway } from "../../packages/gateway/src/index.js";
-import { HMAC_SECRET, rejectionOf, seedToken, startSeedGateway } from "../support/gateway.js";
+import { ECHO_BACKENDS, HMAC_SECRET, rejectionOf, seedToken, startSeedGateway } from "../support/gateway.js";
 
 let echoBackend: ExampleBackend;
 let gateway: Gateway;
@@ -27,14 +27,7 @@ beforeAll(async () => {
   gateway = await startSeedGateway(
     `version: "1.0"
 backends:
-  echo:
-    upstream: $ECHO_URL
-    http2: true
-  echo-admin:
-    upstream: $ECHO_URL
-    http2: true
-    scopes: [admin]
-`,
+${ECHO_BACKENDS}`,
     { ECHO_URL: echoBackend.url },
   );
   readToken = await seedToken({ user_id: "user-1", scopes: ["read"] });

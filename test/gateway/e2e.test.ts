@@ -15,7 +15,7 @@ import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { ConnectionError, gatewayCall, withUserToken } from "../../src/client/index.js";
 import { startDevStack, type DevStack } from "../../examples/dev/dev-stack.js";
 import { exampleClientTransport } from "../../examples/dev/client-tour.js";
-import { captureLogs, rejectionOf, unusedPort } from "../support/gateway.js";
+import { captureLogs, ECHO_BACKENDS, rejectionOf, unusedPort } from "../support/gateway.js";
 
 const run = promisify(execFile);
 const repoRoot = new URL("../../", import.meta.url).pathname;
@@ -38,14 +38,7 @@ routes:
     proxy_upstream: $AGENTS_SERVICE_URL
     scopes: [write:agents]
 backends:
-  echo:
-    upstream: $ECHO_URL
-    http2: true
-  echo-admin:
-    upstream: $ECHO_URL
-    http2: true
-    scopes: [admin]
-  gone:
+${ECHO_BACKENDS}  gone:
     upstream: http://127.0.0.1:${await unusedPort()}
     http2: true
 `,

@@ -246,3 +246,16 @@ export async function startGatewayWithBackends(
 export async function closeInTurn(...servers: ReadonlyArray<{ close(): Promise<unknown> } | undefined>): Promise<void> {
   for (const server of servers) await server?.close();
 }
+
+/**
+ * The `backends:` entries most gateway tests share: `echo` (h2c, any token)
+ * and `echo-admin` (the same upstream, scope `admin`), both at `$ECHO_URL`.
+ */
+export const ECHO_BACKENDS = `  echo:
+    upstream: $ECHO_URL
+    http2: true
+  echo-admin:
+    upstream: $ECHO_URL
+    http2: true
+    scopes: [admin]
+`;

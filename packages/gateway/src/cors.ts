@@ -41,7 +41,7 @@ export function exposableHeaderProblem(name: unknown): string | undefined {
   return undefined;
 }
 
-/** Browser access to the gateway from other origins, as {@link registerCors} applies it. */
+/** Browser access to the gateway from other origins, as `registerCors` applies it. */
 export interface CorsPolicy {
   /** The origins allowed (`https://app.example.com`), or `true` for any. */
   readonly origins: readonly string[] | true;

@@ -4,7 +4,7 @@ import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
-import { DEFAULT_CORS_EXPOSE_HEADERS, registerCors } from "./cors.js";
+import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
@@ -129,18 +129,7 @@ export function createGateway(options: GatewayConfig): Gateway {
     }
   });
   // 3. CORS. 4. Logging is fastify's pino logger, around every request.
-  if (config.corsOrigins) {
-    registerCors(
-      app,
-      {
-        origins: config.corsOrigins === true ? true : config.corsOrigins,
-        maxAgeSeconds: 7200,
-        exposeHeaders: DEFAULT_CORS_EXPOSE_HEADERS,
-        credentials: false,
-      },
-      routeMethodsOf(routes),
-    );
-  }
+  if (config.cors) registerCors(app, config.cors, routeMethodsOf(routes));
   // 5. Token validation and 6. scopes, before the body is read; before any
   // validation, the per-IP budget of failed authentications (see
   // createRequestAuthenticator): in the rate limit's Redis when it has one,

@@ -12,6 +12,7 @@ import {
 import type { DestinationStream } from "pino";
 import { defaultClaimMapping, type ClaimMapping } from "./identity-claims.js";
 import type { ResponseCacheOptions } from "./response-cache.js";
+import { DEFAULT_CORS_EXPOSE_HEADERS, exposableHeaderProblem, type CorsPolicy } from "./cors.js";
 import { loadRoutesFile, type RoutesFile } from "./routes-file.js";
 import type { ResolvedTokenValidationOptions, TokenValidationOptions } from "./token-verifier.js";
 
@@ -79,8 +80,31 @@ export interface GatewayConfig {
   readonly bodyLimit?: number;
   /** Bounds of the response cache of GET routes with `cache_ttl`. */
   readonly cache?: ResponseCacheOptions;
-  /** Allowed CORS origins (`true` reflects any origin). Default: no CORS headers. */
+  /**
+   * Origins whose pages may call the gateway (CORS), e.g.
+   * `["https://app.example.com"]`; `true` allows any origin. Default: the
+   * routes file's `cors.origins`, else none (no CORS headers at all).
+   */
   readonly corsOrigins?: readonly string[] | boolean;
+  /**
+   * How long a browser may reuse a preflight answer (`Access-Control-Max-Age`),
+   * in whole seconds. Default: the routes file's `cors.max_age`, else 7200.
+   */
+  readonly corsMaxAgeSeconds?: number;
+  /**
+   * Response headers pages may read (`Access-Control-Expose-Headers`) in
+   * addition to the ones always exposed (`DEFAULT_CORS_EXPOSE_HEADERS`: the
+   * gRPC status headers, `X-Request-ID`, `Retry-After`, the rate-limit
+   * headers), e.g. a Connect trailer `Trailer-Cost`. Names only, no patterns.
+   * Default: the routes file's `cors.expose_headers`, else none.
+   */
+  readonly corsExposeHeaders?: readonly string[];
+  /**
+   * `Access-Control-Allow-Credentials: true`: pages may send cookies or HTTP
+   * authentication with their calls. Refused with any origin (`corsOrigins:
+   * true`). Default: the routes file's `cors.credentials`, else `false`.
+   */
+  readonly corsCredentials?: boolean;
   /**
    * On close (SIGTERM/SIGINT in the CLI): how long open calls (server
    * streams, slow unary calls) may still run before their connections are
@@ -126,6 +150,10 @@ export const GATEWAY_DEFAULTS = {
   bodyLimit: 4 * 1024 * 1024,
   cache: { maxBytes: 64 * 1024 * 1024, maxEntryBytes: 1024 * 1024 },
   corsOrigins: false,
+  corsMaxAgeSeconds: 7200,
+  /** Always exposed; `corsExposeHeaders` adds to them. */
+  corsExposeHeaders: DEFAULT_CORS_EXPOSE_HEADERS,
+  corsCredentials: false,
   drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -161,7 +189,8 @@ export interface ResolvedGatewayConfig {
   readonly authFailureLimit: Required<AuthFailureLimitConfig> | false;
   readonly bodyLimit: number;
   readonly cache: Required<ResponseCacheOptions>;
-  readonly corsOrigins: readonly string[] | boolean;
+  /** The CORS policy (origins, max age, exposed headers, credentials), from the options and the routes file; `false`: no CORS. */
+  readonly cors: CorsPolicy | false;
   readonly drainTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
@@ -216,7 +245,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
   const bodyLimit =
     config.bodyLimit === undefined ? GATEWAY_DEFAULTS.bodyLimit : assertPositiveInteger("bodyLimit", config.bodyLimit, must("a positive integer (bytes)"));
   const cache = resolveCache(config.cache);
-  const corsOrigins = resolveCorsOrigins(config.corsOrigins);
+  const corsOptions = resolveCorsOptions(config);
   const timer = (option: keyof GatewayConfig, value: unknown, fallback: number, hint: string, allowZero = false) =>
     value === undefined
       ? fallback
@@ -260,6 +289,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
   }
   // Last: the file is read only once every other option is known to be good.
   const routes = typeof config.routes === "string" ? loadRoutesFile(config.routes) : config.routes;
+  const cors = resolveCors(corsOptions, routes.cors);
   return {
     routes,
     hmacSecret,
@@ -270,7 +300,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
     authFailureLimit,
     bodyLimit,
     cache,
-    corsOrigins,
+    cors,
     drainTimeoutMs,
     headersTimeoutMs,
     requestTimeoutMs,
@@ -349,6 +379,68 @@ function resolveCache(cache: ResponseCacheOptions | undefined): Required<Respons
       : assertPositiveInteger("cache.maxEntryBytes", cache.maxEntryBytes, must("a positive integer (bytes)"));
   if (maxEntryBytes > maxBytes) fail("cache.maxEntryBytes", "must be at most cache.maxBytes");
   return { maxBytes, maxEntryBytes };
+}
+
+/** The CORS options of `config`, each checked; `undefined` where left out. */
+interface CorsOptions {
+  readonly origins: readonly string[] | boolean | undefined;
+  readonly maxAgeSeconds: number | undefined;
+  readonly exposeHeaders: readonly string[] | undefined;
+  readonly credentials: boolean | undefined;
+}
+
+function resolveCorsOptions(config: GatewayConfig): CorsOptions {
+  const { corsMaxAgeSeconds, corsExposeHeaders, corsCredentials } = config;
+  if (corsExposeHeaders !== undefined) {
+    if (!Array.isArray(corsExposeHeaders)) fail("corsExposeHeaders", "must be a list of header names, e.g. [\"Trailer-Cost\"] (set CORS_EXPOSE_HEADERS)");
+    for (const name of corsExposeHeaders as unknown[]) {
+      const problem = exposableHeaderProblem(name);
+      if (problem !== undefined) fail("corsExposeHeaders", `must be a list of header names: ${problem} (set CORS_EXPOSE_HEADERS)`);
+    }
+  }
+  if (corsCredentials !== undefined && typeof corsCredentials !== "boolean") {
+    fail("corsCredentials", "must be true or false (set CORS_CREDENTIALS)");
+  }
+  return {
+    origins: config.corsOrigins === undefined ? undefined : resolveCorsOrigins(config.corsOrigins),
+    maxAgeSeconds:
+      corsMaxAgeSeconds === undefined
+        ? undefined
+        : assertPositiveInteger("corsMaxAgeSeconds", corsMaxAgeSeconds, {
+            ...must("a whole number of seconds, 0 or more (set CORS_MAX_AGE)"),
+            allowZero: true,
+          }),
+    exposeHeaders: corsExposeHeaders === undefined ? undefined : [...corsExposeHeaders],
+    credentials: corsCredentials,
+  };
+}
+
+/**
+ * The CORS policy: each option from `createGateway` when given, else from the
+ * routes file's `cors:` block, else its default ({@link GATEWAY_DEFAULTS}).
+ * `false` when no origin is allowed.
+ */
+function resolveCors(options: CorsOptions, file: RoutesFile["cors"]): CorsPolicy | false {
+  const origins = options.origins ?? file?.origins ?? GATEWAY_DEFAULTS.corsOrigins;
+  if (origins === false || (Array.isArray(origins) && origins.length === 0)) return false;
+  const credentials = options.credentials ?? file?.credentials ?? GATEWAY_DEFAULTS.corsCredentials;
+  if (credentials && origins === true) {
+    fail(
+      "corsCredentials",
+      "cannot be true while any origin is allowed (corsOrigins: true, CORS_ORIGINS=*, or cors.origins: \"*\" in the routes file): list the origins",
+    );
+  }
+  const extra = options.exposeHeaders ?? file?.exposeHeaders ?? [];
+  const exposeHeaders = [...GATEWAY_DEFAULTS.corsExposeHeaders];
+  for (const name of extra) {
+    if (!exposeHeaders.some((h) => h.toLowerCase() === name.toLowerCase())) exposeHeaders.push(name);
+  }
+  return {
+    origins: origins === true ? true : [...(origins as readonly string[])],
+    maxAgeSeconds: options.maxAgeSeconds ?? file?.maxAgeSeconds ?? GATEWAY_DEFAULTS.corsMaxAgeSeconds,
+    exposeHeaders,
+    credentials,
+  };
 }
 
 function resolveCorsOrigins(origins: GatewayConfig["corsOrigins"]): readonly string[] | boolean {

@@ -24,6 +24,9 @@ export type { GatewayEnv };
  * | `AUTH_FAILURE_LIMIT_MAX`, `AUTH_FAILURE_LIMIT_WINDOW` | failed authentications per client IP per window before its unverified tokens get 429 (default 20 per `1m`; `AUTH_FAILURE_LIMIT_MAX=0` disables) |
  * | `BODY_LIMIT` | largest request body in bytes (default 4 MiB) |
  * | `CORS_ORIGINS` | comma-separated allowed origins, or `*` |
+ * | `CORS_MAX_AGE` | `Access-Control-Max-Age` of preflight answers: seconds, or a duration such as `2h` (default 7200) |
+ * | `CORS_EXPOSE_HEADERS` | comma-separated response headers pages may read, besides the gRPC status, request id and rate-limit headers |
+ * | `CORS_CREDENTIALS` | `true` or `false` (default): `Access-Control-Allow-Credentials` |
  * | `LOG_LEVEL` | pino level (default `info`) |
  * | `GATEWAY_DRAIN_TIMEOUT_MS` | on SIGTERM/SIGINT, how long open calls may finish before they are cut (default 10000) |
  * | `GATEWAY_HEADERS_TIMEOUT_MS` | how long a connection may take to send its first bytes (HTTP/2: preface and SETTINGS) and an HTTP/1.1 request its headers (default 10000) |
@@ -44,6 +47,9 @@ export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.e
     ...(env.CORS_ORIGINS !== undefined && {
       corsOrigins: env.CORS_ORIGINS.trim() === "*" ? true : env.CORS_ORIGINS.split(",").map((o) => o.trim()).filter(Boolean),
     }),
+    ...(env.CORS_MAX_AGE !== undefined && { corsMaxAgeSeconds: seconds(env, "CORS_MAX_AGE") }),
+    ...(env.CORS_EXPOSE_HEADERS !== undefined && { corsExposeHeaders: [list(env, "CORS_EXPOSE_HEADERS")].flat() }),
+    ...(env.CORS_CREDENTIALS !== undefined && { corsCredentials: boolean(env, "CORS_CREDENTIALS") }),
     ...(env.GATEWAY_DRAIN_TIMEOUT_MS !== undefined && { drainTimeoutMs: drainTimeoutFromEnv(env) }),
     ...(env.GATEWAY_HEADERS_TIMEOUT_MS !== undefined && { headersTimeoutMs: integer(env, "GATEWAY_HEADERS_TIMEOUT_MS") }),
     ...(env.GATEWAY_REQUEST_TIMEOUT_MS !== undefined && { requestTimeoutMs: integer(env, "GATEWAY_REQUEST_TIMEOUT_MS") }),
@@ -136,6 +142,21 @@ function required(env: GatewayEnv, name: string, why: string): string {
   const value = env[name];
   if (!value) throw new GatewayConfigError(name, `is required ${why}`);
   return value;
+}
+
+/** A whole number of seconds, or a duration (`600s`, `2h`) in whole seconds. */
+function seconds(env: GatewayEnv, name: string): number {
+  const value = (env[name] ?? "").trim();
+  if (/^[0-9]+$/.test(value)) return Number(value);
+  const ms = parseDuration(value);
+  if (ms === undefined || ms % 1000 !== 0) throw new GatewayConfigError(name, "must be a whole number of seconds or a duration such as 600s or 2h");
+  return ms / 1000;
+}
+
+function boolean(env: GatewayEnv, name: string): boolean {
+  const value = (env[name] ?? "").trim();
+  if (value !== "true" && value !== "false") throw new GatewayConfigError(name, "must be true or false");
+  return value === "true";
 }
 
 function integer(env: GatewayEnv, name: string): number {

@@ -22,6 +22,7 @@ export {
   type GatewayRoute,
   type RouteMethod,
   type RoutesFile,
+  type RoutesFileCors,
   type RoutesFileOptions,
   type RoutesFileProblem,
   type UpstreamAccess,
@@ -32,6 +33,7 @@ export type {
   JwksTokenOptions,
   TokenValidationOptions,
 } from "./token-verifier.js";
+export { DEFAULT_CORS_EXPOSE_HEADERS, type CorsPolicy } from "./cors.js";
 export { parseDuration } from "./duration.js";
 export { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 export { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";

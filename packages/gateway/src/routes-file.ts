@@ -10,6 +10,7 @@ import {
 } from "yaml";
 import { RoutesFileError, type RoutesFileProblem } from "connect-gateway/errors";
 import { httpUrlProblem, isScopeToken, type GatewayEnv, type HttpUrlProblem } from "connect-gateway/protocol";
+import { exposableHeaderProblem } from "./cors.js";
 import { parseDuration } from "./duration.js";
 
 // RoutesFileError lives with every other configuration error of the project
@@ -97,6 +98,26 @@ export interface RoutesFile {
   readonly routes: readonly GatewayRoute[];
   /** The Connect backends (`backends:`), served under `/backend/<name>/`. */
   readonly backends: readonly GatewayBackend[];
+  /** The `cors:` block, when there is one; `createGateway`'s CORS options win over each of its fields. */
+  readonly cors?: RoutesFileCors | undefined;
+}
+
+/**
+ * The top-level `cors:` block of routes.yaml: which browser pages may call
+ * the gateway. Each field is optional; `createGateway`'s options (and so the
+ * `CORS_*` environment variables of `connect-gateway serve`) win over it.
+ */
+export interface RoutesFileCors {
+  /** `origins`: a list of origins (`https://app.example.com`), or `"*"` (`true`) for any. */
+  readonly origins?: readonly string[] | true | undefined;
+  /** `max_age`: a duration (`2h`, `600s`) or a whole number of seconds; `Access-Control-Max-Age`. */
+  readonly maxAgeSeconds?: number | undefined;
+  /** `expose_headers`: header names pages may read, besides the ones always exposed. */
+  readonly exposeHeaders?: readonly string[] | undefined;
+  /** `credentials`: `Access-Control-Allow-Credentials: true` (not with `origins: "*"`). */
+  readonly credentials?: boolean | undefined;
+  /** Where the block is, for messages. */
+  readonly line: number;
 }
 
 /** Options of {@link parseRoutesFile} and {@link loadRoutesFile}. */
@@ -135,7 +156,8 @@ export function parseRoutesFile(
   return file;
 }
 
-const TOP_KEYS = ["version", "public_paths", "routes", "backends"];
+const TOP_KEYS = ["version", "public_paths", "routes", "backends", "cors"];
+const CORS_KEYS = ["origins", "max_age", "expose_headers", "credentials"];
 const ROUTE_KEYS = [
   "path",
   "method",
@@ -181,10 +203,12 @@ function readTop(reader: Reader, root: YamlNode | null, source: string): RoutesF
   const publicPaths = readPublicPaths(reader, top.get("public_paths")?.value);
   const routes = readRoutes(reader, top.get("routes")?.value, publicPaths);
   const backends = readBackends(reader, top.get("backends")?.value);
+  const corsNode = top.get("cors")?.value;
+  const cors = corsNode === undefined ? undefined : readCors(reader, corsNode);
   if (!top.has("routes") && !top.has("backends")) {
     reader.fail(root, "nothing to serve: declare routes and/or backends");
   }
-  return { source, version, publicPaths, routes, backends };
+  return { source, version, publicPaths, routes, backends, ...(cors !== undefined && { cors }) };
 }
 
 function readVersion(reader: Reader, top: Fields, root: YamlNode): string {
@@ -196,6 +220,57 @@ function readVersion(reader: Reader, top: Fields, root: YamlNode): string {
   const value = isScalar(node) ? String(node.value) : "";
   if (value !== "1.0" && value !== "1") reader.fail(node, 'version must be "1.0"');
   return "1.0";
+}
+
+function readCors(reader: Reader, node: YamlNode): RoutesFileCors | undefined {
+  const fields = reader.fields(node, CORS_KEYS, "cors");
+  if (fields === undefined) return undefined;
+  const originsNode = fields.get("origins")?.value;
+  const origins = originsNode === undefined ? undefined : readCorsOrigins(reader, originsNode);
+  const maxAgeNode = fields.get("max_age")?.value;
+  const maxAgeSeconds = maxAgeNode === undefined ? undefined : readMaxAge(reader, maxAgeNode);
+  const exposeNode = fields.get("expose_headers")?.value;
+  const exposeHeaders =
+    exposeNode === undefined
+      ? undefined
+      : reader.list(exposeNode, "cors.expose_headers").flatMap((item) => {
+          const name = reader.string(item, "an entry of cors.expose_headers");
+          const problem = name === undefined ? undefined : exposableHeaderProblem(name);
+          if (problem !== undefined) reader.fail(item, `cors.expose_headers: ${problem}`);
+          return name === undefined || problem !== undefined ? [] : [name];
+        });
+  const credentialsNode = fields.get("credentials")?.value;
+  const credentials = credentialsNode === undefined ? undefined : reader.boolean(credentialsNode, "cors.credentials");
+  if (credentials === true && origins === true) {
+    reader.fail(credentialsNode!, 'cors.credentials: true cannot be combined with origins: "*": list the origins');
+  }
+  return { origins, maxAgeSeconds, exposeHeaders, credentials, line: reader.line(node) };
+}
+
+function readCorsOrigins(reader: Reader, node: YamlNode): readonly string[] | true | undefined {
+  if (isScalar(node) && node.value === "*") return true;
+  if (!isSeq(node)) {
+    reader.fail(node, 'cors.origins must be a list of origins such as https://app.example.com, or "*" for any');
+    return undefined;
+  }
+  return reader.list(node, "cors.origins").flatMap((item) => {
+    const origin = reader.string(item, "an entry of cors.origins");
+    if (origin === undefined) return [];
+    if (!URL.canParse(origin) || !/^https?:$/.test(new URL(origin).protocol) || new URL(origin).origin !== origin) {
+      reader.fail(item, `cors.origins entry ${JSON.stringify(origin)} must be an origin such as https://app.example.com (no path, no trailing /)`);
+      return [];
+    }
+    return [origin];
+  });
+}
+
+function readMaxAge(reader: Reader, node: YamlNode): number | undefined {
+  const value = isScalar(node) ? node.value : undefined;
+  if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return value;
+  const ms = typeof value === "string" ? parseDuration(value) : undefined;
+  if (ms !== undefined && ms % 1000 === 0) return ms / 1000;
+  reader.fail(node, `cors.max_age ${JSON.stringify(String(value ?? ""))} must be a whole number of seconds or a duration such as 600s or 2h`);
+  return undefined;
 }
 
 function readPublicPaths(reader: Reader, node: YamlNode | null | undefined): string[] {
