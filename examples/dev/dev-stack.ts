@@ -18,6 +18,12 @@ export interface DevStackOptions {
   readonly drainTimeoutMs?: number;
   /** The gateway's logging. Default `warn` and above to stdout (the tour prints what happens). */
   readonly logger?: GatewayConfig["logger"];
+  /**
+   * Where the secrets come from when set, so a developer's own backends keep
+   * theirs across restarts: `GATEWAY_HMAC_SECRET`, `GATEWAY_CLIENT_ID`,
+   * `GATEWAY_CLIENT_SECRET`. Default `process.env`; random (and printed) when unset.
+   */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** The running local stack of `connect-gateway dev` / `npm start`. */
@@ -38,11 +44,17 @@ export interface DevStack {
  * Starts the whole system in this process, with no outside service:
  * a real OAuth2 server (oidc-provider, JWT access tokens), the example
  * backends behind `createGatewayAuth`, and the gateway with the routes file,
- * validating tokens through the OAuth2 server's JWKS. Secrets are random per run.
+ * validating tokens through the OAuth2 server's JWKS. Secrets come from the
+ * environment when set, else are random per run.
  */
 export async function startDevStack(options: DevStackOptions): Promise<DevStack> {
-  const hmacSecret = randomBytes(32).toString("hex");
-  const client = { clientId: "example-client", clientSecret: randomBytes(24).toString("base64url"), scopes: ["read", "write:agents"] };
+  const env = options.env ?? process.env;
+  const hmacSecret = env.GATEWAY_HMAC_SECRET || randomBytes(32).toString("hex");
+  const client = {
+    clientId: env.GATEWAY_CLIENT_ID || "example-client",
+    clientSecret: env.GATEWAY_CLIENT_SECRET || randomBytes(24).toString("base64url"),
+    scopes: ["read", "write:agents"],
+  };
   // Whatever started is stopped again, last first, also when a later step fails.
   const stops: (() => Promise<void>)[] = [];
   const started = <T extends { close(): Promise<void> }>(service: T): T => (stops.unshift(() => service.close()), service);
@@ -57,7 +69,7 @@ export async function startDevStack(options: DevStackOptions): Promise<DevStack>
     const echo = started(await startEchoBackend(hmacSecret, 0, drain));
     const agents = started(await startAgentsBackend(hmacSecret, 0, drain));
     const routes = loadRoutesFile(options.routesFile, {
-      env: { ...process.env, ECHO_URL: echo.url, AGENTS_SERVICE_URL: agents.url },
+      env: { ...env, ECHO_URL: echo.url, AGENTS_SERVICE_URL: agents.url },
     });
     const gateway = started(
       createGateway({

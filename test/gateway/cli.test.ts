@@ -42,7 +42,10 @@ describe("connect-gateway CLI", () => {
   });
 
   it("npm start (examples/dev/cli.ts): starts the stack, passes every step of the tour, prints what to point services at", async () => {
-    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], {}, { until: /Ctrl-C stops everything/, script: demoCli });
+    // A secret set in the environment is kept (a developer's own backends hold it across restarts).
+    const hmacSecret = "ab".repeat(32);
+    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], { GATEWAY_HMAC_SECRET: hmacSecret }, { until: /Ctrl-C stops everything/, script: demoCli });
+    expect(stdout).toContain(`GATEWAY_HMAC_SECRET=${hmacSecret} `);
     for (const part of ["OAuth2 server", "echo backend", "agents backend", "gateway"]) {
       expect(stdout).toMatch(new RegExp(`✔ ${part} +http://127\\.0\\.0\\.1:\\d+`));
     }
