@@ -64,7 +64,8 @@ function printServing(stack: DevStack): void {
   console.log(`
 Serving. Point your own services at it:
   GATEWAY_URL=${gateway.url}
-  APPCENTER_URL=${oauth.issuer}     (token endpoint ${oauth.tokenUrl}: use tokenPath "/token")
+  APPCENTER_URL=${oauth.issuer}
+  GATEWAY_TOKEN_PATH=${new URL(oauth.tokenUrl).pathname}     (this OAuth2 server's token endpoint)
   GATEWAY_CLIENT_ID=${client.clientId}
   GATEWAY_CLIENT_SECRET=${client.clientSecret}     (scopes: ${client.scopes.join(" ")})
   GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for backends behind this gateway)

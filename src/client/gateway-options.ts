@@ -52,7 +52,7 @@ export interface GatewayOptions {
   readonly gatewayUrl?: string;
   /** The OAuth2 server. Default: `APPCENTER_URL`, else `https://appcenter.fluence-europe.cloud`. */
   readonly appcenterUrl?: string;
-  /** Token endpoint path, appended to `appcenterUrl`. Default `/oauth/token`. */
+  /** Token endpoint path, appended to `appcenterUrl`. Default: `GATEWAY_TOKEN_PATH`, else `/oauth/token`. */
   readonly tokenPath?: string;
   /** Deadline of each call, and of each token request, in ms. Default 30000. */
   readonly timeoutMs?: number;
@@ -60,7 +60,7 @@ export interface GatewayOptions {
   readonly refreshMarginSeconds?: number;
   /** Lifetime assumed when the token response has no `expires_in`. Default 300. */
   readonly defaultTokenLifetimeSeconds?: number;
-  /** Scopes to request with the service token (OAuth2 `scope`); none by default. */
+  /** Scopes to request with the service token (OAuth2 `scope`). Default: `GATEWAY_SCOPE` (space-separated), else none. */
   readonly scope?: string | readonly string[];
   /** Backend service of calls that name none by any other means (see routing). */
   readonly defaultService?: string;
@@ -190,13 +190,13 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
     clientAuthentication: clientAuthentication(options, env),
     gatewayUrl: gateway.href.replace(/\/+$/, ""),
     gatewayOrigin: new URL(gateway.origin),
-    tokenUrl: endpointUrl(appcenter, path("tokenPath", options.tokenPath ?? "/oauth/token")),
+    tokenUrl: endpointUrl(appcenter, path("tokenPath", options.tokenPath ?? env.GATEWAY_TOKEN_PATH ?? "/oauth/token")),
     timeoutMs: checkTimeoutMs(options.timeoutMs ?? 30_000),
     refreshMarginSeconds: assertNumber("refreshMarginSeconds", options.refreshMarginSeconds ?? 300, { min: 0 }),
     defaultTokenLifetimeSeconds: assertNumber("defaultTokenLifetimeSeconds", options.defaultTokenLifetimeSeconds ?? 300, {
       min: 1,
     }),
-    scope: scope(options.scope),
+    scope: scope(options.scope ?? env.GATEWAY_SCOPE),
     defaultService: options.defaultService === undefined ? undefined : checkServiceName(options.defaultService, "defaultService"),
     session: session(options.session, appcenter),
     agent,

@@ -12,6 +12,7 @@ import { startBackend, type TestBackend } from "../support/connect-backend.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/oauth2-server.js";
 import { recordingAgent } from "../support/recording-agent.js";
 import { createMemoryTokenStore } from "../../src/client/token-store.js";
+import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 
 const SECRET = "qq-Unmistakable-Secret-9000";
 const valid = {
@@ -21,7 +22,7 @@ const valid = {
   appcenterUrl: "http://127.0.0.1:2",
 };
 
-const envNames = ["GATEWAY_CLIENT_ID", "GATEWAY_CLIENT_SECRET", "GATEWAY_URL", "APPCENTER_URL"] as const;
+const envNames = ["GATEWAY_CLIENT_ID", "GATEWAY_CLIENT_SECRET", "GATEWAY_URL", "APPCENTER_URL", "GATEWAY_TOKEN_PATH", "GATEWAY_SCOPE"] as const;
 const savedEnv = Object.fromEntries(envNames.map((n) => [n, process.env[n]]));
 afterEach(() => {
   for (const n of envNames) {
@@ -135,6 +136,24 @@ describe("environment defaults and the shared agent", () => {
     await echo.echo({});
     expect(backend.requests.at(-1)?.path).toBe("/from-env/backend/echo/example.v1.EchoService/Echo");
     expect(oauth.tokenRequests).toBe(before + 1);
+  });
+
+  it("reads GATEWAY_TOKEN_PATH and GATEWAY_SCOPE: env alone reaches an OAuth2 server whose token path is not the default", async () => {
+    Object.assign(process.env, {
+      GATEWAY_CLIENT_ID: "env-client",
+      GATEWAY_CLIENT_SECRET: SECRET,
+      GATEWAY_URL: backend.url,
+      APPCENTER_URL: oauth.issuer,
+      GATEWAY_TOKEN_PATH: "/token",
+      GATEWAY_SCOPE: "read",
+    });
+    const before = oauth.tokenRequests;
+    await createClient(EchoService, createGatewayTransport({ tokenStore: createMemoryTokenStore() })).echo({});
+    expect(oauth.tokenRequests).toBe(before + 1);
+    expect(resolveGatewayOptions({}, process.env).scope).toBe("read");
+    expect(resolveGatewayOptions({ scope: ["write"] }, process.env).scope).toBe("write");
+    process.env.GATEWAY_TOKEN_PATH = "no-slash";
+    expect(configurationError(() => createGatewayTransport()).option).toBe("tokenPath");
   });
 
   it("an explicit option wins over the environment", () => {
