@@ -179,11 +179,17 @@ function toPrivateKey(value: unknown, name: string): KeyObject {
   }
   if (isJwk(value)) {
     if (typeof value.d !== "string") throw new ConfigurationError(name, "is a JWK without private key material (no \"d\"): pass the private JWK.");
+    let key: KeyObject | undefined;
     try {
-      return createPrivateKey({ key: value, format: "jwk" });
+      key = createPrivateKey({ key: value, format: "jwk" });
     } catch {
+      // Refused below.
+    }
+    // Node 22 imports an RSA JWK with an empty modulus as a 0-bit key; Node 24 refuses it.
+    if (key === undefined || (key.asymmetricKeyType === "rsa" && !key.asymmetricKeyDetails?.modulusLength)) {
       throw new ConfigurationError(name, `is not a valid private JWK: it must be ${KEY_TYPES}.`);
     }
+    return key;
   }
   throw new ConfigurationError(name, `must be a private key: ${KEY_FORMS}.`);
 }
