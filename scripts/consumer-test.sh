@@ -198,6 +198,16 @@ status="$(curl -s -o "$LOGS/forged.log" -w '%{http_code}' --max-time 10 --http2-
 [[ "$status" == 403 ]] || fail "a forged call got HTTP $status, not 403: $(cat "$LOGS/forged.log")"
 echo "  HTTP 403: $(cat "$LOGS/forged.log")"
 
+step "connect-gateway dev from the installed package: the gateway and its development token issuer"
+start dev.log env GREETER_URL="$GREETER_URL" LOG_LEVEL=warn \
+  ./node_modules/.bin/connect-gateway dev --routes routes.yaml --port 0 --oauth-port 0
+wait_for_line dev.log '^Ctrl-C stops it\.' 30 >/dev/null
+grep -E '^  (GATEWAY_URL|APPCENTER_URL)=' "$LOGS/dev.log"
+DEV_JWT="$(sed -nE 's/^  JWT_SECRET=([0-9a-f]+) .*/\1/p' "$LOGS/dev.log")"
+DEV_TOKEN="$(JWT_SECRET="$DEV_JWT" ./node_modules/.bin/connect-gateway token --user alice --scopes read)"
+[[ "$DEV_TOKEN" == *.*.* ]] || fail "connect-gateway token printed no token: $DEV_TOKEN"
+echo "  a user token for alice: ${#DEV_TOKEN} characters"
+
 step "connect-gateway init: a generated service installs, type-checks and passes its own test"
 INIT="$WORK/init"
 bounded 60 init.log ./node_modules/.bin/connect-gateway init --name order-history --dir "$INIT"

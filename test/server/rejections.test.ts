@@ -76,9 +76,12 @@ describe("rejection reasons (Connect: PermissionDenied / HTTP 403; plain Node: 4
   it("missing_gateway_headers when a required header is empty", () =>
     expectRejected(replacing("x-client-id", ""), "missing_gateway_headers"));
 
-  it("timestamp_out_of_window, 31 s in the past and 31 s in the future", async () => {
+  // 33 s, not 31: the same headers go to two servers, and a loaded machine may
+  // take a second between signing and the second check (the exact 30/31 s edge
+  // is tested with a fixed clock in test/signing).
+  it("timestamp_out_of_window, 33 s in the past and 33 s in the future", async () => {
     const now = Date.now() / 1000;
-    for (const skew of [-31, 31]) {
+    for (const skew of [-33, 33]) {
       await expectRejected(signedHeaders(SECRET, { method: "POST", path: ECHO, body }, undefined, now + skew), "timestamp_out_of_window");
       events.length = 0;
     }
