@@ -132,16 +132,11 @@ describe("CORS with the defaults", () => {
     expect(res.headers["access-control-allow-origin"]).toBe(APP);
     const exposed = listOf(res.headers["access-control-expose-headers"]);
     expect(exposed).toEqual(
-      expect.arrayContaining([
-        "grpc-status",
-        "grpc-message",
-        "grpc-status-details-bin",
-        "x-request-id",
-        "retry-after",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-      ]),
+      // Written out here, not imported: the list is what this test promises browsers.
+      expect.arrayContaining(["retry-after", "x-request-id", "grpc-message", "grpc-status", "grpc-status-details-bin"]),
+    );
+    expect(exposed).toEqual(
+      expect.arrayContaining(["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"]),
     );
     // Every rate-limit header the gateway actually sends is in the list.
     const sent = Object.keys(res.headers).filter((h) => h.startsWith("x-ratelimit") || h.startsWith("ratelimit"));
