@@ -3,7 +3,10 @@ import { defineConfig } from "vitest/config";
 
 // Workspace imports (connect-gateway/*, @connect-gateway/gateway) resolve to
 // their sources: tests run against the code, not a stale build.
-const conditions = ["connect-gateway-source", ...defaultServerConditions];
+// Without Vite's "module" condition, which Node does not know: packages
+// resolve as they do in production (@opentelemetry/api's "module" build has
+// extensionless imports that only a bundler can load).
+const conditions = ["connect-gateway-source", ...defaultServerConditions.filter((c) => c !== "module")];
 
 export default defineConfig({
   resolve: { conditions },

@@ -63,6 +63,17 @@ function importsOf(file: string): Import[] {
       ts.isStringLiteral(node.arguments[0])
     ) {
       add(node.arguments[0].text, false, true);
+    } else if (
+      // `createRequire(import.meta.url)("<package>")`, written out in one
+      // expression: a lazy, synchronous load, counted like a dynamic import.
+      ts.isCallExpression(node) &&
+      ts.isCallExpression(node.expression) &&
+      ts.isIdentifier(node.expression.expression) &&
+      node.expression.expression.text === "createRequire" &&
+      node.arguments.length === 1 &&
+      ts.isStringLiteral(node.arguments[0]!)
+    ) {
+      add(node.arguments[0].text, false, true);
     } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
       add(node.argument.literal.text, true, false);
     }
@@ -133,7 +144,8 @@ describe("the dependency rule", () => {
       .filter((i) => {
         const name = packageName(i.specifier);
         if (libraryRule[layerOf(i.file)]!.packages.includes(name)) return false;
-        // An optional peer: a type, or a dynamic import behind a clear error when it is missing.
+        // An optional peer: a type, or a dynamic import (or `createRequire(…)("<peer>")`)
+        // behind a clear error, or a silent fallback, when it is missing.
         return !(optional.includes(name) && (i.typeOnly || i.dynamic));
       })
       .map((i) => `${i.file} -> ${i.specifier}`);

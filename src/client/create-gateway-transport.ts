@@ -11,6 +11,7 @@ import {
   type Http2SessionOptions,
 } from "@connectrpc/connect-node";
 import { createAuthenticatingTransport } from "./authenticating-transport.js";
+import { createTraceContextInterceptor, createTracingTransport } from "./call-tracing.js";
 import { assertBoolean, assertFunction } from "../core/assertions.js";
 import { ConfigurationError, InvalidOptionError } from "../core/errors.js";
 import { watchingPeerResets } from "./http2-reset.js";
@@ -139,8 +140,16 @@ export function createGatewayTransport(options: GatewayTransportOptions = {}): T
     ...(retry ? [createRetryInterceptor(retry, { isTransient: isUnavailable })] : []),
     createRoutingInterceptor(resolved.gatewayUrl, resolved.defaultService),
     ...checkInterceptors(options.interceptors),
+    // Innermost: each attempt carries the trace context (OpenTelemetry installed only).
+    ...optional(createTraceContextInterceptor()),
   ]);
-  return createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`);
+  return createTracingTransport(
+    createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`),
+  );
+}
+
+function optional<T>(value: T | undefined): T[] {
+  return value === undefined ? [] : [value];
 }
 
 // What a ConnectionError with code Unavailable stands for: not a passed deadline.

@@ -1,5 +1,6 @@
 import type { Agent } from "node:http";
 import { basicAuthorization } from "../core/client-secret-basic.js";
+import { traceTokenRequest } from "./call-tracing.js";
 import { AuthenticationError } from "./authentication-error.js";
 import { signClientAssertion, type ClientAssertionKey } from "./client-assertion.js";
 import { sendHttpRequest, type HttpResponse } from "./http-request.js";
@@ -46,7 +47,11 @@ export type TokenGrant = { readonly type: "client_credentials" } | { readonly ty
  * error, garbage — is an {@link AuthenticationError}; none carries the
  * secret or the client assertion.
  */
-export async function requestToken(endpoint: TokenEndpoint, grant: TokenGrant): Promise<IssuedToken> {
+export function requestToken(endpoint: TokenEndpoint, grant: TokenGrant): Promise<IssuedToken> {
+  return traceTokenRequest(grant.type, () => requestTokenUntraced(endpoint, grant));
+}
+
+async function requestTokenUntraced(endpoint: TokenEndpoint, grant: TokenGrant): Promise<IssuedToken> {
   const source = `the token endpoint ${endpoint.url.origin}${endpoint.url.pathname}`;
   const body = new URLSearchParams({ grant_type: grant.type });
   if (grant.type === "refresh_token") body.set("refresh_token", grant.refreshToken);

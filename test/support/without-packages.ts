@@ -28,6 +28,11 @@ export async function resolve(specifier, context, next) {
 }`;
 }
 
+/** The async resolve hook above, as a synchronous one (module.registerHooks). */
+function syncHooksSource(asyncSource: string): string {
+  return asyncSource.replace("export async function resolve", "export function resolve");
+}
+
 const dataUrl = (source: string) => `data:text/javascript,${encodeURIComponent(source)}`;
 
 /**
@@ -45,7 +50,11 @@ export function runWithoutPackages(
     guarded: (options.guarded ?? []).map((dir) => new URL(`${dir.replace(/\/?$/, "/")}`, `file://${root}/`).href),
     allowed: options.allowed ?? [],
   });
-  const register = `import { register } from "node:module"; register(${JSON.stringify(dataUrl(hooks))});`;
+  // The same rule, synchronously, for require() too (`createRequire`), where Node has registerHooks (22.15+).
+  const register =
+    `import * as module from "node:module"; module.register(${JSON.stringify(dataUrl(hooks))});` +
+    `if (module.registerHooks) { const { resolve } = await import(${JSON.stringify(dataUrl(syncHooksSource(hooks)))});` +
+    ` module.registerHooks({ resolve }); }`;
   // Hooks registered later run first: these see every specifier before tsx does.
   const args = ["--conditions=connect-gateway-source", "--import", "tsx", "--import", dataUrl(register), "--input-type=module", "--eval", script];
   return new Promise((resolvePromise, reject) => {

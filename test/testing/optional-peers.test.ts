@@ -49,8 +49,8 @@ async function run(blocked: readonly string[]) {
 }
 
 describe("optional peers", () => {
-  it("are jose and oidc-provider; the required peers are the three Connect packages", () => {
-    expect(optionalPeers.sort()).toEqual(["jose", "oidc-provider"]);
+  it("are @opentelemetry/api, jose and oidc-provider; the required peers are the three Connect packages", () => {
+    expect(optionalPeers.sort()).toEqual(["@opentelemetry/api", "jose", "oidc-provider"]);
     expect(requiredPeers.sort()).toEqual(["@bufbuild/protobuf", "@connectrpc/connect", "@connectrpc/connect-node"]);
   });
 

@@ -7,6 +7,7 @@ import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
+import { abandonHop, endHop, startHop, traceTokenValidation } from "./hop-tracing.js";
 import { gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
 import { AuthFailureLimitError, createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, routeAccess, setCaller } from "./request-caller.js";
@@ -115,6 +116,10 @@ export function createGateway(options: GatewayConfig): Gateway {
   app.setNotFoundHandler((request, reply) =>
     sendGatewayError(request, reply, new GatewayHttpError("NOT_FOUND", "No route matches this request")),
   );
+  // Tracing: a span per request, continuing the caller's trace (see hop-tracing.ts).
+  app.addHook("onRequest", async (request) => startHop(request));
+  app.addHook("onResponse", async (request, reply) => endHop(request, reply));
+  app.addHook("onRequestAbort", async (request) => abandonHop(request));
   // 2. Request id: propagated from X-Request-ID or generated (genReqId), returned and forwarded.
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
@@ -153,7 +158,10 @@ export function createGateway(options: GatewayConfig): Gateway {
     const access = routeAccess(request);
     if (access === undefined) return;
     try {
-      setCaller(request, await authenticate(request.headers.authorization, access, request.ip));
+      setCaller(
+        request,
+        await traceTokenValidation(request, () => authenticate(request.headers.authorization, access, request.ip)),
+      );
     } catch (e) {
       if (e instanceof AuthFailureLimitError) reply.header("retry-after", String(e.retryAfterSeconds));
       throw e;

@@ -11,6 +11,7 @@ import { EnvelopedRelay } from "./enveloped-relay.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { logCallerGone } from "./gateway-logger.js";
 import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
+import { forwardedTraceContext } from "./hop-tracing.js";
 import type { CallerIdentity } from "./identity-claims.js";
 import { callerOf, type ForwardingRouteConfig } from "./request-caller.js";
 import {
@@ -134,6 +135,8 @@ function forward(
     "x-request-id": request.id,
     ...forwardingHeaders({ address: request.ip, host: request.host, protocol: request.protocol }),
   };
+  // After signing: the trace context is not among the signed headers.
+  const upstreamAnswered = forwardedTraceContext(request, signed);
   const callerConnection = request.headers.connection;
   return reply.from(target, {
     ...(body && { body, contentType: forwardedContentType(request, body) }),
@@ -144,6 +147,7 @@ function forward(
       withGatewayHeaders(headers, callerConnection, upstream.http2, signed, body !== undefined, route.access.forwardAuthorization),
     rewriteHeaders: (headers) => withoutResponseHopByHop(headers),
     onResponse: (_request, _reply, res) => {
+      upstreamAnswered();
       const response = res as unknown as UpstreamResponse;
       if (callerIsGone(reply)) {
         // Nobody to answer: let go of the upstream answer at once.
@@ -161,7 +165,10 @@ function forward(
       if (upstream.http2) forwardTrailers(response.stream, reply, relay);
       void reply.send(relay ?? response.stream);
     },
-    onError: (_reply, { error }) => failReply(reply, upstreamError(error)),
+    onError: (_reply, { error }) => {
+      upstreamAnswered();
+      failReply(reply, upstreamError(error));
+    },
   });
 }
 

@@ -13,7 +13,8 @@ import type { Http2ServerRequest } from "node:http2";
 import { bodyWasConsumed } from "../body-was-consumed.js";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
-import { rejectionOf, type Rejection } from "../rejections.js";
+import type { GatewayIdentity } from "../gateway-identity.js";
+import { rejectionOf, type Rejection, type RejectionKind } from "../rejections.js";
 import {
   checkRequestHead,
   readAndVerifyBody,
@@ -22,6 +23,7 @@ import {
   type RequestCheck,
 } from "../request-check.js";
 import type { VerifiedBody } from "../verified-body.js";
+import { traceVerification } from "../verification-tracing.js";
 import type { PreVerifiedRequest, VerifiedRequests } from "../verified-requests.js";
 import { fullpathOf } from "../../signing/index.js";
 
@@ -276,6 +278,21 @@ const EMPTY = new Uint8Array(0);
 async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<void> {
   const verification = ctx.values.get(verificationKey);
   if (verification === undefined) throw missingWiringError();
+  const identity = await traceVerification(
+    verification.request.headers,
+    () => verifiedIdentity(config, ctx, verification),
+    (identity) => identity,
+    (error) => (error instanceof ConnectError ? refusalKinds.get(error) : undefined),
+  );
+  setVerifiedIdentity(ctx.values, config, identity);
+}
+
+/** The identity of a request whose head and body verified; throws its refusal otherwise. */
+async function verifiedIdentity(
+  config: GatewayAuthConfig,
+  ctx: HandlerContext,
+  verification: RequestVerification,
+): Promise<GatewayIdentity | undefined> {
   const { check } = verification;
   if (!check.ok) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, check.reason, check)));
   const early = refusalBeforeBody(config, {
@@ -294,7 +311,7 @@ async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<vo
     }
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
-  setVerifiedIdentity(ctx.values, config, check.identity);
+  return check.identity;
 }
 
 /**
@@ -320,5 +337,10 @@ function bodyError(
 
 /** A refusal as Connect sends it: the code and message of its row in the rejection table. */
 function connectError(rejection: Rejection, cause?: unknown): ConnectError {
-  return new ConnectError(rejection.message, rejection.code, undefined, undefined, cause);
+  const error = new ConnectError(rejection.message, rejection.code, undefined, undefined, cause);
+  refusalKinds.set(error, rejection.kind);
+  return error;
 }
+
+/** The kind of each refusal made here, for the verification span (see traceVerification). */
+const refusalKinds = new WeakMap<ConnectError, RejectionKind>();

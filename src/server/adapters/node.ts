@@ -5,8 +5,9 @@ import { bodyWasConsumed } from "../body-was-consumed.js";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
 import type { GatewayIdentity } from "../gateway-identity.js";
-import { rejectionOf, type Rejection } from "../rejections.js";
+import { rejectionOf, type Rejection, type RejectionKind } from "../rejections.js";
 import { checkRequestHead, readAndVerifyBody, refusalBeforeBody, refusalOfBody } from "../request-check.js";
+import { traceVerification } from "../verification-tracing.js";
 
 /** A verified plain-Node request: who is calling, and the exact body bytes. */
 export interface VerifiedNodeRequest {
@@ -32,25 +33,50 @@ type NodeResponse = ServerResponse | Http2ServerResponse;
  * the body first, 400 when the body was cut off) and returns `undefined`.
  * Never rejects on a request's input.
  */
-export async function verifyNodeRequest(
+export function verifyNodeRequest(
   config: GatewayAuthConfig,
   req: NodeRequest,
   res: NodeResponse,
   // Express rewrites `url` under a mount point; the raw target is `originalUrl`.
   requestTarget: string | undefined = req.url,
 ): Promise<VerifiedNodeRequest | undefined> {
+  let refused: RejectionKind | undefined;
+  const answer = (rejection: Rejection): undefined => {
+    refused = rejection.kind;
+    return refuse(res, rejection);
+  };
+  return traceVerification(
+    req.headers,
+    async () => (await verifyAndAnswer(config, req, answer, requestTarget)) ?? Promise.reject(REFUSED),
+    (verified) => verified.identity,
+    (error) => (error === REFUSED ? refused : undefined),
+  ).catch((error: unknown) => {
+    if (error === REFUSED) return undefined;
+    throw error;
+  });
+}
+
+/** What {@link verifyNodeRequest}'s span sees of a request it refused (and answered). */
+const REFUSED = Symbol("refused");
+
+async function verifyAndAnswer(
+  config: GatewayAuthConfig,
+  req: NodeRequest,
+  answer: (rejection: Rejection) => undefined,
+  requestTarget: string | undefined,
+): Promise<VerifiedNodeRequest | undefined> {
   const check = checkRequestHead(config, { method: req.method, url: requestTarget, rawHeaders: req.rawHeaders });
-  if (!check.ok) return refuse(res, rejectionOf(config, check.reason, check));
+  if (!check.ok) return answer(rejectionOf(config, check.reason, check));
   const early = refusalBeforeBody(config, {
     consumed: bodyWasConsumed(req),
     contentLength: req.headers["content-length"],
   });
-  if (early !== undefined) return refuse(res, rejectionOf(config, early, check));
+  if (early !== undefined) return answer(rejectionOf(config, early, check));
   const body = await readAndVerifyBody(config, check, req).catch(() => undefined);
   // The client went away mid-body: a rejected promise here would crash a
   // plain `async (req, res) =>` handler's process, so answer (to nobody) instead.
-  if (body === undefined) return refuse(res, rejectionOf(config, "body_cut_off", check));
-  if (body.kind !== "verified") return refuse(res, rejectionOf(config, refusalOfBody(body), check));
+  if (body === undefined) return answer(rejectionOf(config, "body_cut_off", check));
+  if (body.kind !== "verified") return answer(rejectionOf(config, refusalOfBody(body), check));
   const bytes = asOneBuffer(body.chunks, body.byteLength);
   const values = createContextValues();
   setVerifiedIdentity(values, config, check.identity);

@@ -1,0 +1,123 @@
+/**
+ * OpenTelemetry for the gateway's hop, through `@opentelemetry/api` (without
+ * a registered tracer provider and propagator, all of it is the API's no-op):
+ * the caller's W3C trace context (`traceparent`) is continued by a SERVER span
+ * per request, `connect-gateway <METHOD> <route>`; the token validation is a
+ * child span; and the hop's context is written into the forwarded request, so
+ * the service continues the trace. The trace headers are not signed (the
+ * gateway signs the method, target, body, content headers and identity
+ * headers only), so adding them after signing leaves the signature valid.
+ * Never a token, a secret or a signature in an attribute.
+ */
+import {
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Context,
+  type Span,
+  type TextMapGetter,
+} from "@opentelemetry/api";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { GatewayHttpError } from "./gateway-http-error.js";
+
+const tracer = () => trace.getTracer("@connect-gateway/gateway");
+
+/** The attribute naming the backend service a call goes to (`/backend/<service>/…`). */
+const BACKEND_ATTRIBUTE = "connect_gateway.backend";
+
+interface Hop {
+  readonly span: Span;
+  readonly context: Context;
+}
+
+const hops = new WeakMap<FastifyRequest, Hop>();
+
+const headerGetter: TextMapGetter<FastifyRequest["headers"]> = {
+  keys: (headers) => Object.keys(headers),
+  get: (headers, key) => headers[key],
+};
+
+/** Starts the request's SERVER span, the child of the caller's `traceparent` when it sent one. */
+export function startHop(request: FastifyRequest): void {
+  const parent = propagation.extract(ROOT_CONTEXT, request.headers, headerGetter);
+  const route = request.routeOptions.url;
+  const backend = route === undefined ? undefined : /^\/backend\/([^/]+)\/\*$/.exec(route)?.[1];
+  const span = tracer().startSpan(
+    route === undefined ? `connect-gateway ${request.method}` : `connect-gateway ${request.method} ${route}`,
+    {
+      kind: SpanKind.SERVER,
+      attributes: {
+        "http.request.method": request.method,
+        ...(route !== undefined && { "http.route": route }),
+        ...(backend !== undefined && { [BACKEND_ATTRIBUTE]: backend }),
+      },
+    },
+    parent,
+  );
+  hops.set(request, { span, context: trace.setSpan(parent, span) });
+}
+
+/** Ends the request's span with the status the caller got (an error status from 500 on). */
+export function endHop(request: FastifyRequest, reply: FastifyReply): void {
+  const hop = hops.get(request);
+  if (hop === undefined) return;
+  hops.delete(request);
+  hop.span.setAttribute("http.response.status_code", reply.statusCode);
+  if (reply.statusCode >= 500) hop.span.setStatus({ code: SpanStatusCode.ERROR });
+  hop.span.end();
+}
+
+/** Ends the span of a request its caller abandoned before the answer. */
+export function abandonHop(request: FastifyRequest): void {
+  const hop = hops.get(request);
+  if (hop === undefined) return;
+  hops.delete(request);
+  hop.span.setAttribute("connect_gateway.outcome", "caller_gone");
+  hop.span.end();
+}
+
+/**
+ * Runs the token validation in a child span `connect-gateway token validation`
+ * (`connect_gateway.outcome`: `valid`, or the error code such as
+ * `UNAUTHORIZED`), and records its duration on the hop as
+ * `connect_gateway.token_validation_ms`.
+ */
+export async function traceTokenValidation<T extends { readonly clientId: string }>(
+  request: FastifyRequest,
+  validate: () => Promise<T>,
+): Promise<T> {
+  const hop = hops.get(request);
+  if (hop === undefined) return validate();
+  const span = tracer().startSpan("connect-gateway token validation", { kind: SpanKind.INTERNAL }, hop.context);
+  const started = performance.now();
+  try {
+    const caller = await context.with(trace.setSpan(hop.context, span), validate);
+    span.setAttribute("connect_gateway.outcome", "valid");
+    span.setAttribute("connect_gateway.client_id", caller.clientId);
+    hop.span.setAttribute("connect_gateway.client_id", caller.clientId);
+    return caller;
+  } catch (e) {
+    span.setAttribute("connect_gateway.outcome", e instanceof GatewayHttpError ? e.code : "error");
+    span.setStatus({ code: SpanStatusCode.ERROR });
+    throw e;
+  } finally {
+    span.end();
+    hop.span.setAttribute("connect_gateway.token_validation_ms", performance.now() - started);
+  }
+}
+
+/**
+ * Adds the hop's trace context (`traceparent`, `tracestate`) to the headers
+ * of the forwarded request, and returns the function that records the
+ * upstream latency (until the upstream's response headers) on the hop.
+ */
+export function forwardedTraceContext(request: FastifyRequest, headers: Record<string, string>): () => void {
+  const hop = hops.get(request);
+  if (hop === undefined) return () => {};
+  propagation.inject(hop.context, headers);
+  const started = performance.now();
+  return () => hop.span.setAttribute("connect_gateway.upstream_latency_ms", performance.now() - started);
+}

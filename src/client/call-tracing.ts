@@ -1,0 +1,145 @@
+/**
+ * OpenTelemetry for the Node client, active only when the optional peer
+ * `@opentelemetry/api` is installed (see `openTelemetry`): a CLIENT span per
+ * call, the W3C trace context in each attempt's headers, and a span per token
+ * request. Without the package, the transport is returned unchanged and no
+ * interceptor is added. Never a token or a secret in an attribute.
+ */
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
+import { libraryTracer, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
+
+type Span = ReturnType<ReturnType<OpenTelemetryApi["trace"]["getTracer"]>["startSpan"]>;
+
+/** The attribute naming the backend service a call was routed to. */
+export const BACKEND_ATTRIBUTE = "connect_gateway.backend";
+
+/**
+ * Wraps a transport so that each call runs in a CLIENT span
+ * `connect-gateway <pkg.Service>/<Method>` (rpc semantic conventions:
+ * `rpc.system` `connect_rpc`, `rpc.service`, `rpc.method`), ended with the
+ * call's outcome: `rpc.connect_rpc.error_code` and an error status on
+ * failure. The token request, the attempts and the retries run inside it.
+ */
+export function createTracingTransport(inner: Transport): Transport {
+  const api = openTelemetry();
+  if (api === undefined) return inner;
+  const start = (method: DescMethod) => {
+    const span = libraryTracer(api).startSpan(`connect-gateway ${method.parent.typeName}/${method.name}`, {
+      kind: api.SpanKind.CLIENT,
+      attributes: { "rpc.system": "connect_rpc", "rpc.service": method.parent.typeName, "rpc.method": method.name },
+    });
+    return { span, context: api.trace.setSpan(api.context.active(), span) };
+  };
+  return {
+    unary(method, signal, timeoutMs, header, input, contextValues) {
+      const { span, context } = start(method);
+      return api.context
+        .with(context, () => inner.unary(method, signal, timeoutMs, header, input, contextValues))
+        .then(
+          (response) => {
+            endOk(api, span);
+            return response;
+          },
+          (reason: unknown) => {
+            endFailed(api, span, reason);
+            throw reason;
+          },
+        );
+    },
+    async stream(method, signal, timeoutMs, header, input, contextValues) {
+      const { span, context } = start(method);
+      try {
+        const response = await api.context.with(context, () =>
+          inner.stream(method, signal, timeoutMs, header, input, contextValues),
+        );
+        return { ...response, message: endingWith(api, span, response.message) };
+      } catch (reason) {
+        endFailed(api, span, reason);
+        throw reason;
+      }
+    },
+  };
+}
+
+/**
+ * An interceptor, placed after routing, that names the backend on the call's
+ * span and writes the active trace context (`traceparent`, `tracestate`)
+ * into the request headers, so the gateway continues the trace.
+ * `undefined` without OpenTelemetry.
+ */
+export function createTraceContextInterceptor(): Interceptor | undefined {
+  const api = openTelemetry();
+  if (api === undefined) return undefined;
+  return (next) => (req) => {
+    const backend = /\/backend\/([^/]+)\/[^/]+\/[^/]+$/.exec(new URL(req.url).pathname)?.[1];
+    if (backend !== undefined) api.trace.getActiveSpan()?.setAttribute(BACKEND_ATTRIBUTE, backend);
+    api.propagation.inject(api.context.active(), req.header, {
+      set: (carrier, key, value) => carrier.set(key, value),
+    });
+    return next(req);
+  };
+}
+
+/**
+ * Runs a token request in a CLIENT span `connect-gateway token request`
+ * (`oauth2.grant_type`, and `connect_gateway.outcome`: `issued` or `failed`).
+ * Neither the client secret nor the token is recorded.
+ */
+export function traceTokenRequest<T>(grantType: string, request: () => Promise<T>): Promise<T> {
+  const api = openTelemetry();
+  if (api === undefined) return request();
+  return libraryTracer(api).startActiveSpan(
+    "connect-gateway token request",
+    { kind: api.SpanKind.CLIENT, attributes: { "oauth2.grant_type": grantType } },
+    (span) =>
+      request().then(
+        (result) => {
+          span.setAttribute("connect_gateway.outcome", "issued");
+          span.end();
+          return result;
+        },
+        (reason: unknown) => {
+          span.setAttribute("connect_gateway.outcome", "failed");
+          span.setStatus({ code: api.SpanStatusCode.ERROR, message: errorName(reason) });
+          span.end();
+          throw reason;
+        },
+      ),
+  );
+}
+
+function endOk(api: OpenTelemetryApi, span: Span): void {
+  span.setStatus({ code: api.SpanStatusCode.UNSET });
+  span.end();
+}
+
+function endFailed(api: OpenTelemetryApi, span: Span, reason: unknown): void {
+  const code = ConnectError.from(reason).code;
+  span.setAttribute("rpc.connect_rpc.error_code", codeName(code));
+  // Only the error's kind: a message may quote what the server said.
+  span.setStatus({ code: api.SpanStatusCode.ERROR, message: codeName(code) });
+  span.end();
+}
+
+async function* endingWith<T>(api: OpenTelemetryApi, span: Span, messages: AsyncIterable<T>): AsyncIterable<T> {
+  let failed = false;
+  try {
+    yield* messages;
+  } catch (reason) {
+    failed = true;
+    endFailed(api, span, reason);
+    throw reason;
+  } finally {
+    if (!failed) endOk(api, span);
+  }
+}
+
+/** A Connect code as the protocol writes it: `Code.DeadlineExceeded` is `deadline_exceeded`. */
+function codeName(code: Code): string {
+  return (Code[code] ?? "unknown").replace(/(?<=[a-z])(?=[A-Z])/g, "_").toLowerCase();
+}
+
+function errorName(reason: unknown): string {
+  return reason instanceof Error ? reason.name : "Error";
+}

@@ -1,0 +1,36 @@
+/**
+ * `@opentelemetry/api`, an optional peer: loaded once, synchronously, the
+ * first time a span could be started. Without the package installed every
+ * caller gets `undefined` and does nothing — no cost and no error. With it
+ * installed but no tracer provider registered, the API's own no-op
+ * implementation answers, which is just as cheap.
+ *
+ * Kept out of `connect-gateway/web`'s import graph: it needs `node:module`.
+ */
+import { createRequire } from "node:module";
+
+/** The OpenTelemetry API module, as the optional peer exports it. */
+export type OpenTelemetryApi = typeof import("@opentelemetry/api");
+
+let loaded: { readonly api: OpenTelemetryApi | undefined } | undefined;
+
+/** The `@opentelemetry/api` module when it is installed, `undefined` otherwise. */
+export function openTelemetry(): OpenTelemetryApi | undefined {
+  if (loaded === undefined) {
+    let api: OpenTelemetryApi | undefined;
+    try {
+      // The package is dual CommonJS / ES module; its global registry is
+      // shared by both copies, so what the application registered is seen here.
+      api = createRequire(import.meta.url)("@opentelemetry/api") as OpenTelemetryApi;
+    } catch {
+      api = undefined;
+    }
+    loaded = { api };
+  }
+  return loaded.api;
+}
+
+/** The tracer of the library, when OpenTelemetry is installed. */
+export function libraryTracer(api: OpenTelemetryApi) {
+  return api.trace.getTracer("connect-gateway");
+}

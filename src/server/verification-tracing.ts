@@ -1,0 +1,67 @@
+/**
+ * OpenTelemetry for a verifying service (`auth.connectOptions()`,
+ * `auth.verifyNodeRequest`, `auth.express()`; not yet the Fastify plugin),
+ * active only when the optional peer `@opentelemetry/api` is installed: the verification of each request is a
+ * span `connect-gateway verification` that continues the gateway's trace
+ * (`traceparent`), or nests under the span already active (an HTTP server
+ * instrumentation's), with its outcome — `verified` or the rejection reason —
+ * and the caller's client id; and a counter `connect_gateway.verifications`
+ * counts outcomes by reason. Never a token, a secret or a signature.
+ */
+import type { IncomingHttpHeaders } from "node:http";
+import { libraryTracer, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
+import type { GatewayIdentity } from "./gateway-identity.js";
+
+type Counter = ReturnType<ReturnType<OpenTelemetryApi["metrics"]["getMeter"]>["createCounter"]>;
+
+let counter: Counter | undefined;
+
+function verifications(api: OpenTelemetryApi): Counter {
+  counter ??= api.metrics.getMeter("connect-gateway").createCounter("connect_gateway.verifications", {
+    description: "Requests verified by createGatewayAuth, by outcome: verified, or the rejection reason.",
+  });
+  return counter;
+}
+
+/**
+ * Runs `verify` (which resolves to what was verified, or throws the refusal)
+ * in the verification span. `identityOf` finds the caller in the result;
+ * `reasonOf` names the refusal of an error (`invalid_signature`, …), `error`
+ * when it is not a refusal.
+ */
+export function traceVerification<T>(
+  headers: IncomingHttpHeaders,
+  verify: () => Promise<T>,
+  identityOf: (verified: T) => GatewayIdentity | undefined,
+  reasonOf: (error: unknown) => string | undefined,
+): Promise<T> {
+  const api = openTelemetry();
+  if (api === undefined) return verify();
+  const active = api.context.active();
+  const nested = api.trace.getSpan(active) !== undefined;
+  const parent = nested ? active : api.propagation.extract(active, headers);
+  const span = libraryTracer(api).startSpan(
+    "connect-gateway verification",
+    { kind: nested ? api.SpanKind.INTERNAL : api.SpanKind.SERVER },
+    parent,
+  );
+  const done = (outcome: string) => {
+    span.setAttribute("connect_gateway.outcome", outcome);
+    verifications(api).add(1, { "connect_gateway.outcome": outcome });
+    span.end();
+  };
+  return api.context.with(api.trace.setSpan(parent, span), verify).then(
+    (verified) => {
+      const identity = identityOf(verified);
+      if (identity !== undefined) span.setAttribute("connect_gateway.client_id", identity.clientId);
+      done("verified");
+      return verified;
+    },
+    (reason: unknown) => {
+      const outcome = reasonOf(reason) ?? "error";
+      span.setStatus({ code: api.SpanStatusCode.ERROR, message: outcome });
+      done(outcome);
+      throw reason;
+    },
+  );
+}
