@@ -34,6 +34,10 @@ export function createTracingTransport(inner: Transport): Transport {
   return {
     unary(method, signal, timeoutMs, header, input, contextValues) {
       const { span, context } = start(method);
+      // No tracer provider registered (and no trace to continue): nothing is
+      // recorded or propagated, so nothing is wrapped. A span sampled out by a
+      // registered SDK keeps a valid context and is still propagated.
+      if (!api.isSpanContextValid(span.spanContext())) return inner.unary(method, signal, timeoutMs, header, input, contextValues);
       return api.context
         .with(context, () => inner.unary(method, signal, timeoutMs, header, input, contextValues))
         .then(
@@ -49,6 +53,7 @@ export function createTracingTransport(inner: Transport): Transport {
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
       const { span, context } = start(method);
+      if (!api.isSpanContextValid(span.spanContext())) return inner.stream(method, signal, timeoutMs, header, input, contextValues);
       try {
         const response = await api.context.with(context, () =>
           inner.stream(method, signal, timeoutMs, header, input, contextValues),
@@ -62,6 +67,10 @@ export function createTracingTransport(inner: Transport): Transport {
   };
 }
 
+// `…/backend/<service>/<pkg.Service>/<Method>`, query or not.
+const BACKEND_IN_URL = /\/backend\/([^/?#]+)\/[^/?#]+\/[^/?#]+(?:[?#]|$)/;
+const HEADERS_SETTER = { set: (carrier: Headers, key: string, value: string) => carrier.set(key, value) };
+
 /**
  * An interceptor, placed after routing, that names the backend on the call's
  * span and writes the active trace context (`traceparent`, `tracestate`)
@@ -72,11 +81,11 @@ export function createTraceContextInterceptor(): Interceptor | undefined {
   const api = openTelemetry();
   if (api === undefined) return undefined;
   return (next) => (req) => {
-    const backend = /\/backend\/([^/]+)\/[^/]+\/[^/]+$/.exec(new URL(req.url).pathname)?.[1];
-    if (backend !== undefined) api.trace.getActiveSpan()?.setAttribute(BACKEND_ATTRIBUTE, backend);
-    api.propagation.inject(api.context.active(), req.header, {
-      set: (carrier, key, value) => carrier.set(key, value),
-    });
+    const span = api.trace.getActiveSpan();
+    if (span === undefined) return next(req);
+    const backend = BACKEND_IN_URL.exec(req.url)?.[1];
+    if (backend !== undefined) span.setAttribute(BACKEND_ATTRIBUTE, backend);
+    api.propagation.inject(api.context.active(), req.header, HEADERS_SETTER);
     return next(req);
   };
 }

@@ -30,7 +30,22 @@ export function openTelemetry(): OpenTelemetryApi | undefined {
   return loaded.api;
 }
 
-/** The tracer of the library, when OpenTelemetry is installed. */
+let tracer: ReturnType<OpenTelemetryApi["trace"]["getTracer"]> | undefined;
+
+/**
+ * The tracer of the library, when OpenTelemetry is installed: one proxy
+ * tracer, which follows whatever provider the application registers, even
+ * later.
+ */
 export function libraryTracer(api: OpenTelemetryApi) {
-  return api.trace.getTracer("connect-gateway");
+  tracer ??= api.trace.getTracer("connect-gateway");
+  return tracer;
+}
+
+/**
+ * Whether a meter provider is registered: without one every meter is the
+ * API's no-op meter, and counting is skipped altogether.
+ */
+export function metricsEnabled(api: OpenTelemetryApi): boolean {
+  return api.metrics.getMeter("connect-gateway") !== api.createNoopMeter();
 }

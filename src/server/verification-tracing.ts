@@ -9,7 +9,7 @@
  * counts outcomes by reason. Never a token, a secret or a signature.
  */
 import type { IncomingHttpHeaders } from "node:http";
-import { libraryTracer, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
+import { libraryTracer, metricsEnabled, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
 import type { GatewayIdentity } from "./gateway-identity.js";
 
 type Counter = ReturnType<ReturnType<OpenTelemetryApi["metrics"]["getMeter"]>["createCounter"]>;
@@ -45,6 +45,12 @@ export function traceVerification<T>(
     { kind: nested ? api.SpanKind.INTERNAL : api.SpanKind.SERVER },
     parent,
   );
+  // The API installed (often as another package's dependency) but neither a
+  // tracer provider (the span has no valid context: there is no trace to
+  // continue) nor a meter provider registered: nothing would be recorded, so
+  // the request pays for nothing more than this check. A span sampled out by
+  // a registered SDK still has a valid context, and is carried on.
+  if (!api.isSpanContextValid(span.spanContext()) && !metricsEnabled(api)) return verify();
   const done = (outcome: string) => {
     span.setAttribute("connect_gateway.outcome", outcome);
     verifications(api).add(1, { "connect_gateway.outcome": outcome });
