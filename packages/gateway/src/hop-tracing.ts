@@ -11,6 +11,7 @@
  */
 import {
   context,
+  isSpanContextValid,
   propagation,
   ROOT_CONTEXT,
   SpanKind,
@@ -23,7 +24,9 @@ import {
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
-const tracer = () => trace.getTracer("@connect-gateway/gateway");
+// One proxy tracer: it follows whatever provider the application registers, even later.
+let gatewayTracer: ReturnType<typeof trace.getTracer> | undefined;
+const tracer = () => (gatewayTracer ??= trace.getTracer("@connect-gateway/gateway"));
 
 /** The attribute naming the backend service a call goes to (`/backend/<service>/…`). */
 const BACKEND_ATTRIBUTE = "connect_gateway.backend";
@@ -57,6 +60,9 @@ export function startHop(request: FastifyRequest): void {
     },
     parent,
   );
+  // No tracer provider registered and no trace to continue: the span has no
+  // valid context, nothing would be recorded, so the hop is not traced at all.
+  if (!isSpanContextValid(span.spanContext())) return;
   hops.set(request, { span, context: trace.setSpan(parent, span) });
 }
 
