@@ -15,6 +15,10 @@ import type { Gateway } from "@connect-gateway/gateway";
 import { EchoService } from "../examples/gen/example/v1/example_pb.js";
 import { startAgentsBackend, startEchoBackend, type ExampleBackend } from "../examples/dev/example-backends.js";
 import { createGatewayTransport, gatewayCall } from "../src/client/index.js";
+import { createGatewayAuth } from "../src/server/index.js";
+import { gatewaySignatureHeaders } from "../src/signing/index.js";
+import Fastify from "fastify";
+import type { AddressInfo } from "node:net";
 import { ECHO_BACKENDS, HMAC_SECRET, rejectionOf, seedToken, startSeedGateway } from "./support/gateway.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./support/token-endpoint.js";
 import { runWithoutPackages } from "./support/without-packages.js";
@@ -200,6 +204,44 @@ console.log(JSON.stringify({ text: answer.text, loaded: openTelemetry() !== unde
       } finally {
         await rest.close();
         await agents.close();
+      }
+    });
+
+    it("auth.fastify: a verification span per request across the plugin's hooks, refusals by reason", async () => {
+      const auth = createGatewayAuth({ hmacSecret: HMAC_SECRET });
+      const app = Fastify();
+      await app.register(async (scope) => {
+        await scope.register(auth.fastify);
+        scope.post("/api/payments", async (req) => ({ body: req.body }));
+      });
+      await app.listen({ port: 0, host: "127.0.0.1" });
+      try {
+        const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/api/payments`;
+        const body = JSON.stringify({ amount: 12 });
+        const caller = trace.getTracer("test").startSpan("caller");
+        const traceHeaders: Record<string, string> = {};
+        propagation.inject(trace.setSpan(context.active(), caller), traceHeaders);
+        const signed = gatewaySignatureHeaders(
+          HMAC_SECRET,
+          { method: "POST", requestTarget: "/api/payments", body, contentType: "application/json" },
+          { clientId: "payments-client", userId: "user-7" },
+        );
+        const ok = await fetch(url, { method: "POST", headers: { ...signed, ...traceHeaders, "content-type": "application/json" }, body });
+        expect(ok.status).toBe(200);
+        // The body changed after signing: refused once the body is read.
+        const changed = await fetch(url, { method: "POST", headers: { ...signed, ...traceHeaders, "content-type": "application/json" }, body: JSON.stringify({ amount: 13 }) });
+        expect(changed.status).toBe(403);
+        // No gateway headers at all: refused before the body.
+        const bare = await fetch(url, { method: "POST", headers: { ...traceHeaders, "content-type": "application/json" }, body });
+        expect(bare.status).toBe(403);
+        caller.end();
+        const spans = exporter.getFinishedSpans().filter((span) => span.name === "connect-gateway verification");
+        expect(spans.map((span) => span.attributes["connect_gateway.outcome"])).toEqual(["verified", "invalid_signature", "missing_gateway_headers"]);
+        for (const span of spans) expect(parentOf(span)).toBe(caller.spanContext().spanId);
+        expect(spans[0]!.attributes["connect_gateway.client_id"]).toBe("payments-client");
+        expect(spans[1]!.status.code).toBe(SpanStatusCode.ERROR);
+      } finally {
+        await app.close();
       }
     });
 

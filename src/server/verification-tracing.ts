@@ -1,6 +1,6 @@
 /**
  * OpenTelemetry for a verifying service (`auth.connectOptions()`,
- * `auth.verifyNodeRequest`, `auth.express()`; not yet the Fastify plugin),
+ * `auth.verifyNodeRequest`, `auth.express()`, `auth.fastify`),
  * active only when the optional peer `@opentelemetry/api` is installed: the verification of each request is a
  * span `connect-gateway verification` that continues the gateway's trace
  * (`traceparent`), or nests under the span already active (an HTTP server
@@ -35,8 +35,40 @@ export function traceVerification<T>(
   identityOf: (verified: T) => GatewayIdentity | undefined,
   reasonOf: (error: unknown) => string | undefined,
 ): Promise<T> {
+  const span = startVerificationSpan(headers);
+  if (span === undefined) return verify();
+  return span.run(verify).then(
+    (verified) => {
+      span.end("verified", identityOf(verified));
+      return verified;
+    },
+    (reason: unknown) => {
+      span.end(reasonOf(reason) ?? "error");
+      throw reason;
+    },
+  );
+}
+
+/** A verification in progress, see {@link startVerificationSpan}. */
+export interface VerificationSpan {
+  /** Runs `work` with the span active (what it calls continues the trace). */
+  run<T>(work: () => T): T;
+  /** Ends the span: `verified` (with the caller) or the rejection reason. */
+  end(outcome: string, identity?: GatewayIdentity): void;
+}
+
+/**
+ * Starts the verification span of a request whose verification spans several
+ * steps (the Fastify plugin's hooks); `undefined` when nothing would be
+ * recorded: `@opentelemetry/api` not installed, or installed with neither a
+ * tracer provider (the span has no valid context: no trace to continue) nor a
+ * meter provider registered — then a request pays for nothing more than this
+ * check. A span sampled out by a registered SDK still has a valid context, and
+ * is carried on.
+ */
+export function startVerificationSpan(headers: IncomingHttpHeaders): VerificationSpan | undefined {
   const api = openTelemetry();
-  if (api === undefined) return verify();
+  if (api === undefined) return undefined;
   const active = api.context.active();
   const nested = api.trace.getSpan(active) !== undefined;
   const parent = nested ? active : api.propagation.extract(active, headers);
@@ -45,29 +77,16 @@ export function traceVerification<T>(
     { kind: nested ? api.SpanKind.INTERNAL : api.SpanKind.SERVER },
     parent,
   );
-  // The API installed (often as another package's dependency) but neither a
-  // tracer provider (the span has no valid context: there is no trace to
-  // continue) nor a meter provider registered: nothing would be recorded, so
-  // the request pays for nothing more than this check. A span sampled out by
-  // a registered SDK still has a valid context, and is carried on.
-  if (!api.isSpanContextValid(span.spanContext()) && !metricsEnabled(api)) return verify();
-  const done = (outcome: string) => {
-    span.setAttribute("connect_gateway.outcome", outcome);
-    verifications(api).add(1, { "connect_gateway.outcome": outcome });
-    span.end();
-  };
-  return api.context.with(api.trace.setSpan(parent, span), verify).then(
-    (verified) => {
-      const identity = identityOf(verified);
+  if (!api.isSpanContextValid(span.spanContext()) && !metricsEnabled(api)) return undefined;
+  const spanContext = api.trace.setSpan(parent, span);
+  return {
+    run: (work) => api.context.with(spanContext, work),
+    end(outcome, identity) {
       if (identity !== undefined) span.setAttribute("connect_gateway.client_id", identity.clientId);
-      done("verified");
-      return verified;
+      if (outcome !== "verified") span.setStatus({ code: api.SpanStatusCode.ERROR, message: outcome });
+      span.setAttribute("connect_gateway.outcome", outcome);
+      verifications(api).add(1, { "connect_gateway.outcome": outcome });
+      span.end();
     },
-    (reason: unknown) => {
-      const outcome = reasonOf(reason) ?? "error";
-      span.setStatus({ code: api.SpanStatusCode.ERROR, message: outcome });
-      done(outcome);
-      throw reason;
-    },
-  );
+  };
 }

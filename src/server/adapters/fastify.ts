@@ -13,6 +13,7 @@ import {
   verifyHashedBody,
   type AdmittedHead,
 } from "../request-check.js";
+import { startVerificationSpan, type VerificationSpan } from "../verification-tracing.js";
 import type { VerifiedBody } from "../verified-body.js";
 import type { VerifiedRequests } from "../verified-requests.js";
 import type { VerifiedNodeRequest } from "./node.js";
@@ -59,6 +60,8 @@ interface Pending {
   readonly check: AdmittedHead;
   /** Fed by the stream preParsing hands the body parser. */
   readonly hash: Hash;
+  /** The verification's span, when OpenTelemetry records one. */
+  readonly span: VerificationSpan | undefined;
   /** That stream, when Fastify called preParsing. */
   stream?: Readable;
 }
@@ -82,12 +85,19 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
   const plugin: FastifyLikePlugin = (instance, _options, done) => {
     instance.decorateRequest("gateway", undefined);
     instance.addHook("onRequest", async (req, reply) => {
+      const span = startVerificationSpan(req.raw.headers);
       const check = checkRequestHead(config, req.raw);
-      if (!check.ok) return refuse(reply, rejectionOf(config, check.reason, check));
+      if (!check.ok) {
+        span?.end(check.reason);
+        return refuse(reply, rejectionOf(config, check.reason, check));
+      }
       // Fastify's parser has not run yet: the body is still unread.
       const early = refusalBeforeBody(config, { consumed: false, contentLength: req.raw.headers["content-length"] });
-      if (early !== undefined) return refuse(reply, rejectionOf(config, early, check));
-      pending.set(req, { check, hash: createHash("sha256") });
+      if (early !== undefined) {
+        span?.end(early);
+        return refuse(reply, rejectionOf(config, early, check));
+      }
+      pending.set(req, { check, hash: createHash("sha256"), span });
       return undefined;
     });
     instance.addHook("preParsing", async (req, _reply, payload) => {
@@ -100,8 +110,19 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       const state = pending.get(req);
       if (state === undefined) return undefined;
       pending.delete(req);
-      const body = await restOfBody(config, state, req.raw);
-      if (body.kind !== "verified") return refuse(reply, rejectionOf(config, refusalOfBody(body), state.check));
+      let body: Awaited<ReturnType<typeof restOfBody>>;
+      try {
+        body = await restOfBody(config, state, req.raw);
+      } catch (e) {
+        state.span?.end("error");
+        throw e;
+      }
+      if (body.kind !== "verified") {
+        const kind = refusalOfBody(body);
+        state.span?.end(kind);
+        return refuse(reply, rejectionOf(config, kind, state.check));
+      }
+      state.span?.end("verified", state.check.identity);
       const values = createContextValues();
       setVerifiedIdentity(values, config, state.check.identity);
       req.gateway = { identity: state.check.identity, values };
