@@ -115,15 +115,19 @@ console.log(JSON.stringify({ text: answer.text, loaded: openTelemetry() !== unde
       const spans = exporter.getFinishedSpans();
 
       const call = named(spans, "connect-gateway example.v1.EchoService/Echo");
+      const tokenRefresh = named(spans, "connect-gateway token refresh");
       const tokenRequest = named(spans, "connect-gateway token request");
       const hop = named(spans, "connect-gateway POST /backend/echo/*");
       const validation = named(spans, "connect-gateway token validation");
       const verification = named(spans, "connect-gateway verification");
 
       const traceId = call.spanContext().traceId;
-      for (const span of [tokenRequest, hop, validation, verification]) expect(span.spanContext().traceId).toBe(traceId);
+      for (const span of [tokenRefresh, tokenRequest, hop, validation, verification]) expect(span.spanContext().traceId).toBe(traceId);
       expect(parentOf(call)).toBeUndefined();
-      expect(parentOf(tokenRequest)).toBe(call.spanContext().spanId);
+      // The cache's refresh (nothing cached yet) runs inside the call; the token request inside it.
+      expect(parentOf(tokenRefresh)).toBe(call.spanContext().spanId);
+      expect(tokenRefresh.attributes).toMatchObject({ "connect_gateway.refresh_reason": "initial", "connect_gateway.outcome": "fetched" });
+      expect(parentOf(tokenRequest)).toBe(tokenRefresh.spanContext().spanId);
       expect(parentOf(hop)).toBe(call.spanContext().spanId);
       expect(parentOf(validation)).toBe(hop.spanContext().spanId);
       expect(parentOf(verification)).toBe(hop.spanContext().spanId);
@@ -265,9 +269,15 @@ console.log(JSON.stringify({ text: answer.text, loaded: openTelemetry() !== unde
         const spans = exporter.getFinishedSpans();
         expect(named(spans, "connect-gateway token validation").attributes["connect_gateway.outcome"]).toMatch(/TOKEN|UNAUTHORIZED/);
         expect(named(spans, "connect-gateway POST /backend/echo/*").attributes["http.response.status_code"]).toBe(401);
-        expect(named(spans, "connect-gateway example.v1.EchoService/Echo").attributes["rpc.connect_rpc.error_code"]).toBe(
-          "unauthenticated",
-        );
+        const call = named(spans, "connect-gateway example.v1.EchoService/Echo");
+        expect(call.attributes["rpc.connect_rpc.error_code"]).toBe("unauthenticated");
+        // The 401: the token was dropped, a refresh forced, the call sent once more (and refused again).
+        expect(call.events.filter((e) => e.name === "connect-gateway unauthorized").map((e) => e.attributes)).toEqual([
+          { "connect_gateway.outcome": "retried" },
+        ]);
+        const refreshes = spans.filter((span) => span.name === "connect-gateway token refresh");
+        expect(refreshes.map((span) => span.attributes["connect_gateway.refresh_reason"])).toEqual(["initial", "rejected"]);
+        for (const refresh of refreshes) expect(parentOf(refresh)).toBe(call.spanContext().spanId);
         expect(JSON.stringify(spans.map((s) => s.attributes))).not.toContain(stale);
       } finally {
         await refused.close();

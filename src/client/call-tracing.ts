@@ -7,7 +7,7 @@
  */
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
-import { libraryTracer, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
+import { libraryTracer, metricsEnabled, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
 
 type Span = ReturnType<ReturnType<OpenTelemetryApi["trace"]["getTracer"]>["startSpan"]>;
 
@@ -116,6 +116,78 @@ export function traceTokenRequest<T>(grantType: string, request: () => Promise<T
         },
       ),
   );
+}
+
+/** Why the token cache asks for a new token. */
+export type TokenRefreshReason = "initial" | "expired" | "background" | "rejected";
+
+type Counter = ReturnType<ReturnType<OpenTelemetryApi["metrics"]["getMeter"]>["createCounter"]>;
+const counters = new Map<string, Counter>();
+function count(api: OpenTelemetryApi, name: string, description: string, attributes: Record<string, string>): void {
+  if (!metricsEnabled(api)) return;
+  let counter = counters.get(name);
+  if (counter === undefined) {
+    counter = api.metrics.getMeter("connect-gateway").createCounter(name, { description });
+    counters.set(name, counter);
+  }
+  counter.add(1, attributes);
+}
+
+/**
+ * Runs a refresh of the token cache in an INTERNAL span `connect-gateway
+ * token refresh` — `connect_gateway.refresh_reason`: `initial` (nothing
+ * cached), `expired`, `background` (inside the refresh margin, the call goes
+ * on with the current token) or `rejected` (a 401 dropped the token) — with
+ * its outcome (`fetched`, `store`: another process's token, or `failed`), and
+ * counts it in `connect_gateway.token_refreshes` by reason and outcome. The
+ * token request, when one is made, is its child.
+ */
+export function traceTokenRefresh<T extends { readonly source: string }>(reason: TokenRefreshReason, refresh: () => Promise<T>): Promise<T> {
+  const api = openTelemetry();
+  if (api === undefined) return refresh();
+  const span = libraryTracer(api).startSpan("connect-gateway token refresh", {
+    kind: api.SpanKind.INTERNAL,
+    attributes: { "connect_gateway.refresh_reason": reason },
+  });
+  const recording = api.isSpanContextValid(span.spanContext());
+  if (!recording && !metricsEnabled(api)) return refresh();
+  const end = (outcome: string) => {
+    span.setAttribute("connect_gateway.outcome", outcome);
+    if (outcome === "failed") span.setStatus({ code: api.SpanStatusCode.ERROR });
+    span.end();
+    count(api, "connect_gateway.token_refreshes", "Token cache refreshes, by reason and outcome.", {
+      "connect_gateway.refresh_reason": reason,
+      "connect_gateway.outcome": outcome,
+    });
+  };
+  return api.context.with(api.trace.setSpan(api.context.active(), span), refresh).then(
+    (result) => {
+      end(result.source);
+      return result;
+    },
+    (error: unknown) => {
+      end("failed");
+      throw error;
+    },
+  );
+}
+
+/**
+ * Records a 401 answered to a call made with the service token: an event
+ * `connect-gateway unauthorized` on the call's span with
+ * `connect_gateway.outcome` — `retried` (the token was dropped and the call
+ * sent again with a fresh one) or `not_retried` (a streaming call that cannot
+ * be replayed, or within the backoff after a forced refresh) — and the
+ * counter `connect_gateway.unauthorized_answers` by outcome.
+ */
+export function recordUnauthorizedAnswer(retried: boolean): void {
+  const api = openTelemetry();
+  if (api === undefined) return;
+  const outcome = retried ? "retried" : "not_retried";
+  api.trace.getActiveSpan()?.addEvent("connect-gateway unauthorized", { "connect_gateway.outcome": outcome });
+  count(api, "connect_gateway.unauthorized_answers", "401 answers to calls made with the service token, by what the client did.", {
+    "connect_gateway.outcome": outcome,
+  });
 }
 
 function endOk(api: OpenTelemetryApi, span: Span): void {

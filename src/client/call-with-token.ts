@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthenticationError } from "./authentication-error.js";
+import { recordUnauthorizedAnswer } from "./call-tracing.js";
 import { SessionTokenExpiredError } from "./session-token-expired-error.js";
 import type { TokenManager } from "./token-manager.js";
 
@@ -40,6 +41,7 @@ function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string)
   return call.attempt(`Bearer ${token}`).catch(async (error: unknown) => {
     if (!isUnauthorizedAnswer(error)) throw error;
     const renewed = tokens.invalidate(token);
+    recordUnauthorizedAnswer(call.replayable && renewed);
     if (!call.replayable || !renewed) throw error;
     return call.attempt(`Bearer ${await abortable(tokens.getToken(), call.signal)}`);
   });

@@ -1,4 +1,5 @@
 import { AuthenticationError } from "./authentication-error.js";
+import { traceTokenRefresh, type TokenRefreshReason } from "./call-tracing.js";
 import { exchangeSessionCode } from "./session-exchange.js";
 import { SessionTokenExpiredError } from "./session-token-expired-error.js";
 import { requestToken, type TokenEndpoint } from "./token-request.js";
@@ -229,7 +230,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     if (slot.inflight) return slot.inflight;
     const forced = slot.forcing;
     slot.forcing = false;
-    const request = obtain().then(
+    const reason: TokenRefreshReason = forced ? "rejected" : background ? "background" : slot.cached === undefined ? "initial" : "expired";
+    const request = traceTokenRefresh(reason, obtain).then(
       ({ token, source }) => {
         slot.cached = token;
         if (forced) slot.lastForcedAt = wall();
