@@ -95,13 +95,14 @@ describe("rejection reasons (Connect: PermissionDenied / HTTP 403; plain Node: 4
 
   it("invalid_signature reports the canonical request the service computed, to compare with the gateway's", async () => {
     const changed = Buffer.from(JSON.stringify({ text: "hellO" }));
-    await expectRejected(valid(), "invalid_signature", changed);
-    const ts = valid().find(([n]) => n === "x-gateway-timestamp")?.[1] as string;
+    const headers = valid();
+    await expectRejected(headers, "invalid_signature", changed);
+    const ts = headers.find(([n]) => n === "x-gateway-timestamp")?.[1] as string;
     // What the service hashed (the changed body), in the v1 form — never the secret or the signature.
     expect(events[0]?.canonicalRequest).toBe(
       stringToSign({ method: "POST", timestamp: ts, clientId: "web-app", userId: "sub-42", fullpath: ECHO, bodySha256: bodySha256(changed) }),
     );
-    const signature = valid().find(([n]) => n === "x-gateway-signature")?.[1] as string;
+    const signature = headers.find(([n]) => n === "x-gateway-signature")?.[1] as string;
     for (const secretish of [SECRET, signature]) expect(JSON.stringify(events)).not.toContain(secretish);
     // In production (exposeRejectionReason off) it is not even computed.
     const productionEvents: GatewayRejectionEvent[] = [];
