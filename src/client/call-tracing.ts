@@ -7,7 +7,7 @@
  */
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
-import { libraryTracer, metricsEnabled, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
+import { libraryTracer, metricsEnabled, openTelemetry, tracingEnabled, type OpenTelemetryApi } from "../core/open-telemetry.js";
 
 type Span = ReturnType<ReturnType<OpenTelemetryApi["trace"]["getTracer"]>["startSpan"]>;
 
@@ -33,6 +33,9 @@ export function createTracingTransport(inner: Transport): Transport {
   };
   return {
     unary(method, signal, timeoutMs, header, input, contextValues) {
+      if (!tracingEnabled(api) && api.trace.getSpan(api.context.active()) === undefined) {
+        return inner.unary(method, signal, timeoutMs, header, input, contextValues);
+      }
       const { span, context } = start(method);
       // No tracer provider registered (and no trace to continue): nothing is
       // recorded or propagated, so nothing is wrapped. A span sampled out by a
@@ -52,6 +55,9 @@ export function createTracingTransport(inner: Transport): Transport {
         );
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
+      if (!tracingEnabled(api) && api.trace.getSpan(api.context.active()) === undefined) {
+        return inner.stream(method, signal, timeoutMs, header, input, contextValues);
+      }
       const { span, context } = start(method);
       if (!api.isSpanContextValid(span.spanContext())) return inner.stream(method, signal, timeoutMs, header, input, contextValues);
       try {

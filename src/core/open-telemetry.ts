@@ -43,6 +43,18 @@ export function libraryTracer(api: OpenTelemetryApi) {
 }
 
 /**
+ * Whether a tracer provider is registered: the API's global proxy provider
+ * has a delegate only then. Checked before any span is made, so a call pays
+ * one property read when the API is installed but nobody traces (often the
+ * case: many packages depend on the API).
+ */
+export function tracingEnabled(api: OpenTelemetryApi): boolean {
+  const provider = api.trace.getTracerProvider() as { getDelegateTracer?: (name: string) => unknown };
+  // Not the API's proxy (a provider set some other way): assume it traces.
+  return provider.getDelegateTracer === undefined || provider.getDelegateTracer("connect-gateway") !== undefined;
+}
+
+/**
  * Whether a meter provider is registered: without one every meter is the
  * API's no-op meter, and counting is skipped altogether.
  */
