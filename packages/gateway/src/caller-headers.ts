@@ -59,25 +59,10 @@ export function isDroppedCallerHeader(name: string, value: unknown, http2Upstrea
   return false;
 }
 
-/**
- * Removes the caller's `Authorization` header, in any spelling, from
- * `headers` (the copy reply-from forwards). The default for every route
- * without `forward_authorization: true` (as Envoy's jwt_authn does without
- * `forward: true`): the gateway has validated the bearer token and vouches
- * for the caller with signed identity headers, so the upstream has no use
- * for the token — and one that never receives it cannot log, leak or replay
- * it against other services.
- */
-export function dropCallerAuthorization<H extends IncomingHttpHeaders | Http2Headers>(headers: H): H {
-  for (const name of Object.keys(headers)) {
-    if (name.toLowerCase() === "authorization") delete headers[name];
-  }
-  return headers;
-}
-
 /** The header names a `Connection` header lists (RFC 9110 §7.6.1), lower-cased. */
-export function connectionOptions(connection: string | string[] | undefined): Set<string> {
-  const values = connection === undefined ? [] : Array.isArray(connection) ? connection : [connection];
+export function connectionOptions(connection: string | string[] | undefined): ReadonlySet<string> {
+  if (connection === undefined) return NO_OPTIONS;
+  const values = Array.isArray(connection) ? connection : [connection];
   const names = new Set<string>();
   for (const value of values) {
     for (const token of value.split(",")) {
@@ -88,65 +73,74 @@ export function connectionOptions(connection: string | string[] | undefined): Se
   return names;
 }
 
+const NO_OPTIONS: ReadonlySet<string> = new Set();
+
 /**
  * Removes from `headers` (the copy reply-from forwards) everything
  * {@link isDroppedCallerHeader} names and every header the caller's own
  * `Connection` header lists (`callerConnection`: reply-from removes those
  * too, but reads only a single lower-case value).
+ *
+ * Unless `keepAuthorization`, the caller's `Authorization` goes too, in any
+ * spelling: the default for every route without `forward_authorization: true`
+ * (as Envoy's jwt_authn does without `forward: true`). The gateway has
+ * validated the bearer token and vouches for the caller with signed identity
+ * headers, so the upstream has no use for the token — and one that never
+ * receives it cannot log, leak or replay it against other services.
  */
 export function dropCallerHeaders<H extends IncomingHttpHeaders | Http2Headers>(
   headers: H,
   callerConnection: string | string[] | undefined,
   http2Upstream: boolean,
+  keepAuthorization: boolean,
 ): H {
   const listed = connectionOptions(callerConnection);
-  for (const name of Object.keys(headers)) {
-    if (isDroppedCallerHeader(name, headers[name], http2Upstream) || listed.has(name.toLowerCase())) {
+  // for…in rather than Object.keys: no array per request (deleting the key
+  // being visited is safe).
+  for (const name in headers) {
+    const lower = name.toLowerCase();
+    if (
+      isDroppedCallerHeader(name, headers[name], http2Upstream) ||
+      listed.has(lower) ||
+      (!keepAuthorization && lower === "authorization")
+    ) {
       delete headers[name];
     }
   }
   return headers;
 }
 
-/** What the gateway knows of the caller's connection. */
-export interface CallerConnection {
-  /** The peer address of the caller's socket. */
-  readonly address: string | undefined;
-  /** The caller's `Host` (or HTTP/2 `:authority`). */
-  readonly host: string | undefined;
-  /** `http` or `https`, from the caller's socket. */
-  readonly protocol: string;
-}
-
 /**
- * `X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `Forwarded`
- * (RFC 7239) as the gateway sees the connection: a caller's values never go
- * through, nor are they appended to (the gateway is the edge, so nothing in
- * front of it vouches for them).
+ * Sets on `headers` `X-Forwarded-For`, `X-Forwarded-Host`,
+ * `X-Forwarded-Proto` and `Forwarded` (RFC 7239) as the gateway sees the
+ * caller's connection (its socket's peer `address`, its `Host` or HTTP/2
+ * `:authority`, and `http` or `https`): a caller's values never go through,
+ * nor are they appended to (the gateway is the edge, so nothing in front of
+ * it vouches for them).
  */
-export function forwardingHeaders(connection: CallerConnection): Record<string, string> {
-  const headers: Record<string, string> = {};
-  const elements: string[] = [];
-  const address = connection.address;
+export function setForwardingHeaders(
+  headers: Record<string, string>,
+  address: string | undefined,
+  host: string | undefined,
+  protocol: string,
+): void {
+  let forwarded = "";
   if (address !== undefined && address !== "") {
     headers["x-forwarded-for"] = address;
-    elements.push(`for=${address.includes(":") ? `"[${address}]"` : address}`);
+    forwarded = address.includes(":") ? `for="[${address}]";` : `for=${address};`;
   }
-  const host = connection.host;
   if (host !== undefined && host !== "" && /^[\x21-\x7e]+$/.test(host)) {
     headers["x-forwarded-host"] = host;
-    elements.push(`host="${host.replace(/["\\]/g, "\\$&")}"`);
+    forwarded += `host="${host.replace(/["\\]/g, "\\$&")}";`;
   }
-  headers["x-forwarded-proto"] = connection.protocol;
-  elements.push(`proto=${connection.protocol}`);
-  headers["forwarded"] = elements.join(";");
-  return headers;
+  headers["x-forwarded-proto"] = protocol;
+  headers["forwarded"] = `${forwarded}proto=${protocol}`;
 }
 
 /** The upstream response's headers without its hop-by-hop ones (its `Connection: keep-alive` is not the caller's). */
 export function withoutResponseHopByHop<H extends Record<string, unknown>>(headers: H): H {
   const listed = connectionOptions(headers["connection"] as string | string[] | undefined);
-  for (const name of Object.keys(headers)) {
+  for (const name in headers) {
     const lower = name.toLowerCase();
     if (RESPONSE_HOP_BY_HOP.has(lower) || listed.has(lower)) delete headers[name];
   }

@@ -7,10 +7,13 @@ import {
   type OutgoingHttpHeaders,
 } from "node:http2";
 import { PassThrough, pipeline, type Readable } from "node:stream";
+import { ChunkStream } from "./chunk-stream.js";
 
 /**
  * One request as @fastify/reply-from hands it to a custom dispatcher (its
- * `undici` option, when that is an object with a `request` method).
+ * `undici` option, when that is an object with a `request` method). A
+ * {@link ChunkStream} is written chunk by chunk and, being in memory, can be
+ * sent again; any other stream is piped, once.
  */
 export interface DispatchRequest {
   readonly path: string;
@@ -98,7 +101,9 @@ export class H2cUpstreamPool {
       return;
     }
     const pooled = this.#pick();
-    const bodyIsStream = req.body !== null && req.body !== undefined && typeof (req.body as Readable).pipe === "function";
+    const body = req.body;
+    // A stream that can be read once (a ChunkStream's chunks can be sent again): never retried.
+    const bodyIsStream = !(body instanceof ChunkStream) && body !== null && body !== undefined && typeof (body as Readable).pipe === "function";
     let stream: ClientHttp2Stream;
     try {
       stream = pooled.session.request(requestHeaders(req));
@@ -148,12 +153,13 @@ export class H2cUpstreamPool {
       settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream) });
     });
     if (bodyIsStream) {
-      pipeline(req.body as Readable, stream, (error) => {
+      pipeline(body as Readable, stream, (error) => {
         if (error) settle(error);
       });
     } else if (!stream.writableEnded) {
       // GET, HEAD and DELETE streams end with their headers.
-      stream.end(req.body ?? undefined);
+      if (body instanceof ChunkStream) writeChunks(stream, body.chunks);
+      else stream.end(body ?? undefined);
     }
   }
 
@@ -237,6 +243,18 @@ function responseBody(stream: ClientHttp2Stream): Readable {
   return body;
 }
 
+/**
+ * Writes a body held in memory, chunk by chunk (no copy: the stream queues
+ * the Buffers themselves), in one writev once uncorked by `end()`. Flow
+ * control is HTTP/2's business: what the upstream cannot take yet stays
+ * queued, and the body is in memory anyway.
+ */
+function writeChunks(stream: ClientHttp2Stream, chunks: readonly Buffer[]): void {
+  stream.cork();
+  for (const chunk of chunks) stream.write(chunk);
+  stream.end();
+}
+
 /** The upstream refused the stream unprocessed (REFUSED_STREAM, or past a GOAWAY's last stream): it can be sent again, once. */
 function isRetryable(stream: ClientHttp2Stream, attempt: number, bodyIsStream: boolean): boolean {
   return stream.rstCode === constants.NGHTTP2_REFUSED_STREAM && attempt === 0 && !bodyIsStream;
@@ -244,10 +262,13 @@ function isRetryable(stream: ClientHttp2Stream, attempt: number, bodyIsStream: b
 
 function requestHeaders(req: DispatchRequest): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = { ":method": req.method, ":path": req.path };
-  const listed = typeof req.headers.connection === "string" ? req.headers.connection.toLowerCase().split(",").map((s) => s.trim()) : [];
-  for (const [rawName, value] of Object.entries(req.headers)) {
+  // reply-from has cleared `connection` already: normally nothing to split.
+  const connection = req.headers.connection;
+  const listed = typeof connection === "string" ? connection.toLowerCase().split(",").map((s) => s.trim()) : undefined;
+  for (const rawName in req.headers) {
+    const value = req.headers[rawName];
     const name = rawName.toLowerCase();
-    if (value === undefined || name.startsWith(":") || connectionHeaders.has(name) || listed.includes(name)) continue;
+    if (value === undefined || name.startsWith(":") || connectionHeaders.has(name) || listed?.includes(name) === true) continue;
     if (name === "te" && value !== "trailers") continue;
     headers[name] = value;
   }

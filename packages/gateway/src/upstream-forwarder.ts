@@ -1,10 +1,13 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { IncomingHttpHeaders as Http2Headers, Http2ServerResponse } from "node:http2";
 import type { Readable } from "node:stream";
-import replyFrom, { type FastifyReplyFromOptions } from "@fastify/reply-from";
+import replyFrom, { type FastifyReplyFromHooks, type FastifyReplyFromOptions } from "@fastify/reply-from";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
-import { gatewaySignatureHeaders, GatewaySigningError } from "connect-gateway/signing";
-import { dropCallerAuthorization, dropCallerHeaders, forwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
+import { EMPTY_BODY_SHA256, gatewaySignatureHeaders, GatewaySigningError } from "connect-gateway/signing";
+import { BufferedBody } from "./buffered-body.js";
+import { bufferedBodyParser } from "./buffered-body-parser.js";
+import { ChunkStream } from "./chunk-stream.js";
+import { dropCallerHeaders, setForwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
 import { envelopedProtocolOf } from "./caller-protocol.js";
 import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
 import { EnvelopedRelay } from "./enveloped-relay.js";
@@ -90,6 +93,11 @@ export async function registerUpstream(
       logCallerGone(request.log, { headersSent: reply.raw.headersSent });
       return reply.code(CLIENT_CLOSED_REQUEST).send();
     });
+    // Forwarded bodies are read chunk by chunk, hashed as they come and never
+    // concatenated, then forwarded as those chunks (see bufferedBodyParser).
+    scope.removeAllContentTypeParsers();
+    // initialConfig always has fastify's resolved bodyLimit (1 MiB unless set).
+    scope.addContentTypeParser("*", bufferedBodyParser(scope.initialConfig.bodyLimit ?? 1024 * 1024));
     await scope.register(replyFrom, {
       base: upstream.origin,
       // reply-from turns TLS verification off unless told otherwise.
@@ -100,23 +108,75 @@ export async function registerUpstream(
       disableRequestLogging: true,
     });
     for (const route of routes) {
+      const forwarding = routeForwarding(upstream, route, context);
       scope.route({
         method: [...route.methods],
         url: route.url,
         config: { access: route.access } satisfies ForwardingRouteConfig,
-        handler: (request, reply) => forward(request, reply, upstream, route, context),
+        handler: (request, reply) => forward(request, reply, forwarding),
       });
     }
   });
 }
 
-function forward(
-  request: FastifyRequest,
-  reply: FastifyReply,
-  upstream: Upstream,
-  route: ForwardingRoute,
-  context: ForwarderContext,
-): FastifyReply {
+/** A forwarding route, with what every call on it shares: fixed when the route is registered. */
+interface RouteForwarding {
+  readonly upstream: Upstream;
+  readonly route: ForwardingRoute;
+  readonly context: ForwarderContext;
+  /** reply-from's options, the same object for every call without a body or with one in several chunks. */
+  readonly options: FastifyReplyFromHooks;
+}
+
+/**
+ * One call under way: what the shared reply-from callbacks need of it, found
+ * from its request (see {@link callOf}) rather than held in a closure per
+ * callback per call.
+ */
+interface ForwardedCall {
+  readonly forwarding: RouteForwarding;
+  /** The gateway's own headers: identity, signatures, content headers, request id, forwarding headers, trace context. */
+  readonly headers: Record<string, string>;
+  readonly callerConnection: string | string[] | undefined;
+  /** The length of the forwarded body; undefined without one. */
+  readonly bodyLength: number | undefined;
+  readonly cacheKey: string | undefined;
+  /** Its answer may refresh the cache entry under `cacheKey`. */
+  readonly storeInCache: boolean;
+  readonly upstreamAnswered: () => void;
+}
+
+// Kept under a symbol on the request itself: one hidden-class transition, the
+// same for every forwarded request. Not a fastify request decorator, which
+// would give each upstream's scope a Request class of its own (the
+// gateway-wide hooks would see one object shape per upstream), nor a WeakMap,
+// whose entries cost the garbage collector far more per request.
+const FORWARDED_CALL = Symbol("connect-gateway.forwardedCall");
+type RequestWithCall = FastifyRequest & { [FORWARDED_CALL]?: ForwardedCall };
+
+function callOf(request: FastifyRequest): ForwardedCall {
+  return (request as RequestWithCall)[FORWARDED_CALL] as ForwardedCall;
+}
+
+function routeForwarding(upstream: Upstream, route: ForwardingRoute, context: ForwarderContext): RouteForwarding {
+  return {
+    upstream,
+    route,
+    context,
+    // reply-from's types allow for any server; these run on the gateway's own requests and replies.
+    options: {
+      timeout: route.access.timeoutMs,
+      retryDelay: neverRetry,
+      rewriteRequestHeaders: withGatewayHeaders as FastifyReplyFromHooks["rewriteRequestHeaders"],
+      rewriteHeaders: withoutResponseHopByHop,
+      onResponse: relayAnswer as FastifyReplyFromHooks["onResponse"],
+      onError: answerUpstreamFailure as FastifyReplyFromHooks["onError"],
+    },
+  };
+}
+
+function forward(request: FastifyRequest, reply: FastifyReply, forwarding: RouteForwarding): FastifyReply {
+  const { upstream, route, context } = forwarding;
   const identity = callerOf(request);
   if (identity === undefined) throw new GatewayHttpError("INTERNAL_ERROR", "Internal gateway error");
   const target = forwardedTarget(request.url, route, upstream.origin);
@@ -130,53 +190,75 @@ function forward(
     return reply.code(cached.status).headers(cached.headers).header("x-cache", "HIT").send(cached.body);
   }
   const body = forwardedBody(request, upstream);
-  const signed = {
-    ...signedHeaders(context.hmacSecret, request, target, body, identity),
-    "x-request-id": request.id,
-    ...forwardingHeaders({ address: request.ip, host: request.host, protocol: request.protocol }),
-  };
+  // One object for all of the gateway's headers, built in place (no spreads).
+  const headers = signedHeaders(context.hmacSecret, request, target, body, identity);
+  headers["x-request-id"] = request.id;
+  setForwardingHeaders(headers, request.ip, request.host, request.protocol);
   // After signing: the trace context is not among the signed headers.
-  const upstreamAnswered = forwardedTraceContext(request, signed);
-  const callerConnection = request.headers.connection;
-  return reply.from(target, {
-    ...(body && { body, contentType: forwardedContentType(request, body) }),
-    timeout: route.access.timeoutMs,
-    // Never resend: a retried POST could run twice, and reply-from retries GETs on 503.
-    retryDelay: () => null,
-    rewriteRequestHeaders: (_request, headers) =>
-      withGatewayHeaders(headers, callerConnection, upstream.http2, signed, body !== undefined, route.access.forwardAuthorization),
-    rewriteHeaders: (headers) => withoutResponseHopByHop(headers),
-    onResponse: (_request, _reply, res) => {
-      upstreamAnswered();
-      const response = res as unknown as UpstreamResponse;
-      if (callerIsGone(reply)) {
-        // Nobody to answer: let go of the upstream answer at once.
-        response.stream.destroy();
-        logCallerGone(reply.log, { headersSent: false });
-        void reply.code(CLIENT_CLOSED_REQUEST).send();
-        return;
-      }
-      if (cacheKey !== undefined && cacheUse?.store === true && isStorable(response, context.cache.maxEntryBytes)) {
-        if (upstream.http2) forwardTrailers(response.stream, reply, undefined);
-        void sendAndCache(reply, response, context.cache, cacheKey, route.cacheTtlMs as number);
-        return;
-      }
-      const relay = envelopedRelayOf(response, reply);
-      if (upstream.http2) forwardTrailers(response.stream, reply, relay);
-      void reply.send(relay ?? response.stream);
-    },
-    onError: (_reply, { error }) => {
-      upstreamAnswered();
-      failReply(reply, upstreamError(error));
-    },
-  });
+  const upstreamAnswered = forwardedTraceContext(request, headers);
+  (request as RequestWithCall)[FORWARDED_CALL] = {
+    forwarding,
+    headers,
+    callerConnection: request.headers.connection,
+    bodyLength: body?.byteLength,
+    cacheKey,
+    storeInCache: cacheUse?.store === true,
+    upstreamAnswered,
+  };
+  if (body === undefined) return reply.from(target, forwarding.options);
+  // A body that came in one piece (most small ones) goes as a Buffer: undici
+  // writes it with the headers, at a fraction of a stream's cost per call.
+  if (body.chunks.length === 1) {
+    return reply.from(target, { ...forwarding.options, body: body.chunks[0], contentType: headers["content-type"] });
+  }
+  // reply-from takes a stream body only as request.body, and passes it on as
+  // it is: to undici, or to H2cUpstreamPool, which writes its chunks itself.
+  request.body = new ChunkStream(body.chunks);
+  return reply.from(target, forwarding.options);
 }
 
-/** The Content-Type a forwarded body goes with (reply-from needs one); none without a body. */
-function forwardedContentType(request: FastifyRequest, body: Buffer | undefined): string | undefined {
+/** Never resend: a retried POST could run twice, and reply-from retries GETs on 503. */
+function neverRetry(): null {
+  return null;
+}
+
+/** reply-from's `onResponse`: relays (or caches) the upstream answer, unless the caller is gone. */
+function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
+  const call = callOf(request);
+  const { upstream, route, context } = call.forwarding;
+  call.upstreamAnswered();
+  const response = res as UpstreamResponse;
+  if (callerIsGone(reply)) {
+    // Nobody to answer: let go of the upstream answer at once.
+    response.stream.destroy();
+    logCallerGone(reply.log, { headersSent: false });
+    void reply.code(CLIENT_CLOSED_REQUEST).send();
+    return;
+  }
+  if (call.cacheKey !== undefined && call.storeInCache && isStorable(response, context.cache.maxEntryBytes)) {
+    if (upstream.http2) forwardTrailers(response.stream, reply, undefined);
+    void sendAndCache(reply, response, context.cache, call.cacheKey, route.cacheTtlMs as number);
+    return;
+  }
+  const relay = envelopedRelayOf(response, reply);
+  if (upstream.http2) forwardTrailers(response.stream, reply, relay);
+  void reply.send(relay ?? response.stream);
+}
+
+/** reply-from's `onError`: the upstream could not be reached, or did not answer. */
+function answerUpstreamFailure(reply: FastifyReply, { error }: { error: Error }): void {
+  callOf(reply.request).upstreamAnswered();
+  failReply(reply, upstreamError(error));
+}
+
+/** The Content-Type a forwarded body goes with (application/octet-stream when the caller sent none); none without a body. */
+function forwardedContentType(request: FastifyRequest, body: BufferedBody | undefined): string | undefined {
   const given = request.headers["content-type"];
   return body === undefined ? given : (given ?? "application/octet-stream");
 }
+
+/** What is signed for a call without a body: the digest of no bytes, not computed each time. */
+const NO_BODY = { sha256: EMPTY_BODY_SHA256 };
 
 /**
  * The identity headers and both signatures (v1 for Ruby services, v2 over
@@ -184,13 +266,15 @@ function forwardedContentType(request: FastifyRequest, body: Buffer | undefined)
  * request exactly as it will be sent: the content headers are set to the
  * signed values, so what the upstream receives is what was signed. A caller's
  * value that cannot be signed unambiguously (a control character in a
- * content header) is a 400, not a 500.
+ * content header) is a 400, not a 500. The body is signed by the digest
+ * taken as it was read (a BufferedBody is a `{ sha256 }` body). Returns a
+ * fresh object, which the caller adds its other headers to.
  */
 function signedHeaders(
   secret: string,
   request: FastifyRequest,
   target: string,
-  body: Buffer | undefined,
+  body: BufferedBody | undefined,
   identity: CallerIdentity,
 ): Record<string, string> {
   const contentType = forwardedContentType(request, body);
@@ -198,7 +282,7 @@ function signedHeaders(
   try {
     const headers = gatewaySignatureHeaders(
       secret,
-      { method: request.method, requestTarget: target, body: body ?? "", contentType, contentEncoding },
+      { method: request.method, requestTarget: target, body: body ?? NO_BODY, contentType, contentEncoding },
       identity,
     );
     if (contentType !== undefined) headers["content-type"] = contentType;
@@ -219,8 +303,9 @@ function signedHeaders(
 function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string): string {
   let rest = rawUrl;
   if (route.stripPrefix !== undefined) {
-    // The router matched a decoded path; strip only what was sent literally.
-    if (!rawUrl.startsWith(`${route.stripPrefix}/`)) {
+    // The router matched a decoded path; strip only what was sent literally
+    // (the prefix and a `/`).
+    if (!rawUrl.startsWith(route.stripPrefix) || rawUrl.charCodeAt(route.stripPrefix.length) !== SLASH) {
       throw new GatewayHttpError("NOT_FOUND", "No route matches this request");
     }
     rest = rawUrl.slice(route.stripPrefix.length);
@@ -235,34 +320,56 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
 /**
  * URL parsing resolves `.` and `..` segments, `%2e%2e` and `\` included, which
  * would let a caller climb out of an upstream's base path or off the route it
- * was authorised for: such paths are refused rather than normalised.
+ * was authorised for: such paths are refused rather than normalised, and so
+ * is a path that does not percent-decode. Walks the path in place: only a
+ * segment with a `%` in it is decoded (a path decodes if and only if each of
+ * its segments does, as no escape spans a `/`).
  */
 function isPlainPath(target: string): boolean {
-  const path = target.split("?")[0] as string;
-  if (path.startsWith("//") || path.includes("\\") || !isDecodable(path)) return false;
-  return path.split("/").every((segment) => {
-    const decoded = decodeURIComponent(segment);
-    return decoded !== "." && decoded !== "..";
-  });
+  const query = target.indexOf("?");
+  const end = query === -1 ? target.length : query;
+  const backslash = target.indexOf("\\");
+  if (target.startsWith("//") || (backslash !== -1 && backslash < end)) return false;
+  for (let start = 0; start <= end; ) {
+    const slash = target.indexOf("/", start);
+    const stop = slash === -1 || slash > end ? end : slash;
+    if (!isPlainSegment(target, start, stop)) return false;
+    start = stop + 1;
+  }
+  return true;
 }
 
-function isDecodable(path: string): boolean {
+const SLASH = 0x2f;
+const DOT = 0x2e;
+
+/** True unless `target[start, stop)` is `.` or `..`, literally or percent-encoded, or does not decode. */
+function isPlainSegment(target: string, start: number, stop: number): boolean {
+  const percent = target.indexOf("%", start);
+  if (percent === -1 || percent >= stop) {
+    const length = stop - start;
+    return !(
+      (length === 1 && target.charCodeAt(start) === DOT) ||
+      (length === 2 && target.charCodeAt(start) === DOT && target.charCodeAt(start + 1) === DOT)
+    );
+  }
+  let decoded: string;
   try {
-    decodeURIComponent(path);
-    return true;
+    decoded = decodeURIComponent(target.slice(start, stop));
   } catch {
     return false;
   }
+  return decoded !== "." && decoded !== "..";
 }
 
 /**
- * The body to forward (and sign), if any; fastify reads none for GET and
- * HEAD. What cannot reach an HTTP/2 upstream intact is refused rather than
- * mangled on the way: Node's HTTP/2 client ends a GET, HEAD or DELETE request
- * with its headers (no body), and @fastify/reply-from fails on HEAD.
+ * The body to forward (and sign), if any: fastify reads none for GET and
+ * HEAD, and bufferedBodyParser gives none for an empty one. What cannot reach
+ * an HTTP/2 upstream intact is refused rather than mangled on the way: Node's
+ * HTTP/2 client ends a GET, HEAD or DELETE request with its headers (no
+ * body), and @fastify/reply-from fails on HEAD.
  */
-function forwardedBody(request: FastifyRequest, upstream: Upstream): Buffer | undefined {
-  const body = Buffer.isBuffer(request.body) && request.body.length > 0 ? request.body : undefined;
+function forwardedBody(request: FastifyRequest, upstream: Upstream): BufferedBody | undefined {
+  const body = request.body instanceof BufferedBody ? request.body : undefined;
   if (upstream.http2 && request.method === "HEAD") {
     throw new GatewayHttpError("BAD_REQUEST", "HEAD is not forwarded to an HTTP/2 backend");
   }
@@ -273,26 +380,27 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): Buffer | un
 }
 
 /**
- * Drops every identity, gateway or forwarding header the client sent, in any
- * spelling (`X_User_Id` too), and its hop-by-hop headers (see
- * caller-headers.ts), then adds the gateway's own; without a forwarded body,
- * the client's content-length goes too (an HTTP/2 upstream resets a stream
- * shorter than its content-length). The caller's `Authorization` (its bearer
- * token) goes too, unless the route says `forward_authorization: true`.
+ * reply-from's `rewriteRequestHeaders`, on its copy of the caller's headers:
+ * drops every identity, gateway or forwarding header the client sent, in
+ * any spelling (`X_User_Id` too), and its hop-by-hop headers (see
+ * caller-headers.ts), then adds the gateway's own. The Content-Length is the
+ * forwarded body's exact length (the caller's may be absent: chunked), and
+ * without a forwarded body the caller's goes too (an HTTP/2 upstream resets
+ * a stream shorter than its content-length). The caller's `Authorization`
+ * (its bearer token) goes too, unless the route says
+ * `forward_authorization: true`.
  */
-function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(
-  headers: H,
-  callerConnection: string | string[] | undefined,
-  http2Upstream: boolean,
-  gatewayHeaders: Record<string, string>,
-  hasBody: boolean,
-  forwardAuthorization = false,
-): H {
-  // transfer-encoding is hop-by-hop: dropCallerHeaders has removed it already.
-  dropCallerHeaders(headers, callerConnection, http2Upstream);
-  if (!forwardAuthorization) dropCallerAuthorization(headers);
-  if (!hasBody) delete headers["content-length"];
-  return Object.assign(headers, gatewayHeaders);
+function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(request: FastifyRequest, headers: H): H {
+  const call = callOf(request);
+  const { upstream, route } = call.forwarding;
+  // transfer-encoding is hop-by-hop: dropCallerHeaders removes it.
+  dropCallerHeaders(headers, call.callerConnection, upstream.http2, route.access.forwardAuthorization === true);
+  if (call.bodyLength === undefined) delete headers["content-length"];
+  else headers["content-length"] = String(call.bodyLength);
+  // Direct assignment into reply-from's copy: no intermediate object.
+  const own = call.headers;
+  for (const name in own) (headers as Record<string, string>)[name] = own[name] as string;
+  return headers;
 }
 
 /**

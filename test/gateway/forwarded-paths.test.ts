@@ -1,0 +1,62 @@
+// Which request paths the gateway forwards and which it refuses as
+// traversal or undecodable: dot segments in any spelling, backslashes and
+// bad percent-escapes are refused (400, never forwarded); encoded look-alikes
+// that URL parsing leaves alone go through exactly as sent.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Gateway } from "../../packages/gateway/src/index.js";
+import { closeInTurn, hasValidSignature, startGatewayWithBackend, type RecordingBackend } from "../support/gateway.js";
+import { rawRequest } from "../support/raw-request.js";
+
+const yaml = `version: "1.0"
+backends:
+  up:
+    upstream: $UP/base
+    auth_required: false
+`;
+
+let backend: RecordingBackend;
+let gateway: Gateway;
+let port: number;
+
+beforeAll(async () => {
+  ({ backend, gateway } = await startGatewayWithBackend(yaml, { rateLimit: false }));
+  port = Number(new URL(gateway.url).port);
+});
+
+afterAll(async () => {
+  await closeInTurn(gateway, backend);
+});
+
+describe("forwarded paths", () => {
+  it.each([
+    "/backend/up/a/%2e%2e/x",
+    "/backend/up/a/%2E./x",
+    "/backend/up/a/.%2e",
+    "/backend/up/a/%2e",
+    "/backend/up/a/./b",
+    "/backend/up/a/..",
+    "/backend/up/%2e%2e",
+    "/backend/up/a/%zz/b",
+    "/backend/up/a/%E2%82/b",
+    "/backend/up/a/%",
+    "/backend/up/a\\..\\b?x=1",
+    "/backend/up//evil.example/x",
+  ])("refuses %s (400) and never forwards it", async (target) => {
+    const before = backend.requests.length;
+    const res = await rawRequest(port, { method: "GET", path: target, headers: [] });
+    expect([target, res.status]).toEqual([target, 400]);
+    expect(backend.requests.length).toBe(before);
+  });
+
+  it.each([
+    ["/backend/up/a%5c..%5cb", "/base/a%5c..%5cb"],
+    ["/backend/up/caf%C3%A9/x%20y", "/base/caf%C3%A9/x%20y"],
+    ["/backend/up/", "/base/"],
+  ])("forwards %s as %s, signed", async (target, forwarded) => {
+    const res = await rawRequest(port, { method: "GET", path: target, headers: [] });
+    expect([target, res.status]).toEqual([target, 200]);
+    const received = backend.requests.at(-1)!;
+    expect(received.url).toBe(forwarded);
+    expect(hasValidSignature(received)).toBe(true);
+  });
+});
