@@ -166,7 +166,21 @@ ${ECHO_BACKENDS}  gone:
 
   it("logs each request without a token or secret, and a down backend in one line", () => {
     const lines = logs.text().trim().split("\n").map((line) => JSON.parse(line) as Record<string, unknown>);
-    expect(lines.filter((l) => l.msg === "incoming request").length).toBeGreaterThan(5);
+    // One line per request, when it is answered, with every fact of it.
+    const requests = lines.filter((l) => l.msg === "request completed");
+    expect(requests.length).toBeGreaterThan(5);
+    for (const line of requests) {
+      expect(line).toMatchObject({
+        level: 30,
+        reqId: expect.any(String),
+        method: expect.any(String),
+        path: expect.stringMatching(/^\/[^?]*$/),
+        statusCode: expect.any(Number),
+        durationMs: expect.any(Number),
+      });
+    }
+    expect(new Set(requests.map((l) => l.reqId)).size).toBe(requests.length);
+    expect(lines.filter((l) => l.msg === "incoming request")).toEqual([]);
     expect(lines.filter((l) => l.level === 40)).toEqual([
       expect.objectContaining({ code: "SERVICE_UNAVAILABLE", cause: "ECONNREFUSED", msg: "Upstream service is unavailable" }),
     ]);

@@ -1,4 +1,5 @@
 import { request as httpRequest } from "node:http";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../packages/gateway/src/index.js";
 import { createRouteParameterGuard } from "../../packages/gateway/src/route-parameters.js";
@@ -19,6 +20,57 @@ describe("createRouteParameterGuard", () => {
     expect(guard("/api/v1/users/:id", { id: "aDmIn" })).toBe("shadows_static");
     // The sibling is found behind a parameter of the prefix too.
     expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "ME" })).toBe("shadows_static");
+  });
+});
+
+/**
+ * The guard's rule stated directly, every pattern against every other (what
+ * the guard computed before it used a tree): the static segments at a
+ * parameter's position of the patterns whose earlier segments could match
+ * the same request (equal, or either one a parameter).
+ */
+function referenceSiblings(patterns: readonly string[], pattern: string, index: number): Set<string> {
+  const segments = pattern.split("/");
+  const statics = new Set<string>();
+  for (const other of patterns.map((p) => p.split("/"))) {
+    const candidate = other[index];
+    if (candidate === undefined || candidate.includes(":") || candidate === "*") continue;
+    const samePrefix = segments
+      .slice(0, index)
+      .every((x, i) => other[i] !== undefined && (x === other[i] || x.startsWith(":") || (other[i] as string).startsWith(":")));
+    if (samePrefix) statics.add(candidate);
+  }
+  return statics;
+}
+
+describe("createRouteParameterGuard, against the rule stated directly", () => {
+  const segment = fc.constantFrom("a", "b", "B", "admin", "ADMIN", "me", ":id", ":org", "*");
+  const pattern = fc.array(segment, { minLength: 1, maxLength: 4 }).map((segments) => `/${segments.join("/")}`);
+
+  it("refuses exactly the case variants of the statics the rule names, and empty values", () => {
+    fc.assert(
+      fc.property(fc.array(pattern, { minLength: 1, maxLength: 8 }), fc.constantFrom("a", "A", "b", "ADMIN", "Admin", "me", "ME", "x", ""), (patterns, value) => {
+        const guard = createRouteParameterGuard(patterns);
+        for (const p of patterns) {
+          const segments = p.split("/");
+          segments.forEach((s, index) => {
+            if (!/^:[A-Za-z_][A-Za-z0-9_]*$/.test(s)) return;
+            const name = s.slice(1);
+            // Every other parameter gets a harmless value; this one is under test.
+            const params: Record<string, string> = {};
+            for (const other of segments) if (other.startsWith(":")) params[other.slice(1)] = "zz-harmless";
+            params[name] = value;
+            const statics = referenceSiblings(patterns, p, index);
+            const folded = new Set([...statics].map((x) => x.toLowerCase()));
+            // Two parameters of one name in one pattern share their value: skip that shape.
+            if (segments.filter((x) => x === s).length > 1) return;
+            const expected = value === "" ? "empty" : folded.has(value.toLowerCase()) && !statics.has(value) ? "shadows_static" : undefined;
+            expect(guard(p, params)).toBe(expected);
+          });
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 

@@ -176,7 +176,7 @@ describe("token validation", () => {
 
   it("never writes a token or secret into its logs", () => {
     const text = logs.text();
-    expect(text).toContain("incoming request");
+    expect(text).toContain("request completed");
     for (const token of tokensSeen) expect(text).not.toContain(token);
     for (const secret of [HMAC_SECRET, JWT_SECRET, introspector.clientSecret]) expect(text).not.toContain(secret);
   });

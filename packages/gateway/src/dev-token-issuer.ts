@@ -12,7 +12,6 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { isScopeToken } from "connect-gateway/protocol";
-import { SignJWT } from "jose";
 
 /** A service that may get client_credentials tokens from the issuer. */
 export interface DevClient {
@@ -113,8 +112,10 @@ export async function signDevUserToken(signing: DevTokenSigning, user: DevUser):
   });
 }
 
-function sign(signing: DevTokenSigning, claims: Record<string, unknown>): Promise<string> {
+async function sign(signing: DevTokenSigning, claims: Record<string, unknown>): Promise<string> {
   if (signing.secret.length < 32) throw new DevTokenError("secret", "must be at least 32 characters");
+  // Loaded here: `serve` imports this module (for the CLI's usage text) but never signs.
+  const { SignJWT } = await import("jose");
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT(claims)
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })

@@ -1,14 +1,7 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import { Readable } from "node:stream";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { encodeEnvelope } from "@connectrpc/connect/protocol";
-import { endStreamFlag, endStreamToJson } from "@connectrpc/connect/protocol-connect";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { trailerFlag, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
+import { connectAnswersNow, loadConnectAnswers, type ConnectAnswers } from "./connect-answers.js";
 import type { EnvelopedProtocol } from "./caller-protocol.js";
-
-/** What a caller reads when the gateway ends its open stream because it is shutting down. */
-export const SHUTDOWN_MESSAGE = "the gateway is shutting down";
 
 /**
  * How long, once asked to end a stream, the gateway waits for the rest of a
@@ -19,13 +12,10 @@ export const MESSAGE_REMAINDER_WAIT_MS = 50;
 
 const PREFIX_BYTES = 5;
 
-const unavailable = () => new ConnectError(SHUTDOWN_MESSAGE, Code.Unavailable);
-// The endings are the same for every stream: built once.
-const grpcTrailers: OutgoingHttpHeaders = Object.fromEntries(setTrailerStatus(new Headers(), unavailable()).entries());
-const grpcWebTrailerFrame = Buffer.from(encodeEnvelope(trailerFlag, trailerSerialize(setTrailerStatus(new Headers(), unavailable()))));
-const connectEndStream = Buffer.from(
-  encodeEnvelope(endStreamFlag, new TextEncoder().encode(JSON.stringify(endStreamToJson(new Headers(), unavailable(), undefined)))),
-);
+// The flag bits of the protocols' last messages: Connect's end-stream
+// message and gRPC-web's trailer frame (gRPC ends with HTTP/2 trailers).
+const CONNECT_END_STREAM_FLAG = 0b0000_0010;
+const GRPC_WEB_TRAILER_FLAG = 0b1000_0000;
 
 /** The caller's response, as far as the relay needs it (gRPC's status goes in its trailers). */
 export interface TrailerTarget {
@@ -71,7 +61,9 @@ export class EnvelopedRelay extends Readable {
     this.#source = source;
     this.#protocol = protocol;
     this.#target = target;
-    this.#endFlag = protocol === "connect-stream" ? endStreamFlag : protocol === "grpc-web" ? trailerFlag : 0;
+    this.#endFlag = protocol === "connect-stream" ? CONNECT_END_STREAM_FLAG : protocol === "grpc-web" ? GRPC_WEB_TRAILER_FLAG : 0;
+    // The endings come from the Connect encoders: the gateway loads them once it listens.
+    if (connectAnswersNow() === undefined) void loadConnectAnswers().catch(() => {});
     source.on("data", this.#onData);
     source.once("end", this.#onEnd);
     source.on("error", this.#onError);
@@ -183,10 +175,24 @@ export class EnvelopedRelay extends Readable {
     clearTimeout(this.#cutTimer);
     const upstreamEnding = this.#upstreamEnding;
     this.#detach(); // destroys the upstream body, which cancels its stream
-    if (!upstreamEnding) {
-      if (this.#protocol === "grpc") this.#target.addTrailers(grpcTrailers);
-      else this.push(this.#protocol === "grpc-web" ? grpcWebTrailerFrame : connectEndStream);
+    if (upstreamEnding) {
+      this.push(null);
+      return;
     }
+    const answers = connectAnswersNow();
+    if (answers !== undefined) return this.#end(answers);
+    loadConnectAnswers().then(
+      (loaded) => this.#end(loaded),
+      (error: unknown) => this.destroy(error as Error),
+    );
+  }
+
+  /** Writes the `Unavailable` ending in the caller's protocol, and ends. */
+  #end(answers: ConnectAnswers): void {
+    if (this.destroyed) return;
+    const { shutdown } = answers;
+    if (this.#protocol === "grpc") this.#target.addTrailers(shutdown.grpcTrailers);
+    else this.push(this.#protocol === "grpc-web" ? shutdown.grpcWebTrailerFrame : shutdown.connectEndStream);
     this.push(null);
   }
 

@@ -1,14 +1,6 @@
-import { ConnectError } from "@connectrpc/connect";
-import { encodeEnvelope } from "@connectrpc/connect/protocol";
-import {
-  codeToHttpStatus,
-  endStreamFlag,
-  endStreamToJson,
-  errorToJsonBytes,
-} from "@connectrpc/connect/protocol-connect";
-import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { callerProtocol } from "./caller-protocol.js";
+import { connectAnswersNow, loadConnectAnswers, type ConnectAnswers } from "./connect-answers.js";
 import { gatewayErrorCodes, GatewayHttpError } from "./gateway-http-error.js";
 
 /** The gateway's JSON error body, for REST callers. */
@@ -39,32 +31,45 @@ export function asGatewayHttpError(error: unknown): GatewayHttpError {
  * Answers `error` in the caller's protocol: the gateway's JSON envelope for REST,
  * a Connect error (unary: JSON body and the code's HTTP status; streaming: an
  * end-stream message), or a trailers-only gRPC / gRPC-web response with
- * `grpc-status` and `grpc-message`.
+ * `grpc-status` and `grpc-message`. A Connect or gRPC answer waits for the
+ * Connect encoders when they are not loaded yet (see connect-answers.ts).
  */
-export function sendGatewayError(request: FastifyRequest, reply: FastifyReply, error: GatewayHttpError): FastifyReply {
+export function sendGatewayError(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  error: GatewayHttpError,
+): FastifyReply | Promise<FastifyReply> {
   setRetryAfter(reply, error);
-  const code = gatewayErrorCodes[error.code].code;
   const protocol = callerProtocol({ method: request.method, url: request.url, headers: request.headers });
+  if (protocol === "rest") {
+    return reply.code(error.statusCode).type("application/json; charset=utf-8").send(envelope(error, request.id));
+  }
+  const answers = connectAnswersNow();
+  if (answers !== undefined) return sendConnectError(request, reply, error, protocol, answers);
+  return loadConnectAnswers().then((loaded) => sendConnectError(request, reply, error, protocol, loaded));
+}
+
+function sendConnectError(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  error: GatewayHttpError,
+  protocol: Exclude<ReturnType<typeof callerProtocol>, "rest">,
+  answers: ConnectAnswers,
+): FastifyReply {
+  const code = gatewayErrorCodes[error.code].code;
   switch (protocol) {
-    case "rest":
-      return reply.code(error.statusCode).type("application/json; charset=utf-8").send(envelope(error, request.id));
-    case "connect-unary":
+    case "connect-unary": {
+      const { status, body } = answers.connectUnaryError(code, error.message);
+      return reply.code(status).type("application/json").send(body);
+    }
+    case "connect-stream":
       return reply
-        .code(codeToHttpStatus(code))
-        .type("application/json")
-        .send(Buffer.from(errorToJsonBytes(new ConnectError(error.message, code), undefined)));
-    case "connect-stream": {
-      const endStream = endStreamToJson(new Headers(), new ConnectError(error.message, code), undefined);
-      const bytes = encodeEnvelope(endStreamFlag, new TextEncoder().encode(JSON.stringify(endStream)));
-      return reply.code(200).type(String(request.headers["content-type"])).send(Buffer.from(bytes));
-    }
+        .code(200)
+        .type(String(request.headers["content-type"]))
+        .send(answers.connectEndStreamError(code, error.message));
     case "grpc":
-    case "grpc-web": {
-      const status = setTrailerStatus(new Headers(), new ConnectError(error.message, code));
-      reply.code(200).type(String(request.headers["content-type"]));
-      status.forEach((value, name) => reply.header(name, value));
-      return reply.send();
-    }
+    case "grpc-web":
+      return reply.code(200).type(String(request.headers["content-type"])).headers(answers.grpcStatus(code, error.message)).send();
   }
 }
 

@@ -1,4 +1,17 @@
-import { Code } from "@connectrpc/connect";
+import type { Code } from "@connectrpc/connect";
+
+// Connect's codes by number, as the Connect and gRPC protocols define them:
+// importing the `Code` enum itself would load @connectrpc/connect and
+// @bufbuild/protobuf at start-up (see connect-answers.ts). A test checks
+// each against the enum.
+const INVALID_ARGUMENT = 3 as Code.InvalidArgument;
+const DEADLINE_EXCEEDED = 4 as Code.DeadlineExceeded;
+const PERMISSION_DENIED = 7 as Code.PermissionDenied;
+const RESOURCE_EXHAUSTED = 8 as Code.ResourceExhausted;
+const UNIMPLEMENTED = 12 as Code.Unimplemented;
+const INTERNAL = 13 as Code.Internal;
+const UNAVAILABLE = 14 as Code.Unavailable;
+const UNAUTHENTICATED = 16 as Code.Unauthenticated;
 
 /**
  * The gateway's error codes (`UNAUTHORIZED` … `SERVICE_UNAVAILABLE`)
@@ -6,17 +19,17 @@ import { Code } from "@connectrpc/connect";
  * envelope and the Connect / gRPC code that Connect and gRPC callers receive.
  */
 export const gatewayErrorCodes = {
-  BAD_REQUEST: { status: 400, code: Code.InvalidArgument },
-  UNAUTHORIZED: { status: 401, code: Code.Unauthenticated },
-  EXPIRED_TOKEN: { status: 401, code: Code.Unauthenticated },
-  FORBIDDEN: { status: 403, code: Code.PermissionDenied },
-  INSUFFICIENT_SCOPE: { status: 403, code: Code.PermissionDenied },
-  NOT_FOUND: { status: 404, code: Code.Unimplemented },
-  PAYLOAD_TOO_LARGE: { status: 413, code: Code.ResourceExhausted },
-  RATE_LIMITED: { status: 429, code: Code.ResourceExhausted },
-  INTERNAL_ERROR: { status: 500, code: Code.Internal },
-  SERVICE_UNAVAILABLE: { status: 503, code: Code.Unavailable },
-  GATEWAY_TIMEOUT: { status: 504, code: Code.DeadlineExceeded },
+  BAD_REQUEST: { status: 400, code: INVALID_ARGUMENT },
+  UNAUTHORIZED: { status: 401, code: UNAUTHENTICATED },
+  EXPIRED_TOKEN: { status: 401, code: UNAUTHENTICATED },
+  FORBIDDEN: { status: 403, code: PERMISSION_DENIED },
+  INSUFFICIENT_SCOPE: { status: 403, code: PERMISSION_DENIED },
+  NOT_FOUND: { status: 404, code: UNIMPLEMENTED },
+  PAYLOAD_TOO_LARGE: { status: 413, code: RESOURCE_EXHAUSTED },
+  RATE_LIMITED: { status: 429, code: RESOURCE_EXHAUSTED },
+  INTERNAL_ERROR: { status: 500, code: INTERNAL },
+  SERVICE_UNAVAILABLE: { status: 503, code: UNAVAILABLE },
+  GATEWAY_TIMEOUT: { status: 504, code: DEADLINE_EXCEEDED },
 } as const satisfies Record<string, { status: number; code: Code }>;
 
 /** One of the keys of {@link gatewayErrorCodes}. */

@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger, FastifyServerOptions } from "fastify";
+import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import type { ResolvedGatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
 
@@ -23,6 +23,42 @@ export function isCallerGoneError(error: unknown): boolean {
 export function logCallerGone(log: FastifyBaseLogger, detail: { readonly headersSent: boolean }): void {
   log.info({ ...CALLER_GONE_FIELDS, headersSent: detail.headersSent }, CALLER_WENT_AWAY);
 }
+
+/**
+ * fastify's request log lines, as the gateway writes them: ONE line per
+ * request, at `info`, once its answer is complete (`request completed`, or
+ * `request errored` at `error` when writing the answer failed), instead of
+ * fastify's two (one when the request comes in, one when it is answered).
+ * That halves the logging cost per request and keeps every fact of both:
+ * the request id (`reqId`), method, route pattern, path (never the query: a
+ * token may travel in it), the caller's address (HTTP/1.1; an HTTP/2
+ * stream that has closed no longer knows it), status and duration in
+ * milliseconds. A call whose caller went away before its answer has its own
+ * line (see logCallerGone); fastify's other lines are unchanged.
+ */
+export class GatewayLogController extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const url = request.url;
+    const query = url.indexOf("?");
+    const fields = {
+      method: request.method,
+      route: request.routeOptions.url,
+      path: query === -1 ? url : url.slice(0, query),
+      remoteAddress: request.ip,
+      statusCode: reply.statusCode,
+      durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
+    };
+    if (error) reply.log.error({ ...fields, err: error }, REQUEST_ERRORED);
+    else reply.log.info(fields, REQUEST_COMPLETED);
+  }
+}
+
+/** The message of the line every answered request is logged with. */
+export const REQUEST_COMPLETED = "request completed";
+/** The message of the line of a request whose answer could not be written. */
+export const REQUEST_ERRORED = "request errored";
 
 /**
  * The gateway's pino options (middleware step 4): JSON lines at `info` by

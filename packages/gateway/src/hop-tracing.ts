@@ -26,7 +26,8 @@ import { GatewayHttpError } from "./gateway-http-error.js";
 
 // One proxy tracer: it follows whatever provider the application registers, even later.
 let gatewayTracer: ReturnType<typeof trace.getTracer> | undefined;
-const tracer = () => (gatewayTracer ??= trace.getTracer("@connect-gateway/gateway"));
+const TRACER_NAME = "@connect-gateway/gateway";
+const tracer = () => (gatewayTracer ??= trace.getTracer(TRACER_NAME));
 
 /** The attribute naming the backend service a call goes to (`/backend/<service>/…`). */
 const BACKEND_ATTRIBUTE = "connect_gateway.backend";
@@ -34,6 +35,15 @@ const BACKEND_ATTRIBUTE = "connect_gateway.backend";
 interface Hop {
   readonly span: Span;
   readonly context: Context;
+}
+
+/**
+ * Whether a tracer provider is registered: the API's global proxy provider
+ * has a delegate only then (a provider set some other way is assumed to trace).
+ */
+function tracerRegistered(): boolean {
+  const provider = trace.getTracerProvider() as { getDelegateTracer?: (name: string) => unknown };
+  return provider.getDelegateTracer === undefined || provider.getDelegateTracer(TRACER_NAME) !== undefined;
 }
 
 const hops = new WeakMap<FastifyRequest, Hop>();
@@ -45,6 +55,9 @@ const headerGetter: TextMapGetter<FastifyRequest["headers"]> = {
 
 /** Starts the request's SERVER span, the child of the caller's `traceparent` when it sent one. */
 export function startHop(request: FastifyRequest): void {
+  // Nobody traces and nothing propagates (no tracer provider, no propagator
+  // registered: the API's no-ops): a request costs these two checks, no span.
+  if (!tracerRegistered() && propagation.fields().length === 0) return;
   const parent = propagation.extract(ROOT_CONTEXT, request.headers, headerGetter);
   const route = request.routeOptions.url;
   const backend = route === undefined ? undefined : /^\/backend\/([^/]+)\/\*$/.exec(route)?.[1];
@@ -115,6 +128,9 @@ export async function traceTokenValidation<T extends { readonly clientId: string
   }
 }
 
+/** What an untraced request records: nothing (one function for all of them). */
+const untraced = (): void => {};
+
 /**
  * Adds the hop's trace context (`traceparent`, `tracestate`) to the headers
  * of the forwarded request, and returns the function that records the
@@ -122,7 +138,7 @@ export async function traceTokenValidation<T extends { readonly clientId: string
  */
 export function forwardedTraceContext(request: FastifyRequest, headers: Record<string, string>): () => void {
   const hop = hops.get(request);
-  if (hop === undefined) return () => {};
+  if (hop === undefined) return untraced;
   propagation.inject(hop.context, headers);
   const started = performance.now();
   return () => hop.span.setAttribute("connect_gateway.upstream_latency_ms", performance.now() - started);

@@ -63,10 +63,15 @@ const MEMORY_COUNTER_KEYS = 100_000;
 
 /** A {@link WindowCounter} in this process's memory: each gateway instance counts on its own. */
 export function memoryWindowCounter(windowMs: number): WindowCounter {
-  const windows = new LRUCache<string, { count: number; resetAt: number }>({ max: MEMORY_COUNTER_KEYS, ttl: windowMs });
+  // Made with the first count: an LRUCache allocates its index arrays for
+  // `max` entries up front (milliseconds of start-up for a counter that
+  // well-behaved traffic never touches).
+  let cache: LRUCache<string, { count: number; resetAt: number }> | undefined;
+  const windowsCache = () => (cache ??= new LRUCache({ max: MEMORY_COUNTER_KEYS, ttl: windowMs }));
   return {
     async increment(key) {
       const now = Date.now();
+      const windows = windowsCache();
       let window = windows.get(key);
       if (window === undefined || window.resetAt <= now) {
         window = { count: 0, resetAt: now + windowMs };
@@ -76,7 +81,7 @@ export function memoryWindowCounter(windowMs: number): WindowCounter {
       return { count: window.count, resetAt: window.resetAt };
     },
     async refund(key, counted) {
-      const window = windows.get(key);
+      const window = cache?.get(key);
       if (window !== undefined && window.resetAt === counted.resetAt && window.count > 0) window.count--;
     },
   };

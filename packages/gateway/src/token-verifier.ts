@@ -1,15 +1,26 @@
 import { createHash } from "node:crypto";
-import {
-  createRemoteJWKSet,
-  decodeProtectedHeader,
-  errors as joseErrors,
-  jwtVerify,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-} from "jose";
+import type { JWTPayload, JWTVerifyGetKey } from "jose";
 import { LRUCache } from "lru-cache";
 import { basicAuthorization } from "connect-gateway/protocol";
 import { GatewayHttpError } from "./gateway-http-error.js";
+import { createHs256Verification, jwsAlgorithm } from "./hs256-token.js";
+
+type Jose = typeof import("jose");
+let joseLoading: Promise<Jose> | undefined;
+
+/**
+ * jose, loaded the first time an RS256/ES256 token is verified (or when the
+ * gateway has started listening, see createGateway) rather than imported:
+ * it is a tenth of the gateway's start-up, and a gateway without a JWKS
+ * never needs it.
+ */
+export function loadJose(): Promise<Jose> {
+  joseLoading ??= import("jose").catch((error: unknown) => {
+    joseLoading = undefined;
+    throw error;
+  });
+  return joseLoading;
+}
 
 /**
  * HS256 tokens signed with a shared secret, as a frontend that shares the secret issues them.
@@ -158,28 +169,23 @@ const CACHE_ENTRIES = 10_000;
  */
 export function createTokenVerifier(options: ResolvedTokenValidationOptions): TokenVerifier {
   const clockTolerance = options.clockToleranceSeconds;
-  const hs256 = options.hs256 && {
-    // A WebCrypto CryptoKey, imported once: jose verifies with WebCrypto, and
-    // hands it a raw secret or a KeyObject only after importing it again on
-    // every verification (about twice the cost of the HMAC itself).
-    key: crypto.subtle.importKey("raw", Buffer.from(options.hs256.secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]),
-    verify: {
-      issuer: options.hs256.issuer,
-      audience: options.hs256.audience,
-      algorithms: ["HS256"],
-      requiredClaims: ["exp"],
-      clockTolerance,
-    },
-  };
-  const jwks = options.jwks && {
-    keys: withFailureCooldown(
-      createRemoteJWKSet(options.jwks.url, {
-        cooldownDuration: options.jwks.refetchCooldownMs,
-        cacheMaxAge: options.jwks.maxAgeMs,
-        timeoutDuration: options.jwks.timeoutMs,
+  // HS256 with node:crypto, synchronously (see hs256-token.ts); RS256/ES256 with jose.
+  const hs256 =
+    options.hs256 && createHs256Verification({ ...options.hs256, clockToleranceSeconds: clockTolerance });
+  const jwksOptions = options.jwks;
+  let jwksKeys: JWTVerifyGetKey | undefined;
+  // The remote key set, made with the first JWT to verify against it (jose is loaded by then).
+  const jwksKeysOf = (jose: Jose, settings: NonNullable<typeof jwksOptions>): JWTVerifyGetKey =>
+    (jwksKeys ??= withFailureCooldown(
+      jose.createRemoteJWKSet(settings.url, {
+        cooldownDuration: settings.refetchCooldownMs,
+        cacheMaxAge: settings.maxAgeMs,
+        timeoutDuration: settings.timeoutMs,
       }) as JWTVerifyGetKey,
-      options.jwks.failureCooldownMs,
-    ),
+      settings.failureCooldownMs,
+      jose,
+    ));
+  const jwks = jwksOptions && {
     verify: {
       issuer: options.jwks.issuer,
       audience: [...options.jwks.audience],
@@ -201,7 +207,8 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
   const inflight = new Map<string, Promise<TokenClaims>>();
 
   async function verifyUncached(token: string, key: string): Promise<TokenClaims> {
-    const alg = jwtAlgorithm(token);
+    const alg = jwsAlgorithm(token);
+    let jose: Jose | undefined;
     try {
       if (alg === undefined) {
         if (introspect) {
@@ -213,12 +220,13 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
           }
         }
       } else if (alg === "HS256" && hs256) {
-        return (await jwtVerify(token, await hs256.key, hs256.verify)).payload;
-      } else if (jwks && jwks.verify.algorithms.includes(alg)) {
-        return (await jwtVerify(token, jwks.keys, jwks.verify)).payload;
+        return hs256(token);
+      } else if (jwks && jwksOptions && jwks.verify.algorithms.includes(alg)) {
+        jose = await loadJose();
+        return (await jose.jwtVerify(token, jwksKeysOf(jose, jwksOptions), jwks.verify)).payload;
       }
     } catch (e) {
-      throw asTokenError(e);
+      throw asTokenError(e, jose);
     }
     throw new GatewayHttpError("UNAUTHORIZED", INVALID);
   }
@@ -259,7 +267,7 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
  * `cooldownMs`, answering it again meanwhile without a request. jose already
  * shares one fetch among concurrent calls, but forgets a failed one at once.
  */
-function withFailureCooldown(keys: JWTVerifyGetKey, cooldownMs: number): JWTVerifyGetKey {
+function withFailureCooldown(keys: JWTVerifyGetKey, cooldownMs: number, jose: Jose): JWTVerifyGetKey {
   if (cooldownMs <= 0) return keys;
   let failure: { error: unknown; until: number } | undefined;
   return async (header, token) => {
@@ -269,32 +277,24 @@ function withFailureCooldown(keys: JWTVerifyGetKey, cooldownMs: number): JWTVeri
       failure = undefined;
       return key;
     } catch (e) {
-      if (isKeySetFailure(e)) failure = { error: e, until: Date.now() + cooldownMs };
+      if (isKeySetFailure(e, jose)) failure = { error: e, until: Date.now() + cooldownMs };
       throw e;
     }
   };
 }
 
-/** The `alg` of a token shaped like a JWS, or `undefined` for anything else. */
-function jwtAlgorithm(token: string): string | undefined {
-  if (token.split(".").length !== 3) return undefined;
-  try {
-    const alg = decodeProtectedHeader(token).alg;
-    return typeof alg === "string" ? alg : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function asTokenError(e: unknown): GatewayHttpError {
+function asTokenError(e: unknown, jose: Jose | undefined): GatewayHttpError {
   if (e instanceof GatewayHttpError) return e;
+  // Without jose loaded, nothing thrown came from it.
+  if (jose === undefined) return new GatewayHttpError("SERVICE_UNAVAILABLE", "Token keys are unavailable", { cause: e });
+  const joseErrors = jose.errors;
   if (e instanceof joseErrors.JWTExpired) {
     return new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
   }
   if (e instanceof joseErrors.JWTClaimValidationFailed && e.claim === "exp" && e.reason === "missing") {
     return new GatewayHttpError("UNAUTHORIZED", "Token has no expiry (exp)");
   }
-  if (isKeySetFailure(e)) {
+  if (isKeySetFailure(e, jose)) {
     return new GatewayHttpError("SERVICE_UNAVAILABLE", "Token keys are unavailable", { cause: e });
   }
   return new GatewayHttpError("UNAUTHORIZED", INVALID);
@@ -306,7 +306,7 @@ function asTokenError(e: unknown): GatewayHttpError {
  * `JOSEError` only for a JWKS answer it cannot use, and no JOSE error at all
  * when the request fails.
  */
-function isKeySetFailure(e: unknown): boolean {
+function isKeySetFailure(e: unknown, { errors: joseErrors }: Jose): boolean {
   return (
     !(e instanceof joseErrors.JOSEError) ||
     e instanceof joseErrors.JWKSTimeout ||

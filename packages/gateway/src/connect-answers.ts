@@ -1,0 +1,89 @@
+import type { OutgoingHttpHeaders } from "node:http";
+import type { Code } from "@connectrpc/connect";
+
+/**
+ * The gateway's own answers in the Connect and gRPC protocols — an error for
+ * a call it refuses, the `Unavailable` ending of a stream it cuts at shutdown —
+ * encoded by `@connectrpc/connect`'s protocol modules, so that the bytes are
+ * exactly what Connect and gRPC clients expect.
+ *
+ * Why loaded on first need rather than imported: those modules bring
+ * `@bufbuild/protobuf` with them, about 100 ms of module loading — a third
+ * of the gateway's start-up — for answers that only errors and shutdowns
+ * need. The gateway starts loading them as soon as it listens
+ * ({@link loadConnectAnswers}, in the background), so in practice the first
+ * such answer finds them ready; one that comes earlier waits for the load.
+ */
+export interface ConnectAnswers {
+  /** A Connect unary error: the code's HTTP status and the JSON error body. */
+  connectUnaryError(code: Code, message: string): { readonly status: number; readonly body: Buffer };
+  /** A Connect streaming error: one end-stream message carrying the error. */
+  connectEndStreamError(code: Code, message: string): Buffer;
+  /** `grpc-status` and `grpc-message` (percent-encoded) for `code` and `message`. */
+  grpcStatus(code: Code, message: string): OutgoingHttpHeaders;
+  /** The endings of a stream the gateway cuts at shutdown: `Unavailable`, in each protocol. */
+  readonly shutdown: {
+    /** gRPC: the trailers. */
+    readonly grpcTrailers: OutgoingHttpHeaders;
+    /** gRPC-web: the trailer frame that ends the body. */
+    readonly grpcWebTrailerFrame: Buffer;
+    /** Connect streaming: the end-stream message. */
+    readonly connectEndStream: Buffer;
+  };
+}
+
+/** What a caller reads when the gateway ends its open stream because it is shutting down. */
+export const SHUTDOWN_MESSAGE = "the gateway is shutting down";
+
+let loading: Promise<ConnectAnswers> | undefined;
+let loaded: ConnectAnswers | undefined;
+
+/** The encoders, loading them the first time (concurrent callers share one load). */
+export function loadConnectAnswers(): Promise<ConnectAnswers> {
+  loading ??= importConnectAnswers().then(
+    (answers) => (loaded = answers),
+    (error: unknown) => {
+      loading = undefined; // a later call tries again
+      throw error;
+    },
+  );
+  return loading;
+}
+
+/** The encoders if they are loaded already, else `undefined` (then {@link loadConnectAnswers}). */
+export function connectAnswersNow(): ConnectAnswers | undefined {
+  return loaded;
+}
+
+async function importConnectAnswers(): Promise<ConnectAnswers> {
+  const [{ ConnectError, Code }, { encodeEnvelope }, connect, { setTrailerStatus }, grpcWeb] = await Promise.all([
+    import("@connectrpc/connect"),
+    import("@connectrpc/connect/protocol"),
+    import("@connectrpc/connect/protocol-connect"),
+    import("@connectrpc/connect/protocol-grpc"),
+    import("@connectrpc/connect/protocol-grpc-web"),
+  ]);
+  const grpcStatus = (code: Code, message: string): OutgoingHttpHeaders =>
+    Object.fromEntries(setTrailerStatus(new Headers(), new ConnectError(message, code)).entries());
+  const connectEndStreamError = (code: Code, message: string): Buffer => {
+    const json = connect.endStreamToJson(new Headers(), new ConnectError(message, code), undefined);
+    return Buffer.from(encodeEnvelope(connect.endStreamFlag, new TextEncoder().encode(JSON.stringify(json))));
+  };
+  const unavailable = new ConnectError(SHUTDOWN_MESSAGE, Code.Unavailable);
+  return {
+    connectUnaryError: (code, message) => ({
+      status: connect.codeToHttpStatus(code),
+      body: Buffer.from(connect.errorToJsonBytes(new ConnectError(message, code), undefined)),
+    }),
+    connectEndStreamError,
+    grpcStatus,
+    // The same for every stream: built once.
+    shutdown: {
+      grpcTrailers: grpcStatus(Code.Unavailable, SHUTDOWN_MESSAGE),
+      grpcWebTrailerFrame: Buffer.from(
+        encodeEnvelope(grpcWeb.trailerFlag, grpcWeb.trailerSerialize(setTrailerStatus(new Headers(), unavailable))),
+      ),
+      connectEndStream: connectEndStreamError(Code.Unavailable, SHUTDOWN_MESSAGE),
+    },
+  };
+}

@@ -1,0 +1,93 @@
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { gatewayErrorCodes } from "../../packages/gateway/src/index.js";
+import type { Gateway } from "../../packages/gateway/src/index.js";
+import {
+  captureLogs,
+  closeInTurn,
+  route,
+  routesFileText,
+  seedToken,
+  startGatewayWithBackend,
+  type RecordingBackend,
+} from "../support/gateway.js";
+
+type LogLine = Record<string, unknown>;
+
+describe("request logging: one line per request", () => {
+  const logs = captureLogs();
+  let backend: RecordingBackend;
+  let gateway: Gateway;
+  let token: string;
+
+  beforeAll(async () => {
+    ({ backend, gateway } = await startGatewayWithBackend(
+      routesFileText({ routes: [route("GET", "/api/v1/items/{id}", { scopes: ["read"] })] }),
+      { logger: { level: "info", stream: logs.stream } },
+    ));
+    token = await seedToken({ scopes: ["read"] });
+  });
+  afterAll(() => closeInTurn(gateway, backend));
+
+  const linesOf = (requestId: string): LogLine[] =>
+    logs
+      .text()
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as LogLine)
+      .filter((line) => line.reqId === requestId);
+
+  it("logs an answered request once, when it is answered, with method, route, path, status, duration and request id", async () => {
+    const response = await fetch(`${gateway.url}/api/v1/items/42?access_token=secret-in-query`, {
+      headers: { authorization: `Bearer ${token}`, "x-request-id": "logged-once-1" },
+    });
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+    // The line is written when the answer is finished: give the stream its turn.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const lines = linesOf("logged-once-1");
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: 30,
+        msg: "request completed",
+        method: "GET",
+        route: "/api/v1/items/:id",
+        path: "/api/v1/items/42",
+        remoteAddress: "127.0.0.1",
+        statusCode: 200,
+        durationMs: expect.any(Number),
+      }),
+    ]);
+    expect(JSON.stringify(lines)).not.toContain("secret-in-query");
+    expect(JSON.stringify(lines)).not.toContain(token);
+  });
+
+  it("a refused request: its reason and its one request line, nothing more", async () => {
+    const response = await fetch(`${gateway.url}/api/v1/items/42`, { headers: { "x-request-id": "logged-once-2" } });
+    expect(response.status).toBe(401);
+    await response.arrayBuffer();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(linesOf("logged-once-2").map((line) => [line.msg, line.statusCode])).toEqual([
+      ["Missing or invalid token", undefined],
+      ["request completed", 401],
+    ]);
+  });
+});
+
+describe("the gateway's Connect codes", () => {
+  it("are Connect's own (the gateway names them by number, not to load Connect at start-up)", () => {
+    expect(Object.fromEntries(Object.entries(gatewayErrorCodes).map(([name, { code }]) => [name, Code[code]]))).toEqual({
+      BAD_REQUEST: "InvalidArgument",
+      UNAUTHORIZED: "Unauthenticated",
+      EXPIRED_TOKEN: "Unauthenticated",
+      FORBIDDEN: "PermissionDenied",
+      INSUFFICIENT_SCOPE: "PermissionDenied",
+      NOT_FOUND: "Unimplemented",
+      PAYLOAD_TOO_LARGE: "ResourceExhausted",
+      RATE_LIMITED: "ResourceExhausted",
+      INTERNAL_ERROR: "Internal",
+      SERVICE_UNAVAILABLE: "Unavailable",
+      GATEWAY_TIMEOUT: "DeadlineExceeded",
+    });
+  });
+});
