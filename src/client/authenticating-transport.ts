@@ -1,8 +1,8 @@
 import type { DescService } from "@bufbuild/protobuf";
-import type { ContextValues, Transport } from "@connectrpc/connect";
+import { createContextKey, createContextValues, type ContextValues, type Interceptor, type Transport } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
-import { callWithToken } from "./call-with-token.js";
+import { callWithToken, retryUnauthorized } from "./call-with-token.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
 import { backendOptionOf } from "./resolve-backend-service.js";
@@ -21,27 +21,73 @@ import { checkUserToken } from "./user-token.js";
  * here reach the caller unchanged, whereas Connect replaces whatever an
  * interceptor throws by the abort reason once the call's signal has fired.
  */
-export function createAuthenticatingTransport(inner: Transport, tokens: TokenManager, gateway: string): Transport {
+export function createAuthenticatingTransport(
+  inner: Transport,
+  tokens: TokenManager,
+  gateway: string,
+  /**
+   * True when `inner` runs {@link createAuthorizationInterceptor} first: a
+   * call with neither headers nor context values of its own then carries its
+   * Authorization value in fresh context values (which Connect would have
+   * created anyway), for that interceptor to set, rather than in a header
+   * record Connect would have to convert.
+   */
+  carried = false,
+): Transport {
+  // The Authorization value of the last service token, kept so that each call
+  // with the same cached token reuses one string.
+  let lastToken: string | undefined;
+  let lastAuthorization = "";
+  const serviceAuthorization = (token: string): string => {
+    if (token !== lastToken) {
+      lastToken = token;
+      lastAuthorization = `Bearer ${token}`;
+    }
+    return lastAuthorization;
+  };
   return {
     unary(method, signal, timeoutMs, header, input, contextValues) {
+      let userToken: string | undefined;
       try {
-        checkRoute(method.parent, contextValues);
+        userToken = checkRoute(method.parent, contextValues);
       } catch (e) {
         return Promise.reject(e);
       }
+      // The hot path — the service token is cached, the call not aborted: the
+      // call is sent at once, with a single handler for its failures (a 401
+      // retried as callWithToken does, then the error mapping), rather than
+      // callWithToken's promise chain and closures.
+      let pending: Promise<string> | undefined;
+      if (userToken === undefined && !signal?.aborted) {
+        const token = tokens.getToken();
+        if (typeof token !== "string") pending = token;
+        else {
+          const authorization = serviceAuthorization(token);
+          const sent =
+            header === undefined && contextValues === undefined && carried
+              ? inner.unary(method, signal, timeoutMs, undefined, input, carrying(authorization))
+              : inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues);
+          return sent.then(undefined, (reason: unknown) =>
+              retryUnauthorized(tokens, reason, token, signal, (authorization) =>
+                inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
+              ).catch((failure: unknown) => rethrow(failure, gateway)),
+            );
+        }
+      }
       return callWithToken(tokens, {
-        userToken: userTokenOf(contextValues),
+        userToken,
         attempt: (authorization) =>
           inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
         replayable: true,
         signal,
+        token: pending,
       }).catch((reason: unknown) => rethrow(reason, gateway));
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
-      checkRoute(method.parent, contextValues);
+      const userToken = checkRoute(method.parent, contextValues);
       try {
         const response = await callWithToken(tokens, {
-          userToken: userTokenOf(contextValues),
+          userToken,
           attempt: (authorization) =>
             inner.stream(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
           replayable: false, // the request stream has been consumed
@@ -63,15 +109,45 @@ function rethrow(reason: unknown, gateway: string): never {
 // Whatever the routing interceptor will use is checked here, before any I/O
 // (token request included): a per-call service set through `gatewayCallKey`
 // directly, and the service's proto option. Scopes check their own.
-function checkRoute(service: DescService, contextValues: ContextValues | undefined): void {
+// Returns the call's user token, if any (per call, else the innermost scope).
+function checkRoute(service: DescService, contextValues: ContextValues | undefined): string | undefined {
   const perCall = contextValues?.get(gatewayCallKey);
   if (perCall?.service !== undefined) checkServiceName(perCall.service);
   if (perCall?.userToken !== undefined) checkUserToken(perCall.userToken);
   backendOptionOf(service);
+  return perCall?.userToken ?? currentCallScope()?.userToken;
 }
 
-function userTokenOf(contextValues: ContextValues | undefined): string | undefined {
-  return contextValues?.get(gatewayCallKey)?.userToken ?? currentCallScope()?.userToken;
+/**
+ * Where a call's Authorization value travels from the authenticating
+ * transport to {@link createAuthorizationInterceptor}. Private: only calls
+ * without context values of their own get it, in context values made here.
+ */
+const authorizationKey = createContextKey<string | undefined>(undefined, {
+  description: "connect-gateway: the Authorization value of this call",
+});
+
+function carrying(authorization: string): ContextValues {
+  return createContextValues().set(authorizationKey, authorization);
+}
+
+/**
+ * The interceptor that sets `Authorization` from the call's context values
+ * (see `carried` of {@link createAuthenticatingTransport}). It must run
+ * first, so that every other interceptor sees the header, as it sees one
+ * passed in the call's headers; each attempt runs it again.
+ */
+export function createAuthorizationInterceptor(): Interceptor {
+  return (next) => (req) => {
+    setCarriedAuthorization(req);
+    return next(req);
+  };
+}
+
+/** What {@link createAuthorizationInterceptor} does, for an interceptor that runs first anyway. */
+export function setCarriedAuthorization(req: { readonly header: Headers; readonly contextValues: ContextValues }): void {
+  const authorization = req.contextValues.get(authorizationKey);
+  if (authorization !== undefined) req.header.set("authorization", authorization);
 }
 
 function withAuthorization(

@@ -1,7 +1,7 @@
 // Browser-safe: nothing here (nor in what it imports) may import a Node
 // built-in — `connect-gateway/web` is built on it (test/architecture.test.ts).
 import { getOption, hasOption, type DescService } from "@bufbuild/protobuf";
-import type { Interceptor } from "@connectrpc/connect";
+import type { Interceptor, StreamRequest, UnaryRequest } from "@connectrpc/connect";
 import { backend } from "../../gen/connect_gateway/v1/options_pb.js";
 import { checkServiceName } from "./backend-service.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
@@ -18,6 +18,12 @@ export interface BackendRoutingOptions {
   readonly defaultService?: string | undefined;
   /** The service an enclosing scope sets (Node: `withService`), if any. */
   readonly scopedService?: (() => string | undefined) | undefined;
+  /**
+   * Runs on the request as routed, right before it is passed on (the Node
+   * transport writes the trace context with it when no interceptor of yours
+   * comes between): one interceptor rather than two.
+   */
+  readonly then?: ((req: UnaryRequest | StreamRequest) => void) | undefined;
 }
 
 /**
@@ -62,13 +68,14 @@ export function backendOptionOf(descService: DescService): string | undefined {
  * the Node transport and `connect-gateway/web` both use it.
  */
 export function createBackendRoutingInterceptor(options: BackendRoutingOptions): Interceptor {
-  const { baseUrl, defaultService, scopedService } = options;
+  const { baseUrl, defaultService, scopedService, then } = options;
   return (next) => (req) => {
     const perCall = req.contextValues.get(gatewayCallKey)?.service;
     const service = chooseBackendService(perCall, perCall === undefined ? scopedService?.() : undefined, req.service, defaultService);
-    if (service === undefined) return next(req);
-    const url = routedUrl(req.url, service, baseUrl, `/${req.service.typeName}/${req.method.name}`);
-    return url === undefined ? next(req) : next({ ...req, url });
+    const url = service === undefined ? undefined : routedUrl(req.url, service, baseUrl, `/${req.service.typeName}/${req.method.name}`);
+    const routed = url === undefined ? req : { ...req, url };
+    then?.(routed);
+    return next(routed);
   };
 }
 

@@ -84,15 +84,28 @@ const HEADERS_SETTER = { set: (carrier: Headers, key: string, value: string) => 
  * `undefined` without OpenTelemetry.
  */
 export function createTraceContextInterceptor(): Interceptor | undefined {
+  const write = createTraceContextWriter();
+  if (write === undefined) return undefined;
+  return (next) => (req) => {
+    write(req);
+    return next(req);
+  };
+}
+
+/**
+ * What {@link createTraceContextInterceptor} does to a request, for an
+ * interceptor that runs at that place anyway (routing, when nothing comes
+ * between). `undefined` without OpenTelemetry.
+ */
+export function createTraceContextWriter(): ((req: { readonly url: string; readonly header: Headers }) => void) | undefined {
   const api = openTelemetry();
   if (api === undefined) return undefined;
-  return (next) => (req) => {
+  return (req) => {
     const span = api.trace.getActiveSpan();
-    if (span === undefined) return next(req);
+    if (span === undefined) return;
     const backend = BACKEND_IN_URL.exec(req.url)?.[1];
     if (backend !== undefined) span.setAttribute(BACKEND_ATTRIBUTE, backend);
     api.propagation.inject(api.context.active(), req.header, HEADERS_SETTER);
-    return next(req);
   };
 }
 

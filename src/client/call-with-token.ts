@@ -14,6 +14,8 @@ export interface TokenCall<T> {
   readonly replayable: boolean;
   /** The caller's cancellation, honoured while waiting for a token. */
   readonly signal?: AbortSignal | undefined;
+  /** The service token, when the caller already asked `tokens.getToken()` for it. */
+  readonly token?: Promise<string> | undefined;
 }
 
 /**
@@ -31,20 +33,46 @@ export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Prom
   // cached token should add no more than one promise to it.
   if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
   if (call.signal?.aborted) return Promise.reject(canceled(call.signal)); // no token request for nobody
-  const pending = abortable(tokens.getToken(), call.signal);
+  const pending = abortable(call.token ?? tokens.getToken(), call.signal);
   return typeof pending === "string"
     ? attemptWith(tokens, call, pending)
     : pending.then((token) => attemptWith(tokens, call, token));
 }
 
 function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string): Promise<T> {
-  return call.attempt(`Bearer ${token}`).catch(async (error: unknown) => {
-    if (!isUnauthorizedAnswer(error)) throw error;
-    const renewed = tokens.invalidate(token);
-    recordUnauthorizedAnswer(call.replayable && renewed);
-    if (!call.replayable || !renewed) throw error;
-    return call.attempt(`Bearer ${await abortable(tokens.getToken(), call.signal)}`);
+  return call.attempt(`Bearer ${token}`).catch((error: unknown) => {
+    if (!call.replayable) return notRetried(tokens, error, token);
+    return retryUnauthorized(tokens, error, token, call.signal, call.attempt);
   });
+}
+
+/**
+ * What {@link callWithToken} does when a replayable call sent with the
+ * service token `token` failed with `error`: a 401 drops that token and, if a
+ * fresh one can be hoped for, sends the call once more with it; anything
+ * else is rethrown. For a transport's hot path, which sends the call itself.
+ */
+export async function retryUnauthorized<T>(
+  tokens: TokenManager,
+  error: unknown,
+  token: string,
+  signal: AbortSignal | undefined,
+  attempt: (authorization: string) => Promise<T>,
+): Promise<T> {
+  if (!isUnauthorizedAnswer(error)) throw error;
+  const renewed = tokens.invalidate(token);
+  recordUnauthorizedAnswer(renewed);
+  if (!renewed) throw error;
+  return attempt(`Bearer ${await abortable(tokens.getToken(), signal)}`);
+}
+
+// A call that cannot be sent again: a 401 still drops its token, for the next call.
+function notRetried(tokens: TokenManager, error: unknown, token: string): never {
+  if (isUnauthorizedAnswer(error)) {
+    tokens.invalidate(token);
+    recordUnauthorizedAnswer(false);
+  }
+  throw error;
 }
 
 // A 401 from the gateway or backend — not our own token failures, which share the code.

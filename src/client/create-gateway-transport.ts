@@ -10,8 +10,12 @@ import {
   type ConnectTransportOptions,
   type Http2SessionOptions,
 } from "@connectrpc/connect-node";
-import { createAuthenticatingTransport } from "./authenticating-transport.js";
-import { createTraceContextInterceptor, createTracingTransport } from "./call-tracing.js";
+import {
+  createAuthenticatingTransport,
+  createAuthorizationInterceptor,
+  setCarriedAuthorization,
+} from "./authenticating-transport.js";
+import { createTraceContextInterceptor, createTraceContextWriter, createTracingTransport } from "./call-tracing.js";
 import { assertBoolean, assertFunction } from "../core/assertions.js";
 import { ConfigurationError, InvalidOptionError } from "../core/errors.js";
 import { watchingPeerResets } from "./http2-reset.js";
@@ -135,16 +139,26 @@ export type GatewayTransportOptions = GatewayOptions &
 export function createGatewayTransport(options: GatewayTransportOptions = {}): Transport {
   const resolved = resolveGatewayOptions(options);
   const retry = resolveRetryPolicy(options.retry);
+  const own = checkInterceptors(options.interceptors);
+  const writeTraceContext = createTraceContextWriter(); // OpenTelemetry installed only
+  // Adjacent steps share an interceptor (one closure less per call each, as
+  // Connect applies interceptors per call); the order is the same:
+  // Authorization, retries, routing, your interceptors, the trace context.
   const inner = createProtocolTransport(options, resolved, [
-    // Outermost of ours: each attempt is routed again and runs your interceptors again.
-    ...(retry ? [createRetryInterceptor(retry, { isTransient: isUnavailable })] : []),
-    createRoutingInterceptor(resolved.gatewayUrl, resolved.defaultService),
-    ...checkInterceptors(options.interceptors),
-    // Innermost: each attempt carries the trace context (OpenTelemetry installed only).
-    ...optional(createTraceContextInterceptor()),
+    // First: the Authorization header, for every interceptor after it to see.
+    // Then the retries, outermost of the others: each attempt is routed again
+    // and runs your interceptors again.
+    retry
+      ? createRetryInterceptor(retry, { isTransient: isUnavailable, prepare: setCarriedAuthorization })
+      : createAuthorizationInterceptor(),
+    // With nothing of yours after routing, the trace context is written as it routes.
+    createRoutingInterceptor(resolved.gatewayUrl, resolved.defaultService, own.length === 0 ? writeTraceContext : undefined),
+    ...own,
+    // Innermost: each attempt carries the trace context.
+    ...(own.length > 0 ? optional(createTraceContextInterceptor()) : []),
   ]);
   return createTracingTransport(
-    createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`),
+    createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`, true),
   );
 }
 

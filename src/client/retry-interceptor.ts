@@ -2,7 +2,7 @@
 // what counts as a transient failure is passed in (see createGatewayTransport).
 import type { DescMethod } from "@bufbuild/protobuf";
 import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
-import { ConnectError, type Interceptor, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
+import { ConnectError, type Interceptor, type StreamRequest, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { assertDurationMs, assertNumber, assertPositiveInteger } from "../core/assertions.js";
 import { InvalidOptionError } from "../core/errors.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
@@ -122,6 +122,11 @@ export interface RetryInterceptorOptions {
    * reached the handler, or the server said it is unavailable.
    */
   readonly isTransient: (reason: unknown) => boolean;
+  /**
+   * Runs first on every call, before anything else here (the transport sets
+   * the Authorization header with it): one interceptor rather than two.
+   */
+  readonly prepare?: ((req: UnaryRequest | StreamRequest) => void) | undefined;
 }
 
 /**
@@ -143,8 +148,9 @@ export interface RetryInterceptorOptions {
  */
 export function createRetryInterceptor(policy: RetryPolicy, options: RetryInterceptorOptions): Interceptor {
   const budget = new RetryBudget(policy.budgetRatio, policy.minRetriesPerSecond);
-  const { isTransient } = options;
+  const { isTransient, prepare } = options;
   return (next) => (req) => {
+    prepare?.(req);
     budget.deposit();
     if (req.stream || policy.maxAttempts === 1 || !isIdempotent(req.method)) return next(req);
     const start = performance.now();

@@ -1,5 +1,5 @@
 import type { Interceptor } from "@connectrpc/connect";
-import { createBackendRoutingInterceptor } from "./backend-routing.js";
+import { createBackendRoutingInterceptor, type BackendRoutingOptions } from "./backend-routing.js";
 import { currentCallScope } from "./call-scope.js";
 
 /**
@@ -11,6 +11,14 @@ import { currentCallScope } from "./call-scope.js";
  * with `connect-gateway/web`; this adds the `withService` scope, which needs
  * Node's `AsyncLocalStorage`.
  */
-export function createRoutingInterceptor(baseUrl: string, defaultService: string | undefined): Interceptor {
-  return createBackendRoutingInterceptor({ baseUrl, defaultService, scopedService: () => currentCallScope()?.service });
+export function createRoutingInterceptor(
+  baseUrl: string,
+  defaultService: string | undefined,
+  then?: BackendRoutingOptions["then"],
+): Interceptor {
+  return createBackendRoutingInterceptor({ baseUrl, defaultService, scopedService, then });
+}
+
+function scopedService(): string | undefined {
+  return currentCallScope()?.service;
 }

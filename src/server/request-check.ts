@@ -6,18 +6,19 @@
  * rejection table (`rejections.ts`).
  */
 import type { Readable } from "node:stream";
+import { checkRequestHeaders } from "../signing/check-gateway-headers.js";
+import { verifyCheckedSignatureV2 } from "../signing/verify-gateway-signature-v2.js";
 import {
   canonicalRequestV2,
-  checkGatewayHeaders,
   fullpathOf,
   gatewayHeader,
   identityFromHeaders,
   readGatewayHeaders,
   stringToSign,
   verifyGatewaySignature,
-  verifyGatewaySignatureV2,
   type CheckedGatewayHeaders,
   type GatewayRejectionReason,
+  type SignatureV2Headers,
 } from "../signing/index.js";
 import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 import { identityOf, type GatewayIdentity } from "./gateway-identity.js";
@@ -43,14 +44,17 @@ export type RequestCheck = {
       readonly ok: true;
       /** Undefined only in `skipVerification` mode without `X-Client-Id`. */
       readonly identity: GatewayIdentity | undefined;
+      /** The declared `Content-Length` (its first value), read with the other headers. */
+      readonly contentLength: string | undefined;
       /**
        * Checks the signature over a body with this SHA-256 and, for v2, claims
        * the request id against replays: `undefined` admits the request.
-       * Synchronous unless the replay store is asynchronous (Redis).
+       * Synchronous unless the replay store is asynchronous (Redis). A method
+       * of the check (call it on the check).
        */
-      readonly verifyBody: (bodySha256: string) => BodyVerdict | Promise<BodyVerdict>;
+      verifyBody(bodySha256: string): BodyVerdict | Promise<BodyVerdict>;
       /** Filled in by a failed `verifyBody`, see {@link SignatureDiagnostics}. */
-      readonly diagnostics?: SignatureDiagnostics;
+      readonly diagnostics?: SignatureDiagnostics | undefined;
     }
 );
 
@@ -69,76 +73,103 @@ export interface SignatureDiagnostics {
 /** A request whose head passed: its body is still to be verified. */
 export type AdmittedHead = Extract<RequestCheck, { ok: true }>;
 
-const ADMIT = () => undefined;
-
 /**
  * Checks everything that can be checked before the body is read: required
  * headers, repeats, formats, unsigned identity headers (v2), the window and
  * whether v1 is accepted. On success, returns the identity (only what the
  * signature covers, unless the service trusts v1's unsigned headers) and the
- * function that finishes the check once the body's hash is known.
+ * method that finishes the check once the body's hash is known.
+ *
+ * The admitted checks are small classes rather than closures: this runs on
+ * every request, and one object is all it allocates beyond the headers read.
  */
 export function checkRequestHead(config: GatewayAuthConfig, head: RequestHead): RequestCheck {
   const method = head.method ?? "";
-  const fullpath = fullpathOf(head.url ?? "");
-  if (config.skipVerification) {
-    return { ok: true, method, fullpath, identity: trustedIdentity(head.rawHeaders), verifyBody: ADMIT };
-  }
-  const check = checkGatewayHeaders(head.rawHeaders, {
+  const url = head.url ?? "";
+  const fullpath = fullpathOf(url);
+  if (config.skipVerification) return new TrustedHead(method, fullpath, head.rawHeaders);
+  const check = checkRequestHeaders(head.rawHeaders, {
     nowSeconds: config.nowSeconds(),
     maxSkewSeconds: config.maxSkewSeconds,
   });
   if (!check.ok) return { ok: false, method, fullpath, reason: check.reason };
-  const headers = check.headers;
-  if (headers.v2 === undefined && config.requireSignatureV2) {
-    return { ok: false, method, fullpath, reason: "signature_v2_required" };
+  const { headers, contentLength } = check;
+  if (headers.v2 === undefined) {
+    if (config.requireSignatureV2) return { ok: false, method, fullpath, reason: "signature_v2_required" };
+    return new V1Head(config, method, fullpath, headers, contentLength);
   }
-  const identity = identityOf(headers.identity, headers.v2 === undefined ? "v1" : "v2", config.trustUnsignedIdentity);
-  const diagnostics: SignatureDiagnostics | undefined = config.exposeRejectionReason ? {} : undefined;
-  const verifyBody =
-    headers.v2 === undefined
-      ? v1BodyCheck(config, method, fullpath, headers, diagnostics)
-      : v2BodyCheck(config, method, head.url ?? "", headers, diagnostics);
-  return { ok: true, method, fullpath, identity, verifyBody, ...(diagnostics && { diagnostics }) };
+  return new V2Head(config, method, url, fullpath, headers, headers.v2, contentLength);
 }
 
-function v1BodyCheck(
-  config: GatewayAuthConfig,
-  method: string,
-  fullpath: string,
-  headers: CheckedGatewayHeaders,
-  diagnostics: SignatureDiagnostics | undefined,
-): (bodySha256: string) => BodyVerdict {
-  const { timestamp, signature = "", identity } = headers;
-  return (bodySha256) => {
-    const parts = { method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath, bodySha256 };
-    if (verifyGatewaySignature(config.secrets, parts, signature)) return undefined;
-    if (diagnostics) diagnostics.canonicalRequest = canonicalOrUndefined(() => stringToSign(parts));
+// skipVerification: the identity headers are taken at their word (first
+// occurrence of each): the test mode of services behind the gateway.
+class TrustedHead implements AdmittedHead {
+  readonly ok = true;
+  readonly identity: GatewayIdentity | undefined;
+  readonly contentLength: string | undefined;
+  readonly diagnostics = undefined;
+
+  constructor(
+    readonly method: string,
+    readonly fullpath: string,
+    rawHeaders: readonly string[],
+  ) {
+    this.identity = trustedIdentity(rawHeaders);
+    this.contentLength = firstValue(rawHeaders, "content-length");
+  }
+
+  verifyBody(): BodyVerdict {
+    return undefined;
+  }
+}
+
+class V1Head implements AdmittedHead {
+  readonly ok = true;
+  readonly identity: GatewayIdentity;
+  diagnostics: SignatureDiagnostics | undefined = undefined;
+
+  constructor(
+    private readonly config: GatewayAuthConfig,
+    readonly method: string,
+    readonly fullpath: string,
+    private readonly headers: CheckedGatewayHeaders,
+    readonly contentLength: string | undefined,
+  ) {
+    this.identity = identityOf(headers.identity, "v1", config.trustUnsignedIdentity);
+  }
+
+  verifyBody(bodySha256: string): BodyVerdict {
+    const { timestamp, signature = "", identity } = this.headers;
+    const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath: this.fullpath, bodySha256 };
+    if (verifyGatewaySignature(this.config.secrets, parts, signature)) return undefined;
+    if (this.config.exposeRejectionReason) this.diagnostics = { canonicalRequest: canonicalOrUndefined(() => stringToSign(parts)) };
     return "invalid_signature";
-  };
-}
-
-function canonicalOrUndefined(build: () => string): string | undefined {
-  try {
-    return build();
-  } catch {
-    return undefined; // a value that cannot be signed at all: nothing to compare
   }
 }
 
-function v2BodyCheck(
-  config: GatewayAuthConfig,
-  method: string,
-  requestTarget: string,
-  headers: CheckedGatewayHeaders,
-  diagnostics: SignatureDiagnostics | undefined,
-): (bodySha256: string) => BodyVerdict | Promise<BodyVerdict> {
-  const v2 = headers.v2 as NonNullable<CheckedGatewayHeaders["v2"]>;
-  return (bodySha256) => {
+class V2Head implements AdmittedHead {
+  readonly ok = true;
+  readonly identity: GatewayIdentity;
+  diagnostics: SignatureDiagnostics | undefined = undefined;
+
+  constructor(
+    private readonly config: GatewayAuthConfig,
+    readonly method: string,
+    private readonly requestTarget: string,
+    readonly fullpath: string,
+    private readonly headers: CheckedGatewayHeaders,
+    private readonly v2: SignatureV2Headers,
+    readonly contentLength: string | undefined,
+  ) {
+    this.identity = identityOf(headers.identity, "v2", config.trustUnsignedIdentity);
+  }
+
+  verifyBody(bodySha256: string): BodyVerdict | Promise<BodyVerdict> {
+    const { headers, v2, config } = this;
     const parts = {
       keyId: v2.keyId,
-      method,
-      requestTarget,
+      method: this.method,
+      requestTarget: this.requestTarget,
       timestamp: headers.timestamp,
       requestId: v2.requestId,
       bodySha256,
@@ -147,15 +178,25 @@ function v2BodyCheck(
       identity: headers.identityHeaders,
     };
     // Only a request the gateway signed may add its id to the replay store.
-    if (verifyGatewaySignatureV2(config.keyring, parts, v2.signature)) return claimRequestId(config, v2.requestId, headers.timestamp);
+    if (verifyCheckedSignatureV2(config.keyring, parts, v2.signature)) return claimRequestId(config, v2.requestId, headers.timestamp);
     // The request id stays out of logs, like everywhere else: its field shows its length only.
-    if (diagnostics) {
-      diagnostics.canonicalRequest = canonicalOrUndefined(() =>
-        canonicalRequestV2(parts).replace(`\n${v2.requestId.length}:${v2.requestId}\n`, `\n${v2.requestId.length}:<request id>\n`),
-      );
+    if (config.exposeRejectionReason) {
+      this.diagnostics = {
+        canonicalRequest: canonicalOrUndefined(() =>
+          canonicalRequestV2(parts).replace(`\n${v2.requestId.length}:${v2.requestId}\n`, `\n${v2.requestId.length}:<request id>\n`),
+        ),
+      };
     }
     return "invalid_signature";
-  };
+  }
+}
+
+function canonicalOrUndefined(build: () => string): string | undefined {
+  try {
+    return build();
+  } catch {
+    return undefined; // a value that cannot be signed at all: nothing to compare
+  }
 }
 
 /** What an adapter knows of the body before reading it. */
@@ -183,7 +224,7 @@ export function refusalBeforeBody(config: GatewayAuthConfig, body: BodyAhead): B
  * for v2, claims the request id). Rejects when the client goes away mid-body.
  */
 export function readAndVerifyBody(config: GatewayAuthConfig, check: AdmittedHead, stream: Readable): Promise<VerifiedBody> {
-  return readVerifiedBody(stream, check.verifyBody, config.maxBodyBytes);
+  return readVerifiedBody(stream, check, config.maxBodyBytes);
 }
 
 /**
@@ -199,11 +240,17 @@ export function refusalOfBody(body: Exclude<VerifiedBody, { kind: "verified" }>)
   return body.kind === "too_large" ? "body_too_large" : body.reason;
 }
 
-// skipVerification: the identity headers are taken at their word (first
-// occurrence of each): the test mode of services behind the gateway.
 function trustedIdentity(rawHeaders: readonly string[]): GatewayIdentity | undefined {
   const { values } = readGatewayHeaders(rawHeaders);
   const clientId = values.get(gatewayHeader.clientId);
   if (!clientId) return undefined;
   return identityOf(identityFromHeaders(clientId, (name) => values.get(name)), "none", true);
+}
+
+// The first value of a header, by lower-case name, as `req.headers` keeps it.
+function firstValue(rawHeaders: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if ((rawHeaders[i] as string).toLowerCase() === name) return rawHeaders[i + 1];
+  }
+  return undefined;
 }

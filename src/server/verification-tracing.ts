@@ -9,7 +9,13 @@
  * counts outcomes by reason. Never a token, a secret or a signature.
  */
 import type { IncomingHttpHeaders } from "node:http";
-import { libraryTracer, metricsEnabled, openTelemetry, type OpenTelemetryApi } from "../core/open-telemetry.js";
+import {
+  libraryTracer,
+  metricsEnabled,
+  openTelemetry,
+  tracingEnabled,
+  type OpenTelemetryApi,
+} from "../core/open-telemetry.js";
 import type { GatewayIdentity } from "./gateway-identity.js";
 
 type Counter = ReturnType<ReturnType<OpenTelemetryApi["metrics"]["getMeter"]>["createCounter"]>;
@@ -23,32 +29,6 @@ function verifications(api: OpenTelemetryApi): Counter {
   return counter;
 }
 
-/**
- * Runs `verify` (which resolves to what was verified, or throws the refusal)
- * in the verification span. `identityOf` finds the caller in the result;
- * `reasonOf` names the refusal of an error (`invalid_signature`, …), `error`
- * when it is not a refusal.
- */
-export function traceVerification<T>(
-  headers: IncomingHttpHeaders,
-  verify: () => Promise<T>,
-  identityOf: (verified: T) => GatewayIdentity | undefined,
-  reasonOf: (error: unknown) => string | undefined,
-): Promise<T> {
-  const span = startVerificationSpan(headers);
-  if (span === undefined) return verify();
-  return span.run(verify).then(
-    (verified) => {
-      span.end("verified", identityOf(verified));
-      return verified;
-    },
-    (reason: unknown) => {
-      span.end(reasonOf(reason) ?? "error");
-      throw reason;
-    },
-  );
-}
-
 /** A verification in progress, see {@link startVerificationSpan}. */
 export interface VerificationSpan {
   /** Runs `work` with the span active (what it calls continues the trace). */
@@ -58,20 +38,25 @@ export interface VerificationSpan {
 }
 
 /**
- * Starts the verification span of a request whose verification spans several
- * steps (the Fastify plugin's hooks); `undefined` when nothing would be
- * recorded: `@opentelemetry/api` not installed, or installed with neither a
- * tracer provider (the span has no valid context: no trace to continue) nor a
- * meter provider registered — then a request pays for nothing more than this
- * check. A span sampled out by a registered SDK still has a valid context, and
- * is carried on.
+ * Starts the verification span of a request (every adapter: the Fastify
+ * plugin across its hooks, the others around their verification); `undefined`
+ * when nothing would be recorded: `@opentelemetry/api` not installed, or
+ * installed with neither a tracer provider (the span has no valid context: no
+ * trace to continue) nor a meter provider registered — then a request pays
+ * for nothing more than this check, and its headers are not read. A span
+ * sampled out by a registered SDK still has a valid context, and is carried on.
  */
-export function startVerificationSpan(headers: IncomingHttpHeaders): VerificationSpan | undefined {
+export function startVerificationSpan(request: { readonly headers: IncomingHttpHeaders }): VerificationSpan | undefined {
   const api = openTelemetry();
   if (api === undefined) return undefined;
   const active = api.context.active();
   const nested = api.trace.getSpan(active) !== undefined;
-  const parent = nested ? active : api.propagation.extract(active, headers);
+  // Nothing registered at all — no tracer provider, no meter provider, no
+  // propagator, no span active: the span would be a no-op with no valid
+  // context. Said here without reading the headers (which a Node request
+  // builds on first access) or making the span.
+  if (!nested && !tracingEnabled(api) && !metricsEnabled(api) && api.propagation.fields().length === 0) return undefined;
+  const parent = nested ? active : api.propagation.extract(active, request.headers);
   const span = libraryTracer(api).startSpan(
     "connect-gateway verification",
     { kind: nested ? api.SpanKind.INTERNAL : api.SpanKind.SERVER },

@@ -55,11 +55,32 @@ export const KEY_ID = /^[A-Za-z0-9._-]{1,64}$/;
  */
 export function canonicalRequestV2(parts: SigningPartsV2): string {
   check(KEY_ID.test(parts.keyId), "keyId must be 1-64 characters of A-Z a-z 0-9 . _ -");
-  check(TOKEN.test(parts.method), "method must be an HTTP token");
-  check(TARGET.test(parts.requestTarget), "requestTarget must be a non-empty request-target without spaces or control characters");
+  checkMethodAndTarget(parts);
   check(DIGITS.test(parts.timestamp), "timestamp must be unix seconds (digits only)");
   check(REQUEST_ID.test(parts.requestId), "requestId must be 22-128 characters of base64url");
   check(SHA256_HEX.test(parts.bodySha256), "bodySha256 must be 64 lower-case hex characters");
+  return canonicalOfCheckedParts(parts);
+}
+
+/**
+ * {@link canonicalRequestV2} for a verifier whose header check already
+ * proved the key id, the timestamp and the request id well-formed (with the
+ * same patterns) and whose body hash is its own hex digest: the same string,
+ * or the same error for the method, request-target and header values, which
+ * are still checked here. Not exported from the module.
+ */
+export function canonicalOfCheckedIds(parts: SigningPartsV2): string {
+  checkMethodAndTarget(parts);
+  return canonicalOfCheckedParts(parts);
+}
+
+function checkMethodAndTarget(parts: SigningPartsV2): void {
+  check(TOKEN.test(parts.method), "method must be an HTTP token");
+  check(TARGET.test(parts.requestTarget), "requestTarget must be a non-empty request-target without spaces or control characters");
+}
+
+// The string itself; each header value is checked as it is added.
+function canonicalOfCheckedParts(parts: SigningPartsV2): string {
   let canonical =
     SIGNATURE_V2_LABEL +
     "\n" +

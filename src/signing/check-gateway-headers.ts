@@ -7,7 +7,11 @@ import {
   type IdentityHeaderName,
 } from "./gateway-headers.js";
 import type { GatewayRejectionReason } from "./gateway-rejection-reason.js";
-import { identityFromHeaders, type IdentityHeaderValues } from "./identity-headers.js";
+import {
+  identityFieldHeader,
+  type IdentityField,
+  type IdentityHeaderValues,
+} from "./identity-headers.js";
 import { isDigits, isSignableId } from "./string-to-sign.js";
 
 /** The v2 signature headers of a request (docs/signature-v2.md §1). */
@@ -61,7 +65,17 @@ export interface CheckGatewayHeadersOptions {
   readonly maxSkewSeconds: number;
 }
 
-const SIGNATURE_V2 = /^([A-Za-z0-9._-]{1,64}):([0-9a-f]{64})$/;
+// What `X-Gateway-Signature-V2` must be: `/^([A-Za-z0-9._-]{1,64}):([0-9a-f]{64})$/`,
+// checked below without a regular expression (a key id, checked with KEY_ID,
+// has no colon; the signature is 64 lower-case hex digits).
+function isLowerHex64(value: string): boolean {
+  if (value.length !== 64) return false;
+  for (let i = 0; i < 64; i++) {
+    const c = value.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
 
 /** The headers of a request that matter to a verifier, as {@link readGatewayHeaders} found them. */
 export interface ReceivedGatewayHeaders {
@@ -102,6 +116,73 @@ export function readGatewayHeaders(rawHeaders: readonly string[]): ReceivedGatew
   return { values, repeated, unsignedIdentity };
 }
 
+// The headers the verifier reads, each in its slot: one pass over
+// `rawHeaders`, no map built per request (the verifier's hot path).
+const TIMESTAMP = 0;
+const SIGNATURE = 1;
+const SIGNATURE_V2_SLOT = 2;
+const REQUEST_ID_SLOT = 3;
+const CONTENT_TYPE = 4;
+const CONTENT_ENCODING = 5;
+/** Not a gateway header: read for the verifier's early size check, never counted as repeated. */
+const CONTENT_LENGTH = 6;
+/** The identity headers follow, in the order of {@link identityHeaderNames}. */
+const IDENTITY = 7;
+const SLOT_COUNT = IDENTITY + identityHeaderNames.length;
+
+const SLOTS: ReadonlyMap<string, number> = new Map<string, number>([
+  [gatewayHeader.timestamp, TIMESTAMP],
+  [gatewayHeader.signature, SIGNATURE],
+  [gatewayHeader.signatureV2, SIGNATURE_V2_SLOT],
+  [gatewayHeader.requestId, REQUEST_ID_SLOT],
+  ["content-type", CONTENT_TYPE],
+  ["content-encoding", CONTENT_ENCODING],
+  ["content-length", CONTENT_LENGTH],
+  ...identityHeaderNames.map((name, i) => [name, IDENTITY + i] as [string, number]),
+]);
+
+/** What {@link scanGatewayHeaders} found: the same as {@link readGatewayHeaders}, by slot. */
+interface ScannedHeaders {
+  /** The first value of each slot's header, `undefined` when absent. */
+  readonly slots: (string | undefined)[];
+  readonly repeated: boolean;
+  readonly unsignedIdentity: boolean;
+}
+
+/**
+ * {@link readGatewayHeaders}, for the verifier: the same first occurrences,
+ * repeats and unsigned identity headers, in fixed slots rather than a map;
+ * only names starting with `x` or `c` (either case) are lower-cased. A
+ * gateway-controlled name without a slot (`X-Gateway-Foo`, `X-User-Admin`)
+ * is still checked for repeats.
+ */
+function scanGatewayHeaders(rawHeaders: readonly string[]): ScannedHeaders {
+  const slots = new Array<string | undefined>(SLOT_COUNT).fill(undefined);
+  let repeated = false;
+  let unsignedIdentity = false;
+  let others: Set<string> | undefined;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const raw = rawHeaders[i] as string;
+    const first = raw.charCodeAt(0) | 0x20; // ASCII letters to lower case
+    if (first !== 120 /* x */ && first !== 99 /* c */) continue;
+    const name = raw.toLowerCase();
+    const slot = SLOTS.get(name);
+    if (slot !== undefined) {
+      if (slots[slot] === undefined) slots[slot] = rawHeaders[i + 1] as string;
+      else if (slot !== CONTENT_LENGTH) repeated = true;
+      continue; // a slot's name is spelled as the gateway spells it: never an unsigned identity header
+    }
+    if (first !== 120) continue;
+    if (isControlledLowerCase(name)) {
+      others ??= new Set();
+      if (others.has(name)) repeated = true;
+      else others.add(name);
+    }
+    if (isUnsignedIdentityLowerCase(name)) unsignedIdentity = true;
+  }
+  return { slots, repeated, unsignedIdentity };
+}
+
 /**
  * Everything that can be checked before the body is read: no gateway,
  * identity or content header is repeated; the required headers are present
@@ -116,25 +197,47 @@ export function checkGatewayHeaders(
   rawHeaders: readonly string[],
   options: CheckGatewayHeadersOptions,
 ): GatewayHeaderCheck {
-  const { values, repeated, unsignedIdentity } = readGatewayHeaders(rawHeaders);
-  const v2Header = values.get(gatewayHeader.signatureV2);
-  const timestamp = values.get(gatewayHeader.timestamp);
-  const clientId = values.get(gatewayHeader.clientId);
-  const signature = values.get(gatewayHeader.signature);
-  const requestId = values.get(gatewayHeader.requestId);
+  const check = checkScannedHeaders(scanGatewayHeaders(rawHeaders), options);
+  return check.ok ? { ok: true, headers: check.headers } : check;
+}
+
+/** {@link checkGatewayHeaders}, with the request's declared `Content-Length` (its first value). */
+export type ScannedHeaderCheck =
+  | { readonly ok: true; readonly headers: CheckedGatewayHeaders; readonly contentLength: string | undefined }
+  | { readonly ok: false; readonly reason: GatewayRejectionReason };
+
+/**
+ * {@link checkGatewayHeaders} for a verifier, which also needs the declared
+ * `Content-Length` (the first one, as Node's `req.headers` keeps it): read in
+ * the same pass, so that `req.headers` need not be built for it.
+ */
+export function checkRequestHeaders(rawHeaders: readonly string[], options: CheckGatewayHeadersOptions): ScannedHeaderCheck {
+  return checkScannedHeaders(scanGatewayHeaders(rawHeaders), options);
+}
+
+function checkScannedHeaders(scanned: ScannedHeaders, options: CheckGatewayHeadersOptions): ScannedHeaderCheck {
+  const { slots, repeated, unsignedIdentity } = scanned;
+  const v2Header = slots[SIGNATURE_V2_SLOT];
+  const timestamp = slots[TIMESTAMP];
+  const clientId = slots[IDENTITY];
+  const signature = slots[SIGNATURE];
+  const requestId = slots[REQUEST_ID_SLOT];
   if (repeated) return { ok: false, reason: "malformed_gateway_headers" };
   let v2: SignatureV2Headers | undefined;
   if (v2Header !== undefined) {
     if (!timestamp || !clientId || !requestId || !v2Header) return { ok: false, reason: "missing_gateway_headers" };
-    const parsed = SIGNATURE_V2.exec(v2Header);
-    if (parsed === null || !isDigits(timestamp) || !REQUEST_ID.test(requestId) || !KEY_ID.test(parsed[1] as string)) {
+    // `<key id>:<64 lower-case hex>`, as SIGNATURE_V2 reads it (a key id has no colon).
+    const colon = v2Header.indexOf(":");
+    const keyId = v2Header.slice(0, colon);
+    const signatureV2 = v2Header.slice(colon + 1);
+    if (colon < 1 || !isLowerHex64(signatureV2) || !isDigits(timestamp) || !REQUEST_ID.test(requestId) || !KEY_ID.test(keyId)) {
       return { ok: false, reason: "malformed_gateway_headers" };
     }
     if (unsignedIdentity) return { ok: false, reason: "unsigned_identity" };
-    v2 = { keyId: parsed[1] as string, signature: parsed[2] as string, requestId };
+    v2 = { keyId, signature: signatureV2, requestId };
   } else {
     if (!timestamp || !signature || !clientId) return { ok: false, reason: "missing_gateway_headers" };
-    const userId = values.get(gatewayHeader.userId);
+    const userId = slots[IDENTITY + 1];
     if (!isDigits(timestamp) || !isSignableId(clientId) || !isSignableId(userId ?? "")) {
       return { ok: false, reason: "malformed_gateway_headers" };
     }
@@ -144,9 +247,9 @@ export function checkGatewayHeaders(
     return { ok: false, reason: "timestamp_out_of_window" };
   }
   const identityHeaders: Partial<Record<IdentityHeaderName, string>> = {};
-  for (const name of identityHeaderNames) {
-    const value = values.get(name);
-    if (value !== undefined) identityHeaders[name] = value;
+  for (let i = 0; i < identityHeaderNames.length; i++) {
+    const value = slots[IDENTITY + i];
+    if (value !== undefined) identityHeaders[identityHeaderNames[i] as IdentityHeaderName] = value;
   }
   return {
     ok: true,
@@ -154,10 +257,42 @@ export function checkGatewayHeaders(
       timestamp,
       signature,
       v2,
-      contentType: values.get("content-type"),
-      contentEncoding: values.get("content-encoding"),
+      contentType: slots[CONTENT_TYPE],
+      contentEncoding: slots[CONTENT_ENCODING],
       identityHeaders,
-      identity: identityFromHeaders(clientId, (name) => identityHeaders[name]),
+      identity: identityFromSlots(clientId, slots),
     },
+    contentLength: slots[CONTENT_LENGTH],
   };
+}
+
+// identityFromHeaders over the slots: the same object, without a lookup
+// closure per request. The mapped type makes the compiler name any identity
+// field added later, so that none is forgotten here.
+const slotOf = (field: Exclude<IdentityField, "clientId">) => IDENTITY + identityHeaderNames.indexOf(identityFieldHeader[field]);
+const USER_ID = slotOf("userId");
+const EMAIL = slotOf("email");
+const FIRST_NAME = slotOf("firstName");
+const LAST_NAME = slotOf("lastName");
+const SCOPES = slotOf("scopes");
+const ORG_ID = slotOf("orgId");
+const ROLE = slotOf("role");
+
+function identityFromSlots(clientId: string, slots: readonly (string | undefined)[]): IdentityHeaderValues {
+  const scopes = slots[SCOPES];
+  const values: { [F in IdentityField]-?: IdentityHeaderValues[F] } = {
+    clientId,
+    userId: slots[USER_ID],
+    email: slots[EMAIL],
+    firstName: slots[FIRST_NAME],
+    lastName: slots[LAST_NAME],
+    scopes: scopes === undefined ? undefined : scopes.split(" ").filter(nonEmpty),
+    orgId: slots[ORG_ID],
+    role: slots[ROLE],
+  };
+  return values;
+}
+
+function nonEmpty(scope: string): boolean {
+  return scope !== "";
 }

@@ -23,7 +23,7 @@ import {
   type RequestCheck,
 } from "../request-check.js";
 import type { VerifiedBody } from "../verified-body.js";
-import { traceVerification } from "../verification-tracing.js";
+import { startVerificationSpan } from "../verification-tracing.js";
 import type { PreVerifiedRequest, VerifiedRequests } from "../verified-requests.js";
 import { fullpathOf } from "../../signing/index.js";
 
@@ -163,7 +163,7 @@ function guarded(config: GatewayAuthConfig, handler: UniversalHandler): Universa
     // middleware parsed from the bytes it verified: pass it on as it is.
     if (verification.preVerified !== undefined && !isAsyncIterable(req.body)) return handler(req);
     verification.source = req.body;
-    return handler({ ...req, body: verifiedChunks(config, verification) });
+    return handler({ ...req, body: new VerifiedChunks(config, verification) });
   };
   return Object.assign(guard, handler);
 }
@@ -173,11 +173,12 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<Uint8Array> {
 }
 
 function verify(config: GatewayAuthConfig, req: NodeRequest): RequestVerification {
+  const check = checkRequestHead(config, req);
   return {
-    check: checkRequestHead(config, req),
+    check,
     holdsBody: !config.skipVerification,
     consumedEarly: bodyWasConsumed(req),
-    contentLength: req.headers["content-length"],
+    contentLength: check.ok ? check.contentLength : undefined,
     http1: req.httpVersionMajor === 1,
     request: req,
     preVerified: undefined,
@@ -192,7 +193,7 @@ function alreadyVerified(req: NodeRequest, pre: PreVerifiedRequest): RequestVeri
   const fullpath = fullpathOf(req.url ?? "");
   const byteLength = pre.chunks.reduce((n, c) => n + c.byteLength, 0);
   return {
-    check: { ok: true, method: req.method ?? "", fullpath, identity: pre.identity, verifyBody: () => undefined },
+    check: { ok: true, method: req.method ?? "", fullpath, identity: pre.identity, contentLength: undefined, verifyBody: () => undefined },
     holdsBody: true,
     consumedEarly: false,
     contentLength: undefined,
@@ -250,27 +251,36 @@ function missingWiringError(): ConnectError {
 
 // A minimal async iterator rather than an async generator: this runs on
 // every call, and a generator's machinery measured several times the cost of
-// the hashing and HMAC it wraps.
-function verifiedChunks(config: GatewayAuthConfig, verification: RequestVerification): AsyncIterable<Uint8Array> {
-  let chunks: Uint8Array[] | undefined;
-  let next = 0;
-  const take = (body: VerifiedBody): IteratorResult<Uint8Array> => {
-    if (body.kind !== "verified") throw bodyError(config, verification.check, body);
-    chunks ??= body.chunks;
-    if (next >= chunks.length) return { done: true, value: undefined };
-    const chunk = chunks[next] as Uint8Array;
+// the hashing and HMAC it wraps. A class, so that a call allocates one object
+// rather than a set of closures.
+class VerifiedChunks implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Array> {
+  private chunks: Uint8Array[] | undefined;
+  private next_ = 0;
+
+  constructor(
+    private readonly config: GatewayAuthConfig,
+    private readonly verification: RequestVerification,
+  ) {}
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<Uint8Array>> {
+    const body = await bodyOf(this.config, this.verification);
+    if (body.kind !== "verified") throw bodyError(this.config, this.verification.check, body);
+    const chunks = (this.chunks ??= body.chunks);
+    if (this.next_ >= chunks.length) return { done: true, value: undefined };
+    const chunk = chunks[this.next_] as Uint8Array;
     // Drop each reference once handed over, so connect's copy can replace it.
-    chunks[next++] = EMPTY;
+    chunks[this.next_++] = EMPTY;
     return { done: false, value: chunk };
-  };
-  const iterator: AsyncIterator<Uint8Array> = {
-    next: () => bodyOf(config, verification).then(take),
-    return: () => {
-      if (chunks !== undefined) chunks.length = 0;
-      return Promise.resolve({ done: true, value: undefined });
-    },
-  };
-  return { [Symbol.asyncIterator]: () => iterator };
+  }
+
+  return(): Promise<IteratorResult<Uint8Array>> {
+    if (this.chunks !== undefined) this.chunks.length = 0;
+    return Promise.resolve({ done: true, value: undefined });
+  }
 }
 
 const EMPTY = new Uint8Array(0);
@@ -278,12 +288,17 @@ const EMPTY = new Uint8Array(0);
 async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<void> {
   const verification = ctx.values.get(verificationKey);
   if (verification === undefined) throw missingWiringError();
-  const identity = await traceVerification(
-    verification.request.headers,
-    () => verifiedIdentity(config, ctx, verification),
-    (identity) => identity,
-    (error) => (error instanceof ConnectError ? refusalKinds.get(error) : undefined),
-  );
+  const span = startVerificationSpan(verification.request);
+  let identity: GatewayIdentity | undefined;
+  try {
+    identity = await (span === undefined
+      ? verifiedIdentity(config, ctx, verification)
+      : span.run(() => verifiedIdentity(config, ctx, verification)));
+  } catch (error) {
+    span?.end((error instanceof ConnectError ? refusalKinds.get(error) : undefined) ?? "error");
+    throw error;
+  }
+  span?.end("verified", identity);
   setVerifiedIdentity(ctx.values, config, identity);
 }
 
@@ -342,5 +357,5 @@ function connectError(rejection: Rejection, cause?: unknown): ConnectError {
   return error;
 }
 
-/** The kind of each refusal made here, for the verification span (see traceVerification). */
+/** The kind of each refusal made here, for the verification span (see admit). */
 const refusalKinds = new WeakMap<ConnectError, RejectionKind>();

@@ -85,14 +85,14 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
   const plugin: FastifyLikePlugin = (instance, _options, done) => {
     instance.decorateRequest("gateway", undefined);
     instance.addHook("onRequest", async (req, reply) => {
-      const span = startVerificationSpan(req.raw.headers);
+      const span = startVerificationSpan(req.raw);
       const check = checkRequestHead(config, req.raw);
       if (!check.ok) {
         span?.end(check.reason);
         return refuse(reply, rejectionOf(config, check.reason, check));
       }
       // Fastify's parser has not run yet: the body is still unread.
-      const early = refusalBeforeBody(config, { consumed: false, contentLength: req.raw.headers["content-length"] });
+      const early = refusalBeforeBody(config, { consumed: false, contentLength: check.contentLength });
       if (early !== undefined) {
         span?.end(early);
         return refuse(reply, rejectionOf(config, early, check));

@@ -5,9 +5,10 @@ import { bodyWasConsumed } from "../body-was-consumed.js";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
 import type { GatewayIdentity } from "../gateway-identity.js";
-import { rejectionOf, type Rejection, type RejectionKind } from "../rejections.js";
+import { rejectionOf, type Rejection } from "../rejections.js";
 import { checkRequestHead, readAndVerifyBody, refusalBeforeBody, refusalOfBody } from "../request-check.js";
-import { traceVerification } from "../verification-tracing.js";
+import { startVerificationSpan, type VerificationSpan } from "../verification-tracing.js";
+import type { VerifiedBody } from "../verified-body.js";
 
 /** A verified plain-Node request: who is calling, and the exact body bytes. */
 export interface VerifiedNodeRequest {
@@ -40,47 +41,66 @@ export function verifyNodeRequest(
   // Express rewrites `url` under a mount point; the raw target is `originalUrl`.
   requestTarget: string | undefined = req.url,
 ): Promise<VerifiedNodeRequest | undefined> {
-  let refused: RejectionKind | undefined;
-  const answer = (rejection: Rejection): undefined => {
-    refused = rejection.kind;
-    return refuse(res, rejection);
-  };
-  return traceVerification(
-    req.headers,
-    async () => (await verifyAndAnswer(config, req, answer, requestTarget)) ?? Promise.reject(REFUSED),
-    (verified) => verified.identity,
-    (error) => (error === REFUSED ? refused : undefined),
-  ).catch((error: unknown) => {
-    if (error === REFUSED) return undefined;
-    throw error;
-  });
+  const span = startVerificationSpan(req);
+  if (span === undefined) return verifyAndAnswer(config, req, res, requestTarget, undefined);
+  return span.run(() => verifyAndAnswer(config, req, res, requestTarget, span));
 }
 
-/** What {@link verifyNodeRequest}'s span sees of a request it refused (and answered). */
-const REFUSED = Symbol("refused");
-
+/**
+ * The verification itself: the result, or `undefined` once the refusal is
+ * answered. Ends the span, when there is one, with the outcome: `verified`,
+ * the refusal's kind, or `error` for an unexpected failure.
+ */
 async function verifyAndAnswer(
   config: GatewayAuthConfig,
   req: NodeRequest,
-  answer: (rejection: Rejection) => undefined,
+  res: NodeResponse,
   requestTarget: string | undefined,
+  span: VerificationSpan | undefined,
 ): Promise<VerifiedNodeRequest | undefined> {
-  const check = checkRequestHead(config, { method: req.method, url: requestTarget, rawHeaders: req.rawHeaders });
-  if (!check.ok) return answer(rejectionOf(config, check.reason, check));
-  const early = refusalBeforeBody(config, {
-    consumed: bodyWasConsumed(req),
-    contentLength: req.headers["content-length"],
-  });
-  if (early !== undefined) return answer(rejectionOf(config, early, check));
-  const body = await readAndVerifyBody(config, check, req).catch(() => undefined);
-  // The client went away mid-body: a rejected promise here would crash a
-  // plain `async (req, res) =>` handler's process, so answer (to nobody) instead.
-  if (body === undefined) return answer(rejectionOf(config, "body_cut_off", check));
-  if (body.kind !== "verified") return answer(rejectionOf(config, refusalOfBody(body), check));
-  const bytes = asOneBuffer(body.chunks, body.byteLength);
+  let refusal: Rejection | undefined;
+  let verified: VerifiedNodeRequest | undefined;
+  try {
+    const check = checkRequestHead(config, { method: req.method, url: requestTarget, rawHeaders: req.rawHeaders });
+    if (!check.ok) {
+      refusal = rejectionOf(config, check.reason, check);
+    } else {
+      const early = refusalBeforeBody(config, { consumed: bodyWasConsumed(req), contentLength: check.contentLength });
+      if (early !== undefined) {
+        refusal = rejectionOf(config, early, check);
+      } else {
+        let body: VerifiedBody | undefined;
+        try {
+          body = await readAndVerifyBody(config, check, req);
+        } catch {
+          // The client went away mid-body: a rejected promise here would crash a
+          // plain `async (req, res) =>` handler's process, so answer (to nobody) instead.
+          body = undefined;
+        }
+        if (body === undefined) refusal = rejectionOf(config, "body_cut_off", check);
+        else if (body.kind !== "verified") refusal = rejectionOf(config, refusalOfBody(body), check);
+        else verified = verifiedRequest(config, check.identity, body.chunks, body.byteLength);
+      }
+    }
+    if (refusal !== undefined) refuse(res, refusal);
+  } catch (error) {
+    span?.end("error");
+    throw error;
+  }
+  if (refusal !== undefined) span?.end(refusal.kind);
+  else span?.end("verified", verified?.identity);
+  return verified;
+}
+
+function verifiedRequest(
+  config: GatewayAuthConfig,
+  identity: GatewayIdentity | undefined,
+  chunks: readonly Uint8Array[],
+  byteLength: number,
+): VerifiedNodeRequest {
   const values = createContextValues();
-  setVerifiedIdentity(values, config, check.identity);
-  return { identity: check.identity, body: bytes, values };
+  setVerifiedIdentity(values, config, identity);
+  return { identity, body: asOneBuffer(chunks, byteLength), values };
 }
 
 // A single chunk is handed over as is; several are joined once (the chunks
