@@ -86,6 +86,9 @@ describe("bufferedBodyParser", () => {
     expect(body).toBeUndefined();
     expect([error?.code, error?.statusCode]).toEqual(["FST_ERR_CTP_BODY_TOO_LARGE", 413]);
     expect(payload.listenerCount("data")).toBe(0);
+    // The caller going away after the refusal: its stream's failure is not an unhandled 'error'.
+    expect(() => payload.destroy(new Error("caller went away"))).not.toThrow();
+    await new Promise((resolve) => payload.once("close", resolve));
   });
 
   it("refuses a declared Content-Length over the limit before reading a byte", async () => {

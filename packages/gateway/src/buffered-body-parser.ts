@@ -17,6 +17,8 @@ const GATHER_BLOCK = 16 * 1024;
 
 type Done = (error: Error | null, body?: BufferedBody) => void;
 
+const ignoreLateError = (): void => {};
+
 /**
  * The gateway's content-type parser for forwarded bodies (every content type):
  * reads the request stream to its end, at most `bodyLimit` bytes, hashing
@@ -110,6 +112,10 @@ class BodyReader {
     this.#payload.removeListener("data", this.#onData);
     this.#payload.removeListener("end", this.#onEnd);
     this.#payload.removeListener("error", this.#onEnd);
+    // The rest of a refused body still flows (and is dropped): should the
+    // caller then go away, that failure is nobody's business, never an
+    // unhandled 'error' (an HTTP/2 request stream emits it unguarded).
+    this.#payload.on("error", ignoreLateError);
   }
 
   /** Hashes a chunk, in order, and keeps it as it is. */
