@@ -10,9 +10,11 @@ import type { Code } from "@connectrpc/connect";
  * Why loaded on first need rather than imported: those modules bring
  * `@bufbuild/protobuf` with them, about 100 ms of module loading — a third
  * of the gateway's start-up — for answers that only errors and shutdowns
- * need. The gateway starts loading them as soon as it listens
- * ({@link loadConnectAnswers}, in the background), so in practice the first
- * such answer finds them ready; one that comes earlier waits for the load.
+ * need. They load with the first such answer, which waits for them once
+ * (a streamed answer starts loading them as it begins). Not loaded in the
+ * background at start-up: that would hold the event loop for the first
+ * calls to arrive, and a call caught by a shutdown at that moment would be
+ * cut as an idle connection.
  */
 export interface ConnectAnswers {
   /** A Connect unary error: the code's HTTP status and the JSON error body. */

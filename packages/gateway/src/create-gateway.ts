@@ -4,7 +4,6 @@ import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
-import { loadConnectAnswers } from "./connect-answers.js";
 import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
@@ -16,7 +15,7 @@ import { connectRateLimitStore, memoryWindowCounter, type RateLimitStore } from 
 import { createResponseCache } from "./response-cache.js";
 import { routeMethods, type RoutesFile } from "./routes-file.js";
 import { createRouteParameterGuard } from "./route-parameters.js";
-import { createTokenVerifier, loadJose } from "./token-verifier.js";
+import { createTokenVerifier } from "./token-verifier.js";
 import { registerUpstream, type ForwardingRoute, type Upstream } from "./upstream-forwarder.js";
 
 /** A gateway built by {@link createGateway}. */
@@ -216,13 +215,7 @@ export function createGateway(options: GatewayConfig): Gateway {
     await store?.close();
   });
 
-  // Listening: now load what start-up could do without (see connect-answers.ts, loadJose).
-  const warmUp = () => {
-    const loads: Promise<unknown>[] = [loadConnectAnswers()];
-    if (config.tokens.jwks !== undefined) loads.push(loadJose());
-    Promise.all(loads).catch((error: unknown) => app.log.error({ err: error }, "cannot load a module the gateway needs"));
-  };
-  return gatewayHandle(app, routes, drainTimeoutMs, warmUp);
+  return gatewayHandle(app, routes, drainTimeoutMs);
 }
 
 function registerRateLimit(
@@ -244,7 +237,7 @@ function registerRateLimit(
   });
 }
 
-function gatewayHandle(app: FastifyInstance, routes: RoutesFile, drainTimeoutMs: number, warmUp: () => void): Gateway {
+function gatewayHandle(app: FastifyInstance, routes: RoutesFile, drainTimeoutMs: number): Gateway {
   let url: string | undefined;
   return {
     app,
@@ -256,7 +249,6 @@ function gatewayHandle(app: FastifyInstance, routes: RoutesFile, drainTimeoutMs:
       // A wildcard address is reached through loopback.
       const host = [undefined, "0.0.0.0", "::"].includes(options.host) ? "127.0.0.1" : (options.host as string);
       url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-      warmUp();
       return url;
     },
     get url() {

@@ -62,7 +62,7 @@ export class EnvelopedRelay extends Readable {
     this.#protocol = protocol;
     this.#target = target;
     this.#endFlag = protocol === "connect-stream" ? CONNECT_END_STREAM_FLAG : protocol === "grpc-web" ? GRPC_WEB_TRAILER_FLAG : 0;
-    // The endings come from the Connect encoders: the gateway loads them once it listens.
+    // The endings come from the Connect encoders, loaded on first need: start now.
     if (connectAnswersNow() === undefined) void loadConnectAnswers().catch(() => {});
     source.on("data", this.#onData);
     source.once("end", this.#onEnd);

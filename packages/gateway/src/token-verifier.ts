@@ -9,12 +9,12 @@ type Jose = typeof import("jose");
 let joseLoading: Promise<Jose> | undefined;
 
 /**
- * jose, loaded the first time an RS256/ES256 token is verified (or when the
- * gateway has started listening, see createGateway) rather than imported:
+ * jose, loaded the first time an RS256/ES256 token is verified rather than
+ * imported:
  * it is a tenth of the gateway's start-up, and a gateway without a JWKS
  * never needs it.
  */
-export function loadJose(): Promise<Jose> {
+function loadJose(): Promise<Jose> {
   joseLoading ??= import("jose").catch((error: unknown) => {
     joseLoading = undefined;
     throw error;
