@@ -1,6 +1,7 @@
 import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import type { ResolvedGatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
+import { routePatternOf } from "./request-state.js";
 
 const PINO_WARN = 40;
 /** fastify's own warning for a streamed answer that failed once its headers were out. */
@@ -44,7 +45,7 @@ export class GatewayLogController extends LogController {
     const query = url.indexOf("?");
     const fields = {
       method: request.method,
-      route: request.routeOptions.url,
+      route: routePatternOf(request),
       path: query === -1 ? url : url.slice(0, query),
       remoteAddress: request.ip,
       statusCode: reply.statusCode,

@@ -21,6 +21,7 @@ import {
   type Span,
   type TextMapGetter,
 } from "@opentelemetry/api";
+import { routePatternOf } from "./request-state.js";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
@@ -59,7 +60,7 @@ export function startHop(request: FastifyRequest): void {
   // registered: the API's no-ops): a request costs these two checks, no span.
   if (!tracerRegistered() && propagation.fields().length === 0) return;
   const parent = propagation.extract(ROOT_CONTEXT, request.headers, headerGetter);
-  const route = request.routeOptions.url;
+  const route = routePatternOf(request);
   const backend = route === undefined ? undefined : /^\/backend\/([^/]+)\/\*$/.exec(route)?.[1];
   const span = tracer().startSpan(
     route === undefined ? `connect-gateway ${request.method}` : `connect-gateway ${request.method} ${route}`,

@@ -13,10 +13,11 @@ import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
 import { EnvelopedRelay } from "./enveloped-relay.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { logCallerGone } from "./gateway-logger.js";
-import { H2cUpstreamPool } from "./h2c-upstream-pool.js";
+import type { H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { forwardedTraceContext } from "./hop-tracing.js";
 import type { CallerIdentity } from "./identity-claims.js";
-import { callerOf, type ForwardingRouteConfig } from "./request-caller.js";
+import { callerOf, callOf, FORWARDING_URL, routeOf, setCall, type RouteTarget } from "./request-state.js";
+import type { RouteMatch } from "./route-table.js";
 import {
   cacheableHeaders,
   isCacheable,
@@ -25,6 +26,7 @@ import {
   type ResponseCache,
 } from "./response-cache.js";
 import type { UpstreamAccess } from "./routes-file.js";
+import { UPSTREAM_POOL, type UpstreamDispatcher } from "./upstream-dispatcher.js";
 
 /** One upstream server: every route forwarding to it shares its connection pool. */
 export interface Upstream {
@@ -34,11 +36,8 @@ export interface Upstream {
   readonly http2: boolean;
 }
 
-/** A fastify route that forwards to an {@link Upstream}. */
+/** A routes file entry (a route, or a backend's `/backend/<name>/*`) that forwards to an {@link Upstream}. */
 export interface ForwardingRoute {
-  readonly methods: readonly HTTPMethods[];
-  /** The fastify URL pattern (`/api/v1/agents/:id`, `/backend/echo/*`). */
-  readonly url: string;
   readonly access: UpstreamAccess;
   /** The path prefix of the upstream URL, prepended to what is forwarded (`""` for none). */
   readonly basePath: string;
@@ -52,6 +51,7 @@ export interface ForwardingRoute {
 export interface ForwarderContext {
   readonly hmacSecret: string;
   readonly cache: ResponseCache;
+  readonly dispatcher: UpstreamDispatcher;
 }
 
 /** The upstream answer @fastify/reply-from hands to `onResponse` (its types say otherwise). */
@@ -62,29 +62,53 @@ interface UpstreamResponse {
 }
 
 /**
- * Registers `routes` in their own fastify scope with one @fastify/reply-from
- * instance for `upstream` (reply-from's HTTP/2 client needs a fixed base, and
- * a scope per upstream keeps each pool separate).
+ * A forwarding route with what every call on it shares, fixed when the
+ * gateway starts: the target of its entry in the gateway's route table.
  */
-export async function registerUpstream(
+export interface RouteForwarding extends RouteTarget {
+  readonly upstream: Upstream;
+  readonly route: ForwardingRoute;
+  readonly context: ForwarderContext;
+  /** The h2c pool of an HTTP/2 upstream (see UpstreamDispatcher). */
+  readonly h2c: H2cUpstreamPool | undefined;
+  /** reply-from's options, the same object for every call without a body or with one in several chunks. */
+  readonly options: FastifyReplyFromHooks;
+}
+
+/** Builds what every call on `route` shares. */
+export function routeForwarding(upstream: Upstream, route: ForwardingRoute, context: ForwarderContext): RouteForwarding {
+  return {
+    access: route.access,
+    upstream,
+    route,
+    context,
+    h2c: upstream.http2 ? context.dispatcher.h2cPool(upstream.origin) : undefined,
+    // reply-from's types allow for any server; these run on the gateway's own requests and replies.
+    options: {
+      timeout: route.access.timeoutMs,
+      retryDelay: neverRetry,
+      rewriteRequestHeaders: withGatewayHeaders as FastifyReplyFromHooks["rewriteRequestHeaders"],
+      rewriteHeaders: withoutResponseHopByHop,
+      onResponse: relayAnswer as FastifyReplyFromHooks["onResponse"],
+      onError: answerUpstreamFailure as FastifyReplyFromHooks["onError"],
+    },
+  };
+}
+
+/**
+ * Registers the one fastify route every forwarded request takes (any path,
+ * each of `methods`), in a scope of its own with one @fastify/reply-from
+ * instance over the upstream dispatcher. The gateway's route table has
+ * already matched the request (see RouteTable): a request it matched
+ * nothing for is refused here with 404, before its body is read or the rate
+ * limit counts it.
+ */
+export async function registerForwarding(
   app: FastifyInstance,
-  upstream: Upstream,
-  routes: readonly ForwardingRoute[],
-  context: ForwarderContext,
+  methods: readonly HTTPMethods[],
+  dispatcher: UpstreamDispatcher,
 ): Promise<void> {
   await app.register(async (scope) => {
-    // h2c goes through the gateway's own session pool (see H2cUpstreamPool):
-    // reply-from's HTTP/2 client lets a session error kill the process.
-    const h2c = upstream.http2
-      ? new H2cUpstreamPool(upstream.origin, {
-          // Each call on the session logs its own failure; this is only the detail.
-          onSessionError: (error) => scope.log.debug({ err: error, upstream: upstream.origin }, "upstream HTTP/2 session failed"),
-        })
-      : undefined;
-    if (h2c !== undefined) scope.addHook("onClose", (_instance, done) => {
-      h2c.close();
-      done();
-    });
     // A caller that goes away mid-call is normal traffic, not a gateway failure:
     // one info line, and a 499 (nginx's "client closed request") for the access
     // log; anything else goes on to the gateway's error handler.
@@ -99,39 +123,30 @@ export async function registerUpstream(
     // initialConfig always has fastify's resolved bodyLimit (1 MiB unless set).
     scope.addContentTypeParser("*", bufferedBodyParser(scope.initialConfig.bodyLimit ?? 1024 * 1024));
     await scope.register(replyFrom, {
-      base: upstream.origin,
-      // reply-from turns TLS verification off unless told otherwise.
-      undici:
-        h2c !== undefined
-          ? (h2c as unknown as Extract<NonNullable<FastifyReplyFromOptions["undici"]>, { request: unknown }>)
-          : { connections: 128, pipelining: 1, connect: { rejectUnauthorized: true } },
+      // Every upstream connection is the dispatcher's (reply-from's own
+      // HTTP/2 client lets a session error kill the process).
+      undici: dispatcher as unknown as Extract<NonNullable<FastifyReplyFromOptions["undici"]>, { request: unknown }>,
       disableRequestLogging: true,
     });
-    for (const route of routes) {
-      const forwarding = routeForwarding(upstream, route, context);
-      scope.route({
-        method: [...route.methods],
-        url: route.url,
-        config: { access: route.access } satisfies ForwardingRouteConfig,
-        handler: (request, reply) => forward(request, reply, forwarding),
-      });
-    }
+    scope.route({
+      method: [...methods],
+      url: FORWARDING_URL,
+      // Runs after the gateway-wide hooks (request id, CORS, token) and before the rate limit's.
+      onRequest: refuseUnmatched,
+      handler: (request, reply) => forward(request, reply, (routeOf(request) as RouteMatch<RouteForwarding>).store.target),
+    });
   });
 }
 
-/** A forwarding route, with what every call on it shares: fixed when the route is registered. */
-interface RouteForwarding {
-  readonly upstream: Upstream;
-  readonly route: ForwardingRoute;
-  readonly context: ForwarderContext;
-  /** reply-from's options, the same object for every call without a body or with one in several chunks. */
-  readonly options: FastifyReplyFromHooks;
+function refuseUnmatched(request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void): void {
+  if (routeOf(request) === undefined) done(new GatewayHttpError("NOT_FOUND", "No route matches this request"));
+  else done();
 }
 
 /**
  * One call under way: what the shared reply-from callbacks need of it, found
- * from its request (see {@link callOf}) rather than held in a closure per
- * callback per call.
+ * from its request (see callOf) rather than held in a closure per callback
+ * per call.
  */
 interface ForwardedCall {
   readonly forwarding: RouteForwarding;
@@ -144,35 +159,6 @@ interface ForwardedCall {
   /** Its answer may refresh the cache entry under `cacheKey`. */
   readonly storeInCache: boolean;
   readonly upstreamAnswered: () => void;
-}
-
-// Kept under a symbol on the request itself: one hidden-class transition, the
-// same for every forwarded request. Not a fastify request decorator, which
-// would give each upstream's scope a Request class of its own (the
-// gateway-wide hooks would see one object shape per upstream), nor a WeakMap,
-// whose entries cost the garbage collector far more per request.
-const FORWARDED_CALL = Symbol("connect-gateway.forwardedCall");
-type RequestWithCall = FastifyRequest & { [FORWARDED_CALL]?: ForwardedCall };
-
-function callOf(request: FastifyRequest): ForwardedCall {
-  return (request as RequestWithCall)[FORWARDED_CALL] as ForwardedCall;
-}
-
-function routeForwarding(upstream: Upstream, route: ForwardingRoute, context: ForwarderContext): RouteForwarding {
-  return {
-    upstream,
-    route,
-    context,
-    // reply-from's types allow for any server; these run on the gateway's own requests and replies.
-    options: {
-      timeout: route.access.timeoutMs,
-      retryDelay: neverRetry,
-      rewriteRequestHeaders: withGatewayHeaders as FastifyReplyFromHooks["rewriteRequestHeaders"],
-      rewriteHeaders: withoutResponseHopByHop,
-      onResponse: relayAnswer as FastifyReplyFromHooks["onResponse"],
-      onError: answerUpstreamFailure as FastifyReplyFromHooks["onError"],
-    },
-  };
 }
 
 function forward(request: FastifyRequest, reply: FastifyReply, forwarding: RouteForwarding): FastifyReply {
@@ -196,7 +182,7 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   setForwardingHeaders(headers, request.ip, request.host, request.protocol);
   // After signing: the trace context is not among the signed headers.
   const upstreamAnswered = forwardedTraceContext(request, headers);
-  (request as RequestWithCall)[FORWARDED_CALL] = {
+  setCall<ForwardedCall>(request, {
     forwarding,
     headers,
     callerConnection: request.headers.connection,
@@ -204,17 +190,19 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
     cacheKey,
     storeInCache: cacheUse?.store === true,
     upstreamAnswered,
-  };
-  if (body === undefined) return reply.from(target, forwarding.options);
+  });
+  // reply-from has no base URL (it serves every upstream): the absolute URL.
+  const url = upstream.origin + target;
+  if (body === undefined) return reply.from(url, forwarding.options);
   // A body that came in one piece (most small ones) goes as a Buffer: undici
   // writes it with the headers, at a fraction of a stream's cost per call.
   if (body.chunks.length === 1) {
-    return reply.from(target, { ...forwarding.options, body: body.chunks[0], contentType: headers["content-type"] });
+    return reply.from(url, { ...forwarding.options, body: body.chunks[0], contentType: headers["content-type"] });
   }
   // reply-from takes a stream body only as request.body, and passes it on as
   // it is: to undici, or to H2cUpstreamPool, which writes its chunks itself.
   request.body = new ChunkStream(body.chunks);
-  return reply.from(target, forwarding.options);
+  return reply.from(url, forwarding.options);
 }
 
 /** Never resend: a retried POST could run twice, and reply-from retries GETs on 503. */
@@ -224,7 +212,7 @@ function neverRetry(): null {
 
 /** reply-from's `onResponse`: relays (or caches) the upstream answer, unless the caller is gone. */
 function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
-  const call = callOf(request);
+  const call = callOf<ForwardedCall>(request);
   const { upstream, route, context } = call.forwarding;
   call.upstreamAnswered();
   const response = res as UpstreamResponse;
@@ -247,7 +235,7 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown)
 
 /** reply-from's `onError`: the upstream could not be reached, or did not answer. */
 function answerUpstreamFailure(reply: FastifyReply, { error }: { error: Error }): void {
-  callOf(reply.request).upstreamAnswered();
+  callOf<ForwardedCall>(reply.request).upstreamAnswered();
   failReply(reply, upstreamError(error));
 }
 
@@ -391,7 +379,7 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): BufferedBod
  * `forward_authorization: true`.
  */
 function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(request: FastifyRequest, headers: H): H {
-  const call = callOf(request);
+  const call = callOf<ForwardedCall>(request);
   const { upstream, route } = call.forwarding;
   // transfer-encoding is hop-by-hop: dropCallerHeaders removes it.
   dropCallerHeaders(headers, call.callerConnection, upstream.http2, route.access.forwardAuthorization === true);
@@ -400,6 +388,8 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(reques
   // Direct assignment into reply-from's copy: no intermediate object.
   const own = call.headers;
   for (const name in own) (headers as Record<string, string>)[name] = own[name] as string;
+  // Which connection pool it goes to (HTTP/1.1 without): see UpstreamDispatcher.
+  if (call.forwarding.h2c !== undefined) (headers as { [UPSTREAM_POOL]?: H2cUpstreamPool })[UPSTREAM_POOL] = call.forwarding.h2c;
   return headers;
 }
 
