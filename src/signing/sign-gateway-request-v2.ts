@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, type KeyObject } from "node:crypto";
+import { createHmac, randomFillSync, type KeyObject } from "node:crypto";
 import { canonicalRequestV2, type SigningPartsV2 } from "./canonical-request-v2.js";
 
 /**
@@ -35,7 +35,23 @@ function keyIdOf(secret: string | Uint8Array): string {
   return createHmac("sha256", secret).update("connect-gateway key id v2").digest("hex").slice(0, 16);
 }
 
+// Random bytes for request ids, drawn from the CSPRNG 256 ids at a time (as
+// Node does for randomUUID): one `randomBytes(16)` per call is a trip into
+// the kernel's random source per request, which measured ~9 % of the
+// gateway's CPU under load. Each id still takes 16 bytes of its own, never
+// reused.
+const ID_BYTES = 16;
+const POOL_BYTES = ID_BYTES * 256;
+const pool = Buffer.alloc(POOL_BYTES);
+let poolOffset = POOL_BYTES;
+
 /** A fresh `X-Gateway-Request-Id`: 128 random bits, base64url (22 characters). */
 export function newRequestId(): string {
-  return randomBytes(16).toString("base64url");
+  if (poolOffset === POOL_BYTES) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const id = pool.toString("base64url", poolOffset, poolOffset + ID_BYTES);
+  poolOffset += ID_BYTES;
+  return id;
 }

@@ -5,6 +5,7 @@ import {
   gatewayKeyId,
   gatewayKeyring,
   identityHeaderNames,
+  newRequestId,
   signGatewayRequestV2,
   SIGNATURE_V2_LABEL,
   verifyGatewaySignatureV2,
@@ -70,5 +71,21 @@ describe("signature v2 vectors (independent implementation)", () => {
     expect(empty && absent).toBeTruthy();
     expect(empty?.canonical.equals(absent?.canonical ?? Buffer.alloc(0))).toBe(false);
     expect(empty?.signature).not.toBe(absent?.signature);
+  });
+});
+
+describe("newRequestId", () => {
+  it("gives 128 fresh random bits each time, across many refills of its random pool", () => {
+    const ids = Array.from({ length: 5_000 }, () => newRequestId());
+    expect(new Set(ids).size).toBe(ids.length);
+    const ones = new Array<number>(128).fill(0);
+    for (const id of ids) {
+      expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      const bytes = Buffer.from(id, "base64url");
+      expect(bytes.byteLength).toBe(16);
+      for (let bit = 0; bit < 128; bit++) ones[bit]! += (bytes[bit >> 3]! >> (bit & 7)) & 1;
+    }
+    // Every bit position is set in about half of the ids (5,000 draws: 50 % ± 5 % is > 7 sigma).
+    expect(ones.filter((n) => n < 2_250 || n > 2_750)).toEqual([]);
   });
 });
