@@ -162,6 +162,27 @@ describe("token validation", () => {
     expect((await call(gateway, "/api/v1/billing", readOnly)).status).toBe(200);
   });
 
+  it("a token verified and cached is held to each route's rules all the same, on every call", async () => {
+    const token = remember(await serviceToken(oauth, "read"));
+    const before = backend.requests.length;
+    // The first call verifies it (and caches it); the next ones take the cached path.
+    for (let i = 0; i < 3; i++) {
+      expect((await call(gateway, "/api/v1/agents", token)).status).toBe(200);
+      const scoped = await call(gateway, "/api/v1/agents", token, "POST");
+      expect([scoped.status, scoped.body.error.code]).toEqual([403, "INSUFFICIENT_SCOPE"]);
+    }
+    const user = remember(await oauth.issueUserToken({ sub: "cached-user", scopes: ["read"] }));
+    for (let i = 0; i < 3; i++) {
+      expect((await call(gateway, "/api/v1/agents", user)).status).toBe(200);
+      const forbidden = await call(gateway, "/api/v1/billing", user);
+      expect([forbidden.status, forbidden.body.error.code]).toEqual([403, "FORBIDDEN"]);
+    }
+    expect(backend.requests.slice(before).map((r) => [r.method, r.url, r.headers["x-user-id"]])).toEqual([
+      ...Array(3).fill(["GET", "/api/v1/agents", undefined]),
+      ...Array(3).fill(["GET", "/api/v1/agents", "cached-user"]),
+    ]);
+  });
+
   it("checks opaque tokens through RFC 7662 introspection with the gateway's own credentials", async () => {
     const token = remember(await serviceToken(opaque, "read"));
     expect(token.split(".")).toHaveLength(1);

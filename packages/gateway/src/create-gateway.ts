@@ -1,13 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import rateLimit from "@fastify/rate-limit";
-import Fastify, { type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
-import { abandonHop, endHop, startHop, traceTokenValidation } from "./hop-tracing.js";
+import { abandonHop, endHop, isTraced, startHop, traceTokenValidation } from "./hop-tracing.js";
 import { GatewayLogController, gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
 import { AuthFailureLimitError, createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, declareRequestState, routeAccess, setCaller, setRoute } from "./request-state.js";
@@ -181,18 +181,34 @@ export function createGateway(options: GatewayConfig): Gateway {
       },
     }),
   });
-  app.addHook("onRequest", async (request, reply) => {
+  const refuse = (reply: FastifyReply, e: unknown): unknown => {
+    if (e instanceof AuthFailureLimitError) reply.header("retry-after", String(e.retryAfterSeconds));
+    return e;
+  };
+  app.addHook("onRequest", (request, reply, done) => {
     const access = routeAccess(request);
-    if (access === undefined) return;
+    if (access === undefined) return done();
+    let caller: ReturnType<typeof authenticate>;
     try {
-      setCaller(
-        request,
-        await traceTokenValidation(request, () => authenticate(request.headers.authorization, access, request.ip)),
-      );
+      // Traced requests get their validation span (see traceTokenValidation).
+      caller = isTraced(request)
+        ? traceTokenValidation(request, async () => authenticate(request.headers.authorization, access, request.ip))
+        : authenticate(request.headers.authorization, access, request.ip);
     } catch (e) {
-      if (e instanceof AuthFailureLimitError) reply.header("retry-after", String(e.retryAfterSeconds));
-      throw e;
+      return done(refuse(reply, e) as Error);
     }
+    // Most calls: a token verified before, answered without a promise.
+    if (!(caller instanceof Promise)) {
+      setCaller(request, caller);
+      return done();
+    }
+    caller.then(
+      (identity) => {
+        setCaller(request, identity);
+        done();
+      },
+      (e: unknown) => done(refuse(reply, e) as Error),
+    );
   });
   // Then the rate limit per caller; a route-level hook, so it runs after the above.
   if (limits !== undefined) registerRateLimit(app, limits, store);

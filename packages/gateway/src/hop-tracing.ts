@@ -99,6 +99,11 @@ export function abandonHop(request: FastifyRequest): void {
   hop.span.end();
 }
 
+/** Whether the request has a span of its own (a tracer provider is registered, or a trace is continued). */
+export function isTraced(request: FastifyRequest): boolean {
+  return hops.has(request);
+}
+
 /**
  * Runs the token validation in a child span `connect-gateway token validation`
  * (`connect_gateway.outcome`: `valid`, or the error code such as

@@ -1,10 +1,9 @@
-import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { anonymousIdentity, identityFromClaims, type CallerIdentity, type ClaimMapping } from "./identity-claims.js";
 import type { WindowCount, WindowCounter } from "./rate-limit-store.js";
 import type { UpstreamAccess } from "./routes-file.js";
-import type { TokenClaims, TokenVerifier } from "./token-verifier.js";
+import { tokenKey, type TokenClaims, type TokenVerifier } from "./token-verifier.js";
 
 /** Options of {@link createRequestAuthenticator}. */
 export interface RequestAuthenticatorOptions {
@@ -30,12 +29,17 @@ export interface AuthFailureLimit {
   readonly knownValidMs: number;
 }
 
-/** Checks a call's token and the route's rules: who is calling, or a {@link GatewayHttpError}. */
+/**
+ * Checks a call's token and the route's rules: who is calling, or a
+ * {@link GatewayHttpError}. A token the verifier has cached (and the
+ * failure gate lets through) is answered at once, without a promise: most
+ * calls; the others, and every refusal, through the promise.
+ */
 export type RequestAuthenticator = (
   authorization: string | undefined,
   access: UpstreamAccess,
   clientIp: string,
-) => Promise<CallerIdentity>;
+) => CallerIdentity | Promise<CallerIdentity>;
 
 /**
  * A 429 for an IP that spent its budget of failed authentications; the
@@ -101,18 +105,41 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
     return counted;
   };
 
-  return async (authorization, access, clientIp) => {
+  // The identity of verified claims: the verifier's cache returns the same
+  // claims object for a token, so the mapping runs once per token, not per call.
+  const identities = new WeakMap<TokenClaims, CallerIdentity>();
+  const identityOf = (claims: TokenClaims): CallerIdentity => {
+    let identity = identities.get(claims);
+    if (identity === undefined) identities.set(claims, (identity = identityFromClaims(claims, options.claims)));
+    return identity;
+  };
+
+  return (authorization, access, clientIp) => {
     const token = bearerToken(authorization);
     if (token === undefined) {
       if (!access.authRequired) return anonymousIdentity(options.anonymousClientId);
-      // Nothing to validate, but a failure all the same. Should the count fail
-      // (Redis away, `closed`), the caller still gets the 401 it earned.
-      if (limit !== undefined) await spend(clientIp).catch((e: unknown) => {
-        if (e instanceof AuthFailureLimitError) throw e;
-      });
-      throw new GatewayHttpError("UNAUTHORIZED", "Missing or invalid token");
+      return refuseTokenless(clientIp);
     }
-    const key = limit === undefined ? undefined : createHash("sha256").update(token).digest("base64url");
+    const key = tokenKey(token);
+    // A token verified and cached, which the failure gate lets through: no promise.
+    if (limit === undefined || (!validating.has(key) && (knownValid?.get(key) ?? 0) > Date.now())) {
+      const claims = options.verifier.cached(key);
+      if (claims !== undefined) return authorize(identityOf(claims), access);
+    }
+    return authenticateAsync(token, key, access, clientIp);
+  };
+
+  async function refuseTokenless(clientIp: string): Promise<never> {
+    // Nothing to validate, but a failure all the same. Should the count fail
+    // (Redis away, `closed`), the caller still gets the 401 it earned.
+    if (limit !== undefined) await spend(clientIp).catch((e: unknown) => {
+      if (e instanceof AuthFailureLimitError) throw e;
+    });
+    throw new GatewayHttpError("UNAUTHORIZED", "Missing or invalid token");
+  }
+
+  async function authenticateAsync(token: string, tokenHash: string, access: UpstreamAccess, clientIp: string): Promise<CallerIdentity> {
+    const key = limit === undefined ? undefined : tokenHash;
     // Concurrent first calls with the same token (a client opening 64 streams
     // with a fresh token) wait for the first one's validation instead of each
     // taking a unit: one token is one validation, however many calls carry it.
@@ -125,17 +152,18 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
       validating.set(key, new Promise<void>((resolve) => (settle = resolve)));
     }
     try {
-      return await authenticate(token, spent, key, access, clientIp);
+      return await authenticate(token, tokenHash, spent, key, access, clientIp);
     } finally {
       if (settle !== undefined && key !== undefined) {
         validating.delete(key);
         settle();
       }
     }
-  };
+  }
 
   async function authenticate(
     token: string,
+    tokenHash: string,
     spent: WindowCount | undefined,
     key: string | undefined,
     access: UpstreamAccess,
@@ -144,8 +172,8 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
     let claims: TokenClaims;
     let identity: CallerIdentity;
     try {
-      claims = await options.verifier.verify(token);
-      identity = identityFromClaims(claims, options.claims);
+      claims = await options.verifier.verify(token, tokenHash);
+      identity = identityOf(claims);
     } catch (e) {
       // Only the caller's failures (401) stay counted.
       if (spent !== undefined && !(e instanceof GatewayHttpError && e.statusCode === 401)) {
@@ -163,15 +191,22 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
         if (until > Date.now()) knownValid.set(key, until, { ttl: until - Date.now() });
       }
     }
-    if (access.clients !== undefined && !access.clients.includes(identity.clientId)) {
-      throw new GatewayHttpError("FORBIDDEN", "Access denied for this client");
-    }
-    const missing = access.scopes.filter((scope) => !identity.scopes.includes(scope));
-    if (missing.length > 0) {
+    return authorize(identity, access);
+  }
+}
+
+/** The route's rules for a caller: its client allowed, every scope it needs held. */
+function authorize(identity: CallerIdentity, access: UpstreamAccess): CallerIdentity {
+  if (access.clients !== undefined && !access.clients.includes(identity.clientId)) {
+    throw new GatewayHttpError("FORBIDDEN", "Access denied for this client");
+  }
+  for (const scope of access.scopes) {
+    if (!identity.scopes.includes(scope)) {
+      const missing = access.scopes.filter((needed) => !identity.scopes.includes(needed));
       throw new GatewayHttpError("INSUFFICIENT_SCOPE", `Token lacks required scope: ${missing.join(" ")}`);
     }
-    return identity;
   }
+  return identity;
 }
 
 /** The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1; scheme case-insensitive). */

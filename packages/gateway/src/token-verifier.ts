@@ -154,7 +154,22 @@ export interface TokenVerifier {
    * {@link GatewayHttpError}: `EXPIRED_TOKEN`, `UNAUTHORIZED`, or
    * `SERVICE_UNAVAILABLE` when the key set or introspection endpoint cannot be reached.
    */
-  verify(token: string): Promise<TokenClaims>;
+  verify(token: string, key?: string): Promise<TokenClaims>;
+  /**
+   * The claims of a token verified within the cache lifetime and not expired
+   * since, at once; `undefined` when {@link TokenVerifier.verify} must run.
+   * `key` is the token's {@link tokenKey}.
+   */
+  cached(key: string): TokenClaims | undefined;
+}
+
+/**
+ * What the verifier's caches (and the authenticator's failure gate) know a
+ * token by: its SHA-256, so that no cache ever holds a usable token.
+ * `verify` and `cached` take it from a caller that has it already.
+ */
+export function tokenKey(token: string): string {
+  return createHash("sha256").update(token).digest("base64url");
 }
 
 const INVALID = "Invalid or expired token";
@@ -241,8 +256,11 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
   }
 
   return {
-    async verify(token) {
-      const key = createHash("sha256").update(token).digest("base64url");
+    cached(key) {
+      const cached = verified?.get(key);
+      return cached !== undefined && !isExpired(cached) ? cached : undefined;
+    },
+    async verify(token, key = tokenKey(token)) {
       const cached = verified?.get(key);
       if (cached !== undefined && !isExpired(cached)) return cached;
       const refusal = refused?.get(key);
