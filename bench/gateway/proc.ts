@@ -194,7 +194,10 @@ export async function startNodeChild<Hello>(
     join(HERE, script),
     ...args,
   ]);
-  const proc = spawnTracked(command, argv, { cwd: REPO, stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, ...env } });
+  // A proxy's stdout is /dev/null: the gateway with logging writes its lines
+  // there as it would to any stdout (its default destination).
+  const stdout = cpu === "proxy" ? "ignore" : "inherit";
+  const proc = spawnTracked(command, argv, { cwd: REPO, stdio: ["ignore", stdout, "inherit", "ipc"], env: { ...process.env, ...env } });
   const hello = await new Promise<Hello>((resolve, reject) => {
     const onExit = (code: number | null, signal: string | null) => reject(new Error(`${name}: exited (${signal ?? code}) before it was ready`));
     proc.once("exit", onExit);

@@ -2,10 +2,8 @@
 // pinned): the gateway (createGateway) or fastify + @fastify/http-proxy.
 // Its configuration comes as JSON in BENCH_PROXY; its hello says where it
 // listens, how long createGateway + listen took and its RSS right after.
-import { openSync } from "node:fs";
 import httpProxy from "@fastify/http-proxy";
 import Fastify from "fastify";
-import pino from "pino";
 import { createGateway } from "../../packages/gateway/src/index.js";
 import { serveParent } from "./proc.js";
 import { HMAC_SECRET, type ProxyHello, type ProxySpec } from "./shared.js";
@@ -28,7 +26,8 @@ if (spec.kind === "gateway") {
     // `cacheMs: 0` every call is a first validation.
     authFailureLimit: { max: 1_000_000_000 },
     bodyLimit: spec.bodyLimit,
-    logger: spec.log ? { level: "info", stream: pino.destination({ fd: openSync("/dev/null", "w") }) } : false,
+    // With logging: the default destination, stdout (/dev/null here, see startNodeChild).
+    logger: spec.log ? { level: "info" } : false,
   });
   url = await gateway.listen({ port: 0, host: "127.0.0.1" });
   startupMs = performance.now() - started;

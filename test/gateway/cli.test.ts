@@ -1,8 +1,9 @@
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { demoCli, runCli } from "../support/cli.js";
+import { demoCli, gatewayCli, runCli } from "../support/cli.js";
 import { GatewayConfigError } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { HMAC_SECRET, JWT_SECRET } from "../support/gateway.js";
@@ -22,6 +23,51 @@ describe("connect-gateway CLI", () => {
     );
     expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
     expect(result.stdout + result.stderr).not.toContain(HMAC_SECRET);
+  });
+
+  it("serve: its request lines reach stdout within moments at low traffic, and all of them before it exits", async () => {
+    const routes = join(dir, "logging.yaml");
+    writeFileSync(routes, `version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`);
+    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", gatewayCli, "serve", "--routes", routes, "--port", "0"], {
+      env: { PATH: process.env.PATH ?? "", GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    let stdout = "";
+    const waiters: Array<() => void> = [];
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      for (const wake of waiters.splice(0)) wake();
+    });
+    const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+    const seen = async (pattern: RegExp, withinMs: number): Promise<RegExpMatchArray> => {
+      const deadline = Date.now() + withinMs;
+      for (;;) {
+        const match = stdout.match(pattern);
+        if (match !== null) return match;
+        if (Date.now() > deadline) throw new Error(`not on stdout within ${withinMs} ms: ${pattern}\n${stdout}`);
+        await new Promise<void>((resolve) => {
+          waiters.push(resolve);
+          setTimeout(resolve, 20);
+        });
+      }
+    };
+    const completed = (path: string) => stdout.split("\n").filter((line) => line.includes('"msg":"request completed"') && line.includes(`"path":"${path}"`));
+    try {
+      const url = (await seen(/listening on (http:\/\/127\.0\.0\.1:\d+)/, 10_000))[1] as string;
+      // One request on an idle gateway: its line is written without waiting for more.
+      expect((await fetch(`${url}/health`)).status).toBe(200);
+      await seen(/"path":"\/health"[^\n]*"msg":"request completed"/, 2_000);
+      // Lines still gathered when it is told to stop are written before it exits.
+      for (let i = 0; i < 5; i++) expect((await fetch(`${url}/ready`)).status).toBe(200);
+      child.kill("SIGTERM");
+      await exited;
+      expect(completed("/ready")).toHaveLength(5);
+      expect(completed("/health")).toHaveLength(1);
+    } finally {
+      clearTimeout(killer);
+      child.kill("SIGKILL");
+    }
   });
 
   it("serve: refuses a bad routes file with file, line and problem, and no stack", async () => {

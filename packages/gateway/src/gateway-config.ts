@@ -129,7 +129,11 @@ export interface GatewayConfig {
   readonly http2IdleTimeoutMs?: number;
   /** Streams one HTTP/2 connection may have open at once. Default 100. */
   readonly http2MaxConcurrentStreams?: number;
-  /** Logging (pino, JSON lines): `false` for none. Default level `info` to stdout. */
+  /**
+   * Logging (pino, JSON lines): `false` for none. Default level `info` to
+   * stdout, written 4 KiB at a time and at least every 100 ms (and all of it
+   * on exit); a `stream` of your own gets every line as it is logged.
+   */
   readonly logger?: false | { readonly level?: string; readonly stream?: DestinationStream };
 }
 
