@@ -8,7 +8,7 @@ import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { abandonHop, endHop, isTraced, startHop, traceTokenValidation } from "./hop-tracing.js";
-import { GatewayLogController, gatewayLoggerOptions, logGatewayError } from "./gateway-logger.js";
+import { GatewayLogController, gatewayLoggerOptions, logGatewayError, requestLogger } from "./gateway-logger.js";
 import { AuthFailureLimitError, createRequestAuthenticator } from "./request-authenticator.js";
 import { callerOf, declareRequestState, routeAccess, setCaller, setRoute } from "./request-state.js";
 import { connectRateLimitStore, memoryWindowCounter, type RateLimitStore } from "./rate-limit-store.js";
@@ -96,6 +96,7 @@ export function createGateway(options: GatewayConfig): Gateway {
     logger: gatewayLoggerOptions(config.logger),
     // 4. Logging: one line per request, when its answer is complete.
     logController: new GatewayLogController(),
+    childLoggerFactory: requestLogger,
     genReqId: requestIdOf,
     requestIdHeader: false,
     bodyLimit: config.bodyLimit,

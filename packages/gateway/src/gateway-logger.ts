@@ -1,5 +1,5 @@
 import pino from "pino";
-import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
+import { LogController, type FastifyBaseLogger, type FastifyLogFn as LogFn, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import type { ResolvedGatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
 import { routePatternOf } from "./request-state.js";
@@ -44,7 +44,10 @@ export class GatewayLogController extends LogController {
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const url = request.url;
     const query = url.indexOf("?");
+    const log = reply.log;
     const fields = {
+      // The request's child logger is made only if something else logged (see RequestLogger).
+      ...(log instanceof RequestLogger && !log.made && { reqId: request.id }),
       method: request.method,
       route: routePatternOf(request),
       path: query === -1 ? url : url.slice(0, query),
@@ -52,9 +55,89 @@ export class GatewayLogController extends LogController {
       statusCode: reply.statusCode,
       durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
     };
-    if (error) reply.log.error({ ...fields, err: error }, REQUEST_ERRORED);
-    else reply.log.info(fields, REQUEST_COMPLETED);
+    const line = log instanceof RequestLogger ? log.lineLogger : log;
+    if (error) line.error({ ...fields, err: error }, REQUEST_ERRORED);
+    else line.info(fields, REQUEST_COMPLETED);
   }
+}
+
+/**
+ * A request's logger (fastify's `request.log`), made lazily: pino's child
+ * with the request id is created only when something logs through it. Most
+ * requests log nothing but their one completion line, which
+ * GatewayLogController writes through the parent with `reqId` among its
+ * fields: the same line, without making a pino child (an object, its
+ * bindings serialised) for every request. Given to fastify as its
+ * `childLoggerFactory` (see {@link requestLogger}).
+ */
+class RequestLogger {
+  #child: FastifyBaseLogger | undefined;
+
+  constructor(
+    private readonly parent: FastifyBaseLogger,
+    private readonly bindings: Bindings,
+    private readonly options: ChildLoggerOptions,
+  ) {}
+
+  /** Whether the child logger exists (something logged through it). */
+  get made(): boolean {
+    return this.#child !== undefined;
+  }
+
+  /** Where the completion line goes: the child once made, else the parent (the line then carries `reqId`). */
+  get lineLogger(): FastifyBaseLogger {
+    return this.#child ?? this.parent;
+  }
+
+  private get real(): FastifyBaseLogger {
+    return (this.#child ??= this.parent.child(this.bindings, this.options));
+  }
+
+  get level(): string {
+    return this.real.level;
+  }
+  set level(level: string) {
+    this.real.level = level;
+  }
+
+  // Methods on the prototype, not a closure each per request.
+  fatal(...args: unknown[]): void {
+    forward(this.real.fatal, this.real, args);
+  }
+  error(...args: unknown[]): void {
+    forward(this.real.error, this.real, args);
+  }
+  warn(...args: unknown[]): void {
+    forward(this.real.warn, this.real, args);
+  }
+  info(...args: unknown[]): void {
+    forward(this.real.info, this.real, args);
+  }
+  debug(...args: unknown[]): void {
+    forward(this.real.debug, this.real, args);
+  }
+  trace(...args: unknown[]): void {
+    forward(this.real.trace, this.real, args);
+  }
+  silent(...args: unknown[]): void {
+    forward(this.real.silent, this.real, args);
+  }
+
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.real.child(bindings, options);
+  }
+}
+
+function forward(method: LogFn, logger: FastifyBaseLogger, args: unknown[]): void {
+  (method as (...args: unknown[]) => void).apply(logger, args);
+}
+
+type Bindings = Parameters<FastifyBaseLogger["child"]>[0];
+type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger["child"]>[1]>;
+
+/** fastify's `childLoggerFactory` for the gateway: a {@link RequestLogger}, or pino's own child when the route sets log options. */
+export function requestLogger(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+  return Object.keys(options).length > 0 ? logger.child(bindings, options) : (new RequestLogger(logger, bindings, options) as unknown as FastifyBaseLogger);
 }
 
 /** The message of the line every answered request is logged with. */
