@@ -84,6 +84,26 @@ console.log(JSON.stringify({ text: answer.text, loaded: openTelemetry() !== unde
     expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toEqual({ text: "no telemetry", loaded: false });
   });
 
+  it("the gateway loads @opentelemetry/api only once something is registered with it: without, it starts and forwards with the package unresolvable", async () => {
+    const stdout = await runWithoutPackages(
+      `
+const { createServer } = await import("node:http");
+const backend = createServer((req, res) => res.end(JSON.stringify({ path: req.url, signed: typeof req.headers["x-gateway-signature-v2"] === "string" })));
+await new Promise((resolve) => backend.listen(0, "127.0.0.1", resolve));
+const { createGateway, parseRoutesFile } = await import("@connect-gateway/gateway");
+const routes = parseRoutesFile('version: "1.0"\\nbackends:\\n  echo:\\n    upstream: http://127.0.0.1:' + backend.address().port + '\\n    auth_required: false\\n', { source: "routes.yaml" });
+const gateway = createGateway({ routes, hmacSecret: "h".repeat(32), tokens: { hs256: { secret: "s".repeat(32), issuer: "i", audience: "a" } }, logger: false });
+const url = await gateway.listen();
+const answer = await (await fetch(url + "/backend/echo/svc.v1.Echo/Say", { headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } })).json();
+await gateway.close();
+backend.close();
+console.log(JSON.stringify(answer));
+`,
+      { blocked: ["@opentelemetry/api"] },
+    );
+    expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toEqual({ path: "/svc.v1.Echo/Say", signed: true });
+  });
+
   describe("with the SDK registered", () => {
     const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
     beforeAll(() => {

@@ -1,6 +1,7 @@
 /**
- * OpenTelemetry for the gateway's hop, through `@opentelemetry/api` (without
- * a registered tracer provider and propagator, all of it is the API's no-op):
+ * OpenTelemetry for the gateway's hop, through `@opentelemetry/api`, loaded
+ * only once an application registers a tracer provider or propagator (until
+ * then there is nothing to record or pass on):
  * the caller's W3C trace context (`traceparent`) is continued by a SERVER span
  * per request, `connect-gateway <METHOD> <route>`; the token validation is a
  * child span; and the hop's context is written into the forwarded request, so
@@ -9,31 +10,44 @@
  * headers only), so adding them after signing leaves the signature valid.
  * Never a token, a secret or a signature in an attribute.
  */
-import {
-  context,
-  isSpanContextValid,
-  propagation,
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Context,
-  type Span,
-  type TextMapGetter,
-} from "@opentelemetry/api";
+import { createRequire } from "node:module";
+import type { Context, Span, TextMapGetter } from "@opentelemetry/api";
 import { routePatternOf } from "./request-state.js";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { GatewayHttpError } from "./gateway-http-error.js";
 
+type OpenTelemetryApi = typeof import("@opentelemetry/api");
+
+// Where the API (major version 1, this package's dependency) keeps what an
+// application registered: a tracer provider, a propagator, a meter provider.
+const REGISTRY = Symbol.for("opentelemetry.js.api.1");
+let loadedApi: OpenTelemetryApi | undefined;
+
+/**
+ * The API, once an application has registered something with it; until
+ * then nothing can be traced or propagated, and the API is not even loaded
+ * (it is ~20 ms of the gateway's cold start). Loaded then, synchronously and
+ * once: the first request after an SDK starts is traced like the others.
+ */
+function registeredApi(): OpenTelemetryApi | undefined {
+  if (loadedApi === undefined) {
+    if ((globalThis as Record<symbol, unknown>)[REGISTRY] === undefined) return undefined;
+    // The package is dual CommonJS / ES module; both copies share the registry.
+    loadedApi = createRequire(import.meta.url)("@opentelemetry/api") as OpenTelemetryApi;
+  }
+  return loadedApi;
+}
+
 // One proxy tracer: it follows whatever provider the application registers, even later.
-let gatewayTracer: ReturnType<typeof trace.getTracer> | undefined;
+let gatewayTracer: ReturnType<OpenTelemetryApi["trace"]["getTracer"]> | undefined;
 const TRACER_NAME = "@connect-gateway/gateway";
-const tracer = () => (gatewayTracer ??= trace.getTracer(TRACER_NAME));
+const tracer = (api: OpenTelemetryApi) => (gatewayTracer ??= api.trace.getTracer(TRACER_NAME));
 
 /** The attribute naming the backend service a call goes to (`/backend/<service>/…`). */
 const BACKEND_ATTRIBUTE = "connect_gateway.backend";
 
 interface Hop {
+  readonly api: OpenTelemetryApi;
   readonly span: Span;
   readonly context: Context;
 }
@@ -42,8 +56,8 @@ interface Hop {
  * Whether a tracer provider is registered: the API's global proxy provider
  * has a delegate only then (a provider set some other way is assumed to trace).
  */
-function tracerRegistered(): boolean {
-  const provider = trace.getTracerProvider() as { getDelegateTracer?: (name: string) => unknown };
+function tracerRegistered(api: OpenTelemetryApi): boolean {
+  const provider = api.trace.getTracerProvider() as { getDelegateTracer?: (name: string) => unknown };
   return provider.getDelegateTracer === undefined || provider.getDelegateTracer(TRACER_NAME) !== undefined;
 }
 
@@ -58,14 +72,15 @@ const headerGetter: TextMapGetter<FastifyRequest["headers"]> = {
 export function startHop(request: FastifyRequest): void {
   // Nobody traces and nothing propagates (no tracer provider, no propagator
   // registered: the API's no-ops): a request costs these two checks, no span.
-  if (!tracerRegistered() && propagation.fields().length === 0) return;
-  const parent = propagation.extract(ROOT_CONTEXT, request.headers, headerGetter);
+  const api = registeredApi();
+  if (api === undefined || (!tracerRegistered(api) && api.propagation.fields().length === 0)) return;
+  const parent = api.propagation.extract(api.ROOT_CONTEXT, request.headers, headerGetter);
   const route = routePatternOf(request);
   const backend = route === undefined ? undefined : /^\/backend\/([^/]+)\/\*$/.exec(route)?.[1];
-  const span = tracer().startSpan(
+  const span = tracer(api).startSpan(
     route === undefined ? `connect-gateway ${request.method}` : `connect-gateway ${request.method} ${route}`,
     {
-      kind: SpanKind.SERVER,
+      kind: api.SpanKind.SERVER,
       attributes: {
         "http.request.method": request.method,
         ...(route !== undefined && { "http.route": route }),
@@ -76,8 +91,8 @@ export function startHop(request: FastifyRequest): void {
   );
   // No tracer provider registered and no trace to continue: the span has no
   // valid context, nothing would be recorded, so the hop is not traced at all.
-  if (!isSpanContextValid(span.spanContext())) return;
-  hops.set(request, { span, context: trace.setSpan(parent, span) });
+  if (!api.isSpanContextValid(span.spanContext())) return;
+  hops.set(request, { api, span, context: api.trace.setSpan(parent, span) });
 }
 
 /** Ends the request's span with the status the caller got (an error status from 500 on). */
@@ -86,7 +101,7 @@ export function endHop(request: FastifyRequest, reply: FastifyReply): void {
   if (hop === undefined) return;
   hops.delete(request);
   hop.span.setAttribute("http.response.status_code", reply.statusCode);
-  if (reply.statusCode >= 500) hop.span.setStatus({ code: SpanStatusCode.ERROR });
+  if (reply.statusCode >= 500) hop.span.setStatus({ code: hop.api.SpanStatusCode.ERROR });
   hop.span.end();
 }
 
@@ -116,17 +131,18 @@ export async function traceTokenValidation<T extends { readonly clientId: string
 ): Promise<T> {
   const hop = hops.get(request);
   if (hop === undefined) return validate();
-  const span = tracer().startSpan("connect-gateway token validation", { kind: SpanKind.INTERNAL }, hop.context);
+  const { api } = hop;
+  const span = tracer(api).startSpan("connect-gateway token validation", { kind: api.SpanKind.INTERNAL }, hop.context);
   const started = performance.now();
   try {
-    const caller = await context.with(trace.setSpan(hop.context, span), validate);
+    const caller = await api.context.with(api.trace.setSpan(hop.context, span), validate);
     span.setAttribute("connect_gateway.outcome", "valid");
     span.setAttribute("connect_gateway.client_id", caller.clientId);
     hop.span.setAttribute("connect_gateway.client_id", caller.clientId);
     return caller;
   } catch (e) {
     span.setAttribute("connect_gateway.outcome", e instanceof GatewayHttpError ? e.code : "error");
-    span.setStatus({ code: SpanStatusCode.ERROR });
+    span.setStatus({ code: api.SpanStatusCode.ERROR });
     throw e;
   } finally {
     span.end();
@@ -145,7 +161,7 @@ const untraced = (): void => {};
 export function forwardedTraceContext(request: FastifyRequest, headers: Record<string, string>): () => void {
   const hop = hops.get(request);
   if (hop === undefined) return untraced;
-  propagation.inject(hop.context, headers);
+  hop.api.propagation.inject(hop.context, headers);
   const started = performance.now();
   return () => hop.span.setAttribute("connect_gateway.upstream_latency_ms", performance.now() - started);
 }
