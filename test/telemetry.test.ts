@@ -18,6 +18,7 @@ import { createGatewayTransport, gatewayCall } from "../src/client/index.js";
 import { createGatewayAuth } from "../src/server/index.js";
 import { gatewaySignatureHeaders } from "../src/signing/index.js";
 import Fastify from "fastify";
+import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { ECHO_BACKENDS, HMAC_SECRET, rejectionOf, seedToken, startSeedGateway } from "./support/gateway.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "./support/token-endpoint.js";
@@ -102,6 +103,30 @@ console.log(JSON.stringify(answer));
       { blocked: ["@opentelemetry/api"] },
     );
     expect(JSON.parse(stdout.trim().split("\n").at(-1)!)).toEqual({ path: "/svc.v1.Echo/Say", signed: true });
+  });
+
+  it("with the API installed and nothing registered, the client and the verifier never call into it; once something is, they do", async () => {
+    // The copy the library loads (CommonJS, through createRequire); the ES module copy shares its registry.
+    const api = createRequire(import.meta.url)("@opentelemetry/api") as typeof import("@opentelemetry/api");
+    const probes = [
+      vi.spyOn(api.context, "active"),
+      vi.spyOn(api.trace, "getTracerProvider"),
+      vi.spyOn(api.propagation, "fields"),
+      vi.spyOn(api.metrics, "getMeter"),
+    ];
+    const calls = () => probes.reduce((n, probe) => n + probe.mock.calls.length, 0);
+    try {
+      const echo = newClient("nothing-registered-client");
+      expect((await echo.echo({ text: "quiet" })).text).toBe("quiet");
+      expect(calls()).toBe(0);
+      // A propagator alone is a registration: the next call asks the API.
+      api.propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+      expect((await echo.echo({ text: "asked" })).text).toBe("asked");
+      expect(calls()).toBeGreaterThan(0);
+    } finally {
+      api.propagation.disable();
+      for (const probe of probes) probe.mockRestore();
+    }
   });
 
   describe("with the SDK registered", () => {

@@ -1,9 +1,11 @@
 /**
  * `@opentelemetry/api`, an optional peer: loaded once, synchronously, the
- * first time a span could be started. Without the package installed every
- * caller gets `undefined` and does nothing — no cost and no error. With it
- * installed but no tracer provider registered, the API's own no-op
- * implementation answers, which is just as cheap.
+ * first time a span could be started after an application registered
+ * something with it (a tracer or meter provider, a propagator, a context
+ * manager). Until then every caller gets `undefined` and does nothing: with
+ * nothing registered, everything the API would do is a no-op, and finding
+ * that out through the API costs several calls per request. Without the
+ * package installed it stays `undefined`, with no cost and no error.
  *
  * Kept out of `connect-gateway/web`'s import graph: it needs `node:module`.
  */
@@ -14,9 +16,17 @@ export type OpenTelemetryApi = typeof import("@opentelemetry/api");
 
 let loaded: { readonly api: OpenTelemetryApi | undefined } | undefined;
 
-/** The `@opentelemetry/api` module when it is installed, `undefined` otherwise. */
+// Where the API (major version 1, our peer range) keeps what an application
+// registered; it exists only once something has been.
+const REGISTRY = Symbol.for("opentelemetry.js.api.1");
+
+/**
+ * The `@opentelemetry/api` module when it is installed and something is
+ * registered with it; `undefined` otherwise (one property read).
+ */
 export function openTelemetry(): OpenTelemetryApi | undefined {
   if (loaded === undefined) {
+    if ((globalThis as Record<symbol, unknown>)[REGISTRY] === undefined) return undefined;
     let api: OpenTelemetryApi | undefined;
     try {
       // The package is dual CommonJS / ES module; its global registry is
