@@ -41,6 +41,9 @@ describe("forwarded paths", () => {
     "/backend/up/a/%",
     "/backend/up/a\\..\\b?x=1",
     "/backend/up//evil.example/x",
+    "/backend/up/a?b=%zz",
+    "/backend/up/a?discount=50%",
+    "/backend/up/%C0%AE",
   ])("refuses %s (400) and never forwards it", async (target) => {
     const before = backend.requests.length;
     const res = await rawRequest(port, { method: "GET", path: target, headers: [] });
@@ -58,5 +61,13 @@ describe("forwarded paths", () => {
     const received = backend.requests.at(-1)!;
     expect(received.url).toBe(forwarded);
     expect(hasValidSignature(received)).toBe(true);
+  });
+
+  it("answers a path the router cannot decode in the gateway's own envelope, with a request id, without echoing the path", async () => {
+    const res = await rawRequest(port, { method: "GET", path: "/backend/up/%C0%AE-secret-looking", headers: [["x-request-id", "bad-url-1"]] });
+    expect(res.status).toBe(400);
+    expect(res.headers["x-request-id"]).toBe("bad-url-1");
+    expect(JSON.parse(res.body)).toMatchObject({ error: { code: "BAD_REQUEST", message: "Malformed request path", request_id: "bad-url-1" }, metadata: { success: false } });
+    expect(res.body).not.toContain("secret-looking");
   });
 });

@@ -99,6 +99,13 @@ export function createGateway(options: GatewayConfig): Gateway {
     childLoggerFactory: requestLogger,
     genReqId: requestIdOf,
     requestIdHeader: false,
+    // The router's own refusals, in the gateway's envelope (never fastify's,
+    // whose message echoes the path): a path that does not percent-decode is
+    // a 400, like every other malformed path.
+    frameworkErrors: (error, request, reply) => {
+      reply.header("x-request-id", request.id);
+      return sendGatewayError(request, reply, frameworkError(error));
+    },
     bodyLimit: config.bodyLimit,
     exposeHeadRoutes: false,
     serverFactory: (handler) => {
@@ -335,6 +342,13 @@ function routeTable(routes: RoutesFile, context: ForwarderContext): RouteTable<R
     });
   }
   return new RouteTable(entries, routes.source);
+}
+
+/** The router's refusal of a request before any route, as the gateway answers it. */
+function frameworkError(error: Error & { code?: string }): GatewayHttpError {
+  if (error.code === "FST_ERR_BAD_URL") return new GatewayHttpError("BAD_REQUEST", "Malformed request path");
+  if (error.code === "FST_ERR_MAX_PARAM_LENGTH") return new GatewayHttpError("NOT_FOUND", "No route matches this request");
+  return new GatewayHttpError("INTERNAL_ERROR", "Internal gateway error", { cause: error });
 }
 
 /** A propagated `X-Request-ID` when it is a sane token, else a fresh UUID. */

@@ -300,6 +300,7 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
   }
   const joined = route.basePath + rest;
   if (!isPlainPath(rest)) throw new GatewayHttpError("BAD_REQUEST", "Malformed request path");
+  if (!isDecodableQuery(rest)) throw new GatewayHttpError("BAD_REQUEST", "Malformed request query");
   const url = new URL(joined, origin);
   // An empty but present query (`/a?`) stays on the wire; it signs as `/a` (fullpathOf).
   return url.pathname + (url.search !== "" ? url.search : joined.includes("?") ? "?" : "");
@@ -325,6 +326,23 @@ function isPlainPath(target: string): boolean {
     start = stop + 1;
   }
   return true;
+}
+
+/**
+ * True unless the query has a percent-escape that does not decode (`?q=%zz`):
+ * such a query is refused (400) like such a path, rather than forwarded to
+ * a backend that would each read it its own way. (reply-from, too, decodes
+ * the whole request-target before sending it, and would fail on it.)
+ */
+function isDecodableQuery(target: string): boolean {
+  const query = target.indexOf("?");
+  if (query === -1 || target.indexOf("%", query) === -1) return true;
+  try {
+    decodeURIComponent(target.slice(query + 1));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const SLASH = 0x2f;
