@@ -21,12 +21,22 @@ let loaded: { readonly api: OpenTelemetryApi | undefined } | undefined;
 const REGISTRY = Symbol.for("opentelemetry.js.api.1");
 
 /**
+ * Whether an application has registered anything with `@opentelemetry/api`
+ * (a tracer or meter provider, a propagator, a context manager), read from
+ * the API's global registry without loading the API: until then everything
+ * the API would do is a no-op. One property read.
+ */
+export function openTelemetryRegistered(): boolean {
+  return (globalThis as Record<symbol, unknown>)[REGISTRY] !== undefined;
+}
+
+/**
  * The `@opentelemetry/api` module when it is installed and something is
  * registered with it; `undefined` otherwise (one property read).
  */
 export function openTelemetry(): OpenTelemetryApi | undefined {
   if (loaded === undefined) {
-    if ((globalThis as Record<symbol, unknown>)[REGISTRY] === undefined) return undefined;
+    if (!openTelemetryRegistered()) return undefined;
     let api: OpenTelemetryApi | undefined;
     try {
       // The package is dual CommonJS / ES module; its global registry is

@@ -2,7 +2,7 @@
  * connect-gateway/protocol: what other libraries built on connect-gateway
  * need — the gateway package first — and end users do not: OAuth2 client
  * authentication, the option assertions every configuration is checked with,
- * and the environment type. Applications use the role entries (client,
+ * the environment type, and whether OpenTelemetry is in use. Applications use the role entries (client,
  * server, signing, testing) and connect-gateway/errors.
  *
  * @module connect-gateway/protocol
@@ -32,3 +32,4 @@ export {
   type StringRules,
 } from "../core/assertions.js";
 export type { GatewayEnv } from "../core/environment.js";
+export { openTelemetryRegistered } from "../core/open-telemetry.js";

@@ -11,6 +11,7 @@
  * Never a token, a secret or a signature in an attribute.
  */
 import { createRequire } from "node:module";
+import { openTelemetryRegistered } from "connect-gateway/protocol";
 import type { Context, Span, TextMapGetter } from "@opentelemetry/api";
 import { routePatternOf } from "./request-state.js";
 import type { FastifyReply, FastifyRequest } from "fastify";
@@ -18,9 +19,6 @@ import { GatewayHttpError } from "./gateway-http-error.js";
 
 type OpenTelemetryApi = typeof import("@opentelemetry/api");
 
-// Where the API (major version 1, this package's dependency) keeps what an
-// application registered: a tracer provider, a propagator, a meter provider.
-const REGISTRY = Symbol.for("opentelemetry.js.api.1");
 let loadedApi: OpenTelemetryApi | undefined;
 
 /**
@@ -31,7 +29,7 @@ let loadedApi: OpenTelemetryApi | undefined;
  */
 function registeredApi(): OpenTelemetryApi | undefined {
   if (loadedApi === undefined) {
-    if ((globalThis as Record<symbol, unknown>)[REGISTRY] === undefined) return undefined;
+    if (!openTelemetryRegistered()) return undefined;
     // The package is dual CommonJS / ES module; both copies share the registry.
     loadedApi = createRequire(import.meta.url)("@opentelemetry/api") as OpenTelemetryApi;
   }
