@@ -96,7 +96,7 @@ export function checkRequestHead(config: GatewayAuthConfig, head: RequestHead): 
   const { headers, contentLength } = check;
   if (headers.v2 === undefined) {
     if (config.requireSignatureV2) return { ok: false, method, fullpath, reason: "signature_v2_required" };
-    return new V1Head(config, method, fullpath, headers, contentLength);
+    return new V1Head(config, method, fullpath, headers, contentLength, "v1");
   }
   return new V2Head(config, method, url, fullpath, headers, headers.v2, contentLength);
 }
@@ -123,21 +123,27 @@ class TrustedHead implements AdmittedHead {
   }
 }
 
-class V1Head implements AdmittedHead {
+/** What a signed request's head holds, whichever signature it carries. */
+abstract class SignedHead implements AdmittedHead {
   readonly ok = true;
   readonly identity: GatewayIdentity;
   diagnostics: SignatureDiagnostics | undefined = undefined;
 
   constructor(
-    private readonly config: GatewayAuthConfig,
+    protected readonly config: GatewayAuthConfig,
     readonly method: string,
     readonly fullpath: string,
-    private readonly headers: CheckedGatewayHeaders,
+    protected readonly headers: CheckedGatewayHeaders,
     readonly contentLength: string | undefined,
+    version: "v1" | "v2",
   ) {
-    this.identity = identityOf(headers.identity, "v1", config.trustUnsignedIdentity);
+    this.identity = identityOf(headers.identity, version, config.trustUnsignedIdentity);
   }
 
+  abstract verifyBody(bodySha256: string): BodyVerdict | Promise<BodyVerdict>;
+}
+
+class V1Head extends SignedHead {
   verifyBody(bodySha256: string): BodyVerdict {
     const { timestamp, signature = "", identity } = this.headers;
     const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath: this.fullpath, bodySha256 };
@@ -147,21 +153,17 @@ class V1Head implements AdmittedHead {
   }
 }
 
-class V2Head implements AdmittedHead {
-  readonly ok = true;
-  readonly identity: GatewayIdentity;
-  diagnostics: SignatureDiagnostics | undefined = undefined;
-
+class V2Head extends SignedHead {
   constructor(
-    private readonly config: GatewayAuthConfig,
-    readonly method: string,
+    config: GatewayAuthConfig,
+    method: string,
     private readonly requestTarget: string,
-    readonly fullpath: string,
-    private readonly headers: CheckedGatewayHeaders,
+    fullpath: string,
+    headers: CheckedGatewayHeaders,
     private readonly v2: SignatureV2Headers,
-    readonly contentLength: string | undefined,
+    contentLength: string | undefined,
   ) {
-    this.identity = identityOf(headers.identity, "v2", config.trustUnsignedIdentity);
+    super(config, method, fullpath, headers, contentLength, "v2");
   }
 
   verifyBody(bodySha256: string): BodyVerdict | Promise<BodyVerdict> {

@@ -1,5 +1,5 @@
 import pino from "pino";
-import { LogController, type FastifyBaseLogger, type FastifyLogFn as LogFn, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
+import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import type { ResolvedGatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
 import { routePatternOf } from "./request-state.js";
@@ -44,10 +44,11 @@ export class GatewayLogController extends LogController {
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const url = request.url;
     const query = url.indexOf("?");
-    const log = reply.log;
+    // The request's child logger is made only if something else logged (see
+    // RequestLogger); until then the line goes through the parent, with reqId.
+    const lazy = reply.log instanceof RequestLogger && !reply.log.made;
     const fields = {
-      // The request's child logger is made only if something else logged (see RequestLogger).
-      ...(log instanceof RequestLogger && !log.made && { reqId: request.id }),
+      ...(lazy && { reqId: request.id }),
       method: request.method,
       route: routePatternOf(request),
       path: query === -1 ? url : url.slice(0, query),
@@ -55,7 +56,7 @@ export class GatewayLogController extends LogController {
       statusCode: reply.statusCode,
       durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
     };
-    const line = log instanceof RequestLogger ? log.lineLogger : log;
+    const line = reply.log instanceof RequestLogger ? reply.log.lineLogger : reply.log;
     if (error) line.error({ ...fields, err: error }, REQUEST_ERRORED);
     else line.info(fields, REQUEST_COMPLETED);
   }
@@ -100,27 +101,32 @@ class RequestLogger {
     this.real.level = level;
   }
 
+  private log(level: Level, args: unknown[]): void {
+    const real = this.real;
+    (real[level] as (...args: unknown[]) => void).apply(real, args);
+  }
+
   // Methods on the prototype, not a closure each per request.
   fatal(...args: unknown[]): void {
-    forward(this.real.fatal, this.real, args);
+    this.log("fatal", args);
   }
   error(...args: unknown[]): void {
-    forward(this.real.error, this.real, args);
+    this.log("error", args);
   }
   warn(...args: unknown[]): void {
-    forward(this.real.warn, this.real, args);
+    this.log("warn", args);
   }
   info(...args: unknown[]): void {
-    forward(this.real.info, this.real, args);
+    this.log("info", args);
   }
   debug(...args: unknown[]): void {
-    forward(this.real.debug, this.real, args);
+    this.log("debug", args);
   }
   trace(...args: unknown[]): void {
-    forward(this.real.trace, this.real, args);
+    this.log("trace", args);
   }
   silent(...args: unknown[]): void {
-    forward(this.real.silent, this.real, args);
+    this.log("silent", args);
   }
 
   child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
@@ -128,9 +134,7 @@ class RequestLogger {
   }
 }
 
-function forward(method: LogFn, logger: FastifyBaseLogger, args: unknown[]): void {
-  (method as (...args: unknown[]) => void).apply(logger, args);
-}
+type Level = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
 
 type Bindings = Parameters<FastifyBaseLogger["child"]>[0];
 type ChildLoggerOptions = NonNullable<Parameters<FastifyBaseLogger["child"]>[1]>;
