@@ -29,13 +29,7 @@ describe("request logging: one line per request", () => {
   });
   afterAll(() => closeInTurn(gateway, backend));
 
-  const linesOf = (requestId: string): LogLine[] =>
-    logs
-      .text()
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as LogLine)
-      .filter((line) => line.reqId === requestId);
+  const linesOf = (requestId: string): LogLine[] => logs.lines().filter((line) => line.reqId === requestId);
 
   it("logs an answered request once, when it is answered, with method, route, path, status, duration and request id", async () => {
     const response = await fetch(`${gateway.url}/api/v1/items/42?access_token=secret-in-query`, {

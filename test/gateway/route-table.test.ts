@@ -185,12 +185,7 @@ describe("requests the route table matches nothing for", () => {
     expect(response.status).toBe(404);
     await response.arrayBuffer();
     await new Promise((resolve) => setTimeout(resolve, 20));
-    const lines = logs
-      .text()
-      .trim()
-      .split("\n")
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-      .filter((line) => line.reqId === "unmatched-log" && line.msg === "request completed");
+    const lines = logs.lines().filter((line) => line.reqId === "unmatched-log" && line.msg === "request completed");
     expect(lines).toEqual([expect.objectContaining({ statusCode: 404, path: "/api/v1/unknown" })]);
     expect(lines[0]).not.toHaveProperty("route");
   });

@@ -137,15 +137,22 @@ export function hasValidSignature(req: RecordedRequest, secret = HMAC_SECRET): b
 }
 
 /** A pino destination that keeps every log line, to prove what never gets logged. */
-export function captureLogs(): { stream: Writable; text: () => string } {
-  const lines: string[] = [];
+export function captureLogs(): { stream: Writable; text: () => string; lines: () => Array<Record<string, unknown>> } {
+  const chunks: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _encoding, callback) {
-      lines.push(chunk.toString("utf8"));
+      chunks.push(chunk.toString("utf8"));
       callback();
     },
   });
-  return { stream, text: () => lines.join("") };
+  const text = () => chunks.join("");
+  // Each JSON line the gateway logged so far, parsed.
+  const lines = () =>
+    text()
+      .split("\n")
+      .filter((line) => line.trim() !== "")
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  return { stream, text, lines };
 }
 
 /**
