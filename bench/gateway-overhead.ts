@@ -1,5 +1,7 @@
 // `npm run bench gateway`: what the gateway hop costs, against baselines
-// measured in the same run. `BENCH_QUICK=1` shortens everything (smoke run).
+// measured in the same run. `BENCH_QUICK=1` shortens everything (smoke run);
+// `BENCH_SECTIONS=3,4` runs only those sections (numbered as printed; 1 and
+// 2 run together).
 //
 // Processes (bench/gateway/): the load generator (autocannon, loader.ts),
 // the backend (plain node:http, backend.ts, also the JWKS and introspection
@@ -46,6 +48,17 @@ import { BENCH_AUDIENCE, BENCH_ISSUER, HMAC_SECRET, type LoadRequest, type LoadR
 import type { TokenValidationOptions } from "../packages/gateway/src/index.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
+/** The sections to run (1 to 5), from BENCH_SECTIONS; all of them when it is unset. */
+const SECTIONS = sectionsToRun(process.env.BENCH_SECTIONS);
+
+function sectionsToRun(value: string | undefined): ReadonlySet<number> {
+  const all = [1, 2, 3, 4, 5];
+  if (value === undefined || value.trim() === "") return new Set(all);
+  const chosen = value.split(",").map((s) => Number(s.trim()));
+  const unknown = chosen.filter((n) => !all.includes(n));
+  if (unknown.length > 0) throw new Error(`BENCH_SECTIONS: ${value} (sections are 1 to 5, comma-separated)`);
+  return new Set(chosen);
+}
 const ROUNDS = QUICK ? 2 : 5;
 const ROUND_SECONDS = QUICK ? 0.5 : 1.5;
 const WARMUP_SECONDS = QUICK ? 0.5 : 1.5;
@@ -584,10 +597,10 @@ async function main(): Promise<void> {
     writeFileSync(backendsFile, `version: "1.0"\nbackends:\n  echo:\n    upstream: ${backendUrl}\n    scopes: [read]\n`);
     const ctx: Context = { pinning, tmp, backendUrl, nginxBinary, tokens: await hs256Tokens(256), backendsFile };
 
-    await getAndBodies(ctx);
-    await routeCount(ctx);
-    await coldStarts(ctx, cli);
-    await tokenModes(ctx, `${backendUrl}/introspect`, `${backendUrl}/.well-known/jwks.json`);
+    if (SECTIONS.has(1) || SECTIONS.has(2)) await getAndBodies(ctx);
+    if (SECTIONS.has(3)) await routeCount(ctx);
+    if (SECTIONS.has(4)) await coldStarts(ctx, cli);
+    if (SECTIONS.has(5)) await tokenModes(ctx, `${backendUrl}/introspect`, `${backendUrl}/.well-known/jwks.json`);
     console.log(`\ngateway benchmark done in ${((performance.now() - began) / 1000).toFixed(0)} s`);
   } finally {
     await stopAll();
