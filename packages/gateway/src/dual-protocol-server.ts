@@ -7,6 +7,7 @@ import {
   type Http2Session,
 } from "node:http2";
 import type { Socket } from "node:net";
+import { LinkedSet } from "./linked-set.js";
 
 /** fastify's request handler; it also takes the HTTP/2 compatibility request and response. */
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -119,23 +120,23 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
   // HTTP/1.1 responses not finished yet: when draining, they say
   // `Connection: close` if they still can, and their connection is closed
   // as soon as it is idle again.
-  const http1Responses = new Set<ServerResponse>();
+  const http1Responses = new LinkedSet<ServerResponse>();
   // HTTP/2 responses whose stream is still open: answered or reset when a
   // drain times out.
-  const http2Responses = new Set<Http2ServerResponse>();
+  const http2Responses = new LinkedSet<Http2ServerResponse>();
   const closeIdleSoon = () => setImmediate(() => http1.closeIdleConnections());
   const handle: Handler = (req, res) => {
     if (res instanceof ServerResponse) {
       if (draining) res.shouldKeepAlive = false;
-      http1Responses.add(res);
+      const open = http1Responses.add(res);
       res.once("close", () => {
-        http1Responses.delete(res);
+        http1Responses.delete(open);
         if (draining) closeIdleSoon();
       });
     } else {
       const http2Response = res as unknown as Http2ServerResponse;
-      http2Responses.add(http2Response);
-      http2Response.stream.once("close", () => http2Responses.delete(http2Response));
+      const open = http2Responses.add(http2Response);
+      http2Response.stream.once("close", () => http2Responses.delete(open));
       boundRequestBody(http2Response, requestTimeoutMs);
     }
     handler(req, res);
@@ -162,12 +163,12 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     },
     handle as unknown as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
   );
-  const sessions = new Set<Http2Session>();
+  const sessions = new LinkedSet<Http2Session>();
   // When the connection being handed to the http2 server was accepted: the
   // preface deadline counts from then (the session is created synchronously).
   let handingOverAcceptedAt: number | undefined;
   http2.on("session", (session: Http2Session) => {
-    sessions.add(session);
+    const open = sessions.add(session);
     const acceptedAt = handingOverAcceptedAt ?? Date.now();
     // The preface and the client's first SETTINGS frame must arrive within
     // headersTimeoutMs: a half-sent preface would otherwise hold the socket.
@@ -193,18 +194,18 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     session.once("close", () => {
       clearTimeout(prefaceTimer);
       clearTimeout(idleTimer);
-      sessions.delete(session);
+      sessions.delete(open);
     });
     if (draining) session.close();
   });
   const http1Connection = http1.listeners("connection")[0] as (socket: Socket) => void;
   http1.removeAllListeners("connection");
-  const peeking = new Set<Socket>();
+  const peeking = new LinkedSet<Socket>();
   http1.on("connection", (socket: Socket) => {
     const acceptedAt = Date.now();
-    peeking.add(socket);
+    const peek = peeking.add(socket);
     peekProtocol(socket, headersTimeoutMs, (isHttp2) => {
-      peeking.delete(socket);
+      peeking.delete(peek);
       if (!isHttp2) return http1Connection.call(http1, socket);
       handingOverAcceptedAt = acceptedAt;
       try {
@@ -218,10 +219,10 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     server: http1,
     drain() {
       draining = true;
-      for (const res of http1Responses) if (!res.headersSent) res.shouldKeepAlive = false;
+      for (const res of http1Responses.values()) if (!res.headersSent) res.shouldKeepAlive = false;
       http1.closeIdleConnections();
-      for (const session of sessions) session.close();
-      for (const socket of peeking) socket.destroy();
+      for (const session of sessions.values()) session.close();
+      for (const socket of peeking.values()) socket.destroy();
     },
     destroyConnections() {
       draining = true;
@@ -229,11 +230,11 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       // gRPC-web clients all read as Unavailable. Not REFUSED_STREAM: that
       // promises the request was never processed, and gRPC clients then
       // retry it transparently, but the upstream may have run it already.
-      for (const res of http1Responses) {
+      for (const res of http1Responses.values()) {
         if (!res.headersSent) answerUnavailable(res);
         else if (!endRegistered(res)) res.destroy();
       }
-      for (const res of http2Responses) {
+      for (const res of http2Responses.values()) {
         const stream = res.stream;
         if (stream.closed || stream.destroyed) continue;
         // An answered stream whose upload is not complete is left to the
@@ -255,9 +256,9 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       http1.closeIdleConnections();
       setTimeout(() => {
         http1.closeAllConnections();
-        for (const session of sessions) session.destroy();
+        for (const session of sessions.values()) session.destroy();
       }, SESSION_DESTROY_DELAY_MS);
-      for (const socket of peeking) socket.destroy();
+      for (const socket of peeking.values()) socket.destroy();
     },
   };
 }
