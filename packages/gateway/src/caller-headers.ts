@@ -62,6 +62,9 @@ export function isDroppedCallerHeader(name: string, value: unknown, http2Upstrea
 /** The header names a `Connection` header lists (RFC 9110 §7.6.1), lower-cased. */
 export function connectionOptions(connection: string | string[] | undefined): ReadonlySet<string> {
   if (connection === undefined) return NO_OPTIONS;
+  // What nearly every HTTP/1.1 request and answer says: no Set to make.
+  if (connection === "keep-alive" || connection === "Keep-Alive") return KEEP_ALIVE;
+  if (connection === "close" || connection === "Close") return CLOSE;
   const values = Array.isArray(connection) ? connection : [connection];
   const names = new Set<string>();
   for (const value of values) {
@@ -74,6 +77,8 @@ export function connectionOptions(connection: string | string[] | undefined): Re
 }
 
 const NO_OPTIONS: ReadonlySet<string> = new Set();
+const KEEP_ALIVE: ReadonlySet<string> = new Set(["keep-alive"]);
+const CLOSE: ReadonlySet<string> = new Set(["close"]);
 
 /**
  * Removes from `headers` (the copy reply-from forwards) everything
