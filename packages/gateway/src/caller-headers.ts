@@ -81,10 +81,10 @@ const KEEP_ALIVE: ReadonlySet<string> = new Set(["keep-alive"]);
 const CLOSE: ReadonlySet<string> = new Set(["close"]);
 
 /**
- * Removes from `headers` (the copy reply-from forwards) everything
- * {@link isDroppedCallerHeader} names and every header the caller's own
- * `Connection` header lists (`callerConnection`: reply-from removes those
- * too, but reads only a single lower-case value).
+ * The caller's headers that may reach the upstream, copied into a new object:
+ * all but what {@link isDroppedCallerHeader} names and every header the
+ * caller's own `Connection` header lists (`callerConnection`: reply-from
+ * removes those too, but reads only a single lower-case value).
  *
  * Unless `keepAuthorization`, the caller's `Authorization` goes too, in any
  * spelling: the default for every route without `forward_authorization: true`
@@ -92,27 +92,32 @@ const CLOSE: ReadonlySet<string> = new Set(["close"]);
  * validated the bearer token and vouches for the caller with signed identity
  * headers, so the upstream has no use for the token — and one that never
  * receives it cannot log, leak or replay it against other services.
+ *
+ * A copy rather than `delete` on the given object: an object that loses a
+ * property becomes a slow dictionary for V8, and every later reader of
+ * these headers (reply-from's copy, undici's checks) would pay for it.
  */
-export function dropCallerHeaders<H extends IncomingHttpHeaders | Http2Headers>(
-  headers: H,
+export function keptCallerHeaders(
+  headers: IncomingHttpHeaders | Http2Headers,
   callerConnection: string | string[] | undefined,
   http2Upstream: boolean,
   keepAuthorization: boolean,
-): H {
+): Record<string, string | string[] | undefined> {
   const listed = connectionOptions(callerConnection);
-  // for…in rather than Object.keys: no array per request (deleting the key
-  // being visited is safe).
+  const kept: Record<string, string | string[] | undefined> = {};
   for (const name in headers) {
     const lower = name.toLowerCase();
+    const value = headers[name];
     if (
-      isDroppedCallerHeader(name, headers[name], http2Upstream) ||
+      isDroppedCallerHeader(name, value, http2Upstream) ||
       listed.has(lower) ||
       (!keepAuthorization && lower === "authorization")
     ) {
-      delete headers[name];
+      continue;
     }
+    kept[name] = value;
   }
-  return headers;
+  return kept;
 }
 
 /**
@@ -142,12 +147,17 @@ export function setForwardingHeaders(
   headers["forwarded"] = `${forwarded}proto=${protocol}`;
 }
 
-/** The upstream response's headers without its hop-by-hop ones (its `Connection: keep-alive` is not the caller's). */
-export function withoutResponseHopByHop<H extends Record<string, unknown>>(headers: H): H {
-  const listed = connectionOptions(headers["connection"] as string | string[] | undefined);
+/**
+ * The upstream response's headers without its hop-by-hop ones (its
+ * `Connection: keep-alive` is not the caller's), in a new object: a copy
+ * rather than `delete`, for the same reason as {@link keptCallerHeaders}.
+ */
+export function withoutResponseHopByHop<H extends IncomingHttpHeaders | Http2Headers>(headers: H): H {
+  const listed = connectionOptions(headers["connection"]);
+  const kept: IncomingHttpHeaders | Http2Headers = {};
   for (const name in headers) {
     const lower = name.toLowerCase();
-    if (RESPONSE_HOP_BY_HOP.has(lower) || listed.has(lower)) delete headers[name];
+    if (!RESPONSE_HOP_BY_HOP.has(lower) && !listed.has(lower)) kept[name] = headers[name];
   }
-  return headers;
+  return kept as H;
 }

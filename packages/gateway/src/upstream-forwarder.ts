@@ -7,7 +7,7 @@ import { EMPTY_BODY_SHA256, gatewaySignatureHeaders, GatewaySigningError } from 
 import { BufferedBody } from "./buffered-body.js";
 import { bufferedBodyParser } from "./buffered-body-parser.js";
 import { ChunkStream } from "./chunk-stream.js";
-import { dropCallerHeaders, setForwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
+import { keptCallerHeaders, setForwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
 import { envelopedProtocolOf } from "./caller-protocol.js";
 import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
 import { EnvelopedRelay } from "./enveloped-relay.js";
@@ -396,19 +396,18 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): BufferedBod
  * (its bearer token) goes too, unless the route says
  * `forward_authorization: true`.
  */
-function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(request: FastifyRequest, headers: H): H {
+function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(request: FastifyRequest, callerHeaders: H): H {
   const call = callOf<ForwardedCall>(request);
   const { upstream, route } = call.forwarding;
-  // transfer-encoding is hop-by-hop: dropCallerHeaders removes it.
-  dropCallerHeaders(headers, call.callerConnection, upstream.http2, route.access.forwardAuthorization === true);
-  if (call.bodyLength === undefined) delete headers["content-length"];
-  else headers["content-length"] = String(call.bodyLength);
-  // Direct assignment into reply-from's copy: no intermediate object.
+  // transfer-encoding is hop-by-hop: it is not kept.
+  const headers = keptCallerHeaders(callerHeaders, call.callerConnection, upstream.http2, route.access.forwardAuthorization === true);
+  // Without a body, the caller's Content-Length is not sent (undici and the h2c pool skip undefined).
+  headers["content-length"] = call.bodyLength === undefined ? undefined : String(call.bodyLength);
   const own = call.headers;
-  for (const name in own) (headers as Record<string, string>)[name] = own[name] as string;
+  for (const name in own) headers[name] = own[name];
   // Which connection pool it goes to (HTTP/1.1 without): see UpstreamDispatcher.
   if (call.forwarding.h2c !== undefined) (headers as { [UPSTREAM_POOL]?: H2cUpstreamPool })[UPSTREAM_POOL] = call.forwarding.h2c;
-  return headers;
+  return headers as H;
 }
 
 /**
