@@ -1,6 +1,7 @@
 // Which request paths the gateway forwards and which it refuses as
 // traversal or undecodable: dot segments in any spelling, backslashes and
-// bad percent-escapes are refused (400, never forwarded); encoded look-alikes
+// bad percent-escapes and control characters are refused (400, never
+// forwarded); encoded look-alikes
 // that URL parsing leaves alone go through exactly as sent.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../packages/gateway/src/index.js";
@@ -44,6 +45,13 @@ describe("forwarded paths", () => {
     "/backend/up/a?b=%zz",
     "/backend/up/a?discount=50%",
     "/backend/up/%C0%AE",
+    // Control characters, escaped: a NUL that cuts a C string, a line break in a log, DEL.
+    "/backend/up/a%00b",
+    "/backend/up/a/%00",
+    "/backend/up/a%0d%0aX-Injected:%20yes",
+    "/backend/up/%09tab",
+    "/backend/up/x%7F",
+    "/backend/up/caf%C3%A9%1f",
   ])("refuses %s (400) and never forwards it", async (target) => {
     const before = backend.requests.length;
     const res = await rawRequest(port, { method: "GET", path: target, headers: [] });

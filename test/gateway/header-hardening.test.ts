@@ -2,6 +2,7 @@
 // recording upstream on loopback. Requests go out on a raw socket so the exact
 // header spellings (underscores, hop-by-hop headers, Expect) reach the gateway
 // untouched by any client library.
+import * as http2 from "node:http2";
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Gateway } from "../../packages/gateway/src/index.js";
@@ -256,6 +257,89 @@ describe("header hardening", () => {
       expect(plain.status).toBe(200);
       expect(backend.requests.at(-1)!.headers["x-forwarded-for"]).toBe("127.0.0.1");
       expect(backend.requests.at(-1)!.headers["x-forwarded-proto"]).toBe("http");
+    });
+  });
+
+  describe("ambiguous request heads", () => {
+    // Node keeps the first of each and drops the rest without a word: refused instead.
+    it.each([
+      ["two Host lines", [`Host: ${"$HOST"}`, "Host: other.example"], "More than one Host header"],
+      ["two Authorization lines", [`Host: ${"$HOST"}`, "Authorization: Bearer $TOKEN", "Authorization: Bearer made-up"], "More than one Authorization header"],
+      ["the same Authorization twice", [`Host: ${"$HOST"}`, "Authorization: Bearer $TOKEN", "authorization: Bearer $TOKEN"], "More than one Authorization header"],
+    ])("refuses %s with 400 before any token is checked, forwarding nothing", async (_label, lines, message) => {
+      const before = backend.requests.length;
+      const head = lines.map((l) => l.replace("$HOST", host).replace("$TOKEN", token));
+      const res = await rawExchange(gateway.url, [`PUT /api/v1/agents/7 HTTP/1.1`, ...head, "Content-Type: application/json", "Connection: close"], "{}");
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.text.slice(res.text.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { code: "BAD_REQUEST", message } });
+      expect(res.text).not.toContain(token);
+      expect(backend.requests.length).toBe(before);
+    });
+
+    it("refuses an HTTP/2 request whose host is not its :authority, and serves one whose host agrees", async () => {
+      const session = http2.connect(gateway.url);
+      session.on("error", () => {});
+      const ask = (headers: http2.OutgoingHttpHeaders) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const stream = session.request({ ":path": "/api/v1/docs", ...headers });
+          let body = "";
+          let status = 0;
+          stream.on("response", (h) => (status = Number(h[":status"])));
+          stream.on("data", (c: Buffer) => (body += c.toString()));
+          stream.on("end", () => resolve({ status, body }));
+          stream.on("error", reject);
+          stream.end();
+        });
+      try {
+        const before = backend.requests.length;
+        const refused = await ask({ ":authority": host, host: "other.example" });
+        expect(refused.status).toBe(400);
+        expect(JSON.parse(refused.body)).toMatchObject({ error: { message: "The Host header is not the request's :authority" } });
+        expect(backend.requests.length).toBe(before);
+        expect((await ask({ ":authority": host, host: host.toUpperCase() })).status).toBe(200);
+        expect((await ask({ ":authority": host })).status).toBe(200);
+      } finally {
+        session.close();
+      }
+    });
+
+    it("never forwards a request's trailers (a chunked body's identity-looking trailer lines stay behind)", async () => {
+      const res = await new Promise<RawResponse>((resolve, reject) => {
+        const { hostname, port } = new URL(gateway.url);
+        const socket = connect(Number(port), hostname);
+        const chunks: Buffer[] = [];
+        socket.on("data", (c: Buffer) => chunks.push(c));
+        socket.on("error", reject);
+        socket.on("close", () => {
+          const text = Buffer.concat(chunks).toString("latin1");
+          resolve({ statuses: [], status: Number(text.slice(9, 12)), text });
+        });
+        socket.write(
+          [
+            "PUT /api/v1/agents/7 HTTP/1.1",
+            `Host: ${host}`,
+            `Authorization: Bearer ${token}`,
+            "Content-Type: application/json",
+            "Transfer-Encoding: chunked",
+            "Trailer: X-User-Scopes",
+            "Connection: close",
+            "",
+            "2",
+            "{}",
+            "0",
+            "X-User-Scopes: admin",
+            "X-Client-Id: evil",
+            "",
+            "",
+          ].join("\r\n"),
+        );
+      });
+      expect(res.status).toBe(200);
+      const forwarded = backend.requests.at(-1)!;
+      expect(forwarded.body.toString()).toBe("{}");
+      expect(forwarded.rawTrailers).toEqual([]);
+      expect(forwarded.headers["x-client-id"]).not.toBe("evil");
+      expect(hasValidSignature(forwarded)).toBe(true);
     });
   });
 });

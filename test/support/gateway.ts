@@ -34,6 +34,8 @@ export interface RecordedRequest {
   readonly url: string;
   readonly headers: IncomingMessage["headers"];
   readonly rawHeaders: readonly string[];
+  /** Trailer lines after a chunked body, as received (usually none). */
+  readonly rawTrailers?: readonly string[];
   readonly body: Buffer;
 }
 
@@ -54,7 +56,14 @@ export async function startRecordingBackend(options: { http2?: boolean } = {}): 
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
-      const recorded = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks) };
+      const recorded = {
+        method: req.method ?? "",
+        url: req.url ?? "",
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        rawTrailers: req.rawTrailers,
+        body: Buffer.concat(chunks),
+      };
       backend.requests.push(recorded);
       backend.respond(recorded, res);
     });

@@ -81,6 +81,44 @@ const KEEP_ALIVE: ReadonlySet<string> = new Set(["keep-alive"]);
 const CLOSE: ReadonlySet<string> = new Set(["close"]);
 
 /**
+ * Why a request's head is ambiguous, or `undefined` when it is not. Node
+ * keeps the first of repeated `Host` and `Authorization` lines and drops the
+ * others silently, so what the gateway acted on could differ from what
+ * another reader of the same request (a log, a proxy in front) took:
+ *
+ * - more than one `Host` line: RFC 9112 §3.2 requires a 400;
+ * - an HTTP/2 `host` that is not the request's `:authority`: a malformed
+ *   request (RFC 9113 §8.3.1);
+ * - more than one `Authorization` line: which credential counts would depend
+ *   on who reads it (RFC 6750 §3.1: `invalid_request`, a 400).
+ *
+ * One pass over the raw header lines, comparing lengths before names.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc9112#section-3.2 | RFC 9112 §3.2}
+ * @see {@link https://www.rfc-editor.org/rfc/rfc9113#section-8.3.1 | RFC 9113 §8.3.1}
+ */
+export function ambiguousRequestHead(rawHeaders: readonly string[]): string | undefined {
+  let host: string | undefined;
+  let authority: string | undefined;
+  let authorizations = 0;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === 4 && name.toLowerCase() === "host") {
+      if (host !== undefined) return "More than one Host header";
+      host = rawHeaders[i + 1] as string;
+    } else if (name.length === 13 && name.toLowerCase() === "authorization") {
+      if (++authorizations > 1) return "More than one Authorization header";
+    } else if (name === ":authority") {
+      authority = rawHeaders[i + 1] as string;
+    }
+  }
+  if (host !== undefined && authority !== undefined && host.toLowerCase() !== authority.toLowerCase()) {
+    return "The Host header is not the request's :authority";
+  }
+  return undefined;
+}
+
+/**
  * The caller's headers that may reach the upstream, copied into a new object:
  * all but what {@link isDroppedCallerHeader} names and every header the
  * caller's own `Connection` header lists (`callerConnection`: reply-from

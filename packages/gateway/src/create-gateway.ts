@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
+import { ambiguousRequestHead } from "./caller-headers.js";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { registerCors } from "./cors.js";
@@ -158,7 +159,9 @@ export function createGateway(options: GatewayConfig): Gateway {
     if (match !== undefined) setRoute(request, match);
     startHop(request);
     reply.header("x-request-id", request.id);
-    done();
+    // A repeated Host or Authorization is refused before anything acts on either.
+    const ambiguous = ambiguousRequestHead(request.raw.rawHeaders);
+    done(ambiguous === undefined ? undefined : new GatewayHttpError("BAD_REQUEST", ambiguous));
   });
   app.addHook("onRequestAbort", (request, done) => {
     abandonHop(request);

@@ -310,7 +310,9 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
  * URL parsing resolves `.` and `..` segments, `%2e%2e` and `\` included, which
  * would let a caller climb out of an upstream's base path or off the route it
  * was authorised for: such paths are refused rather than normalised, and so
- * is a path that does not percent-decode. Walks the path in place: only a
+ * is a path that does not percent-decode, and one with a control character,
+ * raw or escaped (`%00`, `%0a`, …): no resource is named with one, and a
+ * backend that decodes the path may cut it at a NUL or split a log line. Walks the path in place: only a
  * segment with a `%` in it is decoded (a path decodes if and only if each of
  * its segments does, as no escape spans a `/`).
  */
@@ -348,10 +350,14 @@ function isDecodableQuery(target: string): boolean {
 const SLASH = 0x2f;
 const DOT = 0x2e;
 
-/** True unless `target[start, stop)` is `.` or `..`, literally or percent-encoded, or does not decode. */
+/** True unless `target[start, stop)` is `.` or `..`, literally or percent-encoded, does not decode, or holds a control character. */
 function isPlainSegment(target: string, start: number, stop: number): boolean {
   const percent = target.indexOf("%", start);
   if (percent === -1 || percent >= stop) {
+    for (let i = start; i < stop; i++) {
+      const code = target.charCodeAt(i);
+      if (code < 0x20 || code === 0x7f) return false;
+    }
     const length = stop - start;
     return !(
       (length === 1 && target.charCodeAt(start) === DOT) ||
@@ -364,8 +370,11 @@ function isPlainSegment(target: string, start: number, stop: number): boolean {
   } catch {
     return false;
   }
-  return decoded !== "." && decoded !== "..";
+  return decoded !== "." && decoded !== ".." && !CONTROL.test(decoded);
 }
+
+/** C0 controls and DEL. */
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /**
  * The body to forward (and sign), if any: fastify reads none for GET and
