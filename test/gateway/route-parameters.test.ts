@@ -21,6 +21,13 @@ describe("createRouteParameterGuard", () => {
     // The sibling is found behind a parameter of the prefix too.
     expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "ME" })).toBe("shadows_static");
   });
+
+  it("refuses a value holding a slash (an encoded %2F the router decoded), in any parameter", () => {
+    expect(guard("/api/v1/users/:id", { id: "42/roles" })).toBe("encoded_slash");
+    expect(guard("/api/v1/users/:id", { id: "/" })).toBe("encoded_slash");
+    expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1/users/me", id: "42" })).toBe("encoded_slash");
+    expect(guard("/api/v1/users/:id", { id: "42%2Froles" })).toBeUndefined(); // a literal %2F (sent as %252F) is data
+  });
 });
 
 /**
@@ -47,9 +54,9 @@ describe("createRouteParameterGuard, against the rule stated directly", () => {
   const segment = fc.constantFrom("a", "b", "B", "admin", "ADMIN", "me", ":id", ":org", "*");
   const pattern = fc.array(segment, { minLength: 1, maxLength: 4 }).map((segments) => `/${segments.join("/")}`);
 
-  it("refuses exactly the case variants of the statics the rule names, and empty values", () => {
+  it("refuses exactly the case variants of the statics the rule names, empty values and slashes", () => {
     fc.assert(
-      fc.property(fc.array(pattern, { minLength: 1, maxLength: 8 }), fc.constantFrom("a", "A", "b", "ADMIN", "Admin", "me", "ME", "x", ""), (patterns, value) => {
+      fc.property(fc.array(pattern, { minLength: 1, maxLength: 8 }), fc.constantFrom("a", "A", "b", "ADMIN", "Admin", "me", "ME", "x", "", "a/b", "ADMIN/x"), (patterns, value) => {
         const guard = createRouteParameterGuard(patterns);
         for (const p of patterns) {
           const segments = p.split("/");
@@ -64,7 +71,7 @@ describe("createRouteParameterGuard, against the rule stated directly", () => {
             const folded = new Set([...statics].map((x) => x.toLowerCase()));
             // Two parameters of one name in one pattern share their value: skip that shape.
             if (segments.filter((x) => x === s).length > 1) return;
-            const expected = value === "" ? "empty" : folded.has(value.toLowerCase()) && !statics.has(value) ? "shadows_static" : undefined;
+            const expected = value === "" ? "empty" : value.includes("/") ? "encoded_slash" : folded.has(value.toLowerCase()) && !statics.has(value) ? "shadows_static" : undefined;
             expect(guard(p, params)).toBe(expected);
           });
         }
@@ -107,7 +114,7 @@ describe("route parameters through the gateway", () => {
     expect(await get(gateway.url, "/api/v1/users/admin", readOnly)).toBe(403);
   });
 
-  it.each(["/api/v1/users/ADMIN", "/api/v1/users/Admin", "/api/v1/users/%41DMIN", "/api/v1/users/"])(
+  it.each(["/api/v1/users/ADMIN", "/api/v1/users/Admin", "/api/v1/users/%41DMIN", "/api/v1/users/", "/api/v1/users/42%2Fdelete", "/api/v1/users/42%2fdelete", "/api/v1/users/%2F"])(
     "%s is refused (404) and never forwarded",
     async (target) => {
       const before = backend.requests.length;

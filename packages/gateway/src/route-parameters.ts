@@ -13,8 +13,15 @@
  *   exact spelling reached the static route in the first place (or, for
  *   another method, is that route's path under this route's rule, as the
  *   routes file says).
+ * - `encoded_slash`: the router decodes a value after matching, so
+ *   `/files/7%2Facl` is `/files/{id}` with the id `7/acl`. A backend that
+ *   decodes `%2F` before routing (some proxies and frameworks do) would
+ *   serve `/files/7/acl` — another route, or one the gateway does not
+ *   expose at all — under the `{id}` route's rule. No `{placeholder}` value
+ *   holds a `/`; a path that needs one goes through a backend's
+ *   `/backend/<name>/…` prefix, where every path beneath is under one rule.
  */
-export type RouteParameterProblem = "empty" | "shadows_static";
+export type RouteParameterProblem = "empty" | "shadows_static" | "encoded_slash";
 
 /** Checks one matched request's parameters against the route it matched. */
 export type RouteParameterGuard = (
@@ -68,6 +75,7 @@ export function createRouteParameterGuard(patterns: readonly string[]): RoutePar
     for (const name of rule.names) {
       const value = params[name];
       if (value === undefined || value === "") return "empty";
+      if (value.includes("/")) return "encoded_slash";
       const statics = rule.siblings.get(name);
       if (statics?.folded.has(value.toLowerCase()) && !statics.exact.has(value)) return "shadows_static";
     }
