@@ -60,6 +60,18 @@ export interface GatewayAuthOptions<User = unknown> {
    * until its signature verifies, so this bounds the memory a caller can pin.
    */
   readonly maxBodyBytes?: number;
+  /**
+   * How long the body of a request whose headers passed may take to arrive,
+   * in milliseconds (default 30,000). The signature covers the body, so it is
+   * read before anything can be verified, and headers that pass the first
+   * checks take no secret: without this bound, a caller on the
+   * gateway→service hop could hold requests open by trickling their bodies.
+   * A gateway has the whole body before it signs, so a sound hop delivers it
+   * at once. Past it: `body_timeout` (HTTP 408 / `DeadlineExceeded`), checked
+   * every quarter second; a body Fastify itself parses has its request
+   * destroyed instead (Fastify owns that read).
+   */
+  readonly bodyTimeoutMs?: number;
   /** Called on every rejection, e.g. to log it. Its exceptions are ignored. */
   readonly onRejection?: (event: GatewayRejectionEvent) => void;
   /**
@@ -112,6 +124,7 @@ export interface GatewayAuthConfig<User = unknown> {
   readonly resolveUser: GatewayAuthOptions<User>["resolveUser"];
   readonly onMissingUser: GatewayAuthOptions<User>["onMissingUser"];
   readonly maxBodyBytes: number;
+  readonly bodyTimeoutMs: number;
   readonly onRejection: GatewayAuthOptions<User>["onRejection"];
   readonly nowSeconds: () => number;
 }
@@ -162,6 +175,7 @@ export function resolveGatewayAuthConfig<User>(
     resolveUser,
     onMissingUser,
     maxBodyBytes: positiveInteger("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_BODY_BYTES, "bytes"),
+    bodyTimeoutMs: positiveInteger("bodyTimeoutMs", options.bodyTimeoutMs, 30_000, "milliseconds"),
     onRejection,
     nowSeconds: () => Math.floor(clock() / 1000),
   };

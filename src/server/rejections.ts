@@ -4,11 +4,12 @@ import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 
 /**
  * A refusal that is about the body rather than the gateway's headers or
- * signature: larger than `maxBodyBytes`, already read by a body parser
+ * signature: larger than `maxBodyBytes`, not received within
+ * `bodyTimeoutMs`, already read by a body parser
  * mounted first, cut off (the client went away), or (Express only) JSON
  * that does not parse.
  */
-export type BodyRejection = "body_too_large" | "body_already_read" | "body_cut_off" | "invalid_json_body";
+export type BodyRejection = "body_too_large" | "body_timeout" | "body_already_read" | "body_cut_off" | "invalid_json_body";
 
 /** Every kind of refusal a verified service answers with. */
 export type RejectionKind = GatewayRejectionReason | BodyRejection;
@@ -26,7 +27,7 @@ export interface RejectionEntry {
    * reason code itself, shown only with `exposeRejectionReason`; otherwise
    * the message is `Forbidden`.
    */
-  readonly message: string | ((config: Pick<GatewayAuthConfig, "maxBodyBytes">) => string);
+  readonly message: string | ((config: Pick<GatewayAuthConfig, "maxBodyBytes" | "bodyTimeoutMs">) => string);
   /**
    * True for a {@link GatewayRejectionReason}: reported to `onRejection`,
    * and answered `Forbidden` unless `exposeRejectionReason` is set (so a
@@ -61,6 +62,14 @@ export const rejections: { readonly [K in RejectionKind]: RejectionEntry } = Obj
     code: Code.ResourceExhausted,
     codeName: "resource_exhausted",
     message: (config) => `request body larger than maxBodyBytes (${config.maxBodyBytes})`,
+    verdict: false,
+  },
+  // A body still trickling in after bodyTimeoutMs (see body-deadlines.ts).
+  body_timeout: {
+    status: 408,
+    code: Code.DeadlineExceeded,
+    codeName: "deadline_exceeded",
+    message: (config) => `request body not received within bodyTimeoutMs (${config.bodyTimeoutMs} ms)`,
     verdict: false,
   },
   // Typically `express.json()` mounted before the gateway middleware: the

@@ -221,12 +221,13 @@ export function refusalBeforeBody(config: GatewayAuthConfig, body: BodyAhead): B
 }
 
 /**
- * Reads the body of a request whose head passed (at most `maxBodyBytes`),
+ * Reads the body of a request whose head passed (at most `maxBodyBytes`, for
+ * at most `bodyTimeoutMs`),
  * hashing each chunk once as it arrives, then verifies the signature (and,
  * for v2, claims the request id). Rejects when the client goes away mid-body.
  */
 export function readAndVerifyBody(config: GatewayAuthConfig, check: AdmittedHead, stream: Readable): Promise<VerifiedBody> {
-  return readVerifiedBody(stream, check, config.maxBodyBytes);
+  return readVerifiedBody(stream, check, config.maxBodyBytes, config.bodyTimeoutMs);
 }
 
 /**
@@ -239,7 +240,7 @@ export function verifyHashedBody(check: AdmittedHead, bodySha256: string): Promi
 
 /** The refusal a body that did not verify leads to. */
 export function refusalOfBody(body: Exclude<VerifiedBody, { kind: "verified" }>): RejectionKind {
-  return body.kind === "too_large" ? "body_too_large" : body.reason;
+  return body.kind === "too_large" ? "body_too_large" : body.kind === "timed_out" ? "body_timeout" : body.reason;
 }
 
 function trustedIdentity(rawHeaders: readonly string[]): GatewayIdentity | undefined {

@@ -1,6 +1,7 @@
 import { createHash, hash as sha256Once, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { EMPTY_BODY_SHA256, type GatewayRejectionReason } from "../signing/index.js";
+import { endTimedOutStream, unwatchDeadline, watchDeadline, type DeadlineWatch } from "./body-deadlines.js";
 import type { BodyVerdict } from "./replay-check.js";
 
 /** The outcome of {@link readVerifiedBody}. */
@@ -12,7 +13,9 @@ export type VerifiedBody =
       readonly byteLength: number;
     }
   | { readonly kind: "rejected"; readonly reason: GatewayRejectionReason }
-  | { readonly kind: "too_large" };
+  | { readonly kind: "too_large" }
+  /** The body did not arrive within `bodyTimeoutMs` (see body-deadlines.ts). */
+  | { readonly kind: "timed_out" };
 
 /** What {@link readVerifiedBody} asks once the whole body is hashed (a request's admitted check). */
 export interface BodyCheck {
@@ -26,14 +29,20 @@ export interface BodyCheck {
  * are handed out only when it does: a handler can never act on bytes whose
  * signature has not been checked.
  *
- * Stops reading, and drops what it holds, past `maxBodyBytes`. Rejects when
+ * Stops reading, and drops what it holds, past `maxBodyBytes`, or when the
+ * body has not ended `bodyTimeoutMs` after the read started. Rejects when
  * the stream fails or closes before its end (the client went away).
  * Listens to `data` events rather than async-iterating: it costs one
  * listener per request instead of a promise per chunk. The listeners are
  * shared functions that find the read in progress on the stream, rather
  * than closures made for each request.
  */
-export function readVerifiedBody(stream: Readable, check: BodyCheck, maxBodyBytes: number): Promise<VerifiedBody> {
+export function readVerifiedBody(
+  stream: Readable,
+  check: BodyCheck,
+  maxBodyBytes: number,
+  bodyTimeoutMs: number,
+): Promise<VerifiedBody> {
   const { promise, resolve, reject } = withResolvers<VerifiedBody>();
   const read = new BodyRead(stream, check, maxBodyBytes, resolve, reject);
   if (stream.readableEnded) {
@@ -47,6 +56,7 @@ export function readVerifiedBody(stream: Readable, check: BodyCheck, maxBodyByte
     return promise;
   }
   (stream as ReadStream)[reading] = read;
+  watchDeadline(read, bodyTimeoutMs);
   stream.on("data", onData);
   stream.on("end", onEnd);
   stream.on("error", onError);
@@ -95,8 +105,12 @@ const EMPTY_SHA256 = createHash("sha256");
  * object: in a serving process, where the caches are cold between requests,
  * every call into node:crypto costs more than the hashing of a small body.
  */
-class BodyRead {
+class BodyRead implements DeadlineWatch {
   private hash: Hash | undefined = undefined;
+  deadlineAt = 0;
+  previousWatch: DeadlineWatch | undefined = undefined;
+  nextWatch: DeadlineWatch | undefined = undefined;
+  watched = false;
   private readonly chunks: Uint8Array[] = [];
   private byteLength = 0;
 
@@ -141,6 +155,17 @@ class BodyRead {
     this.reject(error);
   }
 
+  /** The deadline passed with the body still coming: stop reading, drop what was read. */
+  expire(): void {
+    if (this.stream[reading] !== this) return;
+    this.done();
+    this.stream.pause();
+    endTimedOutStream(this.stream);
+    this.chunks.length = 0;
+    this.hash = undefined;
+    this.resolve({ kind: "timed_out" });
+  }
+
   private digest(): string {
     if (this.hash !== undefined) return this.hash.digest("hex");
     const only = this.chunks[0];
@@ -148,6 +173,7 @@ class BodyRead {
   }
 
   private done(): void {
+    unwatchDeadline(this);
     const stream = this.stream;
     if (stream[reading] !== this) return;
     stream[reading] = undefined;

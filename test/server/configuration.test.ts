@@ -86,7 +86,7 @@ describe("configuration errors are thrown at construction", () => {
   });
 
   it("InvalidOptionError for the other options", () => {
-    for (const bad of [{ maxBodyBytes: 1.5 }, { exposeRejectionReason: "yes" }, { skipVerification: 1 }, { onRejection: "log" }, { now: 5 }]) {
+    for (const bad of [{ maxBodyBytes: 1.5 }, { bodyTimeoutMs: 0 }, { bodyTimeoutMs: 2.5 }, { bodyTimeoutMs: "30000" }, { exposeRejectionReason: "yes" }, { skipVerification: 1 }, { onRejection: "log" }, { now: 5 }]) {
       const err = thrown(() => createGatewayAuth({ hmacSecret: SECRET, ...bad } as GatewayAuthOptions));
       expect(err).toBeInstanceOf(InvalidOptionError);
       expectNoSecret(err);

@@ -4,6 +4,7 @@
 // and Fastify, the Connect code and message for Connect. A wrong mapping in
 // one adapter fails here.
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
+import { request as httpRequest } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, type GatewayAuthOptions, type GatewayRejectionEvent } from "../../src/server/index.js";
 import { HIDDEN_REJECTION_MESSAGE, rejections, type RejectionKind } from "../../src/server/rejections.js";
@@ -16,6 +17,7 @@ import { startAdapterServers, type Adapter } from "../support/adapter-servers.js
 const SECRET = "rejection-table-secret-7c1";
 const ECHO = "/example.v1.EchoService/Echo";
 const MAX_BODY_BYTES = 1024;
+const BODY_TIMEOUT_MS = 300;
 const body = Buffer.from(JSON.stringify({ text: "hello" }));
 const json: [string, string] = ["content-type", "application/json"];
 
@@ -65,7 +67,7 @@ const post = (port: number, headers: [string, string][], payload: Buffer = body)
 /** Checks an answer against the table's row for `kind`. */
 function expectRow(adapter: Adapter, res: RawResponse, kind: RejectionKind, message?: string) {
   const row = rejections[kind];
-  const expected = message ?? (typeof row.message === "string" ? row.message : row.message({ maxBodyBytes: MAX_BODY_BYTES }));
+  const expected = message ?? (typeof row.message === "string" ? row.message : row.message({ maxBodyBytes: MAX_BODY_BYTES, bodyTimeoutMs: BODY_TIMEOUT_MS }));
   if (adapter === "connect") {
     expect(res.status).toBe(codeToHttpStatus(row.code));
     expect(JSON.parse(res.body)).toEqual({ code: row.codeName, message: expected });
@@ -79,6 +81,7 @@ let normal: Stack;
 let v2Only: Stack;
 let storeDown: Stack;
 let production: Stack;
+let impatient: Stack;
 
 beforeAll(async () => {
   normal = await stack({});
@@ -86,7 +89,37 @@ beforeAll(async () => {
   const failing = { claim: () => Promise.reject(new Error("store down")) };
   storeDown = await stack({ replayStore: failing, replayStoreTimeoutMs: 50 });
   production = await stack({ exposeRejectionReason: false });
+  impatient = await stack({ bodyTimeoutMs: BODY_TIMEOUT_MS });
 });
+
+/**
+ * Sends a signed request's headers and half its body, then stalls (as a
+ * caller trickling a body would), and returns the answer; fails after 5 s.
+ */
+function postStalled(port: number, headers: [string, string][], payload: Buffer): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const flat = [["host", `127.0.0.1:${port}`], ...headers, ["content-length", String(payload.byteLength)]].flat();
+    const req = httpRequest({ host: "127.0.0.1", port, method: "POST", path: ECHO, headers: flat, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") });
+      });
+    });
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error("no answer to a stalled body within 5 s"));
+    }, 5000);
+    req.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.flushHeaders();
+    req.write(payload.subarray(0, payload.byteLength >> 1));
+  });
+}
 
 /** How to provoke each kind of refusal on an adapter of a stack: the last answer is the refused one. */
 const cases: readonly {
@@ -145,6 +178,11 @@ const cases: readonly {
       const big = Buffer.from(JSON.stringify({ text: "x".repeat(2 * MAX_BODY_BYTES) }));
       return post(port, [json, ...signedHeaders(SECRET, { method: "POST", path: ECHO, body: big })], big);
     },
+  },
+  {
+    kind: "body_timeout",
+    stack: () => impatient,
+    send: (port) => postStalled(port, v2(), body),
   },
 ];
 

@@ -14,7 +14,7 @@ function checkRecording() {
 async function readChunks(chunks: readonly Buffer[], maxBodyBytes = 1 << 20) {
   const stream = new PassThrough();
   const { asked, check } = checkRecording();
-  const pending = readVerifiedBody(stream, check, maxBodyBytes);
+  const pending = readVerifiedBody(stream, check, maxBodyBytes, 10_000);
   for (const chunk of chunks) stream.write(chunk);
   stream.end();
   return { body: await pending, asked };
@@ -62,7 +62,7 @@ describe("readVerifiedBody", () => {
     const stream = new PassThrough();
     stream.setEncoding("utf8");
     const { asked, check } = checkRecording();
-    const pending = readVerifiedBody(stream, check, 1024);
+    const pending = readVerifiedBody(stream, check, 1024, 10_000);
     stream.write("héllo ");
     stream.end("wörld");
     expect((await pending).kind).toBe("verified");
@@ -78,7 +78,7 @@ describe("readVerifiedBody", () => {
   it("rejects when the stream fails mid-body, without asking the check", async () => {
     const stream = new PassThrough();
     const { asked, check } = checkRecording();
-    const pending = readVerifiedBody(stream, check, 1024);
+    const pending = readVerifiedBody(stream, check, 1024, 10_000);
     stream.write(bytes.subarray(0, 5));
     stream.destroy(new Error("connection reset"));
     await expect(pending).rejects.toThrow("connection reset");
@@ -88,7 +88,7 @@ describe("readVerifiedBody", () => {
   it("refuses a rejected verdict, whatever the chunking", async () => {
     for (const chunks of [[bytes], [bytes.subarray(0, 5), bytes.subarray(5)]]) {
       const stream = new PassThrough();
-      const pending = readVerifiedBody(stream, { verifyBody: () => "invalid_signature" }, 1024);
+      const pending = readVerifiedBody(stream, { verifyBody: () => "invalid_signature" }, 1024, 10_000);
       for (const chunk of chunks) stream.write(chunk);
       stream.end();
       expect(await pending).toEqual({ kind: "rejected", reason: "invalid_signature" });

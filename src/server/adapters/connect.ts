@@ -324,13 +324,15 @@ async function verifiedIdentity(
       // Our own refusal (a body parsed before us), or the client went away mid-body.
       throw e instanceof ConnectError ? e : connectError(rejectionOf(config, "body_cut_off"), e);
     }
+    if (body.kind === "timed_out") throw refusedUnread(ctx, verification, bodyError(config, check, body));
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
   return check.identity;
 }
 
 /**
- * A request refused before its body was read. Over HTTP/1.1 the answer says
+ * A request refused before its body was read (or while it is still
+ * arriving: a body past `bodyTimeoutMs`). Over HTTP/1.1 the answer says
  * `Connection: close`: some connect-node releases otherwise read and discard
  * up to 256 KiB of the refused body before answering (to keep the
  * connection reusable), which would make a refused caller that has not sent

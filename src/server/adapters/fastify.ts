@@ -1,6 +1,8 @@
 import { createContextValues } from "@connectrpc/connect";
-import type { IncomingMessage } from "node:http";
-import { pipeline, Transform, type Readable } from "node:stream";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerResponse } from "node:http2";
+import { Transform, type Readable } from "node:stream";
+import { endTimedOutStream, unwatchDeadline, watchDeadline, type DeadlineWatch } from "../body-deadlines.js";
 import { createHash, type Hash } from "node:crypto";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
@@ -34,6 +36,10 @@ export interface FastifyLikeReply {
   code(status: number): FastifyLikeReply;
   /** Sends the refusal's JSON body, `{ message }`. */
   send(payload: unknown): FastifyLikeReply;
+  /** Takes the answer out of Fastify's hands: a body that timed out is answered while Fastify's parser waits. */
+  hijack(): FastifyLikeReply;
+  /** The Node response underneath. */
+  readonly raw: ServerResponse | Http2ServerResponse;
 }
 
 /** The parts of a Fastify instance the plugin uses. */
@@ -64,6 +70,8 @@ interface Pending {
   readonly span: VerificationSpan | undefined;
   /** That stream, when Fastify called preParsing. */
   stream?: Readable;
+  /** While Fastify's parser reads the body: its bound (see body-deadlines.ts). */
+  deadline?: ParsedBodyDeadline;
 }
 
 /**
@@ -100,16 +108,20 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       pending.set(req, { check, hash: createHash("sha256"), span });
       return undefined;
     });
-    instance.addHook("preParsing", async (req, _reply, payload) => {
+    instance.addHook("preParsing", async (req, reply, payload) => {
       const state = pending.get(req);
       if (state === undefined) return payload;
-      state.stream = hashed(payload, state.hash);
-      return state.stream;
+      const through = hashing(state.hash);
+      state.stream = through;
+      state.deadline = new ParsedBodyDeadline(config, state, payload, through, reply, () => pending.delete(req));
+      watchDeadline(state.deadline, config.bodyTimeoutMs);
+      return through;
     });
     instance.addHook("preValidation", async (req, reply) => {
       const state = pending.get(req);
       if (state === undefined) return undefined;
       pending.delete(req);
+      if (state.deadline !== undefined) unwatchDeadline(state.deadline);
       let body: Awaited<ReturnType<typeof restOfBody>>;
       try {
         body = await restOfBody(config, state, req.raw);
@@ -137,15 +149,64 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
   });
 }
 
-// The body, unchanged, hashed as it is read; errors (an aborted upload) travel through.
-function hashed(source: Readable, hash: Hash): Readable {
-  const through = new Transform({
+// The body, unchanged, hashed as Fastify's parser reads it (fed by ParsedBodyDeadline).
+function hashing(hash: Hash): Transform {
+  return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       hash.update(chunk);
       callback(null, chunk);
     },
   });
-  return pipeline(source, through, () => {});
+}
+
+/**
+ * Feeds the hashing stream from the request while Fastify's parser reads
+ * it; errors (an aborted upload) travel through. Should the body not have
+ * arrived `bodyTimeoutMs` later, the request is answered `body_timeout` here
+ * (the reply taken from Fastify, since its parser is still waiting) and the
+ * parser is left without input: it never resumes, so no handler runs and
+ * nothing answers twice. Over HTTP/1.1 the answer closes the connection, so
+ * the rest of the body is never read; over HTTP/2 the stream is reset with
+ * NO_ERROR once the answer is out.
+ */
+class ParsedBodyDeadline implements DeadlineWatch {
+  deadlineAt = 0;
+  previousWatch: DeadlineWatch | undefined = undefined;
+  nextWatch: DeadlineWatch | undefined = undefined;
+  watched = false;
+  private readonly forwardError = (error: Error) => this.through.destroy(error);
+
+  constructor(
+    private readonly config: GatewayAuthConfig,
+    private readonly state: Pending,
+    private readonly source: Readable,
+    private readonly through: Transform,
+    private readonly reply: FastifyLikeReply,
+    private readonly forget: () => void,
+  ) {
+    source.on("error", this.forwardError);
+    source.pipe(through);
+  }
+
+  expire(): void {
+    this.source.unpipe(this.through);
+    this.source.off("error", this.forwardError);
+    this.source.pause();
+    this.forget();
+    const rejection = rejectionOf(this.config, "body_timeout", this.state.check);
+    this.state.span?.end(rejection.kind);
+    const raw = this.reply.hijack().raw;
+    endTimedOutStream(raw);
+    const payload = JSON.stringify({ message: rejection.message });
+    if (raw.headersSent) return void raw.end();
+    const http1 = !("stream" in raw);
+    (raw as ServerResponse).writeHead(rejection.status, {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": Buffer.byteLength(payload),
+      ...(http1 && { connection: "close" }),
+    });
+    raw.end(payload);
+  }
 }
 
 // Either the body parser read the whole body through the hashing stream, or

@@ -113,13 +113,19 @@ function asOneBuffer(chunks: readonly Uint8Array[], byteLength: number): Buffer 
   return Buffer.concat(chunks, byteLength);
 }
 
-/** Answers a refusal with its status from the rejection table and `{"message": …}`. */
+/**
+ * Answers a refusal with its status from the rejection table and
+ * `{"message": …}`. A body that timed out is still arriving: over HTTP/1.1
+ * the answer closes the connection, so that Node does not read the rest of
+ * it to keep the connection open.
+ */
 export function refuse(res: NodeResponse, rejection: Rejection): undefined {
   const payload = JSON.stringify({ message: rejection.message });
   if (!res.headersSent) {
     (res as ServerResponse).writeHead(rejection.status, {
       "content-type": "application/json",
       "content-length": Buffer.byteLength(payload),
+      ...(rejection.kind === "body_timeout" && !("stream" in res) && { connection: "close" }),
     });
   }
   res.end(payload);
