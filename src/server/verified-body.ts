@@ -99,6 +99,19 @@ function onClose(this: ReadStream): void {
 const EMPTY_SHA256 = createHash("sha256");
 
 /**
+ * Past the first {@link LOOSE_PIECES} chunks, pieces shorter than this are
+ * copied together into blocks of {@link GATHER_BLOCK} bytes. A caller may
+ * send its body a byte at a time (HTTP/1.1 chunked encoding, HTTP/2 DATA
+ * frames of one byte), and Node hands each piece over as its own Buffer: a
+ * list of millions of them would cost a hundred times the body's size in
+ * memory, which `maxBodyBytes` (counting bytes) would not bound. Bodies that
+ * arrive in socket-sized pieces, or in a few pieces, are kept as they came.
+ */
+const SMALL_PIECE = 1024;
+const LOOSE_PIECES = 16;
+const GATHER_BLOCK = 16 * 1024;
+
+/**
  * One body being read, hashed and verified. Each chunk is hashed once: as
  * the next one arrives, or at the end. A body of one chunk (most unary
  * calls) or none (GET) is hashed in one call at the end, without a hash
@@ -113,6 +126,9 @@ class BodyRead implements DeadlineWatch {
   watched = false;
   private readonly chunks: Uint8Array[] = [];
   private byteLength = 0;
+  // Small pieces past the first LOOSE_PIECES, copied together (see SMALL_PIECE).
+  private block: Buffer | undefined = undefined;
+  private blockFill = 0;
 
   constructor(
     private readonly stream: ReadStream,
@@ -125,15 +141,27 @@ class BodyRead implements DeadlineWatch {
   data(piece: Uint8Array | string): void {
     // Node streams yield Buffers; a string only appears after setEncoding().
     const chunk = typeof piece === "string" ? Buffer.from(piece) : piece;
+    if (chunk.byteLength === 0) return;
     this.byteLength += chunk.byteLength;
     if (this.byteLength > this.maxBodyBytes) {
       this.done();
       this.stream.pause();
       this.chunks.length = 0;
       this.hash = undefined;
+      this.block = undefined;
       this.resolve({ kind: "too_large" });
       return;
     }
+    if (chunk.byteLength < SMALL_PIECE && (this.block !== undefined || this.chunks.length >= LOOSE_PIECES)) {
+      this.gather(chunk);
+    } else {
+      this.keepBlock();
+      this.keep(chunk);
+    }
+  }
+
+  /** Hashes a chunk, in order, and keeps it as it is. */
+  private keep(chunk: Uint8Array): void {
     const { chunks } = this;
     if (chunks.length === 1 && this.hash === undefined) {
       this.hash = EMPTY_SHA256.copy().update(chunks[0] as Uint8Array);
@@ -142,8 +170,32 @@ class BodyRead implements DeadlineWatch {
     chunks.push(chunk);
   }
 
+  /** Copies a small piece into the block being filled; keeps the block when full. */
+  private gather(piece: Uint8Array): void {
+    let block = this.block;
+    if (block !== undefined && this.blockFill + piece.byteLength > GATHER_BLOCK) {
+      this.keepBlock();
+      block = undefined;
+    }
+    if (block === undefined) {
+      block = this.block = Buffer.allocUnsafe(GATHER_BLOCK);
+      this.blockFill = 0;
+    }
+    block.set(piece, this.blockFill);
+    this.blockFill += piece.byteLength;
+  }
+
+  /** Keeps what the block holds (before a larger chunk, when full, at the end). */
+  private keepBlock(): void {
+    const block = this.block;
+    if (block === undefined) return;
+    this.block = undefined;
+    this.keep(block.subarray(0, this.blockFill));
+  }
+
   end(): void {
     this.done();
+    this.keepBlock();
     const { chunks, byteLength } = this;
     const verdict = this.check.verifyBody(this.digest());
     if (verdict instanceof Promise) verdict.then((v) => this.resolve(outcome(v, chunks, byteLength)), this.reject);

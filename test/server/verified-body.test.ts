@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import { connect, type AddressInfo } from "node:net";
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { readVerifiedBody } from "../../src/server/verified-body.js";
@@ -93,5 +95,56 @@ describe("readVerifiedBody", () => {
       stream.end();
       expect(await pending).toEqual({ kind: "rejected", reason: "invalid_signature" });
     }
+  });
+
+  it("gathers a body sent a byte at a time into few blocks, in order, hashing exactly what came", async () => {
+    // 40,000 one-byte pieces with a few large ones among them.
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < 40_000; i++) {
+      pieces.push(Buffer.from([i % 251]));
+      if (i % 10_000 === 5_000) pieces.push(Buffer.alloc(3000, i % 7));
+    }
+    const { body, asked } = await readChunks(pieces);
+    const received = Buffer.concat(pieces);
+    expect(asked).toEqual([bodySha256(received)]);
+    expect(body.kind).toBe("verified");
+    if (body.kind !== "verified") return;
+    expect(body.byteLength).toBe(received.byteLength);
+    expect(Buffer.concat(body.chunks).equals(received)).toBe(true);
+    // 16 loose pieces, the 4 large ones, and 16 KiB blocks around them: not 40,000 Buffers.
+    expect(body.chunks.length).toBeLessThanOrEqual(16 + 4 + Math.ceil(received.byteLength / (16 * 1024)) + 4);
+  });
+
+  it("gathers an HTTP/1.1 chunked body of one-byte chunks that a real server receives", async () => {
+    let chunkCount = -1;
+    let same = false;
+    const bytes = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 256));
+    const server = createServer((req, res) => {
+      const { check } = checkRecording();
+      void readVerifiedBody(req, check, 1 << 20, 10_000).then((body) => {
+        if (body.kind === "verified") {
+          chunkCount = body.chunks.length;
+          same = Buffer.concat(body.chunks).equals(bytes);
+        }
+        res.end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const wire = [...bytes].map((b) => `1\r\n${String.fromCharCode(b)}\r\n`).join("");
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(port, "127.0.0.1");
+        socket.on("error", reject);
+        socket.on("data", () => {});
+        socket.on("close", () => resolve());
+        socket.write(`POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${wire}0\r\n\r\n`, "latin1");
+      });
+    } finally {
+      server.close();
+    }
+    expect(same).toBe(true);
+    expect(chunkCount).toBeGreaterThan(0);
+    expect(chunkCount).toBeLessThanOrEqual(16 + 1);
   });
 });
