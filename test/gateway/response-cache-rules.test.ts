@@ -220,3 +220,42 @@ describe("no unkeyed request header can poison an entry", () => {
     expect(remaining(hit)).toBe(remaining(miss) - 1);
   });
 });
+
+describe("what the cache stores", () => {
+  it("the exact body of an answer the upstream sent in many small pieces, and serves it again", async () => {
+    const text = JSON.stringify({ items: Array.from({ length: 400 }, (_, i) => `item-${i}`) });
+    backend.respond = (_req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.setHeader("content-length", Buffer.byteLength(text));
+      // One write per 7 bytes, each on its own tick, so the gateway reads many pieces.
+      let at = 0;
+      const step = () => {
+        if (at >= text.length) return void res.end();
+        res.write(text.slice(at, at + 7));
+        at += 7;
+        setImmediate(step);
+      };
+      step();
+    };
+    const first = await get("/api/v1/items?pieces=1");
+    const second = await get("/api/v1/items?pieces=1");
+    expect([first.status, first.cache, second.cache]).toEqual([200, "MISS", "HIT"]);
+    expect(first.body).toBe(text);
+    expect(second.body).toBe(text);
+    expect(hits("/api/v1/items?pieces=1")).toBe(1);
+  });
+
+  it("nothing, and a 503, when the upstream closes before its Content-Length", async () => {
+    backend.respond = (_req, res) => {
+      // Straight onto the socket: node:http would refuse to end a body short of its length.
+      res.socket?.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 50\r\nconnection: close\r\n\r\n{"cut":"short"}');
+      res.socket?.end();
+    };
+    const first = await get("/api/v1/items?cut-short=1");
+    expect(first.status).toBe(503);
+    // Never a body padded with whatever the buffer held: nothing was stored.
+    const again = await get("/api/v1/items?cut-short=1");
+    expect(again.cache).toBe(null);
+    expect(hits("/api/v1/items?cut-short=1")).toBe(2);
+  });
+});

@@ -486,14 +486,22 @@ async function sendAndCache(
   key: string,
   ttlMs: number,
 ): Promise<void> {
-  const chunks: Buffer[] = [];
+  // The declared length (isStorable checked it) is allocated once and filled
+  // in place: however small the pieces the upstream sends, one Buffer.
+  const body = Buffer.allocUnsafe(Number(response.headers["content-length"]));
+  let filled = 0;
   try {
-    for await (const chunk of response.stream) chunks.push(Buffer.from(chunk as Uint8Array));
+    for await (const chunk of response.stream) {
+      const piece = chunk as Uint8Array;
+      if (filled + piece.byteLength > body.byteLength) throw new Error("the upstream sent more than its Content-Length");
+      body.set(piece, filled);
+      filled += piece.byteLength;
+    }
+    if (filled !== body.byteLength) throw new Error("the upstream sent less than its Content-Length");
   } catch (e) {
     failReply(reply, new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: e }));
     return;
   }
-  const body = Buffer.concat(chunks);
   cache.set(key, { status: response.statusCode, headers: cacheableHeaders(reply.getHeaders()), body }, ttlMs);
   void reply.header("x-cache", "MISS").send(body);
 }
