@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as https from "node:https";
 import { ResponseTooLargeError } from "../core/errors.js";
+import { ChunkGatherer } from "../core/chunk-gatherer.js";
 
 /** One HTTP/1.1 request made by the client itself (token endpoint, REST calls). */
 export interface HttpRequestInit {
@@ -68,20 +69,21 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
       // Refused up front when the server announces it; else once the bytes read pass the limit.
       // Either way the request (and its socket) is destroyed: the rest is never read nor buffered.
       if (Number(response.headers["content-length"]) > init.maxResponseBytes) return fail(tooLarge());
-      const chunks: Buffer[] = [];
+      // Held as it came, or gathered into blocks when it comes a few bytes at a time.
+      const body = new ChunkGatherer();
       let size = 0;
       response.on("data", (chunk: Buffer) => {
         if (settled) return;
         size += chunk.length;
         if (size > init.maxResponseBytes) fail(tooLarge());
-        else chunks.push(chunk);
+        else body.add(chunk);
       });
       response.on("error", fail);
       response.on("end", () => {
         if (settled) return;
         settled = true;
         cleanup();
-        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(chunks) });
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: Buffer.concat(body.finish(), size) });
       });
     });
     request.end(init.body);

@@ -1,6 +1,7 @@
 import { createHash, hash as sha256Once, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { EMPTY_BODY_SHA256, type GatewayRejectionReason } from "../signing/index.js";
+import { ChunkGatherer } from "../core/chunk-gatherer.js";
 import { endTimedOutStream, unwatchDeadline, watchDeadline, type DeadlineWatch } from "./body-deadlines.js";
 import type { BodyVerdict } from "./replay-check.js";
 
@@ -99,36 +100,20 @@ function onClose(this: ReadStream): void {
 const EMPTY_SHA256 = createHash("sha256");
 
 /**
- * Past the first {@link LOOSE_PIECES} chunks, pieces shorter than this are
- * copied together into blocks of {@link GATHER_BLOCK} bytes. A caller may
- * send its body a byte at a time (HTTP/1.1 chunked encoding, HTTP/2 DATA
- * frames of one byte), and Node hands each piece over as its own Buffer: a
- * list of millions of them would cost a hundred times the body's size in
- * memory, which `maxBodyBytes` (counting bytes) would not bound. Bodies that
- * arrive in socket-sized pieces, or in a few pieces, are kept as they came.
- */
-const SMALL_PIECE = 1024;
-const LOOSE_PIECES = 16;
-const GATHER_BLOCK = 16 * 1024;
-
-/**
- * One body being read, hashed and verified. Each chunk is hashed once: as
- * the next one arrives, or at the end. A body of one chunk (most unary
+ * One body being read, hashed and verified, held as a {@link ChunkGatherer}
+ * (a body sent a few bytes at a time is copied together into blocks). Each
+ * piece kept is hashed once: as the next one is kept, or at the end. A body of one chunk (most unary
  * calls) or none (GET) is hashed in one call at the end, without a hash
  * object: in a serving process, where the caches are cold between requests,
  * every call into node:crypto costs more than the hashing of a small body.
  */
-class BodyRead implements DeadlineWatch {
+class BodyRead extends ChunkGatherer implements DeadlineWatch {
   private hash: Hash | undefined = undefined;
   deadlineAt = 0;
   previousWatch: DeadlineWatch | undefined = undefined;
   nextWatch: DeadlineWatch | undefined = undefined;
   watched = false;
-  private readonly chunks: Uint8Array[] = [];
   private byteLength = 0;
-  // Small pieces past the first LOOSE_PIECES, copied together (see SMALL_PIECE).
-  private block: Buffer | undefined = undefined;
-  private blockFill = 0;
 
   constructor(
     private readonly stream: ReadStream,
@@ -136,67 +121,37 @@ class BodyRead implements DeadlineWatch {
     private readonly maxBodyBytes: number,
     private readonly resolve: (body: VerifiedBody) => void,
     private readonly reject: (error: unknown) => void,
-  ) {}
+  ) {
+    super();
+  }
 
   data(piece: Uint8Array | string): void {
     // Node streams yield Buffers; a string only appears after setEncoding().
     const chunk = typeof piece === "string" ? Buffer.from(piece) : piece;
-    if (chunk.byteLength === 0) return;
     this.byteLength += chunk.byteLength;
     if (this.byteLength > this.maxBodyBytes) {
       this.done();
       this.stream.pause();
-      this.chunks.length = 0;
+      this.clear();
       this.hash = undefined;
-      this.block = undefined;
       this.resolve({ kind: "too_large" });
       return;
     }
-    if (chunk.byteLength < SMALL_PIECE && (this.block !== undefined || this.chunks.length >= LOOSE_PIECES)) {
-      this.gather(chunk);
-    } else {
-      this.keepBlock();
-      this.keep(chunk);
-    }
+    this.add(chunk);
   }
 
-  /** Hashes a chunk, in order, and keeps it as it is. */
-  private keep(chunk: Uint8Array): void {
-    const { chunks } = this;
-    if (chunks.length === 1 && this.hash === undefined) {
-      this.hash = EMPTY_SHA256.copy().update(chunks[0] as Uint8Array);
+  /** Each piece kept, in order: hashed once, from the second one on (see {@link digest}). */
+  protected override kept(chunk: Uint8Array, index: number): void {
+    if (index === 1 && this.hash === undefined) {
+      this.hash = EMPTY_SHA256.copy().update(this.chunks[0] as Uint8Array);
     }
     this.hash?.update(chunk);
-    chunks.push(chunk);
-  }
-
-  /** Copies a small piece into the block being filled; keeps the block when full. */
-  private gather(piece: Uint8Array): void {
-    let block = this.block;
-    if (block !== undefined && this.blockFill + piece.byteLength > GATHER_BLOCK) {
-      this.keepBlock();
-      block = undefined;
-    }
-    if (block === undefined) {
-      block = this.block = Buffer.allocUnsafe(GATHER_BLOCK);
-      this.blockFill = 0;
-    }
-    block.set(piece, this.blockFill);
-    this.blockFill += piece.byteLength;
-  }
-
-  /** Keeps what the block holds (before a larger chunk, when full, at the end). */
-  private keepBlock(): void {
-    const block = this.block;
-    if (block === undefined) return;
-    this.block = undefined;
-    this.keep(block.subarray(0, this.blockFill));
   }
 
   end(): void {
     this.done();
-    this.keepBlock();
-    const { chunks, byteLength } = this;
+    const chunks = this.finish();
+    const { byteLength } = this;
     const verdict = this.check.verifyBody(this.digest());
     if (verdict instanceof Promise) verdict.then((v) => this.resolve(outcome(v, chunks, byteLength)), this.reject);
     else this.resolve(outcome(verdict, chunks, byteLength));
@@ -213,7 +168,7 @@ class BodyRead implements DeadlineWatch {
     this.done();
     this.stream.pause();
     endTimedOutStream(this.stream);
-    this.chunks.length = 0;
+    this.clear();
     this.hash = undefined;
     this.resolve({ kind: "timed_out" });
   }
