@@ -5,14 +5,17 @@
  * - `empty`: `/users/` is not `/users/{id}` with an empty id: a backend that
  *   routes it elsewhere (its list route, say) would run under the access rule
  *   of the `{id}` route.
- * - `shadows_static`: the router matches static segments case-sensitively,
- *   so `/users/ADMIN` misses an admin-only `/users/admin` route and lands on
- *   a read-scoped `/users/{id}`. A backend that routes case-insensitively
- *   would then serve its admin action under the weaker rule. A value equal to
- *   a static sibling of that `{placeholder}` in another case is refused; the
- *   exact spelling reached the static route in the first place (or, for
- *   another method, is that route's path under this route's rule, as the
- *   routes file says).
+ * - `shadows_static`: the router matches static segments exactly, so
+ *   `/users/ADMIN` misses an admin-only `/users/admin` route and lands on a
+ *   read-scoped `/users/{id}`. A backend that reads paths leniently would
+ *   then serve its admin action under the weaker rule: one that routes
+ *   case-insensitively (`ADMIN`), cuts a segment at `;` (servlet containers'
+ *   path parameters: `admin;x`), or trims whitespace or trailing dots
+ *   (`admin%20`, `admin.`, as Windows servers and some frameworks do). A value
+ *   that reads as a static sibling of that `{placeholder}` in any of these
+ *   ways, without being it, is refused; the exact spelling reached the
+ *   static route in the first place (or, for another method, is that route's
+ *   path under this route's rule, as the routes file says).
  * - `encoded_slash`: the router decodes a value after matching, so
  *   `/files/7%2Facl` is `/files/{id}` with the id `7/acl`. A backend that
  *   decodes `%2F` before routing (some proxies and frameworks do) would
@@ -77,10 +80,23 @@ export function createRouteParameterGuard(patterns: readonly string[]): RoutePar
       if (value === undefined || value === "") return "empty";
       if (value.includes("/")) return "encoded_slash";
       const statics = rule.siblings.get(name);
-      if (statics?.folded.has(value.toLowerCase()) && !statics.exact.has(value)) return "shadows_static";
+      if (statics !== undefined && statics.folded.has(leniently(value)) && !statics.exact.has(value)) return "shadows_static";
     }
     return undefined;
   };
+}
+
+/**
+ * A `{placeholder}` value as a lenient backend may read it: up to a `;`,
+ * without surrounding whitespace or trailing dots, in lower case.
+ */
+function leniently(value: string): string {
+  const semicolon = value.indexOf(";");
+  let read = (semicolon === -1 ? value : value.slice(0, semicolon)).trim();
+  let end = read.length;
+  while (end > 0 && read.charCodeAt(end - 1) === 0x2e) end--;
+  if (end !== read.length) read = read.slice(0, end).trim();
+  return read.toLowerCase();
 }
 
 /**
