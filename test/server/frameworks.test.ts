@@ -3,7 +3,7 @@ import { expressConnectMiddleware } from "@connectrpc/connect-express";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import express, { type Express } from "express";
 import Fastify, { type FastifyInstance, type FastifyRequest } from "fastify";
-import type { AddressInfo } from "node:net";
+import { connect as tcpConnect, type AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, currentUser, type VerifiedNodeRequest } from "../../src/server/index.js";
@@ -294,5 +294,29 @@ describe("Fastify: maxBodyBytes bounds what auth.fastify reads for a Connect rou
     expect(res).toMatch(/^HTTP\/1.1 413/);
     expect(observed.calls).toBe(0);
     expect((await echoClient(served.baseUrl).echo({ text: "fits" })).text).toBe("fits");
+  });
+
+  it("a caller that hangs up after the 413, its body unfinished, harms nothing", async () => {
+    const head = headers().map(([n, v]) => `${n}: ${v}\r\n`).join("");
+    const calls = observed.calls;
+    const answered = await new Promise<string>((resolve, reject) => {
+      const socket = tcpConnect(served.port, "127.0.0.1");
+      let text = "";
+      socket.on("error", reject);
+      socket.on("data", (d: Buffer) => {
+        text += d.toString("latin1");
+        // The answer is in: hang up mid-body (no last chunk), as a reset.
+        if (text.includes("\r\n\r\n")) {
+          socket.resetAndDestroy();
+          resolve(text);
+        }
+      });
+      socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n${head}\r\n${big.length.toString(16)}\r\n${big.toString()}\r\n`);
+    });
+    expect(answered).toMatch(/^HTTP\/1.1 413/);
+    // The reset reached the server and was absorbed: it still serves, nothing was thrown.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect((await echoClient(served.baseUrl).echo({ text: "still here" })).text).toBe("still here");
+    expect(observed.calls).toBe(calls + 1);
   });
 });

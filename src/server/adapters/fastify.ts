@@ -150,14 +150,20 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
 }
 
 // The body, unchanged, hashed as Fastify's parser reads it (fed by ParsedBodyDeadline).
+// Its readers listen for its errors while they read; one listener stays for
+// its whole life, so that a caller hanging up after a refusal (when nobody
+// reads it any more) is never an unhandled 'error'.
 function hashing(hash: Hash): Transform {
-  return new Transform({
+  const through = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       hash.update(chunk);
       callback(null, chunk);
     },
   });
+  return through.on("error", ignoreLateError);
 }
+
+const ignoreLateError = (): void => {};
 
 /**
  * Feeds the hashing stream from the request while Fastify's parser reads
@@ -191,6 +197,7 @@ class ParsedBodyDeadline implements DeadlineWatch {
   expire(): void {
     this.source.unpipe(this.through);
     this.source.off("error", this.forwardError);
+    this.source.on("error", ignoreLateError);
     this.source.pause();
     this.forget();
     const rejection = rejectionOf(this.config, "body_timeout", this.state.check);
