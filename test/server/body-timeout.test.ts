@@ -8,6 +8,7 @@ import { connect as tcpConnect, type AddressInfo } from "node:net";
 import { Code } from "@connectrpc/connect";
 import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { unwatchDeadline, watchDeadline, watchedDeadlines, type DeadlineWatch } from "../../src/server/body-deadlines.js";
 import { createGatewayAuth } from "../../src/server/index.js";
@@ -27,6 +28,7 @@ const auth = createGatewayAuth({ hmacSecret: SECRET, bodyTimeoutMs: TIMEOUT_MS, 
 let nodeServer: http.Server;
 let connectH1: http.Server;
 let connectH2: http2.Http2Server;
+let fastify: FastifyInstance;
 const h2Sessions = new Set<http2.ServerHttp2Session>();
 const port = (server: { address(): unknown }) => (server.address() as AddressInfo).port;
 
@@ -46,9 +48,22 @@ beforeAll(async () => {
   for (const server of [nodeServer, connectH1, connectH2]) {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   }
+  // Fastify parses the JSON itself, through the plugin's hashing stream; a
+  // slow hook of the service's own runs between the parse and the verdict.
+  fastify = Fastify();
+  fastify.addHook("preValidation", async (req) => {
+    if (req.headers["x-slow-hook"] !== undefined) await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS + 400));
+  });
+  await fastify.register(auth.fastify);
+  fastify.post(ECHO, async () => {
+    handled++;
+    return { ok: true };
+  });
+  await fastify.listen({ port: 0, host: "127.0.0.1" });
 });
 
 afterAll(async () => {
+  await fastify.close();
   for (const session of h2Sessions) session.destroy();
   for (const server of [nodeServer, connectH1, connectH2]) {
     if ("closeAllConnections" in server) server.closeAllConnections();
@@ -96,6 +111,7 @@ describe("bodyTimeoutMs", () => {
   it.each([
     ["auth.verifyNodeRequest", () => port(nodeServer), '{"message":"request body not received within bodyTimeoutMs (400 ms)"}'],
     ["Connect over HTTP/1.1", () => port(connectH1), '"code":"deadline_exceeded"'],
+    ["Fastify's own body parser", () => port(fastify.server), '{"message":"request body not received within bodyTimeoutMs (400 ms)"}'],
   ])("%s: a stalled body is refused after the timeout and the connection is closed", async (label, serverPort, expected) => {
     const before = { handled, calls: observed.calls, messages: observed.messages };
     const { text, closedByServer, afterMs } = await stallHttp1(serverPort());
@@ -151,6 +167,21 @@ describe("bodyTimeoutMs", () => {
     } finally {
       session.destroy();
     }
+  });
+
+  it("bounds the body only: a body that arrived in time waits for a slow hook of the service's own", async () => {
+    const before = handled;
+    const flat = [["host", `127.0.0.1:${port(fastify.server)}`], ...headers(), ["content-length", String(body.byteLength)], ["x-slow-hook", "1"]].flat();
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request({ port: port(fastify.server), host: "127.0.0.1", method: "POST", path: ECHO, headers: flat, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+    expect(status).toBe(200);
+    expect(handled).toBe(before + 1);
   });
 
   it("lets a body through that arrives in pieces, all within the timeout", async () => {

@@ -195,6 +195,8 @@ class ParsedBodyDeadline implements DeadlineWatch {
   }
 
   expire(): void {
+    // The body arrived in time; what comes after it (other hooks) is not bounded here.
+    if (this.source.readableEnded) return;
     this.source.unpipe(this.through);
     this.source.off("error", this.forwardError);
     this.source.on("error", ignoreLateError);
