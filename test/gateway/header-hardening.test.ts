@@ -224,6 +224,33 @@ describe("header hardening", () => {
     });
   });
 
+  describe("method overrides", () => {
+    it("never forwards a header that would make the backend act on another method, in any spelling", async () => {
+      const res = await rawExchange(
+        gateway.url,
+        [
+          `PUT /api/v1/agents/7 HTTP/1.1`,
+          `Host: ${host}`,
+          `Authorization: Bearer ${token}`,
+          "Content-Type: application/json",
+          "X-HTTP-Method-Override: DELETE",
+          "X_HTTP_Method_Override: DELETE",
+          "X-HTTP-Method: DELETE",
+          "x-method-override: DELETE",
+          "X-Method-Overridden: kept",
+          "Connection: close",
+        ],
+        "{}",
+      );
+      expect(res.status).toBe(200);
+      const forwarded = backend.requests.at(-1)!;
+      expect(forwarded.method).toBe("PUT");
+      expect(namesOf(forwarded).filter((n) => n.replaceAll("_", "-").startsWith("x-http-method") || n === "x-method-override")).toEqual([]);
+      expect(forwarded.headers["x-method-overridden"]).toBe("kept");
+      expect(hasValidSignature(forwarded)).toBe(true);
+    });
+  });
+
   describe("X-Forwarded-* and Forwarded", () => {
     it("replaces spoofed values with the gateway's view of the connection", async () => {
       const res = await rawExchange(gateway.url, [

@@ -36,6 +36,14 @@ const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connecti
 // this catches for any spelling. (`-` and `_` are the only characters such
 // servers conflate.)
 
+/**
+ * Headers that make a backend act on another method than the request's
+ * (Rack::MethodOverride in a default Rails stack, Express's method-override
+ * and others read one of these): the gateway authorised the route for the
+ * method it saw, and the signature covers that method, not these.
+ */
+const METHOD_OVERRIDES = new Set(["x-http-method-override", "x-http-method", "x-method-override"]);
+
 /** `X-Forwarded-For`, `-Host`, `-Proto`, … and `Forwarded`: set by the gateway alone. */
 function isForwardingHeader(normalised: string): boolean {
   return normalised === "forwarded" || normalised.startsWith("x-forwarded-") || normalised === "x-real-ip";
@@ -44,13 +52,18 @@ function isForwardingHeader(normalised: string): boolean {
 /**
  * True for a caller header that must not reach the upstream: any spelling of
  * an identity / gateway header, of `X-Request-ID` (the gateway sets its own),
- * of a forwarding header, and every hop-by-hop header, `TE` included except
+ * of a forwarding header, of a method override, and every hop-by-hop header, `TE` included except
  * exactly `TE: trailers` on its way to an HTTP/2 upstream (gRPC requires it,
  * and RFC 9113 §8.2.2 allows no other TE there).
  */
 export function isDroppedCallerHeader(name: string, value: unknown, http2Upstream: boolean): boolean {
   const normalised = normalisedHeaderName(name);
-  if (isGatewayControlledHeader(normalised) || normalised === "x-request-id" || isForwardingHeader(normalised)) {
+  if (
+    isGatewayControlledHeader(normalised) ||
+    normalised === "x-request-id" ||
+    isForwardingHeader(normalised) ||
+    METHOD_OVERRIDES.has(normalised)
+  ) {
     return true;
   }
   const lower = name.toLowerCase();
