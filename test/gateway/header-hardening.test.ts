@@ -224,8 +224,8 @@ describe("header hardening", () => {
     });
   });
 
-  describe("method overrides", () => {
-    it("never forwards a header that would make the backend act on another method, in any spelling", async () => {
+  describe("method and URL overrides", () => {
+    it("never forwards a header that would make the backend act on another method or path, in any spelling", async () => {
       const res = await rawExchange(
         gateway.url,
         [
@@ -237,6 +237,9 @@ describe("header hardening", () => {
           "X_HTTP_Method_Override: DELETE",
           "X-HTTP-Method: DELETE",
           "x-method-override: DELETE",
+          "X-Original-Method: DELETE",
+          "X-Original-URL: /api/v1/admin",
+          "X_Rewrite_URL: /api/v1/admin",
           "X-Method-Overridden: kept",
           "Connection: close",
         ],
@@ -245,7 +248,9 @@ describe("header hardening", () => {
       expect(res.status).toBe(200);
       const forwarded = backend.requests.at(-1)!;
       expect(forwarded.method).toBe("PUT");
-      expect(namesOf(forwarded).filter((n) => n.replaceAll("_", "-").startsWith("x-http-method") || n === "x-method-override")).toEqual([]);
+      const overrides = ["x-http-method-override", "x-http-method", "x-method-override", "x-original-method", "x-original-url", "x-rewrite-url"];
+      expect(namesOf(forwarded).filter((n) => overrides.includes(n.replaceAll("_", "-")))).toEqual([]);
+      expect(JSON.stringify(forwarded.rawHeaders)).not.toContain("/api/v1/admin");
       expect(forwarded.headers["x-method-overridden"]).toBe("kept");
       expect(hasValidSignature(forwarded)).toBe(true);
     });

@@ -37,12 +37,21 @@ const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connecti
 // servers conflate.)
 
 /**
- * Headers that make a backend act on another method than the request's
- * (Rack::MethodOverride in a default Rails stack, Express's method-override
- * and others read one of these): the gateway authorised the route for the
- * method it saw, and the signature covers that method, not these.
+ * Headers that make a backend act on another method or path than the
+ * request's: method overrides (Rack::MethodOverride in a default Rails
+ * stack, Express's method-override and others read one of these) and URL
+ * overrides (IIS URL Rewrite's `X-Original-URL` / `X-Rewrite-URL`, which
+ * some frameworks route by). The gateway authorised the route for the
+ * method and path it saw, and the signature covers those, not these.
  */
-const METHOD_OVERRIDES = new Set(["x-http-method-override", "x-http-method", "x-method-override"]);
+const REQUEST_OVERRIDES = new Set([
+  "x-http-method-override",
+  "x-http-method",
+  "x-method-override",
+  "x-original-method",
+  "x-original-url",
+  "x-rewrite-url",
+]);
 
 /** `X-Forwarded-For`, `-Host`, `-Proto`, … and `Forwarded`: set by the gateway alone. */
 function isForwardingHeader(normalised: string): boolean {
@@ -52,7 +61,7 @@ function isForwardingHeader(normalised: string): boolean {
 /**
  * True for a caller header that must not reach the upstream: any spelling of
  * an identity / gateway header, of `X-Request-ID` (the gateway sets its own),
- * of a forwarding header, of a method override, and every hop-by-hop header, `TE` included except
+ * of a forwarding header, of a method or URL override, and every hop-by-hop header, `TE` included except
  * exactly `TE: trailers` on its way to an HTTP/2 upstream (gRPC requires it,
  * and RFC 9113 §8.2.2 allows no other TE there).
  */
@@ -62,7 +71,7 @@ export function isDroppedCallerHeader(name: string, value: unknown, http2Upstrea
     isGatewayControlledHeader(normalised) ||
     normalised === "x-request-id" ||
     isForwardingHeader(normalised) ||
-    METHOD_OVERRIDES.has(normalised)
+    REQUEST_OVERRIDES.has(normalised)
   ) {
     return true;
   }
