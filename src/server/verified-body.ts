@@ -102,10 +102,11 @@ const EMPTY_SHA256 = createHash("sha256");
 /**
  * One body being read, hashed and verified, held as a {@link ChunkGatherer}
  * (a body sent a few bytes at a time is copied together into blocks). Each
- * piece kept is hashed once: as the next one is kept, or at the end. A body of one chunk (most unary
- * calls) or none (GET) is hashed in one call at the end, without a hash
- * object: in a serving process, where the caches are cold between requests,
- * every call into node:crypto costs more than the hashing of a small body.
+ * piece kept is hashed once: as the next one is kept, or at the end. A body
+ * of one chunk (most unary calls) or none (GET) is hashed in one call at the
+ * end, without a hash object: in a serving process, where the caches are
+ * cold between requests, every call into node:crypto costs more than the
+ * hashing of a small body.
  */
 class BodyRead extends ChunkGatherer implements DeadlineWatch {
   private hash: Hash | undefined = undefined;
