@@ -82,7 +82,7 @@ afterEach(async () => {
  * nothing more; returns what the server sent and whether it closed the
  * connection, within `waitMs`.
  */
-function stallHttp1(serverPort: number, waitMs = 3000): Promise<{ text: string; closedByServer: boolean; afterMs: number }> {
+function stallHttp1(serverPort: number, waitMs = 8000): Promise<{ text: string; closedByServer: boolean; afterMs: number }> {
   return new Promise((resolve) => {
     const started = performance.now();
     const socket = tcpConnect(serverPort, "127.0.0.1");
@@ -121,9 +121,9 @@ describe("bodyTimeoutMs", () => {
     expect(text).toMatch(/\r\nconnection: close\r\n/i);
     expect(text).toContain(expected);
     expect(closedByServer).toBe(true);
-    // Not before the timeout, and within a sweep interval or so after it.
+    // Not before the timeout; after it within a sweep interval, plus what a loaded machine adds.
     expect(afterMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
-    expect(afterMs).toBeLessThan(TIMEOUT_MS + 1500);
+    expect(afterMs).toBeLessThan(TIMEOUT_MS + 4000);
     expect({ handled, calls: observed.calls, messages: observed.messages }).toEqual(before);
   });
 
@@ -227,7 +227,7 @@ describe("the deadline sweep", () => {
     unwatchDeadline(c); // from the middle
     unwatchDeadline(c); // twice is harmless
     expect(watchedDeadlines()).toBe(3);
-    await new Promise((resolve) => setTimeout(resolve, 700));
+    await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(expired.sort()).toEqual(["a", "b", "d"]);
     expect(watchedDeadlines()).toBe(0);
     // A watch that left the list points at nothing.
