@@ -17,6 +17,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { type Gateway } from "../../packages/gateway/src/index.js";
+import { constants as http2Constants } from "node:http2";
 import { EnvelopedRelay, MESSAGE_REMAINDER_WAIT_MS } from "../../packages/gateway/src/enveloped-relay.js";
 import { startEchoBackend } from "../../examples/dev/example-backends.js";
 import { HMAC_SECRET, listen, startSeedGateway } from "../support/gateway.js";
@@ -280,9 +281,13 @@ describe("EnvelopedRelay: ending a stream at a message boundary", () => {
     ]);
   });
 
-  it("fails (the caller's stream is reset) when the rest of the message does not come in time", async () => {
+  it("fails (the caller's stream is reset, with an error code) when the rest of the message does not come in time", async () => {
     const source = new PassThrough();
-    const relay = new EnvelopedRelay(source, "grpc", { addTrailers: () => expect.fail("no trailers") });
+    const resets: (number | undefined)[] = [];
+    const relay = new EnvelopedRelay(source, "grpc", {
+      addTrailers: () => expect.fail("no trailers"),
+      stream: { close: (code) => void resets.push(code) },
+    });
     const body = bodyOf(relay);
     source.write(envelope(0, "one").subarray(0, 7));
     await turn();
@@ -291,6 +296,8 @@ describe("EnvelopedRelay: ending a stream at a message boundary", () => {
     await expect(body).rejects.toThrow("did not finish its current message");
     expect(Date.now() - cutAt).toBeGreaterThanOrEqual(MESSAGE_REMAINDER_WAIT_MS - 5);
     expect(source.destroyed).toBe(true);
+    // Never NO_ERROR (which a graceful close would otherwise give it): a client would take half a message for the end.
+    expect(resets).toEqual([http2Constants.NGHTTP2_INTERNAL_ERROR]);
   });
 
   it("passes an upstream failure on, and cancels the upstream when the caller goes", async () => {

@@ -100,7 +100,7 @@ function endRegistered(res: ServerResponse | Http2ServerResponse): boolean {
 // HTTP/1.1 method starts with "PRI".
 const HTTP2_PREFACE_START = "PRI";
 // After ending the calls of a drain that timed out, how long the 503s, the
-// Unavailable endings of open streams (which may first wait up to 50 ms for the
+// Unavailable endings of open streams (which may first wait up to 120 ms for the
 // rest of a message, see MESSAGE_REMAINDER_WAIT_MS), resets and GOAWAY get to
 // reach the clients before their connections are destroyed.
 const SESSION_DESTROY_DELAY_MS = 200;

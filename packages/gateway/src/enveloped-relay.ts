@@ -1,4 +1,5 @@
 import type { OutgoingHttpHeaders } from "node:http";
+import { constants } from "node:http2";
 import { Readable } from "node:stream";
 import { connectAnswersNow, loadConnectAnswers, type ConnectAnswers } from "./connect-answers.js";
 import type { EnvelopedProtocol } from "./caller-protocol.js";
@@ -6,9 +7,11 @@ import type { EnvelopedProtocol } from "./caller-protocol.js";
 /**
  * How long, once asked to end a stream, the gateway waits for the rest of a
  * message the upstream has only partly sent. Past it the caller's stream is
- * reset: half a message cannot be followed by anything a client understands.
+ * reset (over HTTP/2 with INTERNAL_ERROR): half a message cannot be followed
+ * by anything a client understands. Well under the 200 ms a graceful close
+ * gives such endings before it destroys the connections.
  */
-export const MESSAGE_REMAINDER_WAIT_MS = 50;
+export const MESSAGE_REMAINDER_WAIT_MS = 120;
 
 const PREFIX_BYTES = 5;
 
@@ -20,6 +23,8 @@ const GRPC_WEB_TRAILER_FLAG = 0b1000_0000;
 /** The caller's response, as far as the relay needs it (gRPC's status goes in its trailers). */
 export interface TrailerTarget {
   addTrailers(headers: OutgoingHttpHeaders): void;
+  /** An HTTP/2 response's stream: reset with an error code when a message is cut in half. */
+  readonly stream?: { close(code?: number): void };
 }
 
 /**
@@ -83,6 +88,11 @@ export class EnvelopedRelay extends Readable {
     this.#cutting = true;
     if (this.#atBoundary()) return this.#finishCut();
     this.#cutTimer = setTimeout(() => {
+      // Half a message must never look like a clean end: during a graceful
+      // close, a stream reset without an error of its own would carry the
+      // session's GOAWAY code, NO_ERROR, and a client would read the
+      // truncated message as the end of the stream. INTERNAL_ERROR, then.
+      this.#target.stream?.close(constants.NGHTTP2_INTERNAL_ERROR);
       this.destroy(new Error("the upstream did not finish its current message before the gateway shut down"));
     }, MESSAGE_REMAINDER_WAIT_MS);
     // The rest of the current message may sit behind backpressure.
