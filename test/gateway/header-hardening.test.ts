@@ -79,6 +79,14 @@ describe("header hardening", () => {
   });
   afterAll(() => closeInTurn(gateway, backend, h2Backend));
 
+  /** An authorised JSON `PUT /api/v1/agents/7` with `lines` added to its head, sent raw. */
+  const putAgent = (lines: string[], body = "{}") =>
+    rawExchange(
+      gateway.url,
+      [`PUT /api/v1/agents/7 HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "Content-Type: application/json", ...lines],
+      body,
+    );
+
   describe("underscore spellings of controlled headers", () => {
     const spoofed = [
       "X_User_Scopes: admin",
@@ -95,11 +103,7 @@ describe("header hardening", () => {
     ];
 
     it("drops them on an authenticated call (user token)", async () => {
-      const res = await rawExchange(
-        gateway.url,
-        [`PUT /api/v1/agents/7 HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "Content-Type: application/json", ...spoofed, "Connection: close"],
-        "{}",
-      );
+      const res = await putAgent([...spoofed, "Connection: close"]);
       expect(res.status).toBe(200);
       const forwarded = backend.requests.at(-1)!;
       const names = namesOf(forwarded);
@@ -161,11 +165,7 @@ describe("header hardening", () => {
         ["X-Hop-One: secret"],
       ];
       for (const extra of singles) {
-        const res = await rawExchange(
-          gateway.url,
-          [`PUT /api/v1/agents/7 HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, "Content-Type: application/json", ...extra, "Connection: close, X-Hop-One"],
-          "{}",
-        );
+        const res = await putAgent([...extra, "Connection: close, X-Hop-One"]);
         expect(res.status, extra.join()).toBe(200);
         const forwarded = backend.requests.at(-1)!;
         for (const name of stripped) expect(namesOf(forwarded), extra.join()).not.toContain(name);
@@ -175,13 +175,8 @@ describe("header hardening", () => {
     });
 
     it("handles Expect: 100-continue without forwarding it", async () => {
-      const res = await rawExchange(
-        gateway.url,
+      const res = await putAgent(
         [
-          `PUT /api/v1/agents/7 HTTP/1.1`,
-          `Host: ${host}`,
-          `Authorization: Bearer ${token}`,
-          "Content-Type: application/json",
           "Expect: 100-continue",
           ...hopByHop("close, X-Hop-One, X-Hop-Two"),
         ],
@@ -226,13 +221,8 @@ describe("header hardening", () => {
 
   describe("method and URL overrides", () => {
     it("never forwards a header that would make the backend act on another method or path, in any spelling", async () => {
-      const res = await rawExchange(
-        gateway.url,
+      const res = await putAgent(
         [
-          `PUT /api/v1/agents/7 HTTP/1.1`,
-          `Host: ${host}`,
-          `Authorization: Bearer ${token}`,
-          "Content-Type: application/json",
           "X-HTTP-Method-Override: DELETE",
           "X_HTTP_Method_Override: DELETE",
           "X-HTTP-Method: DELETE",
