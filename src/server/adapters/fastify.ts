@@ -18,7 +18,7 @@ import {
 import { startVerificationSpan, type VerificationSpan } from "../verification-tracing.js";
 import type { VerifiedBody } from "../verified-body.js";
 import type { VerifiedRequests } from "../verified-requests.js";
-import type { VerifiedNodeRequest } from "./node.js";
+import { refuse as refuseNode, type VerifiedNodeRequest } from "./node.js";
 
 /** The parts of a Fastify request the plugin uses (typed here, so Fastify stays optional). */
 export interface FastifyLikeRequest {
@@ -206,15 +206,8 @@ class ParsedBodyDeadline implements DeadlineWatch {
     this.state.span?.end(rejection.kind);
     const raw = this.reply.hijack().raw;
     endTimedOutStream(raw);
-    const payload = JSON.stringify({ message: rejection.message });
-    if (raw.headersSent) return void raw.end();
-    const http1 = !("stream" in raw);
-    (raw as ServerResponse).writeHead(rejection.status, {
-      "content-type": "application/json; charset=utf-8",
-      "content-length": Buffer.byteLength(payload),
-      ...(http1 && { connection: "close" }),
-    });
-    raw.end(payload);
+    // The plain Node answer: the same status and body, Connection: close over HTTP/1.1.
+    refuseNode(raw, rejection);
   }
 }
 
