@@ -80,7 +80,9 @@ export function createRouteParameterGuard(patterns: readonly string[]): RoutePar
       if (value === undefined || value === "") return "empty";
       if (value.includes("/")) return "encoded_slash";
       const statics = rule.siblings.get(name);
-      if (statics !== undefined && statics.folded.has(leniently(value)) && !statics.exact.has(value)) return "shadows_static";
+      if (statics !== undefined && statics.folded.size > 0 && statics.folded.has(leniently(value)) && !statics.exact.has(value)) {
+        return "shadows_static";
+      }
     }
     return undefined;
   };
