@@ -187,6 +187,29 @@ routes:
     ]);
   });
 
+  it("reads YAML 1.2 core types, and refuses duplicate keys, aliases, tags and second documents by line", () => {
+    // Plain scalars take the core schema's types; quoted ones stay strings.
+    expect(problemsOf(route(`    auth_required: "false"`))).toEqual(["routes.yaml:6: auth_required must be true or false"]);
+    expect(problemsOf(route(`    auth_required: yes`))).toEqual(["routes.yaml:6: auth_required must be true or false"]);
+    const typed = parseRoutesFile(route(`    auth_required: FALSE\n    timeout: "90s"`), { source: "routes.yaml", env });
+    expect(typed.routes[0]).toMatchObject({ authRequired: false, timeoutMs: 90_000 });
+    expect(parseRoutesFile(`version: 1.0\nbackends:\n  echo:\n    upstream: http://127.0.0.1:1\n`, { source: "r", env }).version).toBe("1.0");
+
+    expect(problemsOf(route(`    method: POST`))).toEqual(["routes.yaml:6: method is given twice in a route"]);
+    expect(problemsOf(`version: "1.0"\nx: &up http://127.0.0.1:1\nroutes:\n  - path: /a\n    method: GET\n    proxy_upstream: *up\n`)).toEqual([
+      'routes.yaml:2: unknown key "x" in the top level (allowed: version, public_paths, routes, backends, cors)',
+      "routes.yaml:6: an alias (*up) is not supported in a routes file: write the value itself",
+    ]);
+    expect(problemsOf(route(`    scopes: !!seq [read]`))).toEqual([
+      "routes.yaml:6: a YAML tag (!!seq) is not supported in a routes file: write the value itself",
+    ]);
+    expect(problemsOf(route(`    timeout: !!str 5s`))).toEqual([
+      "routes.yaml:6: a YAML tag (!!str) is not supported in a routes file: write the value itself",
+    ]);
+    expect(problemsOf(`${route("")}---\nversion: "1.0"\n`)).toEqual(["routes.yaml:7: expected one YAML document, found several (---)"]);
+    expect(problemsOf(`version: "1.0"\nroutes:\n  - path: /a\n   method: GET\n`)).toEqual([expect.stringMatching(/^routes\.yaml:4: /)]);
+  });
+
   it("names the file when it cannot be read", () => {
     expect(() => loadRoutesFile("/nonexistent/routes.yaml")).toThrow("/nonexistent/routes.yaml:0: cannot read the routes file (ENOENT)");
   });

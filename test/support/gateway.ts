@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Writable } from "node:stream";
 import { ConnectError } from "@connectrpc/connect";
 import { SignJWT } from "jose";
-import { stringify } from "yaml";
+import { dump } from "js-yaml";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import {
   bodySha256,
@@ -229,7 +229,7 @@ export function configError(config: unknown): GatewayConfigError {
  * `backends`), e.g. `routesFileText({ routes: [route("GET", "/api/v1/docs")] })`.
  */
 export function routesFileText(sections: Record<string, unknown>): string {
-  return stringify({ version: "1.0", ...sections });
+  return dump({ version: "1.0", ...sections });
 }
 
 /** One entry of a routes file's `routes:` list: `method path` to `$UP`, with `more` keys as written in the file (`scopes`, `cache_ttl`, a `proxy_upstream` of its own…). */

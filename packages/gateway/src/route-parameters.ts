@@ -43,49 +43,55 @@ const ANY_PARAMETER = /:([A-Za-z_][A-Za-z0-9_]*)/g;
 
 /**
  * Builds the guard for a set of route patterns as the router holds them
- * (`/api/v1/users/:id`). Built once at start-up, in time linear in the
- * routes file for ordinary route sets (a tree of segments, not every pattern
- * against every other: 10,000 routes take milliseconds); a request costs one
- * map lookup and a comparison per parameter.
+ * (`/api/v1/users/:id`). Start-up builds a tree of their segments, in time
+ * linear in the routes file (not every pattern against every other); a
+ * request costs one map lookup and a comparison per parameter, and the first
+ * request of a pattern also works out its rule from the tree.
  *
  * Services behind the gateway must still route case-sensitively and
  * strictly (no empty segments, no case folding): this guard only stops the
  * variants of paths the routes file names.
  */
 export function createRouteParameterGuard(patterns: readonly string[]): RouteParameterGuard {
-  const unique = [...new Set(patterns)];
   const root = new SegmentNode();
-  for (const pattern of unique) root.add(pattern.split("/"));
-  const rules = new Map<string, PatternRule>();
-  for (const pattern of unique) {
-    const segments = pattern.split("/");
-    const siblings = new Map<string, { exact: Set<string>; folded: Set<string> }>();
-    segments.forEach((segment, index) => {
-      const name = WHOLE_PARAMETER.exec(segment)?.[1];
-      if (name === undefined) return;
-      const exact = new Set<string>();
-      for (const node of root.reachable(segments, index)) {
-        for (const candidate of node.staticChildren()) exact.add(candidate);
-      }
-      siblings.set(name, { exact, folded: new Set([...exact].map((s) => s.toLowerCase())) });
-    });
-    const names = [...pattern.matchAll(ANY_PARAMETER)].map((m) => m[1] as string);
-    if (names.length > 0) rules.set(pattern, { siblings, names });
-  }
+  for (const pattern of new Set(patterns)) root.add(pattern.split("/"));
+  // A pattern's rule is worked out when a request first matches it: start-up
+  // stays one pass over the patterns, and a routes file of 10,000 entries
+  // pays nothing for the entries nobody calls.
+  const rules = new Map<string, PatternRule | null>();
   return (routePattern, params) => {
-    const rule = rules.get(routePattern);
-    if (rule === undefined) return undefined;
+    let rule = rules.get(routePattern);
+    if (rule === undefined) rules.set(routePattern, (rule = ruleOf(root, routePattern)));
+    if (rule === null) return undefined;
     for (const name of rule.names) {
       const value = params[name];
       if (value === undefined || value === "") return "empty";
       if (value.includes("/")) return "encoded_slash";
       const statics = rule.siblings.get(name);
-      if (statics !== undefined && statics.folded.size > 0 && statics.folded.has(leniently(value)) && !statics.exact.has(value)) {
+      if (statics !== undefined && statics.folded.has(leniently(value)) && !statics.exact.has(value)) {
         return "shadows_static";
       }
     }
     return undefined;
   };
+}
+
+/** What a request matching `pattern` is checked against; `null` for a pattern without parameters. */
+function ruleOf(root: SegmentNode, pattern: string): PatternRule | null {
+  const names = [...pattern.matchAll(ANY_PARAMETER)].map((m) => m[1] as string);
+  if (names.length === 0) return null;
+  const segments = pattern.split("/");
+  const siblings = new Map<string, { exact: Set<string>; folded: Set<string> }>();
+  segments.forEach((segment, index) => {
+    const name = WHOLE_PARAMETER.exec(segment)?.[1];
+    if (name === undefined) return;
+    const exact = new Set<string>();
+    for (const node of root.reachable(segments, index)) {
+      for (const candidate of node.staticChildren()) exact.add(candidate);
+    }
+    if (exact.size > 0) siblings.set(name, { exact, folded: new Set([...exact].map((s) => s.toLowerCase())) });
+  });
+  return { siblings, names };
 }
 
 /**
@@ -109,17 +115,20 @@ function leniently(value: string): string {
  * request segment), and a parameter reaches every child.
  */
 class SegmentNode {
-  readonly #children = new Map<string, SegmentNode>();
+  // Made on the first child: most nodes of a large routes file are leaves,
+  // and an empty Map per leaf was most of the tree's memory.
+  #children: Map<string, SegmentNode> | undefined;
   // The children whose segment is a parameter (`:id`), also in #children.
-  readonly #parameterChildren: SegmentNode[] = [];
+  #parameterChildren: SegmentNode[] | undefined;
 
   add(segments: readonly string[]): void {
     let node: SegmentNode = this;
     for (const segment of segments) {
-      let child = node.#children.get(segment);
+      const children: Map<string, SegmentNode> = (node.#children ??= new Map());
+      let child = children.get(segment);
       if (child === undefined) {
-        node.#children.set(segment, (child = new SegmentNode()));
-        if (segment.startsWith(":")) node.#parameterChildren.push(child);
+        children.set(segment, (child = new SegmentNode()));
+        if (segment.startsWith(":")) (node.#parameterChildren ??= []).push(child);
       }
       node = child;
     }
@@ -133,12 +142,12 @@ class SegmentNode {
       const next = new Set<SegmentNode>();
       for (const node of level) {
         if (segment.startsWith(":")) {
-          for (const child of node.#children.values()) next.add(child);
+          for (const child of node.#children?.values() ?? []) next.add(child);
           continue;
         }
-        const same = node.#children.get(segment);
+        const same = node.#children?.get(segment);
         if (same !== undefined) next.add(same);
-        for (const child of node.#parameterChildren) next.add(child);
+        for (const child of node.#parameterChildren ?? []) next.add(child);
       }
       level = [...next];
     }
@@ -147,7 +156,7 @@ class SegmentNode {
 
   /** The spellings of the static children: no parameter, no wildcard. */
   *staticChildren(): Iterable<string> {
-    for (const spelling of this.#children.keys()) {
+    for (const spelling of this.#children?.keys() ?? []) {
       if (!spelling.includes(":") && spelling !== "*") yield spelling;
     }
   }

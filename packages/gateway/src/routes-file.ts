@@ -1,17 +1,9 @@
 import { readFileSync } from "node:fs";
-import {
-  isMap,
-  isScalar,
-  isSeq,
-  LineCounter,
-  parseDocument,
-  type Node as YamlNode,
-  type Scalar,
-} from "yaml";
 import { RoutesFileError, type RoutesFileProblem } from "connect-gateway/errors";
 import { httpUrlProblem, isScopeToken, type GatewayEnv, type HttpUrlProblem } from "connect-gateway/protocol";
 import { exposableHeaderProblem } from "./cors.js";
 import { parseDuration } from "./duration.js";
+import { readYamlTree, type YamlMap, type YamlNode, type YamlScalar, type YamlSeq, type YamlTree } from "./yaml-tree.js";
 
 // RoutesFileError lives with every other configuration error of the project
 // (connect-gateway/errors); the gateway re-exports it.
@@ -143,13 +135,10 @@ export function parseRoutesFile(
   text: string,
   options: RoutesFileOptions & { readonly source: string },
 ): RoutesFile {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
-  const reader = new Reader(lineCounter, options.env ?? process.env);
-  for (const error of doc.errors) {
-    reader.fail(error.pos[0], error.message.split("\n")[0] ?? "invalid YAML");
-  }
-  const file = reader.problems.length === 0 ? readTop(reader, doc.contents, options.source) : undefined;
+  const tree = readYamlTree(text);
+  const reader = new Reader(tree, options.env ?? process.env);
+  if (tree.error !== undefined) reader.fail(tree.error.offset, tree.error.message);
+  const file = reader.problems.length === 0 ? readTop(reader, tree.root, options.source) : undefined;
   if (file === undefined || reader.problems.length > 0) {
     throw new RoutesFileError(options.source, reader.problems);
   }
@@ -188,7 +177,7 @@ const BACKEND_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
 
 /** The keys of one YAML map; `empty` holds the keys written without a value. */
-class Fields extends Map<string, { key: Scalar; value: YamlNode }> {
+class Fields extends Map<string, { key: YamlScalar; value: YamlNode }> {
   readonly empty = new Set<string>();
 }
 
@@ -350,15 +339,13 @@ function readBackends(reader: Reader, node: YamlNode | null | undefined): Gatewa
     return [];
   }
   const backends: GatewayBackend[] = [];
-  for (const pair of node.items) {
-    const keyNode = pair.key as YamlNode;
+  for (const { key: keyNode, value: valueNode } of node.items) {
     const name = reader.string(keyNode, "a backend name");
     if (name === undefined) continue;
     if (!BACKEND_NAME.test(name)) {
       reader.fail(keyNode, `backend name ${JSON.stringify(name)} must be one lower-case path segment (a-z, 0-9, ., _, -)`);
       continue;
     }
-    const valueNode = (pair.value ?? keyNode) as YamlNode;
     const fields = reader.fields(valueNode, BACKEND_KEYS, `backend ${name}`);
     if (fields === undefined) continue;
     const upstream = reader.required(fields, valueNode, "upstream", (n) => reader.upstream(n, "upstream"));
@@ -440,17 +427,21 @@ class Reader {
   readonly problems: RoutesFileProblem[] = [];
 
   constructor(
-    private readonly lineCounter: LineCounter,
+    private readonly tree: YamlTree,
     private readonly env: GatewayEnv,
   ) {}
 
   line(at: YamlNode | number): number {
-    const offset = typeof at === "number" ? at : (at.range?.[0] ?? 0);
-    return Math.max(1, this.lineCounter.linePos(offset).line);
+    return this.tree.line(typeof at === "number" ? at : at.offset);
   }
 
+  /** Records a problem; for an alias or a tagged node, the problem is that it is one. */
   fail(at: YamlNode | number, message: string): void {
-    this.problems.push({ line: this.line(at), message });
+    const because =
+      typeof at !== "number" && at.kind === "unsupported"
+        ? `${at.what} is not supported in a routes file: write the value itself`
+        : message;
+    this.problems.push({ line: this.line(at), message: because });
   }
 
   fields(node: YamlNode, allowed: readonly string[], what: string): Fields | undefined {
@@ -459,19 +450,22 @@ class Reader {
       return undefined;
     }
     const fields = new Fields();
-    for (const pair of node.items) {
-      const key = pair.key as YamlNode;
+    for (const { key, value } of node.items) {
       const name = isScalar(key) ? String(key.value) : "";
       if (!allowed.includes(name)) {
         this.fail(key, `unknown key ${JSON.stringify(name)} in ${what} (allowed: ${allowed.join(", ")})`);
         continue;
       }
-      if (pair.value === null || (isScalar(pair.value) && pair.value.value === null)) {
+      if (fields.has(name) || fields.empty.has(name)) {
+        this.fail(key, `${name} is given twice in ${what}`);
+        continue;
+      }
+      if (isScalar(value) && value.value === null) {
         this.fail(key, `${name} has no value`);
         fields.empty.add(name);
         continue;
       }
-      fields.set(name, { key: key as Scalar, value: pair.value as YamlNode });
+      fields.set(name, { key: key as YamlScalar, value });
     }
     return fields;
   }
@@ -490,7 +484,7 @@ class Reader {
       this.fail(node, `${what} must be a list`);
       return [];
     }
-    return node.items as YamlNode[];
+    return [...node.items];
   }
 
   string(node: YamlNode, what: string): string | undefined {
@@ -546,6 +540,18 @@ const UPSTREAM_PROBLEMS: Record<HttpUrlProblem, string> = {
   credentials: "must not carry credentials",
   query: "must not have a query or fragment",
 };
+
+function isScalar(node: YamlNode): node is YamlScalar {
+  return node.kind === "scalar";
+}
+
+function isMap(node: YamlNode): node is YamlMap {
+  return node.kind === "map";
+}
+
+function isSeq(node: YamlNode): node is YamlSeq {
+  return node.kind === "seq";
+}
 
 /** Adds `upstreamUrl`, the parsed `upstream` (checked by the reader), as a non-enumerable property. */
 function withUpstreamUrl<T extends { readonly upstream: string }>(entry: T): T & { readonly upstreamUrl: URL } {
