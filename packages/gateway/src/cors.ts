@@ -1,4 +1,3 @@
-import cors from "@fastify/cors";
 import type { FastifyInstance } from "fastify";
 
 /**
@@ -65,7 +64,9 @@ export interface CorsPolicy {
  */
 export function registerCors(app: FastifyInstance, policy: CorsPolicy, methods: readonly string[]): void {
   const allowed = policy.origins === true ? undefined : new Set(policy.origins);
-  void app.register(cors, {
+  // Imported here, not at the top: a gateway without CORS (the default) never loads the plugin.
+  // fastify takes the plugin module's promise and registers it in order.
+  void app.register(import("@fastify/cors"), {
     // A function rather than a list: an origin not on it gets no CORS headers,
     // and its preflight is not answered with the methods and headers we allow.
     origin: (origin, callback) => callback(null, origin !== undefined && (allowed === undefined || allowed.has(origin)) ? origin : false),
