@@ -207,6 +207,9 @@ routes:
       "routes.yaml:6: a YAML tag (!!str) is not supported in a routes file: write the value itself",
     ]);
     expect(problemsOf(`${route("")}---\nversion: "1.0"\n`)).toEqual(["routes.yaml:7: expected one YAML document, found several (---)"]);
+    expect(problemsOf("---\n# nothing yet\n")).toEqual(["routes.yaml:1: the file is empty: expected version, routes and/or backends"]);
+    const twice = `version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:1\n  echo:\n    upstream: http://127.0.0.1:2\n`;
+    expect(problemsOf(twice)).toEqual(["routes.yaml:5: backend echo is declared twice (first at line 3)"]);
     expect(problemsOf(`version: "1.0"\nroutes:\n  - path: /a\n   method: GET\n`)).toEqual([expect.stringMatching(/^routes\.yaml:4: /)]);
   });
 

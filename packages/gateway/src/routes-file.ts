@@ -182,7 +182,8 @@ class Fields extends Map<string, { key: YamlScalar; value: YamlNode }> {
 }
 
 function readTop(reader: Reader, root: YamlNode | null, source: string): RoutesFile | undefined {
-  if (root === null) {
+  // No document, or one that is only `---` or comments (its root is then an empty scalar).
+  if (root === null || (isScalar(root) && root.value === null)) {
     reader.fail(0, "the file is empty: expected version, routes and/or backends");
     return undefined;
   }
@@ -339,9 +340,16 @@ function readBackends(reader: Reader, node: YamlNode | null | undefined): Gatewa
     return [];
   }
   const backends: GatewayBackend[] = [];
+  const seen = new Map<string, number>();
   for (const { key: keyNode, value: valueNode } of node.items) {
     const name = reader.string(keyNode, "a backend name");
     if (name === undefined) continue;
+    const first = seen.get(name);
+    if (first !== undefined) {
+      reader.fail(keyNode, `backend ${name} is declared twice (first at line ${first})`);
+      continue;
+    }
+    seen.set(name, reader.line(keyNode));
     if (!BACKEND_NAME.test(name)) {
       reader.fail(keyNode, `backend name ${JSON.stringify(name)} must be one lower-case path segment (a-z, 0-9, ., _, -)`);
       continue;
