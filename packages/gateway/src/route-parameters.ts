@@ -115,23 +115,41 @@ function leniently(value: string): string {
  * request segment), and a parameter reaches every child.
  */
 class SegmentNode {
-  // Made on the first child: most nodes of a large routes file are leaves,
-  // and an empty Map per leaf was most of the tree's memory.
+  // Most nodes of a large routes file have one child or none (each route's
+  // own tail): the first child is held inline, a Map made for the second.
+  // An empty Map per leaf, then one per single child, were most of the
+  // tree's memory and of its share of start-up.
+  #onlySegment: string | undefined;
+  #onlyChild: SegmentNode | undefined;
   #children: Map<string, SegmentNode> | undefined;
-  // The children whose segment is a parameter (`:id`), also in #children.
+  // The children whose segment is a parameter (`:id`), also among the others.
   #parameterChildren: SegmentNode[] | undefined;
 
   add(segments: readonly string[]): void {
     let node: SegmentNode = this;
     for (const segment of segments) {
-      const children: Map<string, SegmentNode> = (node.#children ??= new Map());
-      let child = children.get(segment);
+      let child = node.#child(segment);
       if (child === undefined) {
-        children.set(segment, (child = new SegmentNode()));
+        child = new SegmentNode();
+        if (node.#children !== undefined) node.#children.set(segment, child);
+        else if (node.#onlyChild === undefined) [node.#onlySegment, node.#onlyChild] = [segment, child];
+        else {
+          node.#children = new Map([[node.#onlySegment as string, node.#onlyChild], [segment, child]]);
+          [node.#onlySegment, node.#onlyChild] = [undefined, undefined];
+        }
         if (segment.startsWith(":")) (node.#parameterChildren ??= []).push(child);
       }
       node = child;
     }
+  }
+
+  #child(segment: string): SegmentNode | undefined {
+    return this.#children !== undefined ? this.#children.get(segment) : this.#onlySegment === segment ? this.#onlyChild : undefined;
+  }
+
+  #entries(): Iterable<[string, SegmentNode]> {
+    if (this.#children !== undefined) return this.#children.entries();
+    return this.#onlyChild === undefined ? [] : [[this.#onlySegment as string, this.#onlyChild]];
   }
 
   /** The nodes at depth `depth` that a pattern with these first `depth` segments could share a request with. */
@@ -142,10 +160,10 @@ class SegmentNode {
       const next = new Set<SegmentNode>();
       for (const node of level) {
         if (segment.startsWith(":")) {
-          for (const child of node.#children?.values() ?? []) next.add(child);
+          for (const [, child] of node.#entries()) next.add(child);
           continue;
         }
-        const same = node.#children?.get(segment);
+        const same = node.#child(segment);
         if (same !== undefined) next.add(same);
         for (const child of node.#parameterChildren ?? []) next.add(child);
       }
@@ -156,7 +174,7 @@ class SegmentNode {
 
   /** The spellings of the static children: no parameter, no wildcard. */
   *staticChildren(): Iterable<string> {
-    for (const spelling of this.#children?.keys() ?? []) {
+    for (const [spelling] of this.#entries()) {
       if (!spelling.includes(":") && spelling !== "*") yield spelling;
     }
   }
