@@ -48,8 +48,9 @@ export interface GatewayRoute extends UpstreamAccess {
   /** `proxy_upstream` after `$ENV` expansion: an `http(s)://` URL. */
   readonly upstream: string;
   /**
-   * `upstream`, parsed once when the file is read. Not enumerable: a spread
-   * or JSON of the route shows the file's own fields only.
+   * `upstream`, parsed once when the file is read (one URL for all the
+   * entries with the same upstream: read it, do not change it). Not
+   * enumerable: a spread or JSON of the route shows the file's own fields only.
    */
   readonly upstreamUrl: URL;
   /** `cache_ttl`: GET answers are cached per caller for this long. */
@@ -67,8 +68,9 @@ export interface GatewayBackend extends UpstreamAccess {
   /** `upstream` after `$ENV` expansion: an `http(s)://` URL, maybe with a path prefix. */
   readonly upstream: string;
   /**
-   * `upstream`, parsed once when the file is read. Not enumerable: a spread
-   * or JSON of the backend shows the file's own fields only.
+   * `upstream`, parsed once when the file is read (one URL for all the
+   * entries with the same upstream: read it, do not change it). Not
+   * enumerable: a spread or JSON of the backend shows the file's own fields only.
    */
   readonly upstreamUrl: URL;
   /**
@@ -176,9 +178,30 @@ const PLACEHOLDER_END = /^(?:[^}]|\}(?=[/.-]|$))*$/;
 const BACKEND_NAME = /^[a-z0-9][a-z0-9._-]*$/;
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
 
-/** The keys of one YAML map; `empty` holds the keys written without a value. */
-class Fields extends Map<string, { key: YamlScalar; value: YamlNode }> {
-  readonly empty = new Set<string>();
+/** The values of one YAML map's keys; `empty` holds the keys written without a value. */
+class Fields {
+  readonly #values = new Map<string, YamlNode>();
+  #empty: string[] | undefined;
+
+  get(name: string): YamlNode | undefined {
+    return this.#values.get(name);
+  }
+
+  has(name: string): boolean {
+    return this.#values.has(name);
+  }
+
+  isEmpty(name: string): boolean {
+    return this.#empty?.includes(name) === true;
+  }
+
+  set(name: string, value: YamlNode): void {
+    this.#values.set(name, value);
+  }
+
+  setEmpty(name: string): void {
+    (this.#empty ??= []).push(name);
+  }
 }
 
 function readTop(reader: Reader, root: YamlNode | null, source: string): RoutesFile | undefined {
@@ -190,10 +213,10 @@ function readTop(reader: Reader, root: YamlNode | null, source: string): RoutesF
   const top = reader.fields(root, TOP_KEYS, "the top level");
   if (top === undefined) return undefined;
   const version = readVersion(reader, top, root);
-  const publicPaths = readPublicPaths(reader, top.get("public_paths")?.value);
-  const routes = readRoutes(reader, top.get("routes")?.value, publicPaths);
-  const backends = readBackends(reader, top.get("backends")?.value);
-  const corsNode = top.get("cors")?.value;
+  const publicPaths = readPublicPaths(reader, top.get("public_paths"));
+  const routes = readRoutes(reader, top.get("routes"), publicPaths);
+  const backends = readBackends(reader, top.get("backends"));
+  const corsNode = top.get("cors");
   const cors = corsNode === undefined ? undefined : readCors(reader, corsNode);
   if (!top.has("routes") && !top.has("backends")) {
     reader.fail(root, "nothing to serve: declare routes and/or backends");
@@ -202,7 +225,7 @@ function readTop(reader: Reader, root: YamlNode | null, source: string): RoutesF
 }
 
 function readVersion(reader: Reader, top: Fields, root: YamlNode): string {
-  const node = top.get("version")?.value;
+  const node = top.get("version");
   if (node === undefined) {
     reader.fail(root, 'version is missing: add version: "1.0"');
     return "";
@@ -215,11 +238,11 @@ function readVersion(reader: Reader, top: Fields, root: YamlNode): string {
 function readCors(reader: Reader, node: YamlNode): RoutesFileCors | undefined {
   const fields = reader.fields(node, CORS_KEYS, "cors");
   if (fields === undefined) return undefined;
-  const originsNode = fields.get("origins")?.value;
+  const originsNode = fields.get("origins");
   const origins = originsNode === undefined ? undefined : readCorsOrigins(reader, originsNode);
-  const maxAgeNode = fields.get("max_age")?.value;
+  const maxAgeNode = fields.get("max_age");
   const maxAgeSeconds = maxAgeNode === undefined ? undefined : readMaxAge(reader, maxAgeNode);
-  const exposeNode = fields.get("expose_headers")?.value;
+  const exposeNode = fields.get("expose_headers");
   const exposeHeaders =
     exposeNode === undefined
       ? undefined
@@ -229,7 +252,7 @@ function readCors(reader: Reader, node: YamlNode): RoutesFileCors | undefined {
           if (problem !== undefined) reader.fail(item, `cors.expose_headers: ${problem}`);
           return name === undefined || problem !== undefined ? [] : [name];
         });
-  const credentialsNode = fields.get("credentials")?.value;
+  const credentialsNode = fields.get("credentials");
   const credentials = credentialsNode === undefined ? undefined : reader.boolean(credentialsNode, "cors.credentials");
   if (credentials === true && origins === true) {
     reader.fail(credentialsNode!, 'cors.credentials: true cannot be combined with origins: "*": list the origins');
@@ -310,7 +333,7 @@ function readRoute(
   const method = reader.required(fields, node, "method", (n) => readMethod(reader, n));
   const upstream = reader.required(fields, node, "proxy_upstream", (n) => reader.upstream(n, "proxy_upstream"));
   const access = readAccess(reader, fields, node);
-  const cacheNode = fields.get("cache_ttl")?.value;
+  const cacheNode = fields.get("cache_ttl");
   const cacheTtlMs = cacheNode === undefined ? undefined : reader.duration(cacheNode, "cache_ttl");
   if (path === undefined || method === undefined || upstream === undefined || access === undefined) {
     return undefined;
@@ -323,7 +346,7 @@ function readRoute(
     reader.fail(node, `${path} is in public_paths but the route says auth_required: true`);
   }
   if (reader.problems.length > before) return undefined;
-  return withUpstreamUrl({
+  return withUpstreamUrl(reader, {
     ...access,
     authRequired: access.authRequired && !isPublic,
     path,
@@ -357,28 +380,28 @@ function readBackends(reader: Reader, node: YamlNode | null | undefined): Gatewa
     const fields = reader.fields(valueNode, BACKEND_KEYS, `backend ${name}`);
     if (fields === undefined) continue;
     const upstream = reader.required(fields, valueNode, "upstream", (n) => reader.upstream(n, "upstream"));
-    const http2Node = fields.get("http2")?.value;
+    const http2Node = fields.get("http2");
     const http2 = http2Node === undefined ? false : reader.boolean(http2Node, "http2");
     const access = readAccess(reader, fields, valueNode);
     if (upstream === undefined || access === undefined || http2 === undefined) continue;
-    backends.push(withUpstreamUrl({ ...access, name, upstream, http2, line: reader.line(keyNode) }));
+    backends.push(withUpstreamUrl(reader, { ...access, name, upstream, http2, line: reader.line(keyNode) }));
   }
   return backends;
 }
 
 function readAccess(reader: Reader, fields: Fields, node: YamlNode): UpstreamAccess | undefined {
   const before = reader.problems.length;
-  const authNode = fields.get("auth_required")?.value;
+  const authNode = fields.get("auth_required");
   const authRequired = authNode === undefined ? true : reader.boolean(authNode, "auth_required");
-  const scopesNode = fields.get("scopes")?.value;
+  const scopesNode = fields.get("scopes");
   const scopes = scopesNode === undefined ? [] : readScopes(reader, scopesNode, "scopes");
-  const clientsNode = fields.get("clients")?.value;
+  const clientsNode = fields.get("clients");
   const clients = clientsNode === undefined ? undefined : readScopes(reader, clientsNode, "clients");
-  const timeoutNode = fields.get("timeout")?.value;
+  const timeoutNode = fields.get("timeout");
   const timeoutMs = timeoutNode === undefined ? DEFAULT_TIMEOUT_MS : reader.duration(timeoutNode, "timeout");
-  const descriptionNode = fields.get("description")?.value;
+  const descriptionNode = fields.get("description");
   const description = descriptionNode === undefined ? undefined : reader.string(descriptionNode, "description");
-  const forwardNode = fields.get("forward_authorization")?.value;
+  const forwardNode = fields.get("forward_authorization");
   const forwardAuthorization = forwardNode === undefined ? undefined : reader.boolean(forwardNode, "forward_authorization");
   if (authRequired === false && (scopes.length > 0 || clients !== undefined)) {
     reader.fail(authNode ?? node, "auth_required: false cannot be combined with scopes or clients");
@@ -433,6 +456,8 @@ function readScopes(reader: Reader, node: YamlNode, what: string): string[] {
 /** Turns YAML nodes into values, collecting every problem with its line. */
 class Reader {
   readonly problems: RoutesFileProblem[] = [];
+  readonly #upstreams = new Map<string, string>();
+  readonly #urls = new Map<string, URL>();
 
   constructor(
     private readonly tree: YamlTree,
@@ -464,27 +489,27 @@ class Reader {
         this.fail(key, `unknown key ${JSON.stringify(name)} in ${what} (allowed: ${allowed.join(", ")})`);
         continue;
       }
-      if (fields.has(name) || fields.empty.has(name)) {
+      if (fields.has(name) || fields.isEmpty(name)) {
         this.fail(key, `${name} is given twice in ${what}`);
         continue;
       }
       if (isScalar(value) && value.value === null) {
         this.fail(key, `${name} has no value`);
-        fields.empty.add(name);
+        fields.setEmpty(name);
         continue;
       }
-      fields.set(name, { key: key as YamlScalar, value });
+      fields.set(name, value);
     }
     return fields;
   }
 
   required<T>(fields: Fields, owner: YamlNode, key: string, read: (node: YamlNode) => T | undefined) {
-    const field = fields.get(key);
-    if (field === undefined) {
-      if (!fields.empty.has(key)) this.fail(owner, `${key} is required`);
+    const value = fields.get(key);
+    if (value === undefined) {
+      if (!fields.isEmpty(key)) this.fail(owner, `${key} is required`);
       return undefined;
     }
-    return read(field.value);
+    return read(value);
   }
 
   list(node: YamlNode, what: string): YamlNode[] {
@@ -520,6 +545,9 @@ class Reader {
   upstream(node: YamlNode, what: string): string | undefined {
     const raw = this.string(node, what);
     if (raw === undefined) return undefined;
+    // Routes files repeat a few upstreams many times: each spelling is expanded and checked once.
+    const known = this.#upstreams.get(raw);
+    if (known !== undefined) return known;
     const missing: string[] = [];
     const expanded = raw.replace(ENV_REF, (_, braced: string | undefined, bare: string | undefined) => {
       const name = (braced ?? bare) as string;
@@ -538,7 +566,16 @@ class Reader {
       this.fail(node, `${what} ${raw === expanded ? "" : `(${raw}) `}${text}`);
       return undefined;
     }
-    return expanded.replace(/\/+$/, "");
+    const upstream = expanded.replace(/\/+$/, "");
+    this.#upstreams.set(raw, upstream);
+    return upstream;
+  }
+
+  /** `upstream` parsed, one URL per distinct upstream. */
+  upstreamUrl(upstream: string): URL {
+    let url = this.#urls.get(upstream);
+    if (url === undefined) this.#urls.set(upstream, (url = new URL(upstream)));
+    return url;
   }
 }
 
@@ -562,8 +599,8 @@ function isSeq(node: YamlNode): node is YamlSeq {
 }
 
 /** Adds `upstreamUrl`, the parsed `upstream` (checked by the reader), as a non-enumerable property. */
-function withUpstreamUrl<T extends { readonly upstream: string }>(entry: T): T & { readonly upstreamUrl: URL } {
-  return Object.defineProperty(entry, "upstreamUrl", { value: new URL(entry.upstream), enumerable: false }) as T & {
+function withUpstreamUrl<T extends { readonly upstream: string }>(reader: Reader, entry: T): T & { readonly upstreamUrl: URL } {
+  return Object.defineProperty(entry, "upstreamUrl", { value: reader.upstreamUrl(entry.upstream), enumerable: false }) as T & {
     readonly upstreamUrl: URL;
   };
 }
