@@ -364,7 +364,9 @@ function readBackends(reader: Reader, node: YamlNode | null | undefined): Gatewa
   }
   const backends: GatewayBackend[] = [];
   const seen = new Map<string, number>();
-  for (const { key: keyNode, value: valueNode } of node.items) {
+  for (let i = 0; i < node.keys.length; i++) {
+    const keyNode = node.keys[i] as YamlNode;
+    const valueNode = node.values[i] as YamlNode;
     const name = reader.string(keyNode, "a backend name");
     if (name === undefined) continue;
     const first = seen.get(name);
@@ -483,7 +485,9 @@ class Reader {
       return undefined;
     }
     const fields = new Fields();
-    for (const { key, value } of node.items) {
+    for (let i = 0; i < node.keys.length; i++) {
+      const key = node.keys[i] as YamlNode;
+      const value = node.values[i] as YamlNode;
       const name = isScalar(key) ? String(key.value) : "";
       if (!allowed.includes(name)) {
         this.fail(key, `unknown key ${JSON.stringify(name)} in ${what} (allowed: ${allowed.join(", ")})`);

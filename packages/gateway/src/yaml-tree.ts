@@ -36,10 +36,15 @@ export interface YamlScalar {
   readonly offset: number;
 }
 
-/** A mapping: its pairs in source order, duplicate keys included (the reader refuses them). */
+/**
+ * A mapping: `keys[i]` maps to `values[i]`, in source order, duplicate keys
+ * included (the reader refuses them). Two lists rather than a pair object
+ * per entry: a 10,000-route file has some 40,000 entries.
+ */
 export interface YamlMap {
   readonly kind: "map";
-  readonly items: readonly { readonly key: YamlNode; readonly value: YamlNode }[];
+  readonly keys: readonly YamlNode[];
+  readonly values: readonly YamlNode[];
   readonly offset: number;
 }
 
@@ -83,12 +88,11 @@ export function readYamlTree(text: string): YamlTree {
   return { ...buildTree(text, events), line };
 }
 
-/** A collection being built, and for a map the key waiting for its value. */
+/** A collection being built: a sequence's items, or a map's keys and values (a key is added first, its value next). */
 interface Frame {
-  readonly node:
-    | { readonly kind: "map"; readonly items: { key: YamlNode; value: YamlNode }[]; readonly offset: number }
-    | { readonly kind: "seq"; readonly items: YamlNode[]; readonly offset: number };
-  key: YamlNode | undefined;
+  readonly map: boolean;
+  readonly items: YamlNode[];
+  readonly values: YamlNode[];
 }
 
 /**
@@ -100,53 +104,56 @@ function buildTree(text: string, events: readonly Event[]): Pick<YamlTree, "root
   let root: YamlNode | null = null;
   let documents = 0;
   let lastOffset = 0;
-  const add = (node: YamlNode): void => {
-    const frame = stack[stack.length - 1];
-    if (frame === undefined) root = node;
-    else if (frame.node.kind === "seq") frame.node.items.push(node);
-    else if (frame.key === undefined) frame.key = node;
-    else {
-      frame.node.items.push({ key: frame.key, value: node });
-      frame.key = undefined;
-    }
-  };
   for (const event of events) {
+    let node: YamlNode;
+    let opened: Frame | undefined;
     switch (event.type) {
       case EVENT_DOCUMENT:
         if (++documents > 1) {
           return { root: null, error: { offset: nextOffset(events, event) ?? text.length, message: "expected one YAML document, found several (---)" } };
         }
-        break;
+        continue;
       case EVENT_POP:
         stack.pop();
-        break;
+        continue;
       case EVENT_ALIAS:
-        add({ kind: "unsupported", what: `an alias (*${text.slice(event.anchorStart, event.anchorEnd)})`, offset: (lastOffset = event.anchorStart) });
+        node = { kind: "unsupported", what: `an alias (*${text.slice(event.anchorStart, event.anchorEnd)})`, offset: (lastOffset = event.anchorStart) };
         break;
       case EVENT_SCALAR: {
         const offset = event.valueStart >= 0 ? (lastOffset = event.valueStart) : lastOffset;
         if (event.tagStart >= 0) {
-          add({ kind: "unsupported", what: `a YAML tag (${text.slice(event.tagStart, event.tagEnd)})`, offset });
+          node = { kind: "unsupported", what: `a YAML tag (${text.slice(event.tagStart, event.tagEnd)})`, offset };
         } else {
           const source = getScalarValue(text, event);
-          add({ kind: "scalar", value: event.style === SCALAR_STYLE_PLAIN ? plainValue(source) : source, offset });
+          node = { kind: "scalar", value: event.style === SCALAR_STYLE_PLAIN ? plainValue(source) : source, offset };
         }
         break;
       }
       case EVENT_MAPPING:
       case EVENT_SEQUENCE: {
         const offset = (lastOffset = event.start);
-        const node: Frame["node"] =
-          event.type === EVENT_MAPPING ? { kind: "map", items: [], offset } : { kind: "seq", items: [], offset };
-        // A tagged collection is refused as a whole; its children are still read, into the unused node.
-        add(event.tagStart >= 0 ? { kind: "unsupported", what: `a YAML tag (${text.slice(event.tagStart, event.tagEnd)})`, offset } : node);
-        stack.push({ node, key: undefined });
+        const map = event.type === EVENT_MAPPING;
+        opened = { map, items: [], values: map ? [] : NO_VALUES };
+        const collection: YamlMap | YamlSeq = map
+          ? { kind: "map", keys: opened.items, values: opened.values, offset }
+          : { kind: "seq", items: opened.items, offset };
+        // A tagged collection is refused as a whole; its children are still read, into the unused one.
+        node = event.tagStart >= 0 ? { kind: "unsupported", what: `a YAML tag (${text.slice(event.tagStart, event.tagEnd)})`, offset } : collection;
         break;
       }
+      default:
+        continue;
     }
+    const parent = stack[stack.length - 1];
+    if (parent === undefined) root = node;
+    else if (parent.map && parent.items.length > parent.values.length) parent.values.push(node);
+    else parent.items.push(node);
+    if (opened !== undefined) stack.push(opened);
   }
   return { root };
 }
+
+const NO_VALUES: YamlNode[] = [];
 
 function nextOffset(events: readonly Event[], after: Event): number | undefined {
   for (let i = events.indexOf(after) + 1; i < events.length; i++) {
@@ -160,11 +167,18 @@ function nextOffset(events: readonly Event[], after: Event): number | undefined 
 /** The core schema's implicit scalar types (null, bool, int, float), in the order YAML 1.2 tries them. */
 const IMPLICIT = CORE_SCHEMA.tags.filter((tag) => tag.nodeKind === "scalar" && tag.implicit) as readonly ScalarTagDefinition[];
 
+/** The implicit types a plain scalar starting with a given character may have (most: none). */
+const implicitByFirst = new Map<string, readonly ScalarTagDefinition[]>();
+
 /** The value of a plain (unquoted) scalar under YAML 1.2's core schema: `true`, `12`, `~` → `null`, else the text. */
 function plainValue(source: string): YamlScalar["value"] {
   const first = source.charAt(0);
-  for (const tag of IMPLICIT) {
-    if (tag.implicitFirstChars !== null && !tag.implicitFirstChars.includes(first)) continue;
+  let candidates = implicitByFirst.get(first);
+  if (candidates === undefined) {
+    candidates = IMPLICIT.filter((tag) => tag.implicitFirstChars === null || tag.implicitFirstChars.includes(first));
+    implicitByFirst.set(first, candidates);
+  }
+  for (const tag of candidates) {
     const value: unknown = tag.resolve(source, false, tag.tagName);
     if (value === NOT_RESOLVED) continue;
     if (value === null || typeof value === "boolean" || typeof value === "number") return value;
