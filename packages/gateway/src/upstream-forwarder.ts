@@ -83,16 +83,29 @@ export function routeForwarding(upstream: Upstream, route: ForwardingRoute, cont
     route,
     context,
     h2c: upstream.http2 ? context.dispatcher.h2cPool(upstream.origin) : undefined,
-    // reply-from's types allow for any server; these run on the gateway's own requests and replies.
-    options: {
-      timeout: route.access.timeoutMs,
+    options: replyFromOptions(route.access.timeoutMs),
+  };
+}
+
+// reply-from's options depend on the timeout alone: one object per timeout,
+// not one per route (a routes file of 10,000 entries has a handful of timeouts).
+const optionsByTimeout = new Map<number, FastifyReplyFromHooks>();
+
+function replyFromOptions(timeoutMs: number): FastifyReplyFromHooks {
+  let options = optionsByTimeout.get(timeoutMs);
+  if (options === undefined) {
+    options = {
+      timeout: timeoutMs,
       retryDelay: neverRetry,
+      // reply-from's types allow for any server; these run on the gateway's own requests and replies.
       rewriteRequestHeaders: withGatewayHeaders as FastifyReplyFromHooks["rewriteRequestHeaders"],
       rewriteHeaders: withoutResponseHopByHop,
       onResponse: relayAnswer as FastifyReplyFromHooks["onResponse"],
       onError: answerUpstreamFailure as FastifyReplyFromHooks["onError"],
-    },
-  };
+    };
+    optionsByTimeout.set(timeoutMs, options);
+  }
+  return options;
 }
 
 /**
