@@ -213,6 +213,16 @@ routes:
     expect(problemsOf(`version: "1.0"\nroutes:\n  - path: /a\n   method: GET\n`)).toEqual([expect.stringMatching(/^routes\.yaml:4: /)]);
   });
 
+  it("refuses hostile YAML with a line, never a crash: deep nesting, NUL, tab indentation; CRLF keeps line numbers", () => {
+    expect(problemsOf(`version: ${"[".repeat(5000)}${"]".repeat(5000)}\n`)).toEqual(["routes.yaml:1: nesting exceeded maxDepth (100)"]);
+    expect(problemsOf(`version: "1.0"\u0000\n`)).toEqual([expect.stringMatching(/^routes\.yaml:1: .*null byte/)]);
+    expect(problemsOf(`version: "1.0"\nbackends:\n\techo:\n    upstream: http://127.0.0.1:1\n`)).toEqual([
+      expect.stringMatching(/^routes\.yaml:3: .*tab/),
+    ]);
+    const crlf = `version: "1.0"\r\nbackends:\r\n  echo:\r\n    upstream: http://127.0.0.1:1\r\n    timeout: soon\r\n`;
+    expect(problemsOf(crlf)).toEqual(['routes.yaml:5: timeout "soon" is not a duration: write e.g. 500ms, 60s, 5m or 1h']);
+  });
+
   it("names the file when it cannot be read", () => {
     expect(() => loadRoutesFile("/nonexistent/routes.yaml")).toThrow("/nonexistent/routes.yaml:0: cannot read the routes file (ENOENT)");
   });
