@@ -5,7 +5,17 @@
 import { request as httpRequest, type ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../packages/gateway/src/index.js";
-import { closeInTurn, route, routesFileText, seedToken, startGatewayWithBackend, type RecordedRequest, type RecordingBackend } from "../support/gateway.js";
+import {
+  closeInTurn,
+  route,
+  routesFileText,
+  seedToken,
+  startGatewayWithBackend,
+  startRecordingBackend,
+  startSeedGateway,
+  type RecordedRequest,
+  type RecordingBackend,
+} from "../support/gateway.js";
 
 const yaml = routesFileText({
   routes: [route("GET", "/api/v1/items", { cache_ttl: "60s" }), route("GET", "/public/items", { auth_required: false, cache_ttl: "60s" })],
@@ -257,5 +267,54 @@ describe("what the cache stores", () => {
     const again = await get("/api/v1/items?cut-short=1");
     expect(again.cache).toBe(null);
     expect(hits("/api/v1/items?cut-short=1")).toBe(2);
+  });
+});
+
+describe("whose answer a cache entry is", () => {
+  it("the same user with a narrower token is not served the answer made for the wider one", async () => {
+    answerWith({}, (req) => ({ scopes: req.headers["x-user-scopes"] }));
+    const path = "/api/v1/items?identity=scopes";
+    const wide = await get(path, { authorization: `Bearer ${await seedToken({ user_id: "cache-rules-user", scopes: ["read", "admin"] })}` });
+    expect([wide.cache, JSON.parse(wide.body).scopes]).toEqual(["MISS", "read admin"]);
+    const narrowToken = await seedToken({ user_id: "cache-rules-user", scopes: ["read"] });
+    const narrow = await get(path, { authorization: `Bearer ${narrowToken}` });
+    expect([narrow.cache, JSON.parse(narrow.body).scopes]).toEqual(["MISS", "read"]);
+    // Each identity has its own entry.
+    expect((await get(path, { authorization: `Bearer ${narrowToken}` })).cache).toBe("HIT");
+    expect(hits(path)).toBe(2);
+  });
+
+  it("two routes that forward the same target to different upstreams never serve each other's entries", async () => {
+    const users = await startRecordingBackend();
+    const billing = await startRecordingBackend();
+    for (const [backendOf, name] of [[users, "users"], [billing, "billing"]] as const) {
+      backendOf.respond = (_req, res) => {
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ from: name }));
+      };
+    }
+    // Both forward GET /api/v1/profile, one to each upstream, under different scopes.
+    const twoUpstreams = routesFileText({
+      routes: [
+        { path: "/v1/profile", method: "GET", proxy_upstream: "$USERS/api", scopes: ["read"], cache_ttl: "60s" },
+        { path: "/api/v1/profile", method: "GET", proxy_upstream: "$BILLING", scopes: ["billing"], cache_ttl: "60s" },
+      ],
+    });
+    const shared = await startSeedGateway(twoUpstreams, { USERS: users.url, BILLING: billing.url });
+    try {
+      const call = async (path: string, scopes: string[]) => {
+        const res = await fetch(shared.url + path, {
+          headers: { authorization: `Bearer ${await seedToken({ user_id: "profile-user", scopes })}` },
+        });
+        return [res.status, res.headers.get("x-cache"), await res.text()];
+      };
+      expect(await call("/api/v1/profile", ["read", "billing"])).toEqual([200, "MISS", '{"from":"billing"}']);
+      expect(await call("/v1/profile", ["read", "billing"])).toEqual([200, "MISS", '{"from":"users"}']);
+      expect(await call("/v1/profile", ["read", "billing"])).toEqual([200, "HIT", '{"from":"users"}']);
+      expect(users.requests.map((r) => r.url)).toEqual(["/api/v1/profile"]);
+      expect(billing.requests.map((r) => r.url)).toEqual(["/api/v1/profile"]);
+    } finally {
+      await closeInTurn(shared, users, billing);
+    }
   });
 });

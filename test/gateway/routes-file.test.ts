@@ -185,6 +185,21 @@ routes:
     expect(problemsOf(`${text}    auth_required: true\n`)).toEqual([
       "routes.yaml:4: /api/v1/docs is in public_paths but the route says auth_required: true",
     ]);
+    // A public path opens every method on it: a scoped or client-restricted
+    // route there would take anonymous callers unchecked, so it is refused.
+    const scoped = `${text}  - path: /api/v1/docs
+    method: POST
+    proxy_upstream: http://docs:1
+    scopes: [write]
+  - path: /api/v1/docs
+    method: DELETE
+    proxy_upstream: http://docs:1
+    clients: [admin-console]
+`;
+    expect(problemsOf(scoped)).toEqual([
+      "routes.yaml:7: POST /api/v1/docs has scopes or clients, but /api/v1/docs is in public_paths, which opens every method on it without a token: take the path out of public_paths and give its public routes auth_required: false",
+      "routes.yaml:11: DELETE /api/v1/docs has scopes or clients, but /api/v1/docs is in public_paths, which opens every method on it without a token: take the path out of public_paths and give its public routes auth_required: false",
+    ]);
   });
 
   it("reads YAML 1.2 core types, and refuses duplicate keys, aliases, tags and second documents by line", () => {

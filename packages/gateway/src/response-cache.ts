@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { identityHeaders } from "connect-gateway/signing";
 import { isDroppedCallerHeader } from "./caller-headers.js";
 import type { CallerIdentity } from "./identity-claims.js";
 
@@ -94,22 +95,28 @@ export function createResponseCache(options: Required<ResponseCacheOptions>): Re
 }
 
 /**
- * The cache key of a GET: who asks (client and user), the exact
- * request-target, the negotiated representation (`Accept`,
- * `Accept-Encoding`), so a gzip answer never reaches a caller that did not ask
- * for it, and the `Host` the caller named, which the gateway forwards as
- * `X-Forwarded-Host` (a backend building links from it must not hand one
- * caller's host to another).
+ * The cache key of a GET: the upstream and the exact request-target it is
+ * sent (two routes can forward the same target to different upstreams), who
+ * asks as the upstream sees it (every identity header the gateway forwards,
+ * not only the client and user: the same user with a narrower token, another
+ * role or organisation may be answered differently, and must not be served
+ * an answer made for the wider one), the negotiated representation
+ * (`Accept`, `Accept-Encoding`), so a gzip answer never reaches a caller
+ * that did not ask for it, and the `Host` the caller named, which the
+ * gateway forwards as `X-Forwarded-Host` (a backend building links from it
+ * must not hand one caller's host to another).
  */
 export function responseCacheKey(
-  identity: CallerIdentity,
+  upstreamOrigin: string,
   requestTarget: string,
+  identity: CallerIdentity,
   headers: Readonly<Record<string, string | string[] | undefined>>,
 ): string {
   const negotiated = [headers["accept"], headers["accept-encoding"], headers["host"] ?? headers[":authority"]].map((v) =>
     String(v ?? ""),
   );
-  return JSON.stringify([identity.clientId, identity.userId ?? "", requestTarget, ...negotiated]);
+  // identityHeaders lists the fields in one fixed order, absent ones left out.
+  return JSON.stringify([upstreamOrigin, requestTarget, identityHeaders(identity), ...negotiated]);
 }
 
 /** What a request lets the cache do: answer it from a stored entry, and store its answer. */

@@ -341,9 +341,18 @@ function readRoute(
   if (cacheNode !== undefined && method !== "GET") {
     reader.fail(cacheNode, `cache_ttl applies to GET routes only, not ${method}`);
   }
+  // public_paths names a path, not a method: every route on it takes callers
+  // without a token, so a scope or client list there would never be checked
+  // (an anonymous caller would get what a low-scope token is refused).
   const isPublic = publicPaths.includes(path);
   if (isPublic && fields.has("auth_required") && access.authRequired) {
     reader.fail(node, `${path} is in public_paths but the route says auth_required: true`);
+  } else if (isPublic && (access.scopes.length > 0 || access.clients !== undefined)) {
+    reader.fail(
+      node,
+      `${method} ${path} has scopes or clients, but ${path} is in public_paths, which opens every method on it without a token: ` +
+        "take the path out of public_paths and give its public routes auth_required: false",
+    );
   }
   if (reader.problems.length > before) return undefined;
   return withUpstreamUrl(reader, {
