@@ -323,13 +323,17 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
  * URL parsing resolves `.` and `..` segments, `%2e%2e` and `\` included, which
  * would let a caller climb out of an upstream's base path or off the route it
  * was authorised for: such paths are refused rather than normalised, and so
- * is a path that does not percent-decode, and one with a control character,
+ * is a target with a fragment (`#`), a path that does not percent-decode, and one with a control character,
  * raw or escaped (`%00`, `%0a`, …): no resource is named with one, and a
  * backend that decodes the path may cut it at a NUL or split a log line. Walks the path in place: only a
  * segment with a `%` in it is decoded (a path decodes if and only if each of
  * its segments does, as no escape spans a `/`).
  */
 function isPlainPath(target: string): boolean {
+  // A request-target never holds a fragment (RFC 9112 §3.2): URL parsing
+  // would drop `#…` from what is signed while reply-from forwards the text
+  // after the first `?` as it was sent, so the two would differ.
+  if (target.includes("#")) return false;
   const query = target.indexOf("?");
   const end = query === -1 ? target.length : query;
   const backslash = target.indexOf("\\");
