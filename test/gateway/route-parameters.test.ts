@@ -37,6 +37,29 @@ describe("createRouteParameterGuard", () => {
       expect([id, guard("/api/v1/users/:id", { id })]).toEqual([id, undefined]);
     }
   });
+
+  it("refuses a format suffix, an escaped ?, # or %, compatibility forms and case mappings a Java or .NET backend folds", () => {
+    const refused = [
+      "admin.json", // Rails' (.:format), Spring's suffix matching
+      "Admin.XML",
+      "admin.v2.json",
+      "admin?", // sent as admin%3F: a backend decoding before routing ends the path there
+      "admin#x",
+      "%61dmin", // sent as %2561dmin: a backend decoding twice
+      "%41DMIN",
+      "adm\u0131n", // a dotless ı: Java's equalsIgnoreCase folds it to i
+      "\uff41dmin", // a full-width a: NFKC folds it to a
+      "\uff21\uff24\uff2d\uff29\uff2e",
+    ];
+    for (const id of refused) {
+      expect([id, guard("/api/v1/users/:id", { id })]).toEqual([id, "shadows_static"]);
+    }
+    expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "me" })).toBeUndefined(); // the exact spelling
+    expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "ME.json" })).toBe("shadows_static");
+    for (const id of ["42.json", "admins.json", "x.admin", "%zz", "%2542", "caf\u00e9", "\u00e0dmin", "adm1n"]) {
+      expect([id, guard("/api/v1/users/:id", { id })]).toEqual([id, undefined]);
+    }
+  });
 });
 
 /**
@@ -59,9 +82,9 @@ function referenceSiblings(patterns: readonly string[], pattern: string, index: 
   return statics;
 }
 
-/** How a lenient backend reads a segment, stated directly: up to a `;`, trimmed of whitespace and trailing dots, any case. */
+/** How a lenient backend reads a segment (ASCII, no escapes), stated directly: up to a `;`, `?`, `#` or `.`, trimmed of whitespace, any case. */
 function lenientReading(value: string): string {
-  return (value.split(";")[0] ?? "").trim().replace(/\.+$/, "").trim().toLowerCase();
+  return (value.split(/[;?#.]/)[0] ?? "").trim().toLowerCase();
 }
 
 describe("createRouteParameterGuard, against the rule stated directly", () => {
@@ -70,7 +93,7 @@ describe("createRouteParameterGuard, against the rule stated directly", () => {
 
   it("refuses exactly the lenient readings of the statics the rule names, empty values and slashes", () => {
     fc.assert(
-      fc.property(fc.array(pattern, { minLength: 1, maxLength: 8 }), fc.constantFrom("a", "A", "b", "ADMIN", "Admin", "me", "ME", "x", "", "a/b", "ADMIN/x", "admin;x", "me.", " b "), (patterns, value) => {
+      fc.property(fc.array(pattern, { minLength: 1, maxLength: 8 }), fc.constantFrom("a", "A", "b", "ADMIN", "Admin", "me", "ME", "x", "", "a/b", "ADMIN/x", "admin;x", "me.", " b ", "admin.json", "B?x", "a#", "x.a"), (patterns, value) => {
         const guard = createRouteParameterGuard(patterns);
         for (const p of patterns) {
           const segments = p.split("/");
@@ -142,6 +165,13 @@ describe("route parameters through the gateway", () => {
     "/api/v1/users/admin%2e",
     "/api/v1/users/admin%20",
     "/api/v1/users/%20admin",
+    "/api/v1/users/admin.json",
+    "/api/v1/users/admin%2Ejson",
+    "/api/v1/users/admin%3F",
+    "/api/v1/users/admin%23",
+    "/api/v1/users/%2561dmin",
+    "/api/v1/users/adm%C4%B1n",
+    "/api/v1/users/%EF%BD%81dmin",
   ])(
     "%s is refused (404) and never forwarded",
     async (target) => {

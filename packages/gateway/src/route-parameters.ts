@@ -9,9 +9,12 @@
  *   `/users/ADMIN` misses an admin-only `/users/admin` route and lands on a
  *   read-scoped `/users/{id}`. A backend that reads paths leniently would
  *   then serve its admin action under the weaker rule: one that routes
- *   case-insensitively (`ADMIN`), cuts a segment at `;` (servlet containers'
- *   path parameters: `admin;x`), or trims whitespace or trailing dots
- *   (`admin%20`, `admin.`, as Windows servers and some frameworks do). A value
+ *   case-insensitively (`ADMIN`, `adm%C4%B1n` with a dotless ı, full-width
+ *   letters), cuts a segment at `;` (servlet containers' path parameters:
+ *   `admin;x`), reads a format suffix (`admin.json`), trims whitespace or
+ *   trailing dots (`admin%20`, `admin.`, as Windows servers and some
+ *   frameworks do), or decodes an escaped `?`, `#` or `%` before routing
+ *   (`admin%3F`, `%2561dmin`); see leniently. A value
  *   that reads as a static sibling of that `{placeholder}` in any of these
  *   ways, without being it, is refused; the exact spelling reached the
  *   static route in the first place (or, for another method, is that route's
@@ -68,7 +71,7 @@ export function createRouteParameterGuard(patterns: readonly string[]): RoutePar
       if (value === undefined || value === "") return "empty";
       if (value.includes("/")) return "encoded_slash";
       const statics = rule.siblings.get(name);
-      if (statics !== undefined && statics.folded.has(leniently(value)) && !statics.exact.has(value)) {
+      if (statics !== undefined && !statics.exact.has(value) && leniently(value).some((read) => statics.folded.has(read))) {
         return "shadows_static";
       }
     }
@@ -95,16 +98,50 @@ function ruleOf(root: SegmentNode, pattern: string): PatternRule | null {
 }
 
 /**
- * A `{placeholder}` value as a lenient backend may read it: up to a `;`,
- * without surrounding whitespace or trailing dots, in lower case.
+ * A `{placeholder}` value as a lenient backend may read it, lower-cased:
+ * - compatibility forms folded (NFKC: a full-width `ａdmin` is `admin`), and
+ *   case folded as Java's and .NET's case-insensitive comparisons do, one
+ *   character at a time (a dotless `ı` or a long `ſ` matches `i` or `s`);
+ * - cut at the first `;` (servlet path parameters), `?` or `#` (a backend
+ *   that decodes the path before routing reads an escaped one as the end of
+ *   the path), and at the first `.` (a format suffix: Rails' `(.:format)`
+ *   and Spring's suffix matching serve `admin.json` as `admin`);
+ * - without surrounding whitespace (trimmed, as Windows servers and some
+ *   frameworks do).
+ * A value that still holds a `%` is also read decoded once more (a backend
+ * that decodes twice reads `%2561dmin` as `admin`).
  */
-function leniently(value: string): string {
-  const semicolon = value.indexOf(";");
-  let read = (semicolon === -1 ? value : value.slice(0, semicolon)).trim();
-  let end = read.length;
-  while (end > 0 && read.charCodeAt(end - 1) === 0x2e) end--;
-  if (end !== read.length) read = read.slice(0, end).trim();
-  return read.toLowerCase();
+function leniently(value: string): string[] {
+  const once = leniently1(value);
+  if (!value.includes("%")) return [once];
+  try {
+    return [once, leniently1(decodeURIComponent(value))];
+  } catch {
+    return [once];
+  }
+}
+
+function leniently1(value: string): string {
+  const folded = ASCII.test(value) ? value.toLowerCase() : foldCase(value.normalize("NFKC"));
+  const cut = folded.search(CUT_AT);
+  return (cut === -1 ? folded : folded.slice(0, cut)).trim();
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** Where a lenient backend stops reading a segment: a path parameter, a query, a fragment, a format suffix. */
+const CUT_AT = /[;?#.]/;
+
+/** Lower case, each character on its own as a simple case mapping does (`ı` → `i`, `ſ` → `s`, `İ` → `i`). */
+function foldCase(value: string): string {
+  let out = "";
+  for (const c of value) {
+    const upper = c.toUpperCase();
+    if (upper.length === 1 && upper.charCodeAt(0) < 0x80) out += upper.toLowerCase();
+    else if (c === "\u0130") out += "i";
+    else out += c.toLowerCase();
+  }
+  return out;
 }
 
 /**
