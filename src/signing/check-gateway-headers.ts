@@ -9,6 +9,7 @@ import {
 import type { GatewayRejectionReason } from "./gateway-rejection-reason.js";
 import {
   identityFieldHeader,
+  textFromOctets,
   type IdentityField,
   type IdentityHeaderValues,
 } from "./identity-headers.js";
@@ -283,14 +284,19 @@ function identityFromSlots(clientId: string, slots: readonly (string | undefined
   const values: { [F in IdentityField]-?: IdentityHeaderValues[F] } = {
     clientId,
     userId: slots[USER_ID],
-    email: slots[EMAIL],
-    firstName: slots[FIRST_NAME],
-    lastName: slots[LAST_NAME],
+    email: textOf(slots[EMAIL]),
+    firstName: textOf(slots[FIRST_NAME]),
+    lastName: textOf(slots[LAST_NAME]),
     scopes: scopes === undefined ? undefined : scopes.split(" ").filter(nonEmpty),
     orgId: slots[ORG_ID],
     role: slots[ROLE],
   };
   return values;
+}
+
+/** A text field as identityFromHeaders reads it: UTF-8 octets (see identityHeaders). */
+function textOf(value: string | undefined): string | undefined {
+  return value === undefined ? undefined : textFromOctets(value);
 }
 
 function nonEmpty(scope: string): boolean {

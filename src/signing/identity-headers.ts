@@ -82,15 +82,55 @@ export function identityHeaders(identity: IdentityHeaderValues): Record<string, 
     if (field === "clientId") continue;
     const raw = identity[field];
     const value = field === "scopes" ? (raw as readonly string[] | undefined)?.join(" ") : (raw as string | undefined);
-    if (value !== undefined && value !== "") headers[identityFieldHeader[field]] = value;
+    if (value === undefined || value === "") continue;
+    headers[identityFieldHeader[field]] = isTextField(field) ? utf8Octets(value) : value;
   }
   return headers;
 }
 
 /**
+ * The identity fields that hold a person's text rather than an identifier:
+ * the e-mail address and the names. A header carries octets, and Node.js
+ * writes a string one octet per character, so a name such as 山田 (beyond
+ * U+00FF) could not travel as it is: these fields travel as their UTF-8
+ * octets (each octet one character of the header string, which is what is
+ * signed), and {@link identityFromHeaders} reads them back. A Rails service
+ * reads the same octets as the UTF-8 string it expects. Identifiers (client
+ * and user id, scopes, organisation, role) travel as they are: the v1
+ * signature covers the ids, and its Ruby counterpart signs them as given.
+ */
+function isTextField(field: IdentityField): boolean {
+  return field === "email" || field === "firstName" || field === "lastName";
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+/** `value`'s UTF-8 octets, one character per octet (unchanged when ASCII). */
+function utf8Octets(value: string): string {
+  return ASCII.test(value) ? value : Buffer.from(value, "utf8").toString("latin1");
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * A text field's value as received (one character per octet) read as UTF-8;
+ * octets that are not UTF-8 are read one character each (ISO-8859-1), as a
+ * gateway that sends Latin-1 octets means them.
+ */
+export function textFromOctets(value: string): string {
+  if (ASCII.test(value)) return value;
+  try {
+    return strictUtf8.decode(Buffer.from(value, "latin1"));
+  } catch {
+    return value;
+  }
+}
+
+/**
  * The identity header values read back from headers (`valueOf` gives the
  * value of a lower-case header name, `undefined` when absent): the inverse of
- * {@link identityHeaders}, scopes split on spaces. Validates nothing: the
+ * {@link identityHeaders}, scopes split on spaces, the e-mail and names read
+ * as UTF-8. Validates nothing: the
  * caller decides which values to trust.
  */
 export function identityFromHeaders(
@@ -101,7 +141,8 @@ export function identityFromHeaders(
   for (const field of identityFields) {
     if (field === "clientId") continue;
     const value = valueOf(identityFieldHeader[field]);
-    values[field] = field === "scopes" ? value?.split(" ").filter((s) => s !== "") : value;
+    values[field] =
+      field === "scopes" ? value?.split(" ").filter((s) => s !== "") : value !== undefined && isTextField(field) ? textFromOctets(value) : value;
   }
   return values as unknown as IdentityHeaderValues;
 }

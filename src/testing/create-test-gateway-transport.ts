@@ -1,6 +1,12 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, createNodeHttpClient, Http2SessionManager } from "@connectrpc/connect-node";
-import { validateReadWriteMaxBytes, type UniversalClientFn } from "@connectrpc/connect/protocol";
+import {
+  universalClientResponseFromFetch,
+  validateReadWriteMaxBytes,
+  type UniversalClientFn,
+  type UniversalClientRequest,
+  type UniversalClientResponse,
+} from "@connectrpc/connect/protocol";
 import { createTransport as createConnect } from "@connectrpc/connect/protocol-connect";
 import { createTransport as createGrpc } from "@connectrpc/connect/protocol-grpc";
 import { createTransport as createGrpcWeb } from "@connectrpc/connect/protocol-grpc-web";
@@ -63,7 +69,7 @@ export function createTestGatewayTransport(options: TestGatewayTransportOptions)
     options.httpClient ??
     (options.httpVersion === "2"
       ? createNodeHttpClient({ httpVersion: "2", sessionProvider: sessionFor(options) })
-      : createNodeHttpClient({ httpVersion: "1.1" }));
+      : octetSafe(createNodeHttpClient({ httpVersion: "1.1" })));
   return protocols[options.protocol ?? "connect"]({
     httpClient: createGatewaySigningHttpClient(inner, options),
     baseUrl: options.baseUrl,
@@ -75,6 +81,40 @@ export function createTestGatewayTransport(options: TestGatewayTransportOptions)
     ...validateReadWriteMaxBytes(undefined, undefined, undefined),
   });
 }
+
+/**
+ * connect-node's HTTP/1.1 client sends its header block with
+ * `flushHeaders()`, which Node.js writes as UTF-8, not one octet per
+ * character as it otherwise does (its HTTP/2 client and undici do). A signed
+ * header value is octets, one per character (the e-mail and names are their
+ * UTF-8 octets: see identityHeaders), so a request with a header value
+ * beyond ASCII goes through `fetch` (undici) instead, which sends each
+ * character as one octet: what reaches the wire is exactly what was signed.
+ * (The tests send such values over both HTTP versions.)
+ */
+function octetSafe(inner: UniversalClientFn): UniversalClientFn {
+  return (request) => {
+    let ascii = true;
+    request.header.forEach((value) => (ascii &&= ASCII.test(value)));
+    return ascii ? inner(request) : sendWithFetch(request);
+  };
+}
+
+/** Sends `request` with `fetch`: its body is one signed chunk already (see createGatewaySigningHttpClient). */
+async function sendWithFetch(request: UniversalClientRequest): Promise<UniversalClientResponse> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of request.body ?? []) chunks.push(chunk);
+  const res = await fetch(request.url, {
+    method: request.method,
+    headers: request.header,
+    body: chunks.length === 0 ? undefined : Buffer.concat(chunks),
+    signal: request.signal,
+    redirect: "error",
+  });
+  return universalClientResponseFromFetch(res);
+}
+
+const ASCII = /^[\x00-\x7f]*$/;
 
 // One HTTP/2 connection per transport, opened on first use.
 function sessionFor(options: TestGatewayTransportOptions): () => Http2SessionManager {

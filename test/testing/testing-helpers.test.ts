@@ -18,7 +18,8 @@ function routes(router: import("@connectrpc/connect").ConnectRouter) {
   router.service(EchoService, {
     async echo(req, ctx: HandlerContext) {
       const user = await requireUser<{ name: string }>(ctx);
-      return { text: `${user.name}: ${req.text}`, caller: { clientId: ctx.values.get(gatewayIdentity)?.clientId ?? "" } };
+      const identity = ctx.values.get(gatewayIdentity);
+      return { text: `${user.name}: ${req.text}`, caller: { clientId: identity?.clientId ?? "", email: identity?.email ?? "" } };
     },
   });
 }
@@ -39,6 +40,20 @@ describe("createTestGatewayTransport: a service test through the real verificati
     const res = await client.echo({ text: "hello" });
     expect(res.text).toBe("Ada: hello");
     expect(res.caller?.clientId).toBe("web-app");
+  });
+
+  it("signs an e-mail address in any script as the gateway does (UTF-8 octets), and the service reads it back", async () => {
+    const identity = { clientId: "web-app", userId: "sub-42", email: "用户@例子.中国", firstName: "Zoë" };
+    const client = createClient(EchoService, createTestGatewayTransport({ baseUrl, hmacSecret, identity }));
+    const res = await client.echo({ text: "hi" });
+    expect(res.caller?.email).toBe("用户@例子.中国");
+    const h2 = await startServer(connectNodeAdapter(createGatewayAuth({ hmacSecret, resolveUser: (id) => users.get(id.userId ?? "") }).connectOptions({ routes })), "2");
+    try {
+      const overH2 = createClient(EchoService, createTestGatewayTransport({ baseUrl: h2.baseUrl, hmacSecret, identity, httpVersion: "2" }));
+      expect((await overH2.echo({ text: "hi" })).caller?.email).toBe("用户@例子.中国");
+    } finally {
+      await h2.close();
+    }
   });
 
   it("a service call (no user) gets Unauthenticated from requireUser", async () => {

@@ -1,4 +1,4 @@
-import { identityFields, type CallerIdentity, type IdentityField } from "connect-gateway/signing";
+import { identityFields, identityHeaders, type CallerIdentity, type IdentityField } from "connect-gateway/signing";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import type { TokenClaims } from "./token-verifier.js";
 
@@ -64,11 +64,10 @@ export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = 
     fields[field] = field === "scopes" ? scopesOf(claims, mapping.scopes) : pick(mapping[field]);
   }
   const identity = { ...fields, isServiceRequest: userId === undefined } as unknown as CallerIdentity;
-  const unsafe =
-    identityFields.some((field) => {
-      const value = field === "scopes" ? identity.scopes.join(" ") : (identity[field] as string | undefined);
-      return value !== undefined && !HEADER_VALUE.test(value);
-    }) || [identity.clientId, identity.userId].some((v) => v?.includes("|"));
+  // Checked as the values will travel (the e-mail and names as UTF-8 octets: see identityHeaders).
+  const forwarded = identityHeaders(identity);
+  let unsafe = [identity.clientId, identity.userId].some((v) => v?.includes("|"));
+  for (const name in forwarded) unsafe ||= !HEADER_VALUE.test(forwarded[name] as string);
   if (unsafe) throw new GatewayHttpError("UNAUTHORIZED", "Token carries claims that cannot be forwarded");
   return identity;
 }

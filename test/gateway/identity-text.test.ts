@@ -1,0 +1,68 @@
+// A person's e-mail and names in any script reach the service as the token
+// says them: the gateway sends them as UTF-8 octets, signed as sent, and
+// createGatewayAuth reads them back. Real gateway, real verifying service.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Gateway } from "../../packages/gateway/src/index.js";
+import { createGatewayAuth } from "../../src/server/index.js";
+import { identityFromHeaders, identityHeaders } from "../../src/signing/index.js";
+import { closeInTurn, HMAC_SECRET, route, routesFileText, seedToken, startSeedGateway } from "../support/gateway.js";
+import { startServer, type RunningServer } from "../support/loopback-server.js";
+
+const auth = createGatewayAuth({ hmacSecret: HMAC_SECRET, exposeRejectionReason: true });
+let service: RunningServer;
+let gateway: Gateway;
+
+beforeAll(async () => {
+  service = await startServer(async (req, res) => {
+    const verified = await auth.verifyNodeRequest(req, res);
+    if (verified === undefined) return;
+    // What arrived on the wire, octet by octet, beside what the service reads.
+    const octets = (name: string) => Buffer.from(String(req.headers[name] ?? ""), "latin1").toString("hex");
+    res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify({ identity: verified.identity, firstNameOctets: octets("x-user-first-name") }));
+  });
+  gateway = await startSeedGateway(routesFileText({ routes: [route("GET", "/api/v1/me")] }), { UP: service.baseUrl });
+});
+afterAll(() => closeInTurn(gateway, service));
+
+async function me(claims: Record<string, unknown>) {
+  const token = await seedToken({ user_id: "u-42", ...claims });
+  const res = await fetch(`${gateway.url}/api/v1/me`, { headers: { authorization: `Bearer ${token}` } });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+describe("names and e-mail addresses in any script", () => {
+  it.each([
+    ["山田", "太郎", "taro@example.jp"],
+    ["Zoë", "Ångström", "zoe@example.com"],
+    ["Дмитрий", "Шостакович", "дмитрий@пример.рф"],
+    ["José", "Muñoz", "jose@example.es"],
+    ["Ada 🧮", "O'Brien-Łukasz", "ada+tag@example.com"],
+  ])("%s %s <%s> reaches the service as sent, signed", async (firstName, lastName, email) => {
+    const { status, body } = await me({ given_name: firstName, family_name: lastName, email });
+    expect(status).toBe(200);
+    expect(body.identity).toMatchObject({ userId: "u-42", firstName, lastName, email });
+    // On the wire: the UTF-8 octets, whatever the script.
+    expect(body.firstNameOctets).toBe(Buffer.from(firstName, "utf8").toString("hex"));
+  });
+
+  it("still refuses a name that would break a header line", async () => {
+    for (const given_name of ["Ada\nX-User-Scopes: admin", "Ada\r", " Ada", "Ada\u0000"]) {
+      const { status, body } = await me({ given_name });
+      expect([JSON.stringify(given_name), status, body.error?.message]).toEqual([
+        JSON.stringify(given_name),
+        401,
+        "Token carries claims that cannot be forwarded",
+      ]);
+    }
+  });
+
+  it("identityFromHeaders reads back what identityHeaders wrote; Latin-1 octets from an older gateway read as Latin-1", () => {
+    const identity = { clientId: "web", userId: "u-1", email: "用户@例子.中国", firstName: "Zoë", lastName: "山田", scopes: ["read"] };
+    const headers = identityHeaders(identity);
+    expect(headers["x-user-last-name"]).toBe(Buffer.from("山田").toString("latin1"));
+    expect(identityFromHeaders("web", (name) => headers[name])).toEqual({ ...identity, orgId: undefined, role: undefined });
+    // 0xE9 alone is not UTF-8: it is read as the Latin-1 é it was sent as.
+    expect(identityFromHeaders("web", (name) => (name === "x-user-first-name" ? "Jos\u00e9" : undefined)).firstName).toBe("José");
+  });
+});
