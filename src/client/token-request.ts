@@ -1,5 +1,5 @@
 import type { Agent } from "node:http";
-import { basicAuthorization } from "../core/client-secret-basic.js";
+import { basicAuthorization, clientSecretSpellings } from "../core/client-secret-basic.js";
 import { traceTokenRequest } from "./call-tracing.js";
 import { AuthenticationError } from "./authentication-error.js";
 import { signClientAssertion, type ClientAssertionKey } from "./client-assertion.js";
@@ -78,11 +78,14 @@ function authenticate(
   const auth = endpoint.authentication;
   switch (auth.method) {
     case "client_secret_basic":
-      return { authorization: basicAuthorization(endpoint.clientId, auth.clientSecret), redact: [auth.clientSecret] };
+      return {
+        authorization: basicAuthorization(endpoint.clientId, auth.clientSecret),
+        redact: clientSecretSpellings(endpoint.clientId, auth.clientSecret),
+      };
     case "client_secret_post":
       body.set("client_id", endpoint.clientId);
       body.set("client_secret", auth.clientSecret);
-      return { authorization: undefined, redact: [auth.clientSecret] };
+      return { authorization: undefined, redact: clientSecretSpellings(endpoint.clientId, auth.clientSecret) };
     case "private_key_jwt": {
       const assertion = signClientAssertion(auth.key, {
         clientId: endpoint.clientId,

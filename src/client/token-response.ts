@@ -39,7 +39,7 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
     throw garbage(context, response.status, 'no "access_token" (a non-empty string is required)');
   }
   if (token_type === undefined ? context.tokenTypeRequired : String(token_type).toLowerCase() !== "bearer") {
-    throw garbage(context, response.status, `"token_type" ${describe(token_type)} where "bearer" is required`);
+    throw garbage(context, response.status, `"token_type" ${describe(token_type, context)} where "bearer" is required`);
   }
   if (expires_in !== undefined && !(typeof expires_in === "number" && expires_in > 0 && Number.isFinite(expires_in))) {
     throw garbage(context, response.status, '"expires_in" that is not a positive number of seconds');
@@ -82,13 +82,17 @@ function parseJsonObject(body: Buffer): Record<string, unknown> | undefined {
   }
 }
 
-// Server text goes into messages: bound it, and never let it echo a secret.
+// Server text goes into messages: never let it echo a secret, and bound it.
+// Redacted before it is cut, so that no prefix of a secret survives the cut.
 function redact(text: string, context: TokenResponseContext): string {
-  let out = text.length > 300 ? `${text.slice(0, 300)}…` : text;
+  let out = text;
   for (const secret of context.redact) if (secret !== "") out = out.split(secret).join("[redacted]");
-  return out;
+  return out.length > 300 ? `${out.slice(0, 300)}…` : out;
 }
 
-function describe(value: unknown): string {
-  return value === undefined ? "missing" : `${JSON.stringify(value)?.slice(0, 40) ?? typeof value}`;
+function describe(value: unknown, context: TokenResponseContext): string {
+  if (value === undefined) return "missing";
+  // A string is redacted before JSON escapes it (an escaped `"` would hide a secret from the match).
+  const text = typeof value === "string" ? JSON.stringify(redact(value, context)) : redact(JSON.stringify(value) ?? typeof value, context);
+  return text.slice(0, 40);
 }

@@ -18,3 +18,24 @@ export function basicAuthorization(clientId: string, clientSecret: string): stri
 function formEncode(value: string): string {
   return new URLSearchParams([["", value]]).toString().slice(1);
 }
+
+/**
+ * Every spelling in which a client secret leaves the process, for the
+ * redaction of server text that may echo a request back: as given, form- and
+ * percent-encoded (a `client_secret_post` body), base64 on its own, and the
+ * whole base64 credential of `client_secret_basic` (an echoed
+ * `Authorization` header). Longest first, so that no shorter spelling is
+ * replaced inside a longer one.
+ */
+export function clientSecretSpellings(clientId: string, clientSecret: string): string[] {
+  if (clientSecret === "") return [];
+  const spellings = new Set([
+    basicAuthorization(clientId, clientSecret).slice("Basic ".length),
+    clientSecret,
+    formEncode(clientSecret),
+    encodeURIComponent(clientSecret),
+    Buffer.from(clientSecret).toString("base64"),
+    Buffer.from(clientSecret).toString("base64url"),
+  ]);
+  return [...spellings].sort((a, b) => b.length - a.length);
+}

@@ -307,6 +307,25 @@ describe("token endpoint failures", () => {
     expectNoSecret(error, SECRETS);
   });
 
+  it("never lets an echoed secret into the error: cut at 300 characters, base64 in an echoed header, or as token_type", async () => {
+    const basic = basicAuthorization(client.clientId, SECRET);
+    const echoes: Array<[string, () => TokenEndpointAnswer]> = [
+      // The secret crosses the 300-character cut: not even its prefix may survive.
+      ["a long description", () => ({ status: 401, json: { error: "invalid_client", error_description: `${"x".repeat(290)}${SECRET}` } })],
+      ["the echoed Authorization header", () => ({ status: 401, json: { error: "invalid_client", error_description: `got ${basic}` } })],
+      ["token_type", () => ({ json: { access_token: "x", token_type: SECRET } })],
+      ["token_type, base64", () => ({ json: { access_token: "x", token_type: basic } })],
+      ["the error code itself", () => ({ status: 400, json: { error: `${SECRET}` } })],
+    ];
+    for (const [what, echo] of echoes) {
+      answer = echo;
+      const transport = createGatewayTransport(transportOptions({ appcenterUrl: endpoint.url }));
+      const error = await createClient(EchoService, transport).echo({}).catch((e: unknown) => e);
+      expect([what, error instanceof AuthenticationError]).toEqual([what, true]);
+      expectNoSecret(error, [...SECRETS, SECRET.slice(0, 8), basic.slice(6, 20)]);
+    }
+  });
+
   it("a refused connection rejects every waiting call with AuthenticationError; the next call tries again", async () => {
     const appcenterUrl = await closedPortUrl();
     const port = Number(new URL(appcenterUrl).port);
