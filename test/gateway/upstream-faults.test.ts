@@ -251,3 +251,76 @@ function bearer(token: string) {
       return next(req);
     };
 }
+
+// An upstream whose answer starts (status and headers) and then fails before
+// its first body byte: nothing has reached the caller yet, so the caller gets
+// the gateway's answer for an upstream failure — 503, or 504 when the body
+// stalls past the route's timeout — never a 500 that blames the gateway.
+describe("upstreams that fail between their headers and their body", () => {
+  let gateway: Gateway;
+  let token: string;
+  const sockets = new Set<Socket>();
+  // HTTP/1.1: headers, then each fault, by path.
+  const h1 = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+    socket.once("data", (data) => {
+      const path = data.toString("latin1").split(" ")[1] ?? "";
+      const head = (framing: string) => `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n${framing}\r\n\r\n`;
+      if (path.endsWith("/close")) socket.end(head("content-length: 100"));
+      else if (path.endsWith("/reset")) socket.write(head("content-length: 100"), () => socket.resetAndDestroy());
+      else if (path.endsWith("/bad-chunk")) socket.write(`${head("transfer-encoding: chunked")}zz\r\nnot a chunk\r\n`);
+      else if (path.endsWith("/stall")) socket.write(head("content-length: 100"));
+    });
+  });
+  // HTTP/2: headers, then a reset or a stall.
+  const h2Sessions = new Set<Http2Session>();
+  const h2 = createHttp2Server((req, res) => {
+    req.resume();
+    res.writeHead(200, { "content-type": "application/json" });
+    res.flushHeaders();
+    if (req.url.endsWith("/reset")) setTimeout(() => req.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR), 10);
+  });
+  h2.on("session", (session: Http2Session) => {
+    h2Sessions.add(session);
+    session.on("error", () => {});
+  });
+
+  beforeAll(async () => {
+    const [h1Port, h2Port] = await Promise.all([listen(h1), listen(h2)]);
+    gateway = await startSeedGateway(
+      routesFileText({
+        backends: {
+          h1: { upstream: `http://127.0.0.1:${h1Port}`, timeout: "1s" },
+          h2: { upstream: `http://127.0.0.1:${h2Port}`, http2: true, timeout: "1s" },
+        },
+      }),
+    );
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    for (const socket of sockets) socket.destroy();
+    for (const session of h2Sessions) session.destroy();
+    await Promise.all([new Promise((resolve) => h1.close(resolve)), new Promise((resolve) => h2.close(resolve))]);
+  });
+
+  it.each([
+    ["h1", "close", 503, "SERVICE_UNAVAILABLE"],
+    ["h1", "reset", 503, "SERVICE_UNAVAILABLE"],
+    ["h1", "bad-chunk", 503, "SERVICE_UNAVAILABLE"],
+    ["h1", "stall", 504, "GATEWAY_TIMEOUT"],
+    ["h2", "reset", 503, "SERVICE_UNAVAILABLE"],
+    ["h2", "stall", 504, "GATEWAY_TIMEOUT"],
+  ])("%s upstream, headers then %s: %i %s", async (backend, fault, status, code) => {
+    const res = await post(`${gateway.url}/backend/${backend}/pkg.S/${fault}`, token);
+    expect([res.status, JSON.parse(res.body).error?.code]).toEqual([status, code]);
+  });
+
+  it("a gRPC caller whose upstream stalls after its headers gets DeadlineExceeded, not Internal", async () => {
+    // The gRPC path ends in /Echo, which the upstream answers with headers, then nothing.
+    const client = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/h2`, interceptors: [bearer(token)] }));
+    expect((await rejectionOf(client.echo({ text: "x" }))).code).toBe(Code.DeadlineExceeded);
+  });
+});

@@ -141,16 +141,19 @@ export class H2cUpstreamPool {
         }),
       );
     });
+    let bodyTimedOut = false;
     stream.setTimeout(req.headersTimeout ?? this.#defaultTimeoutMs, () => {
       if (!settled) {
         settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
+      } else {
+        bodyTimedOut = true;
       }
       stream.close(constants.NGHTTP2_CANCEL);
     });
     stream.once("response", (headers) => {
       // Server-sent events stay open for as long as they like.
       if (headers["content-type"] === "text/event-stream") stream.setTimeout(0);
-      settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream) });
+      settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream, () => bodyTimedOut) });
     });
     if (bodyIsStream) {
       pipeline(body as Readable, stream, (error) => {
@@ -218,22 +221,33 @@ export class H2cUpstreamPool {
  * body, so a truncated answer would pass for a complete one: here it fails
  * instead, which makes fastify reset the caller's response. The upstream's
  * trailers are passed on as the same 'trailers' event; a body the caller stops
- * reading cancels the upstream stream.
+ * reading cancels the upstream stream. A body cut by the stream's timeout
+ * (`timedOut()`) fails as a body timeout (504 when nothing was relayed yet).
  */
-function responseBody(stream: ClientHttp2Stream): Readable {
+function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean): Readable {
   const body = new PassThrough();
   stream.pipe(body, { end: false });
   stream.on("trailers", (trailers, flags) => body.emit("trailers", trailers, flags));
+  // The gateway's own timeout cut the body: a timeout, whatever the stream says.
+  const timeout = () => Object.assign(new Error("Upstream did not send its response in time"), { code: "UND_ERR_BODY_TIMEOUT" });
   stream.once("end", () => {
     if (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) {
-      body.destroy(Object.assign(new Error(`Upstream reset the response (RST_STREAM ${stream.rstCode})`), { code: "ERR_HTTP2_STREAM_ERROR" }));
+      body.destroy(
+        timedOut()
+          ? timeout()
+          : Object.assign(new Error(`Upstream reset the response (RST_STREAM ${stream.rstCode})`), { code: "ERR_HTTP2_STREAM_ERROR" }),
+      );
     } else {
       body.end();
     }
   });
   stream.once("close", () => {
     if (!stream.readableEnded && !body.destroyed) {
-      body.destroy(Object.assign(new Error("Upstream stream closed before the end of its response"), { code: "ERR_HTTP2_STREAM_ERROR" }));
+      body.destroy(
+        timedOut()
+          ? timeout()
+          : Object.assign(new Error("Upstream stream closed before the end of its response"), { code: "ERR_HTTP2_STREAM_ERROR" }),
+      );
     }
   });
   stream.on("error", (error) => body.destroy(error));

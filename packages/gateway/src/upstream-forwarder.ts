@@ -126,7 +126,15 @@ export async function registerForwarding(
     // one info line, and a 499 (nginx's "client closed request") for the access
     // log; anything else goes on to the gateway's error handler.
     scope.setErrorHandler((error, request, reply) => {
-      if (!callerIsGone(reply)) throw error;
+      if (!callerIsGone(reply)) {
+        // The upstream answered, then failed before the first body byte went
+        // out (it closed, reset, sent a bad chunk or stalled): that is the
+        // upstream's failure (503, or 504 for a stall), not the gateway's.
+        if (callOf<ForwardedCall | undefined>(request)?.relaying === true && !(error instanceof GatewayHttpError)) {
+          throw upstreamError(error as Error);
+        }
+        throw error;
+      }
       logCallerGone(request.log, { headersSent: reply.raw.headersSent });
       return reply.code(CLIENT_CLOSED_REQUEST).send();
     });
@@ -172,6 +180,8 @@ interface ForwardedCall {
   /** Its answer may refresh the cache entry under `cacheKey`. */
   readonly storeInCache: boolean;
   readonly upstreamAnswered: () => void;
+  /** Set once the upstream's answer is being relayed: a failure from then on is the upstream body's. */
+  relaying: boolean;
 }
 
 function forward(request: FastifyRequest, reply: FastifyReply, forwarding: RouteForwarding): FastifyReply {
@@ -203,6 +213,7 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
     cacheKey,
     storeInCache: cacheUse?.store === true,
     upstreamAnswered,
+    relaying: false,
   });
   // reply-from has no base URL (it serves every upstream): the absolute URL.
   const url = upstream.origin + target;
@@ -228,6 +239,7 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown)
   const call = callOf<ForwardedCall>(request);
   const { upstream, route, context } = call.forwarding;
   call.upstreamAnswered();
+  call.relaying = true;
   const response = res as UpstreamResponse;
   if (callerIsGone(reply)) {
     // Nobody to answer: let go of the upstream answer at once.
@@ -562,9 +574,9 @@ export function callerIsGone(reply: FastifyReply): boolean {
   return raw.destroyed === true || raw.socket?.destroyed === true;
 }
 
-/** reply-from's failures, as the gateway reports them: 504 for timeouts, 503 for the rest. */
-function upstreamError(error: Error & { statusCode?: number }): GatewayHttpError {
-  if (error.statusCode === 504) {
+/** Upstream failures, as the gateway reports them: 504 for timeouts (reply-from's, or a body that stalled), 503 for the rest. */
+function upstreamError(error: Error & { statusCode?: number; code?: unknown }): GatewayHttpError {
+  if (error.statusCode === 504 || error.code === "UND_ERR_BODY_TIMEOUT" || error.code === "UND_ERR_HEADERS_TIMEOUT") {
     return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error });
   }
   return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: error });
