@@ -126,4 +126,29 @@ backends:
       h1.respond = h2.respond = (_req, res) => setTimeout(() => !res.destroyed && slowly(res), 150);
     }
   });
+
+  it.each(["h1", "h2"])("cancels the upstream request to the %s backend when its caller goes away before the answer", async (backend) => {
+    // The upstream holds every request: only a cancellation by the gateway ends one before the 30 s route timeout.
+    let held = 0;
+    let released = 0;
+    h1.respond = h2.respond = (_req, res) => {
+      held++;
+      res.once("close", () => released++);
+    };
+    const session = connect(gateway.url);
+    session.on("error", () => {});
+    try {
+      const path = (i: number) => `/backend/${backend}/pkg.S/Hold${i}`;
+      await Promise.all([
+        ...Array.from({ length: 4 }, (_, i) => abandonedCall(`${gateway.url}${path(i)}`, token, "before-headers", 100)),
+        ...Array.from({ length: 4 }, (_, i) => abandonedH2Call(session, path(i + 4), token, "before-headers", 100)),
+      ]);
+      const deadline = Date.now() + 3_000;
+      while (released < 8 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect([held, released]).toEqual([8, 8]);
+    } finally {
+      session.close();
+      h1.respond = h2.respond = (_req, res) => setTimeout(() => !res.destroyed && slowly(res), 150);
+    }
+  });
 });

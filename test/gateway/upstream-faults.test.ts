@@ -276,11 +276,13 @@ describe("upstreams that fail between their headers and their body", () => {
   });
   // HTTP/2: headers, then a reset or a stall.
   const h2Sessions = new Set<Http2Session>();
-  const h2 = createHttp2Server((req, res) => {
+  const h2 = createHttp2Server((req) => {
     req.resume();
-    res.writeHead(200, { "content-type": "application/json" });
-    res.flushHeaders();
-    if (req.url.endsWith("/reset")) setTimeout(() => req.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR), 10);
+    // Straight onto the stream: the headers go out now, with no body to follow.
+    req.stream.respond({ ":status": 200, "content-type": "application/json" });
+    // destroy() resets the stream (RST_STREAM INTERNAL_ERROR) without ending it first, as close() would.
+    req.stream.on("error", () => {});
+    if (req.url.endsWith("/reset")) setTimeout(() => req.stream.destroy(new Error("the upstream fails")), 10);
   });
   h2.on("session", (session: Http2Session) => {
     h2Sessions.add(session);

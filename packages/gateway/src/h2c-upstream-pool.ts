@@ -21,6 +21,8 @@ export interface DispatchRequest {
   readonly headers: Record<string, string | string[] | number | undefined>;
   readonly body?: string | Uint8Array | Readable | null;
   readonly headersTimeout?: number;
+  /** Aborted when the caller goes away: a stream not answered yet is cancelled (RST_STREAM CANCEL). */
+  readonly signal?: AbortSignal;
 }
 
 /** What reply-from expects back: the body stream carries the body and emits the upstream's 'trailers'. */
@@ -100,6 +102,11 @@ export class H2cUpstreamPool {
       callback(Object.assign(new Error("Upstream connection pool is closed"), { code: "ERR_HTTP2_INVALID_SESSION" }));
       return;
     }
+    const signal = req.signal;
+    if (signal?.aborted === true) {
+      callback(callerGone());
+      return;
+    }
     const pooled = this.#pick();
     const body = req.body;
     // A stream that can be read once (a ChunkStream's chunks can be sent again): never retried.
@@ -126,7 +133,14 @@ export class H2cUpstreamPool {
     stream.on("error", (error) => {
       if (!isRetryable(stream, attempt, bodyIsStream)) settle(error);
     });
+    // The caller went away before the answer: nobody will read it, so the upstream can stop.
+    const onAbort = () => {
+      settle(callerGone());
+      if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
     stream.once("close", () => {
+      signal?.removeEventListener("abort", onAbort);
       pooled.active--;
       if (settled) return;
       if (isRetryable(stream, attempt, bodyIsStream)) {
@@ -267,6 +281,11 @@ function writeChunks(stream: ClientHttp2Stream, chunks: readonly Buffer[]): void
   stream.cork();
   for (const chunk of chunks) stream.write(chunk);
   stream.end();
+}
+
+/** The failure a call whose caller went away ends with: undici's own code for it, which the gateway logs as "caller went away". */
+function callerGone(): Error {
+  return Object.assign(new Error("The caller went away before the upstream answered"), { code: "UND_ERR_ABORTED" });
 }
 
 /** The upstream refused the stream unprocessed (REFUSED_STREAM, or past a GOAWAY's last stream): it can be sent again, once. */

@@ -8,8 +8,21 @@ import { H2cUpstreamPool, type DispatchRequest, type DispatchResponse } from "./
  */
 export const UPSTREAM_POOL = Symbol("connect-gateway.upstreamPool");
 
+/**
+ * The signal that tells a forwarded request its caller went away, set by the
+ * forwarder on the request's headers like {@link UPSTREAM_POOL}: the upstream
+ * request is then aborted (HTTP/1.1: its connection goes back or is closed)
+ * or cancelled (HTTP/2: RST_STREAM CANCEL), rather than held until the
+ * upstream answers or the route's timeout, a connection of the pool each.
+ */
+export const CALLER_SIGNAL = Symbol("connect-gateway.callerSignal");
+
 /** A request as @fastify/reply-from hands it to its `undici` dispatcher. */
-type ForwardedRequest = DispatchRequest & { readonly origin: string; readonly headers: { [UPSTREAM_POOL]?: H2cUpstreamPool } };
+type ForwardedRequest = DispatchRequest & {
+  readonly origin: string;
+  readonly headers: { [UPSTREAM_POOL]?: H2cUpstreamPool; [CALLER_SIGNAL]?: AbortSignal };
+  signal?: AbortSignal;
+};
 
 /**
  * Every upstream connection of the gateway, behind the one dispatcher that
@@ -40,6 +53,8 @@ export class UpstreamDispatcher {
 
   /** reply-from's dispatcher call: `callback` once, with the upstream's answer or the failure. */
   request(req: ForwardedRequest, callback: (error: Error | null, response?: DispatchResponse) => void): void {
+    // reply-from's request object is made for this one call: the signal goes on it.
+    req.signal = req.headers[CALLER_SIGNAL];
     const h2c = req.headers[UPSTREAM_POOL];
     if (h2c !== undefined) return h2c.request(req, callback);
     this.#http1.request(req as unknown as Agent.DispatchOptions & { method: "GET" }, callback as never);

@@ -26,7 +26,7 @@ import {
   type ResponseCache,
 } from "./response-cache.js";
 import type { UpstreamAccess } from "./routes-file.js";
-import { UPSTREAM_POOL, type UpstreamDispatcher } from "./upstream-dispatcher.js";
+import { CALLER_SIGNAL, UPSTREAM_POOL, type UpstreamDispatcher } from "./upstream-dispatcher.js";
 
 /** One upstream server: every route forwarding to it shares its connection pool. */
 export interface Upstream {
@@ -182,6 +182,8 @@ interface ForwardedCall {
   readonly upstreamAnswered: () => void;
   /** Set once the upstream's answer is being relayed: a failure from then on is the upstream body's. */
   relaying: boolean;
+  /** Aborted when the caller goes away before its answer is complete (see CALLER_SIGNAL). */
+  readonly callerGone: AbortController;
 }
 
 function forward(request: FastifyRequest, reply: FastifyReply, forwarding: RouteForwarding): FastifyReply {
@@ -205,6 +207,14 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   setForwardingHeaders(headers, request.ip, request.host, request.protocol);
   // After signing: the trace context is not among the signed headers.
   const upstreamAnswered = forwardedTraceContext(request, headers);
+  // Before the upstream answers; once its answer is relayed, fastify lets go
+  // of the upstream body itself when the caller goes. `writableEnded`, not
+  // `writableFinished`: an HTTP/2 compatibility response reports itself
+  // finished once its stream closes, a reset included.
+  const callerGone = new AbortController();
+  reply.raw.once("close", () => {
+    if (!reply.raw.writableEnded && !callOf<ForwardedCall>(request).relaying) callerGone.abort(callerWentAway());
+  });
   setCall<ForwardedCall>(request, {
     forwarding,
     headers,
@@ -214,6 +224,7 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
     storeInCache: cacheUse?.store === true,
     upstreamAnswered,
     relaying: false,
+    callerGone,
   });
   // reply-from has no base URL (it serves every upstream): the absolute URL.
   const url = upstream.origin + target;
@@ -445,6 +456,7 @@ function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(reques
   for (const name in own) headers[name] = own[name];
   // Which connection pool it goes to (HTTP/1.1 without): see UpstreamDispatcher.
   if (call.forwarding.h2c !== undefined) (headers as { [UPSTREAM_POOL]?: H2cUpstreamPool })[UPSTREAM_POOL] = call.forwarding.h2c;
+  (headers as { [CALLER_SIGNAL]?: AbortSignal })[CALLER_SIGNAL] = call.callerGone.signal;
   return headers as H;
 }
 
@@ -552,6 +564,17 @@ function failReply(reply: FastifyReply, error: GatewayHttpError): void {
     return;
   }
   void reply.send(error);
+}
+
+/**
+ * Why an upstream request is aborted when its caller goes away: undici's own
+ * code for an aborted request (which the logger knows as the caller's doing),
+ * and no stack, which would say nothing about the caller.
+ */
+function callerWentAway(): Error {
+  const error = Object.assign(new Error("The caller went away before the upstream answered"), { code: "UND_ERR_ABORTED" });
+  error.stack = undefined;
+  return error;
 }
 
 /** nginx's status for a call whose caller closed the connection before the answer: only ever logged. */
