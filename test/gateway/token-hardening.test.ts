@@ -350,3 +350,64 @@ describe("JWKS failures", () => {
     }
   });
 });
+
+describe("answers from the authorization server too large to hold", () => {
+  // Streams a JSON-looking answer of up to 64 MiB, 64 KiB at a time, as fast as it is read.
+  let written = 0;
+  let cutOff = 0;
+  const TOTAL = 64 * 1024 * 1024;
+  const huge = createServer((req, res) => {
+    req.resume();
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    const declare = req.url?.includes("declared") === true;
+    res.writeHead(200, { "content-type": "application/json", ...(declare && { "content-length": String(TOTAL) }) });
+    res.once("close", () => {
+      if (!res.writableFinished) cutOff++;
+    });
+    let sent = 0;
+    const pump = () => {
+      while (sent < TOTAL && !res.destroyed) {
+        sent += chunk.length;
+        written += chunk.length;
+        if (!res.write(chunk)) return void res.once("drain", pump);
+      }
+      if (!res.destroyed) res.end();
+    };
+    res.write('{"keys":[], "active": true, "padding": "');
+    pump();
+  });
+  let origin: string;
+  beforeAll(async () => {
+    origin = `http://127.0.0.1:${await listen(huge)}`;
+  });
+  afterAll(() => closeServer(huge));
+
+  it.each(["jwks", "jwks-declared", "introspect", "introspect-declared"])(
+    "%s: 503 at once, the answer dropped as it arrives",
+    { timeout: TEST_TIMEOUT },
+    async (endpoint) => {
+      written = 0;
+      cutOff = 0;
+      const { privateKey } = await generateKeyPair("RS256");
+      const tokens: TokenValidationOptions = endpoint.startsWith("jwks")
+        ? { jwks: { url: `${origin}/${endpoint}`, issuer: origin, audience: "api", timeoutMs: 8_000 } }
+        : { introspection: { url: `${origin}/${endpoint}`, clientId: "gateway", clientSecret: "s", timeoutMs: 8_000 } };
+      const token = endpoint.startsWith("jwks")
+        ? await new SignJWT({ client_id: "svc" }).setProtectedHeader({ alg: "RS256", kid: "k" }).setIssuer(origin).setAudience("api").setExpirationTime("5m").sign(privateKey)
+        : "an-opaque-token-0123456789";
+      const gateway = await startGateway(tokens);
+      try {
+        const started = Date.now();
+        const res = await call(gateway, token);
+        expect([res.status, res.body.error.code]).toEqual([503, "SERVICE_UNAVAILABLE"]);
+        // Well before the 8 s timeout, and without reading (nor holding) the 64 MiB.
+        expect(Date.now() - started).toBeLessThan(4_000);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        expect(cutOff).toBe(1);
+        expect(written).toBeLessThan(TOTAL / 4);
+      } finally {
+        await gateway.close();
+      }
+    },
+  );
+});

@@ -2,6 +2,7 @@ import { hash } from "node:crypto";
 import type { JWTPayload, JWTVerifyGetKey } from "jose";
 import { LRUCache } from "lru-cache";
 import { basicAuthorization } from "connect-gateway/protocol";
+import { boundedFetch, MAX_INTROSPECTION_BYTES, MAX_KEY_SET_BYTES, readBoundedBody } from "./bounded-answer.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { createHs256Verification, jwsAlgorithm } from "./hs256-token.js";
 
@@ -197,6 +198,7 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
         cooldownDuration: settings.refetchCooldownMs,
         cacheMaxAge: settings.maxAgeMs,
         timeoutDuration: settings.timeoutMs,
+        [jose.customFetch]: boundedFetch(MAX_KEY_SET_BYTES, "the key set"),
       }) as JWTVerifyGetKey,
       settings.failureCooldownMs,
       jose,
@@ -383,12 +385,19 @@ async function postIntrospection(
   } catch (e) {
     throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", { cause: e });
   }
-  const body = (await response.json().catch(() => undefined)) as Record<string, unknown> | undefined;
-  if (!response.ok || typeof body !== "object" || body === null) {
+  let body: unknown;
+  try {
+    // Bounded, and read under the same timeout as the request (the signal covers the body).
+    body = JSON.parse(Buffer.from(await readBoundedBody(response, MAX_INTROSPECTION_BYTES, "introspection")).toString("utf8"));
+  } catch (e) {
+    // Too large, cut off, timed out or not JSON: the server did not answer usably.
+    throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", { cause: e });
+  }
+  if (!response.ok || typeof body !== "object" || body === null || Array.isArray(body)) {
     const cause = new Error(`introspection answered HTTP ${response.status}`);
     throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", { cause });
   }
-  return body;
+  return body as Record<string, unknown>;
 }
 
 function isExpired(claims: Readonly<Record<string, unknown>>): boolean {
