@@ -277,6 +277,8 @@ describe("upstreams that fail between their headers and their body", () => {
   // HTTP/2: headers, then a reset or a stall.
   const h2Sessions = new Set<Http2Session>();
   const h2 = createHttp2Server((req) => {
+    // Neither reads the body nor answers: the gateway's writes wait on flow control.
+    if (req.url.endsWith("/no-read")) return;
     req.resume();
     // Straight onto the stream: the headers go out now, with no body to follow.
     req.stream.respond({ ":status": 200, "content-type": "application/json" });
@@ -318,6 +320,26 @@ describe("upstreams that fail between their headers and their body", () => {
   ])("%s upstream, headers then %s: %i %s", async (backend, fault, status, code) => {
     const res = await post(`${gateway.url}/backend/${backend}/pkg.S/${fault}`, token);
     expect([res.status, JSON.parse(res.body).error?.code]).toEqual([status, code]);
+  });
+
+  it("h2 upstream that never reads a large body nor answers: 504 at the route's timeout, not twice it", async () => {
+    const started = Date.now();
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest(`${gateway.url}/backend/h2/pkg.S/no-read`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      }, (answer) => {
+        let body = "";
+        answer.on("data", (c: Buffer) => (body += c));
+        answer.on("end", () => resolve({ status: answer.statusCode ?? 0, body }));
+      });
+      req.on("error", reject);
+      // Well past HTTP/2's initial 64 KiB window, under the gateway's 1 MiB body limit.
+      req.end(Buffer.alloc(900 * 1024, 1));
+    });
+    expect([res.status, JSON.parse(res.body).error?.code]).toEqual([504, "GATEWAY_TIMEOUT"]);
+    // The route's timeout is 1 s; its body still being written did not push the deadline back.
+    expect(Date.now() - started).toBeLessThan(1_700);
   });
 
   it("a gRPC caller whose upstream stalls after its headers gets DeadlineExceeded, not Internal", async () => {

@@ -87,7 +87,7 @@ export class H2cUpstreamPool {
 
   /** Sends one request; `callback` is called exactly once, with the response headers or the failure. */
   request(req: DispatchRequest, callback: (error: Error | null, response?: DispatchResponse) => void): void {
-    this.#dispatch(req, callback, 0);
+    this.#dispatch(req, callback, 0, Date.now() + (req.headersTimeout ?? this.#defaultTimeoutMs));
   }
 
   /** Destroys every session (and so every call still on it). */
@@ -97,7 +97,18 @@ export class H2cUpstreamPool {
     this.#sessions.clear();
   }
 
-  #dispatch(req: DispatchRequest, callback: (error: Error | null, response?: DispatchResponse) => void, attempt: number): void {
+  /**
+   * Sends `req` on a pooled session. The answer's headers must come by
+   * `deadline` (a fixed time, kept across the one retry, and not pushed back
+   * by the request body still being written to an upstream that does not read
+   * it); after them, the stream may be idle for the timeout at most.
+   */
+  #dispatch(
+    req: DispatchRequest,
+    callback: (error: Error | null, response?: DispatchResponse) => void,
+    attempt: number,
+    deadline: number,
+  ): void {
     if (this.#closed) {
       callback(Object.assign(new Error("Upstream connection pool is closed"), { code: "ERR_HTTP2_INVALID_SESSION" }));
       return;
@@ -117,7 +128,7 @@ export class H2cUpstreamPool {
     } catch (e) {
       // Nothing was sent: a session closing under our feet is worth one more try.
       pooled.draining = true;
-      if (attempt === 0) this.#dispatch(req, callback, attempt + 1);
+      if (attempt === 0) this.#dispatch(req, callback, attempt + 1, deadline);
       else callback(e as Error);
       return;
     }
@@ -146,7 +157,7 @@ export class H2cUpstreamPool {
       if (isRetryable(stream, attempt, bodyIsStream)) {
         pooled.draining = true;
         settled = true;
-        this.#dispatch(req, callback, attempt + 1);
+        this.#dispatch(req, callback, attempt + 1, deadline);
         return;
       }
       settle(
@@ -156,17 +167,20 @@ export class H2cUpstreamPool {
       );
     });
     let bodyTimedOut = false;
-    stream.setTimeout(req.headersTimeout ?? this.#defaultTimeoutMs, () => {
-      if (!settled) {
-        settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
-      } else {
-        bodyTimedOut = true;
-      }
+    const headersTimer = setTimeout(() => {
+      settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
       stream.close(constants.NGHTTP2_CANCEL);
-    });
+    }, Math.max(0, deadline - Date.now()));
+    stream.once("close", () => clearTimeout(headersTimer));
     stream.once("response", (headers) => {
+      clearTimeout(headersTimer);
       // Server-sent events stay open for as long as they like.
-      if (headers["content-type"] === "text/event-stream") stream.setTimeout(0);
+      if (headers["content-type"] !== "text/event-stream") {
+        stream.setTimeout(req.headersTimeout ?? this.#defaultTimeoutMs, () => {
+          bodyTimedOut = true;
+          stream.close(constants.NGHTTP2_CANCEL);
+        });
+      }
       settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream, () => bodyTimedOut) });
     });
     if (bodyIsStream) {
