@@ -104,9 +104,12 @@ function octetSafe(inner: UniversalClientFn): UniversalClientFn {
 async function sendWithFetch(request: UniversalClientRequest): Promise<UniversalClientResponse> {
   const chunks: Uint8Array[] = [];
   for await (const chunk of request.body ?? []) chunks.push(chunk);
+  // fetch would decode a compressed answer itself, and Connect then again: ask for none.
+  const headers = new Headers(request.header);
+  headers.set("accept-encoding", "identity");
   const res = await fetch(request.url, {
     method: request.method,
-    headers: request.header,
+    headers,
     body: chunks.length === 0 ? undefined : Buffer.concat(chunks),
     signal: request.signal,
     redirect: "error",
