@@ -3,6 +3,7 @@
 // client with nothing but the client's defaults and env, user tokens from the
 // CLI and from the issuer's endpoint, secrets kept across restarts.
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, createClient } from "@connectrpc/connect";
@@ -121,7 +122,7 @@ describe("connect-gateway dev", () => {
       body: JSON.stringify({ sub: "bob", scope: "read write:agents", given_name: "Bob" }),
     });
     expect(answer.status).toBe(200);
-    expect(answer.headers.get("access-control-allow-origin")).toBe("*");
+    expect(answer.headers.get("access-control-allow-origin")).toBe("http://localhost:5173");
     const { access_token } = (await answer.json()) as { access_token: string };
     const created = await fetch(`${dev.gateway.url}/api/v1/agents`, {
       method: "POST",
@@ -133,6 +134,31 @@ describe("connect-gateway dev", () => {
     const bad = await fetch(dev.issuer.userTokenUrl, { method: "POST", body: JSON.stringify({ sub: "a|b" }) });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error_description: string }).error_description).toContain("subject must be");
+  });
+
+  it("answers pages and names of this machine only: no token for another site, nothing through DNS rebinding", async () => {
+    const mint = (origin: string) =>
+      fetch(dev.issuer.userTokenUrl, { method: "POST", headers: { origin, "content-type": "application/json" }, body: JSON.stringify({ sub: "mallory", scope: "admin" }) });
+    const remote = await mint("https://evil.example");
+    expect([remote.status, remote.headers.get("access-control-allow-origin")]).toEqual([403, null]);
+    for (const origin of ["http://127.0.0.1:3000", "http://app.localhost:8000", "https://localhost"]) {
+      const local = await mint(origin);
+      expect([origin, local.status, local.headers.get("access-control-allow-origin")]).toEqual([origin, 200, origin]);
+    }
+    // A name of the attacker's that resolves to 127.0.0.1: the Host gives it away.
+    const withHost = (url: string, host: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest(url, { method: "GET", headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    const port = (url: string) => new URL(url).port;
+    expect(await withHost(`${dev.gateway.url}/health`, `rebind.evil.example:${port(dev.gateway.url)}`)).toBe(403);
+    expect(await withHost(`${dev.gateway.url}/health`, `localhost:${port(dev.gateway.url)}`)).toBe(200);
+    expect(await withHost(`${dev.issuer.url}/oauth/token`, `rebind.evil.example:${port(dev.issuer.url)}`)).toBe(403);
   });
 
   it("a token without the scope a backend needs: PermissionDenied through Connect", async () => {

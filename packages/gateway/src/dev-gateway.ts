@@ -4,8 +4,11 @@
 // restarts; otherwise they are random and printed.
 import { randomBytes } from "node:crypto";
 import type { GatewayEnv } from "connect-gateway/protocol";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import { createGateway, type Gateway } from "./create-gateway.js";
 import { DEV_TOKEN_DEFAULTS, startDevTokenIssuer, type DevClient, type DevTokenIssuer, type DevTokenSigning } from "./dev-token-issuer.js";
+import { GatewayHttpError } from "./gateway-http-error.js";
+import { isLoopbackHost } from "./loopback-only.js";
 import { loadRoutesFile, type RoutesFile } from "./routes-file.js";
 
 /** Options of {@link startDevGateway}. */
@@ -82,6 +85,8 @@ export async function startDevGateway(options: DevGatewayOptions): Promise<DevGa
       logger: { level: env.LOG_LEVEL ?? "info" },
       ...(options.drainTimeoutMs !== undefined && { drainTimeoutMs: options.drainTimeoutMs }),
     });
+    // A page elsewhere must not reach it through the developer's browser by DNS rebinding (see loopback-only.ts).
+    gateway.app.addHook("onRequest", refuseRemoteHost);
     await gateway.listen({ port: options.port ?? 8080, host: "127.0.0.1" });
   } catch (e) {
     await issuer.close();
@@ -97,4 +102,9 @@ export async function startDevGateway(options: DevGatewayOptions): Promise<DevGa
       await Promise.all([gateway.close(), issuer.close()]);
     },
   };
+}
+
+function refuseRemoteHost(request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void): void {
+  if (isLoopbackHost(request.headers.host ?? (request.headers[":authority"] as string | undefined))) done();
+  else done(new GatewayHttpError("FORBIDDEN", "This development gateway answers requests for 127.0.0.1 or localhost only"));
 }

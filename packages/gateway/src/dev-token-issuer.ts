@@ -12,6 +12,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { isScopeToken } from "connect-gateway/protocol";
+import { isLoopbackHost, isLoopbackOrigin } from "./loopback-only.js";
 
 /** A service that may get client_credentials tokens from the issuer. */
 export interface DevClient {
@@ -145,8 +146,9 @@ function checkScopes(field: string, scopes: readonly string[]): readonly string[
  * Answers `POST /oauth/token` and `POST /token` (client_credentials, client
  * authentication `client_secret_basic` or `client_secret_post`) and
  * `POST /dev/user-token` (JSON `{ "sub", "email"?, "given_name"?,
- * "family_name"?, "scope"?, "client_id"? }`, any origin: it exists for local
- * frontends).
+ * "family_name"?, "scope"?, "client_id"? }`, from any page served by this
+ * machine: it exists for local frontends). Only requests for a loopback
+ * `Host` are answered (see loopback-only.ts).
  *
  * @see https://www.rfc-editor.org/rfc/rfc6749#section-4.4 (client_credentials)
  */
@@ -171,9 +173,16 @@ export async function startDevTokenIssuer(
   server.requestTimeout = BODY_TIMEOUT_MS;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!isLoopbackHost(req.headers.host)) {
+      return json(res, 403, { error: "access_denied", error_description: "this development issuer answers requests for 127.0.0.1 or localhost only" });
+    }
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/dev/user-token") {
-      res.setHeader("access-control-allow-origin", "*");
+      // Readable by pages of this machine only (a local frontend), not by any site the developer visits.
+      const origin = req.headers.origin;
+      res.setHeader("vary", "origin");
+      if (isLoopbackOrigin(origin)) res.setHeader("access-control-allow-origin", origin as string);
+      else if (origin !== undefined) return json(res, 403, { error: "access_denied", error_description: "tokens are issued to pages served from localhost only" });
       if (req.method === "OPTIONS") {
         res.writeHead(204, { "access-control-allow-methods": "POST", "access-control-allow-headers": "content-type", "access-control-max-age": "600" });
         res.end();
