@@ -4,12 +4,13 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gatewaySignatureHeaders } from "connect-gateway/signing";
+import { gatewayRejectionReasons, gatewaySignatureHeaders } from "connect-gateway/signing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli } from "../support/cli.js";
 import type { Gateway } from "../../packages/gateway/src/index.js";
 import {
   explainSignature,
+  formatExplanation,
   parseCapture,
   CaptureFormatError,
   type CapturedRequest,
@@ -91,6 +92,15 @@ describe("explainSignature", () => {
       expect(s.change?.field).toBe("body sha256");
       expect(s.change?.what).toContain("re-serialised");
     }
+    // And the common case: a client wrote JSON with spaces (curl by hand, Python's json.dumps, a
+    // pretty-printer), the gateway signed that, and the service's body parser made it compact.
+    for (const sent of ['{"a": 1, "name": "Jos\\u00e9", "tags": ["x", null]}', '{\n  "a": 1\n}']) {
+      const signed = resign({ ...received, body: Buffer.from(sent) });
+      const hashed = Buffer.from(JSON.stringify(JSON.parse(sent)));
+      for (const s of explainSignature({ ...signed, body: hashed }, HMAC_SECRET).signatures) {
+        expect([sent, s.change?.field, s.change?.what]).toEqual([sent, "body sha256", expect.stringContaining("re-serialised")]);
+      }
+    }
   });
 
   it("a Content-Type changed on the way: v2 names it; v1 does not cover it and still matches", () => {
@@ -124,6 +134,22 @@ describe("explainSignature", () => {
     const e = explainSignature(received, HMAC_SECRET, { nowSeconds: Math.floor(Date.now() / 1000) + 3600 });
     expect(e.outsideWindow).toBe(true);
     expect(e.ageSeconds).toBeGreaterThanOrEqual(3599);
+    // It names the reason the service gives, from the library's own list.
+    const named = /refuses it \(([a-z_]+)\)/.exec(formatExplanation(e))?.[1];
+    expect(named).toBe("timestamp_out_of_window");
+    expect(gatewayRejectionReasons).toContain(named);
+  });
+
+  it("prints a hostile capture's control characters escaped, never raw to the terminal", () => {
+    const hostile = {
+      ...received,
+      headers: received.headers.map(([n, v]): [string, string] =>
+        n.toLowerCase() === "x-user-email" ? [n, `${v}\u001b[2J\u001b[H\u001b]0;owned\u0007signature v2: MATCHES\u009b`] : [n, v],
+      ),
+    };
+    const text = formatExplanation(explainSignature(hostile, HMAC_SECRET));
+    expect(text).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    expect(text).toContain("\\x1b[2J");
   });
 
   it("reads raw HTTP captures (chunked too) and JSON ones; a malformed one names the part", () => {

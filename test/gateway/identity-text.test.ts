@@ -57,6 +57,13 @@ describe("names and e-mail addresses in any script", () => {
     }
   });
 
+  it("refuses a subject of only whitespace, which the service would read as no user at all", async () => {
+    for (const user_id of ["\u00a0", " ", "\u2003"]) {
+      const { status, body } = await me({ user_id });
+      expect([JSON.stringify(user_id), status, body.error?.message]).toEqual([JSON.stringify(user_id), 401, "Token names a blank user"]);
+    }
+  });
+
   it("identityFromHeaders reads back what identityHeaders wrote; Latin-1 octets from an older gateway read as Latin-1", () => {
     const identity = { clientId: "web", userId: "u-1", email: "用户@例子.中国", firstName: "Zoë", lastName: "山田", scopes: ["read"] };
     const headers = identityHeaders(identity);

@@ -18,6 +18,7 @@ import {
   identityHeaderNames,
   SIGNATURE_V2_LABEL,
   stringToSign,
+  type GatewayRejectionReason,
   type IdentityHeaderName,
   type SigningParts,
   type SigningPartsV2,
@@ -402,8 +403,13 @@ function bodyVariants(body: Uint8Array): { what: string; body: Uint8Array }[] {
   const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8");
   try {
     const json: unknown = JSON.parse(text);
-    const compact = JSON.stringify(json);
-    if (compact !== text) out.push({ what: "the JSON body was re-serialised (a body parser re-wrote it before the verifier hashed it)", body: Buffer.from(compact) });
+    // The gateway signed what its caller sent; a body parser on the service
+    // re-wrote it as compact JSON, or the caller's spelling differs from it.
+    const spellings = new Set([JSON.stringify(json), pythonJson(json), JSON.stringify(json, null, 2), JSON.stringify(json, null, 4)]);
+    spellings.delete(text);
+    for (const spelling of spellings) {
+      out.push({ what: "the JSON body was re-serialised (a body parser re-wrote it before the verifier hashed it)", body: Buffer.from(spelling) });
+    }
   } catch {
     // Not JSON.
   }
@@ -411,6 +417,23 @@ function bodyVariants(body: Uint8Array): { what: string; body: Uint8Array }[] {
   else out.push({ what: "a trailing newline was removed from the body on the way", body: Buffer.from(`${text}\n`) });
   if (text.includes("\r\n")) out.push({ what: "line endings were changed (LF → CRLF) on the way", body: Buffer.from(text.replace(/\r\n/g, "\n")) });
   return out;
+}
+
+/**
+ * `value` as Python's `json.dumps` writes it by default (what curl scripts
+ * and Python clients send): `", "` and `": "` between items, non-ASCII as
+ * `\uXXXX`.
+ */
+function pythonJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(pythonJson).join(", ")}]`;
+  if (value !== null && typeof value === "object") {
+    return `{${Object.entries(value).map(([k, v]) => `${asciiJson(k)}: ${pythonJson(v)}`).join(", ")}}`;
+  }
+  return typeof value === "string" ? asciiJson(value) : JSON.stringify(value);
+}
+
+function asciiJson(text: string): string {
+  return JSON.stringify(text).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 function methodVariants(method: string): { what: string; method: string }[] {
@@ -433,26 +456,43 @@ function headerVariants(value: string | undefined): { what: string; value: strin
 }
 
 /**
+ * `text` with every control character (C0, DEL, C1) written as `\xNN`: a
+ * capture may come from a hostile caller, and its bytes must not drive the
+ * terminal (clear the screen, draw a fake "MATCHES" line).
+ */
+function printable(text: string): string {
+  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+/** A rejection reason as the service names it (the type keeps the names true). */
+function refusedAs(reason: GatewayRejectionReason): string {
+  return reason;
+}
+
+/**
  * The explanation as text for a terminal: per signature, the verdict, the
  * field that changed on the way (if found), and both canonical strings' fields
  * side by side. Contains no secret and no signature.
  */
 export function formatExplanation(explanation: Explanation, maxSkewSeconds = 30): string {
   const lines: string[] = [];
-  if (explanation.ageSeconds === undefined) lines.push("timestamp: missing or not unix seconds — the service refuses it (malformed_timestamp)");
-  else if (explanation.outsideWindow) {
-    lines.push(`timestamp: ${explanation.ageSeconds} s ${explanation.ageSeconds >= 0 ? "old" : "in the future"} — outside the ±${maxSkewSeconds} s window: the service refuses it (stale_timestamp), whatever the signature`);
+  if (explanation.ageSeconds === undefined) {
+    lines.push(`timestamp: missing or not unix seconds — the service refuses it (${refusedAs("missing_gateway_headers")} or ${refusedAs("malformed_gateway_headers")})`);
+  } else if (explanation.outsideWindow) {
+    lines.push(`timestamp: ${explanation.ageSeconds} s ${explanation.ageSeconds >= 0 ? "old" : "in the future"} — outside the ±${maxSkewSeconds} s window: the service refuses it (${refusedAs("timestamp_out_of_window")}), whatever the signature`);
   } else lines.push(`timestamp: ${explanation.ageSeconds} s old, inside the ±${maxSkewSeconds} s window`);
   for (const s of explanation.signatures) {
     lines.push("", `signature ${s.version}: ${s.matches ? "MATCHES — the gateway and the service agree on every field" : "DOES NOT MATCH"}`);
-    for (const p of s.problems) lines.push(`  problem: ${p}`);
+    for (const p of s.problems) lines.push(`  problem: ${printable(p)}`);
     if (s.otherKey) {
       lines.push(`  the request names key ${s.otherKey.requestKeyId}; the secret given is key ${s.otherKey.secretKeyId}: the gateway signed with a different secret`);
     }
     if (!s.matches && s.problems.length === 0 && s.otherKey === undefined) {
       lines.push(
         s.change
-          ? `  first field that differs: ${s.change.field} — ${s.change.what}`
+          ? `  first field that differs: ${s.change.field} — ${printable(s.change.what)}`
           : "  no single change on the way explains it: the secret differs, or several fields changed",
       );
     }
@@ -460,14 +500,14 @@ export function formatExplanation(explanation: Explanation, maxSkewSeconds = 30)
       // What the gateway signed is unknown: show the service's side only.
       const width = Math.max(...s.fields.map((f) => f.name.length));
       lines.push(`  ${"field".padEnd(width)}  service computed`);
-      for (const f of s.fields) lines.push(`  ${f.name.padEnd(width)}  ${f.server}`);
+      for (const f of s.fields) lines.push(`  ${f.name.padEnd(width)}  ${printable(f.server)}`);
     } else if (s.fields.length > 0) {
       const width = Math.max(...s.fields.map((f) => f.name.length));
-      const col = Math.max(14, ...s.fields.map((f) => f.gateway.length));
+      const col = Math.max(14, ...s.fields.map((f) => printable(f.gateway).length));
       lines.push(`  ${"field".padEnd(width)}  ${"gateway signed".padEnd(col)}  service computed`);
       for (const f of s.fields) {
         const mark = f.gateway === f.server ? " " : "≠";
-        lines.push(`${mark} ${f.name.padEnd(width)}  ${f.gateway.padEnd(col)}  ${f.server}`);
+        lines.push(`${mark} ${f.name.padEnd(width)}  ${printable(f.gateway).padEnd(col)}  ${printable(f.server)}`);
       }
     }
   }

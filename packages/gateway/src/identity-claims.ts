@@ -57,6 +57,9 @@ export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = 
     throw new GatewayHttpError("UNAUTHORIZED", "Token names no client");
   }
   const subject = pick(mapping.userId);
+  // A subject of only whitespace would be a user here and, blank, a service
+  // call to the service (which reads ids as Ruby's `blank?` does): refused.
+  if (subject !== undefined && subject.trim() === "") throw new GatewayHttpError("UNAUTHORIZED", "Token names a blank user");
   const userId = subject === clientId ? undefined : subject;
   const fields: Record<string, unknown> = { clientId, userId };
   for (const field of identityFields) {
