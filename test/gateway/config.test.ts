@@ -14,7 +14,7 @@ describe("gateway configuration", () => {
   it("names the bad option and never echoes a secret", () => {
     const cases: [Partial<GatewayConfig> | Record<string, unknown>, RegExp][] = [
       [{ hmacSecret: "short-secret" }, /`hmacSecret` must be a string of at least 16 characters/],
-      [{ tokens: {} }, /`tokens` must configure at least one of hs256, jwks or introspection/],
+      [{ tokens: {} }, /`tokens` must configure at least one of hs256, jwks or introspection \(set JWT_SECRET, JWKS_URL or INTROSPECTION_URL\)/],
       [{ tokens: { hs256: { secret: "too-short-jwt-secret", issuer: "i", audience: "a" } } }, /`tokens\.hs256\.secret` must be at least 32/],
       [{ tokens: { hs256: { secret: JWT_SECRET, issuer: "", audience: "a" } } }, /`tokens\.hs256\.issuer` is required/],
       [{ tokens: { jwks: { url: "not a url", issuer: "i", audience: "a" } } }, /`tokens\.jwks\.url` must be an http\(s\) URL/],

@@ -178,6 +178,8 @@ describe("connect-gateway dev", () => {
     expect(badTtl.stderr).toContain('--ttl must be a duration such as 15m or 1h, got "forever"');
     const noSecret = await runCli(["token", "--user", "alice"], {});
     expect(noSecret.stderr).toContain("token signs with JWT_SECRET, which is not set");
+    // Called right, missing its configuration: 1, like serve without its secret.
+    expect(noSecret.code).toBe(1);
     const noRoutes = await runCli(["dev"], {});
     expect(noRoutes.code).toBe(2);
     expect(noRoutes.stderr).toContain("dev needs --routes <file>");

@@ -195,11 +195,12 @@ describe("connect-gateway explain (the command)", () => {
     for (const secretish of [HMAC_SECRET, ...signatures]) expect(result.stdout + result.stderr).not.toContain(secretish);
   });
 
-  it("a missing secret variable, a missing file, an unknown flag: specific messages, exit 2", async () => {
+  it("a missing secret variable or file (exit 1), an unknown flag (exit 2): specific messages", async () => {
     const noSecret = await runCli(["explain", "--request", "x.http"], {});
-    expect(noSecret.code).toBe(2);
+    expect(noSecret.code).toBe(1);
     expect(noSecret.stderr).toContain("explain reads the secret from GATEWAY_HMAC_SECRET, which is not set");
     const noFile = await runCli(["explain", "--request", join(dir, "missing.http")], { GATEWAY_HMAC_SECRET: HMAC_SECRET });
+    expect(noFile.code).toBe(1);
     expect(noFile.stderr).toContain("missing.http: no such file");
     const badFlag = await runCli(["explain", "--secret", HMAC_SECRET], {});
     expect(badFlag.code).toBe(2);

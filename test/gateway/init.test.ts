@@ -53,8 +53,13 @@ describe("connect-gateway init", () => {
     expect(result.code).toBe(0);
     expect(existsSync(join(project, "src/client.ts"))).toBe(false);
     expect(existsSync(join(project, "test"))).toBe(false);
-    expect(JSON.parse(readFileSync(join(project, "package.json"), "utf8")).scripts.client).toBeUndefined();
-    expect(readFileSync(join(project, "README.md"), "utf8")).not.toContain("src/client.ts");
+    const scripts = JSON.parse(readFileSync(join(project, "package.json"), "utf8")).scripts;
+    expect([scripts.client, scripts.test, scripts.pretest]).toEqual([undefined, undefined, undefined]);
+    const readme = readFileSync(join(project, "README.md"), "utf8");
+    expect(readme).not.toContain("src/client.ts");
+    expect(readme).not.toContain("npm test");
+    // Without tests, what is there to run next is the type-check.
+    expect(result.stdout).toContain("npm install && npm run typecheck");
   });
 
   it("never overwrites: one existing file and nothing is written", async () => {
@@ -62,7 +67,8 @@ describe("connect-gateway init", () => {
     mkdirSync(join(project, "src"), { recursive: true });
     writeFileSync(join(project, "src/server.ts"), "// mine\n");
     const result = await runCli(["init", "--name", "existing", "--dir", project]);
-    expect(result.code).toBe(2);
+    // Called right; the directory is in the way: 1, not a usage mistake.
+    expect(result.code).toBe(1);
     expect(result.stderr).toContain("init never overwrites a file; these already exist");
     expect(result.stderr).toContain("src/server.ts");
     expect(readFileSync(join(project, "src/server.ts"), "utf8")).toBe("// mine\n");

@@ -98,9 +98,18 @@ Options:
   -h, --help     this help (connect-gateway <command> --help for a command's)
   -v, --version  the version`;
 
-/** A mistake in how the command was called: printed with the usage, no stack. */
+/** A mistake in how the command was called (a flag unknown, missing or with a bad value): exit 2, no stack. */
 class UsageError extends Error {
   override name = "UsageError";
+}
+
+/**
+ * The command was called right, but what it works with is not as it needs
+ * (a secret variable unset or too short, a file missing, or in the way):
+ * exit 1, like a configuration error, no stack.
+ */
+class CommandFailure extends Error {
+  override name = "CommandFailure";
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -203,7 +212,7 @@ async function token(values: TokenFlags): Promise<void> {
   if (values.user === undefined) throw new UsageError(`token needs --user <subject>\n\n${commands.token.usage}`);
   const secret = process.env.JWT_SECRET;
   if (secret === undefined || secret.length < 32) {
-    throw new UsageError("token signs with JWT_SECRET, which is not set or shorter than 32 characters (connect-gateway dev prints the value it uses)");
+    throw new CommandFailure("token signs with JWT_SECRET, which is not set or shorter than 32 characters (connect-gateway dev prints the value it uses)");
   }
   let ttlSeconds: number = DEV_TOKEN_DEFAULTS.ttlSeconds;
   if (values.ttl !== undefined) {
@@ -247,9 +256,10 @@ function init(values: { name?: string; dir?: string; skip?: string }): void {
   const dir = values.dir ?? ".";
   try {
     const written = scaffoldService({ dir, name: values.name, skip: skip as ScaffoldPart[], connectGatewayVersion: `^${version()}` });
-    console.log(`Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && npm test`);
+    const next = skip.includes("test") ? "npm run typecheck" : "npm test";
+    console.log(`Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && ${next}`);
   } catch (e) {
-    if (e instanceof ScaffoldError) throw new UsageError(e.message);
+    if (e instanceof ScaffoldError) throw e.flag !== undefined ? new UsageError(e.message) : new CommandFailure(e.message);
     throw e;
   }
 }
@@ -258,7 +268,7 @@ function explain(values: { request?: string; body?: string; "secret-env"?: strin
   if (values.request === undefined) throw new UsageError(`explain needs --request <capture file>\n\n${commands.explain.usage}`);
   const secretEnv = values["secret-env"] ?? "GATEWAY_HMAC_SECRET";
   const secret = process.env[secretEnv];
-  if (secret === undefined || secret === "") throw new UsageError(`explain reads the secret from ${secretEnv}, which is not set (--secret-env names another variable)`);
+  if (secret === undefined || secret === "") throw new CommandFailure(`explain reads the secret from ${secretEnv}, which is not set (--secret-env names another variable)`);
   const maxSkew = values["max-skew"] ?? "30";
   if (!/^[0-9]{1,6}$/.test(maxSkew)) throw new UsageError(`--max-skew must be a number of seconds, got ${JSON.stringify(maxSkew)}`);
   let request = parseCapture(readFile(values.request, "--request"));
@@ -272,11 +282,11 @@ function readFile(path: string, flag: string): Buffer {
   try {
     return readFileSync(path);
   } catch (e) {
-    throw new UsageError(`${flag} ${path}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+    throw new CommandFailure(`${flag} ${path}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
   }
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
-  console.error(e instanceof UsageError ? `connect-gateway: ${e.message}` : startupErrorMessage(e));
+  console.error(e instanceof UsageError || e instanceof CommandFailure ? `connect-gateway: ${e.message}` : startupErrorMessage(e));
   process.exit(e instanceof UsageError ? 2 : 1);
 });

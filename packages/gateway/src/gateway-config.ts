@@ -476,7 +476,7 @@ function resolveClaims(claims: GatewayConfig["claims"]): ClaimMapping {
 
 function resolveTokens(tokens: TokenValidationOptions | undefined): ResolvedTokenValidationOptions {
   if (!isObject(tokens) || (!tokens.hs256 && !tokens.jwks && !tokens.introspection)) {
-    fail("tokens", "must configure at least one of hs256, jwks or introspection");
+    fail("tokens", "must configure at least one of hs256, jwks or introspection (set JWT_SECRET, JWKS_URL or INTROSPECTION_URL)");
   }
   const { hs256, jwks, introspection } = tokens;
   const defaults = GATEWAY_DEFAULTS.tokens;
