@@ -15,6 +15,7 @@ import {
   identityFromHeaders,
   readGatewayHeaders,
   stringToSign,
+  textFromOctets,
   verifyGatewaySignature,
   type CheckedGatewayHeaders,
   type GatewayRejectionReason,
@@ -146,7 +147,9 @@ abstract class SignedHead implements AdmittedHead {
 class V1Head extends SignedHead {
   verifyBody(bodySha256: string): BodyVerdict {
     const { timestamp, signature = "", identity } = this.headers;
-    const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath: this.fullpath, bodySha256 };
+    // The ids as text (identityOf read them from their UTF-8 octets), the
+    // path likewise: v1 signs the UTF-8 of each, as the Ruby gateway does.
+    const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath: textFromOctets(this.fullpath), bodySha256 };
     if (verifyGatewaySignature(this.config.secrets, parts, signature)) return undefined;
     if (this.config.exposeRejectionReason) this.diagnostics = { canonicalRequest: canonicalOrUndefined(() => stringToSign(parts)) };
     return "invalid_signature";

@@ -280,21 +280,21 @@ const ORG_ID = slotOf("orgId");
 const ROLE = slotOf("role");
 
 function identityFromSlots(clientId: string, slots: readonly (string | undefined)[]): IdentityHeaderValues {
-  const scopes = slots[SCOPES];
+  const scopes = textOf(slots[SCOPES]);
   const values: { [F in IdentityField]-?: IdentityHeaderValues[F] } = {
-    clientId,
-    userId: slots[USER_ID],
+    clientId: textFromOctets(clientId),
+    userId: textOf(slots[USER_ID]),
     email: textOf(slots[EMAIL]),
     firstName: textOf(slots[FIRST_NAME]),
     lastName: textOf(slots[LAST_NAME]),
     scopes: scopes === undefined ? undefined : scopes.split(" ").filter(nonEmpty),
-    orgId: slots[ORG_ID],
-    role: slots[ROLE],
+    orgId: textOf(slots[ORG_ID]),
+    role: textOf(slots[ROLE]),
   };
   return values;
 }
 
-/** A text field as identityFromHeaders reads it: UTF-8 octets (see identityHeaders). */
+/** A value as identityFromHeaders reads it: UTF-8 octets (see textFromOctets). */
 function textOf(value: string | undefined): string | undefined {
   return value === undefined ? undefined : textFromOctets(value);
 }

@@ -83,25 +83,18 @@ export function identityHeaders(identity: IdentityHeaderValues): Record<string, 
     const raw = identity[field];
     const value = field === "scopes" ? (raw as readonly string[] | undefined)?.join(" ") : (raw as string | undefined);
     if (value === undefined || value === "") continue;
-    headers[identityFieldHeader[field]] = isTextField(field) ? utf8Octets(value) : value;
+    headers[identityFieldHeader[field]] = utf8Octets(value);
   }
   return headers;
 }
 
-/**
- * The identity fields that hold a person's text rather than an identifier:
- * the e-mail address and the names. A header carries octets, and Node.js
- * writes a string one octet per character, so a name such as 山田 (beyond
- * U+00FF) could not travel as it is: these fields travel as their UTF-8
- * octets (each octet one character of the header string, which is what is
- * signed), and {@link identityFromHeaders} reads them back. A Rails service
- * reads the same octets as the UTF-8 string it expects. Identifiers (client
- * and user id, scopes, organisation, role) travel as they are: the v1
- * signature covers the ids, and its Ruby counterpart signs them as given.
- */
-function isTextField(field: IdentityField): boolean {
-  return field === "email" || field === "firstName" || field === "lastName";
-}
+// Every identity value travels as its UTF-8 octets. A header carries octets,
+// and Node.js writes a string one octet per character, so a name such as 山田
+// (beyond U+00FF) could not travel as it is, and `é` would go as the one
+// octet 0xE9 while the Ruby gateway sends, and its services expect, UTF-8
+// (0xC3 0xA9). The header string holds one character per octet (what v2
+// signs); v1 signs the values' UTF-8, which is the same octets. A service
+// reads them back with textFromOctets.
 
 const ASCII = /^[\x00-\x7f]*$/;
 
@@ -113,9 +106,17 @@ function utf8Octets(value: string): string {
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
- * A text field's value as received (one character per octet) read as UTF-8;
- * octets that are not UTF-8 are read one character each (ISO-8859-1), as a
- * gateway that sends Latin-1 octets means them.
+ * An identity header's value as received (one character per octet, as
+ * Node.js hands it over) read as the text it carries: UTF-8, as the gateway
+ * (this one and the Ruby one) sends it; octets that are not UTF-8 are read
+ * one character each (ISO-8859-1), as an older gateway that sent Latin-1
+ * octets meant them. ASCII is returned as it is.
+ *
+ * @example
+ * ```ts
+ * textFromOctets("Jos\u00c3\u00a9"); // "José" (the octets C3 A9)
+ * textFromOctets("Jos\u00e9");        // "José" (the octet E9: not UTF-8)
+ * ```
  */
 export function textFromOctets(value: string): string {
   if (ASCII.test(value)) return value;
@@ -129,20 +130,20 @@ export function textFromOctets(value: string): string {
 /**
  * The identity header values read back from headers (`valueOf` gives the
  * value of a lower-case header name, `undefined` when absent): the inverse of
- * {@link identityHeaders}, scopes split on spaces, the e-mail and names read
- * as UTF-8. Validates nothing: the
+ * {@link identityHeaders}: each value read as UTF-8 (see textFromOctets),
+ * scopes split on spaces. Validates nothing: the
  * caller decides which values to trust.
  */
 export function identityFromHeaders(
   clientId: string,
   valueOf: (name: IdentityHeaderName) => string | undefined,
 ): IdentityHeaderValues {
-  const values: Record<string, unknown> = { clientId };
+  const values: Record<string, unknown> = { clientId: textFromOctets(clientId) };
   for (const field of identityFields) {
     if (field === "clientId") continue;
     const value = valueOf(identityFieldHeader[field]);
-    values[field] =
-      field === "scopes" ? value?.split(" ").filter((s) => s !== "") : value !== undefined && isTextField(field) ? textFromOctets(value) : value;
+    const text = value === undefined ? undefined : textFromOctets(value);
+    values[field] = field === "scopes" ? text?.split(" ").filter((s) => s !== "") : text;
   }
   return values as unknown as IdentityHeaderValues;
 }

@@ -44,6 +44,7 @@ export {
   identityFields,
   identityFromHeaders,
   identityHeaders,
+  textFromOctets,
   type CallerIdentity,
   type IdentityField,
   type IdentityHeaderValues,

@@ -1,10 +1,11 @@
 // A person's e-mail and names in any script reach the service as the token
 // says them: the gateway sends them as UTF-8 octets, signed as sent, and
 // createGatewayAuth reads them back. Real gateway, real verifying service.
+import { createHmac } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../packages/gateway/src/index.js";
 import { createGatewayAuth } from "../../src/server/index.js";
-import { identityFromHeaders, identityHeaders } from "../../src/signing/index.js";
+import { bodySha256, identityFromHeaders, identityHeaders } from "../../src/signing/index.js";
 import { closeInTurn, HMAC_SECRET, route, routesFileText, seedToken, startSeedGateway } from "../support/gateway.js";
 import { startServer, type RunningServer } from "../support/loopback-server.js";
 
@@ -19,7 +20,11 @@ beforeAll(async () => {
     // What arrived on the wire, octet by octet, beside what the service reads.
     const octets = (name: string) => Buffer.from(String(req.headers[name] ?? ""), "latin1").toString("hex");
     res.writeHead(200, { "content-type": "application/json" });
-    res.end(JSON.stringify({ identity: verified.identity, firstNameOctets: octets("x-user-first-name") }));
+    // v1 as a Ruby service checks it: HMAC over the octets as received, joined with "|".
+    const h = (name: string) => String(req.headers[name] ?? "");
+    const rubyString = [req.method, h("x-gateway-timestamp"), h("x-client-id"), h("x-user-id"), req.url, bodySha256(verified.body ?? Buffer.alloc(0))].join("|");
+    const v1AsRuby = createHmac("sha256", HMAC_SECRET).update(rubyString, "latin1").digest("hex") === h("x-gateway-signature");
+    res.end(JSON.stringify({ identity: verified.identity, firstNameOctets: octets("x-user-first-name"), userIdOctets: octets("x-user-id"), v1AsRuby }));
   });
   gateway = await startSeedGateway(routesFileText({ routes: [route("GET", "/api/v1/me")] }), { UP: service.baseUrl });
 });
@@ -44,6 +49,14 @@ describe("names and e-mail addresses in any script", () => {
     expect(body.identity).toMatchObject({ userId: "u-42", firstName, lastName, email });
     // On the wire: the UTF-8 octets, whatever the script.
     expect(body.firstNameOctets).toBe(Buffer.from(firstName, "utf8").toString("hex"));
+  });
+
+  it("ids in any script too: UTF-8 octets on the wire, as the Ruby gateway sends them, both signatures verified", async () => {
+    for (const user_id of ["josé-42", "ユーザー42", "пользователь"]) {
+      const { status, body } = await me({ user_id, given_name: "A" });
+      expect([user_id, status, body.identity?.userId, body.identity?.signature, body.v1AsRuby]).toEqual([user_id, 200, user_id, "v2", true]);
+      expect(body.userIdOctets).toBe(Buffer.from(user_id, "utf8").toString("hex"));
+    }
   });
 
   it("still refuses a name that would break a header line", async () => {

@@ -33,14 +33,16 @@ afterAll(async () => {
   await connect.close();
 });
 
-function send(server: RunningServer, v: HmacVector, change: Partial<{ path: string; body: Buffer; signature: string }> = {}) {
+function send(server: RunningServer, v: HmacVector, change: Partial<{ path: string; body: Buffer; signature: string; utf8Ids: boolean }> = {}) {
   nowMs = Number(v.timestamp) * 1000;
+  // Node writes a header string one octet per character; `utf8Ids` sends the ids' UTF-8 octets, as the Ruby gateway does.
+  const id = (value: string) => (change.utf8Ids === true ? Buffer.from(value, "utf8").toString("latin1") : value);
   const headers: [string, string][] = [
     ["X-Gateway-Timestamp", v.timestamp],
     ["X-Gateway-Signature", change.signature ?? v.signature],
-    ["X-Client-Id", v.clientId],
+    ["X-Client-Id", id(v.clientId)],
   ];
-  if (v.userId !== "") headers.push(["X-User-Id", v.userId]);
+  if (v.userId !== "") headers.push(["X-User-Id", id(v.userId)]);
   if (v.requestTarget.startsWith("/example.v1.EchoService/")) {
     const json = v.body.length > 0 && v.body[0] === 0x7b;
     headers.push(["content-type", json ? "application/json" : "application/proto"]);
@@ -67,6 +69,12 @@ describe.each(hmacVectors.map((v) => [v.name, v] as const))("vector %s through a
     expect(JSON.parse(res.body)).toEqual({ userId: v.userId === "" ? null : v.userId });
     expect(seen.target).toBe(v.requestTarget);
     expect(seen.body?.equals(v.body)).toBe(true);
+  });
+
+  it("is accepted with its ids sent as UTF-8 octets, as the Ruby gateway sends them, and read back as text", async () => {
+    const res = await send(plain, v, { utf8Ids: true });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({ userId: v.userId === "" ? null : v.userId });
   });
 
   it("is refused with one byte of the body changed", async () => {

@@ -18,6 +18,7 @@ import {
   identityHeaderNames,
   SIGNATURE_V2_LABEL,
   stringToSign,
+  textFromOctets,
   type GatewayRejectionReason,
   type IdentityHeaderName,
   type SigningParts,
@@ -222,12 +223,14 @@ function explainV1(request: CapturedRequest, secret: string): SignatureExplanati
   if (timestamp === undefined) problems.push("X-Gateway-Timestamp is missing");
   if (clientId === undefined) problems.push("X-Client-Id is missing");
   if (!/^[0-9a-f]{64}$/.test(signature)) problems.push("X-Gateway-Signature is not 64 lower-case hex characters");
+  // As the service reads them: each value's UTF-8 octets as text (see textFromOctets).
+  const userIdOctets = headerValue(request.headers, gatewayHeader.userId);
   const server: SigningParts = {
     method: request.method,
     timestamp: timestamp ?? "",
-    clientId: clientId ?? "",
-    userId: headerValue(request.headers, gatewayHeader.userId),
-    fullpath: fullpathOf(request.target),
+    clientId: textFromOctets(clientId ?? ""),
+    userId: userIdOctets === undefined ? undefined : textFromOctets(userIdOctets),
+    fullpath: textFromOctets(fullpathOf(request.target)),
     bodySha256: bodySha256(request.body),
   };
   const fieldsOf = (p: SigningParts): [string, string][] => [
