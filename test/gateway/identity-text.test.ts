@@ -60,7 +60,7 @@ describe("names and e-mail addresses in any script", () => {
   });
 
   it("still refuses a name that would break a header line", async () => {
-    for (const given_name of ["Ada\nX-User-Scopes: admin", "Ada\r", " Ada", "Ada\u0000"]) {
+    for (const given_name of ["Ada\nX-User-Scopes: admin", "Ada\r", " Ada", "Ada\u0000", "Ada\u0085", "Ada\u009b[2J"]) {
       const { status, body } = await me({ given_name });
       expect([JSON.stringify(given_name), status, body.error?.message]).toEqual([
         JSON.stringify(given_name),

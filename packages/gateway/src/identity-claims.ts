@@ -43,6 +43,9 @@ export type { CallerIdentity };
 // strips, so the value would no longer match its signature) — checked for
 // every forwarded value; ids may not contain the `|` of the v1 string either.
 const HEADER_VALUE = /^(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?$/;
+// C1 controls (U+0080–U+009F) pass that check as UTF-8 octets, but are no
+// more a name's or an id's than C0 ones: a backend would write them to its logs.
+const C1_CONTROL = /[\u0080-\u009f]/;
 
 /**
  * Maps verified claims to the caller's identity. A client_credentials token
@@ -71,6 +74,10 @@ export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = 
   const forwarded = identityHeaders(identity);
   let unsafe = [identity.clientId, identity.userId].some((v) => v?.includes("|"));
   for (const name in forwarded) unsafe ||= !HEADER_VALUE.test(forwarded[name] as string);
+  for (const field of identityFields) {
+    const value = field === "scopes" ? identity.scopes.join(" ") : identity[field];
+    unsafe ||= typeof value === "string" && C1_CONTROL.test(value);
+  }
   if (unsafe) throw new GatewayHttpError("UNAUTHORIZED", "Token carries claims that cannot be forwarded");
   return identity;
 }
