@@ -127,6 +127,41 @@ backends:
     }
   });
 
+  it.each(["h1", "h2"])("cancels a streaming answer from the %s backend when an HTTP/2 caller's connection dies under it", async (backend) => {
+    // The upstream streams forever: only the gateway letting go of it ends it.
+    let open = 0;
+    h1.respond = h2.respond = (_req, res) => {
+      open++;
+      res.once("close", () => open--);
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      const timer = setInterval(() => res.write("tick"), 20);
+      res.once("close", () => clearInterval(timer));
+    };
+    try {
+      const sessions = Array.from({ length: 3 }, () => connect(gateway.url));
+      await Promise.all(
+        sessions.map(
+          (session, i) =>
+            new Promise<void>((resolve) => {
+              session.on("error", () => {});
+              const stream = session.request({ ":method": "POST", ":path": `/backend/${backend}/pkg.S/Tick${i}`, authorization: `Bearer ${token}` });
+              stream.on("error", () => {});
+              stream.once("data", () => resolve());
+              stream.end("x");
+            }),
+        ),
+      );
+      expect(open).toBe(3);
+      // The callers' connections go away without a word of HTTP/2 (no RST_STREAM, no GOAWAY).
+      for (const session of sessions) session.socket.destroy();
+      const deadline = Date.now() + 3_000;
+      while (open > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(open).toBe(0);
+    } finally {
+      h1.respond = h2.respond = (_req, res) => setTimeout(() => !res.destroyed && slowly(res), 150);
+    }
+  });
+
   it.each(["h1", "h2"])("cancels the upstream request to the %s backend when its caller goes away before the answer", async (backend) => {
     // The upstream holds every request: only a cancellation by the gateway ends one before the 30 s route timeout.
     let held = 0;

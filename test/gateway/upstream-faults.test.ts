@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { request as httpRequest } from "node:http";
-import { constants as http2Constants, createServer as createHttp2Server, type Http2Session } from "node:http2";
+import { connect, constants as http2Constants, createServer as createHttp2Server, type Http2Session } from "node:http2";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -205,6 +205,31 @@ describe("faulty h2c upstreams", () => {
       expect(call).toMatchObject({ status: 200, ending: "reset" });
     }
     expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
+  });
+
+  it("resets an HTTP/2 caller's stream (never a clean end) when the upstream dies after the answer started", async () => {
+    const session = connect(gateway.url);
+    session.on("error", () => {});
+    try {
+      for (let i = 0; i < 2; i++) {
+        const outcome = await new Promise<{ status: number; bytes: number; ended: boolean; rstCode: number | undefined }>((resolve) => {
+          const stream = session.request({ ":method": "POST", ":path": "/backend/midway/pkg.S/M", authorization: `Bearer ${token}`, "content-type": "application/octet-stream" });
+          let status = 0;
+          let bytes = 0;
+          let ended = false;
+          stream.on("response", (headers) => (status = Number(headers[":status"])));
+          stream.on("data", (c: Buffer) => (bytes += c.length));
+          stream.on("end", () => (ended = true));
+          stream.on("error", () => {});
+          stream.on("close", () => resolve({ status, bytes, ended, rstCode: stream.rstCode }));
+          stream.end("x");
+        });
+        // The first 1 KiB arrived, then a reset: a truncated answer must not pass for a complete one.
+        expect(outcome).toMatchObject({ status: 200, ended: false, rstCode: http2Constants.NGHTTP2_INTERNAL_ERROR });
+      }
+    } finally {
+      session.close();
+    }
   });
 
   it("opens a new session after an upstream sends GOAWAY", async () => {

@@ -207,6 +207,11 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     peekProtocol(socket, headersTimeoutMs, (isHttp2) => {
       peeking.delete(peek);
       if (!isHttp2) return http1Connection.call(http1, socket);
+      // The HTTP/1.1 server accepted it half-open (allowHalfOpen), which HTTP/2
+      // has no use for: a caller whose connection is gone would leave its
+      // session, and every stream relaying into it, open until a write
+      // failed (never, once flow control stops the writes). Its FIN ends it.
+      socket.allowHalfOpen = false;
       handingOverAcceptedAt = acceptedAt;
       try {
         http2.emit("connection", socket);

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
-import type { IncomingHttpHeaders as Http2Headers, Http2ServerResponse } from "node:http2";
+import type { IncomingHttpHeaders as Http2Headers, Http2ServerResponse, ServerHttp2Stream } from "node:http2";
 import type { Readable } from "node:stream";
 import replyFrom, { type FastifyReplyFromHooks, type FastifyReplyFromOptions } from "@fastify/reply-from";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
@@ -266,7 +266,31 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown)
   }
   const relay = envelopedRelayOf(response, reply);
   if (upstream.http2) forwardTrailers(response.stream, reply, relay);
-  void reply.send(relay ?? response.stream);
+  const body = relay ?? response.stream;
+  const callerStream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
+  if (callerStream !== undefined) tieToCallerStream(body, response.stream, callerStream);
+  void reply.send(body);
+}
+
+/**
+ * For an HTTP/2 caller, ties the relayed answer to the caller's stream both
+ * ways, rather than leaving it to fastify's piping:
+ * - the upstream body fails once the caller has the headers: the caller's
+ *   stream is reset (RST_STREAM INTERNAL_ERROR). fastify would end it with
+ *   `destroy()` and no error, which Node sends as a clean end of stream, so a
+ *   truncated answer would pass for a complete one (HTTP/1.1 callers have
+ *   their connection closed, which they see);
+ * - the caller's stream closes (reset, or its connection gone) before the
+ *   answer is complete: the upstream body is dropped, which cancels the
+ *   upstream request, whatever fastify's pipe saw of it.
+ */
+function tieToCallerStream(body: Readable, upstreamBody: Readable, callerStream: ServerHttp2Stream): void {
+  body.once("error", (error) => {
+    if (callerStream.headersSent && !callerStream.destroyed) callerStream.destroy(error);
+  });
+  callerStream.once("close", () => {
+    if (!upstreamBody.readableEnded && !upstreamBody.destroyed) upstreamBody.destroy();
+  });
 }
 
 /** reply-from's `onError`: the upstream could not be reached, or did not answer. */
