@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { GatewayError } from "./gateway-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
+import { Http2StreamResetError, RST_REFUSED_STREAM } from "../core/errors.js";
 import { HTTP2_STREAM_RESET } from "./http2-reset.js";
 
 /**
@@ -9,7 +10,9 @@ import { HTTP2_STREAM_RESET } from "./http2-reset.js";
  * an HTTP/2 stream reset by the server mid-call — RST_STREAM INTERNAL_ERROR or
  * CANCEL, as a gateway relays an upstream reset), or
  * the gateway answered that the backend is (code `Unavailable`); or the call's
- * deadline passed (code `DeadlineExceeded`). Safe to retry with backoff.
+ * deadline passed (code `DeadlineExceeded`). Safe to retry with backoff when
+ * the call is idempotent (a reset mid-call may come after the backend ran it;
+ * a refused stream, `REFUSED_STREAM`, never ran: its message says so).
  * Any other error the gateway or a backend answered is not a ConnectionError.
  */
 export class ConnectionError extends GatewayError {
@@ -51,9 +54,12 @@ export function connectionErrorFrom(reason: unknown, target: string): Connection
   }
   const nodeCode = unreachableCodeIn(reason);
   if (nodeCode === HTTP2_STREAM_RESET) {
-    return new ConnectionError(`${target} reset the call's HTTP/2 stream — safe to retry with backoff`, Code.Unavailable, {
-      cause: reason,
-    });
+    // REFUSED_STREAM promises the call never ran; any other reset may come after it did.
+    const refused = (resetIn(reason)?.rstCode ?? 0) === RST_REFUSED_STREAM;
+    const message = refused
+      ? `${target} refused the call's HTTP/2 stream before running it — safe to retry`
+      : `${target} reset the call's HTTP/2 stream — the call may have run: retry with backoff if it is idempotent`;
+    return new ConnectionError(message, Code.Unavailable, { cause: reason });
   }
   if (nodeCode !== undefined) {
     return new ConnectionError(`${target} is unreachable (${nodeCode}) — safe to retry with backoff`, Code.Unavailable, {
@@ -90,6 +96,16 @@ function unreachableCodeIn(reason: unknown): string | undefined {
     seen.add(e);
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && unreachableCodes.has(code)) return code;
+  }
+  return undefined;
+}
+
+/** The {@link Http2StreamResetError} in `reason`'s cause chain, if any. */
+function resetIn(reason: unknown): Http2StreamResetError | undefined {
+  const seen = new Set<unknown>();
+  for (let e = reason; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    if (e instanceof Http2StreamResetError) return e;
   }
   return undefined;
 }

@@ -44,10 +44,11 @@ function watch(stream: http2.ClientHttp2Stream): http2.ClientHttp2Stream {
     reported = true;
     stream.emit("error", new Http2StreamResetError(rstCode));
   };
-  // INTERNAL_ERROR: Node emits ERR_HTTP2_STREAM_ERROR (its error for a RST_STREAM
-  // other than NO_ERROR or CANCEL), then "close"; ours goes first.
+  // INTERNAL_ERROR, REFUSED_STREAM (a GOAWAY's refused streams too), …: Node
+  // emits ERR_HTTP2_STREAM_ERROR (its error for a RST_STREAM other than
+  // NO_ERROR or CANCEL), then "close"; ours goes first.
   stream.prependListener("error", (error: unknown) => {
-    if ((error as { code?: unknown } | null)?.code === "ERR_HTTP2_STREAM_ERROR") report(NGHTTP2_INTERNAL_ERROR);
+    if ((error as { code?: unknown } | null)?.code === "ERR_HTTP2_STREAM_ERROR") report(stream.rstCode ?? NGHTTP2_INTERNAL_ERROR);
   });
   // CANCEL: Node emits no error, only "close" (connect-node would say Canceled).
   // After a complete answer or an earlier error, connect-node ignores it.

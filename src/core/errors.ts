@@ -208,24 +208,37 @@ export class ResponseTooLargeError extends Error {
   }
 }
 
-/** RST_STREAM CANCEL (RFC 9113 §7); any other code is reported as INTERNAL_ERROR. */
-const RST_CANCEL = 0x8;
+/** The RST_STREAM error codes by number (RFC 9113 §7). */
+const RST_CODE_NAMES: Readonly<Record<number, string>> = {
+  0x1: "PROTOCOL_ERROR",
+  0x2: "INTERNAL_ERROR",
+  0x3: "FLOW_CONTROL_ERROR",
+  0x5: "STREAM_CLOSED",
+  0x6: "FRAME_SIZE_ERROR",
+  0x7: "REFUSED_STREAM",
+  0x8: "CANCEL",
+  0xb: "ENHANCE_YOUR_CALM",
+};
+
+/** RST_STREAM REFUSED_STREAM: the peer did not process the stream at all (RFC 9113 §8.7). */
+export const RST_REFUSED_STREAM = 0x7;
 
 /**
- * The server (or a proxy on the way) reset the call's HTTP/2 stream with
- * RST_STREAM `INTERNAL_ERROR` or `CANCEL` — the HTTP/2 counterpart of an
- * HTTP/1.1 connection reset (ECONNRESET), e.g. a gateway relaying an upstream
- * reset. connect-node maps these to `Internal` / `Canceled`; the client
- * reports them as a `ConnectionError` (`Unavailable`) instead.
+ * The server (or a proxy on the way) reset the call's HTTP/2 stream — the
+ * HTTP/2 counterpart of an HTTP/1.1 connection reset (ECONNRESET), e.g. a
+ * gateway relaying an upstream reset, or a server shutting down refusing a
+ * stream it had not started (`REFUSED_STREAM`: the call never ran).
+ * connect-node maps these to `Internal` / `Canceled`; the client reports them
+ * as a `ConnectionError` (`Unavailable`) instead.
  */
 export class Http2StreamResetError extends Error {
   /** Stable, for a program to switch on (Node.js style, like Node's own HTTP/2 errors). */
   readonly code = "ERR_HTTP2_STREAM_RESET_BY_PEER";
   constructor(
-    /** The RST_STREAM error code the peer sent (RFC 9113 §7): 0x2 INTERNAL_ERROR or 0x8 CANCEL. */
+    /** The RST_STREAM error code the peer sent (RFC 9113 §7), e.g. 0x2 INTERNAL_ERROR, 0x7 REFUSED_STREAM, 0x8 CANCEL. */
     readonly rstCode: number,
   ) {
-    super(`the HTTP/2 stream was reset by the peer (RST_STREAM ${rstCode === RST_CANCEL ? "CANCEL" : "INTERNAL_ERROR"})`);
+    super(`the HTTP/2 stream was reset by the peer (RST_STREAM ${RST_CODE_NAMES[rstCode] ?? `0x${rstCode.toString(16)}`})`);
     this.name = "Http2StreamResetError";
   }
 }

@@ -132,6 +132,29 @@ describe.each([
   });
 });
 
+describe("the server refuses the stream before running it (RST_STREAM REFUSED_STREAM, as a server shutting down does)", () => {
+  let server: H2Server & { server: http2.Http2Server };
+  beforeAll(async () => {
+    const refusing = http2.createServer();
+    refusing.on("stream", (stream) => {
+      stream.on("error", () => {});
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    });
+    server = await listen(refusing);
+  });
+  afterAll(() => server.close());
+
+  it.each(["connect", "grpc"] as const)("%s unary → ConnectionError Unavailable that says the call never ran; an idempotent call is retried", async (protocol) => {
+    const before = server.streams.length;
+    const error = await calls.unary(echoClient(server.url, protocol)).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectError).code).toBe(Code.Unavailable);
+    expect((error as Error).message).toMatch(/refused the call's HTTP\/2 stream before running it/);
+    // Echo is declared idempotent: the default policy's three attempts.
+    expect(server.streams.length - before).toBe(3);
+  });
+});
+
 describe("an upstream reset relayed through a gateway", () => {
   let upstream: H2Server;
   let relay: H2Server;
