@@ -269,12 +269,17 @@ describe.each([
   }
 });
 
-describe("Fastify: maxBodyBytes bounds what auth.fastify reads for a Connect route", () => {
+describe("Fastify: maxBodyBytes bounds what auth.fastify reads, for Connect routes and routes Fastify parses", () => {
   const small = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true, maxBodyBytes: 1024 });
   const observed: Observed = { calls: 0, messages: 0 };
   const served = fastifyServer(async (app) => {
     await app.register(small.fastify);
     await app.register(fastifyConnectPlugin, small.connectOptions({ routes: echoRoutes(observed) }));
+    // A route whose JSON body Fastify parses itself.
+    app.post("/api/notes", async () => {
+      observed.calls++;
+      return { stored: true };
+    });
   });
   const path = "/example.v1.EchoService/Echo";
   const big = Buffer.from(JSON.stringify({ text: "x".repeat(2000) }));
@@ -294,6 +299,22 @@ describe("Fastify: maxBodyBytes bounds what auth.fastify reads for a Connect rou
     expect(res).toMatch(/^HTTP\/1.1 413/);
     expect(observed.calls).toBe(0);
     expect((await echoClient(served.baseUrl).echo({ text: "fits" })).text).toBe("fits");
+  });
+
+  it("413 for a chunked body past the limit on a route Fastify parses itself (JSON), as for a Connect route", async () => {
+    const rest = "/api/notes";
+    const head = [json, ...signedHeaders(SECRET, { method: "POST", path: rest, body: big }, identity)].map(([n, v]) => `${n}: ${v}\r\n`).join("");
+    const calls = observed.calls;
+    const res = await rawSocket(
+      served.port,
+      `POST ${rest} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n${head}\r\n${big.length.toString(16)}\r\n${big.toString()}\r\n0\r\n\r\n`,
+    );
+    expect(res).toMatch(/^HTTP\/1.1 413/);
+    expect(observed.calls).toBe(calls);
+    // Under the limit, the same route answers.
+    const fits = Buffer.from(JSON.stringify({ text: "fits" }));
+    const ok = await rawRequest(served.port, { method: "POST", path: rest, headers: [json, ...signedHeaders(SECRET, { method: "POST", path: rest, body: fits }, identity)], body: fits });
+    expect([ok.status, JSON.parse(ok.body)]).toEqual([200, { stored: true }]);
   });
 
   it("a caller that hangs up after the 413, its body unfinished, harms nothing", async () => {

@@ -111,9 +111,11 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
     instance.addHook("preParsing", async (req, reply, payload) => {
       const state = pending.get(req);
       if (state === undefined) return payload;
-      const through = hashing(state.hash);
+      let deadline: ParsedBodyDeadline | undefined;
+      // Past maxBodyBytes (a chunked body: a declared length was checked in onRequest), answered here.
+      const through = hashing(state.hash, config.maxBodyBytes, () => deadline?.answerInstead("body_too_large"));
       state.stream = through;
-      state.deadline = new ParsedBodyDeadline(config, state, payload, through, reply, () => pending.delete(req));
+      state.deadline = deadline = new ParsedBodyDeadline(config, state, payload, through, reply, () => pending.delete(req));
       watchDeadline(state.deadline, config.bodyTimeoutMs);
       return through;
     });
@@ -149,13 +151,21 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
   });
 }
 
-// The body, unchanged, hashed as Fastify's parser reads it (fed by ParsedBodyDeadline).
+// The body, unchanged, hashed as Fastify's parser reads it (fed by ParsedBodyDeadline),
+// up to `maxBytes`: past it, `tooLarge()` and nothing more is passed on.
 // Its readers listen for its errors while they read; one listener stays for
 // its whole life, so that a caller hanging up after a refusal (when nobody
 // reads it any more) is never an unhandled 'error'.
-function hashing(hash: Hash): Transform {
+function hashing(hash: Hash, maxBytes: number, tooLarge: () => void): Transform {
+  let read = 0;
   const through = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
+      read += chunk.byteLength;
+      if (read > maxBytes) {
+        callback();
+        if (read - chunk.byteLength <= maxBytes) tooLarge();
+        return;
+      }
       hash.update(chunk);
       callback(null, chunk);
     },
@@ -180,6 +190,7 @@ class ParsedBodyDeadline implements DeadlineWatch {
   previousWatch: DeadlineWatch | undefined = undefined;
   nextWatch: DeadlineWatch | undefined = undefined;
   watched = false;
+  private answered = false;
   private readonly forwardError = (error: Error) => this.through.destroy(error);
 
   constructor(
@@ -197,12 +208,23 @@ class ParsedBodyDeadline implements DeadlineWatch {
   expire(): void {
     // The body arrived in time; what comes after it (other hooks) is not bounded here.
     if (this.source.readableEnded) return;
+    this.answerInstead("body_timeout");
+  }
+
+  /**
+   * Answers `kind` in the parser's stead (it is left waiting, so no handler
+   * runs): the body timed out, or grew past `maxBodyBytes`.
+   */
+  answerInstead(kind: "body_timeout" | "body_too_large"): void {
+    if (this.answered) return;
+    this.answered = true;
+    if (this.watched) unwatchDeadline(this);
     this.source.unpipe(this.through);
     this.source.off("error", this.forwardError);
     this.source.on("error", ignoreLateError);
     this.source.pause();
     this.forget();
-    const rejection = rejectionOf(this.config, "body_timeout", this.state.check);
+    const rejection = rejectionOf(this.config, kind, this.state.check);
     this.state.span?.end(rejection.kind);
     const raw = this.reply.hijack().raw;
     endTimedOutStream(raw);
