@@ -102,10 +102,12 @@ function ruleOf(root: SegmentNode, pattern: string): PatternRule | null {
  * - compatibility forms folded (NFKC: a full-width `ａdmin` is `admin`), and
  *   case folded as Java's and .NET's case-insensitive comparisons do, one
  *   character at a time (a dotless `ı` or a long `ſ` matches `i` or `s`);
+ * - without invisible characters (a zero-width space, a soft hyphen);
  * - cut at the first `;` (servlet path parameters), `?` or `#` (a backend
  *   that decodes the path before routing reads an escaped one as the end of
- *   the path), and at the first `.` (a format suffix: Rails' `(.:format)`
- *   and Spring's suffix matching serve `admin.json` as `admin`);
+ *   the path), `\` (read as `/` by Windows servers), and at the first `.`
+ *   (a format suffix: Rails' `(.:format)` and Spring's suffix matching serve
+ *   `admin.json` as `admin`);
  * - without surrounding whitespace (trimmed, as Windows servers and some
  *   frameworks do).
  * A value that still holds a `%` is also read decoded once more (a backend
@@ -122,15 +124,22 @@ function leniently(value: string): string[] {
 }
 
 function leniently1(value: string): string {
-  const folded = ASCII.test(value) ? value.toLowerCase() : foldCase(value.normalize("NFKC"));
+  const folded = ASCII.test(value) ? value.toLowerCase() : foldCase(value.normalize("NFKC").replace(INVISIBLE, ""));
   const cut = folded.search(CUT_AT);
   return (cut === -1 ? folded : folded.slice(0, cut)).trim();
 }
 
 const ASCII = /^[\x00-\x7f]*$/;
 
-/** Where a lenient backend stops reading a segment: a path parameter, a query, a fragment, a format suffix. */
-const CUT_AT = /[;?#.]/;
+/**
+ * Where a lenient backend stops reading a segment: a path parameter, a
+ * query, a fragment, a format suffix, a backslash (which Windows servers
+ * read as `/`).
+ */
+const CUT_AT = /[;?#.\\]/;
+
+/** Characters with no appearance that some normalisers drop: soft hyphen, zero-width space and joiners, word joiner, BOM. */
+const INVISIBLE = /[\u00ad\u200b-\u200f\u2060\ufeff]/g;
 
 /** Lower case, each character on its own as a simple case mapping does (`ı` → `i`, `ſ` → `s`, `İ` → `i`). */
 function foldCase(value: string): string {
