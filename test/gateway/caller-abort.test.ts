@@ -3,6 +3,7 @@
 // INTERNAL_ERROR — over HTTP/1.1 and h2c upstreams alike.
 import { request as httpRequest, type ServerResponse } from "node:http";
 import { connect, constants as http2Constants, type ClientHttp2Session } from "node:http2";
+import { connect as netConnect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
@@ -138,7 +139,12 @@ backends:
       res.once("close", () => clearInterval(timer));
     };
     try {
-      const sessions = Array.from({ length: 3 }, () => connect(gateway.url));
+      // Our own sockets under the sessions (Node 22 forbids destroying a session's socket through it).
+      const sockets: Socket[] = [];
+      const port = Number(new URL(gateway.url).port);
+      const sessions = Array.from({ length: 3 }, () =>
+        connect(gateway.url, { createConnection: () => sockets[sockets.push(netConnect(port, "127.0.0.1")) - 1] as Socket }),
+      );
       await Promise.all(
         sessions.map(
           (session, i) =>
@@ -153,7 +159,7 @@ backends:
       );
       expect(open).toBe(3);
       // The callers' connections go away without a word of HTTP/2 (no RST_STREAM, no GOAWAY).
-      for (const session of sessions) session.socket.destroy();
+      for (const socket of sockets) socket.destroy();
       const deadline = Date.now() + 3_000;
       while (open > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
       expect(open).toBe(0);
