@@ -150,7 +150,13 @@ export class H2cUpstreamPool {
       if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
+    let bodyTimedOut = false;
+    const headersTimer = setTimeout(() => {
+      settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
+      stream.close(constants.NGHTTP2_CANCEL);
+    }, Math.max(0, deadline - Date.now()));
     stream.once("close", () => {
+      clearTimeout(headersTimer);
       signal?.removeEventListener("abort", onAbort);
       pooled.active--;
       if (settled) return;
@@ -166,12 +172,6 @@ export class H2cUpstreamPool {
         }),
       );
     });
-    let bodyTimedOut = false;
-    const headersTimer = setTimeout(() => {
-      settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
-      stream.close(constants.NGHTTP2_CANCEL);
-    }, Math.max(0, deadline - Date.now()));
-    stream.once("close", () => clearTimeout(headersTimer));
     stream.once("response", (headers) => {
       clearTimeout(headersTimer);
       // Server-sent events stay open for as long as they like.
@@ -256,27 +256,22 @@ function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean): Reada
   const body = new PassThrough();
   stream.pipe(body, { end: false });
   stream.on("trailers", (trailers, flags) => body.emit("trailers", trailers, flags));
-  // The gateway's own timeout cut the body: a timeout, whatever the stream says.
-  const timeout = () => Object.assign(new Error("Upstream did not send its response in time"), { code: "UND_ERR_BODY_TIMEOUT" });
+  // When the gateway's own timeout cut the body, a timeout, whatever the stream says.
+  const fail = (what: string) =>
+    body.destroy(
+      timedOut()
+        ? Object.assign(new Error("Upstream did not send its response in time"), { code: "UND_ERR_BODY_TIMEOUT" })
+        : Object.assign(new Error(what), { code: "ERR_HTTP2_STREAM_ERROR" }),
+    );
   stream.once("end", () => {
     if (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) {
-      body.destroy(
-        timedOut()
-          ? timeout()
-          : Object.assign(new Error(`Upstream reset the response (RST_STREAM ${stream.rstCode})`), { code: "ERR_HTTP2_STREAM_ERROR" }),
-      );
+      fail(`Upstream reset the response (RST_STREAM ${stream.rstCode})`);
     } else {
       body.end();
     }
   });
   stream.once("close", () => {
-    if (!stream.readableEnded && !body.destroyed) {
-      body.destroy(
-        timedOut()
-          ? timeout()
-          : Object.assign(new Error("Upstream stream closed before the end of its response"), { code: "ERR_HTTP2_STREAM_ERROR" }),
-      );
-    }
+    if (!stream.readableEnded && !body.destroyed) fail("Upstream stream closed before the end of its response");
   });
   stream.on("error", (error) => body.destroy(error));
   body.once("close", () => {

@@ -71,7 +71,7 @@ export function createRouteParameterGuard(patterns: readonly string[]): RoutePar
       if (value === undefined || value === "") return "empty";
       if (value.includes("/")) return "encoded_slash";
       const statics = rule.siblings.get(name);
-      if (statics !== undefined && !statics.exact.has(value) && leniently(value).some((read) => statics.folded.has(read))) {
+      if (statics !== undefined && !statics.exact.has(value) && readsAsOneOf(value, statics.folded)) {
         return "shadows_static";
       }
     }
@@ -110,23 +110,26 @@ function ruleOf(root: SegmentNode, pattern: string): PatternRule | null {
  *   `admin.json` as `admin`);
  * - without surrounding whitespace (trimmed, as Windows servers and some
  *   frameworks do).
- * A value that still holds a `%` is also read decoded once more (a backend
- * that decodes twice reads `%2561dmin` as `admin`).
  */
-function leniently(value: string): string[] {
-  const once = leniently1(value);
-  if (!value.includes("%")) return [once];
-  try {
-    return [once, leniently1(decodeURIComponent(value))];
-  } catch {
-    return [once];
-  }
-}
-
-function leniently1(value: string): string {
+function leniently(value: string): string {
   const folded = ASCII.test(value) ? value.toLowerCase() : foldCase(value.normalize("NFKC").replace(INVISIBLE, ""));
   const cut = folded.search(CUT_AT);
   return (cut === -1 ? folded : folded.slice(0, cut)).trim();
+}
+
+/**
+ * True when a lenient backend may read `value` as one of `folded` (see
+ * leniently); a value that still holds a `%` is also read decoded once more
+ * (a backend that decodes twice reads `%2561dmin` as `admin`).
+ */
+function readsAsOneOf(value: string, folded: ReadonlySet<string>): boolean {
+  if (folded.has(leniently(value))) return true;
+  if (!value.includes("%")) return false;
+  try {
+    return folded.has(leniently(decodeURIComponent(value)));
+  } catch {
+    return false;
+  }
 }
 
 const ASCII = /^[\x00-\x7f]*$/;

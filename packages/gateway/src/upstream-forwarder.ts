@@ -268,28 +268,20 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown)
   if (upstream.http2) forwardTrailers(response.stream, reply, relay);
   const body = relay ?? response.stream;
   const callerStream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
-  if (callerStream !== undefined) tieToCallerStream(body, response.stream, callerStream);
+  if (callerStream !== undefined) resetOnFailure(body, callerStream);
   void reply.send(body);
 }
 
 /**
- * For an HTTP/2 caller, ties the relayed answer to the caller's stream both
- * ways, rather than leaving it to fastify's piping:
- * - the upstream body fails once the caller has the headers: the caller's
- *   stream is reset (RST_STREAM INTERNAL_ERROR). fastify would end it with
- *   `destroy()` and no error, which Node sends as a clean end of stream, so a
- *   truncated answer would pass for a complete one (HTTP/1.1 callers have
- *   their connection closed, which they see);
- * - the caller's stream closes (reset, or its connection gone) before the
- *   answer is complete: the upstream body is dropped, which cancels the
- *   upstream request, whatever fastify's pipe saw of it.
+ * For an HTTP/2 caller: the upstream body fails once the caller has the
+ * headers, and the caller's stream is reset (RST_STREAM INTERNAL_ERROR).
+ * fastify would end it with `destroy()` and no error, which Node sends as a
+ * clean end of stream, so a truncated answer would pass for a complete one
+ * (HTTP/1.1 callers have their connection closed, which they see).
  */
-function tieToCallerStream(body: Readable, upstreamBody: Readable, callerStream: ServerHttp2Stream): void {
+function resetOnFailure(body: Readable, callerStream: ServerHttp2Stream): void {
   body.once("error", (error) => {
     if (callerStream.headersSent && !callerStream.destroyed) callerStream.destroy(error);
-  });
-  callerStream.once("close", () => {
-    if (!upstreamBody.readableEnded && !upstreamBody.destroyed) upstreamBody.destroy();
   });
 }
 
