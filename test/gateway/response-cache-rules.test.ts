@@ -284,6 +284,36 @@ describe("whose answer a cache entry is", () => {
     expect(hits(path)).toBe(2);
   });
 
+  it("on a route that forwards the caller's token, two tokens of one identity never share an entry", async () => {
+    const upstream = await startRecordingBackend();
+    upstream.respond = (req, res) => {
+      // The backend reads a claim the gateway does not map to a header.
+      const token = String(req.headers.authorization ?? "").replace(/^Bearer /, "");
+      const claims = JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString()) as { product?: string };
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ product: claims.product }));
+    };
+    const forwarding = routesFileText({
+      routes: [{ path: "/api/v1/dashboard", method: "GET", proxy_upstream: "$UP", scopes: ["read"], cache_ttl: "60s", forward_authorization: true }],
+    });
+    const shared = await startSeedGateway(forwarding, { UP: upstream.url });
+    try {
+      const call = async (token: string) => {
+        const res = await fetch(shared.url + "/api/v1/dashboard", { headers: { authorization: `Bearer ${token}` } });
+        return [res.headers.get("x-cache"), await res.text()];
+      };
+      const enterprise = await seedToken({ user_id: "dashboard-user", scopes: ["read"], product: "enterprise" });
+      const free = await seedToken({ user_id: "dashboard-user", scopes: ["read"], product: "free" });
+      expect(await call(enterprise)).toEqual(["MISS", '{"product":"enterprise"}']);
+      expect(await call(free)).toEqual(["MISS", '{"product":"free"}']);
+      // Each token keeps its own entry.
+      expect(await call(enterprise)).toEqual(["HIT", '{"product":"enterprise"}']);
+      expect(upstream.requests).toHaveLength(2);
+    } finally {
+      await closeInTurn(shared, upstream);
+    }
+  });
+
   it("two routes that forward the same target to different upstreams never serve each other's entries", async () => {
     const users = await startRecordingBackend();
     const billing = await startRecordingBackend();

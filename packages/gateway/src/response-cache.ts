@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { identityHeaders } from "connect-gateway/signing";
 import { isDroppedCallerHeader } from "./caller-headers.js";
@@ -111,12 +112,18 @@ export function responseCacheKey(
   requestTarget: string,
   identity: CallerIdentity,
   headers: Readonly<Record<string, string | string[] | undefined>>,
+  forwardsAuthorization = false,
 ): string {
   const negotiated = [headers["accept"], headers["accept-encoding"], headers["host"] ?? headers[":authority"]].map((v) =>
     String(v ?? ""),
   );
+  // A route that forwards the caller's token lets the backend answer from
+  // any claim in it, not only those the gateway maps to identity headers:
+  // the token itself is then part of the key — as its SHA-256, so that no
+  // token is ever kept in the cache.
+  const token = forwardsAuthorization ? createHash("sha256").update(String(headers["authorization"] ?? "")).digest("hex") : "";
   // identityHeaders lists the fields in one fixed order, absent ones left out.
-  return JSON.stringify([upstreamOrigin, requestTarget, identityHeaders(identity), ...negotiated]);
+  return JSON.stringify([upstreamOrigin, requestTarget, identityHeaders(identity), ...negotiated, token]);
 }
 
 /** What a request lets the cache do: answer it from a stored entry, and store its answer. */

@@ -195,7 +195,7 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   // never meets the cache; `no-cache` (or `Pragma: no-cache`) skips only the
   // lookup, and its fresh answer refreshes the entry (see requestCacheUse).
   const cacheUse = route.cacheTtlMs !== undefined && request.method === "GET" ? requestCacheUse(request.headers) : undefined;
-  const cacheKey = cacheUse === undefined ? undefined : responseCacheKey(upstream.origin, target, identity, request.headers);
+  const cacheKey = cacheUse === undefined ? undefined : responseCacheKey(upstream.origin, target, identity, request.headers, route.access.forwardAuthorization === true);
   const cached = cacheKey === undefined || cacheUse?.lookup !== true ? undefined : context.cache.get(cacheKey);
   if (cached !== undefined) {
     return reply.code(cached.status).headers(cached.headers).header("x-cache", "HIT").send(cached.body);
