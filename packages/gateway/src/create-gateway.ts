@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
 import { ambiguousRequestHead } from "./caller-headers.js";
+import { clientNetworkOf } from "./client-network.js";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { registerCors } from "./cors.js";
@@ -364,7 +365,7 @@ function requestIdOf(request: { headers: Record<string, string | string[] | unde
 function rateLimitKey(request: FastifyRequest): string {
   const caller = callerOf(request);
   if (caller === undefined || (caller.isServiceRequest && routeAccess(request)?.authRequired === false)) {
-    return `ip:${request.ip}`;
+    return `ip:${clientNetworkOf(request.ip)}`;
   }
   return caller.userId === undefined ? `client:${caller.clientId}` : `user:${caller.clientId}:${caller.userId}`;
 }

@@ -1,4 +1,5 @@
 import { LRUCache } from "lru-cache";
+import { clientNetworkOf } from "./client-network.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { anonymousIdentity, identityFromClaims, type CallerIdentity, type ClaimMapping } from "./identity-claims.js";
 import type { WindowCount, WindowCounter } from "./rate-limit-store.js";
@@ -129,7 +130,8 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
     return authenticateAsync(token, key, access, clientIp);
   };
 
-  async function refuseTokenless(clientIp: string): Promise<never> {
+  async function refuseTokenless(clientAddress: string): Promise<never> {
+    const clientIp = clientNetworkOf(clientAddress);
     // Nothing to validate, but a failure all the same. Should the count fail
     // (Redis away, `closed`), the caller still gets the 401 it earned.
     if (limit !== undefined) await spend(clientIp).catch((e: unknown) => {
@@ -138,7 +140,9 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
     throw new GatewayHttpError("UNAUTHORIZED", "Missing or invalid token");
   }
 
-  async function authenticateAsync(token: string, tokenHash: string, access: UpstreamAccess, clientIp: string): Promise<CallerIdentity> {
+  async function authenticateAsync(token: string, tokenHash: string, access: UpstreamAccess, clientAddress: string): Promise<CallerIdentity> {
+    // Counted by network: an IPv6 caller's /64, not each of its addresses.
+    const clientIp = clientNetworkOf(clientAddress);
     const key = limit === undefined ? undefined : tokenHash;
     // Concurrent first calls with the same token (a client opening 64 streams
     // with a fresh token) wait for the first one's validation instead of each
