@@ -31,7 +31,7 @@ const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
  * `createGatewayAuth`, every answer carrying the identity the gateway signed.
  */
 export async function startEchoBackend(hmacSecret: string, port = 0, options: BackendOptions = {}): Promise<ExampleBackend> {
-  const auth = createGatewayAuth({ hmacSecret });
+  const auth = createGatewayAuth({ hmacSecret, requireSignatureV2: true });
   const routes = echoServiceRoutes((ctx) => {
     const identity = ctx.values.get(gatewayIdentity);
     return identity && {
@@ -51,7 +51,7 @@ export async function startEchoBackend(hmacSecret: string, port = 0, options: Ba
  * verified with `createGatewayAuth` like a Rails backend would be with the Ruby gem.
  */
 export async function startAgentsBackend(hmacSecret: string, port = 0, options: BackendOptions = {}): Promise<ExampleBackend> {
-  const auth = createGatewayAuth({ hmacSecret });
+  const auth = createGatewayAuth({ hmacSecret, requireSignatureV2: true });
   const agents: { id: number; name: string; created_by: string }[] = [{ id: 1, name: "Ada", created_by: "seed" }];
   const server = createHttp1Server(async (req, res) => {
     const verified = await auth.verifyNodeRequest(req, res);

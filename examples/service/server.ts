@@ -22,7 +22,11 @@ const routes = (router: ConnectRouter) =>
     },
   });
 
-const auth = createGatewayAuth(); // the secret from GATEWAY_HMAC_SECRET
+// The secret comes from GATEWAY_HMAC_SECRET. requireSignatureV2: this
+// project's gateway signs every request with v2, and a service that still
+// took v1-only requests could be sent a captured request with its v2
+// headers stripped, again and again within the window.
+const auth = createGatewayAuth({ requireSignatureV2: true });
 const server = http2.createServer(connectNodeAdapter(auth.connectOptions({ routes })));
 
 server.listen(Number(process.env.PORT ?? 8081), process.env.HOST ?? "127.0.0.1", () => {

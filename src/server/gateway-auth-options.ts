@@ -76,9 +76,11 @@ export interface GatewayAuthOptions<User = unknown> {
   readonly onRejection?: (event: GatewayRejectionEvent) => void;
   /**
    * Refuse requests signed with v1 only (`signature_v2_required`). Set it once
-   * every gateway in front of the service sends signature v2: v1 cannot
-   * prevent replays and covers no identity field beyond the two ids.
-   * Default false, so that a service behind a v1-only (Ruby) gateway works.
+   * every gateway in front of the service sends signature v2 (this project's
+   * does): v1 cannot prevent replays and covers no identity field beyond the
+   * two ids — and while v1 is accepted, a request signed with both can be
+   * replayed with its v2 headers stripped, as a v1 one. Default false, so
+   * that a service behind a v1-only (Ruby) gateway works.
    */
   readonly requireSignatureV2?: boolean;
   /**

@@ -16,6 +16,7 @@ import { ConnectionError, gatewayCall, withUserToken } from "../../src/client/in
 import { startDevStack, type DevStack } from "../../examples/dev/dev-stack.js";
 import { exampleClientTransport } from "../../examples/dev/client-tour.js";
 import { captureLogs, ECHO_BACKENDS, rejectionOf, unusedPort } from "../support/gateway.js";
+import { signedHeaders } from "../support/signed-headers.js";
 
 const run = promisify(execFile);
 const repoRoot = new URL("../../", import.meta.url).pathname;
@@ -118,6 +119,15 @@ ${ECHO_BACKENDS}  gone:
     const error = await rejectionOf(direct.echo({ text: "let me in" }, { headers }));
     expect(error.code).toBe(Code.PermissionDenied);
     expect((await rejectionOf(direct.echo({ text: "no headers at all" }))).code).toBe(Code.PermissionDenied);
+  });
+
+  it("a request signed with v1 only (the gateway's v2 headers stripped) is refused: the example backends require v2", async () => {
+    const direct = createClient(EchoService, createConnectTransport({ baseUrl: stack.echo.url, httpVersion: "2", useBinaryFormat: false }));
+    const body = new TextEncoder().encode(JSON.stringify({ text: "downgraded" }));
+    const headers = signedHeaders(stack.hmacSecret, { method: "POST", path: "/example.v1.EchoService/Echo", body }, { clientId: "example-client", userId: "ada" });
+    const error = await rejectionOf(direct.echo({ text: "downgraded" }, { headers }));
+    expect(error.code).toBe(Code.PermissionDenied);
+    expect(error.rawMessage).toMatch(/signature_v2_required|v2/);
   });
 
   it("backend down or gateway down: ConnectionError, code Unavailable", async () => {

@@ -31,6 +31,7 @@ describe("connect-gateway init", () => {
     const server = readFileSync(join(project, "src/server.ts"), "utf8");
     expect(server).toContain("resolveUser:");
     expect(server).toContain("onMissingUser:");
+    expect(server).toContain("requireSignatureV2: true");
 
     // This repository's installed packages stand in for `npm install` (the packed
     // ones are installed for real by scripts/consumer-test.sh); the library

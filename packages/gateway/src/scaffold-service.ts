@@ -204,6 +204,9 @@ interface User {
 
 const auth = createGatewayAuth<User>({
   // The secret comes from GATEWAY_HMAC_SECRET.
+  // The gateway signs every request with v2: refuse v1-only ones, which
+  // could be a captured request with its v2 headers stripped, replayed.
+  requireSignatureV2: true,
   // Find the user the gateway names (called by currentUser(ctx), once per request).
   resolveUser: async (identity) => {
     // TODO: look the user up in your database, e.g. by identity.userId.
@@ -283,7 +286,7 @@ let server: http.Server;
 let baseUrl: string;
 
 before(async () => {
-  const auth = createGatewayAuth({ hmacSecret });
+  const auth = createGatewayAuth({ hmacSecret, requireSignatureV2: true });
   server = http.createServer(connectNodeAdapter(auth.connectOptions({ routes })));
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   baseUrl = \`http://127.0.0.1:\${(server.address() as AddressInfo).port}\`;
