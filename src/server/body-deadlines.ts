@@ -20,8 +20,6 @@
  * collector).
  */
 
-import { constants, type Http2Stream } from "node:http2";
-
 /** A read with a deadline: what {@link watchDeadline} keeps. */
 export interface DeadlineWatch {
   /** `performance.now()` past which {@link DeadlineWatch.expire} is called. */
@@ -99,25 +97,4 @@ function sweep(): void {
     clearInterval(sweeper);
     sweeper = undefined;
   }
-}
-
-/**
- * Over HTTP/2, ends the stream of a request whose body timed out once its
- * answer is out: RST_STREAM with NO_ERROR, which asks the caller to stop
- * sending (RFC 9113 §8.1) and frees the stream, instead of leaving it
- * half-open for as long as the caller likes. `request` is the Node request
- * or response (the HTTP/2 compatibility objects carry their `stream`); over
- * HTTP/1.1 it does nothing: there the answer says `Connection: close`.
- *
- * @see {@link https://www.rfc-editor.org/rfc/rfc9113#section-8.1 | RFC 9113 §8.1}
- */
-export function endTimedOutStream(request: object): void {
-  const stream = (request as { stream?: Partial<Http2Stream> }).stream;
-  if (typeof stream?.close !== "function" || typeof stream.once !== "function") return;
-  const h2 = stream as Http2Stream;
-  const close = () => {
-    if (!h2.closed && !h2.destroyed) h2.close(constants.NGHTTP2_NO_ERROR);
-  };
-  if (h2.writableFinished) close();
-  else h2.once("finish", close);
 }

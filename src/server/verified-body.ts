@@ -2,7 +2,8 @@ import { createHash, hash as sha256Once, type Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { EMPTY_BODY_SHA256, type GatewayRejectionReason } from "../signing/index.js";
 import { ChunkGatherer } from "../core/chunk-gatherer.js";
-import { endTimedOutStream, unwatchDeadline, watchDeadline, type DeadlineWatch } from "./body-deadlines.js";
+import { unwatchDeadline, watchDeadline, type DeadlineWatch } from "./body-deadlines.js";
+import { endUnreadStream } from "./end-unread-stream.js";
 import type { BodyVerdict } from "./replay-check.js";
 
 /** The outcome of {@link readVerifiedBody}. */
@@ -133,6 +134,7 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
     if (this.byteLength > this.maxBodyBytes) {
       this.done();
       this.stream.pause();
+      endUnreadStream(this.stream);
       this.clear();
       this.hash = undefined;
       this.resolve({ kind: "too_large" });
@@ -168,7 +170,7 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
     if (this.stream[reading] !== this) return;
     this.done();
     this.stream.pause();
-    endTimedOutStream(this.stream);
+    endUnreadStream(this.stream);
     this.clear();
     this.hash = undefined;
     this.resolve({ kind: "timed_out" });

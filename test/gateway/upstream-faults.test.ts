@@ -15,7 +15,7 @@ import { type Gateway } from "../../packages/gateway/src/index.js";
 import { listen, type RecordingBackend, rejectionOf, routesFileText, seedToken, startRecordingBackend, startSeedGateway, unusedPort } from "../support/gateway.js";
 
 /** A POST through the gateway, with a bounded wait. */
-function post(url: string, token: string, timeoutMs = 5_000): Promise<{ status: number; body: string }> {
+function post(url: string, token: string, timeoutMs = 5_000, body: string | Buffer = "{}"): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       url,
@@ -34,7 +34,7 @@ function post(url: string, token: string, timeoutMs = 5_000): Promise<{ status: 
     );
     req.on("timeout", () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs}ms`)));
     req.on("error", reject);
-    req.end("{}");
+    req.end(body);
   });
 }
 
@@ -243,6 +243,88 @@ describe("faulty h2c upstreams", () => {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
+  });
+});
+
+describe("h2c upstreams that answer before reading the body, or ask the gateway to calm down", () => {
+  let gateway: Gateway;
+  let token: string;
+  const sessions = new Set<Http2Session>();
+  let openStreams = 0;
+  // Answers 413 to /big without reading a byte of the body (as a service
+  // with a smaller maxBodyBytes does); reads and answers everything else.
+  const early = createHttp2Server((req, res) => {
+    if (req.url.includes("/big")) {
+      res.writeHead(413, { "content-type": "application/json" });
+      res.end('{"message":"too large"}');
+      return;
+    }
+    req.resume();
+    req.on("end", () => res.end('{"ok":true}'));
+  });
+  early.on("stream", (stream) => {
+    openStreams++;
+    stream.on("close", () => openStreams--);
+  });
+  // Its first session resets every stream with ENHANCE_YOUR_CALM (as Node
+  // does past a session's limits); later sessions answer.
+  let calmSessions = 0;
+  const calm = createHttp2Server();
+  calm.on("session", (session: Http2Session) => {
+    calmSessions++;
+    session.on("error", () => {});
+    sessions.add(session);
+  });
+  let poisoned: Http2Session | undefined;
+  calm.on("stream", (stream) => {
+    poisoned ??= stream.session;
+    if (stream.session === poisoned) {
+      stream.on("error", () => {}); // its own reset, reported on the stream
+      stream.close(http2Constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      return;
+    }
+    stream.resume();
+    stream.on("end", () => {
+      stream.respond({ ":status": 200, "content-type": "application/json" });
+      stream.end('{"ok":true}');
+    });
+  });
+  early.on("session", (session: Http2Session) => {
+    sessions.add(session);
+    session.on("error", () => {});
+  });
+
+  beforeAll(async () => {
+    const [earlyPort, calmPort] = await Promise.all([listen(early), listen(calm)]);
+    gateway = await startSeedGateway(
+      routesFileText({
+        backends: {
+          early: { upstream: `http://127.0.0.1:${earlyPort}`, http2: true },
+          calm: { upstream: `http://127.0.0.1:${calmPort}`, http2: true },
+        },
+      }),
+    );
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    for (const session of sessions) session.destroy();
+    await Promise.all([new Promise((resolve) => early.close(resolve)), new Promise((resolve) => calm.close(resolve))]);
+  });
+
+  it("thirty 1 MiB uploads answered 413 unread leave the session serving every caller, no stream left open", async () => {
+    const upload = Buffer.alloc(1024 * 1024, 0x61);
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) statuses.push((await post(`${gateway.url}/backend/early/pkg.S/big`, token, 10_000, upload)).status);
+    expect(statuses).toEqual(new Array(30).fill(413));
+    for (let i = 0; i < 3; i++) expect(await post(`${gateway.url}/backend/early/pkg.S/small`, token)).toEqual({ status: 200, body: '{"ok":true}' });
+    await until(() => openStreams === 0);
+  });
+
+  it("a session whose streams are reset with ENHANCE_YOUR_CALM is replaced: the next call gets through", async () => {
+    expect((await post(`${gateway.url}/backend/calm/pkg.S/M`, token)).status).toBe(503);
+    expect(await post(`${gateway.url}/backend/calm/pkg.S/M`, token)).toEqual({ status: 200, body: '{"ok":true}' });
+    expect(calmSessions).toBe(2);
   });
 });
 

@@ -159,6 +159,10 @@ export class H2cUpstreamPool {
       clearTimeout(headersTimer);
       signal?.removeEventListener("abort", onAbort);
       pooled.active--;
+      // The session is over its own limits (Node's, or the upstream's): this
+      // stream and the next ones would be refused. Let the streams still on
+      // it finish, and send new ones on a fresh session.
+      if (stream.rstCode === constants.NGHTTP2_ENHANCE_YOUR_CALM) this.#retire(pooled);
       if (settled) return;
       if (isRetryable(stream, attempt, bodyIsStream)) {
         pooled.draining = true;
@@ -181,7 +185,7 @@ export class H2cUpstreamPool {
           stream.close(constants.NGHTTP2_CANCEL);
         });
       }
-      settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream, () => bodyTimedOut) });
+      settle(null, { statusCode: Number(headers[":status"]), headers, body: responseBody(stream, () => bodyTimedOut, !bodyIsStream) });
     });
     if (bodyIsStream) {
       pipeline(body as Readable, stream, (error) => {
@@ -192,6 +196,13 @@ export class H2cUpstreamPool {
       if (body instanceof ChunkStream) writeChunks(stream, body.chunks);
       else stream.end(body ?? undefined);
     }
+  }
+
+  /** Takes `pooled` out of the pool and closes it once the streams on it are done. */
+  #retire(pooled: PooledSession): void {
+    pooled.draining = true;
+    this.#sessions.delete(pooled);
+    if (!pooled.session.closed && !pooled.session.destroyed) pooled.session.close();
   }
 
   /** The least busy usable session, or a new one when all are full and there is room. */
@@ -251,8 +262,10 @@ export class H2cUpstreamPool {
  * trailers are passed on as the same 'trailers' event; a body the caller stops
  * reading cancels the upstream stream. A body cut by the stream's timeout
  * (`timedOut()`) fails as a body timeout (504 when nothing was relayed yet).
+ * With `endsUploadEarly` (a body in memory, see writeChunks), an answer
+ * complete before the request body was all sent cancels the rest of it.
  */
-function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean): Readable {
+function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean, endsUploadEarly: boolean): Readable {
   const body = new PassThrough();
   stream.pipe(body, { end: false });
   stream.on("trailers", (trailers, flags) => body.emit("trailers", trailers, flags));
@@ -266,9 +279,12 @@ function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean): Reada
   stream.once("end", () => {
     if (stream.rstCode !== undefined && stream.rstCode !== constants.NGHTTP2_NO_ERROR) {
       fail(`Upstream reset the response (RST_STREAM ${stream.rstCode})`);
-    } else {
-      body.end();
+      return;
     }
+    body.end();
+    // The whole answer came before the whole request went (a 413 sent
+    // without reading): the rest of the upload is not wanted (RFC 9113 §8.1).
+    if (endsUploadEarly && !stream.writableFinished && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
   });
   stream.once("close", () => {
     if (!stream.readableEnded && !body.destroyed) fail("Upstream stream closed before the end of its response");
@@ -280,16 +296,41 @@ function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean): Reada
   return body;
 }
 
+/** The most of a body handed to a stream at once: one HTTP/2 frame's worth. */
+const WRITE_PIECE = 16 * 1024;
+
 /**
- * Writes a body held in memory, chunk by chunk (no copy: the stream queues
- * the Buffers themselves), in one writev once uncorked by `end()`. Flow
- * control is HTTP/2's business: what the upstream cannot take yet stays
- * queued, and the body is in memory anyway.
+ * Writes a body held in memory, no faster than the upstream takes it: a
+ * piece at a time (views of the chunks, no copy), the next one once the
+ * stream drains. Handing a stream the whole body at once would be simpler,
+ * but Node counts what a stream has queued against its session's memory
+ * (`maxSessionMemory`, 10 MB) and, for a stream closed early, never gives
+ * it back: ten 1 MiB uploads to an upstream that answers without reading
+ * them (a 413) would leave the session refusing every new stream
+ * (ENHANCE_YOUR_CALM), for every caller. Stops once the stream is closed
+ * (see responseBody: an answer that came first ends the upload).
  */
 function writeChunks(stream: ClientHttp2Stream, chunks: readonly Buffer[]): void {
-  stream.cork();
-  for (const chunk of chunks) stream.write(chunk);
-  stream.end();
+  let index = 0;
+  let offset = 0;
+  const writeMore = (): void => {
+    while (index < chunks.length) {
+      if (stream.closed || stream.destroyed) return;
+      const chunk = chunks[index] as Buffer;
+      const piece = offset === 0 && chunk.byteLength <= WRITE_PIECE ? chunk : chunk.subarray(offset, offset + WRITE_PIECE);
+      offset += piece.byteLength;
+      if (offset >= chunk.byteLength) {
+        index++;
+        offset = 0;
+      }
+      if (!stream.write(piece)) {
+        stream.once("drain", writeMore);
+        return;
+      }
+    }
+    if (!stream.closed && !stream.destroyed) stream.end();
+  };
+  writeMore();
 }
 
 /** The failure a call whose caller went away ends with: undici's own code for it, which the gateway logs as "caller went away". */

@@ -11,6 +11,7 @@ import type { UniversalHandler, UniversalServerRequest } from "@connectrpc/conne
 import type { IncomingMessage } from "node:http";
 import type { Http2ServerRequest } from "node:http2";
 import { bodyWasConsumed } from "../body-was-consumed.js";
+import { endUnreadStream } from "../end-unread-stream.js";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
 import type { GatewayIdentity } from "../gateway-identity.js";
@@ -336,11 +337,12 @@ async function verifiedIdentity(
  * `Connection: close`: some connect-node releases otherwise read and discard
  * up to 256 KiB of the refused body before answering (to keep the
  * connection reusable), which would make a refused caller that has not sent
- * its body wait, and spend our time on bytes we will never use. HTTP/2
- * needs nothing: the stream is reset after the answer.
+ * its body wait, and spend our time on bytes we will never use. Over HTTP/2
+ * the stream is reset (NO_ERROR) once the answer is out (see endUnreadStream).
  */
 function refusedUnread(ctx: HandlerContext, verification: RequestVerification, error: ConnectError): ConnectError {
   if (verification.http1) ctx.responseHeader.set("connection", "close");
+  else endUnreadStream(verification.request);
   return error;
 }
 

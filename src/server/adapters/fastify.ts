@@ -2,7 +2,8 @@ import { createContextValues } from "@connectrpc/connect";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
 import { Transform, type Readable } from "node:stream";
-import { endTimedOutStream, unwatchDeadline, watchDeadline, type DeadlineWatch } from "../body-deadlines.js";
+import { unwatchDeadline, watchDeadline, type DeadlineWatch } from "../body-deadlines.js";
+import { endUnreadStream } from "../end-unread-stream.js";
 import { createHash, type Hash } from "node:crypto";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
@@ -227,7 +228,7 @@ class ParsedBodyDeadline implements DeadlineWatch {
     const rejection = rejectionOf(this.config, kind, this.state.check);
     this.state.span?.end(rejection.kind);
     const raw = this.reply.hijack().raw;
-    endTimedOutStream(raw);
+    endUnreadStream(raw);
     // The plain Node answer: the same status and body, Connection: close over HTTP/1.1.
     refuseNode(raw, rejection);
   }
@@ -244,5 +245,6 @@ function restOfBody(config: GatewayAuthConfig, state: Pending, raw: Readable): P
 
 /** Answers a refusal with its status from the rejection table and `{ message }`. */
 function refuse(reply: FastifyLikeReply, rejection: Rejection): FastifyLikeReply {
+  endUnreadStream(reply.raw);
   return reply.code(rejection.status).send({ message: rejection.message });
 }

@@ -2,6 +2,7 @@ import { createContextValues, type ContextValues } from "@connectrpc/connect";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { bodyWasConsumed } from "../body-was-consumed.js";
+import { endUnreadStream } from "../end-unread-stream.js";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
 import type { GatewayIdentity } from "../gateway-identity.js";
@@ -82,7 +83,10 @@ async function verifyAndAnswer(
         else verified = verifiedRequest(config, check.identity, body.chunks, body.byteLength);
       }
     }
-    if (refusal !== undefined) refuse(res, refusal);
+    if (refusal !== undefined) {
+      refuse(res, refusal);
+      endUnreadStream(res);
+    }
   } catch (error) {
     span?.end("error");
     throw error;
