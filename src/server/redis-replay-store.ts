@@ -1,4 +1,4 @@
-import { assertFunction } from "../core/assertions.js";
+import { assertFunction, assertPositiveInteger } from "../core/assertions.js";
 import type { ReplayStore } from "./replay-store.js";
 
 /**
@@ -20,7 +20,20 @@ export interface RedisSetNx {
 export interface RedisReplayStoreOptions {
   /** Prefix of the keys, default `connect-gateway:replay:`. Give each service its own if they share a Redis. */
   readonly keyPrefix?: string;
+  /**
+   * The most claims sent to Redis and not answered yet (default 1,000). Past
+   * it, a claim fails at once without sending anything, and the request is
+   * refused as `replay_check_unavailable` (or accepted, with
+   * `onReplayStoreFailure: "accept"`). A frozen Redis answers nothing, and a
+   * client keeps every unanswered command queued until it does — no client
+   * timeout removes them — so without this bound a freeze would grow the
+   * process's memory by every request that arrived during it.
+   */
+  readonly maxPendingClaims?: number;
 }
+
+/** Thrown by a claim while {@link RedisReplayStoreOptions.maxPendingClaims} are unanswered. */
+const tooManyPending = (max: number) => new Error(`${max} replay claims are waiting for Redis (maxPendingClaims)`);
 
 /**
  * A replay store in Redis, shared by every instance of a service: one
@@ -32,7 +45,8 @@ export interface RedisReplayStoreOptions {
  *
  * Bring your own client (ioredis or node-redis); this package depends on
  * neither. Give the client a short connect timeout and no offline queue
- * (ioredis: `enableOfflineQueue: false`) so that a dead Redis fails fast.
+ * (ioredis: `enableOfflineQueue: false`) so that a dead Redis fails fast; a
+ * frozen one is bounded by `maxPendingClaims`.
  *
  * @example
  * ```ts
@@ -47,10 +61,23 @@ export function createRedisReplayStore(client: RedisSetNx, options: RedisReplayS
     expected: "a Redis client with a set() method (ioredis, or a node-redis adapter)",
   });
   const prefix = options.keyPrefix ?? "connect-gateway:replay:";
+  const maxPending = assertPositiveInteger("maxPendingClaims", options.maxPendingClaims ?? 1000);
+  let pending = 0;
+  const settled = () => {
+    pending--;
+  };
   return {
-    async claim(requestId, ttlSeconds) {
-      const answer = await client.set(prefix + requestId, "1", "EX", Math.max(1, Math.ceil(ttlSeconds)), "NX");
-      return answer === "OK";
+    claim(requestId, ttlSeconds) {
+      if (pending >= maxPending) throw tooManyPending(maxPending);
+      let answer: Promise<unknown>;
+      try {
+        answer = Promise.resolve(client.set(prefix + requestId, "1", "EX", Math.max(1, Math.ceil(ttlSeconds)), "NX"));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      pending++;
+      answer.then(settled, settled);
+      return answer.then((reply) => reply === "OK");
     },
   };
 }
