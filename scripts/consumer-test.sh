@@ -161,6 +161,12 @@ step "npx tsc --noEmit (strict, NodeNext)"
 bounded 180 tsc.log npx --no-install tsc --noEmit -p .
 echo "  no errors"
 
+step "npx tsc --noEmit again with the newest @types/node (what a bare 'npm install -D @types/node' picks)"
+bounded 600 types-latest.log npm install --no-audit --no-fund --save-dev @types/node@latest
+echo "  @types/node@$(node -p 'require("./node_modules/@types/node/package.json").version')"
+bounded 180 tsc-latest.log npx --no-install tsc --noEmit -p .
+echo "  no errors"
+
 step "the OAuth2 server, the service and the gateway, on 127.0.0.1"
 export GATEWAY_CLIENT_ID="consumer-test-client"
 GATEWAY_CLIENT_SECRET="$(node -p 'require("node:crypto").randomBytes(24).toString("base64url")')"

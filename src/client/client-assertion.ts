@@ -1,4 +1,5 @@
-import { constants, createPrivateKey, KeyObject, randomBytes, sign, type JsonWebKey } from "node:crypto";
+import { constants, createPrivateKey, KeyObject, randomBytes, sign } from "node:crypto";
+import { isJsonWebKey, privateKeyOfJwk } from "../core/json-web-key.js";
 import { assertNonEmptyString, assertOneOf } from "../core/assertions.js";
 import { ConfigurationError } from "../core/errors.js";
 
@@ -64,7 +65,7 @@ export function importClientAssertionKey(
   names: ClientAssertionKeyNames,
 ): ClientAssertionKey {
   const privateKey = toPrivateKey(input.privateKey, names.privateKey);
-  const jwk = isJwk(input.privateKey) ? input.privateKey : undefined;
+  const jwk = isJsonWebKey(input.privateKey) ? input.privateKey : undefined;
   const fitting = algorithmsFor(privateKey, names.privateKey);
   const algorithm =
     input.algorithm !== undefined
@@ -177,11 +178,11 @@ function toPrivateKey(value: unknown, name: string): KeyObject {
       throw new ConfigurationError(name, `is not a valid PEM private key: it must be ${KEY_FORMS}.`);
     }
   }
-  if (isJwk(value)) {
+  if (isJsonWebKey(value)) {
     if (typeof value.d !== "string") throw new ConfigurationError(name, "is a JWK without private key material (no \"d\"): pass the private JWK.");
     let key: KeyObject | undefined;
     try {
-      key = createPrivateKey({ key: value, format: "jwk" });
+      key = privateKeyOfJwk(value);
     } catch {
       // Refused below.
     }
@@ -194,9 +195,6 @@ function toPrivateKey(value: unknown, name: string): KeyObject {
   throw new ConfigurationError(name, `must be a private key: ${KEY_FORMS}.`);
 }
 
-function isJwk(value: unknown): value is JsonWebKey {
-  return typeof value === "object" && value !== null && !(value instanceof KeyObject) && typeof (value as JsonWebKey).kty === "string";
-}
 
 function algorithmsFor(key: KeyObject, name: string): readonly ClientAssertionAlgorithm[] {
   const details = key.asymmetricKeyDetails;

@@ -1,4 +1,5 @@
-import type { JsonWebKey, KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import type { JsonWebKeyInput } from "../core/json-web-key.js";
 import type { Agent } from "node:http";
 import { checkServiceName } from "./backend-service.js";
 import { importClientAssertionKey, type ClientAssertionAlgorithm } from "./client-assertion.js";
@@ -135,7 +136,7 @@ export interface PrivateKeyJwtAuthentication {
    * (PKCS#8, PKCS#1 or SEC1) or a private JWK object. An RSA key of 2048
    * bits or more, an EC P-256 key, or an Ed25519 key.
    */
-  readonly privateKey: KeyObject | string | JsonWebKey;
+  readonly privateKey: KeyObject | string | JsonWebKeyInput;
   /** The `kid` header of the assertions, when the server needs it to pick the key. Default: the JWK's `kid`, else none. */
   readonly keyId?: string;
   /**

@@ -15,6 +15,7 @@ export type {
 export { createGatewayClient } from "./gateway-client.js";
 export type { GatewayClient, GatewayRequestOptions, QueryValue } from "./gateway-client.js";
 export type { GatewayOptions, SessionOptions, ClientAuthentication, PrivateKeyJwtAuthentication } from "./gateway-options.js";
+export type { JsonWebKeyInput, JsonWebKeyObject } from "../core/json-web-key.js";
 export type { ClientAssertionAlgorithm } from "./client-assertion.js";
 export { createMemoryTokenStore } from "./token-store.js";
 export type {

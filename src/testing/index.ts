@@ -14,3 +14,4 @@ export {
   type TestGatewayTransportOptions,
 } from "./create-test-gateway-transport.js";
 export * from "./oauth2-server.js";
+export type { JsonWebKeyInput, JsonWebKeyObject } from "../core/json-web-key.js";

@@ -1,4 +1,5 @@
-import { createPublicKey, KeyObject, randomUUID, type JsonWebKey } from "node:crypto";
+import { createPublicKey, KeyObject, randomUUID } from "node:crypto";
+import { publicKeyOfJwk, type JsonWebKeyInput, type JsonWebKeyObject } from "../core/json-web-key.js";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 // Type-only: jose and oidc-provider are optional peers, loaded by
@@ -46,7 +47,7 @@ export interface OAuth2TestClient {
    * `kid` is verified only with the key of that `kid`. Required for
    * `private_key_jwt`.
    */
-  readonly publicKeys?: readonly (KeyObject | string | JsonWebKey)[];
+  readonly publicKeys?: readonly (KeyObject | string | JsonWebKeyInput)[];
 }
 
 /** Options of {@link startOAuth2Server}. */
@@ -256,7 +257,7 @@ function basicClientId(authorization: string | undefined): string | undefined {
 }
 
 // A public JWK without private parts, keeping a JWK's `kid`.
-function publicJwk(key: KeyObject | string | JsonWebKey, option: string): JsonWebKey {
+function publicJwk(key: KeyObject | string | JsonWebKeyInput, option: string): JsonWebKeyObject {
   try {
     const keyObject =
       key instanceof KeyObject
@@ -265,8 +266,8 @@ function publicJwk(key: KeyObject | string | JsonWebKey, option: string): JsonWe
           : createPublicKey(key)
         : typeof key === "string"
           ? createPublicKey(key)
-          : createPublicKey({ key, format: "jwk" });
-    const kid = key instanceof KeyObject || typeof key === "string" ? undefined : key.kid;
+          : publicKeyOfJwk(key);
+    const kid = key instanceof KeyObject || typeof key === "string" ? undefined : (key as JsonWebKeyObject).kid;
     return { ...keyObject.export({ format: "jwk" }), ...(typeof kid === "string" && { kid }) };
   } catch {
     throw new ConfigurationError(option, "must hold KeyObjects, PEM strings or JWKs of RSA, EC or Ed25519 keys.");
