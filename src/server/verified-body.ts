@@ -66,10 +66,22 @@ export function readVerifiedBody(
   return promise;
 }
 
-// Promise.withResolvers (Node 22+; typed from ES2024 on): no executor closure per request.
-const withResolvers = (Promise as unknown as {
-  withResolvers<T>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (reason: unknown) => void };
-}).withResolvers.bind(Promise);
+type Resolvers<T> = { promise: Promise<T>; resolve: (value: T) => void; reject: (reason: unknown) => void };
+
+// Promise.withResolvers (Node 22+; typed from ES2024 on): no executor closure
+// per request. Node 20 is not supported, but loading this module there must
+// not throw: it falls back to an executor.
+const withResolvers: <T>() => Resolvers<T> =
+  (Promise as unknown as { withResolvers?: <T>() => Resolvers<T> }).withResolvers?.bind(Promise) ??
+  (<T>(): Resolvers<T> => {
+    let resolve!: (value: T) => void;
+    let reject!: (reason: unknown) => void;
+    const promise = new Promise<T>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    return { promise, resolve, reject };
+  });
 
 const CLOSED_EARLY = "the request closed before its body ended";
 

@@ -148,3 +148,25 @@ describe("readVerifiedBody", () => {
     expect(chunkCount).toBeLessThanOrEqual(16 + 1);
   });
 });
+
+describe("on a runtime without Promise.withResolvers (Node 20: unsupported, but loading must not fail)", () => {
+  it("the body reader loads and reads a body", async () => {
+    const { execFile } = await import("node:child_process");
+    const script = `
+      delete Promise.withResolvers;
+      const { readVerifiedBody } = await import(${JSON.stringify(new URL("../../src/server/verified-body.ts", import.meta.url).href)});
+      const { PassThrough } = await import("node:stream");
+      const stream = new PassThrough();
+      const pending = readVerifiedBody(stream, { verifyBody: () => undefined }, 1024, 10_000);
+      stream.end("hello");
+      const body = await pending;
+      console.log(body.kind, body.byteLength);
+    `;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], (error, stdout, stderr) =>
+        error ? reject(new Error(stderr || error.message)) : resolve(stdout),
+      ),
+    );
+    expect(out.trim()).toBe("verified 5");
+  });
+});
