@@ -39,7 +39,16 @@ beforeAll(async () => {
   agents = await startAgentsBackend(HMAC_SECRET);
   dev = await startDevGateway({
     routes: routesFile,
-    env: { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, MY_ECHO_URL: echo.url, MY_AGENTS_URL: agents.url, LOG_LEVEL: "silent" },
+    env: {
+      GATEWAY_HMAC_SECRET: HMAC_SECRET,
+      JWT_SECRET,
+      MY_ECHO_URL: echo.url,
+      MY_AGENTS_URL: agents.url,
+      LOG_LEVEL: "silent",
+      // Read as `serve` reads them.
+      CORS_ORIGINS: "http://127.0.0.1:5173",
+      BODY_LIMIT: "65536",
+    },
     port: 0,
     oauthPort: 0,
   });
@@ -159,6 +168,22 @@ describe("connect-gateway dev", () => {
     expect(await withHost(`${dev.gateway.url}/health`, `rebind.evil.example:${port(dev.gateway.url)}`)).toBe(403);
     expect(await withHost(`${dev.gateway.url}/health`, `localhost:${port(dev.gateway.url)}`)).toBe(200);
     expect(await withHost(`${dev.issuer.url}/oauth/token`, `rebind.evil.example:${port(dev.issuer.url)}`)).toBe(403);
+  });
+
+  it("reads CORS_* and BODY_LIMIT from the environment, as serve does", async () => {
+    const preflight = await fetch(`${dev.gateway.url}/api/v1/agents`, {
+      method: "OPTIONS",
+      headers: { origin: "http://127.0.0.1:5173", "access-control-request-method": "GET", "access-control-request-headers": "authorization" },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("http://127.0.0.1:5173");
+    const token = await dev.issuer.issueUserToken({ subject: "body-limit-user", scopes: ["write:agents"] });
+    const tooBig = await fetch(`${dev.gateway.url}/api/v1/agents`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "x".repeat(70_000) }),
+    });
+    expect(tooBig.status).toBe(413);
   });
 
   it("a token without the scope a backend needs: PermissionDenied through Connect", async () => {

@@ -7,6 +7,7 @@ import type { GatewayEnv } from "connect-gateway/protocol";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { createGateway, type Gateway } from "./create-gateway.js";
 import { DEV_TOKEN_DEFAULTS, startDevTokenIssuer, type DevClient, type DevTokenIssuer, type DevTokenSigning } from "./dev-token-issuer.js";
+import { gatewayLimitsFromEnv } from "./gateway-env.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { isLoopbackHost } from "./loopback-only.js";
 import { loadRoutesFile, type RoutesFile } from "./routes-file.js";
@@ -19,7 +20,9 @@ export interface DevGatewayOptions {
    * Where the secrets and `$VARS` come from (default `process.env`):
    * `GATEWAY_HMAC_SECRET`, `JWT_SECRET`, `GATEWAY_CLIENT_ID` (default
    * `dev-client`), `GATEWAY_CLIENT_SECRET`, `DEV_CLIENT_SCOPES` (default: every
-   * scope the routes file names), `LOG_LEVEL` (default `info`).
+   * scope the routes file names), `LOG_LEVEL` (default `info`); and, as for
+   * `connect-gateway serve`, `CORS_*`, `BODY_LIMIT`, `RATE_LIMIT_*`,
+   * `AUTH_FAILURE_LIMIT_*`, `REDIS_*` and the `GATEWAY_*_TIMEOUT_MS` ones.
    */
   readonly env?: GatewayEnv;
   /** The gateway's port; default 8080, 0 for any free one. */
@@ -79,6 +82,8 @@ export async function startDevGateway(options: DevGatewayOptions): Promise<DevGa
   let gateway: Gateway;
   try {
     gateway = createGateway({
+      // The same CORS_*, BODY_LIMIT, RATE_LIMIT_*, … as `serve`; the secrets and tokens are the dev stack's own.
+      ...gatewayLimitsFromEnv(env),
       routes,
       hmacSecret,
       tokens: { hs256: { secret: signing.secret, issuer: signing.issuer, audience: signing.audience } },

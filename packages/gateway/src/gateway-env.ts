@@ -41,6 +41,21 @@ export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.e
     routes,
     hmacSecret: env.GATEWAY_HMAC_SECRET ?? "",
     tokens: tokensFromEnv(env),
+    ...gatewayLimitsFromEnv(env),
+    logger: { level: env.LOG_LEVEL ?? GATEWAY_DEFAULTS.logLevel },
+  };
+}
+
+/**
+ * The part of {@link gatewayConfigFromEnv} that is not about secrets or
+ * tokens — rate and failure limits, body limit, CORS, timeouts, drain — which
+ * `connect-gateway dev` reads too, so that a `CORS_ORIGINS` that works with
+ * `serve` works with `dev`. Throws {@link GatewayConfigError} naming the variable.
+ */
+export function gatewayLimitsFromEnv(
+  env: GatewayEnv = process.env,
+): Omit<GatewayConfig, "routes" | "hmacSecret" | "tokens" | "logger"> {
+  return {
     rateLimit: rateLimitFromEnv(env),
     authFailureLimit: authFailureLimitFromEnv(env),
     ...(env.BODY_LIMIT !== undefined && { bodyLimit: integer(env, "BODY_LIMIT") }),
@@ -59,7 +74,6 @@ export function gatewayConfigFromEnv(routes: string, env: GatewayEnv = process.e
     ...(env.GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS !== undefined && {
       http2MaxConcurrentStreams: integer(env, "GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS"),
     }),
-    logger: { level: env.LOG_LEVEL ?? GATEWAY_DEFAULTS.logLevel },
   };
 }
 
