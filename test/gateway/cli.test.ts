@@ -122,6 +122,21 @@ describe("connect-gateway CLI", () => {
     expect((await runCli(["srve"], {})).stderr).toContain('unknown command "srve"');
   });
 
+  it("a bad --port value is a usage mistake (exit 2, with the usage); a bad PORT names the variable (exit 1)", async () => {
+    const routes = join(dir, "ports.yaml");
+    writeFileSync(routes, `version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`);
+    const env = { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, LOG_LEVEL: "warn" };
+    for (const args of [["serve", "--routes", routes, "--port", "80x"], ["dev", "--routes", routes, "--oauth-port", "70000"]]) {
+      const result = await runCli(args, env);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/must be a port number \(0-65535\), got "(80x|70000)"/);
+      expect(result.stderr).toContain(`Usage: connect-gateway ${args[0]}`);
+    }
+    const fromEnv = await runCli(["serve", "--routes", routes], { ...env, PORT: "eighty" });
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stderr).toContain('PORT must be a port number (0-65535), got "eighty"');
+  });
+
   it("serve listens on loopback unless --host or HOST says otherwise", async () => {
     const routes = join(dir, "loopback.yaml");
     writeFileSync(routes, `version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`);

@@ -156,7 +156,7 @@ async function serve(values: { routes?: string; port?: string; host?: string }):
   const config = gatewayConfigFromEnv(values.routes);
   const gateway = createGateway(config);
   const url = await gateway.listen({
-    port: parsePort(values.port ?? process.env.PORT ?? "8080", "--port"),
+    port: portOption(values.port, "--port", "PORT", "8080", commands.serve.usage),
     host: values.host ?? process.env.HOST ?? "127.0.0.1",
   });
   closeOnSignal(() => gateway.close(), gateway.drainTimeoutMs);
@@ -168,12 +168,28 @@ async function dev(values: { routes?: string; port?: string; "oauth-port"?: stri
   const drainTimeoutMs = drainTimeoutFromEnv();
   const stack = await startDevGateway({
     routes: values.routes,
-    port: parsePort(values.port ?? process.env.PORT ?? "8080", "--port"),
-    oauthPort: parsePort(values["oauth-port"] ?? "4000", "--oauth-port"),
+    port: portOption(values.port, "--port", "PORT", "8080", commands.dev.usage),
+    oauthPort: portOption(values["oauth-port"], "--oauth-port", undefined, "4000", commands.dev.usage),
     ...(drainTimeoutMs !== undefined && { drainTimeoutMs }),
   });
   closeOnSignal(() => stack.close(), stack.gateway.drainTimeoutMs);
   console.log(devSummary(stack));
+}
+
+/**
+ * A port from its flag, else from `env` (when the command reads one), else
+ * `fallback`. A bad flag value is a usage mistake (exit 2, with the usage); a
+ * bad `PORT` in the environment names the variable (exit 1).
+ */
+function portOption(flagValue: string | undefined, flag: string, env: string | undefined, fallback: string, usage: string): number {
+  const fromEnv = flagValue === undefined && env !== undefined ? process.env[env] : undefined;
+  const value = flagValue ?? fromEnv ?? fallback;
+  try {
+    return parsePort(value, fromEnv !== undefined ? (env as string) : flag);
+  } catch (e) {
+    const message = `${(e as Error).message}, got ${JSON.stringify(value)}`;
+    throw flagValue !== undefined ? new UsageError(`${message}\n\n${usage}`) : new CommandFailure(message);
+  }
 }
 
 /** What `dev` prints: where everything is and the values to point services and frontends at. */
