@@ -128,6 +128,10 @@ describe("explainSignature", () => {
     expect(e.signatures[0]!.change).toBeUndefined();
     expect(e.signatures[1]!.otherKey).toBeDefined();
     expect(e.signatures[1]!.change).toBeUndefined();
+    // The key id row shows each side's own: the request's, and the service's secret's.
+    const { requestKeyId, secretKeyId } = e.signatures[1]!.otherKey!;
+    expect(e.signatures[1]!.fields.find((f) => f.name === "key id")).toEqual({ name: "key id", server: secretKeyId, gateway: requestKeyId });
+    expect(secretKeyId).not.toBe(requestKeyId);
   });
 
   it("a stale timestamp is outside the window, whatever the signature", () => {

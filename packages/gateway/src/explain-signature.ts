@@ -322,10 +322,13 @@ function explainV2(request: CapturedRequest, secret: string): SignatureExplanati
     }
   };
   const serverCanonical = canonical(server) ?? [SIGNATURE_V2_LABEL, ...fieldsOf(server).map(([, v]) => v)].join("\n");
+  // The service's column shows the key id of the secret it holds: next to the
+  // one the request names, a different one says the secrets differ.
+  const serviceFields = fieldsOf({ ...server, keyId: secretKeyId });
   const otherKey = parsed !== null && parsed[1] !== secretKeyId ? { requestKeyId: parsed[1]!, secretKeyId } : undefined;
   if (problems.length > 0 || canonical(server) === undefined) {
     if (canonical(server) === undefined && problems.length === 0) problems.push("a signed value cannot be signed unambiguously (see the fields)");
-    return { version: "v2", matches: false, ...(otherKey && { otherKey }), fields: side(fieldsOf(server), fieldsOf(server)), serverCanonical, problems };
+    return { version: "v2", matches: false, ...(otherKey && { otherKey }), fields: side(serviceFields, fieldsOf(server)), serverCanonical, problems };
   }
   const signature = parsed![2]!;
   const hmacMatches = (p: SigningPartsV2) => {
@@ -333,7 +336,7 @@ function explainV2(request: CapturedRequest, secret: string): SignatureExplanati
     return c !== undefined && equalHex(createHmac("sha256", secret).update(c, "latin1").digest("hex"), signature);
   };
   if (hmacMatches(server)) {
-    return { version: "v2", matches: true, ...(otherKey && { otherKey }), fields: side(fieldsOf(server), fieldsOf(server)), serverCanonical, problems };
+    return { version: "v2", matches: true, ...(otherKey && { otherKey }), fields: side(serviceFields, fieldsOf(server)), serverCanonical, problems };
   }
   const withoutIdentity = (name: IdentityHeaderName) => {
     const copy = { ...identity };
@@ -356,7 +359,7 @@ function explainV2(request: CapturedRequest, secret: string): SignatureExplanati
     matches: false,
     ...(otherKey && { otherKey }),
     ...(found !== undefined && { change: { field: found.field, what: found.what } }),
-    fields: side(fieldsOf(server), fieldsOf(found?.parts ?? server)),
+    fields: side(serviceFields, fieldsOf(found?.parts ?? server)),
     serverCanonical,
     problems,
   };
