@@ -12,7 +12,18 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { type Gateway } from "../../packages/gateway/src/index.js";
-import { listen, type RecordingBackend, rejectionOf, routesFileText, seedToken, startRecordingBackend, startSeedGateway, unusedPort } from "../support/gateway.js";
+import {
+  captureLogs,
+  closeInTurn,
+  listen,
+  type RecordingBackend,
+  rejectionOf,
+  routesFileText,
+  seedToken,
+  startRecordingBackend,
+  startSeedGateway,
+  unusedPort,
+} from "../support/gateway.js";
 
 /** A POST through the gateway, with a bounded wait. */
 function post(url: string, token: string, timeoutMs = 5_000, body: string | Buffer = "{}"): Promise<{ status: number; body: string }> {
@@ -325,6 +336,34 @@ describe("h2c upstreams that answer before reading the body, or ask the gateway 
     expect((await post(`${gateway.url}/backend/calm/pkg.S/M`, token)).status).toBe(503);
     expect(await post(`${gateway.url}/backend/calm/pkg.S/M`, token)).toEqual({ status: 200, body: '{"ok":true}' });
     expect(calmSessions).toBe(2);
+  });
+});
+
+describe("a route whose HTTP version does not match its upstream's", () => {
+  it("gets a 503, and the log line says which way to fix the route", async () => {
+    const h2Only = await startRecordingBackend({ http2: true });
+    const h1Only = await startRecordingBackend();
+    const logs = captureLogs();
+    const gateway = await startSeedGateway(
+      routesFileText({
+        backends: {
+          h2only: { upstream: h2Only.url }, // should say http2: true
+          h1only: { upstream: h1Only.url, http2: true }, // should not
+        },
+      }),
+      {},
+      { logger: { level: "warn", stream: logs.stream } },
+    );
+    try {
+      const token = await seedToken({ client_id: "svc", user_id: undefined });
+      expect((await post(`${gateway.url}/backend/h2only/pkg.S/M`, token)).status).toBe(503);
+      expect((await post(`${gateway.url}/backend/h1only/pkg.S/M`, token)).status).toBe(503);
+      const causes = logs.lines().map((line) => String(line.cause ?? ""));
+      expect(causes.some((c) => c.includes("add http2: true to its route or backend"))).toBe(true);
+      expect(causes.some((c) => c.includes("remove http2: true from its route or backend"))).toBe(true);
+    } finally {
+      await closeInTurn(gateway, h2Only, h1Only);
+    }
   });
 });
 

@@ -618,5 +618,25 @@ function upstreamError(error: Error & { statusCode?: number; code?: unknown }): 
   if (error.statusCode === 504 || error.code === "UND_ERR_BODY_TIMEOUT" || error.code === "UND_ERR_HEADERS_TIMEOUT") {
     return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error });
   }
-  return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: error });
+  return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: protocolMismatchOf(error) ?? error });
+}
+
+/**
+ * The likeliest misconfiguration of all, said in the log line (the caller
+ * only gets its 503): a route forwarding HTTP/1.1 to an h2c-only server
+ * (`http2.createServer`), which answers with HTTP/2 frames that do not parse
+ * as HTTP/1.1; or a route with `http2: true` to a server that does not speak
+ * HTTP/2. The hint is the innermost cause, which is what the log shows.
+ */
+function protocolMismatchOf(error: Error): Error | undefined {
+  let root: unknown = error;
+  while (root instanceof Error && root.cause !== undefined) root = root.cause;
+  const { code, message } = (root ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof message === "string" && message.includes("does not match the HTTP/1.1 protocol")) {
+    return new Error(`the upstream did not answer in HTTP/1.1 (${message}): if it serves HTTP/2 only (h2c), add http2: true to its route or backend`);
+  }
+  if (code === "ERR_HTTP2_ERROR" || code === "ERR_HTTP2_SESSION_ERROR") {
+    return new Error(`the upstream did not speak HTTP/2 (${String(code)}): if it serves HTTP/1.1, remove http2: true from its route or backend`);
+  }
+  return undefined;
 }
