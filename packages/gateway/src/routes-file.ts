@@ -36,6 +36,20 @@ export interface UpstreamAccess {
    * act with the caller's own token (call another API on their behalf).
    */
   readonly forwardAuthorization?: boolean | undefined;
+  /**
+   * `hmac_secret: $VAR`: the name of the environment variable holding the
+   * secret this upstream's requests are signed with, instead of the
+   * gateway's `hmacSecret`. One secret per service binds each signature to
+   * the service it was made for: with one secret for all, a request signed
+   * for one service verifies at every other (a caller on the hop could
+   * replay it there, once per service).
+   */
+  readonly hmacSecretEnv?: string | undefined;
+  /**
+   * The value of {@link hmacSecretEnv}, read when the file is loaded. Not
+   * enumerable: a spread, JSON or log of the route never shows it.
+   */
+  readonly hmacSecret?: string | undefined;
   /** Where it is declared in the routes file, for messages. */
   readonly line: number;
 }
@@ -160,6 +174,7 @@ const ROUTE_KEYS = [
   "timeout",
   "description",
   "forward_authorization",
+  "hmac_secret",
 ];
 const BACKEND_KEYS = [
   "upstream",
@@ -170,6 +185,7 @@ const BACKEND_KEYS = [
   "timeout",
   "description",
   "forward_authorization",
+  "hmac_secret",
 ];
 const DEFAULT_TIMEOUT_MS = 30_000;
 const RESERVED_PATHS = ["/health", "/ready"];
@@ -355,7 +371,7 @@ function readRoute(
     );
   }
   if (reader.problems.length > before) return undefined;
-  return withUpstreamUrl(reader, {
+  return withSecrets(reader, {
     ...access,
     authRequired: access.authRequired && !isPublic,
     path,
@@ -395,7 +411,7 @@ function readBackends(reader: Reader, node: YamlNode | null | undefined): Gatewa
     const http2 = http2Node === undefined ? false : reader.boolean(http2Node, "http2");
     const access = readAccess(reader, fields, valueNode);
     if (upstream === undefined || access === undefined || http2 === undefined) continue;
-    backends.push(withUpstreamUrl(reader, { ...access, name, upstream, http2, line: reader.line(keyNode) }));
+    backends.push(withSecrets(reader, { ...access, name, upstream, http2, line: reader.line(keyNode) }));
   }
   return backends;
 }
@@ -414,13 +430,15 @@ function readAccess(reader: Reader, fields: Fields, node: YamlNode): UpstreamAcc
   const description = descriptionNode === undefined ? undefined : reader.string(descriptionNode, "description");
   const forwardNode = fields.get("forward_authorization");
   const forwardAuthorization = forwardNode === undefined ? undefined : reader.boolean(forwardNode, "forward_authorization");
+  const secretNode = fields.get("hmac_secret");
+  const hmacSecretEnv = secretNode === undefined ? undefined : reader.secretVariable(secretNode, "hmac_secret");
   if (authRequired === false && (scopes.length > 0 || clients !== undefined)) {
     reader.fail(authNode ?? node, "auth_required: false cannot be combined with scopes or clients");
   }
   if (reader.problems.length > before || authRequired === undefined || timeoutMs === undefined) {
     return undefined;
   }
-  return { authRequired, scopes, clients, timeoutMs, description, forwardAuthorization, line: reader.line(node) };
+  return { authRequired, scopes, clients, timeoutMs, description, forwardAuthorization, hmacSecretEnv, line: reader.line(node) };
 }
 
 function readPath(reader: Reader, node: YamlNode): string | undefined {
@@ -472,7 +490,7 @@ class Reader {
 
   constructor(
     private readonly tree: YamlTree,
-    private readonly env: GatewayEnv,
+    readonly env: GatewayEnv,
   ) {}
 
   line(at: YamlNode | number): number {
@@ -584,6 +602,33 @@ class Reader {
     return upstream;
   }
 
+  /**
+   * `hmac_secret`: the name of an environment variable, written `$NAME` or
+   * `${NAME}` — never the secret itself, which would then sit in a file
+   * that is read, copied and committed — set to at least 16 characters.
+   * The value is never echoed.
+   */
+  secretVariable(node: YamlNode, what: string): string | undefined {
+    const raw = this.string(node, what);
+    if (raw === undefined) return undefined;
+    const name = /^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$/.exec(raw);
+    if (name === null) {
+      this.fail(node, `${what} must name an environment variable ($NAME) that holds the secret, never the secret itself`);
+      return undefined;
+    }
+    const variable = (name[1] ?? name[2]) as string;
+    const value = this.env[variable];
+    if (value === undefined || value === "") {
+      this.fail(node, `${what}: environment variable ${variable} is not set`);
+      return undefined;
+    }
+    if (value.length < 16) {
+      this.fail(node, `${what}: environment variable ${variable} must hold at least 16 characters`);
+      return undefined;
+    }
+    return variable;
+  }
+
   /** `upstream` parsed, one URL per distinct upstream. */
   upstreamUrl(upstream: string): URL {
     let url = this.#urls.get(upstream);
@@ -609,6 +654,21 @@ function isMap(node: YamlNode): node is YamlMap {
 
 function isSeq(node: YamlNode): node is YamlSeq {
   return node.kind === "seq";
+}
+
+/**
+ * Adds `upstreamUrl` (see {@link withUpstreamUrl}) and, with `hmac_secret`,
+ * the secret itself, both as non-enumerable properties.
+ */
+function withSecrets<T extends { readonly upstream: string; readonly hmacSecretEnv?: string | undefined }>(
+  reader: Reader,
+  entry: T,
+): T & { readonly upstreamUrl: URL } {
+  const withUrl = withUpstreamUrl(reader, entry);
+  if (entry.hmacSecretEnv !== undefined) {
+    Object.defineProperty(withUrl, "hmacSecret", { value: reader.env[entry.hmacSecretEnv], enumerable: false });
+  }
+  return withUrl;
 }
 
 /** Adds `upstreamUrl`, the parsed `upstream` (checked by the reader), as a non-enumerable property. */

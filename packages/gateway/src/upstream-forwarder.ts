@@ -202,7 +202,8 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   }
   const body = forwardedBody(request, upstream);
   // One object for all of the gateway's headers, built in place (no spreads).
-  const headers = signedHeaders(context.hmacSecret, request, target, body, identity);
+  // The upstream's own secret (`hmac_secret`), else the gateway's.
+  const headers = signedHeaders(route.access.hmacSecret ?? context.hmacSecret, request, target, body, identity);
   headers["x-request-id"] = request.id;
   setForwardingHeaders(headers, request.ip, request.host, request.protocol);
   // After signing: the trace context is not among the signed headers.
