@@ -73,7 +73,7 @@ backends:
 
   it("names file, line and problem for an unknown key", () => {
     expect(problemsOf(route("    cache: 60s"))).toEqual([
-      'routes.yaml:6: unknown key "cache" in a route (allowed: path, method, proxy_upstream, auth_required, scopes, clients, cache_ttl, timeout, description, forward_authorization)',
+      'routes.yaml:6: unknown key "cache" in a route (allowed: path, method, proxy_upstream, auth_required, scopes, clients, cache_ttl, timeout, description, forward_authorization, hmac_secret)',
     ]);
   });
 
