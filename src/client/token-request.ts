@@ -58,7 +58,12 @@ async function requestTokenUntraced(endpoint: TokenEndpoint, grant: TokenGrant):
   if (endpoint.scope !== undefined) body.set("scope", endpoint.scope);
   const { authorization, redact } = authenticate(endpoint, body);
   const response = await post(endpoint, source, body.toString(), authorization);
-  return parseTokenResponse(response, { source, redact, tokenTypeRequired: true });
+  return parseTokenResponse(response, {
+    source,
+    redact,
+    tokenTypeRequired: true,
+    pathOption: "tokenPath (default GATEWAY_TOKEN_PATH, else /oauth/token)",
+  });
 }
 
 /**

@@ -18,6 +18,8 @@ export interface TokenResponseContext {
   readonly redact: readonly string[];
   /** RFC 6749 §5.1 makes `token_type` required; a session exchange may omit it. */
   readonly tokenTypeRequired: boolean;
+  /** The option that sets the endpoint's path, named when nothing answers there (a 404 without an OAuth2 error). */
+  readonly pathOption?: string;
 }
 
 /**
@@ -59,7 +61,12 @@ function errorAnswer(
 ): AuthenticationError {
   const description =
     typeof json?.error_description === "string" ? redact(json.error_description, context) : undefined;
-  const said = oauthError === undefined ? "" : `: ${oauthError}${description === undefined ? "" : ` (${description})`}`;
+  const said =
+    oauthError !== undefined
+      ? `: ${oauthError}${description === undefined ? "" : ` (${description})`}`
+      : status === 404 && context.pathOption !== undefined
+        ? ` — nothing answers at that path: check ${context.pathOption}`
+        : "";
   return new AuthenticationError(`${context.source} answered HTTP ${status}${said}`, {
     status,
     ...(oauthError !== undefined && { oauthError }),

@@ -262,6 +262,8 @@ describe("token endpoint failures", () => {
 
   const failures: [string, () => TokenEndpointAnswer, RegExp][] = [
     ["HTTP 500", () => ({ status: 500, raw: "<html>boom</html>" }), /answered HTTP 500/],
+    // Usually a wrong tokenPath (an OAuth2 server at /token, the client at /oauth/token): the message says where to look.
+    ["HTTP 404", () => ({ status: 404, raw: "Not Found" }), /answered HTTP 404 — nothing answers at that path: check tokenPath \(default GATEWAY_TOKEN_PATH/],
     [
       "400 invalid_client",
       () => ({ status: 400, json: { error: "invalid_client", error_description: "client authentication failed" } }),
