@@ -80,6 +80,6 @@ Ctrl-C stops everything.`);
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
-  console.error(startupErrorMessage(e));
+  console.error(startupErrorMessage(e, "npm start -- --port <gateway port> --oauth-port <OAuth2 port>"));
   process.exit(1);
 });

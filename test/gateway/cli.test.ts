@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import { demoCli, gatewayCli, runCli } from "../support/cli.js";
 import { GatewayConfigError } from "../../packages/gateway/src/index.js";
@@ -135,6 +136,18 @@ describe("connect-gateway CLI", () => {
     const fromEnv = await runCli(["serve", "--routes", routes], { ...env, PORT: "eighty" });
     expect(fromEnv.code).toBe(1);
     expect(fromEnv.stderr).toContain('PORT must be a port number (0-65535), got "eighty"');
+    // A port another process holds: the flag that chooses another is named.
+    const holder = createNetServer();
+    await new Promise<void>((resolve) => holder.listen(0, "127.0.0.1", resolve));
+    try {
+      const taken = String((holder.address() as AddressInfo).port);
+      const busy = await runCli(["serve", "--routes", routes, "--port", taken], env);
+      expect(busy.code).toBe(1);
+      expect(busy.stderr).toContain("EADDRINUSE");
+      expect(busy.stderr).toContain("choose another port with --port");
+    } finally {
+      holder.close();
+    }
   });
 
   it("serve listens on loopback unless --host or HOST says otherwise", async () => {

@@ -302,7 +302,9 @@ function readFile(path: string, flag: string): Buffer {
   }
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  console.error(e instanceof UsageError || e instanceof CommandFailure ? `connect-gateway: ${e.message}` : startupErrorMessage(e));
+const args = process.argv.slice(2);
+main(args).catch((e: unknown) => {
+  const portFlags = args[0] === "dev" ? "--port (the gateway) or --oauth-port (the token issuer)" : "--port";
+  console.error(e instanceof UsageError || e instanceof CommandFailure ? `connect-gateway: ${e.message}` : startupErrorMessage(e, portFlags));
   process.exit(e instanceof UsageError ? 2 : 1);
 });

@@ -41,12 +41,12 @@ const CLOSE_GRACE_MS = 5_000;
 /**
  * The one-line message for an error that stopped the process from starting:
  * no stack for configuration and routes-file errors (they are meant for the
- * reader), and a hint for a port already in use.
+ * reader), and for a port already in use, the flags (`portFlags`) that choose another.
  */
-export function startupErrorMessage(e: unknown): string {
+export function startupErrorMessage(e: unknown, portFlags = "--port"): string {
   if (!(e instanceof Error)) return String(e);
   // A ConfigurationError's message already starts with "connect-gateway: ".
   if (e instanceof ConfigurationError) return e.message;
-  const hint = (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (another process holds it: choose another port)" : "";
+  const hint = (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? ` (another process holds it: choose another port with ${portFlags})` : "";
   return `connect-gateway: ${e.message}${hint}`;
 }
