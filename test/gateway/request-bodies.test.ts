@@ -195,6 +195,39 @@ describe("request bodies", () => {
     }
   });
 
+  it("forwards an HTTP/2 body sent with neither Content-Type nor Content-Length, as HTTP/1.1's chunked one, never dropped", async () => {
+    for (const [service, upstream] of [
+      ["up", backend],
+      ["up2", h2Backend],
+    ] as const) {
+      const session = http2Connect(gateway.url);
+      session.on("error", () => {});
+      try {
+        const status = await new Promise<number>((resolve, reject) => {
+          // No content-type, no content-length: only the open stream says a body follows.
+          const stream = session.request({ ":method": "POST", ":path": `/backend/${service}/untyped` });
+          let answered = 0;
+          stream.on("response", (h: Http2Headers) => (answered = Number(h[":status"])));
+          stream.resume();
+          stream.on("end", () => resolve(answered));
+          stream.on("error", reject);
+          stream.end(Buffer.from("important-payload"));
+        });
+        expect([service, status]).toEqual([service, 200]);
+        const forwarded = upstream.requests.at(-1)!;
+        expect([service, forwarded.url, forwarded.body.toString(), forwarded.headers["content-type"]]).toEqual([
+          service,
+          "/untyped",
+          "important-payload",
+          "application/octet-stream",
+        ]);
+        expect(hasValidSignature(forwarded)).toBe(true);
+      } finally {
+        session.close();
+      }
+    }
+  });
+
   it("forwards an empty body as none, signed as empty, whatever its content type", async () => {
     for (const [service, upstream] of [
       ["up", backend],

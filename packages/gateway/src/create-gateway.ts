@@ -160,6 +160,7 @@ export function createGateway(options: GatewayConfig): Gateway {
     if (match !== undefined) setRoute(request, match);
     startHop(request);
     reply.header("x-request-id", request.id);
+    markHttp2Body(request);
     // A repeated Host or Authorization is refused before anything acts on either.
     const ambiguous = ambiguousRequestHead(request.raw.rawHeaders);
     done(ambiguous === undefined ? undefined : new GatewayHttpError("BAD_REQUEST", ambiguous));
@@ -362,6 +363,26 @@ function requestIdOf(request: { headers: Record<string, string | string[] | unde
 }
 
 /** One bucket per user of a client, per service client, or per IP for anonymous calls. */
+/**
+ * An HTTP/2 request says it has a body by not ending its stream with its
+ * headers — no header need say so. Fastify reads a body only when the request
+ * has a `Content-Type`, a `Content-Length` or a `Transfer-Encoding`, so an
+ * HTTP/2 POST with none of them would be forwarded (and signed) empty while
+ * its caller was told it succeeded. Such a request is marked as HTTP/1.1
+ * would send it, chunked: the body is read, and forwarded as
+ * `application/octet-stream` like an HTTP/1.1 one without a type.
+ * (`Transfer-Encoding` is hop-by-hop: it is never forwarded, and an HTTP/2
+ * caller cannot send one itself: Node refuses it.)
+ */
+function markHttp2Body(request: FastifyRequest): void {
+  const stream = (request.raw as { stream?: { endAfterHeaders?: boolean } }).stream;
+  if (stream === undefined || stream.endAfterHeaders !== false) return;
+  const headers = request.raw.headers;
+  if (headers["content-type"] === undefined && headers["content-length"] === undefined && headers["transfer-encoding"] === undefined) {
+    headers["transfer-encoding"] = "chunked";
+  }
+}
+
 function rateLimitKey(request: FastifyRequest): string {
   const caller = callerOf(request);
   if (caller === undefined || (caller.isServiceRequest && routeAccess(request)?.authRequired === false)) {
