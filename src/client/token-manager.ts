@@ -84,6 +84,19 @@ export interface TokenManager {
 export const FORCED_REFRESH_BACKOFF_MS = 1000;
 
 /**
+ * After a background refresh (inside the margin, the cached token still
+ * valid) fails, the next one waits this long, doubling with each further
+ * failure up to {@link BACKGROUND_RETRY_MAX_MS}: calls keep the cached
+ * token meanwhile, and nobody is waiting on the refresh, so trying again on
+ * every call would only send a failing token endpoint one request per call
+ * for the whole margin (five minutes by default). Once the token expires,
+ * callers wait on a refresh again, and no backoff applies.
+ */
+export const BACKGROUND_RETRY_MIN_MS = 1000;
+/** The longest pause between two failed background refreshes; see {@link BACKGROUND_RETRY_MIN_MS}. */
+export const BACKGROUND_RETRY_MAX_MS = 30_000;
+
+/**
  * The state the managers of one set of credentials share in a process (per
  * token store): the cached token, the request in flight, the 401 backoff and
  * the refresh token. Times are wall-clock ms (see `wall` below).
@@ -99,6 +112,9 @@ interface Slot {
   lastForcedAt: number;
   // Issued by the server with a token, used for the next refresh (never stored).
   refreshToken: string | undefined;
+  // Background refreshes that failed in a row, and when the next may start.
+  backgroundFailures: number;
+  backgroundRetryAt: number;
 }
 
 const slotsByStore = new WeakMap<TokenStore, Map<string, Slot>>();
@@ -111,6 +127,8 @@ function newSlot(): Slot {
     rejected: undefined,
     lastForcedAt: Number.NEGATIVE_INFINITY,
     refreshToken: undefined,
+    backgroundFailures: 0,
+    backgroundRetryAt: Number.NEGATIVE_INFINITY,
   };
 }
 
@@ -234,6 +252,7 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
     const request = traceTokenRefresh(reason, obtain).then(
       ({ token, source }) => {
         slot.cached = token;
+        slot.backgroundFailures = 0;
         if (forced) slot.lastForcedAt = wall();
         emit({
           type: "token",
@@ -244,6 +263,11 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         return token;
       },
       (error: unknown) => {
+        if (background) {
+          const pause = Math.min(BACKGROUND_RETRY_MIN_MS * 2 ** slot.backgroundFailures, BACKGROUND_RETRY_MAX_MS);
+          slot.backgroundFailures++;
+          slot.backgroundRetryAt = wall() + pause;
+        }
         emit({
           type: "refresh-failed",
           clientId: options.clientId,
@@ -270,8 +294,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         const at = wall();
         if (at < refreshAt(cached)) return cached.accessToken;
         if (at < cached.expiresAt) {
-          // Inside the margin: one background refresh; its failure keeps the current token.
-          if (!session) refresh(true).catch(() => {});
+          // Inside the margin: one background refresh; its failure keeps the
+          // current token, and the next one waits (BACKGROUND_RETRY_MIN_MS).
+          if (!session && at >= slot.backgroundRetryAt) refresh(true).catch(() => {});
           return cached.accessToken;
         }
       }

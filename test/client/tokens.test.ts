@@ -203,17 +203,31 @@ describe("the margin rule (controllable clock)", () => {
     expect(b).toBe(a);
   });
 
-  it("keeps the still-valid token when a background refresh fails, and tries again on the next call", async () => {
+  it("keeps the still-valid token when a background refresh fails, and tries again after a pause that doubles", async () => {
     const { time, tokens, first } = await fetchedOnce(100, { refreshMarginSeconds: 30 });
-    answer = () => ({ status: 503, raw: "down" });
+    const failures: number[] = [];
+    answer = () => (failures.push(1), { status: 503, raw: "down" });
     time.advance(80);
     const start = started();
     expect(tokens.getToken()).toBe(first);
     expect(started()).toBe(start + 1);
-    // Calls keep the valid token; once the refresh has failed, the next call starts another.
-    const call = () => (expect(tokens.getToken()).toBe(first), started());
-    await expect.poll(call).toBe(start + 2);
+    await expect.poll(() => failures.length).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Calls keep the valid token; within the pause after the failure, none starts a request.
+    for (let i = 0; i < 50; i++) expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start + 1);
+    time.advance(1.01); // the first pause (1 s) is over: one more try, which fails too
+    expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start + 2);
+    await expect.poll(() => failures.length).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    time.advance(1.5); // the second pause is 2 s
+    for (let i = 0; i < 20; i++) expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start + 2);
     answer = ok(100);
+    time.advance(0.6);
+    expect(tokens.getToken()).toBe(first);
+    expect(started()).toBe(start + 3);
     await expect.poll(() => tokens.getToken()).not.toBe(first);
   });
 
