@@ -2,6 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createContextKey, createContextValues, type ContextValues, type Interceptor, type Transport } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
+import { deadlinePassed, sharedDeadline } from "./call-deadline.js";
 import { callWithToken, retryUnauthorized } from "./call-with-token.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
@@ -63,21 +64,27 @@ export function createAuthenticatingTransport(
         if (typeof token !== "string") pending = token;
         else {
           const authorization = serviceAuthorization(token);
+          const sentAt = timeoutMs === undefined ? 0 : performance.now();
           const sent =
             header === undefined && contextValues === undefined && carried
               ? inner.unary(method, signal, timeoutMs, undefined, input, carrying(authorization))
               : inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues);
-          return sent.then(undefined, (reason: unknown) =>
-              retryUnauthorized(tokens, reason, token, signal, (authorization) =>
-                inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
-              ).catch((failure: unknown) => rethrow(failure, gateway)),
-            );
+          return sent.then(undefined, (reason: unknown) => {
+            // A retry after a 401 gets what this attempt left of the deadline (see sharedDeadline).
+            const left = timeoutMs === undefined ? undefined : timeoutMs - (performance.now() - sentAt);
+            return retryUnauthorized(tokens, reason, token, signal, (authorization) =>
+              left !== undefined && left <= 0
+                ? Promise.reject(deadlinePassed())
+                : inner.unary(method, signal, left, withAuthorization(header, authorization), input, contextValues),
+            ).catch((failure: unknown) => rethrow(failure, gateway));
+          });
         }
       }
       return callWithToken(tokens, {
         userToken,
-        attempt: (authorization) =>
-          inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
+        attempt: sharedDeadline(timeoutMs, (left, authorization: string) =>
+          inner.unary(method, signal, left, withAuthorization(header, authorization), input, contextValues),
+        ),
         replayable: true,
         signal,
         token: pending,

@@ -2,6 +2,7 @@ import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders } fro
 import { Code, ConnectError } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
+import { sharedDeadline } from "./call-deadline.js";
 import { callWithToken } from "./call-with-token.js";
 import { ConfigurationError } from "../core/errors.js";
 import { connectionErrorFrom } from "./connection-error.js";
@@ -102,6 +103,20 @@ async function request<T>(
   const headers = { accept: "application/json", ...checkHeaders(call.headers), ...json };
   const timeoutMs = call.timeoutMs === undefined ? resolved.timeoutMs : checkTimeoutMs(call.timeoutMs);
   const describe = `${method} ${target.split("?")[0]}`;
+  // A retry after a 401 gets what the first attempt left of the deadline.
+  const send = sharedDeadline(timeoutMs, (left, authorization: string) =>
+    sendHttpRequest({
+      method,
+      origin: resolved.gatewayOrigin,
+      path: target,
+      headers: { ...headers, authorization },
+      ...(body !== undefined && { body }),
+      agent: resolved.agent,
+      timeoutMs: left as number,
+      signal: call.signal,
+      maxResponseBytes: resolved.readMaxBytes,
+    }),
+  );
   try {
     return await callWithToken(tokens, {
       userToken,
@@ -110,17 +125,7 @@ async function request<T>(
       attempt: async (authorization) =>
         parseAnswer<T>(
           describe,
-          await sendHttpRequest({
-            method,
-            origin: resolved.gatewayOrigin,
-            path: target,
-            headers: { ...headers, authorization },
-            ...(body !== undefined && { body }),
-            agent: resolved.agent,
-            timeoutMs,
-            signal: call.signal,
-            maxResponseBytes: resolved.readMaxBytes,
-          }).catch((reason: unknown) => {
+          await send(authorization).catch((reason: unknown) => {
             throw reason instanceof ResponseTooLargeError ? tooLarge(describe, reason) : reason;
           }),
         ),

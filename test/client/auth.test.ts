@@ -2,6 +2,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
   AuthenticationError,
+  createGatewayClient,
   createGatewayTransport,
   gatewayCall,
   GatewayError,
@@ -213,5 +214,62 @@ describe("session mode", () => {
     expect(again).toBeInstanceOf(AuthenticationError);
     expect((again as Error).message).toMatch(/single-use/);
     expect(endpoint.requests.length).toBe(start);
+  });
+});
+
+describe("a retry after a 401 keeps the call's deadline", () => {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  let slow: TestBackend;
+  let stale: string | undefined;
+  beforeAll(async () => {
+    // Each answer takes 400 ms; the first token a call used is refused (401).
+    slow = await startBackend({
+      httpVersion: "1.1",
+      intercept: async (r) => {
+        await sleep(400);
+        return r.authorization === stale ? 401 : undefined;
+      },
+    });
+  });
+  afterAll(() => slow.close());
+
+  const options = () => ({
+    ...client,
+    gatewayUrl: slow.url,
+    appcenterUrl: oauth.issuer,
+    tokenPath: "/token",
+    tokenStore: createMemoryTokenStore(),
+    retry: false,
+  });
+
+  async function timed(run: () => Promise<unknown>): Promise<{ ms: number; error: unknown }> {
+    const started = performance.now();
+    try {
+      await run();
+      return { ms: performance.now() - started, error: undefined };
+    } catch (error) {
+      return { ms: performance.now() - started, error };
+    }
+  }
+
+  it("Connect: the retry gets what the first attempt left, and the call ends at its deadline", async () => {
+    const echo = createClient(EchoService, createGatewayTransport(options() as GatewayTransportOptions));
+    await echo.echo({}); // warm the cache
+    stale = slow.requests.at(-1)?.authorization;
+    const { ms, error } = await timed(() => echo.echo({ text: "late" }, { timeoutMs: 600 }));
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.DeadlineExceeded);
+    // Two 400 ms attempts would take 800 ms and more; the deadline ends the call at 600 ms.
+    expect(ms).toBeLessThan(780);
+    expect(slow.requests.at(-1)?.authorization).not.toBe(stale); // it was retried, with a new token
+  });
+
+  it("REST: the same", async () => {
+    const rest = createGatewayClient(options());
+    await rest.post("/example.v1.EchoService/Echo", { body: {} });
+    stale = slow.requests.at(-1)?.authorization;
+    const { ms, error } = await timed(() => rest.post("/example.v1.EchoService/Echo", { body: { text: "late" }, timeoutMs: 600 }));
+    expect((error as ConnectError).code).toBe(Code.DeadlineExceeded);
+    expect(ms).toBeLessThan(780);
   });
 });
