@@ -4,7 +4,7 @@
 // unhandled error, and the calls made afterwards prove the gateway still serves.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { request as httpRequest } from "node:http";
+import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { connect, constants as http2Constants, createServer as createHttp2Server, type Http2Session } from "node:http2";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
@@ -363,6 +363,57 @@ describe("a route whose HTTP version does not match its upstream's", () => {
       expect(causes.some((c) => c.includes("remove http2: true from its route or backend"))).toBe(true);
     } finally {
       await closeInTurn(gateway, h2Only, h1Only);
+    }
+  });
+});
+
+describe("an HTTP/1.1 upstream's trailers", () => {
+  it("are not relayed, and neither is the Trailer header that announces them; an h2c upstream's are both", async () => {
+    const h1 = createHttpServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/json", trailer: "x-checksum" });
+      res.write('{"a":1}');
+      res.addTrailers({ "x-checksum": "abc" });
+      res.end();
+    });
+    const h2 = createHttp2Server();
+    h2.on("session", (session: Http2Session) => session.on("error", () => {}));
+    h2.on("stream", (stream) => {
+      stream.resume();
+      stream.respond({ ":status": 200, "content-type": "application/json", trailer: "x-checksum" }, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers({ "x-checksum": "abc" }));
+      stream.end('{"a":1}');
+    });
+    const [h1Port, h2Port] = await Promise.all([listen(h1), listen(h2)]);
+    const gateway = await startSeedGateway(
+      routesFileText({
+        backends: { one: { upstream: `http://127.0.0.1:${h1Port}` }, two: { upstream: `http://127.0.0.1:${h2Port}`, http2: true } },
+      }),
+    );
+    try {
+      const token = await seedToken({ client_id: "svc", user_id: undefined });
+      const fetchOver2 = (backend: string) =>
+        new Promise<{ trailerHeader: unknown; trailers: unknown; body: string }>((resolve, reject) => {
+          const session = connect(gateway.url);
+          session.on("error", reject);
+          const stream = session.request({ ":path": `/backend/${backend}/x`, authorization: `Bearer ${token}`, te: "trailers" });
+          let trailerHeader: unknown;
+          let trailers: unknown;
+          let body = "";
+          stream.on("response", (h) => (trailerHeader = h["trailer"]));
+          stream.on("trailers", (t) => (trailers = { ...t }));
+          stream.setEncoding("utf8");
+          stream.on("data", (c: string) => (body += c));
+          stream.on("close", () => {
+            session.close();
+            resolve({ trailerHeader, trailers, body });
+          });
+        });
+      expect(await fetchOver2("one")).toEqual({ trailerHeader: undefined, trailers: undefined, body: '{"a":1}' });
+      expect(await fetchOver2("two")).toMatchObject({ trailerHeader: "x-checksum", trailers: { "x-checksum": "abc" }, body: '{"a":1}' });
+    } finally {
+      await gateway.close();
+      await Promise.all([new Promise((resolve) => h1.close(resolve)), new Promise((resolve) => h2.close(resolve))]);
     }
   });
 });

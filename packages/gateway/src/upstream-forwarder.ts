@@ -260,6 +260,9 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown)
     void reply.code(CLIENT_CLOSED_REQUEST).send();
     return;
   }
+  // Trailers are relayed from h2c upstreams only: an HTTP/1.1 upstream's
+  // `Trailer` header would promise the caller fields that never come.
+  if (!upstream.http2 && reply.hasHeader("trailer")) reply.removeHeader("trailer");
   if (call.cacheKey !== undefined && call.storeInCache && isStorable(response, context.cache.maxEntryBytes)) {
     if (upstream.http2) forwardTrailers(response.stream, reply, undefined);
     void sendAndCache(reply, response, context.cache, call.cacheKey, route.cacheTtlMs as number);
