@@ -377,6 +377,8 @@ function requestIdOf(request: { headers: Record<string, string | string[] | unde
 function markHttp2Body(request: FastifyRequest): void {
   const stream = (request.raw as { stream?: { endAfterHeaders?: boolean } }).stream;
   if (stream === undefined || stream.endAfterHeaders !== false) return;
+  // GET and HEAD bodies are never forwarded (nor read): nothing to mark.
+  if (request.method === "GET" || request.method === "HEAD") return;
   const headers = request.raw.headers;
   if (headers["content-type"] === undefined && headers["content-length"] === undefined && headers["transfer-encoding"] === undefined) {
     headers["transfer-encoding"] = "chunked";
