@@ -30,6 +30,14 @@ export interface GatewayRejectionEvent {
    * request id is shown as `<request id>`.
    */
   readonly canonicalRequest?: string;
+  /**
+   * For `invalid_signature` on a v2 request, under the same condition: set
+   * when the request names a key id that none of this service's secrets
+   * has — the two sides hold different secrets, whatever else differs. It
+   * names the key ids (hashes of the secrets, sent on the wire anyway),
+   * never a secret.
+   */
+  readonly keyMismatch?: string;
 }
 
 /** Options of `createGatewayAuth`. */

@@ -118,7 +118,7 @@ export interface RefusedRequest {
   /** The raw request-target. */
   readonly fullpath: string;
   /** Set for a signature that did not match, outside production. */
-  readonly diagnostics?: { readonly canonicalRequest?: string | undefined } | undefined;
+  readonly diagnostics?: { readonly canonicalRequest?: string | undefined; readonly keyMismatch?: string | undefined } | undefined;
 }
 
 /**
@@ -139,11 +139,13 @@ export function rejectionOf(config: GatewayAuthConfig, kind: RejectionKind, requ
   try {
     if (request !== undefined) {
       const canonicalRequest = request.diagnostics?.canonicalRequest;
+      const keyMismatch = request.diagnostics?.keyMismatch;
       config.onRejection?.({
         reason: kind as GatewayRejectionReason,
         method: request.method,
         fullpath: request.fullpath,
         ...(canonicalRequest !== undefined && { canonicalRequest }),
+        ...(keyMismatch !== undefined && { keyMismatch }),
       });
     }
   } catch {

@@ -69,6 +69,8 @@ export type RequestCheck = {
  */
 export interface SignatureDiagnostics {
   canonicalRequest?: string;
+  /** v2: the request's key id is none of this service's (see `GatewayRejectionEvent.keyMismatch`). */
+  keyMismatch?: string;
 }
 
 /** A request whose head passed: its body is still to be verified. */
@@ -190,6 +192,11 @@ class V2Head extends SignedHead {
         canonicalRequest: canonicalOrUndefined(() =>
           canonicalRequestV2(parts).replace(`\n${v2.requestId.length}:${v2.requestId}\n`, `\n${v2.requestId.length}:<request id>\n`),
         ),
+        ...(!config.keyring.has(v2.keyId) && {
+          keyMismatch:
+            `signed with key id ${v2.keyId}, which none of this service's secrets has (its key ids: ${[...config.keyring.keys()].join(", ")}): ` +
+            "the gateway and this service hold different secrets",
+        }),
       };
     }
     return "invalid_signature";

@@ -362,4 +362,21 @@ describe("key rotation by key id", async () => {
     const other = signedHeadersV2("a-third-secret", { method: "POST", path: REST, body, contentType: JSON_TYPE }, ada);
     expect((await rawRequest(s.ports.node, { method: "POST", path: REST, headers: other, body })).status).toBe(403);
   });
+
+  it("a request signed with a secret the service does not hold: onRejection says the key ids differ, naming no secret", async () => {
+    s.rejections.length = 0;
+    const other = signedHeadersV2("a-third-secret", { method: "POST", path: REST, body, contentType: JSON_TYPE }, ada);
+    await rawRequest(s.ports.node, { method: "POST", path: REST, headers: other, body });
+    const [event] = s.rejections;
+    expect(event?.reason).toBe("invalid_signature");
+    expect(event?.keyMismatch).toContain(`signed with key id ${gatewayKeyId("a-third-secret")}`);
+    for (const keyId of [gatewayKeyId(OLD), gatewayKeyId(SECRET)]) expect(event?.keyMismatch).toContain(keyId);
+    for (const secret of ["a-third-secret", OLD, SECRET]) expect(JSON.stringify(event)).not.toContain(secret);
+    // A request signed with a secret the service holds, then changed, is not a key mismatch.
+    s.rejections.length = 0;
+    const tampered = signedHeadersV2(SECRET, { method: "POST", path: REST, body, contentType: JSON_TYPE }, ada);
+    await rawRequest(s.ports.node, { method: "POST", path: REST, headers: tampered, body: Buffer.from('{"text":"changed"}') });
+    expect(s.rejections[0]?.reason).toBe("invalid_signature");
+    expect(s.rejections[0]?.keyMismatch).toBeUndefined();
+  });
 });
