@@ -135,6 +135,16 @@ export interface GatewayAuthConfig<User = unknown> {
   readonly onMissingUser: GatewayAuthOptions<User>["onMissingUser"];
   readonly maxBodyBytes: number;
   readonly bodyTimeoutMs: number;
+  /**
+   * How long past its window a verified request id is still held by the
+   * replay store: a copy of the request whose head arrives in the last
+   * second of the window passes the window check, and may take
+   * `bodyTimeoutMs` more to send its body before its id is claimed. Held
+   * only for the window, the id would be forgotten by then, and the copy
+   * admitted: `bodyTimeoutMs` in seconds, plus 2 for the deadline sweep
+   * and whole-second timestamps.
+   */
+  readonly replayHoldSeconds: number;
   readonly onRejection: GatewayAuthOptions<User>["onRejection"];
   readonly nowSeconds: () => number;
 }
@@ -167,6 +177,7 @@ export function resolveGatewayAuthConfig<User>(
   if (onReplayStoreFailure !== undefined) {
     assertOneOf("onReplayStoreFailure", onReplayStoreFailure, ["reject", "accept"], { expected: '"reject" or "accept"' });
   }
+  const bodyTimeoutMs = positiveInteger("bodyTimeoutMs", options.bodyTimeoutMs, 30_000, "milliseconds");
   return {
     secrets,
     keyring: gatewayKeyring(secrets),
@@ -185,7 +196,8 @@ export function resolveGatewayAuthConfig<User>(
     resolveUser,
     onMissingUser,
     maxBodyBytes: positiveInteger("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_BODY_BYTES, "bytes"),
-    bodyTimeoutMs: positiveInteger("bodyTimeoutMs", options.bodyTimeoutMs, 30_000, "milliseconds"),
+    bodyTimeoutMs,
+    replayHoldSeconds: Math.ceil(bodyTimeoutMs / 1000) + 2,
     onRejection,
     nowSeconds: () => Math.floor(clock() / 1000),
   };

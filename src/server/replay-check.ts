@@ -5,8 +5,8 @@ import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 export type BodyVerdict = GatewayRejectionReason | undefined;
 
 /**
- * Records a verified v2 request id in the replay store until its timestamp
- * leaves the window, and says whether it was new. Synchronous with the
+ * Records a verified v2 request id in the replay store for as long as a
+ * copy of the request could still be admitted, and says whether it was new. Synchronous with the
  * in-memory store (no promise, no timer on the hot path); with an async
  * store, bounded by `replayStoreTimeoutMs`. A store that throws, rejects or
  * is late gives `replay_check_unavailable`, or admits the request when the
@@ -17,8 +17,7 @@ export function claimRequestId(
   requestId: string,
   timestamp: string,
 ): BodyVerdict | Promise<BodyVerdict> {
-  // Held until `timestamp + maxSkew` has passed: after that, the window check refuses it anyway.
-  const ttlSeconds = Math.max(1, Number(timestamp) + config.maxSkewSeconds - config.nowSeconds() + 1);
+  const ttlSeconds = Math.max(1, Number(timestamp) + config.maxSkewSeconds + config.replayHoldSeconds - config.nowSeconds());
   let outcome: boolean | Promise<boolean>;
   try {
     outcome = config.replayStore.claim(requestId, ttlSeconds);

@@ -26,8 +26,9 @@ export interface MemoryReplayStoreOptions {
   /**
    * The most unexpired ids held at once (default 500,000; the table then
    * takes at most 16 MiB, outside the JavaScript heap). An id is held for
-   * the window (61 s with the default 30 s skew), so this bounds the
-   * sustained rate at about 8,000 requests per second per process; past it,
+   * the window and the longest wait for a body (62 s with the defaults: 30 s
+   * skew, 30 s `bodyTimeoutMs`), so this bounds the sustained rate at
+   * about 8,000 requests per second per process; past it,
    * requests are refused as `replay_check_unavailable` rather than replays
    * let through. Use a Redis store for more.
    */
