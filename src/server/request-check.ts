@@ -32,6 +32,13 @@ export interface RequestHead {
   readonly method?: string | undefined;
   /** The raw request-target, never a parsed URL. */
   readonly url?: string | undefined;
+  /**
+   * The request-target as received, where a framework rewrote `url`: Express
+   * under a mount point (`app.use("/rpc", …)` strips `/rpc`), Fastify's
+   * `rewriteUrl`. Both keep it here; it is what the gateway signed, so it
+   * is what is checked when present.
+   */
+  readonly originalUrl?: string | undefined;
   readonly rawHeaders: readonly string[];
 }
 
@@ -88,7 +95,7 @@ export type AdmittedHead = Extract<RequestCheck, { ok: true }>;
  */
 export function checkRequestHead(config: GatewayAuthConfig, head: RequestHead): RequestCheck {
   const method = head.method ?? "";
-  const url = head.url ?? "";
+  const url = head.originalUrl ?? head.url ?? "";
   const fullpath = fullpathOf(url);
   if (config.skipVerification) return new TrustedHead(method, fullpath, head.rawHeaders);
   const check = checkRequestHeaders(head.rawHeaders, {

@@ -190,6 +190,33 @@ describe("Express: connect-express with connectOptions and no other middleware",
   });
 });
 
+describe("Express: connect-express mounted under a path (app.use(\"/rpc\", …)), no other middleware", () => {
+  const observed: Observed = { calls: 0, messages: 0 };
+  const served = expressServer((app) => {
+    app.use("/rpc", expressConnectMiddleware(auth.connectOptions({ routes: echoRoutes(observed) })));
+  });
+  const ECHO = "/example.v1.EchoService/Echo";
+  const body = Buffer.from(JSON.stringify({ text: "hi" }));
+  const post = (signedPath: string, sentPath: string) =>
+    rawRequest(served.server.port, {
+      method: "POST",
+      path: sentPath,
+      headers: [json, ...signedHeaders(SECRET, { method: "POST", path: signedPath, body }, identity)],
+      body,
+    });
+
+  it("verifies the request-target as received (the mount included), not the url Express rewrote", async () => {
+    expect((await post(`/rpc${ECHO}`, `/rpc${ECHO}`)).status).toBe(200);
+    const calls = observed.calls;
+    // Signed for another target: the mount prefix is part of what must match.
+    for (const sent of [`/rpc${ECHO}`, `/RPC${ECHO}`]) {
+      const refused = await post(ECHO, sent);
+      expect([sent, refused.status, JSON.parse(refused.body).message]).toEqual([sent, 403, "invalid_signature"]);
+    }
+    expect(observed.calls).toBe(calls);
+  });
+});
+
 describe("Fastify: app.register(auth.fastify)", () => {
   let reached = 0;
   const served = fastifyServer(async (app) => {

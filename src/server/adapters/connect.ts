@@ -191,7 +191,7 @@ function verify(config: GatewayAuthConfig, req: NodeRequest): RequestVerificatio
 // Verified by auth.express() / auth.fastify of the same instance, which
 // consumed the body: hand Connect the bytes they verified.
 function alreadyVerified(req: NodeRequest, pre: PreVerifiedRequest): RequestVerification {
-  const fullpath = fullpathOf(req.url ?? "");
+  const fullpath = fullpathOf((req as { originalUrl?: string }).originalUrl ?? req.url ?? "");
   const byteLength = pre.chunks.reduce((n, c) => n + c.byteLength, 0);
   return {
     check: { ok: true, method: req.method ?? "", fullpath, identity: pre.identity, contentLength: undefined, verifyBody: () => undefined },

@@ -39,8 +39,8 @@ export function verifyNodeRequest(
   config: GatewayAuthConfig,
   req: NodeRequest,
   res: NodeResponse,
-  // Express rewrites `url` under a mount point; the raw target is `originalUrl`.
-  requestTarget: string | undefined = req.url,
+  // Express rewrites `url` under a mount point (Fastify with rewriteUrl too); the raw target is `originalUrl`.
+  requestTarget: string | undefined = (req as { originalUrl?: string }).originalUrl ?? req.url,
 ): Promise<VerifiedNodeRequest | undefined> {
   const span = startVerificationSpan(req);
   if (span === undefined) return verifyAndAnswer(config, req, res, requestTarget, undefined);
