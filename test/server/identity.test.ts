@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { identityOf } from "../../src/server/gateway-identity.js";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { afterAll, describe, expect, it } from "vitest";
@@ -239,5 +239,36 @@ describe("requireIdentity", () => {
       return undefined;
     })();
     expect(err?.code).toBe(Code.Unauthenticated);
+  });
+});
+
+describe("contextValues of the service's own", () => {
+  it("even one object shared by every request: each request keeps its own identity, and the service's values still read through", async () => {
+    const appKey = createContextKey<string>("unset", { description: "the app's own value" });
+    const shared = createContextValues().set(appKey, "pool-1"); // built once, handed to every request
+    const auth = createGatewayAuth({ hmacSecret, exposeRejectionReason: true });
+    const server = await startServer(
+      connectNodeAdapter(
+        auth.connectOptions({
+          contextValues: () => shared,
+          routes: (router) =>
+            router.service(EchoService, {
+              async echo(req, ctx) {
+                // A slow first call: the second is verified while it waits.
+                if (req.text === "slow") await new Promise((resolve) => setTimeout(resolve, 200));
+                return { text: `${requireIdentity(ctx).userId} ${ctx.values.get(appKey)}` };
+              },
+            }),
+        }),
+      ),
+    );
+    servers.push(server);
+    const as = (identity: IdentityHeaderValues) =>
+      createClient(EchoService, createTestGatewayTransport({ baseUrl: server.baseUrl, hmacSecret, identity }));
+    const slow = as({ clientId: "web", userId: "mallory", scopes: ["read"] }).echo({ text: "slow" });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const fast = await as({ clientId: "backoffice", userId: "admin-1", scopes: ["admin"] }).echo({ text: "fast" });
+    expect(fast.text).toBe("admin-1 pool-1");
+    expect((await slow).text).toBe("mallory pool-1");
   });
 });

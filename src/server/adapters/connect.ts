@@ -4,6 +4,7 @@ import {
   createContextKey,
   createContextValues,
   type ConnectRouter,
+  type ContextKey,
   type ContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
@@ -110,7 +111,11 @@ export function withGatewayAuth<O extends object>(
     // small gzip body must not become a huge message in a handler.
     readMaxBytes: options.readMaxBytes ?? config.maxBodyBytes,
     contextValues(req: never): ContextValues {
-      const values = ownContextValues?.(req) ?? createContextValues();
+      // Your values are read through a layer of this request's own, where
+      // the verification and the identity are written: a `contextValues`
+      // that hands every request the same object must not let one request's
+      // identity replace another's.
+      const values = ownContextValues === undefined ? createContextValues() : new RequestValues(ownContextValues(req));
       values.set(verificationKey, verificationOf(config, verified, nodeRequestOf(req)));
       return values;
     },
@@ -133,6 +138,35 @@ export function withGatewayAuth<O extends object>(
           },
         }),
   };
+}
+
+/**
+ * One request's context values over the ones `contextValues` returned: what
+ * is set or deleted here is this request's alone; the rest is read from
+ * `base`.
+ */
+class RequestValues implements ContextValues {
+  private readonly own = createContextValues();
+  /** The keys set or deleted on this request (their value, or absence, is `own`'s). */
+  private readonly written = new Set<symbol>();
+
+  constructor(private readonly base: ContextValues) {}
+
+  get<T>(key: ContextKey<T>): T {
+    return this.written.has(key.id) ? this.own.get(key) : this.base.get(key);
+  }
+
+  set<T>(key: ContextKey<T>, value: T): this {
+    this.written.add(key.id);
+    this.own.set(key, value);
+    return this;
+  }
+
+  delete(key: ContextKey<unknown>): this {
+    this.written.add(key.id);
+    this.own.delete(key);
+    return this;
+  }
 }
 
 // connect-fastify passes the Fastify request; the Node one is its `raw`.
