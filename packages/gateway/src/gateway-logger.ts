@@ -21,9 +21,47 @@ export function isCallerGoneError(error: unknown): boolean {
   return code === "UND_ERR_ABORTED" || name === "RequestAbortedError" || code === "ERR_STREAM_PREMATURE_CLOSE";
 }
 
-/** Logs a call whose caller went away before its answer was complete: one line, no stack. */
-export function logCallerGone(log: FastifyBaseLogger, detail: { readonly headersSent: boolean }): void {
-  log.info({ ...CALLER_GONE_FIELDS, headersSent: detail.headersSent }, CALLER_WENT_AWAY);
+/** nginx's "client closed request": the status a call whose caller went away before its answer is logged with (never sent). */
+export const CLIENT_CLOSED_REQUEST = 499;
+
+/** Set on a request once its one access line is written. */
+const LOGGED = Symbol("connect-gateway request logged");
+type LoggedRequest = FastifyRequest & { [LOGGED]?: true };
+
+/**
+ * Logs a call whose caller went away before its answer was complete: its
+ * access line (see GatewayLogController), with status 499 and no stack —
+ * unless that line is already written (an HTTP/2 stream reset is seen by
+ * fastify first). One line per request either way.
+ */
+export function logCallerGone(request: FastifyRequest, reply: FastifyReply, detail: { readonly headersSent: boolean }): void {
+  if ((request as LoggedRequest)[LOGGED]) return;
+  (request as LoggedRequest)[LOGGED] = true;
+  lineLoggerOf(reply).info({ ...accessFields(request, reply, CLIENT_CLOSED_REQUEST), ...CALLER_GONE_FIELDS, headersSent: detail.headersSent }, CALLER_WENT_AWAY);
+}
+
+/**
+ * The facts of a request's access line. The request's child logger is made
+ * only if something else logged (see RequestLogger); until then the line
+ * goes through the parent, with `reqId` among its fields.
+ */
+function accessFields(request: FastifyRequest, reply: FastifyReply, statusCode: number) {
+  const url = request.url;
+  const query = url.indexOf("?");
+  const lazy = reply.log instanceof RequestLogger && !reply.log.made;
+  return {
+    ...(lazy && { reqId: request.id }),
+    method: request.method,
+    route: routePatternOf(request),
+    path: query === -1 ? url : url.slice(0, query),
+    remoteAddress: request.ip,
+    statusCode,
+    durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
+  };
+}
+
+function lineLoggerOf(reply: FastifyReply): FastifyBaseLogger {
+  return reply.log instanceof RequestLogger ? reply.log.lineLogger : reply.log;
 }
 
 /**
@@ -35,30 +73,27 @@ export function logCallerGone(log: FastifyBaseLogger, detail: { readonly headers
  * the request id (`reqId`), method, route pattern, path (never the query: a
  * token may travel in it), the caller's address (HTTP/1.1; an HTTP/2
  * stream that has closed no longer knows it), status and duration in
- * milliseconds. A call whose caller went away before its answer has its own
- * line (see logCallerGone); fastify's other lines are unchanged.
+ * milliseconds. A call whose caller went away before its answer is logged
+ * as "caller went away" with status 499 instead (see logCallerGone);
+ * fastify's other lines are unchanged.
  */
 export class GatewayLogController extends LogController {
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const url = request.url;
-    const query = url.indexOf("?");
-    // The request's child logger is made only if something else logged (see
-    // RequestLogger); until then the line goes through the parent, with reqId.
-    const lazy = reply.log instanceof RequestLogger && !reply.log.made;
-    const fields = {
-      ...(lazy && { reqId: request.id }),
-      method: request.method,
-      route: routePatternOf(request),
-      path: query === -1 ? url : url.slice(0, query),
-      remoteAddress: request.ip,
-      statusCode: reply.statusCode,
-      durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
-    };
-    const line = reply.log instanceof RequestLogger ? reply.log.lineLogger : reply.log;
-    if (error) line.error({ ...fields, err: error }, REQUEST_ERRORED);
-    else line.info(fields, REQUEST_COMPLETED);
+    if ((request as LoggedRequest)[LOGGED]) return;
+    // An answer the gateway never finished: the caller went away (an HTTP/2
+    // stream reset closes the response, which fastify takes for complete).
+    // `writableEnded`, not `writableFinished`: a reset HTTP/2 response
+    // reports itself finished.
+    if (!error && !reply.raw.writableEnded) {
+      logCallerGone(request, reply, { headersSent: reply.raw.headersSent });
+      return;
+    }
+    (request as LoggedRequest)[LOGGED] = true;
+    const fields = accessFields(request, reply, reply.statusCode);
+    if (error) lineLoggerOf(reply).error({ ...fields, err: error }, REQUEST_ERRORED);
+    else lineLoggerOf(reply).info(fields, REQUEST_COMPLETED);
   }
 }
 
@@ -186,9 +221,10 @@ export function gatewayLoggerOptions(logger: ResolvedGatewayConfig["logger"]): F
           return isCallerGoneError(args[0]) ? undefined : this.debug(...args);
         }
         // fastify warns with the stack when it stops piping an answer to a caller
-        // that went away (it aborts the upstream body itself): that is normal traffic.
+        // that went away (it aborts the upstream body itself): that is normal
+        // traffic, and the request's access line says so (status 499).
         if (level === PINO_WARN && args[1] === STREAM_ERROR_MESSAGE && isCallerGoneError((args[0] as { err?: unknown })?.err)) {
-          return this.info(CALLER_GONE_FIELDS, CALLER_WENT_AWAY);
+          return this.debug(CALLER_GONE_FIELDS, "stopped relaying the answer: the caller went away");
         }
         return method.apply(this, args);
       },

@@ -12,7 +12,7 @@ import { envelopedProtocolOf } from "./caller-protocol.js";
 import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
 import { EnvelopedRelay } from "./enveloped-relay.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
-import { logCallerGone } from "./gateway-logger.js";
+import { CLIENT_CLOSED_REQUEST, logCallerGone } from "./gateway-logger.js";
 import type { H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { forwardedTraceContext } from "./hop-tracing.js";
 import type { CallerIdentity } from "./identity-claims.js";
@@ -135,7 +135,7 @@ export async function registerForwarding(
         }
         throw error;
       }
-      logCallerGone(request.log, { headersSent: reply.raw.headersSent });
+      logCallerGone(request, reply, { headersSent: reply.raw.headersSent });
       return reply.code(CLIENT_CLOSED_REQUEST).send();
     });
     // Forwarded bodies are read chunk by chunk, hashed as they come and never
@@ -214,7 +214,11 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   // finished once its stream closes, a reset included.
   const callerGone = new AbortController();
   reply.raw.once("close", () => {
-    if (!reply.raw.writableEnded && !callOf<ForwardedCall>(request).relaying) callerGone.abort(callerWentAway());
+    if (reply.raw.writableEnded) return;
+    if (!callOf<ForwardedCall>(request).relaying) callerGone.abort(callerWentAway());
+    // Its one access line (status 499), whoever else notices: fastify writes none for an
+    // HTTP/1.1 caller whose connection closed mid-answer (see logCallerGone).
+    logCallerGone(request, reply, { headersSent: reply.raw.headersSent });
   });
   setCall<ForwardedCall>(request, {
     forwarding,
@@ -256,7 +260,7 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown)
   if (callerIsGone(reply)) {
     // Nobody to answer: let go of the upstream answer at once.
     response.stream.destroy();
-    logCallerGone(reply.log, { headersSent: false });
+    logCallerGone(reply.request, reply, { headersSent: false });
     void reply.code(CLIENT_CLOSED_REQUEST).send();
     return;
   }
@@ -574,7 +578,7 @@ async function sendAndCache(
  */
 function failReply(reply: FastifyReply, error: GatewayHttpError): void {
   if (callerIsGone(reply)) {
-    logCallerGone(reply.log, { headersSent: reply.raw.headersSent });
+    logCallerGone(reply.request, reply, { headersSent: reply.raw.headersSent });
     if (!reply.sent) void reply.code(CLIENT_CLOSED_REQUEST).send();
     return;
   }
@@ -596,9 +600,6 @@ function callerWentAway(): Error {
   error.stack = undefined;
   return error;
 }
-
-/** nginx's status for a call whose caller closed the connection before the answer: only ever logged. */
-const CLIENT_CLOSED_REQUEST = 499;
 
 /**
  * True once the caller can no longer receive the answer: its HTTP/2 stream
