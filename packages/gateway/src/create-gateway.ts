@@ -133,7 +133,15 @@ export function createGateway(options: GatewayConfig): Gateway {
     return sendGatewayError(request, reply, gatewayError);
   });
   app.setNotFoundHandler((request, reply) =>
-    sendGatewayError(request, reply, new GatewayHttpError("NOT_FOUND", "No route matches this request")),
+    sendGatewayError(
+      request,
+      reply,
+      // A browser's preflight that CORS did not answer: its origin is not allowed (or CORS is
+      // off). Still a 404, as for any request the gateway does not serve, but one that says why.
+      isPreflight(request)
+        ? new GatewayHttpError("NOT_FOUND", "CORS preflight from an origin this gateway does not allow (CORS_ORIGINS, or cors.origins in routes.yaml)")
+        : new GatewayHttpError("NOT_FOUND", "No route matches this request"),
+    ),
   );
   // Every forwarding route is in the gateway's own route table, behind one
   // fastify route (see RouteTable): built here, in linear time.
@@ -383,6 +391,11 @@ function markHttp2Body(request: FastifyRequest): void {
   if (headers["content-type"] === undefined && headers["content-length"] === undefined && headers["transfer-encoding"] === undefined) {
     headers["transfer-encoding"] = "chunked";
   }
+}
+
+/** A CORS preflight: `OPTIONS` with an `Origin` and the method the page wants to send. */
+function isPreflight(request: FastifyRequest): boolean {
+  return request.method === "OPTIONS" && request.headers.origin !== undefined && request.headers["access-control-request-method"] !== undefined;
 }
 
 function rateLimitKey(request: FastifyRequest): string {
