@@ -215,6 +215,20 @@ describe("CORS options", () => {
     const unset = gatewayConfigFromEnv("routes.yaml", {});
     for (const key of ["corsOrigins", "corsMaxAgeSeconds", "corsExposeHeaders", "corsCredentials"]) expect(unset).not.toHaveProperty(key);
   });
+
+  it("environment: a bad CORS_ORIGINS entry is named with the variable, e.g. a trailing slash", () => {
+    for (const bad of ["http://localhost:5173/", "localhost:5173", "https://app.example.com/app", "ftp://files.example.com"]) {
+      const attempt = () => gatewayConfigFromEnv("routes.yaml", { CORS_ORIGINS: `${APP}, ${bad}` });
+      expect(attempt).toThrow(GatewayConfigError);
+      expect(attempt).toThrow(`\`CORS_ORIGINS\` entry ${JSON.stringify(bad)} must be an origin such as https://app.example.com (no path, no trailing /)`);
+    }
+    expect(gatewayConfigFromEnv("routes.yaml", { CORS_ORIGINS: " * " })).toMatchObject({ corsOrigins: true });
+  });
+
+  it('routes.yaml: "*" inside the origins list says to write it on its own', () => {
+    const yaml = `version: "1.0"\ncors:\n  origins: ["*"]\nroutes: []\n`;
+    expect(() => parseRoutesFile(yaml, { source: "routes.yaml", env: {} })).toThrow('write "*" on its own (origins: "*"), not in a list');
+  });
 });
 
 describe("bad CORS values are refused, naming the option", () => {

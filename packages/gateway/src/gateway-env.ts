@@ -59,9 +59,7 @@ export function gatewayLimitsFromEnv(
     rateLimit: rateLimitFromEnv(env),
     authFailureLimit: authFailureLimitFromEnv(env),
     ...(env.BODY_LIMIT !== undefined && { bodyLimit: integer(env, "BODY_LIMIT") }),
-    ...(env.CORS_ORIGINS !== undefined && {
-      corsOrigins: env.CORS_ORIGINS.trim() === "*" ? true : env.CORS_ORIGINS.split(",").map((o) => o.trim()).filter(Boolean),
-    }),
+    ...(env.CORS_ORIGINS !== undefined && { corsOrigins: corsOriginsFromEnv(env.CORS_ORIGINS) }),
     ...(env.CORS_MAX_AGE !== undefined && { corsMaxAgeSeconds: seconds(env, "CORS_MAX_AGE") }),
     ...(env.CORS_EXPOSE_HEADERS !== undefined && { corsExposeHeaders: [list(env, "CORS_EXPOSE_HEADERS")].flat() }),
     ...(env.CORS_CREDENTIALS !== undefined && { corsCredentials: boolean(env, "CORS_CREDENTIALS") }),
@@ -146,6 +144,26 @@ function authFailureLimitFromEnv(env: GatewayEnv): GatewayConfig["authFailureLim
 }
 
 /** A comma-separated list, one entry for a single value; throws when it names nothing. */
+/**
+ * `CORS_ORIGINS`: `*`, or origins separated by commas, each checked here so
+ * that the message names the variable and the entry (an origin is public:
+ * every browser sends it).
+ */
+function corsOriginsFromEnv(value: string): true | string[] {
+  if (value.trim() === "*") return true;
+  const origins = value.split(",").map((o) => o.trim()).filter(Boolean);
+  for (const origin of origins) {
+    const url = URL.canParse(origin) ? new URL(origin) : undefined;
+    if (url === undefined || !/^https?:$/.test(url.protocol) || url.origin !== origin) {
+      throw new GatewayConfigError(
+        "CORS_ORIGINS",
+        `entry ${JSON.stringify(origin)} must be an origin such as https://app.example.com (no path, no trailing /), or the whole value "*"`,
+      );
+    }
+  }
+  return origins;
+}
+
 function list(env: GatewayEnv, name: string): string | string[] {
   const items = (env[name] ?? "").split(",").map((v) => v.trim()).filter(Boolean);
   if (items.length === 0) throw new GatewayConfigError(name, "must name at least one value");

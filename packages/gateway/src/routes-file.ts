@@ -285,6 +285,10 @@ function readCorsOrigins(reader: Reader, node: YamlNode): readonly string[] | tr
   return reader.list(node, "cors.origins").flatMap((item) => {
     const origin = reader.string(item, "an entry of cors.origins");
     if (origin === undefined) return [];
+    if (origin === "*") {
+      reader.fail(item, 'cors.origins: write "*" on its own (origins: "*"), not in a list');
+      return [];
+    }
     if (!URL.canParse(origin) || !/^https?:$/.test(new URL(origin).protocol) || new URL(origin).origin !== origin) {
       reader.fail(item, `cors.origins entry ${JSON.stringify(origin)} must be an origin such as https://app.example.com (no path, no trailing /)`);
       return [];
