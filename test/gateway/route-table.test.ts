@@ -163,6 +163,16 @@ describe("requests the route table matches nothing for", () => {
     expect(backend.requests.map((r) => r.url)).toEqual(["/api/v1/items/0", "/api/v1/items/1"]);
   });
 
+  it("under /backend/<name>/, asks whether the name is a backend (echoing it only when spelled as one)", async () => {
+    const message = async (path: string) => ((await (await fetch(`${gateway.url}${path}`)).json()) as { error: { message: string } }).error.message;
+    expect(await message("/backend/greeter/greeter.v1.GreeterService/Greet")).toBe(
+      'No route matches this request (is "greeter" a backend of the routes file? Connect calls go to /backend/<name>/<package.Service>/<Method>)',
+    );
+    // Not a possible backend name: nothing of it is echoed.
+    expect(await message("/backend/%3Cscript%3E/x")).toBe("No route matches this request");
+    expect(await message("/api/v1/nothing")).toBe("No route matches this request");
+  });
+
   it("never reads the body of a POST no route takes", async () => {
     // The body never comes: a gateway that waited for it would not answer.
     const status = await new Promise<number | undefined>((resolve, reject) => {

@@ -16,7 +16,7 @@ import { callerOf, declareRequestState, routeAccess, setCaller, setRoute } from 
 import { connectRateLimitStore, memoryWindowCounter, type RateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
 import { routeMethods, type RoutesFile } from "./routes-file.js";
-import { RouteTable, type RouteEntry } from "./route-table.js";
+import { noRouteMessage, RouteTable, type RouteEntry } from "./route-table.js";
 import { createTokenVerifier } from "./token-verifier.js";
 import { UpstreamDispatcher } from "./upstream-dispatcher.js";
 import {
@@ -140,7 +140,7 @@ export function createGateway(options: GatewayConfig): Gateway {
       // off). Still a 404, as for any request the gateway does not serve, but one that says why.
       isPreflight(request)
         ? new GatewayHttpError("NOT_FOUND", "CORS preflight from an origin this gateway does not allow (CORS_ORIGINS, or cors.origins in routes.yaml)")
-        : new GatewayHttpError("NOT_FOUND", "No route matches this request"),
+        : new GatewayHttpError("NOT_FOUND", noRouteMessage(request.url)),
     ),
   );
   // Every forwarding route is in the gateway's own route table, behind one

@@ -76,3 +76,16 @@ export class RouteTable<T> {
     return found;
   }
 }
+
+/**
+ * What a 404 for `url` says. Under `/backend/<name>/…` it asks whether the
+ * name is one of the routes file's backends (the usual cause: a client's
+ * service name that no backend has), echoing the name only when it is
+ * spelled as a backend name can be; nothing else of the caller's is echoed.
+ */
+export function noRouteMessage(url: string): string {
+  const backend = /^\/backend\/([a-z0-9][a-z0-9._-]{0,63})(?:[/?]|$)/.exec(url)?.[1];
+  return backend === undefined
+    ? "No route matches this request"
+    : `No route matches this request (is "${backend}" a backend of the routes file? Connect calls go to /backend/<name>/<package.Service>/<Method>)`;
+}

@@ -17,7 +17,7 @@ import type { H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { forwardedTraceContext } from "./hop-tracing.js";
 import type { CallerIdentity } from "./identity-claims.js";
 import { callerOf, callOf, FORWARDING_URL, routeOf, setCall, type RouteTarget } from "./request-state.js";
-import type { RouteMatch } from "./route-table.js";
+import { noRouteMessage, type RouteMatch } from "./route-table.js";
 import {
   cacheableHeaders,
   isCacheable,
@@ -160,7 +160,7 @@ export async function registerForwarding(
 }
 
 function refuseUnmatched(request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void): void {
-  if (routeOf(request) === undefined) done(new GatewayHttpError("NOT_FOUND", "No route matches this request"));
+  if (routeOf(request) === undefined) done(new GatewayHttpError("NOT_FOUND", noRouteMessage(request.url)));
   else done();
 }
 
