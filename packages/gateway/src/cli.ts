@@ -273,7 +273,10 @@ function init(values: { name?: string; dir?: string; skip?: string }): void {
   try {
     const written = scaffoldService({ dir, name: values.name, skip: skip as ScaffoldPart[], connectGatewayVersion: `^${version()}` });
     const next = skip.includes("test") ? "npm run typecheck" : "npm test";
-    console.log(`Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && ${next}`);
+    console.log(
+      `Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && ${next}\n` +
+        "(Until connect-gateway is on the npm registry, install its tarball first: npm install <checkout>/connect-gateway-<version>.tgz)",
+    );
   } catch (e) {
     if (e instanceof ScaffoldError) throw e.flag !== undefined ? new UsageError(e.message) : new CommandFailure(e.message);
     throw e;
