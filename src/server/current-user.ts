@@ -45,7 +45,14 @@ export function setVerifiedIdentity(
  * (memoised; concurrent calls share one lookup), falling back to
  * `onMissingUser({ subject, email, firstName, lastName, scopes, clientId })`
  * when it finds nobody. `undefined` on service calls (neither hook is
- * called) and when nobody is found. Exceptions of the hooks propagate.
+ * called) and when nobody is found.
+ *
+ * A `ConnectError` a hook throws (`PermissionDenied` for a banned user, say)
+ * reaches the caller as it is. Any other failure is wrapped in a
+ * `ConnectError` with code `Internal`, a message of ours and the hook's error
+ * as its `cause`: a database error's text (a connection string, a password)
+ * must not become the answer of a framework that sends a 500's message
+ * (Fastify's default error handler does). Read `cause` to log it.
  */
 export function currentUser<User = unknown>(ctx: GatewayContext): Promise<User | undefined> {
   const resolution = ctx.values.get(userResolution);
@@ -58,8 +65,13 @@ export function currentUser<User = unknown>(ctx: GatewayContext): Promise<User |
       ),
     );
   }
-  resolution.current ??= resolve(resolution, ctx.values.get(gatewayIdentity));
+  resolution.current ??= resolve(resolution, ctx.values.get(gatewayIdentity)).catch(hookFailure);
   return resolution.current as Promise<User | undefined>;
+}
+
+function hookFailure(error: unknown): never {
+  if (error instanceof ConnectError) throw error;
+  throw new ConnectError("connect-gateway: resolving the request's user failed (resolveUser or onMissingUser threw; see cause)", Code.Internal, undefined, undefined, error);
 }
 
 async function resolve(resolution: UserResolution, identity: GatewayIdentity | undefined): Promise<unknown> {

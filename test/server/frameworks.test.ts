@@ -1,4 +1,4 @@
-import { Code, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { expressConnectMiddleware } from "@connectrpc/connect-express";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import express, { type Express } from "express";
@@ -214,6 +214,37 @@ describe("Express: connect-express mounted under a path (app.use(\"/rpc\", …))
       expect([sent, refused.status, JSON.parse(refused.body).message]).toEqual([sent, 403, "invalid_signature"]);
     }
     expect(observed.calls).toBe(calls);
+  });
+});
+
+describe("Fastify: a resolveUser that fails", () => {
+  const failing = createGatewayAuth({
+    hmacSecret: SECRET,
+    resolveUser: (id) => {
+      if (id.userId === "banned") throw new ConnectError("this user is banned", Code.PermissionDenied);
+      throw new Error("connect ECONNREFUSED postgres://app:Sup3rS3cret@db:5432/users");
+    },
+  });
+  const served = fastifyServer(async (app) => {
+    await app.register(async (rest) => {
+      await rest.register(failing.fastify);
+      rest.post("/api/me", async (req) => ({ user: await currentUser(gatewayOf(req)) }));
+    });
+  });
+
+  it("its error's text never reaches the caller through Fastify's own error handler; a ConnectError it throws keeps its code", async () => {
+    const res = await signedPost(served.port, "/api/me");
+    expect(res.status).toBe(500);
+    expect(res.body).not.toContain("Sup3rS3cret");
+    expect(res.body).not.toContain("ECONNREFUSED");
+    expect(JSON.parse(res.body).message).toContain("resolving the request's user failed");
+    const banned = await rawRequest(served.port, {
+      method: "POST",
+      path: "/api/me",
+      headers: [json, ...signedHeaders(SECRET, { method: "POST", path: "/api/me", body: payload }, { ...identity, userId: "banned" })],
+      body: payload,
+    });
+    expect(JSON.parse(banned.body).message).toContain("this user is banned");
   });
 });
 
