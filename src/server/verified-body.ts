@@ -46,7 +46,7 @@ export function readVerifiedBody(
   bodyTimeoutMs: number,
 ): Promise<VerifiedBody> {
   const { promise, resolve, reject } = withResolvers<VerifiedBody>();
-  const read = new BodyRead(stream, check, maxBodyBytes, resolve, reject);
+  const read = new BodyRead(stream, check, maxBodyBytes, bodyTimeoutMs, resolve, reject);
   if (stream.readableEnded) {
     read.end();
     return promise;
@@ -133,6 +133,7 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
     private readonly stream: ReadStream,
     private readonly check: BodyCheck,
     private readonly maxBodyBytes: number,
+    private readonly bodyTimeoutMs: number,
     private readonly resolve: (body: VerifiedBody) => void,
     private readonly reject: (error: unknown) => void,
   ) {
@@ -146,7 +147,7 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
     if (this.byteLength > this.maxBodyBytes) {
       this.done();
       this.stream.pause();
-      endUnreadStream(this.stream);
+      endUnreadStream(this.stream, this.bodyTimeoutMs);
       this.clear();
       this.hash = undefined;
       this.resolve({ kind: "too_large" });
@@ -182,7 +183,7 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
     if (this.stream[reading] !== this) return;
     this.done();
     this.stream.pause();
-    endUnreadStream(this.stream);
+    endUnreadStream(this.stream, 0);
     this.clear();
     this.hash = undefined;
     this.resolve({ kind: "timed_out" });

@@ -15,7 +15,8 @@ import { signedHeadersV2 } from "../support/signed-headers.js";
 const SECRET = "refused-unread-secret-77";
 const ECHO = "/example.v1.EchoService/Echo";
 const MAX = 64 * 1024;
-const auth = createGatewayAuth({ hmacSecret: SECRET, maxBodyBytes: MAX, exposeRejectionReason: true });
+// bodyTimeoutMs 1 s: what a refused request still sends is dropped for that long, then its stream is reset.
+const auth = createGatewayAuth({ hmacSecret: SECRET, maxBodyBytes: MAX, bodyTimeoutMs: 1000, exposeRejectionReason: true });
 const observed: Observed = { calls: 0, messages: 0 };
 let handled = 0;
 let nodeServer: http2.Http2Server;
@@ -105,5 +106,34 @@ describe("over HTTP/2, a request refused with its body unread has its stream end
   ])("%s: headers that fail the check (no signature at all)", async (_label, server, status) => {
     const outcome = await upload(server(), { "content-type": "application/json" }, 1024);
     expect(outcome).toEqual({ status, closedByServer: true, rstCode: http2.constants.NGHTTP2_NO_ERROR });
+  });
+});
+
+describe("a caller that goes on sending the whole body after the refusal", () => {
+  it("Connect over HTTP/2: the body is read to its end and dropped, so the client gets the refusal's code, every time", async () => {
+    const { Http2SessionManager } = await import("@connectrpc/connect-node");
+    const { createClient, ConnectError, Code } = await import("@connectrpc/connect");
+    const { createTestGatewayTransport } = await import("../../src/testing/index.js");
+    const { EchoService } = await import("../../examples/gen/example/v1/example_pb.js");
+    const baseUrl = `http://127.0.0.1:${(connectServer.address() as AddressInfo).port}`;
+    const sessionManager = new Http2SessionManager(baseUrl);
+    try {
+      const echo = createClient(
+        EchoService,
+        createTestGatewayTransport({ baseUrl, hmacSecret: SECRET, identity: { clientId: "svc" }, httpVersion: "2", sessionManager }),
+      );
+      // Twenty 1 MiB messages on one session: each refused with its code, none leaving the session wedged.
+      for (let i = 0; i < 20; i++) {
+        const error = await echo.echo({ text: "x".repeat(1024 * 1024) }, { timeoutMs: 5_000 }).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(ConnectError);
+        expect([i, (error as InstanceType<typeof ConnectError>).code]).toEqual([i, Code.ResourceExhausted]);
+      }
+      expect((await echo.echo({ text: "small" })).text).toBe("small");
+    } finally {
+      sessionManager.abort();
+    }
   });
 });

@@ -344,13 +344,13 @@ async function verifiedIdentity(
   verification: RequestVerification,
 ): Promise<GatewayIdentity | undefined> {
   const { check } = verification;
-  if (!check.ok) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, check.reason, check)));
+  if (!check.ok) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, check.reason, check)), config.bodyTimeoutMs);
   const early = refusalBeforeBody(config, {
     consumed: verification.consumedEarly,
     // Only a body this request holds is bounded here (not with skipVerification).
     contentLength: verification.holdsBody ? verification.contentLength : undefined,
   });
-  if (early !== undefined) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, early, check)));
+  if (early !== undefined) throw refusedUnread(ctx, verification, connectError(rejectionOf(config, early, check)), config.bodyTimeoutMs);
   if (verification.holdsBody) {
     let body: VerifiedBody;
     try {
@@ -359,7 +359,7 @@ async function verifiedIdentity(
       // Our own refusal (a body parsed before us), or the client went away mid-body.
       throw e instanceof ConnectError ? e : connectError(rejectionOf(config, "body_cut_off"), e);
     }
-    if (body.kind === "timed_out") throw refusedUnread(ctx, verification, bodyError(config, check, body));
+    if (body.kind === "timed_out") throw refusedUnread(ctx, verification, bodyError(config, check, body), 0);
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
   return check.identity;
@@ -372,11 +372,12 @@ async function verifiedIdentity(
  * up to 256 KiB of the refused body before answering (to keep the
  * connection reusable), which would make a refused caller that has not sent
  * its body wait, and spend our time on bytes we will never use. Over HTTP/2
- * the stream is reset (NO_ERROR) once the answer is out (see endUnreadStream).
+ * the rest of the body is dropped for a while, then the stream is reset
+ * (see endUnreadStream; `drainFor` 0 for a body that timed out: at once).
  */
-function refusedUnread(ctx: HandlerContext, verification: RequestVerification, error: ConnectError): ConnectError {
+function refusedUnread(ctx: HandlerContext, verification: RequestVerification, error: ConnectError, drainFor: number): ConnectError {
   if (verification.http1) ctx.responseHeader.set("connection", "close");
-  else endUnreadStream(verification.request);
+  else endUnreadStream(verification.request, drainFor);
   return error;
 }
 

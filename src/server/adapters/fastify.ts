@@ -98,13 +98,13 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       const check = checkRequestHead(config, req.raw);
       if (!check.ok) {
         span?.end(check.reason);
-        return refuse(reply, rejectionOf(config, check.reason, check));
+        return refuse(req, reply, rejectionOf(config, check.reason, check), config.bodyTimeoutMs);
       }
       // Fastify's parser has not run yet: the body is still unread.
       const early = refusalBeforeBody(config, { consumed: false, contentLength: check.contentLength });
       if (early !== undefined) {
         span?.end(early);
-        return refuse(reply, rejectionOf(config, early, check));
+        return refuse(req, reply, rejectionOf(config, early, check), config.bodyTimeoutMs);
       }
       pending.set(req, { check, hash: createHash("sha256"), span });
       return undefined;
@@ -116,7 +116,7 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       // Past maxBodyBytes (a chunked body: a declared length was checked in onRequest), answered here.
       const through = hashing(state.hash, config.maxBodyBytes, () => deadline?.answerInstead("body_too_large"));
       state.stream = through;
-      state.deadline = deadline = new ParsedBodyDeadline(config, state, payload, through, reply, () => pending.delete(req));
+      state.deadline = deadline = new ParsedBodyDeadline(config, state, payload, through, reply, () => pending.delete(req), req.raw);
       watchDeadline(state.deadline, config.bodyTimeoutMs);
       return through;
     });
@@ -135,7 +135,7 @@ export function fastifyPlugin(config: GatewayAuthConfig, verifiedRequests: Verif
       if (body.kind !== "verified") {
         const kind = refusalOfBody(body);
         state.span?.end(kind);
-        return refuse(reply, rejectionOf(config, kind, state.check));
+        return refuse(req, reply, rejectionOf(config, kind, state.check), kind === "body_timeout" ? 0 : config.bodyTimeoutMs);
       }
       state.span?.end("verified", state.check.identity);
       const values = createContextValues();
@@ -201,6 +201,8 @@ class ParsedBodyDeadline implements DeadlineWatch {
     private readonly through: Transform,
     private readonly reply: FastifyLikeReply,
     private readonly forget: () => void,
+    /** The Node request itself (`source` is what Fastify's parser reads of it). */
+    private readonly request: IncomingMessage,
   ) {
     source.on("error", this.forwardError);
     source.pipe(through);
@@ -228,7 +230,7 @@ class ParsedBodyDeadline implements DeadlineWatch {
     const rejection = rejectionOf(this.config, kind, this.state.check);
     this.state.span?.end(rejection.kind);
     const raw = this.reply.hijack().raw;
-    endUnreadStream(raw);
+    endUnreadStream(this.request, kind === "body_timeout" ? 0 : this.config.bodyTimeoutMs);
     // The plain Node answer: the same status and body, Connection: close over HTTP/1.1.
     refuseNode(raw, rejection);
   }
@@ -244,7 +246,7 @@ function restOfBody(config: GatewayAuthConfig, state: Pending, raw: Readable): P
 }
 
 /** Answers a refusal with its status from the rejection table and `{ message }`. */
-function refuse(reply: FastifyLikeReply, rejection: Rejection): FastifyLikeReply {
-  endUnreadStream(reply.raw);
+function refuse(req: FastifyLikeRequest, reply: FastifyLikeReply, rejection: Rejection, drainFor: number): FastifyLikeReply {
+  endUnreadStream(req.raw, drainFor);
   return reply.code(rejection.status).send({ message: rejection.message });
 }

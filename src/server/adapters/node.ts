@@ -85,7 +85,7 @@ async function verifyAndAnswer(
     }
     if (refusal !== undefined) {
       refuse(res, refusal);
-      endUnreadStream(res);
+      endUnreadStream(req, refusal.kind === "body_timeout" ? 0 : config.bodyTimeoutMs);
     }
   } catch (error) {
     span?.end("error");
