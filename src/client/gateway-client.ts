@@ -7,6 +7,7 @@ import { callWithToken } from "./call-with-token.js";
 import { ConfigurationError } from "../core/errors.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
+import { httpVersionMismatchFrom } from "./http-version-mismatch.js";
 import {
   checkTimeoutMs,
   resolveGatewayOptions,
@@ -132,7 +133,8 @@ async function request<T>(
     });
   } catch (reason) {
     // A caller's abort arrives as its signal's reason: ConnectError.from presents it the Connect way (Canceled).
-    throw connectionErrorFrom(reason, `the gateway ${resolved.gatewayUrl}`) ?? ConnectError.from(reason);
+    const target = `the gateway ${resolved.gatewayUrl}`;
+    throw connectionErrorFrom(reason, target) ?? httpVersionMismatchFrom(reason, target) ?? ConnectError.from(reason);
   }
 }
 

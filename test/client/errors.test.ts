@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import {
   AuthenticationError,
   ConnectionError,
+  createGatewayClient,
   createGatewayTransport,
   GatewayError,
   GatewayResponseError,
@@ -136,5 +137,33 @@ describe("errors reaching the caller through real calls", () => {
     const token = backend.requests.at(-1)?.authorization?.slice("Bearer ".length) ?? "";
     expect(token.length).toBeGreaterThan(10);
     expectNoSecret(error, [SECRET, token]);
+  });
+});
+
+describe("a gateway URL that answers HTTP/2 only (h2c), called over HTTP/1.1", () => {
+  it("fails with a GatewayError that says to use httpVersion \"2\", over Connect and REST, not a raw parse error", async () => {
+    const { createServer } = await import("node:http2");
+    const h2only = createServer((_req, res) => res.end());
+    await new Promise<void>((resolve) => h2only.listen(0, "127.0.0.1", resolve));
+    const gatewayUrl = `http://127.0.0.1:${(h2only.address() as { port: number }).port}`;
+    const options = { gatewayUrl, appcenterUrl: gatewayUrl, clientId: "c", clientSecret: "s", retry: false } as const;
+    try {
+      const echo = createClient(EchoService, createGatewayTransport(options));
+      const connectError = await echo.echo({}, gatewayCall({ userToken: "a-user-token" })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const restError = await createGatewayClient(options).get("/api/v1/x", { userToken: "a-user-token" }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      for (const error of [connectError, restError]) {
+        expect(error).toBeInstanceOf(GatewayError);
+        expect((error as ConnectError).code).toBe(Code.Internal);
+        expect((error as ConnectError).rawMessage).toContain('did not answer in HTTP/1.1: if it serves HTTP/2 only (cleartext h2c, http2.createServer), use httpVersion: "2"');
+      }
+    } finally {
+      h2only.close();
+    }
   });
 });
