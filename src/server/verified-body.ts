@@ -6,6 +6,14 @@ import { unwatchDeadline, watchDeadline, type DeadlineWatch } from "./body-deadl
 import { endUnreadStream } from "./end-unread-stream.js";
 import type { BodyVerdict } from "./replay-check.js";
 
+/** The most of a body past `maxBodyBytes` read (and dropped) over HTTP/2 before it is refused. */
+const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
+
+/** Whether `stream` is an HTTP/2 request (the compatibility request carries its `stream`). */
+function isHttp2(stream: Readable): boolean {
+  return (stream as { stream?: unknown }).stream !== undefined;
+}
+
 /** The outcome of {@link readVerifiedBody}. */
 export type VerifiedBody =
   | {
@@ -128,6 +136,8 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
   nextWatch: DeadlineWatch | undefined = undefined;
   watched = false;
   private byteLength = 0;
+  /** Past `maxBodyBytes` over HTTP/2: the rest is read and dropped before the refusal (see `data`). */
+  private draining = false;
 
   constructor(
     private readonly stream: ReadStream,
@@ -144,16 +154,38 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
     // Node streams yield Buffers; a string only appears after setEncoding().
     const chunk = typeof piece === "string" ? Buffer.from(piece) : piece;
     this.byteLength += chunk.byteLength;
+    if (this.draining) {
+      if (this.byteLength > this.maxBodyBytes + DRAIN_MAX_BYTES) this.refuseTooLarge(0);
+      return;
+    }
     if (this.byteLength > this.maxBodyBytes) {
-      this.done();
-      this.stream.pause();
-      endUnreadStream(this.stream, this.bodyTimeoutMs);
       this.clear();
       this.hash = undefined;
-      this.resolve({ kind: "too_large" });
+      // Over HTTP/2, the refusal waits for the rest of the body, read and
+      // dropped (up to 16 MiB more, within the body's deadline): a caller
+      // answered mid-upload keeps its unsent bytes queued against its own
+      // session's memory, which Node's HTTP/2 client never gives back, so a
+      // few such calls in a row would leave its session refusing every
+      // stream. Over HTTP/1.1 the refusal goes at once; Node drops the rest.
+      if (isHttp2(this.stream)) this.draining = true;
+      else this.refuseTooLarge(this.bodyTimeoutMs);
       return;
     }
     this.add(chunk);
+  }
+
+  /**
+   * Stops reading a body past `maxBodyBytes` and refuses it; an HTTP/2
+   * stream is ended once answered, after `drainFor` more of dropping what
+   * comes (0: at once, the drain is over).
+   */
+  private refuseTooLarge(drainFor: number): void {
+    this.done();
+    this.stream.pause();
+    endUnreadStream(this.stream, drainFor);
+    this.clear();
+    this.hash = undefined;
+    this.resolve({ kind: "too_large" });
   }
 
   /** Each piece kept, in order: hashed once, from the second one on (see {@link digest}). */
@@ -165,6 +197,11 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
   }
 
   end(): void {
+    if (this.draining) {
+      this.done();
+      this.resolve({ kind: "too_large" });
+      return;
+    }
     this.done();
     const chunks = this.finish();
     const { byteLength } = this;
@@ -181,6 +218,10 @@ class BodyRead extends ChunkGatherer implements DeadlineWatch {
   /** The deadline passed with the body still coming: stop reading, drop what was read. */
   expire(): void {
     if (this.stream[reading] !== this) return;
+    if (this.draining) {
+      this.refuseTooLarge(0);
+      return;
+    }
     this.done();
     this.stream.pause();
     endUnreadStream(this.stream, 0);
