@@ -32,7 +32,9 @@ describe("soak: 64 in flight, 10% abandoned", () => {
 
     expect(stack.problems).toEqual([]);
     expect(stats.failed).toEqual([]);
-    expect(stats.completed).toBeGreaterThan(500);
+    // It kept answering (speed is measured by npm run bench, not here: a loaded CI machine
+    // completes a few hundred calls where an idle one completes thousands).
+    expect(stats.completed).toBeGreaterThan(100);
     expect(stats.abandoned).toBeGreaterThan(stats.completed / 20);
     // Still answering once the load is over.
     const health = await fetch(`${stack.gateway.url}/health`, { signal: AbortSignal.timeout(5_000) });
