@@ -1,7 +1,7 @@
 import { constants, type Http2Stream } from "node:http2";
 
 /** The most of a refused request's body read (and dropped) before its stream is reset instead. */
-const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
+export const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
 /** The longest a refused request's body is read (and dropped) for, whatever `bodyTimeoutMs` says. */
 const DRAIN_MAX_MS = 5_000;
 

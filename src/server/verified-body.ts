@@ -3,11 +3,8 @@ import type { Readable } from "node:stream";
 import { EMPTY_BODY_SHA256, type GatewayRejectionReason } from "../signing/index.js";
 import { ChunkGatherer } from "../core/chunk-gatherer.js";
 import { unwatchDeadline, watchDeadline, type DeadlineWatch } from "./body-deadlines.js";
-import { endUnreadStream } from "./end-unread-stream.js";
+import { DRAIN_MAX_BYTES, endUnreadStream } from "./end-unread-stream.js";
 import type { BodyVerdict } from "./replay-check.js";
-
-/** The most of a body past `maxBodyBytes` read (and dropped) over HTTP/2 before it is refused. */
-const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
 
 /** Whether `stream` is an HTTP/2 request (the compatibility request carries its `stream`). */
 function isHttp2(stream: Readable): boolean {
