@@ -4,7 +4,7 @@
 // unhandled error, and the calls made afterwards prove the gateway still serves.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { createServer as createHttpServer, request as httpRequest } from "node:http";
+import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest } from "node:http";
 import { connect, constants as http2Constants, createServer as createHttp2Server, type Http2Session } from "node:http2";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
@@ -219,12 +219,13 @@ describe("faulty h2c upstreams", () => {
   });
 
   it("resets an HTTP/2 caller's stream (never a clean end) when the upstream dies after the answer started", async () => {
+    const method = "M";
     const session = connect(gateway.url);
     session.on("error", () => {});
     try {
       for (let i = 0; i < 2; i++) {
         const outcome = await new Promise<{ status: number; bytes: number; ended: boolean; rstCode: number | undefined }>((resolve) => {
-          const stream = session.request({ ":method": "POST", ":path": "/backend/midway/pkg.S/M", authorization: `Bearer ${token}`, "content-type": "application/octet-stream" });
+          const stream = session.request({ ":method": "POST", ":path": `/backend/midway/pkg.S/${method}`, authorization: `Bearer ${token}`, "content-type": "application/octet-stream" });
           let status = 0;
           let bytes = 0;
           let ended = false;
@@ -543,5 +544,87 @@ describe("upstreams that fail between their headers and their body", () => {
     // The gRPC path ends in /Echo, which the upstream answers with headers, then nothing.
     const client = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/h2`, interceptors: [bearer(token)] }));
     expect((await rejectionOf(client.echo({ text: "x" }))).code).toBe(Code.DeadlineExceeded);
+  });
+});
+
+describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
+  let gateway: Gateway;
+  let token: string;
+  const sockets = new Set<Socket>();
+  // Holds every request to `/stall` unanswered; answers `/not-modified` with a
+  // 304 carrying the Content-Length of the body it stands for (RFC 9110 §8.6).
+  const upstream = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("data", (data) => {
+      if (data.toString("latin1").split(" ")[1]?.endsWith("/not-modified")) {
+        socket.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 42\r\n\r\n');
+      }
+    });
+  });
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: Infinity });
+
+  function get(path: string): Promise<{ status: number; body: string; ms: number }> {
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const req = httpRequest(`${gateway.url}${path}`, { headers: { authorization: `Bearer ${token}` }, agent, timeout: 10_000 }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, ms: Date.now() - started }));
+        res.on("error", reject);
+      });
+      req.on("timeout", () => req.destroy(new Error(`no answer within 10 s`)));
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
+  beforeAll(async () => {
+    const port = await listen(upstream);
+    gateway = await startSeedGateway(
+      routesFileText({ backends: { slow: { upstream: `http://127.0.0.1:${port}`, timeout: "2s" } } }),
+      {},
+      { rateLimit: false, authFailureLimit: false, drainTimeoutMs: 300 },
+    );
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    agent.destroy();
+    await gateway?.close();
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => upstream.close(resolve));
+  });
+
+  it("gets every caller its 504 within the route's timeout, those queued behind 128 stalled connections too", async () => {
+    // The gateway keeps at most 128 connections to an upstream: the other 72 wait for one.
+    const answers = await Promise.all(Array.from({ length: 200 }, () => get("/backend/slow/stall")));
+    expect(new Set(answers.map((a) => a.status))).toEqual(new Set([504]));
+    // 2 s from each call's arrival, not from when a connection came free for
+    // it (which made the queued ones wait 4 s), with room for a busy machine.
+    expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(3_200);
+  });
+
+  it("relays a 304 whose Content-Length stands for the body it does not send", async () => {
+    const res = await get("/backend/slow/not-modified");
+    expect([res.status, res.body]).toEqual([304, ""]);
+  });
+
+  it("closes gracefully with calls still waiting for a connection: each gets its 503, and nothing throws", async () => {
+    const thrown: unknown[] = [];
+    const onThrown = (error: unknown) => thrown.push(error);
+    process.on("uncaughtException", onThrown);
+    try {
+      const calls = Array.from({ length: 160 }, () => get("/backend/slow/stall").catch((e: Error) => ({ status: 0, body: e.message, ms: 0 })));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await gateway.close();
+      const statuses = (await Promise.all(calls)).map((a) => a.status);
+      expect(new Set(statuses)).toEqual(new Set([503]));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      process.off("uncaughtException", onThrown);
+    }
+    expect(thrown).toEqual([]);
   });
 });

@@ -2,8 +2,8 @@
 // no trusted authority signed (here a self-signed one, for 127.0.0.1) fails
 // the hop with 503, and the upstream never receives the request — the
 // caller's identity headers and signatures are not handed to whoever
-// answers on that address. (@fastify/reply-from, under the gateway's
-// forwarding, turns verification off unless told otherwise.)
+// answers on that address. (@fastify/reply-from, which the gateway once
+// forwarded through, turned verification off unless told otherwise.)
 import { readFileSync } from "node:fs";
 import { createServer, request, type Server } from "node:https";
 import type { AddressInfo } from "node:net";

@@ -24,8 +24,8 @@ const HOP_BY_HOP = new Set([
   "http2-settings",
 ]);
 
-/** The upstream answer's hop-by-hop headers, never copied to the caller's response. */
-const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding", "te"]);
+/** The upstream answer's hop-by-hop headers (and `Host`), never copied to the caller's response. */
+const RESPONSE_HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding", "te", "http2-settings", "host"]);
 
 // Only the caller headers whose normalised name (`normalisedHeaderName`: how a
 // server reading `_` as `-`, such as Rack or Puma, sees it) is controlled
@@ -142,9 +142,8 @@ export function ambiguousRequestHead(rawHeaders: readonly string[]): string | un
 
 /**
  * The caller's headers that may reach the upstream, copied into a new object:
- * all but what {@link isDroppedCallerHeader} names and every header the
- * caller's own `Connection` header lists (`callerConnection`: reply-from
- * removes those too, but reads only a single lower-case value).
+ * all but pseudo-headers, what {@link isDroppedCallerHeader} names and every header the
+ * caller's own `Connection` header lists (`callerConnection`).
  *
  * Unless `keepAuthorization`, the caller's `Authorization` goes too, in any
  * spelling: the default for every route without `forward_authorization: true`
@@ -155,7 +154,7 @@ export function ambiguousRequestHead(rawHeaders: readonly string[]): string | un
  *
  * A copy rather than `delete` on the given object: an object that loses a
  * property becomes a slow dictionary for V8, and every later reader of
- * these headers (reply-from's copy, undici's checks) would pay for it.
+ * these headers (undici's checks, the h2c pool's copy) would pay for it.
  */
 export function keptCallerHeaders(
   headers: IncomingHttpHeaders | Http2Headers,
@@ -166,6 +165,8 @@ export function keptCallerHeaders(
   const listed = connectionOptions(callerConnection);
   const kept: Record<string, string | string[] | undefined> = {};
   for (const name in headers) {
+    // An HTTP/2 caller's pseudo-headers (`:path`, `:authority`): the upstream request has its own.
+    if (name.charCodeAt(0) === 0x3a) continue;
     const lower = name.toLowerCase();
     const value = headers[name];
     if (
@@ -208,16 +209,13 @@ export function setForwardingHeaders(
 }
 
 /**
- * The upstream response's headers without its hop-by-hop ones (its
- * `Connection: keep-alive` is not the caller's), in a new object: a copy
- * rather than `delete`, for the same reason as {@link keptCallerHeaders}.
+ * True for an upstream answer's header that is not copied to the caller's
+ * response: a hop-by-hop one (its `Connection: keep-alive` is not the
+ * caller's), one its `Connection` header lists (`listed`, lower-case), and
+ * `Host`, which describes a request, never an answer (and which an HTTP/2
+ * response may not carry).
  */
-export function withoutResponseHopByHop<H extends IncomingHttpHeaders | Http2Headers>(headers: H): H {
-  const listed = connectionOptions(headers["connection"]);
-  const kept: IncomingHttpHeaders | Http2Headers = {};
-  for (const name in headers) {
-    const lower = name.toLowerCase();
-    if (!RESPONSE_HOP_BY_HOP.has(lower) && !listed.has(lower)) kept[name] = headers[name];
-  }
-  return kept as H;
+export function isResponseHopByHop(name: string, listed: ReadonlySet<string>): boolean {
+  const lower = name.toLowerCase();
+  return RESPONSE_HOP_BY_HOP.has(lower) || (listed.size !== 0 && listed.has(lower));
 }

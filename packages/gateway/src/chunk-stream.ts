@@ -3,9 +3,8 @@ import { Readable } from "node:stream";
 /**
  * A Readable over chunks already in memory (a BufferedBody's), each pushed as
  * it is: a Buffer pushed in byte mode is not copied, and a flowing reader gets
- * it back whole. It is how @fastify/reply-from and undici take a body of
- * several chunks without a copy (reply-from passes a stream `request.body` on
- * as it is). It keeps the chunks at hand: H2cUpstreamPool writes them itself,
+ * it back whole. It is how undici takes a body of several chunks without a
+ * copy. It keeps the chunks at hand: H2cUpstreamPool writes them itself,
  * and can send them again after a REFUSED_STREAM.
  */
 export class ChunkStream extends Readable {

@@ -248,7 +248,7 @@ export function createGateway(options: GatewayConfig): Gateway {
     }
     return { status: "ready" };
   });
-  void registerForwarding(app, BACKEND_METHODS, context.dispatcher);
+  void registerForwarding(app, BACKEND_METHODS);
 
   // Graceful close (SIGTERM, close()): no new connections, idle ones closed
   // at once, open calls given drainTimeoutMs to finish, then cut.

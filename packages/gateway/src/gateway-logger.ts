@@ -214,12 +214,6 @@ export function gatewayLoggerOptions(logger: ResolvedGatewayConfig["logger"]): F
     },
     hooks: {
       logMethod(args, method, level) {
-        // @fastify/reply-from logs each upstream failure at warn with its stack
-        // (twice over HTTP/2); logGatewayError already gives it one line, and a
-        // request aborted because its caller went away has its own (logCallerGone).
-        if (level === PINO_WARN && args[1] === "response errored") {
-          return isCallerGoneError(args[0]) ? undefined : this.debug(...args);
-        }
         // fastify warns with the stack when it stops piping an answer to a caller
         // that went away (it aborts the upstream body itself): that is normal
         // traffic, and the request's access line says so (status 499).

@@ -1,35 +1,20 @@
 import { Agent } from "undici";
 import { H2cUpstreamPool, type DispatchRequest, type DispatchResponse } from "./h2c-upstream-pool.js";
 
-/**
- * Where a forwarded request goes to: the h2c pool it must use, set by the
- * forwarder on the request's headers (reply-from copies symbol keys with the
- * headers, and no HTTP client sends them). Without it, HTTP/1.1.
- */
-export const UPSTREAM_POOL = Symbol("connect-gateway.upstreamPool");
-
-/**
- * The signal that tells a forwarded request its caller went away, set by the
- * forwarder on the request's headers like {@link UPSTREAM_POOL}: the upstream
- * request is then aborted (HTTP/1.1: its connection goes back or is closed)
- * or cancelled (HTTP/2: RST_STREAM CANCEL), rather than held until the
- * upstream answers or the route's timeout, a connection of the pool each.
- */
-export const CALLER_SIGNAL = Symbol("connect-gateway.callerSignal");
-
-/** A request as @fastify/reply-from hands it to its `undici` dispatcher. */
-type ForwardedRequest = DispatchRequest & {
+/** A request to an upstream: where it goes, and for how long its answer may keep it waiting. */
+export interface UpstreamRequest extends DispatchRequest {
+  /** `http(s)://host:port`. */
   readonly origin: string;
-  readonly headers: { [UPSTREAM_POOL]?: H2cUpstreamPool; [CALLER_SIGNAL]?: AbortSignal };
-  signal?: AbortSignal;
-};
+  /** How long the answer's body may stall between two chunks. */
+  readonly bodyTimeout?: number;
+}
 
 /**
- * Every upstream connection of the gateway, behind the one dispatcher that
- * @fastify/reply-from is given: an undici Agent for HTTP/1.1 upstreams (a
- * pool of up to 128 keep-alive connections per origin, TLS verified), and one
- * {@link H2cUpstreamPool} per cleartext HTTP/2 upstream (gRPC), chosen by
- * the request rather than by its origin, since one server may take both.
+ * Every upstream connection of the gateway: an undici Agent for HTTP/1.1
+ * upstreams (a pool of up to 128 keep-alive connections per origin, TLS
+ * verified), and one {@link H2cUpstreamPool} per cleartext HTTP/2 upstream
+ * (gRPC), chosen by the route rather than by the origin, since one server
+ * may take both.
  */
 export class UpstreamDispatcher {
   readonly #http1 = new Agent({ connections: 128, pipelining: 1, connect: { rejectUnauthorized: true } });
@@ -41,7 +26,7 @@ export class UpstreamDispatcher {
     this.#onSessionError = onSessionError;
   }
 
-  /** The h2c pool of `origin`, made on first use: put it under {@link UPSTREAM_POOL} on a request's headers. */
+  /** The h2c pool of `origin`, made on first use: what {@link request} is given for an HTTP/2 upstream. */
   h2cPool(origin: string): H2cUpstreamPool {
     let pool = this.#h2c.get(origin);
     if (pool === undefined) {
@@ -51,13 +36,15 @@ export class UpstreamDispatcher {
     return pool;
   }
 
-  /** reply-from's dispatcher call: `callback` once, with the upstream's answer or the failure. */
-  request(req: ForwardedRequest, callback: (error: Error | null, response?: DispatchResponse) => void): void {
-    // reply-from's request object is made for this one call: the signal goes on it.
-    req.signal = req.headers[CALLER_SIGNAL];
-    const h2c = req.headers[UPSTREAM_POOL];
+  /**
+   * Sends one request, over `h2c` when given (see {@link h2cPool}), else over
+   * HTTP/1.1; `callback` is called once, with the upstream's answer (status,
+   * headers, body stream) or the failure. Never retried: a resent POST could
+   * run twice.
+   */
+  request(req: UpstreamRequest, h2c: H2cUpstreamPool | undefined, callback: (error: Error | null, response?: DispatchResponse) => void): void {
     if (h2c !== undefined) return h2c.request(req, callback);
-    this.#http1.request(req as unknown as Agent.DispatchOptions & { method: "GET" }, callback as never);
+    this.#http1.request(req as Agent.DispatchOptions & UpstreamRequest, callback as (error: Error | null, data: unknown) => void);
   }
 
   /** Closes every connection: after the gateway has drained its calls. */

@@ -1,19 +1,18 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { IncomingHttpHeaders as Http2Headers, Http2ServerResponse, ServerHttp2Stream } from "node:http2";
 import type { Readable } from "node:stream";
-import replyFrom, { type FastifyReplyFromHooks, type FastifyReplyFromOptions } from "@fastify/reply-from";
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from "fastify";
 import { EMPTY_BODY_SHA256, gatewaySignatureHeaders, GatewaySigningError } from "connect-gateway/signing";
 import { BufferedBody } from "./buffered-body.js";
 import { bufferedBodyParser } from "./buffered-body-parser.js";
 import { ChunkStream } from "./chunk-stream.js";
-import { keptCallerHeaders, setForwardingHeaders, withoutResponseHopByHop } from "./caller-headers.js";
+import { connectionOptions, isResponseHopByHop, keptCallerHeaders, setForwardingHeaders } from "./caller-headers.js";
 import { envelopedProtocolOf } from "./caller-protocol.js";
 import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
 import { EnvelopedRelay } from "./enveloped-relay.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
 import { CLIENT_CLOSED_REQUEST, logCallerGone } from "./gateway-logger.js";
-import type { H2cUpstreamPool } from "./h2c-upstream-pool.js";
+import type { DispatchResponse, H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { forwardedTraceContext } from "./hop-tracing.js";
 import type { CallerIdentity } from "./identity-claims.js";
 import { callerOf, callOf, FORWARDING_URL, routeOf, setCall, type RouteTarget } from "./request-state.js";
@@ -26,7 +25,7 @@ import {
   type ResponseCache,
 } from "./response-cache.js";
 import type { UpstreamAccess } from "./routes-file.js";
-import { CALLER_SIGNAL, UPSTREAM_POOL, type UpstreamDispatcher } from "./upstream-dispatcher.js";
+import type { UpstreamDispatcher } from "./upstream-dispatcher.js";
 
 /** One upstream server: every route forwarding to it shares its connection pool. */
 export interface Upstream {
@@ -54,7 +53,7 @@ export interface ForwarderContext {
   readonly dispatcher: UpstreamDispatcher;
 }
 
-/** The upstream answer @fastify/reply-from hands to `onResponse` (its types say otherwise). */
+/** An upstream answer, as it is relayed (or cached). */
 interface UpstreamResponse {
   readonly statusCode: number;
   readonly headers: IncomingHttpHeaders | Http2Headers;
@@ -71,8 +70,8 @@ export interface RouteForwarding extends RouteTarget {
   readonly context: ForwarderContext;
   /** The h2c pool of an HTTP/2 upstream (see UpstreamDispatcher). */
   readonly h2c: H2cUpstreamPool | undefined;
-  /** reply-from's options, the same object for every call without a body or with one in several chunks. */
-  readonly options: FastifyReplyFromHooks;
+  /** The upstream's `Host`: what it is reached as, never the caller's. */
+  readonly host: string;
 }
 
 /** Builds what every call on `route` shares. */
@@ -83,44 +82,28 @@ export function routeForwarding(upstream: Upstream, route: ForwardingRoute, cont
     route,
     context,
     h2c: upstream.http2 ? context.dispatcher.h2cPool(upstream.origin) : undefined,
-    options: replyFromOptions(route.access.timeoutMs),
+    host: hostOf(upstream.origin),
   };
 }
 
-// reply-from's options depend on the timeout alone: one object per timeout,
-// not one per route (a routes file of 10,000 entries has a handful of timeouts).
-const optionsByTimeout = new Map<number, FastifyReplyFromHooks>();
+// One URL parse per upstream origin, not per route (10,000 routes name a handful of upstreams).
+const hostByOrigin = new Map<string, string>();
 
-function replyFromOptions(timeoutMs: number): FastifyReplyFromHooks {
-  let options = optionsByTimeout.get(timeoutMs);
-  if (options === undefined) {
-    options = {
-      timeout: timeoutMs,
-      retryDelay: neverRetry,
-      // reply-from's types allow for any server; these run on the gateway's own requests and replies.
-      rewriteRequestHeaders: withGatewayHeaders as FastifyReplyFromHooks["rewriteRequestHeaders"],
-      rewriteHeaders: withoutResponseHopByHop,
-      onResponse: relayAnswer as FastifyReplyFromHooks["onResponse"],
-      onError: answerUpstreamFailure as FastifyReplyFromHooks["onError"],
-    };
-    optionsByTimeout.set(timeoutMs, options);
-  }
-  return options;
+function hostOf(origin: string): string {
+  let host = hostByOrigin.get(origin);
+  if (host === undefined) hostByOrigin.set(origin, (host = new URL(origin).host));
+  return host;
 }
 
 /**
  * Registers the one fastify route every forwarded request takes (any path,
- * each of `methods`), in a scope of its own with one @fastify/reply-from
- * instance over the upstream dispatcher. The gateway's route table has
+ * each of `methods`), in a scope of its own, whose handler forwards through
+ * the upstream dispatcher. The gateway's route table has
  * already matched the request (see RouteTable): a request it matched
  * nothing for is refused here with 404, before its body is read or the rate
  * limit counts it.
  */
-export async function registerForwarding(
-  app: FastifyInstance,
-  methods: readonly HTTPMethods[],
-  dispatcher: UpstreamDispatcher,
-): Promise<void> {
+export async function registerForwarding(app: FastifyInstance, methods: readonly HTTPMethods[]): Promise<void> {
   await app.register(async (scope) => {
     // A caller that goes away mid-call is normal traffic, not a gateway failure:
     // one info line, and a 499 (nginx's "client closed request") for the access
@@ -143,12 +126,6 @@ export async function registerForwarding(
     scope.removeAllContentTypeParsers();
     // initialConfig always has fastify's resolved bodyLimit (1 MiB unless set).
     scope.addContentTypeParser("*", bufferedBodyParser(scope.initialConfig.bodyLimit ?? 1024 * 1024));
-    await scope.register(replyFrom, {
-      // Every upstream connection is the dispatcher's (reply-from's own
-      // HTTP/2 client lets a session error kill the process).
-      undici: dispatcher as unknown as Extract<NonNullable<FastifyReplyFromOptions["undici"]>, { request: unknown }>,
-      disableRequestLogging: true,
-    });
     scope.route({
       method: [...methods],
       url: FORWARDING_URL,
@@ -165,25 +142,24 @@ function refuseUnmatched(request: FastifyRequest, _reply: FastifyReply, done: (e
 }
 
 /**
- * One call under way: what the shared reply-from callbacks need of it, found
- * from its request (see callOf) rather than held in a closure per callback
- * per call.
+ * One call under way: what the answer's handling needs of it, found from its
+ * request (see callOf), and by the gateway's error handler.
  */
 interface ForwardedCall {
   readonly forwarding: RouteForwarding;
-  /** The gateway's own headers: identity, signatures, content headers, request id, forwarding headers, trace context. */
-  readonly headers: Record<string, string>;
-  readonly callerConnection: string | string[] | undefined;
-  /** The length of the forwarded body; undefined without one. */
-  readonly bodyLength: number | undefined;
   readonly cacheKey: string | undefined;
   /** Its answer may refresh the cache entry under `cacheKey`. */
   readonly storeInCache: boolean;
   readonly upstreamAnswered: () => void;
   /** Set once the upstream's answer is being relayed: a failure from then on is the upstream body's. */
   relaying: boolean;
-  /** Aborted when the caller goes away before its answer is complete (see CALLER_SIGNAL). */
-  readonly callerGone: AbortController;
+  /**
+   * Aborted when the caller goes away before the upstream answers, or when
+   * the route's timeout passes first: the upstream request is then aborted
+   * (HTTP/1.1: its connection goes back or is closed) or cancelled (HTTP/2:
+   * RST_STREAM CANCEL), rather than held until the upstream answers.
+   */
+  readonly abortUpstream: AbortController;
 }
 
 function forward(request: FastifyRequest, reply: FastifyReply, forwarding: RouteForwarding): FastifyReply {
@@ -212,51 +188,114 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   // of the upstream body itself when the caller goes. `writableEnded`, not
   // `writableFinished`: an HTTP/2 compatibility response reports itself
   // finished once its stream closes, a reset included.
-  const callerGone = new AbortController();
+  const abortUpstream = new AbortController();
   reply.raw.once("close", () => {
     if (reply.raw.writableEnded) return;
-    if (!callOf<ForwardedCall>(request).relaying) callerGone.abort(callerWentAway());
+    if (!callOf<ForwardedCall>(request).relaying) abortUpstream.abort(callerWentAway());
     // Its one access line (status 499), whoever else notices: fastify writes none for an
     // HTTP/1.1 caller whose connection closed mid-answer (see logCallerGone).
     logCallerGone(request, reply, { headersSent: reply.raw.headersSent });
   });
   setCall<ForwardedCall>(request, {
     forwarding,
-    headers,
-    callerConnection: request.headers.connection,
-    bodyLength: body?.byteLength,
     cacheKey,
     storeInCache: cacheUse?.store === true,
     upstreamAnswered,
     relaying: false,
-    callerGone,
+    abortUpstream,
   });
-  // reply-from has no base URL (it serves every upstream): the absolute URL.
-  const url = upstream.origin + target;
-  if (body === undefined) return reply.from(url, forwarding.options);
   // A body that came in one piece (most small ones) goes as a Buffer: undici
-  // writes it with the headers, at a fraction of a stream's cost per call.
-  if (body.chunks.length === 1) {
-    return reply.from(url, { ...forwarding.options, body: body.chunks[0], contentType: headers["content-type"] });
+  // writes it with the headers, at a fraction of a stream's cost per call. A
+  // body of several pieces goes as those pieces, never joined: undici reads
+  // the ChunkStream, the h2c pool writes its chunks itself.
+  const payload = body === undefined ? undefined : body.chunks.length === 1 ? body.chunks[0] : new ChunkStream(body.chunks);
+  const timeoutMs = route.access.timeoutMs;
+  // The route's timeout counts from now. undici's own headers timeout starts
+  // only once the request is written to a connection: behind 128 stalled
+  // ones, a queued call would wait for a connection, then a timeout more.
+  // (The h2c pool keeps such a deadline itself.)
+  const deadline = forwarding.h2c === undefined ? setTimeout(abortAtDeadline, timeoutMs, abortUpstream) : undefined;
+  context.dispatcher.request(
+    {
+      origin: upstream.origin,
+      path: target,
+      method: request.method,
+      headers: upstreamHeaders(request, forwarding, headers, body?.byteLength),
+      body: payload,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      signal: abortUpstream.signal,
+    },
+    forwarding.h2c,
+    (error, response) => {
+      clearTimeout(deadline);
+      // Nothing more to say once an answer went out (a shutdown's 503): only the upstream's body to let go of.
+      if (error !== null || response === undefined) {
+        if (!reply.sent) answerUpstreamFailure(reply, error ?? new Error("the upstream request ended without an answer"));
+      } else if (reply.sent) {
+        response.body.destroy();
+      } else {
+        receiveAnswer(request, reply, response);
+      }
+    },
+  );
+  return reply;
+}
+
+/**
+ * The upstream's answer has come (status and headers): its headers go on the
+ * reply, without the hop-by-hop ones (its `Connection: keep-alive` is not the
+ * caller's) nor pseudo-headers (`:status`), then its status and body. A
+ * status no HTTP response has (`099`, `600`: an upstream that answers
+ * garbage) is the upstream's failure, a 503, rather than relayed.
+ */
+function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: DispatchResponse): void {
+  const { statusCode, headers, body } = response;
+  if (!Number.isInteger(statusCode) || statusCode < 200 || statusCode > 599) {
+    body.destroy();
+    answerUpstreamFailure(reply, new Error(`the upstream answered with status ${String(statusCode)}, which no HTTP response has`));
+    return;
   }
-  // reply-from takes a stream body only as request.body, and passes it on as
-  // it is: to undici, or to H2cUpstreamPool, which writes its chunks itself.
-  request.body = new ChunkStream(body.chunks);
-  return reply.from(url, forwarding.options);
+  const listed = connectionOptions(headers["connection"]);
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || name.charCodeAt(0) === COLON || isResponseHopByHop(name, listed)) continue;
+    reply.header(name, value);
+  }
+  // An HTTP/1.1 connection whose request was not read to its end (a GET
+  // with a body, which fastify does not read) cannot carry another request.
+  if (!request.raw.complete && (reply.raw as { stream?: unknown }).stream === undefined) reply.header("connection", "close");
+  reply.code(statusCode);
+  // No body, whatever the upstream's headers say (a 304 may carry the
+  // Content-Length of the body it stands for, RFC 9110 §8.6, which undici
+  // would take as a body cut short): its headers are the answer.
+  if (statusCode === 204 || statusCode === 304) {
+    body.on("error", ignoreError);
+    body.destroy();
+    callOf<ForwardedCall>(request).upstreamAnswered();
+    void reply.send();
+    return;
+  }
+  relayAnswer(request, reply, { statusCode, headers, stream: body });
 }
 
-/** Never resend: a retried POST could run twice, and reply-from retries GETs on 503. */
-function neverRetry(): null {
-  return null;
+function ignoreError(): void {}
+
+/** The route's timeout passed before the upstream answered: the upstream request is aborted, and the caller gets a 504. */
+function abortAtDeadline(abort: AbortController): void {
+  const error = Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" });
+  error.stack = undefined;
+  abort.abort(error);
 }
 
-/** reply-from's `onResponse`: relays (or caches) the upstream answer, unless the caller is gone. */
-function relayAnswer(request: FastifyRequest, reply: FastifyReply, res: unknown): void {
+const COLON = 0x3a;
+
+/** Relays (or caches) the upstream answer, unless the caller is gone. */
+function relayAnswer(request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): void {
   const call = callOf<ForwardedCall>(request);
   const { upstream, route, context } = call.forwarding;
   call.upstreamAnswered();
   call.relaying = true;
-  const response = res as UpstreamResponse;
   if (callerIsGone(reply)) {
     // Nobody to answer: let go of the upstream answer at once.
     response.stream.destroy();
@@ -293,8 +332,8 @@ function resetOnFailure(body: Readable, callerStream: ServerHttp2Stream): void {
   });
 }
 
-/** reply-from's `onError`: the upstream could not be reached, or did not answer. */
-function answerUpstreamFailure(reply: FastifyReply, { error }: { error: Error }): void {
+/** The upstream could not be reached, or did not answer. */
+function answerUpstreamFailure(reply: FastifyReply, error: Error): void {
   callOf<ForwardedCall>(reply.request).upstreamAnswered();
   failReply(reply, upstreamError(error));
 }
@@ -344,9 +383,9 @@ function signedHeaders(
 
 /**
  * The request-target sent upstream: the upstream's base path, plus the
- * request-target with the `/backend/<service>` prefix removed, exactly as
- * reply-from will send it (WHATWG URL parsing, as reply-from does), because
- * the signature covers these very bytes.
+ * request-target with the `/backend/<service>` prefix removed, normalised
+ * by WHATWG URL parsing (percent-encoding what a request-target cannot hold
+ * raw) and sent exactly so, because the signature covers these very bytes.
  */
 function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string): string {
   let rest = rawUrl;
@@ -378,8 +417,7 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
  */
 function isPlainPath(target: string): boolean {
   // A request-target never holds a fragment (RFC 9112 §3.2): URL parsing
-  // would drop `#…` from what is signed while reply-from forwards the text
-  // after the first `?` as it was sent, so the two would differ.
+  // would drop `#…`, so what is forwarded would not be what was asked for.
   if (target.includes("#")) return false;
   const query = target.indexOf("?");
   const end = query === -1 ? target.length : query;
@@ -397,8 +435,7 @@ function isPlainPath(target: string): boolean {
 /**
  * True unless the query has a percent-escape that does not decode (`?q=%zz`):
  * such a query is refused (400) like such a path, rather than forwarded to
- * a backend that would each read it its own way. (reply-from, too, decodes
- * the whole request-target before sending it, and would fail on it.)
+ * backends that would each read it their own way.
  */
 function isDecodableQuery(target: string): boolean {
   const query = target.indexOf("?");
@@ -445,7 +482,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
  * HEAD, and bufferedBodyParser gives none for an empty one. What cannot reach
  * an HTTP/2 upstream intact is refused rather than mangled on the way: Node's
  * HTTP/2 client ends a GET, HEAD or DELETE request with its headers (no
- * body), and @fastify/reply-from fails on HEAD.
+ * body), and a HEAD answer's headers describe a body that never comes.
  */
 function forwardedBody(request: FastifyRequest, upstream: Upstream): BufferedBody | undefined {
   const body = request.body instanceof BufferedBody ? request.body : undefined;
@@ -459,35 +496,34 @@ function forwardedBody(request: FastifyRequest, upstream: Upstream): BufferedBod
 }
 
 /**
- * reply-from's `rewriteRequestHeaders`, on its copy of the caller's headers:
- * drops every identity, gateway or forwarding header the client sent, in
- * any spelling (`X_User_Id` too), and its hop-by-hop headers (see
- * caller-headers.ts), then adds the gateway's own. The Content-Length is the
- * forwarded body's exact length (the caller's may be absent: chunked), and
- * without a forwarded body the caller's goes too (an HTTP/2 upstream resets
- * a stream shorter than its content-length). The caller's `Authorization`
- * (its bearer token) goes too, unless the route says
+ * The headers sent upstream: the caller's, without every identity, gateway
+ * or forwarding header it sent, in any spelling (`X_User_Id` too), nor its
+ * hop-by-hop headers (see caller-headers.ts), then the gateway's own
+ * (`own`: identity, signatures, content headers, request id, forwarding
+ * headers, trace context) and the upstream's `Host`. The Content-Length is
+ * the forwarded body's exact length (the caller's may be absent: chunked),
+ * and without a forwarded body the caller's goes too (an HTTP/2 upstream
+ * resets a stream shorter than its content-length). The caller's
+ * `Authorization` (its bearer token) goes too, unless the route says
  * `forward_authorization: true`.
  */
-function withGatewayHeaders<H extends IncomingHttpHeaders | Http2Headers>(request: FastifyRequest, callerHeaders: H): H {
-  const call = callOf<ForwardedCall>(request);
-  const { upstream, route } = call.forwarding;
-  // transfer-encoding is hop-by-hop: it is not kept.
-  const headers = keptCallerHeaders(callerHeaders, call.callerConnection, upstream.http2, route.access.forwardAuthorization === true);
-  // Without a body, the caller's Content-Length is not sent (undici and the h2c pool skip undefined).
-  headers["content-length"] = call.bodyLength === undefined ? undefined : String(call.bodyLength);
-  const own = call.headers;
+function upstreamHeaders(
+  request: FastifyRequest,
+  forwarding: RouteForwarding,
+  own: Record<string, string>,
+  bodyLength: number | undefined,
+): Record<string, string | string[] | undefined> {
+  const headers = keptCallerHeaders(request.headers, request.headers.connection, forwarding.upstream.http2, forwarding.route.access.forwardAuthorization === true);
+  headers["host"] = forwarding.host;
+  // Without a body, no Content-Length (undici and the h2c pool skip undefined).
+  headers["content-length"] = bodyLength === undefined ? undefined : String(bodyLength);
   for (const name in own) headers[name] = own[name];
-  // Which connection pool it goes to (HTTP/1.1 without): see UpstreamDispatcher.
-  if (call.forwarding.h2c !== undefined) (headers as { [UPSTREAM_POOL]?: H2cUpstreamPool })[UPSTREAM_POOL] = call.forwarding.h2c;
-  (headers as { [CALLER_SIGNAL]?: AbortSignal })[CALLER_SIGNAL] = call.callerGone.signal;
-  return headers as H;
+  return headers;
 }
 
 /**
  * gRPC ends every call with HTTP/2 trailers (`grpc-status`, …), which
- * reply-from does not copy: it hands over the upstream stream and nothing
- * else. The HTTP/2 client stream emits `trailers` after its last data frame
+ * relaying the upstream body does not carry. The HTTP/2 client stream emits `trailers` after its last data frame
  * and before it ends, so they are added to the caller's response here and go
  * out when fastify ends the piped response. One exception: when no body byte
  * was or will be written, Node's compatibility response ends with its headers
@@ -618,9 +654,9 @@ export function callerIsGone(reply: FastifyReply): boolean {
   return raw.destroyed === true || raw.socket?.destroyed === true;
 }
 
-/** Upstream failures, as the gateway reports them: 504 for timeouts (reply-from's, or a body that stalled), 503 for the rest. */
-function upstreamError(error: Error & { statusCode?: number; code?: unknown }): GatewayHttpError {
-  if (error.statusCode === 504 || error.code === "UND_ERR_BODY_TIMEOUT" || error.code === "UND_ERR_HEADERS_TIMEOUT") {
+/** Upstream failures, as the gateway reports them: 504 for timeouts (no answer, or a body that stalled), 503 for the rest. */
+function upstreamError(error: Error & { code?: unknown }): GatewayHttpError {
+  if (error.code === "UND_ERR_BODY_TIMEOUT" || error.code === "UND_ERR_HEADERS_TIMEOUT") {
     return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error });
   }
   return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: protocolMismatchOf(error) ?? error });
