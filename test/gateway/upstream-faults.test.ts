@@ -129,14 +129,17 @@ describe("faulty h2c upstreams", () => {
     goawaySessions.add(session);
     session.on("error", () => {});
   });
-  // Starts an answer, then its session dies halfway through the body.
+  // Starts an answer, then its session dies halfway through the body; or, on
+  // a path ending in /cut, closes the stream with RST_STREAM(NO_ERROR) before
+  // END_STREAM (a clean-looking end of a body cut short).
   const midwaySessions = new Set<Http2Session>();
   const midway = createHttp2Server((req, res) => {
     const session = req.stream.session;
     req.resume();
     req.on("end", () => {
       res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.write(Buffer.alloc(1024, 1), () => setTimeout(() => session?.destroy(), 20));
+      const cut = req.url.endsWith("/cut") ? () => req.stream.close(http2Constants.NGHTTP2_NO_ERROR) : () => session?.destroy();
+      res.write(Buffer.alloc(1024, 1), () => setTimeout(cut, 20));
     });
   });
   midway.on("session", (session: Http2Session) => {
@@ -218,8 +221,10 @@ describe("faulty h2c upstreams", () => {
     expect((await post(`${gateway.url}/backend/healthy/pkg.S/M`, token)).status).toBe(200);
   });
 
-  it("resets an HTTP/2 caller's stream (never a clean end) when the upstream dies after the answer started", async () => {
-    const method = "M";
+  it.each([
+    ["its session dies", "M"],
+    ["it closes the stream with RST_STREAM(NO_ERROR) before END_STREAM", "cut"],
+  ])("resets an HTTP/2 caller's stream (never a clean end) when, after the answer started, %s", async (_, method) => {
     const session = connect(gateway.url);
     session.on("error", () => {});
     try {

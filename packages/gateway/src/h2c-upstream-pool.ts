@@ -10,8 +10,8 @@ import { PassThrough, pipeline, type Readable } from "node:stream";
 import { ChunkStream } from "./chunk-stream.js";
 
 /**
- * One request as @fastify/reply-from hands it to a custom dispatcher (its
- * `undici` option, when that is an object with a `request` method). A
+ * One request to an upstream, as the forwarder makes it (undici's request
+ * options, which the HTTP/1.1 pool takes as they are). A
  * {@link ChunkStream} is written chunk by chunk and, being in memory, can be
  * sent again; any other stream is piped, once.
  */
@@ -25,7 +25,7 @@ export interface DispatchRequest {
   readonly signal?: AbortSignal;
 }
 
-/** What reply-from expects back: the body stream carries the body and emits the upstream's 'trailers'. */
+/** An upstream's answer: the body stream carries the body and emits the upstream's 'trailers'. */
 export interface DispatchResponse {
   readonly statusCode: number;
   readonly headers: Http2Headers;
@@ -60,11 +60,9 @@ const connectionHeaders = new Set(["connection", "upgrade", "http2-settings", "t
  * upstream origin: a few sessions, each with a permanent 'error' listener and
  * dropped from the pool as soon as it receives GOAWAY or closes, so a session
  * that dies (garbage bytes, a killed upstream, GOAWAY(INTERNAL_ERROR)) fails
- * only the calls on it; the next call opens a new one. (@fastify/reply-from's
- * own HTTP/2 client removes its 'error' listener once connected: the next
- * session error would be an unhandled 'error' event, which kills the process.)
- *
- * It has the shape of a dispatcher reply-from accepts as its `undici` option.
+ * only the calls on it; the next call opens a new one. (A session without an
+ * 'error' listener would turn the next session error into an unhandled
+ * 'error' event, which kills the process.)
  */
 export class H2cUpstreamPool {
   readonly #origin: string;
@@ -281,6 +279,14 @@ function responseBody(stream: ClientHttp2Stream, timedOut: () => boolean, endsUp
       fail(`Upstream reset the response (RST_STREAM ${stream.rstCode})`);
       return;
     }
+    // RST_STREAM(NO_ERROR) before END_STREAM ends the readable side too, with
+    // the stream already closed: a body cut short, not a complete one. (After
+    // END_STREAM, as a server that answered without reading the whole upload
+    // sends it, the readable side ends first, with the stream still open.)
+    if (stream.closed) {
+      fail("Upstream closed the stream (RST_STREAM NO_ERROR) before the end of its response");
+      return;
+    }
     body.end();
     // The whole answer came before the whole request went (a 413 sent
     // without reading): the rest of the upload is not wanted (RFC 9113 §8.1).
@@ -345,7 +351,7 @@ function isRetryable(stream: ClientHttp2Stream, attempt: number, bodyIsStream: b
 
 function requestHeaders(req: DispatchRequest): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = { ":method": req.method, ":path": req.path };
-  // reply-from has cleared `connection` already: normally nothing to split.
+  // The forwarder has dropped `connection` already: normally nothing to split.
   const connection = req.headers.connection;
   const listed = typeof connection === "string" ? connection.toLowerCase().split(",").map((s) => s.trim()) : undefined;
   for (const rawName in req.headers) {
