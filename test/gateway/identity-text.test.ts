@@ -70,6 +70,19 @@ describe("names and e-mail addresses in any script", () => {
     }
   });
 
+  it("takes a numeric id only as a safe integer: one past 2^53 was rounded by JSON parsing and would name someone else", async () => {
+    const ok = await me({ user_id: 42, org_id: -7 });
+    expect([ok.status, ok.body.identity?.userId, ok.body.identity?.orgId]).toEqual([200, "42", "-7"]);
+    for (const claims of [{ user_id: 2 ** 53 + 2 }, { org_id: 1.5 }, { user_id: "u-1", org_id: 12345678901234567000 }]) {
+      const { status, body } = await me(claims);
+      expect([JSON.stringify(claims), status, body.error?.message]).toEqual([
+        JSON.stringify(claims),
+        401,
+        "Token carries a numeric claim that cannot be forwarded exactly",
+      ]);
+    }
+  });
+
   it("refuses a subject of only whitespace, which the service would read as no user at all", async () => {
     for (const user_id of ["\u00a0", " ", "\u2003"]) {
       const { status, body } = await me({ user_id });

@@ -87,11 +87,23 @@ export function anonymousIdentity(clientId: string): CallerIdentity {
   return { clientId, scopes: [], isServiceRequest: true };
 }
 
+/**
+ * The first of `names` that the token carries as a non-empty string or a
+ * number, as text. A number is taken only as a safe integer (at most 2^53 − 1
+ * in magnitude, written without a fraction or exponent): JSON parsing has
+ * already rounded a larger one (a 64-bit or snowflake id, `9007199254740993`
+ * read as `…992`), so its text would name someone else, and `1.0` or `1e3`
+ * would name the same id as `1` or `1000`. Such a claim refuses the token
+ * (`UNAUTHORIZED`) rather than falling through to the next name.
+ */
 function firstString(claims: TokenClaims, names: readonly string[]): string | undefined {
   for (const name of names) {
     const value = claims[name];
     if (typeof value === "string" && value !== "") return value;
-    if (typeof value === "number") return String(value);
+    if (typeof value === "number") {
+      if (!Number.isSafeInteger(value)) throw new GatewayHttpError("UNAUTHORIZED", "Token carries a numeric claim that cannot be forwarded exactly");
+      return String(value);
+    }
   }
   return undefined;
 }
