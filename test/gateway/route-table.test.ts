@@ -21,6 +21,7 @@ import {
   startSeedGateway,
   type RecordingBackend,
 } from "../support/gateway.js";
+import { rawRequest } from "../support/raw-request.js";
 
 const PATTERNS: ReadonlyArray<readonly [string, string]> = [
   ["GET", "/api/v1/users/:id"],
@@ -198,6 +199,40 @@ describe("requests the route table matches nothing for", () => {
     const lines = logs.lines().filter((line) => line.reqId === "unmatched-log" && line.msg === "request completed");
     expect(lines).toEqual([expect.objectContaining({ statusCode: 404, path: "/api/v1/unknown" })]);
     expect(lines[0]).not.toHaveProperty("route");
+  });
+});
+
+describe("a public root and a root placeholder route", () => {
+  let backend: RecordingBackend;
+  let gateway: Gateway;
+  let port: number;
+
+  beforeAll(async () => {
+    ({ backend, gateway } = await startGatewayWithBackend(
+      routesFileText({ routes: [route("GET", "/", { auth_required: false }), route("GET", "/{page}", { scopes: ["admin"] })] }),
+    ));
+    port = Number(new URL(gateway.url).port);
+  });
+  afterAll(() => closeInTurn(gateway, backend));
+
+  it("refuses the request-target `*` (400), which the router took for the public `/` and URL parsing forwarded as `/*`", async () => {
+    for (const method of ["GET", "OPTIONS"]) {
+      const res = await rawRequest(port, { method, path: "*", headers: [] });
+      expect([method, res.status, JSON.parse(res.body).error?.message]).toEqual([method, 400, "Malformed request target"]);
+    }
+    const root = await rawRequest(port, { method: "GET", path: "/", headers: [] });
+    expect(root.status).toBe(200);
+    expect(backend.requests.map((r) => r.url)).toEqual(["/"]);
+  });
+
+  it("leaves /health and /ready to the gateway, whatever route pattern would match them", async () => {
+    for (const path of ["/health", "/ready", "/health?probe=1"]) {
+      const res = await rawRequest(port, { method: "GET", path, headers: [] });
+      expect([path, res.status]).toEqual([path, 200]);
+    }
+    // The placeholder route still takes every other page, with its scope.
+    expect((await rawRequest(port, { method: "GET", path: "/about", headers: [] })).status).toBe(401);
+    expect(backend.requests.map((r) => r.url)).toEqual(["/"]);
   });
 });
 

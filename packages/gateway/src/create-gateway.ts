@@ -15,7 +15,7 @@ import { AuthFailureLimitError, createRequestAuthenticator } from "./request-aut
 import { callerOf, declareRequestState, routeAccess, setCaller, setRoute } from "./request-state.js";
 import { connectRateLimitStore, memoryWindowCounter, type RateLimitStore } from "./rate-limit-store.js";
 import { createResponseCache } from "./response-cache.js";
-import { routeMethods, type RoutesFile } from "./routes-file.js";
+import { RESERVED_PATHS, routeMethods, type RoutesFile } from "./routes-file.js";
 import { noRouteMessage, RouteTable, type RouteEntry } from "./route-table.js";
 import { createTokenVerifier } from "./token-verifier.js";
 import { UpstreamDispatcher } from "./upstream-dispatcher.js";
@@ -57,6 +57,8 @@ export interface Gateway {
 // Every default lives in gateway-config.ts (GATEWAY_DEFAULTS).
 export { DEFAULT_DRAIN_TIMEOUT_MS } from "./gateway-config.js";
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const SLASH = 0x2f;
+const ABSOLUTE_FORM = /^https?:\/\//i;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
 /**
@@ -164,11 +166,18 @@ export function createGateway(options: GatewayConfig): Gateway {
   // admin-only `/users/admin`) is refused with 404 after CORS and before any
   // token is validated (see registerForwarding).
   app.addHook("onRequest", (request, reply, done) => {
-    const match = table.find(request.method, request.url);
+    const url = request.url;
+    // Origin-form (`/path`) or absolute-form (`http://host/path`) only: the
+    // router read `*` (asterisk-form, OPTIONS to the server itself) as `/`,
+    // authorised it as that route, and URL parsing forwarded it as `/*`.
+    const malformed = url.charCodeAt(0) !== SLASH && !ABSOLUTE_FORM.test(url);
+    // The gateway's own /health and /ready answer even beside a route such as `/{page}`.
+    const match = malformed || isReservedPath(url) ? undefined : table.find(request.method, url);
     if (match !== undefined) setRoute(request, match);
     startHop(request);
     reply.header("x-request-id", request.id);
     markHttp2Body(request);
+    if (malformed) return done(new GatewayHttpError("BAD_REQUEST", "Malformed request target"));
     // A repeated Host or Authorization is refused before anything acts on either.
     const ambiguous = ambiguousRequestHead(request.raw.rawHeaders);
     done(ambiguous === undefined ? undefined : new GatewayHttpError("BAD_REQUEST", ambiguous));
@@ -311,6 +320,12 @@ function gatewayHandle(app: FastifyInstance, routes: RoutesFile, drainTimeoutMs:
 }
 
 /** Every method some route or backend accepts (and GET/HEAD of /health and /ready): what a CORS preflight allows. */
+/** True for a request for one of the gateway's own endpoints (its path, whatever its query). */
+function isReservedPath(url: string): boolean {
+  const query = url.indexOf("?");
+  return RESERVED_PATHS.includes(query === -1 ? url : url.slice(0, query));
+}
+
 function routeMethodsOf(routes: RoutesFile): string[] {
   const methods = new Set<string>(["GET", "HEAD"]);
   for (const route of routes.routes) methods.add(route.method);

@@ -188,7 +188,11 @@ const BACKEND_KEYS = [
   "hmac_secret",
 ];
 const DEFAULT_TIMEOUT_MS = 30_000;
-const RESERVED_PATHS = ["/health", "/ready"];
+/**
+ * The gateway's own endpoints: no route may be one, and a route whose
+ * pattern would match one (`/{page}`) never takes a request for it.
+ */
+export const RESERVED_PATHS: readonly string[] = ["/health", "/ready"];
 const PATH = /^(\/([A-Za-z0-9._~!$&'()+,;=@-]|%[0-9A-Fa-f]{2}|\{[A-Za-z_][A-Za-z0-9_]*\})*)+$/;
 const PLACEHOLDER_END = /^(?:[^}]|\}(?=[/.-]|$))*$/;
 const BACKEND_NAME = /^[a-z0-9][a-z0-9._-]*$/;
