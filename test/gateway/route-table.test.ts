@@ -250,7 +250,7 @@ describe("one upstream origin, two protocols", () => {
           res.end(JSON.stringify({ ok: true }));
         });
       },
-      { headersTimeoutMs: 5_000, requestTimeoutMs: 5_000, http2IdleTimeoutMs: 5_000, http2MaxConcurrentStreams: 100 },
+      { headersTimeoutMs: 5_000, requestTimeoutMs: 5_000, http2IdleTimeoutMs: 5_000, sendTimeoutMs: 5_000, http2MaxConcurrentStreams: 100 },
     );
     await new Promise<void>((resolve) => upstream.server.listen(0, "127.0.0.1", resolve));
     const address = upstream.server.address() as { port: number };

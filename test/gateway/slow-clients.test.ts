@@ -262,11 +262,95 @@ describe("slow and stalled clients", () => {
   });
 });
 
+describe("callers that stop reading their answer", () => {
+  const SEND_TIMEOUT_MS = 500;
+  const BIG = 16 * 1024 * 1024;
+  let upstream: RecordingBackend;
+  let slowGateway: Gateway;
+  let url: URL;
+
+  beforeAll(async () => {
+    upstream = await startRecordingBackend();
+    // `/big`: more than any socket buffers hold; `/quiet`: a first piece, a pause longer than the send timeout, the rest.
+    upstream.respond = (req, res) => {
+      res.setHeader("content-type", "application/octet-stream");
+      if (req.url.endsWith("/big")) return void res.end(Buffer.alloc(BIG, 1));
+      res.write("first piece;");
+      setTimeout(() => res.end("the rest"), SEND_TIMEOUT_MS * 3);
+    };
+    const routes = parseRoutesFile(`version: "1.0"\nbackends:\n  up:\n    upstream: ${upstream.url}\n    auth_required: false\n`, { source: "inline" });
+    slowGateway = createGateway({ ...baseConfig(routes), sendTimeoutMs: SEND_TIMEOUT_MS });
+    url = new URL(await slowGateway.listen());
+  });
+  afterAll(async () => {
+    await slowGateway.close();
+    await upstream.close();
+  });
+
+  it("resets an HTTP/2 stream whose caller never opens its flow-control window, after sendTimeoutMs", async () => {
+    const session = http2Connect(url.origin, { settings: { initialWindowSize: 0 } });
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":path": "/backend/up/big" });
+      stream.on("error", () => {});
+      const startedAt = Date.now();
+      const closed = new Promise<{ rstCode: number; at: number }>((resolve) => stream.once("close", () => resolve({ rstCode: stream.rstCode, at: Date.now() })));
+      const { rstCode, at } = await within(closed, SEND_TIMEOUT_MS + 3 * SLACK_MS, "the unread stream stayed open");
+      expect(rstCode).toBe(http2Constants.NGHTTP2_CANCEL);
+      expect(at - startedAt).toBeGreaterThanOrEqual(SEND_TIMEOUT_MS - 50);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("closes an HTTP/1.1 connection whose caller stops reading, after sendTimeoutMs", async () => {
+    const socket = netConnect(Number(url.port), url.hostname);
+    socket.on("error", () => {});
+    await within(new Promise((resolve) => socket.once("connect", resolve)), 2_000, "connect");
+    socket.write(`GET /backend/up/big HTTP/1.1\r\nhost: ${url.host}\r\n\r\n`);
+    socket.pause();
+    // Long enough for the buffers to fill, then the send timeout to pass.
+    await new Promise((resolve) => setTimeout(resolve, SEND_TIMEOUT_MS + 2 * SLACK_MS));
+    let received = 0;
+    socket.on("data", (chunk: Buffer) => (received += chunk.length));
+    const closed = new Promise((resolve) => socket.once("close", resolve));
+    socket.resume();
+    await within(closed, 5_000, "the unread connection stayed open");
+    // Closed before the whole answer went out.
+    expect(received).toBeGreaterThan(0);
+    expect(received).toBeLessThan(BIG);
+  });
+
+  it("never cuts an answer that is only quiet for longer than sendTimeoutMs, over HTTP/2 or HTTP/1.1", async () => {
+    const session = http2Connect(url.origin);
+    session.on("error", () => {});
+    try {
+      const h2 = await within(
+        new Promise<string>((resolve, reject) => {
+          const stream = session.request({ ":path": "/backend/up/quiet" });
+          let body = "";
+          stream.setEncoding("utf8");
+          stream.on("data", (c: string) => (body += c));
+          stream.on("end", () => resolve(body));
+          stream.on("error", reject);
+        }),
+        SEND_TIMEOUT_MS * 3 + 2 * SLACK_MS,
+        "the quiet HTTP/2 answer",
+      );
+      expect(h2).toBe("first piece;the rest");
+    } finally {
+      session.destroy();
+    }
+    const h1 = await within(fetch(`${url.origin}/backend/up/quiet`).then((r) => r.text()), SEND_TIMEOUT_MS * 3 + 2 * SLACK_MS, "the quiet HTTP/1.1 answer");
+    expect(h1).toBe("first piece;the rest");
+  });
+});
+
 describe("connection limit configuration", () => {
   const routes = { source: "test", routes: [], backends: [], publicPaths: [] } as unknown as GatewayConfig["routes"];
 
   it("refuses a non-positive or non-integer limit, naming the option", () => {
-    for (const option of ["headersTimeoutMs", "requestTimeoutMs", "http2IdleTimeoutMs", "http2MaxConcurrentStreams"] as const) {
+    for (const option of ["headersTimeoutMs", "requestTimeoutMs", "http2IdleTimeoutMs", "sendTimeoutMs", "http2MaxConcurrentStreams"] as const) {
       for (const bad of [0, -1, 1.5, Number.NaN, "100" as unknown as number]) {
         expect(() => createGateway({ ...baseConfig(routes), [option]: bad })).toThrow(GatewayConfigError);
         expect(() => createGateway({ ...baseConfig(routes), [option]: bad })).toThrow(option);
@@ -282,9 +366,10 @@ describe("connection limit configuration", () => {
       GATEWAY_HEADERS_TIMEOUT_MS: "2000",
       GATEWAY_REQUEST_TIMEOUT_MS: "4000",
       GATEWAY_HTTP2_IDLE_TIMEOUT_MS: "9000",
+      GATEWAY_SEND_TIMEOUT_MS: "15000",
       GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS: "250",
     });
-    expect(config).toMatchObject({ headersTimeoutMs: 2000, requestTimeoutMs: 4000, http2IdleTimeoutMs: 9000, http2MaxConcurrentStreams: 250 });
+    expect(config).toMatchObject({ headersTimeoutMs: 2000, requestTimeoutMs: 4000, http2IdleTimeoutMs: 9000, sendTimeoutMs: 15000, http2MaxConcurrentStreams: 250 });
     const unset = gatewayConfigFromEnv("r.yaml", env);
     expect([unset.headersTimeoutMs, unset.requestTimeoutMs, unset.http2IdleTimeoutMs, unset.http2MaxConcurrentStreams]).toEqual([
       undefined,

@@ -117,6 +117,7 @@ export function createGateway(options: GatewayConfig): Gateway {
         headersTimeoutMs: config.headersTimeoutMs,
         requestTimeoutMs: config.requestTimeoutMs,
         http2IdleTimeoutMs: config.http2IdleTimeoutMs,
+        sendTimeoutMs: config.sendTimeoutMs,
         http2MaxConcurrentStreams: config.http2MaxConcurrentStreams,
       });
       return dual.server;

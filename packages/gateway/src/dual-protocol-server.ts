@@ -5,6 +5,7 @@ import {
   type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
+  type ServerHttp2Stream,
 } from "node:http2";
 import type { Socket } from "node:net";
 import { LinkedSet } from "./linked-set.js";
@@ -38,6 +39,12 @@ export interface ConnectionLimits {
    * closed (GOAWAY, then the connection). Milliseconds.
    */
   readonly http2IdleTimeoutMs: number;
+  /**
+   * How long an answer may have output waiting, none of it going out,
+   * before the caller is taken to have stopped reading: its HTTP/2 stream
+   * is reset (CANCEL), its HTTP/1.1 connection closed. Milliseconds.
+   */
+  readonly sendTimeoutMs: number;
   /** Streams one HTTP/2 session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS). */
   readonly http2MaxConcurrentStreams: number;
 }
@@ -114,7 +121,7 @@ const SESSION_DESTROY_DELAY_MS = 200;
  * same handler, so fastify sees one stream of requests.
  */
 export function createDualProtocolServer(handler: Handler, limits: ConnectionLimits): DualProtocolServer {
-  const { headersTimeoutMs, http2IdleTimeoutMs: idleTimeoutMs } = limits;
+  const { headersTimeoutMs, http2IdleTimeoutMs: idleTimeoutMs, sendTimeoutMs } = limits;
   const requestTimeoutMs = Math.max(limits.requestTimeoutMs, headersTimeoutMs);
   let draining = false;
   // HTTP/1.1 responses not finished yet: when draining, they say
@@ -138,6 +145,7 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       const open = http2Responses.add(http2Response);
       http2Response.stream.once("close", () => http2Responses.delete(open));
       boundRequestBody(http2Response, requestTimeoutMs);
+      http2Response.stream.setTimeout(sendTimeoutMs, cancelIfUnread);
     }
     handler(req, res);
   };
@@ -153,6 +161,12 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     },
     handle,
   );
+  // A connection with no activity for sendTimeoutMs: closed if it holds
+  // output the caller does not take; otherwise left to the other bounds
+  // (an idle keep-alive connection is closed after keepAliveTimeout, a
+  // request still arriving by requestTimeout, an answer that is only quiet
+  // goes on). With a listener, Node no longer destroys every such socket.
+  http1.setTimeout(sendTimeoutMs, closeIfUnread);
   const http2 = createHttp2Server(
     {
       maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MB,
@@ -282,6 +296,22 @@ function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
  * so its client stops sending; or a reset alone when the answer has already
  * started. The session and its other streams are not affected.
  */
+/**
+ * A stream with no activity for sendTimeoutMs (Node's per-stream timeout,
+ * which every frame sent or received, and every write completed, pushes
+ * back): reset if output waits that the caller's flow-control window does
+ * not let out; left alone if the answer is only quiet.
+ */
+function cancelIfUnread(this: ServerHttp2Stream): void {
+  if (this.closed || this.destroyed) return;
+  if (this.writableLength > 0 || this.bufferSize > 0) this.close(http2Constants.NGHTTP2_CANCEL);
+}
+
+/** An HTTP/1.1 connection with no activity for sendTimeoutMs: closed if output waits that the caller does not read. */
+function closeIfUnread(socket: Socket): void {
+  if (socket.writableLength > 0) socket.destroy();
+}
+
 function boundRequestBody(res: Http2ServerResponse, timeoutMs: number): void {
   const stream = res.stream;
   if (stream.endAfterHeaders) return; // no body

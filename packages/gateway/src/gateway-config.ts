@@ -127,6 +127,16 @@ export interface GatewayConfig {
   readonly requestTimeoutMs?: number;
   /** How long an HTTP/2 connection without open streams is kept (then GOAWAY and close), in milliseconds. Default 60 000. */
   readonly http2IdleTimeoutMs?: number;
+  /**
+   * How long a caller may leave its answer unread, in milliseconds: when
+   * part of an answer waits to be sent and none of it goes out for this
+   * long (the caller stopped reading: an HTTP/2 window it never opens, a
+   * full TCP buffer), the HTTP/2 stream is reset (CANCEL) or the HTTP/1.1
+   * connection closed, and what it held is let go. An answer that is only
+   * quiet (a stream waiting for its next message) is never cut. Default
+   * 60 000, as nginx's `send_timeout`.
+   */
+  readonly sendTimeoutMs?: number;
   /** Streams one HTTP/2 connection may have open at once. Default 100. */
   readonly http2MaxConcurrentStreams?: number;
   /**
@@ -162,6 +172,7 @@ export const GATEWAY_DEFAULTS = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   http2IdleTimeoutMs: 60_000,
+  sendTimeoutMs: 60_000,
   http2MaxConcurrentStreams: 100,
   logLevel: "info",
   tokens: {
@@ -199,6 +210,7 @@ export interface ResolvedGatewayConfig {
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
   readonly http2IdleTimeoutMs: number;
+  readonly sendTimeoutMs: number;
   readonly http2MaxConcurrentStreams: number;
   readonly logger: false | { readonly level: string; readonly stream?: DestinationStream };
 }
@@ -279,6 +291,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
     GATEWAY_DEFAULTS.http2IdleTimeoutMs,
     "milliseconds; set GATEWAY_HTTP2_IDLE_TIMEOUT_MS",
   );
+  const sendTimeoutMs = timer("sendTimeoutMs", config.sendTimeoutMs, GATEWAY_DEFAULTS.sendTimeoutMs, "milliseconds; set GATEWAY_SEND_TIMEOUT_MS");
   const http2MaxConcurrentStreams =
     config.http2MaxConcurrentStreams === undefined
       ? GATEWAY_DEFAULTS.http2MaxConcurrentStreams
@@ -309,6 +322,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
     headersTimeoutMs,
     requestTimeoutMs,
     http2IdleTimeoutMs,
+    sendTimeoutMs,
     http2MaxConcurrentStreams,
     logger,
   };

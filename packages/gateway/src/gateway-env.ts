@@ -32,6 +32,7 @@ export type { GatewayEnv };
  * | `GATEWAY_HEADERS_TIMEOUT_MS` | how long a connection may take to send its first bytes (HTTP/2: preface and SETTINGS) and an HTTP/1.1 request its headers (default 10000) |
  * | `GATEWAY_REQUEST_TIMEOUT_MS` | how long a request, headers and body, may take to arrive before 408 (default 30000) |
  * | `GATEWAY_HTTP2_IDLE_TIMEOUT_MS` | how long an HTTP/2 connection without open streams is kept (default 60000) |
+ * | `GATEWAY_SEND_TIMEOUT_MS` | how long an answer may wait for a caller that stopped reading it before its stream is reset or its connection closed (default 60000) |
  * | `GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS` | streams one HTTP/2 connection may have open at once (default 100) |
  *
  * Throws {@link GatewayConfigError} naming the variable.
@@ -69,6 +70,7 @@ export function gatewayLimitsFromEnv(
     ...(env.GATEWAY_HTTP2_IDLE_TIMEOUT_MS !== undefined && {
       http2IdleTimeoutMs: integer(env, "GATEWAY_HTTP2_IDLE_TIMEOUT_MS"),
     }),
+    ...(env.GATEWAY_SEND_TIMEOUT_MS !== undefined && { sendTimeoutMs: integer(env, "GATEWAY_SEND_TIMEOUT_MS") }),
     ...(env.GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS !== undefined && {
       http2MaxConcurrentStreams: integer(env, "GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS"),
     }),
