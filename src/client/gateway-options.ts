@@ -51,7 +51,13 @@ export interface GatewayOptions {
   readonly clientAuthentication?: ClientAuthentication;
   /** The API gateway; may carry a path prefix. Default: `GATEWAY_URL`, else `https://gateway.fluence-europe.cloud`. */
   readonly gatewayUrl?: string;
-  /** The OAuth2 server. Default: `APPCENTER_URL`, else `https://appcenter.fluence-europe.cloud`. */
+  /**
+   * The OAuth2 server. Default: `APPCENTER_URL`, else
+   * `https://appcenter.fluence-europe.cloud` — except with a gateway on this
+   * machine (`localhost`, 127.0.0.0/8, `[::1]`), where it must be set: a
+   * forgotten `APPCENTER_URL` in local development would otherwise send the
+   * client's credentials to the production token endpoint.
+   */
   readonly appcenterUrl?: string;
   /** Token endpoint path, appended to `appcenterUrl`. Default: `GATEWAY_TOKEN_PATH`, else `/oauth/token`. */
   readonly tokenPath?: string;
@@ -183,15 +189,26 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
   if (typeof options !== "object" || options === null) {
     throw new ConfigurationError("options", "must be an object (or omitted to use the environment).");
   }
-  const appcenter = httpUrl("appcenterUrl", options.appcenterUrl ?? env.APPCENTER_URL ?? "https://appcenter.fluence-europe.cloud");
-  const gateway = httpUrl("gatewayUrl", options.gatewayUrl ?? env.GATEWAY_URL ?? "https://gateway.fluence-europe.cloud");
-  const agent = checkAgent(options.agent, [gateway, appcenter]);
+  const appcenter = urlOption("appcenterUrl", options.appcenterUrl, "APPCENTER_URL", env, DEFAULT_APPCENTER_URL);
+  const gateway = urlOption("gatewayUrl", options.gatewayUrl, "GATEWAY_URL", env, DEFAULT_GATEWAY_URL);
+  // A gateway on this machine (the dev stack, a port-forward) with the
+  // default OAuth2 server: a forgotten APPCENTER_URL would send this
+  // client's credentials to the production token endpoint. Said, not done.
+  if (appcenter.fromDefault && isLoopbackHost(gateway.url.hostname)) {
+    throw new ConfigurationError(
+      "appcenterUrl",
+      `is not set, and the gateway ${gateway.url.origin} is on this machine: the client's credentials would go to the default ` +
+        `OAuth2 server ${DEFAULT_APPCENTER_URL}. Set APPCENTER_URL (or appcenterUrl) to the server of your token endpoint ` +
+        "(the dev stack's: http://127.0.0.1:4000).",
+    );
+  }
+  const agent = checkAgent(options.agent, [gateway.url, appcenter.url]);
   return {
     clientId: credential("clientId", options.clientId ?? env.GATEWAY_CLIENT_ID, "GATEWAY_CLIENT_ID"),
     clientAuthentication: clientAuthentication(options, env),
-    gatewayUrl: gateway.href.replace(/\/+$/, ""),
-    gatewayOrigin: new URL(gateway.origin),
-    tokenUrl: endpointUrl(appcenter, path("tokenPath", options.tokenPath ?? env.GATEWAY_TOKEN_PATH ?? "/oauth/token")),
+    gatewayUrl: gateway.url.href.replace(/\/+$/, ""),
+    gatewayOrigin: new URL(gateway.url.origin),
+    tokenUrl: endpointUrl(appcenter.url, path("tokenPath", options.tokenPath ?? env.GATEWAY_TOKEN_PATH ?? "/oauth/token")),
     timeoutMs: checkTimeoutMs(options.timeoutMs ?? 30_000),
     refreshMarginSeconds: assertNumber("refreshMarginSeconds", options.refreshMarginSeconds ?? 300, { min: 0 }),
     defaultTokenLifetimeSeconds: assertNumber("defaultTokenLifetimeSeconds", options.defaultTokenLifetimeSeconds ?? 300, {
@@ -199,7 +216,7 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
     }),
     scope: scope(options.scope ?? env.GATEWAY_SCOPE),
     defaultService: options.defaultService === undefined ? undefined : checkServiceName(options.defaultService, "defaultService"),
-    session: session(options.session, appcenter),
+    session: session(options.session, appcenter.url),
     agent,
     // connect-node's own bounds for readMaxBytes: a whole number from 1 to 2³²−1.
     readMaxBytes: assertPositiveInteger("readMaxBytes", options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES, { max: 2 ** 32 - 1 }),
@@ -274,6 +291,30 @@ function pemFromEnv(value: string): string {
 }
 
 // The value is not echoed: a URL may carry credentials.
+const DEFAULT_GATEWAY_URL = "https://gateway.fluence-europe.cloud";
+const DEFAULT_APPCENTER_URL = "https://appcenter.fluence-europe.cloud";
+
+/**
+ * A URL option: the option, else the environment variable `envName`, else
+ * `fallback`. A bad value from the environment is refused naming the
+ * variable too, as that is where it has to be fixed.
+ */
+function urlOption(option: string, given: unknown, envName: string, env: GatewayEnv, fallback: string): { url: URL; fromDefault: boolean } {
+  const fromEnv = given === undefined ? env[envName] : undefined;
+  try {
+    return { url: httpUrl(option, given ?? fromEnv ?? fallback), fromDefault: given === undefined && fromEnv === undefined };
+  } catch (e) {
+    if (fromEnv === undefined || !(e instanceof ConfigurationError)) throw e;
+    throw new ConfigurationError(option, "", { message: `${e.message.replace(/\.$/, "")} (it comes from ${envName}).` });
+  }
+}
+
+/** `localhost` (and `*.localhost`), 127.0.0.0/8 and `[::1]`: this machine. */
+function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/\.$/, "");
+  return host === "localhost" || host.endsWith(".localhost") || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 function httpUrl(option: string, value: unknown): URL {
   return assertHttpUrl(option, value, {
     expectedFor: { credentials: "a URL without credentials (user:password@); use clientId and clientSecret" },

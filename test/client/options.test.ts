@@ -156,6 +156,30 @@ describe("environment defaults and the shared agent", () => {
     expect(configurationError(() => createGatewayTransport()).option).toBe("tokenPath");
   });
 
+  it("refuses a gateway on this machine with the default OAuth2 server: a forgotten APPCENTER_URL would send the credentials to production", () => {
+    for (const gatewayUrl of ["http://127.0.0.1:8080", "http://localhost:8080/prefix", "http://[::1]:8080", "http://api.localhost:9"]) {
+      const error = configurationError(() => resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, gatewayUrl }, {}));
+      expect([gatewayUrl, error.option]).toEqual([gatewayUrl, "appcenterUrl"]);
+      expect(error.message).toContain("Set APPCENTER_URL");
+    }
+    // Set either way, or a gateway elsewhere: as before.
+    expect(resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, gatewayUrl: "http://127.0.0.1:8080" }, { APPCENTER_URL: "http://127.0.0.1:4000" }).tokenUrl.href).toBe(
+      "http://127.0.0.1:4000/oauth/token",
+    );
+    expect(resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, gatewayUrl: "https://gateway.example" }, {}).tokenUrl.href).toBe(
+      "https://appcenter.fluence-europe.cloud/oauth/token",
+    );
+  });
+
+  it("a bad URL from the environment is refused naming the variable", () => {
+    const error = configurationError(() => resolveGatewayOptions({ clientId: "c", clientSecret: SECRET }, { GATEWAY_URL: "127.0.0.1:8080", APPCENTER_URL: "http://127.0.0.1:4000" }));
+    expect([error.option, error.message]).toEqual(["gatewayUrl", expect.stringContaining("(it comes from GATEWAY_URL)")]);
+    const appcenter = configurationError(() =>
+      resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, gatewayUrl: "http://127.0.0.1:8080" }, { APPCENTER_URL: `http://c:${SECRET}@127.0.0.1:4000` }),
+    );
+    expect([appcenter.option, appcenter.message]).toEqual(["appcenterUrl", expect.stringContaining("(it comes from APPCENTER_URL)")]);
+  });
+
   it("an explicit option wins over the environment", () => {
     process.env.GATEWAY_CLIENT_ID = "";
     const error = configurationError(() => createGatewayTransport({ ...valid, clientId: undefined }));
