@@ -203,6 +203,9 @@ status="$(curl -s -o "$LOGS/forged.log" -w '%{http_code}' --max-time 10 --http2-
   --data '{"name":"Mallory"}' "$GREETER_URL/greeter.v1.GreeterService/Greet" || true)"
 [[ "$status" == 403 ]] || fail "a forged call got HTTP $status, not 403: $(cat "$LOGS/forged.log")"
 echo "  HTTP 403: $(cat "$LOGS/forged.log")"
+wait_for_line server.log '^refused POST /greeter.v1.GreeterService/Greet: ' 10 >/dev/null ||
+  fail "the service did not log why it refused the forged call (onRejection in examples/service/server.ts)"
+echo "  the service logged: $(grep '^refused ' "$LOGS/server.log" | head -1)"
 
 step "connect-gateway dev from the installed package: the gateway and its development token issuer"
 start dev.log env GREETER_URL="$GREETER_URL" LOG_LEVEL=warn \

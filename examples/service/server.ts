@@ -25,8 +25,13 @@ const routes = (router: ConnectRouter) =>
 // The secret comes from GATEWAY_HMAC_SECRET. requireSignatureV2: this
 // project's gateway signs every request with v2, and a service that still
 // took v1-only requests could be sent a captured request with its v2
-// headers stripped, again and again within the window.
-const auth = createGatewayAuth({ requireSignatureV2: true });
+// headers stripped, again and again within the window. onRejection: why a
+// request was refused, in this service's log (never a secret; outside
+// production it says, for one, that the gateway signs with another secret).
+const auth = createGatewayAuth({
+  requireSignatureV2: true,
+  onRejection: (event) => console.warn(`refused ${event.method} ${event.fullpath.split("?")[0]}: ${event.keyMismatch ?? event.reason}`),
+});
 const server = http2.createServer(connectNodeAdapter(auth.connectOptions({ routes })));
 
 server.listen(Number(process.env.PORT ?? 8081), process.env.HOST ?? "127.0.0.1", () => {
