@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
+import { loadRoutesFile } from "../../packages/gateway/src/index.js";
 import { runCli } from "../support/cli.js";
 
 const run = promisify(execFile);
@@ -21,7 +22,7 @@ describe("connect-gateway init", () => {
     const result = await runCli(["init", "--name", "order-history", "--dir", project]);
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
-    for (const file of ["package.json", "buf.yaml", "buf.gen.yaml", "proto/order_history/v1/order_history.proto", "src/service.ts", "src/server.ts", "src/client.ts", "test/service.test.ts", "README.md"]) {
+    for (const file of ["package.json", "routes.yaml", "buf.yaml", "buf.gen.yaml", "proto/order_history/v1/order_history.proto", "src/service.ts", "src/server.ts", "src/client.ts", "test/service.test.ts", "README.md"]) {
       expect(result.stdout).toContain(`  ${file}\n`);
       expect(existsSync(join(project, file))).toBe(true);
     }
@@ -32,6 +33,10 @@ describe("connect-gateway init", () => {
     expect(server).toContain("resolveUser:");
     expect(server).toContain("onMissingUser:");
     expect(server).toContain("requireSignatureV2: true");
+    // Its routes file loads as written, the upstream from the variable the README names.
+    const routes = loadRoutesFile(join(project, "routes.yaml"), { env: { ORDER_HISTORY_URL: "http://127.0.0.1:8081" } });
+    expect(routes.backends.map((b) => [b.name, b.upstream, b.http2, b.authRequired])).toEqual([["order-history", "http://127.0.0.1:8081", true, true]]);
+    expect(readFileSync(join(project, "README.md"), "utf8")).toContain("ORDER_HISTORY_URL=http://127.0.0.1:8081 npx connect-gateway dev --routes routes.yaml");
 
     // This repository's installed packages stand in for `npm install` (the packed
     // ones are installed for real by scripts/consumer-test.sh); the library

@@ -69,6 +69,7 @@ function projectFiles(name: string, version: string, skip: ReadonlySet<ScaffoldP
   const Service = `${words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join("")}Service`;
   const stub = `./gen/${words.join("_")}/v1/${words.join("_")}_pb.js`;
   const protoPath = `proto/${words.join("_")}/v1/${words.join("_")}.proto`;
+  const envName = `${words.join("_").toUpperCase()}_URL`;
   const files: Record<string, string> = {
     "package.json": `${JSON.stringify(
       {
@@ -244,15 +245,22 @@ GATEWAY_HMAC_SECRET=… npm run server       # the service, verifying every requ
 - \`proto/\`: the service, with \`option (connect_gateway.v1.backend) = "${name}"\`; \`npm run generate\` writes \`gen/\`.
 - \`src/service.ts\`: the handlers; \`src/server.ts\`: the server, with \`resolveUser\` / \`onMissingUser\` to fill in.
 ${skip.has("client") ? "" : "- `src/client.ts`: a client calling it through the gateway (`GATEWAY_URL`, `APPCENTER_URL`, `GATEWAY_CLIENT_ID`, `GATEWAY_CLIENT_SECRET`).\n"}${skip.has("test") ? "" : "- `test/`: the service under test with `createTestGatewayTransport`.\n"}
-Add it to the gateway's routes file:
+Behind a gateway on your machine, with \`routes.yaml\` (add its \`backends\` entry to your own gateway's routes file):
 
-\`\`\`yaml
+\`\`\`sh
+${envName}=http://127.0.0.1:8081 npx connect-gateway dev --routes routes.yaml   # prints the GATEWAY_HMAC_SECRET to use
+GATEWAY_HMAC_SECRET=… npm run server
+\`\`\`
+`,
+    "routes.yaml": `# The gateway's routes file for this service (connect-gateway dev / serve --routes routes.yaml).
+# Its upstream comes from ${envName}, e.g. http://127.0.0.1:8081.
+version: "1.0"
 backends:
   ${name}:
-    upstream: $${words.join("_").toUpperCase()}_URL
+    upstream: $${envName}
     http2: true
     auth_required: true
-\`\`\`
+    # scopes: [read]   # the scopes every caller's token must carry
 `,
   };
   if (!skip.has("client")) {
