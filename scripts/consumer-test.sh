@@ -115,6 +115,12 @@ GATEWAY_TARBALL="$(ls "$WORK"/pack/connect-gateway-gateway-*.tgz)"
 for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
   echo "$tarball ($(du -k "$tarball" | cut -f1) KiB, $(tar -tzf "$tarball" | wc -l) files)"
 done
+# Each package says what it is and under which licence.
+for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
+  for file in package/README.md package/LICENSE; do
+    tar -tzf "$tarball" | grep -qxF "$file" || fail "$(basename "$tarball") ships no ${file#package/}"
+  done
+done
 # Nothing of the demo (examples/) ships in either package.
 for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
   if tar -tzf "$tarball" | grep -Eq 'example|dev-stack'; then fail "$(basename "$tarball") ships demo files"; fi
