@@ -16,6 +16,7 @@ import {
   MAX_TIMER_MS,
 } from "../core/assertions.js";
 import type { GatewayEnv } from "../core/environment.js";
+import { isLoopbackHostname } from "../core/loopback.js";
 import { ConfigurationError } from "../core/errors.js";
 
 /**
@@ -194,7 +195,7 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
   // A gateway on this machine (the dev stack, a port-forward) with the
   // default OAuth2 server: a forgotten APPCENTER_URL would send this
   // client's credentials to the production token endpoint. Said, not done.
-  if (appcenter.fromDefault && isLoopbackHost(gateway.url.hostname)) {
+  if (appcenter.fromDefault && isLoopbackHostname(gateway.url.hostname.replace(/\.$/, ""))) {
     throw new ConfigurationError(
       "appcenterUrl",
       `is not set, and the gateway ${gateway.url.origin} is on this machine: the client's credentials would go to the default ` +
@@ -307,12 +308,6 @@ function urlOption(option: string, given: unknown, envName: string, env: Gateway
     if (fromEnv === undefined || !(e instanceof ConfigurationError)) throw e;
     throw new ConfigurationError(option, "", { message: `${e.message.replace(/\.$/, "")} (it comes from ${envName}).` });
   }
-}
-
-/** `localhost` (and `*.localhost`), 127.0.0.0/8 and `[::1]`: this machine. */
-function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.toLowerCase().replace(/\.$/, "");
-  return host === "localhost" || host.endsWith(".localhost") || host === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 function httpUrl(option: string, value: unknown): URL {

@@ -1,3 +1,5 @@
+import { isLoopbackHostname } from "connect-gateway/protocol";
+
 /**
  * What the development tools (`connect-gateway dev`: its gateway and its
  * token issuer) answer: requests that name this machine, from pages served
@@ -26,7 +28,7 @@ export function isLoopbackHost(host: string | undefined): boolean {
   if (url.username !== "" || url.password !== "" || url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.host !== host.toLowerCase()) {
     return false;
   }
-  return isLoopbackName(url.hostname);
+  return isLoopbackHostname(url.hostname);
 }
 
 /** True when `origin` (an `Origin` header) is a page served from this machine over http or https. */
@@ -38,14 +40,5 @@ export function isLoopbackOrigin(origin: string | undefined): boolean {
   } catch {
     return false;
   }
-  return (url.protocol === "http:" || url.protocol === "https:") && url.origin === origin.toLowerCase() && isLoopbackName(url.hostname);
-}
-
-function isLoopbackName(hostname: string): boolean {
-  return (
-    hostname === "localhost" ||
-    hostname.endsWith(".localhost") ||
-    hostname === "[::1]" ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
-  );
+  return (url.protocol === "http:" || url.protocol === "https:") && url.origin === origin.toLowerCase() && isLoopbackHostname(url.hostname);
 }
