@@ -14,7 +14,7 @@ import {
   type GatewayConfig,
 } from "../../packages/gateway/src/index.js";
 import { rawRequest, type RawResponse } from "../support/raw-request.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
+import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
 
 const APP = "https://app.example.com";
 const OTHER = "https://evil.example.com";
@@ -154,6 +154,14 @@ describe("CORS with the defaults", () => {
     const res = await get(gateway, OTHER);
     expect(res.headers["access-control-allow-origin"]).toBeUndefined();
     expect(res.headers["access-control-expose-headers"]).toBeUndefined();
+  });
+
+  it("a refused preflight is logged with its origin, where the page's developer can see why", async () => {
+    const logs = captureLogs();
+    const logged = await gatewayWith({ corsOrigins: [APP], logger: { level: "info", stream: logs.stream } });
+    expect((await preflight(logged, OTHER, "PUT")).status).toBe(404);
+    const line = logs.lines().find((l) => String(l.msg).startsWith("CORS preflight from an origin this gateway does not allow"));
+    expect(line).toMatchObject({ origin: OTHER, msg: expect.stringContaining("CORS_ORIGINS") });
   });
 
   it("CORS off (the default): no CORS header at all", async () => {

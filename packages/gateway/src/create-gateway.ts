@@ -58,6 +58,7 @@ export interface Gateway {
 export { DEFAULT_DRAIN_TIMEOUT_MS } from "./gateway-config.js";
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const SLASH = 0x2f;
+const CORS_REFUSED = "CORS preflight from an origin this gateway does not allow (CORS_ORIGINS, or cors.origins in routes.yaml)";
 const ABSOLUTE_FORM = /^https?:\/\//i;
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
@@ -135,17 +136,16 @@ export function createGateway(options: GatewayConfig): Gateway {
     logGatewayError(request.log, gatewayError);
     return sendGatewayError(request, reply, gatewayError);
   });
-  app.setNotFoundHandler((request, reply) =>
-    sendGatewayError(
-      request,
-      reply,
-      // A browser's preflight that CORS did not answer: its origin is not allowed (or CORS is
-      // off). Still a 404, as for any request the gateway does not serve, but one that says why.
-      isPreflight(request)
-        ? new GatewayHttpError("NOT_FOUND", "CORS preflight from an origin this gateway does not allow (CORS_ORIGINS, or cors.origins in routes.yaml)")
-        : new GatewayHttpError("NOT_FOUND", noRouteMessage(request.url)),
-    ),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    // A browser's preflight that CORS did not answer: its origin is not allowed (or CORS is
+    // off). Still a 404, as for any request the gateway does not serve, but one that says why —
+    // to the page, whose browser hides it, and in the log, where its developer looks.
+    if (isPreflight(request)) {
+      request.log.info({ origin: String(request.headers.origin ?? "").slice(0, 200) }, CORS_REFUSED);
+      return sendGatewayError(request, reply, new GatewayHttpError("NOT_FOUND", CORS_REFUSED));
+    }
+    return sendGatewayError(request, reply, new GatewayHttpError("NOT_FOUND", noRouteMessage(request.url)));
+  });
   // Every forwarding route is in the gateway's own route table, behind one
   // fastify route (see RouteTable): built here, in linear time.
   const context: ForwarderContext = {
