@@ -220,5 +220,26 @@ describe("connect-gateway dev", () => {
     expect(result.stdout).toMatch(/APPCENTER_URL=http:\/\/127\.0\.0\.1:\d+\n/);
     expect(result.stdout).toContain(`GATEWAY_HMAC_SECRET=${HMAC_SECRET} `);
     expect(result.stdout).toContain("GATEWAY_CLIENT_ID=dev-client\n");
+    expect(result.stdout).toContain("(for backends behind this gateway: createGatewayAuth)");
+  });
+
+  it("names the secret each entry with its own hmac_secret signs with, and whom the shared one is for", async () => {
+    const ownSecretFile = join(dir, "own-secret.yaml");
+    writeFileSync(
+      ownSecretFile,
+      routesFileText({
+        routes: [agentsRoute("GET", "read")],
+        backends: { echo: { upstream: "$MY_ECHO_URL", http2: true, hmac_secret: "$ECHO_HMAC_SECRET" } },
+      }),
+    );
+    const result = await runCli(
+      ["dev", "--routes", ownSecretFile, "--port", "0", "--oauth-port", "0"],
+      { JWT_SECRET, MY_ECHO_URL: echo.url, MY_AGENTS_URL: agents.url, ECHO_HMAC_SECRET: "echo-service-own-secret-0123456789", LOG_LEVEL: "warn" },
+      { until: /Ctrl-C stops it\./ },
+    );
+    expect(result.stdout).toContain("(for the entries without their own hmac_secret: createGatewayAuth)");
+    expect(result.stdout).toContain("/backend/echo signs with $ECHO_HMAC_SECRET");
+    // The variable's name only, never its value.
+    expect(result.stdout).not.toContain("echo-service-own-secret-0123456789");
   });
 });

@@ -195,6 +195,11 @@ function portOption(flagValue: string | undefined, flag: string, env: string | u
 /** What `dev` prints: where everything is and the values to point services and frontends at. */
 function devSummary(stack: DevGateway): string {
   const { gateway, issuer, client } = stack;
+  // Entries signing with their own secret (`hmac_secret: $VAR`): their services verify with that one.
+  const entries = [...gateway.routes.backends.map((b) => ({ name: `/backend/${b.name}`, env: b.hmacSecretEnv })), ...gateway.routes.routes.map((r) => ({ name: `${r.method} ${r.path}`, env: r.hmacSecretEnv }))];
+  const ownSecret = entries.filter((e) => e.env !== undefined);
+  const sharedBy = ownSecret.length === 0 ? "backends behind this gateway" : ownSecret.length === entries.length ? "no entry: each has its own hmac_secret" : "the entries without their own hmac_secret";
+  const own = ownSecret.map((e) => `\n  ${e.name} signs with $${e.env as string}     (its service's createGatewayAuth secret)`).join("");
   return `connect-gateway dev: ${gateway.routes.source} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)
   gateway        ${gateway.url}
   token issuer   ${issuer.url}  (development only: client_credentials at /oauth/token, user tokens at /dev/user-token)
@@ -204,7 +209,7 @@ Point your services at it (set these before starting dev to keep them across res
   APPCENTER_URL=${issuer.url}
   GATEWAY_CLIENT_ID=${client.clientId}
   GATEWAY_CLIENT_SECRET=${client.clientSecret}     (scopes: ${client.scopes.join(" ") || "-"})
-  GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for backends behind this gateway: createGatewayAuth)
+  GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for ${sharedBy}: createGatewayAuth)${own}
   JWT_SECRET=${stack.signing.secret}     (for connect-gateway token)
 
 A user token for a frontend or curl:
