@@ -157,7 +157,11 @@ export class RoutesFileError extends ConfigurationError {
     readonly problems: readonly RoutesFileProblem[],
   ) {
     super("routes", "is not a usable routes file.", {
-      message: problems.map((p) => `${source}:${p.line}: ${p.message}`).join("\n"),
+      // In the file's order (line 0, the file as a whole, first and without a line number).
+      message: [...problems]
+        .sort((a, b) => a.line - b.line)
+        .map((p) => `${p.line === 0 ? source : `${source}:${p.line}`}: ${p.message}`)
+        .join("\n"),
     });
   }
 }

@@ -158,16 +158,16 @@ backends:
       "routes.yaml:16: cache_ttl applies to GET routes only, not POST",
       "routes.yaml:17: path /health is reserved by the gateway (/health, /ready, /backend/…)",
       'routes.yaml:21: backend name "Bad/Name" must be one lower-case path segment (a-z, 0-9, ., _, -)',
-      expect.stringMatching(/^routes\.yaml:26: unknown key "extra" in backend echo/),
       "routes.yaml:25: http2 must be true or false",
+      expect.stringMatching(/^routes\.yaml:26: unknown key "extra" in backend echo/),
     ]);
   });
 
   it("refuses YAML syntax errors, missing keys, keys without values and empty files", () => {
     expect(problemsOf("version: [\n")[0]).toMatch(/^routes\.yaml:\d+: /);
     expect(problemsOf(`version: "1.0"\nroutes:\n  - path: /x\n    method:\n`)).toEqual([
-      "routes.yaml:4: method has no value",
       "routes.yaml:3: proxy_upstream is required",
+      "routes.yaml:4: method has no value",
     ]);
     expect(problemsOf("")).toEqual(["routes.yaml:1: the file is empty: expected version, routes and/or backends"]);
     expect(problemsOf(`version: "1.0"\n`)).toEqual(["routes.yaml:1: nothing to serve: declare routes and/or backends"]);
@@ -239,6 +239,16 @@ routes:
   });
 
   it("names the file when it cannot be read", () => {
-    expect(() => loadRoutesFile("/nonexistent/routes.yaml")).toThrow("/nonexistent/routes.yaml:0: cannot read the routes file (ENOENT)");
+    expect(() => loadRoutesFile("/nonexistent/routes.yaml")).toThrow("/nonexistent/routes.yaml: cannot read the routes file (ENOENT)");
+  });
+
+  it("lists its problems in the file's order, whatever order the checks found them in", () => {
+    const error = new RoutesFileError("routes.yaml", [
+      { line: 6, message: "six" },
+      { line: 5, message: "five" },
+      { line: 0, message: "the file" },
+      { line: 7, message: "seven" },
+    ]);
+    expect(error.message).toBe("routes.yaml: the file\nroutes.yaml:5: five\nroutes.yaml:6: six\nroutes.yaml:7: seven");
   });
 });
