@@ -223,6 +223,16 @@ describe("connect-gateway dev", () => {
     expect(result.stdout).toContain("(for backends behind this gateway: createGatewayAuth)");
   });
 
+  it("a client whose GATEWAY_URL names the token issuer is told so, not an empty Unimplemented", async () => {
+    const misdirected = createClient(
+      EchoService,
+      createGatewayTransport({ gatewayUrl: dev.issuer.url, appcenterUrl: dev.issuer.url, clientId: dev.client.clientId, clientSecret: dev.client.clientSecret }),
+    );
+    const error = await rejectionOf(misdirected.echo({ text: "hi" }));
+    expect(error.code).toBe(Code.Unimplemented);
+    expect(error.rawMessage).toContain("connect-gateway dev's token issuer, not the gateway");
+  });
+
   it("names the secret each entry with its own hmac_secret signs with, and whom the shared one is for", async () => {
     const ownSecretFile = join(dir, "own-secret.yaml");
     writeFileSync(

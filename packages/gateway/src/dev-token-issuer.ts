@@ -237,7 +237,10 @@ export async function startDevTokenIssuer(
       const token = await sign(signing, { sub: client.clientId, client_id: client.clientId, scope: scopes.join(" ") });
       return json(res, 200, { ...tokenAnswer(token, signing), scope: scopes.join(" ") });
     }
-    json(res, 404, { error: "not_found", error_description: "this development issuer answers POST /oauth/token, /token and /dev/user-token" });
+    // Also in Connect's error shape (`code`, `message`): a client pointed here by a
+    // GATEWAY_URL that names the issuer instead of the gateway then says why.
+    const notHere = "this is connect-gateway dev's token issuer, not the gateway: it answers POST /oauth/token, /token and /dev/user-token";
+    json(res, 404, { error: "not_found", error_description: notHere, code: "unimplemented", message: notHere });
   }
 
   function authenticate(authorization: string | undefined, form: URLSearchParams): DevClient | undefined {
