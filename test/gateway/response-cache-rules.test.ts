@@ -16,6 +16,7 @@ import {
   type RecordedRequest,
   type RecordingBackend,
 } from "../support/gateway.js";
+import { rawRequest } from "../support/raw-request.js";
 
 const yaml = routesFileText({
   routes: [route("GET", "/api/v1/items", { cache_ttl: "60s" }), route("GET", "/public/items", { auth_required: false, cache_ttl: "60s" })],
@@ -182,6 +183,18 @@ describe("no unkeyed request header can poison an entry", () => {
     const spoofed = await get("/public/items?xfh", { "x-forwarded-host": "evil.example" }, false);
     expect(JSON.parse(spoofed.body).forwardedHost).not.toBe("evil.example");
     expect(hits(path)).toBe(3);
+  });
+
+  it("a keyed header the caller's Connection header has the gateway drop never keys an answer made without it", async () => {
+    answerWith({ vary: "Accept" }, (req) => ({ accept: req.headers["accept"] ?? null }));
+    const path = "/public/items?connection-listed";
+    const port = Number(new URL(gateway.url).port);
+    // HTTP/1.1: `Connection: close, accept` makes Accept hop-by-hop, so the backend never sees it.
+    const attacker = await rawRequest(port, { method: "GET", path, headers: [["accept", "application/json"], ["connection", "close, accept"]] });
+    expect([attacker.headers["x-cache"], JSON.parse(attacker.body).accept]).toEqual([undefined, null]);
+    const victim = await get(path, { accept: "application/json" }, false);
+    expect([victim.cache, JSON.parse(victim.body).accept]).toEqual(["MISS", "application/json"]);
+    expect(hits(path)).toBe(2);
   });
 
   it("an answer that varies on an unkeyed header it reflects is not stored at all", async () => {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { LRUCache } from "lru-cache";
 import { identityHeaders } from "connect-gateway/signing";
-import { isDroppedCallerHeader } from "./caller-headers.js";
+import { connectionOptions, isDroppedCallerHeader } from "./caller-headers.js";
 import type { CallerIdentity } from "./identity-claims.js";
 
 /** A cached upstream answer. */
@@ -132,6 +132,8 @@ export interface RequestCacheUse {
   readonly store: boolean;
 }
 
+const NO_CACHE: RequestCacheUse = { lookup: false, store: false };
+
 /**
  * What the cache may do for a GET with these headers:
  * - `Cookie`: nothing. The answer may depend on the cookie, which is not in
@@ -139,6 +141,8 @@ export interface RequestCacheUse {
  * - a header the cache does not recognise (`X-Original-URL`, any custom
  *   header): nothing, since it is not in the key and the backend may reflect
  *   it into its answer, which would then be served to the next caller.
+ * - a `Connection` header listing any header (beyond `close` / `keep-alive`):
+ *   nothing, since the listed headers are dropped before forwarding.
  * - `Cache-Control: no-store`: nothing (RFC 9111: nothing of this exchange is stored).
  * - `Cache-Control: no-cache` or `Pragma: no-cache`: no lookup, the caller
  *   asked for a fresh answer; that answer still replaces the entry when it is
@@ -146,10 +150,16 @@ export interface RequestCacheUse {
  */
 export function requestCacheUse(headers: Readonly<Record<string, string | string[] | undefined>>): RequestCacheUse {
   for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !isRecognisedRequestHeader(name.toLowerCase(), value)) return { lookup: false, store: false };
+    if (value !== undefined && !isRecognisedRequestHeader(name.toLowerCase(), value)) return NO_CACHE;
+  }
+  // The headers `Connection` lists are dropped before forwarding: one the key
+  // covers (`Connection: close, accept`) would key an answer the upstream made
+  // without it, served to every caller who sends that value.
+  for (const option of connectionOptions(headers["connection"])) {
+    if (option !== "close" && option !== "keep-alive") return NO_CACHE;
   }
   const directives = cacheDirectives(headers["cache-control"]);
-  if (directives.has("no-store")) return { lookup: false, store: false };
+  if (directives.has("no-store")) return NO_CACHE;
   const refresh = directives.has("no-cache") || cacheDirectives(headers["pragma"]).has("no-cache");
   return { lookup: !refresh, store: true };
 }
