@@ -195,7 +195,7 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
   // A gateway on this machine (the dev stack, a port-forward) with the
   // default OAuth2 server: a forgotten APPCENTER_URL would send this
   // client's credentials to the production token endpoint. Said, not done.
-  if (appcenter.fromDefault && isLoopbackHostname(gateway.url.hostname.replace(/\.$/, ""))) {
+  if (appcenter.fromDefault && reachesThisMachine(gateway.url.hostname.replace(/\.$/, ""))) {
     throw new ConfigurationError(
       "appcenterUrl",
       `is not set, and the gateway ${gateway.url.origin} is on this machine: the client's credentials would go to the default ` +
@@ -308,6 +308,17 @@ function urlOption(option: string, given: unknown, envName: string, env: Gateway
     if (fromEnv === undefined || !(e instanceof ConfigurationError)) throw e;
     throw new ConfigurationError(option, "", { message: `${e.message.replace(/\.$/, "")} (it comes from ${envName}).` });
   }
+}
+
+/**
+ * True for a gateway host that is this machine: a loopback name, or an
+ * address a local listener answers on (`0.0.0.0`, `[::]` — as a "listening
+ * on 0.0.0.0" banner says — and IPv4-mapped loopback, which URL parsing
+ * writes `[::ffff:7f00:1]`). Only for this check: the dev tools' Host check
+ * accepts loopback names alone.
+ */
+function reachesThisMachine(hostname: string): boolean {
+  return isLoopbackHostname(hostname) || hostname === "0.0.0.0" || hostname === "[::]" || /^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/.test(hostname);
 }
 
 function httpUrl(option: string, value: unknown): URL {

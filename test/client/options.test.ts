@@ -157,7 +157,17 @@ describe("environment defaults and the shared agent", () => {
   });
 
   it("refuses a gateway on this machine with the default OAuth2 server: a forgotten APPCENTER_URL would send the credentials to production", () => {
-    for (const gatewayUrl of ["http://127.0.0.1:8080", "http://localhost:8080/prefix", "http://[::1]:8080", "http://api.localhost:9"]) {
+    for (const gatewayUrl of [
+      "http://127.0.0.1:8080",
+      "http://localhost:8080/prefix",
+      "http://[::1]:8080",
+      "http://api.localhost:9",
+      "http://0.0.0.0:8080",
+      "http://0:8080",
+      "http://[::]:8080",
+      "http://[::ffff:127.0.0.1]:8080",
+      "http://127.1:8080",
+    ]) {
       const error = configurationError(() => resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, gatewayUrl }, {}));
       expect([gatewayUrl, error.option]).toEqual([gatewayUrl, "appcenterUrl"]);
       expect(error.message).toContain("Set APPCENTER_URL");
