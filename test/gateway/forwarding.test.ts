@@ -210,6 +210,18 @@ describe("forwarding", () => {
     expect(backend.requests.at(-1)!.headers["x-request-id"]).toBe(invalid.headers["x-request-id"]);
     const refused = await rawRequest(gateway.url, "/backend/echo/r", { headers: { "x-request-id": "req-401" } });
     expect(JSON.parse(refused.body).error.request_id).toBe("req-401");
+    // An upstream's own X-Request-ID never replaces the gateway's, which the caller finds in the gateway's log.
+    const respond = backend.respond;
+    backend.respond = (req, res) => {
+      res.setHeader("x-request-id", "upstream-own-id");
+      respond(req, res);
+    };
+    try {
+      const answered = await rawRequest(gateway.url, "/backend/echo/r", { headers: { authorization: `Bearer ${token}`, "x-request-id": "req-def456" } });
+      expect(answered.headers["x-request-id"]).toBe("req-def456");
+    } finally {
+      backend.respond = respond;
+    }
   });
 
   it("signs tokenless calls to public routes as the anonymous client", async () => {

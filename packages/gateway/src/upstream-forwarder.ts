@@ -245,7 +245,8 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
 /**
  * The upstream's answer has come (status and headers): its headers go on the
  * reply, without the hop-by-hop ones (its `Connection: keep-alive` is not the
- * caller's) nor pseudo-headers (`:status`), then its status and body. A
+ * caller's), pseudo-headers (`:status`) or its own `X-Request-ID`, then its
+ * status and body. A
  * status no HTTP response has (`099`, `600`: an upstream that answers
  * garbage) is the upstream's failure, a 503, rather than relayed.
  */
@@ -259,7 +260,8 @@ function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: D
   const listed = connectionOptions(headers["connection"]);
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || name.charCodeAt(0) === COLON || isResponseHopByHop(name, listed)) continue;
+    // The gateway's X-Request-ID stays: it is what the caller finds in the gateway's log.
+    if (value === undefined || name.charCodeAt(0) === COLON || isResponseHopByHop(name, listed) || name === "x-request-id") continue;
     reply.header(name, value);
   }
   // An HTTP/1.1 connection whose request was not read to its end (a GET
