@@ -563,9 +563,9 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
     socket.on("error", () => {});
     socket.on("close", () => sockets.delete(socket));
     socket.on("data", (data) => {
-      if (data.toString("latin1").split(" ")[1]?.endsWith("/not-modified")) {
-        socket.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 42\r\n\r\n');
-      }
+      const path = data.toString("latin1").split(" ")[1] ?? "";
+      if (path.endsWith("/not-modified")) socket.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 42\r\n\r\n');
+      if (path.endsWith("/no-content")) socket.write("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n");
     });
   });
   const agent = new HttpAgent({ keepAlive: true, maxSockets: Infinity });
@@ -614,6 +614,29 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
   it("relays a 304 whose Content-Length stands for the body it does not send", async () => {
     const res = await get("/backend/slow/not-modified");
     expect([res.status, res.body]).toEqual([304, ""]);
+  });
+
+  it("relays a 204 that carries a Content-Length without it, so an HTTP/2 caller gets a well-formed answer", async () => {
+    expect((await get("/backend/slow/no-content")).status).toBe(204);
+    const session = connect(gateway.url);
+    session.on("error", () => {});
+    try {
+      const answer = await new Promise<{ status: number; contentLength: unknown; rstCode: number }>((resolve) => {
+        const stream = session.request({ ":path": "/backend/slow/no-content", authorization: `Bearer ${token}` });
+        let status = 0;
+        let contentLength: unknown;
+        stream.on("response", (headers) => {
+          status = Number(headers[":status"]);
+          contentLength = headers["content-length"];
+        });
+        stream.on("error", () => {});
+        stream.resume();
+        stream.on("close", () => resolve({ status, contentLength, rstCode: stream.rstCode }));
+      });
+      expect(answer).toEqual({ status: 204, contentLength: undefined, rstCode: http2Constants.NGHTTP2_NO_ERROR });
+    } finally {
+      session.close();
+    }
   });
 
   it("closes gracefully with calls still waiting for a connection: each gets its 503, and nothing throws", async () => {

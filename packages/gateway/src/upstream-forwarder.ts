@@ -274,6 +274,9 @@ function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: D
   if (statusCode === 204 || statusCode === 304) {
     body.on("error", ignoreError);
     body.destroy();
+    // A 204 has no content at all (RFC 9110 §8.6): with a Content-Length an
+    // HTTP/2 caller takes it as malformed and resets the stream.
+    if (statusCode === 204) reply.removeHeader("content-length");
     callOf<ForwardedCall>(request).upstreamAnswered();
     void reply.send();
     return;
