@@ -303,6 +303,63 @@ describe("callers that stop reading their answer", () => {
     }
   });
 
+  it("resets such a stream even while its connection stays busy: PINGs, and another stream reading", async () => {
+    const session = http2Connect(url.origin, { settings: { initialWindowSize: 0 } });
+    session.on("error", () => {});
+    // Activity on the connection that is not the stalled stream taking bytes.
+    const pings = setInterval(() => session.ping(() => {}), 100);
+    try {
+      const stalled = session.request({ ":path": "/backend/up/big" });
+      stalled.on("error", () => {});
+      const quiet = session.request({ ":path": "/backend/up/quiet" });
+      quiet.on("error", () => {});
+      quiet.resume();
+      const closed = new Promise<number>((resolve) => stalled.once("close", () => resolve(stalled.rstCode)));
+      expect(await within(closed, SEND_TIMEOUT_MS + 3 * SLACK_MS, "the unread stream stayed open")).toBe(http2Constants.NGHTTP2_CANCEL);
+    } finally {
+      clearInterval(pings);
+      session.destroy();
+    }
+  });
+
+  it("never cuts a slow reader that keeps taking bytes, its buffers refilled to the same level each time", async () => {
+    const session = http2Connect(url.origin);
+    session.on("error", () => {});
+    try {
+      const stream = session.request({ ":path": "/backend/up/big" });
+      stream.on("error", () => {});
+      stream.pause();
+      // 16 KiB every 50 ms, for more than four send timeouts.
+      let read = 0;
+      const reader = setInterval(() => {
+        for (let chunk: Buffer | null, got = 0; got < 16_384 && (chunk = stream.read(Math.min(4_096, 16_384 - got)) as Buffer | null) !== null; ) {
+          got += chunk.length;
+          read += chunk.length;
+        }
+      }, 50);
+      const cut = new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode)));
+      const outcome = await Promise.race([cut.then((code) => `cut (RST_STREAM ${code}) after ${read} bytes`), new Promise((resolve) => setTimeout(resolve, SEND_TIMEOUT_MS * 4 + 500, "still reading"))]);
+      clearInterval(reader);
+      expect(outcome).toBe("still reading");
+      expect(read).toBeGreaterThan(256 * 1024);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it("still closes an idle HTTP/1.1 keep-alive connection after Node's keep-alive timeout", async () => {
+    const socket = netConnect(Number(url.port), url.hostname);
+    socket.on("error", () => {});
+    await within(new Promise((resolve) => socket.once("connect", resolve)), 2_000, "connect");
+    let received = "";
+    socket.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")));
+    const closed = new Promise((resolve) => socket.once("close", resolve));
+    socket.write(`GET /health HTTP/1.1\r\nhost: ${url.host}\r\n\r\n`);
+    // Node's default keepAliveTimeout is 5 s; the connection, answered and idle, must not outlive it by much.
+    await within(closed, 5_000 + 2 * SLACK_MS + 1_000, "the idle keep-alive connection stayed open");
+    expect(received).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   it("closes an HTTP/1.1 connection whose caller stops reading, after sendTimeoutMs", async () => {
     const socket = netConnect(Number(url.port), url.hostname);
     socket.on("error", () => {});

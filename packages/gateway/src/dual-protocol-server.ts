@@ -5,8 +5,8 @@ import {
   type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
-  type ServerHttp2Stream,
 } from "node:http2";
+import type { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
 import { LinkedSet } from "./linked-set.js";
 
@@ -145,7 +145,6 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       const open = http2Responses.add(http2Response);
       http2Response.stream.once("close", () => http2Responses.delete(open));
       boundRequestBody(http2Response, requestTimeoutMs);
-      http2Response.stream.setTimeout(sendTimeoutMs, cancelIfUnread);
     }
     handler(req, res);
   };
@@ -161,12 +160,32 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
     },
     handle,
   );
-  // A connection with no activity for sendTimeoutMs: closed if it holds
-  // output the caller does not take; otherwise left to the other bounds
-  // (an idle keep-alive connection is closed after keepAliveTimeout, a
-  // request still arriving by requestTimeout, an answer that is only quiet
-  // goes on). With a listener, Node no longer destroys every such socket.
-  http1.setTimeout(sendTimeoutMs, closeIfUnread);
+  // Callers that stopped reading: an answer whose output waits, none of it
+  // going out, for sendTimeoutMs is cut — its HTTP/2 stream reset (CANCEL),
+  // its HTTP/1.1 connection closed. A watchdog over the open answers rather
+  // than Node's timeouts: an HTTP/2 stream's is pushed back by anything sent
+  // on its connection (a PING's ACK, another stream's data), and a listener
+  // on the HTTP/1.1 server's would keep idle keep-alive connections open.
+  // Progress is judged on each answer's own writable (its HTTP/2 stream, its
+  // HTTP/1.1 socket): the output it still holds, and how often it drained
+  // (a reader taking bytes lets a full buffer drain, and is refilled to the
+  // same level; one that does not, never drains).
+  const watched = new UnreadOutputs();
+  const watchdog = setInterval(() => {
+    const now = Date.now();
+    for (const res of http1Responses.values()) {
+      const socket = res.socket;
+      if (socket !== null && !socket.destroyed && watched.stalledFor(socket, socket.writableLength, now) >= sendTimeoutMs) socket.destroy();
+    }
+    for (const res of http2Responses.values()) {
+      const stream = res.stream;
+      if (!stream.closed && !stream.destroyed && watched.stalledFor(stream, stream.bufferSize, now) >= sendTimeoutMs) {
+        stream.close(http2Constants.NGHTTP2_CANCEL);
+      }
+    }
+  }, Math.max(10, Math.min(1_000, Math.floor(sendTimeoutMs / 4))));
+  watchdog.unref();
+  http1.once("close", () => clearInterval(watchdog));
   const http2 = createHttp2Server(
     {
       maxSessionMemory: HTTP2_MAX_SESSION_MEMORY_MB,
@@ -297,19 +316,42 @@ function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
  * started. The session and its other streams are not affected.
  */
 /**
- * A stream with no activity for sendTimeoutMs (Node's per-stream timeout,
- * which every frame sent or received, and every write completed, pushes
- * back): reset if output waits that the caller's flow-control window does
- * not let out; left alone if the answer is only quiet.
+ * What the send-timeout watchdog knows of the writables (HTTP/2 streams,
+ * HTTP/1.1 sockets) it has seen holding output: how many times each drained
+ * since it was first seen so (counted by one shared 'drain' listener, added
+ * then), and its last sample. Entries go with their writable (weak maps).
  */
-function cancelIfUnread(this: ServerHttp2Stream): void {
-  if (this.closed || this.destroyed) return;
-  if (this.writableLength > 0 || this.bufferSize > 0) this.close(http2Constants.NGHTTP2_CANCEL);
-}
+class UnreadOutputs {
+  readonly #drains = new WeakMap<object, number>();
+  readonly #last = new WeakMap<object, { readonly pending: number; readonly drains: number; readonly since: number }>();
+  readonly #noteDrain = (writable: object) => this.#drains.set(writable, (this.#drains.get(writable) ?? 0) + 1);
 
-/** An HTTP/1.1 connection with no activity for sendTimeoutMs: closed if output waits that the caller does not read. */
-function closeIfUnread(socket: Socket): void {
-  if (socket.writableLength > 0) socket.destroy();
+  /**
+   * How long `writable` has held output (`pending` bytes now) without any of
+   * it going out: 0 while it holds none, or when it has drained or holds
+   * another amount since the last sample.
+   */
+  stalledFor(writable: EventEmitter, pending: number, now: number): number {
+    if (pending === 0) {
+      this.#last.delete(writable);
+      return 0;
+    }
+    let drains = this.#drains.get(writable);
+    if (drains === undefined) {
+      drains = 0;
+      this.#drains.set(writable, drains);
+      const noteDrain = this.#noteDrain;
+      writable.on("drain", function (this: object) {
+        noteDrain(this);
+      });
+    }
+    const last = this.#last.get(writable);
+    if (last === undefined || last.pending !== pending || last.drains !== drains) {
+      this.#last.set(writable, { pending, drains, since: now });
+      return 0;
+    }
+    return now - last.since;
+  }
 }
 
 function boundRequestBody(res: Http2ServerResponse, timeoutMs: number): void {
