@@ -566,6 +566,8 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
       const path = data.toString("latin1").split(" ")[1] ?? "";
       if (path.endsWith("/not-modified")) socket.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 42\r\n\r\n');
       if (path.endsWith("/no-content")) socket.write("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n");
+      if (path.endsWith("/two-locations")) socket.write("HTTP/1.1 302 Found\r\nlocation: /a\r\nlocation: /b\r\ncontent-length: 0\r\n\r\n");
+      if (path.endsWith("/type-twice")) socket.write("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok");
     });
   });
   const agent = new HttpAgent({ keepAlive: true, maxSockets: Infinity });
@@ -637,6 +639,34 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
     } finally {
       session.close();
     }
+  });
+
+  it("refuses an answer with two different values of a one-value field (503, over HTTP/1.1 and HTTP/2 alike); sends identical ones once", async () => {
+    const h1 = await get("/backend/slow/two-locations");
+    expect([h1.status, JSON.parse(h1.body).error?.code]).toEqual([503, "SERVICE_UNAVAILABLE"]);
+    const session = connect(gateway.url);
+    session.on("error", () => {});
+    const h2get = (path: string) =>
+      new Promise<{ status: number; contentType: unknown; rstCode: number }>((resolve) => {
+        const stream = session.request({ ":path": path, authorization: `Bearer ${token}` });
+        let status = 0;
+        let contentType: unknown;
+        stream.on("response", (headers) => {
+          status = Number(headers[":status"]);
+          contentType = headers["content-type"];
+        });
+        stream.on("error", () => {});
+        stream.resume();
+        stream.on("close", () => resolve({ status, contentType, rstCode: stream.rstCode }));
+      });
+    try {
+      expect(await h2get("/backend/slow/two-locations")).toMatchObject({ status: 503, rstCode: http2Constants.NGHTTP2_NO_ERROR });
+      expect(await h2get("/backend/slow/type-twice")).toEqual({ status: 200, contentType: "text/plain", rstCode: http2Constants.NGHTTP2_NO_ERROR });
+    } finally {
+      session.close();
+    }
+    const same = await get("/backend/slow/type-twice");
+    expect([same.status, same.body]).toEqual([200, "ok"]);
   });
 
   it("closes gracefully with calls still waiting for a connection: each gets its 503, and nothing throws", async () => {

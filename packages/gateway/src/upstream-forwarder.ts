@@ -246,9 +246,12 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
  * The upstream's answer has come (status and headers): its headers go on the
  * reply, without the hop-by-hop ones (its `Connection: keep-alive` is not the
  * caller's), pseudo-headers (`:status`) or its own `X-Request-ID`, then its
- * status and body. A
- * status no HTTP response has (`099`, `600`: an upstream that answers
- * garbage) is the upstream's failure, a 503, rather than relayed.
+ * status and body. A status no HTTP response has (`099`, `600`: an
+ * upstream that answers garbage), or two different values of a field that
+ * has one (two `Location`s, two `Content-Type`s, which clients would each
+ * pick from differently, and which an HTTP/2 answer cannot carry at all), is
+ * the upstream's failure, a 503, rather than relayed; repeated identical
+ * values are sent once.
  */
 function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: DispatchResponse): void {
   const { statusCode, headers, body } = response;
@@ -257,11 +260,18 @@ function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: D
     answerUpstreamFailure(reply, new Error(`the upstream answered with status ${String(statusCode)}, which no HTTP response has`));
     return;
   }
+  const ambiguous = ambiguousAnswerField(headers);
+  if (ambiguous !== undefined) {
+    body.destroy();
+    answerUpstreamFailure(reply, new Error(`the upstream answered with ${ambiguous} twice, with different values`));
+    return;
+  }
   const listed = connectionOptions(headers["connection"]);
   for (const name in headers) {
-    const value = headers[name];
+    let value = headers[name];
     // The gateway's X-Request-ID stays: it is what the caller finds in the gateway's log.
     if (value === undefined || name.charCodeAt(0) === COLON || isResponseHopByHop(name, listed) || name === "x-request-id") continue;
+    if (Array.isArray(value) && SINGLE_VALUE_FIELDS.has(name)) value = value[0] as string;
     reply.header(name, value);
   }
   // An HTTP/1.1 connection whose request was not read to its end (a GET
@@ -294,6 +304,39 @@ function abortAtDeadline(abort: AbortController): void {
 }
 
 const COLON = 0x3a;
+
+/**
+ * Answer fields that have one value (RFC 9110 §5.3: no list syntax), as
+ * Node's HTTP/2 server enforces them on a response.
+ */
+const SINGLE_VALUE_FIELDS = new Set([
+  "access-control-allow-credentials",
+  "access-control-max-age",
+  "age",
+  "content-encoding",
+  "content-language",
+  "content-length",
+  "content-location",
+  "content-md5",
+  "content-range",
+  "content-type",
+  "date",
+  "etag",
+  "expires",
+  "last-modified",
+  "location",
+  "retry-after",
+  "x-content-type-options",
+]);
+
+/** The first single-value field the answer repeats with different values; `undefined` when none. */
+function ambiguousAnswerField(headers: DispatchResponse["headers"]): string | undefined {
+  for (const name in headers) {
+    const value = headers[name];
+    if (Array.isArray(value) && SINGLE_VALUE_FIELDS.has(name) && value.some((v) => v !== value[0])) return name;
+  }
+  return undefined;
+}
 
 /** Relays (or caches) the upstream answer, unless the caller is gone. */
 function relayAnswer(request: FastifyRequest, reply: FastifyReply, response: UpstreamResponse): void {
