@@ -318,8 +318,8 @@ function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
 /**
  * What the send-timeout watchdog knows of the writables (HTTP/2 streams,
  * HTTP/1.1 sockets) it has seen holding output: how many times each drained
- * since it was first seen so (counted by one shared 'drain' listener, added
- * then), and its last sample. Entries go with their writable (weak maps).
+ * since it was first seen so (counted by a 'drain' listener added then), and
+ * its last sample. Entries go with their writable (weak maps).
  */
 class UnreadOutputs {
   readonly #drains = new WeakMap<object, number>();
