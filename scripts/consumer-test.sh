@@ -117,8 +117,10 @@ for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
 done
 # Each package says what it is and under which licence.
 for tarball in "$LIBRARY_TARBALL" "$GATEWAY_TARBALL"; do
+  # The list first: grep -q stops reading early, and under pipefail tar's SIGPIPE would fail the check.
+  listing="$(tar -tzf "$tarball")"
   for file in package/README.md package/LICENSE; do
-    tar -tzf "$tarball" | grep -qxF "$file" || fail "$(basename "$tarball") ships no ${file#package/}"
+    grep -qxF "$file" <<<"$listing" || fail "$(basename "$tarball") ships no ${file#package/}"
   done
 done
 # Nothing of the demo (examples/) ships in either package.
@@ -211,7 +213,7 @@ status="$(curl -s -o "$LOGS/forged.log" -w '%{http_code}' --max-time 10 --http2-
 echo "  HTTP 403: $(cat "$LOGS/forged.log")"
 wait_for_line server.log '^refused POST /greeter.v1.GreeterService/Greet: ' 10 >/dev/null ||
   fail "the service did not log why it refused the forged call (onRejection in examples/service/server.ts)"
-echo "  the service logged: $(grep '^refused ' "$LOGS/server.log" | head -1)"
+echo "  the service logged: $(grep -m1 "^refused " "$LOGS/server.log")"
 
 step "connect-gateway dev from the installed package: the gateway and its development token issuer"
 start dev.log env GREETER_URL="$GREETER_URL" LOG_LEVEL=warn \
