@@ -324,7 +324,6 @@ function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
 class UnreadOutputs {
   readonly #drains = new WeakMap<object, number>();
   readonly #last = new WeakMap<object, { readonly pending: number; readonly drains: number; readonly since: number }>();
-  readonly #noteDrain = (writable: object) => this.#drains.set(writable, (this.#drains.get(writable) ?? 0) + 1);
 
   /**
    * How long `writable` has held output (`pending` bytes now) without any of
@@ -340,10 +339,7 @@ class UnreadOutputs {
     if (drains === undefined) {
       drains = 0;
       this.#drains.set(writable, drains);
-      const noteDrain = this.#noteDrain;
-      writable.on("drain", function (this: object) {
-        noteDrain(this);
-      });
+      writable.on("drain", () => this.#drains.set(writable, (this.#drains.get(writable) ?? 0) + 1));
     }
     const last = this.#last.get(writable);
     if (last === undefined || last.pending !== pending || last.drains !== drains) {

@@ -153,13 +153,6 @@ interface ForwardedCall {
   readonly upstreamAnswered: () => void;
   /** Set once the upstream's answer is being relayed: a failure from then on is the upstream body's. */
   relaying: boolean;
-  /**
-   * Aborted when the caller goes away before the upstream answers, or when
-   * the route's timeout passes first: the upstream request is then aborted
-   * (HTTP/1.1: its connection goes back or is closed) or cancelled (HTTP/2:
-   * RST_STREAM CANCEL), rather than held until the upstream answers.
-   */
-  readonly abortUpstream: AbortController;
 }
 
 function forward(request: FastifyRequest, reply: FastifyReply, forwarding: RouteForwarding): FastifyReply {
@@ -184,10 +177,14 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   setForwardingHeaders(headers, request.ip, request.host, request.protocol);
   // After signing: the trace context is not among the signed headers.
   const upstreamAnswered = forwardedTraceContext(request, headers);
-  // Before the upstream answers; once its answer is relayed, fastify lets go
-  // of the upstream body itself when the caller goes. `writableEnded`, not
-  // `writableFinished`: an HTTP/2 compatibility response reports itself
-  // finished once its stream closes, a reset included.
+  // Aborted when the caller goes away before the upstream answers, or when the
+  // route's timeout passes first: the upstream request is then aborted
+  // (HTTP/1.1: its connection goes back or is closed) or cancelled (HTTP/2:
+  // RST_STREAM CANCEL), rather than held until the upstream answers. Once
+  // its answer is relayed, fastify lets go of the upstream body itself when
+  // the caller goes. `writableEnded`, not `writableFinished`: an HTTP/2
+  // compatibility response reports itself finished once its stream closes,
+  // a reset included.
   const abortUpstream = new AbortController();
   reply.raw.once("close", () => {
     if (reply.raw.writableEnded) return;
@@ -202,7 +199,6 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
     storeInCache: cacheUse?.store === true,
     upstreamAnswered,
     relaying: false,
-    abortUpstream,
   });
   // A body that came in one piece (most small ones) goes as a Buffer: undici
   // writes it with the headers, at a fraction of a stream's cost per call. A
