@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest } from "node:http";
-import { connect, constants as http2Constants, createServer as createHttp2Server, type Http2Session } from "node:http2";
+import { connect, constants as http2Constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Session } from "node:http2";
 import { createServer as createNetServer, type Socket } from "node:net";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -97,6 +97,28 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
     promise.finally(() => clearTimeout(timer)),
     new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: timed out`)), ms))),
   ]);
+}
+
+/**
+ * A raw HTTP/1.1 upstream on a TCP server: `answer` writes whatever it likes
+ * for the request-target of each request's first bytes (of each connection's
+ * first request only, with `firstOnly`). `close` destroys its connections.
+ */
+function rawUpstream(answer: (path: string, socket: Socket) => void, options: { firstOnly?: boolean } = {}) {
+  const sockets = new Set<Socket>();
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+    socket[options.firstOnly ? "once" : "on"]("data", (data: Buffer) => answer(data.toString("latin1").split(" ")[1] ?? "", socket));
+  });
+  return {
+    server,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 describe("faulty h2c upstreams", () => {
@@ -462,21 +484,17 @@ function bearer(token: string) {
 describe("upstreams that fail between their headers and their body", () => {
   let gateway: Gateway;
   let token: string;
-  const sockets = new Set<Socket>();
   // HTTP/1.1: headers, then each fault, by path.
-  const h1 = createNetServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => {});
-    socket.on("close", () => sockets.delete(socket));
-    socket.once("data", (data) => {
-      const path = data.toString("latin1").split(" ")[1] ?? "";
+  const h1 = rawUpstream(
+    (path, socket) => {
       const head = (framing: string) => `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n${framing}\r\n\r\n`;
       if (path.endsWith("/close")) socket.end(head("content-length: 100"));
       else if (path.endsWith("/reset")) socket.write(head("content-length: 100"), () => socket.resetAndDestroy());
       else if (path.endsWith("/bad-chunk")) socket.write(`${head("transfer-encoding: chunked")}zz\r\nnot a chunk\r\n`);
       else if (path.endsWith("/stall")) socket.write(head("content-length: 100"));
-    });
-  });
+    },
+    { firstOnly: true },
+  );
   // HTTP/2: headers, then a reset or a stall.
   const h2Sessions = new Set<Http2Session>();
   const h2 = createHttp2Server((req) => {
@@ -495,7 +513,7 @@ describe("upstreams that fail between their headers and their body", () => {
   });
 
   beforeAll(async () => {
-    const [h1Port, h2Port] = await Promise.all([listen(h1), listen(h2)]);
+    const [h1Port, h2Port] = await Promise.all([listen(h1.server), listen(h2)]);
     gateway = await startSeedGateway(
       routesFileText({
         backends: {
@@ -508,9 +526,8 @@ describe("upstreams that fail between their headers and their body", () => {
   });
   afterAll(async () => {
     await gateway?.close();
-    for (const socket of sockets) socket.destroy();
     for (const session of h2Sessions) session.destroy();
-    await Promise.all([new Promise((resolve) => h1.close(resolve)), new Promise((resolve) => h2.close(resolve))]);
+    await Promise.all([h1.close(), new Promise((resolve) => h2.close(resolve))]);
   });
 
   it.each([
@@ -555,20 +572,15 @@ describe("upstreams that fail between their headers and their body", () => {
 describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
   let gateway: Gateway;
   let token: string;
-  const sockets = new Set<Socket>();
-  // Holds every request to `/stall` unanswered; answers `/not-modified` with a
-  // 304 carrying the Content-Length of the body it stands for (RFC 9110 §8.6).
-  const upstream = createNetServer((socket) => {
-    sockets.add(socket);
-    socket.on("error", () => {});
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("data", (data) => {
-      const path = data.toString("latin1").split(" ")[1] ?? "";
-      if (path.endsWith("/not-modified")) socket.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 42\r\n\r\n');
-      if (path.endsWith("/no-content")) socket.write("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n");
-      if (path.endsWith("/two-locations")) socket.write("HTTP/1.1 302 Found\r\nlocation: /a\r\nlocation: /b\r\ncontent-length: 0\r\n\r\n");
-      if (path.endsWith("/type-twice")) socket.write("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok");
-    });
+  // Holds every request to `/stall` unanswered; answers the others as their
+  // names say: a 304 carrying the Content-Length of the body it stands for
+  // (RFC 9110 §8.6), a 204 with a Content-Length, two different Locations,
+  // the same Content-Type twice.
+  const upstream = rawUpstream((path, socket) => {
+    if (path.endsWith("/not-modified")) socket.write('HTTP/1.1 304 Not Modified\r\netag: "v1"\r\ncontent-length: 42\r\n\r\n');
+    if (path.endsWith("/no-content")) socket.write("HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n");
+    if (path.endsWith("/two-locations")) socket.write("HTTP/1.1 302 Found\r\nlocation: /a\r\nlocation: /b\r\ncontent-length: 0\r\n\r\n");
+    if (path.endsWith("/type-twice")) socket.write("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok");
   });
   const agent = new HttpAgent({ keepAlive: true, maxSockets: Infinity });
 
@@ -588,8 +600,20 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
     });
   }
 
+  /** A GET over HTTP/2 on `session`: its status, headers and how the stream closed. */
+  function h2Get(session: ClientHttp2Session, path: string): Promise<{ status: number; headers: Record<string, unknown>; rstCode: number }> {
+    return new Promise((resolve) => {
+      const stream = session.request({ ":path": path, authorization: `Bearer ${token}` });
+      let headers: Record<string, unknown> = {};
+      stream.on("response", (received) => (headers = received));
+      stream.on("error", () => {});
+      stream.resume();
+      stream.on("close", () => resolve({ status: Number(headers[":status"] ?? 0), headers, rstCode: stream.rstCode }));
+    });
+  }
+
   beforeAll(async () => {
-    const port = await listen(upstream);
+    const port = await listen(upstream.server);
     gateway = await startSeedGateway(
       routesFileText({ backends: { slow: { upstream: `http://127.0.0.1:${port}`, timeout: "3s" } } }),
       {},
@@ -600,8 +624,7 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
   afterAll(async () => {
     agent.destroy();
     await gateway?.close();
-    for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => upstream.close(resolve));
+    await upstream.close();
   });
 
   it("gets every caller its 504 within the route's timeout, those queued behind 128 stalled connections too", async () => {
@@ -626,19 +649,8 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
     const session = connect(gateway.url);
     session.on("error", () => {});
     try {
-      const answer = await new Promise<{ status: number; contentLength: unknown; rstCode: number }>((resolve) => {
-        const stream = session.request({ ":path": "/backend/slow/no-content", authorization: `Bearer ${token}` });
-        let status = 0;
-        let contentLength: unknown;
-        stream.on("response", (headers) => {
-          status = Number(headers[":status"]);
-          contentLength = headers["content-length"];
-        });
-        stream.on("error", () => {});
-        stream.resume();
-        stream.on("close", () => resolve({ status, contentLength, rstCode: stream.rstCode }));
-      });
-      expect(answer).toEqual({ status: 204, contentLength: undefined, rstCode: http2Constants.NGHTTP2_NO_ERROR });
+      const answer = await h2Get(session, "/backend/slow/no-content");
+      expect([answer.status, answer.headers["content-length"], answer.rstCode]).toEqual([204, undefined, http2Constants.NGHTTP2_NO_ERROR]);
     } finally {
       session.close();
     }
@@ -649,22 +661,10 @@ describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
     expect([h1.status, JSON.parse(h1.body).error?.code]).toEqual([503, "SERVICE_UNAVAILABLE"]);
     const session = connect(gateway.url);
     session.on("error", () => {});
-    const h2get = (path: string) =>
-      new Promise<{ status: number; contentType: unknown; rstCode: number }>((resolve) => {
-        const stream = session.request({ ":path": path, authorization: `Bearer ${token}` });
-        let status = 0;
-        let contentType: unknown;
-        stream.on("response", (headers) => {
-          status = Number(headers[":status"]);
-          contentType = headers["content-type"];
-        });
-        stream.on("error", () => {});
-        stream.resume();
-        stream.on("close", () => resolve({ status, contentType, rstCode: stream.rstCode }));
-      });
     try {
-      expect(await h2get("/backend/slow/two-locations")).toMatchObject({ status: 503, rstCode: http2Constants.NGHTTP2_NO_ERROR });
-      expect(await h2get("/backend/slow/type-twice")).toEqual({ status: 200, contentType: "text/plain", rstCode: http2Constants.NGHTTP2_NO_ERROR });
+      expect(await h2Get(session, "/backend/slow/two-locations")).toMatchObject({ status: 503, rstCode: http2Constants.NGHTTP2_NO_ERROR });
+      const twice = await h2Get(session, "/backend/slow/type-twice");
+      expect([twice.status, twice.headers["content-type"], twice.rstCode]).toEqual([200, "text/plain", http2Constants.NGHTTP2_NO_ERROR]);
     } finally {
       session.close();
     }
