@@ -70,6 +70,19 @@ describe("names and e-mail addresses in any script", () => {
     }
   });
 
+  it("refuses a claim holding a lone surrogate: it has no UTF-8 form, and would reach the service as U+FFFD, the same as any other", async () => {
+    // JSON allows "\ud800"; as UTF-8 it becomes EF BF BD, as "\udc00" and U+FFFD itself do.
+    for (const claims of [{ user_id: "alice\ud800" }, { user_id: "alice\udc00" }, { email: "a\udfff@example.com" }, { given_name: "\ud83eAda" }, { scope: "read \ud800" }]) {
+      const { status, body } = await me(claims);
+      expect([JSON.stringify(claims), status, body.error?.message]).toEqual([JSON.stringify(claims), 401, "Token carries claims that cannot be forwarded"]);
+    }
+    // U+FFFD itself, and a pair that makes one character, are text like any other.
+    for (const user_id of ["alice\ufffd", "alice\ud83e\uddee"]) {
+      const { status, body } = await me({ user_id });
+      expect([status, body.identity?.userId]).toEqual([200, user_id]);
+    }
+  });
+
   it("takes a numeric id only as a safe integer: one past 2^53 was rounded by JSON parsing and would name someone else", async () => {
     const ok = await me({ user_id: 42, org_id: -7 });
     expect([ok.status, ok.body.identity?.userId, ok.body.identity?.orgId]).toEqual([200, "42", "-7"]);

@@ -46,6 +46,10 @@ const HEADER_VALUE = /^(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x
 // C1 controls (U+0080–U+009F) pass that check as UTF-8 octets, but are no
 // more a name's or an id's than C0 ones: a backend would write them to its logs.
 const C1_CONTROL = /[\u0080-\u009f]/;
+// A lone surrogate (JSON allows `"\ud800"` in a claim) has no UTF-8 form: it
+// would travel as U+FFFD, as every other lone surrogate and U+FFFD itself
+// would, so two different subjects would reach the service, signed, as one.
+const LONE_SURROGATE = /[\ud800-\udfff]/u;
 
 /**
  * Maps verified claims to the caller's identity. A client_credentials token
@@ -76,7 +80,7 @@ export function identityFromClaims(claims: TokenClaims, mapping: ClaimMapping = 
   for (const name in forwarded) unsafe ||= !HEADER_VALUE.test(forwarded[name] as string);
   for (const field of identityFields) {
     const value = field === "scopes" ? identity.scopes.join(" ") : identity[field];
-    unsafe ||= typeof value === "string" && C1_CONTROL.test(value);
+    unsafe ||= typeof value === "string" && (C1_CONTROL.test(value) || LONE_SURROGATE.test(value));
   }
   if (unsafe) throw new GatewayHttpError("UNAUTHORIZED", "Token carries claims that cannot be forwarded");
   return identity;
