@@ -273,6 +273,24 @@ describe("introspection", () => {
     }
   });
 
+  it("refuses an introspected exp or nbf that is not a number, and a token before its nbf (with the leeway)", { timeout: TEST_TIMEOUT }, async () => {
+    const now = Math.floor(Date.now() / 1000);
+    for (const [claims, expected] of [
+      [{ exp: String(now + 3600) }, "Token introspection answered an exp that is not a number"],
+      [{ exp: null }, "Token introspection answered an exp that is not a number"],
+      [{ nbf: "0" }, "Token introspection answered an nbf that is not a number"],
+      [{ nbf: now + 60 }, "Token is not valid yet (nbf)"],
+      [{ nbf: now + 3 }, 200],
+    ] as const) {
+      const token = await opaqueToken();
+      await withGateway({ ...introspection(), clockToleranceSeconds: 10 }, async (gateway) => {
+        proxy.rewrite = (b) => ({ ...b, ...claims });
+        const { status, body } = await call(gateway, token);
+        expect([claims, status, body.error?.message]).toEqual(expected === 200 ? [claims, 200, undefined] : [claims, 401, expected]);
+      });
+    }
+  });
+
   it("reads INTROSPECTION_AUDIENCE and INTROSPECTION_ISSUER", () => {
     const env = {
       GATEWAY_HMAC_SECRET: HMAC_SECRET,

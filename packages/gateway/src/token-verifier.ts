@@ -338,8 +338,9 @@ function isKeySetFailure(e: unknown, { errors: joseErrors }: Jose): boolean {
 
 /**
  * RFC 7662: POST the token with the gateway's client credentials; `active:
- * false` is invalid, as is a refresh token, or a token of another issuer or
- * audience when those are configured.
+ * false` is invalid, as is a refresh token, a token of another issuer or
+ * audience when those are configured, one past its `exp` or before its
+ * `nbf` (with the clock leeway), or one whose `exp` or `nbf` is not a number.
  */
 function createIntrospection(
   options: ResolvedIntrospectionOptions,
@@ -362,8 +363,19 @@ function createIntrospection(
         throw new GatewayHttpError("UNAUTHORIZED", "Token has an unexpected audience");
       }
     }
-    if (typeof claims.exp === "number" && (claims.exp + clockToleranceSeconds) * 1000 <= Date.now()) {
+    // Both optional (RFC 7662 §2.2), but when present a NumericDate: a string
+    // `exp` must not skip the expiry check, as jose refuses one in a JWT.
+    for (const claim of ["exp", "nbf"] as const) {
+      if (claims[claim] !== undefined && !Number.isFinite(claims[claim])) {
+        throw new GatewayHttpError("UNAUTHORIZED", `Token introspection answered an ${claim} that is not a number`);
+      }
+    }
+    const nowMs = Date.now();
+    if (typeof claims.exp === "number" && (claims.exp + clockToleranceSeconds) * 1000 <= nowMs) {
       throw new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
+    }
+    if (typeof claims.nbf === "number" && (claims.nbf - clockToleranceSeconds) * 1000 > nowMs) {
+      throw new GatewayHttpError("UNAUTHORIZED", "Token is not valid yet (nbf)");
     }
     return claims;
   };
