@@ -55,6 +55,15 @@ describe("rate limiting in memory", () => {
     expect([connect.status, ((await connect.json()) as { code: string }).code]).toEqual([429, "resource_exhausted"]);
     expect((await fetch(`${gateway.url}/health`)).status).toBe(200);
   });
+
+  it("keeps callers whose ids hold ':' apart: client urn:acme's user web:42 is not client urn:acme:web's user 42", async () => {
+    const first = await seedToken({ client_id: "urn:acme", user_id: "web:42" });
+    const second = await seedToken({ client_id: "urn:acme:web", user_id: "42" });
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await get(gateway, "/api/v1/profile", first)).status);
+    statuses.push((await get(gateway, "/api/v1/profile", second)).status);
+    expect(statuses).toEqual([200, 200, 200, 429, 200]);
+  });
 });
 
 describe("rate limiting shared through Redis", () => {

@@ -419,5 +419,7 @@ function rateLimitKey(request: FastifyRequest): string {
   if (caller === undefined || (caller.isServiceRequest && routeAccess(request)?.authRequired === false)) {
     return `ip:${clientNetworkOf(request.ip)}`;
   }
-  return caller.userId === undefined ? `client:${caller.clientId}` : `user:${caller.clientId}:${caller.userId}`;
+  // The client id's length first: ids may hold `:`, and client `urn:a` with
+  // user `b:1` must not share a budget with client `urn:a:b` and user `1`.
+  return caller.userId === undefined ? `client:${caller.clientId}` : `user:${caller.clientId.length}:${caller.clientId}:${caller.userId}`;
 }
