@@ -330,6 +330,26 @@ describe("header hardening", () => {
       }
     });
 
+    it("refuses more than 100 header fields with 431 before anything else; 100 reach an HTTP/2 upstream that takes Node's default 128", async () => {
+      // Host, Authorization and Connection count: 97 more make 100.
+      const fields = (count: number) => Array.from({ length: count }, (_, i) => `X-Extra-${i}: v`);
+      const send = (count: number) =>
+        rawExchange(gateway.url, [`GET /backend/h2/many HTTP/1.1`, `Host: ${host}`, `Authorization: Bearer ${token}`, ...fields(count), "Connection: close"]);
+      const before = h2Backend.requests.length;
+      const accepted = await send(97);
+      expect(accepted.status).toBe(200);
+      expect(h2Backend.requests.length).toBe(before + 1);
+      expect(valuesOf(h2Backend.requests.at(-1)!, "x-extra-96")).toEqual(["v"]);
+      const refused = await send(98);
+      expect(refused.status).toBe(431);
+      expect(JSON.parse(refused.text.slice(refused.text.indexOf("\r\n\r\n") + 4))).toMatchObject({
+        error: { code: "HEADERS_TOO_LARGE", message: "More than 100 request header fields" },
+      });
+      expect(h2Backend.requests.length).toBe(before + 1);
+      // The upstream session is still the one it was: the next call goes through as before.
+      expect((await send(0)).status).toBe(200);
+    });
+
     it("never forwards a request's trailers (a chunked body's identity-looking trailer lines stay behind)", async () => {
       const res = await rawWrite(
         gateway.url,

@@ -79,6 +79,7 @@ describe("the gateway's Connect codes", () => {
       NOT_FOUND: "Unimplemented",
       PAYLOAD_TOO_LARGE: "ResourceExhausted",
       RATE_LIMITED: "ResourceExhausted",
+      HEADERS_TOO_LARGE: "ResourceExhausted",
       INTERNAL_ERROR: "Internal",
       SERVICE_UNAVAILABLE: "Unavailable",
       GATEWAY_TIMEOUT: "DeadlineExceeded",

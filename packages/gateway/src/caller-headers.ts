@@ -141,6 +141,28 @@ export function ambiguousRequestHead(rawHeaders: readonly string[]): string | un
 }
 
 /**
+ * How many header fields a caller may send: 100, Envoy's default
+ * (`max_headers_count`). Node's HTTP/1.1 parser takes up to 2,000 lines in
+ * its 16 KiB, but an HTTP/2 upstream takes 128 fields by default (Node's
+ * `maxHeaderListPairs`) and resets a stream with more — a caller's
+ * oversized request would look like an upstream failure, and cost the
+ * gateway its upstream session. 100 leaves room for the gateway's own
+ * (identity, signatures, forwarding) and the pseudo-headers. A browser
+ * sends some 20.
+ */
+export const MAX_CALLER_HEADER_FIELDS = 100;
+
+/** Whether the caller sent more than {@link MAX_CALLER_HEADER_FIELDS} header fields (pseudo-headers not counted). */
+export function hasTooManyHeaderFields(rawHeaders: readonly string[]): boolean {
+  if (rawHeaders.length <= 2 * MAX_CALLER_HEADER_FIELDS) return false;
+  let fields = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).charCodeAt(0) !== COLON) fields++;
+  return fields > MAX_CALLER_HEADER_FIELDS;
+}
+
+const COLON = 0x3a;
+
+/**
  * The caller's headers that may reach the upstream, copied into a new object:
  * all but pseudo-headers, what {@link isDroppedCallerHeader} names and every header the
  * caller's own `Connection` header lists (`callerConnection`).

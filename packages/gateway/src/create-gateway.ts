@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
-import { ambiguousRequestHead } from "./caller-headers.js";
+import { ambiguousRequestHead, hasTooManyHeaderFields, MAX_CALLER_HEADER_FIELDS } from "./caller-headers.js";
 import { clientNetworkOf } from "./client-network.js";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
 import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
@@ -179,6 +179,9 @@ export function createGateway(options: GatewayConfig): Gateway {
     reply.header("x-request-id", request.id);
     markHttp2Body(request);
     if (malformed) return done(new GatewayHttpError("BAD_REQUEST", "Malformed request target"));
+    if (hasTooManyHeaderFields(request.raw.rawHeaders)) {
+      return done(new GatewayHttpError("HEADERS_TOO_LARGE", `More than ${MAX_CALLER_HEADER_FIELDS} request header fields`));
+    }
     // A repeated Host or Authorization is refused before anything acts on either.
     const ambiguous = ambiguousRequestHead(request.raw.rawHeaders);
     done(ambiguous === undefined ? undefined : new GatewayHttpError("BAD_REQUEST", ambiguous));

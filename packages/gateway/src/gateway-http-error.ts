@@ -27,6 +27,7 @@ export const gatewayErrorCodes = {
   NOT_FOUND: { status: 404, code: UNIMPLEMENTED },
   PAYLOAD_TOO_LARGE: { status: 413, code: RESOURCE_EXHAUSTED },
   RATE_LIMITED: { status: 429, code: RESOURCE_EXHAUSTED },
+  HEADERS_TOO_LARGE: { status: 431, code: RESOURCE_EXHAUSTED },
   INTERNAL_ERROR: { status: 500, code: INTERNAL },
   SERVICE_UNAVAILABLE: { status: 503, code: UNAVAILABLE },
   GATEWAY_TIMEOUT: { status: 504, code: DEADLINE_EXCEEDED },
