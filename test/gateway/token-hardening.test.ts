@@ -369,6 +369,51 @@ describe("JWKS failures", () => {
   });
 });
 
+describe("JWKS endpoint failing after keys were fetched", () => {
+  it("keeps verifying tokens of known keys against the last key set: a made-up kid, or keys past maxAgeMs, cost no one else a 503", { timeout: TEST_TIMEOUT }, async () => {
+    const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+    const keys = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k", alg: "RS256" }] });
+    let failing = false;
+    let fetches = 0;
+    const jwksServer = createServer((_req, res) => {
+      fetches++;
+      if (failing) res.writeHead(500).end("down");
+      else res.writeHead(200, { "content-type": "application/json" }).end(keys);
+    });
+    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const sign = (kid: string) =>
+      new SignJWT({ client_id: "svc", jti: Math.random().toString(36) })
+        .setProtectedHeader({ alg: "RS256", kid })
+        .setIssuer(issuer)
+        .setAudience("api")
+        .setExpirationTime("5m")
+        .sign(privateKey);
+    // cacheMs 0: every call verifies its token against the key set.
+    const jwks = { url: `${issuer}/jwks`, issuer, audience: "api", refetchCooldownMs: 0, failureCooldownMs: 5_000 };
+    const gateway = await startGateway({ cacheMs: 0, jwks });
+    const stale = await startGateway({ cacheMs: 0, jwks: { ...jwks, maxAgeMs: 200 } });
+    try {
+      expect((await call(gateway, await sign("k"))).status).toBe(200);
+      expect((await call(stale, await sign("k"))).status).toBe(200);
+      failing = true;
+      // A made-up kid makes the gateway refetch; the fetch fails: that token gets 503…
+      const madeUp = await call(gateway, await sign("made-up"));
+      expect([madeUp.status, madeUp.body.error.code]).toEqual([503, "SERVICE_UNAVAILABLE"]);
+      // …and within the failure cooldown, tokens of the cached key still pass, without a fetch.
+      const fetched = fetches;
+      for (let i = 0; i < 3; i++) expect((await call(gateway, await sign("k"))).status).toBe(200);
+      expect(fetches).toBe(fetched);
+      // Keys past maxAgeMs while the endpoint fails: the last set still verifies known keys.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      for (let i = 0; i < 3; i++) expect((await call(stale, await sign("k"))).status).toBe(200);
+      expect((await call(stale, await sign("other"))).status).toBe(503);
+    } finally {
+      await Promise.all([gateway.close(), stale.close()]);
+      await closeServer(jwksServer);
+    }
+  });
+});
+
 describe("answers from the authorization server too large to hold", () => {
   // Streams a JSON-looking answer of up to 64 MiB, 64 KiB at a time, as fast as it is read.
   let written = 0;

@@ -64,9 +64,12 @@ export interface JwksTokenOptions {
   readonly timeoutMs?: number;
   /**
    * After the JWKS endpoint failed (unreachable, an error status, garbage),
-   * calls within this many ms get `SERVICE_UNAVAILABLE` at once instead of
-   * fetching it again, so an outage of the OAuth2 server is not met with a
-   * fetch per call. Default 5 s; 0 disables.
+   * it is not asked again for this many ms, so an outage of the OAuth2
+   * server is not met with a fetch per call. Meanwhile, and whenever a
+   * fetch fails, tokens signed with a key of the last key set fetched keep
+   * verifying against it; only a token whose key it lacks gets
+   * `SERVICE_UNAVAILABLE`. Default 5 s; 0 disables the pause (never the
+   * last key set).
    */
   readonly failureCooldownMs?: number;
 }
@@ -193,13 +196,13 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
   let jwksKeys: JWTVerifyGetKey | undefined;
   // The remote key set, made with the first JWT to verify against it (jose is loaded by then).
   const jwksKeysOf = (jose: Jose, settings: NonNullable<typeof jwksOptions>): JWTVerifyGetKey =>
-    (jwksKeys ??= withFailureCooldown(
+    (jwksKeys ??= withLastKeySet(
       jose.createRemoteJWKSet(settings.url, {
         cooldownDuration: settings.refetchCooldownMs,
         cacheMaxAge: settings.maxAgeMs,
         timeoutDuration: settings.timeoutMs,
         [jose.customFetch]: boundedFetch(MAX_KEY_SET_BYTES, "the key set"),
-      }) as JWTVerifyGetKey,
+      }),
       settings.failureCooldownMs,
       jose,
     ));
@@ -284,25 +287,44 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
 }
 
 /**
- * Remembers a failure of the key set (see {@link isKeySetFailure}) for
- * `cooldownMs`, answering it again meanwhile without a request. jose already
- * shares one fetch among concurrent calls, but forgets a failed one at once.
+ * The remote key set, kept usable while its endpoint fails. A failure of the
+ * key set (see {@link isKeySetFailure}) is remembered for `cooldownMs`, and
+ * the endpoint not asked again meanwhile (jose shares one fetch among
+ * concurrent calls, but forgets a failed one at once). During that pause,
+ * and for the call whose fetch failed, a token is verified against the last
+ * key set fetched (jose keeps it after a failed refresh): without it, one
+ * made-up `kid` — which makes jose refetch — would turn the endpoint's
+ * outage into a 503 for every caller, and a key set past `maxAgeMs` would
+ * fail every token while its keys are still at hand. Only a token whose key
+ * that set lacks gets the failure (a 503: the key may be a new one). A
+ * refresh that succeeds replaces the set, dropping a revoked key at once.
  */
-function withFailureCooldown(keys: JWTVerifyGetKey, cooldownMs: number, jose: Jose): JWTVerifyGetKey {
-  if (cooldownMs <= 0) return keys;
-  let failure: { error: unknown; until: number } | undefined;
-  return async (header, token) => {
-    if (failure !== undefined && Date.now() < failure.until) throw failure.error;
+function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): JWTVerifyGetKey {
+  let failure: { error: unknown; until: number; lastKeys: JWTVerifyGetKey | undefined } | undefined;
+  const fromLastKeys = async (failed: NonNullable<typeof failure>, ...args: Parameters<JWTVerifyGetKey>) => {
+    if (failed.lastKeys === undefined) throw failed.error;
     try {
-      const key = await keys(header, token);
+      return await failed.lastKeys(...args);
+    } catch (e) {
+      throw e instanceof jose.errors.JWKSNoMatchingKey ? failed.error : e;
+    }
+  };
+  return async (header, token) => {
+    if (failure !== undefined && Date.now() < failure.until) return fromLastKeys(failure, header, token);
+    try {
+      const key = await remote(header, token);
       failure = undefined;
       return key;
     } catch (e) {
-      if (isKeySetFailure(e, jose)) failure = { error: e, until: Date.now() + cooldownMs };
-      throw e;
+      if (!isKeySetFailure(e, jose)) throw e;
+      const last = remote.jwks();
+      failure = { error: e, until: Date.now() + cooldownMs, lastKeys: last && jose.createLocalJWKSet(last) };
+      return fromLastKeys(failure, header, token);
     }
   };
 }
+
+type RemoteKeySet = ReturnType<Jose["createRemoteJWKSet"]>;
 
 function asTokenError(e: unknown, jose: Jose | undefined): GatewayHttpError {
   if (e instanceof GatewayHttpError) return e;
