@@ -152,6 +152,23 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     expect(proxy.count).toBe(before);
   });
 
+  it("keeps a token in continuous use working after the verified-token cache let it go: validated again, without spending", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway({}, 300);
+    const known = await validToken();
+    expect((await call(gateway, known)).status).toBe(200);
+    for (let i = 0; i < 20; i++) expect((await call(gateway, madeUpToken())).status).toBe(401);
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
+    for (let round = 0; round < 3; round++) {
+      // Past the cache lifetime: the token is validated again (one introspection), not refused unvalidated.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const before = proxy.count;
+      expect((await call(gateway, known)).status).toBe(200);
+      expect(proxy.count - before).toBe(1);
+    }
+    // The IP is over budget all along.
+    expectRetryAfterWithin(await call(gateway, madeUpToken()), 60);
+  });
+
   it("counts calls without a token to a protected route (never validated), not anonymous calls to a public one", { timeout: TEST_TIMEOUT }, async () => {
     const gateway = await startGateway();
     const before = proxy.count;

@@ -23,9 +23,12 @@ export interface AuthFailureLimit {
   /** Where failures are counted, per IP, in fixed windows (memory, or the rate limit's Redis). */
   readonly counter: WindowCounter;
   /**
-   * How long a token that verified still passes an over-budget IP's gate
-   * (never past its `exp`): the token verifier's cache lifetime
-   * (`tokens.cacheMs`), so that such a token costs no validation. 0: none does.
+   * The token verifier's cache lifetime (`tokens.cacheMs`). A token that
+   * verified passes an over-budget IP's gate until its `exp` — validated
+   * again each time the verifier's cache has let it go, without spending —
+   * and, without an `exp`, for twice this long from its last validation, so
+   * one in continuous use never drops out. 0 (no verifier cache, every call
+   * validated): none passes.
    */
   readonly knownValidMs: number;
 }
@@ -69,9 +72,10 @@ const KNOWN_VALID_ENTRIES = 10_000;
  * never becomes more than `max` signature checks or introspection requests
  * per IP and window:
  *
- * - A token this gateway verified within `knownValidMs` (and not past its
- *   `exp`) skips the budget: it costs no validation (the verifier answers
- *   from its cache) and spends nothing.
+ * - A token this gateway verified (not past its `exp`, not refused since)
+ *   skips the budget: it spends nothing, and costs at most one validation
+ *   per verifier cache lifetime — so another caller behind the same address
+ *   spraying made-up tokens cannot lock out a client in continuous use.
  * - Any other token takes one unit of the budget before it is validated, and
  *   gives it back when it turns out valid — or when the verifier could not
  *   decide (503: key set or introspection endpoint away, not the caller's
@@ -179,21 +183,18 @@ export function createRequestAuthenticator(options: RequestAuthenticatorOptions)
       claims = await options.verifier.verify(token, tokenHash);
       identity = identityOf(claims);
     } catch (e) {
+      const refused = e instanceof GatewayHttpError && e.statusCode === 401;
+      // A known token refused since (revoked, expired) is known no longer.
+      if (refused && key !== undefined) knownValid?.delete(key);
       // Only the caller's failures (401) stay counted.
-      if (spent !== undefined && !(e instanceof GatewayHttpError && e.statusCode === 401)) {
-        void limit?.counter.refund(clientIp, spent);
-      }
+      if (spent !== undefined && !refused) void limit?.counter.refund(clientIp, spent);
       throw e;
     }
-    if (spent !== undefined) {
-      void limit?.counter.refund(clientIp, spent);
-      if (knownValid !== undefined && key !== undefined) {
-        const until = Math.min(
-          Date.now() + (limit as AuthFailureLimit).knownValidMs,
-          typeof claims.exp === "number" ? claims.exp * 1000 : Number.POSITIVE_INFINITY,
-        );
-        if (until > Date.now()) knownValid.set(key, until, { ttl: until - Date.now() });
-      }
+    if (spent !== undefined) void limit?.counter.refund(clientIp, spent);
+    if (knownValid !== undefined && key !== undefined) {
+      const now = Date.now();
+      const until = typeof claims.exp === "number" ? claims.exp * 1000 : now + 2 * (limit as AuthFailureLimit).knownValidMs;
+      if (until > now) knownValid.set(key, until, { ttl: until - now });
     }
     return authorize(identity, access);
   }
