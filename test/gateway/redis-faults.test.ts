@@ -3,6 +3,7 @@
 // gateway counts in it. Calls must still answer within a second (fail open, or
 // 503 when configured closed), /ready must follow Redis, and both must recover.
 import type { ChildProcess } from "node:child_process";
+import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
 import { startRedisServer } from "../support/redis-server.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
@@ -149,6 +150,36 @@ describe("the rate limiter when Redis fails", () => {
 
     redis.kill("SIGCONT");
     await expectRecovered(gw, "after-freeze");
+  }, 20_000);
+
+  it.each([
+    // The old primary after a failover: a replica of a primary that is gone, refusing writes with READONLY.
+    ["READONLY", (deadPort: number) => ["REPLICAOF", "127.0.0.1", String(deadPort)], ["REPLICAOF", "NO", "ONE"]],
+    // maxmemory reached, nothing to evict: writes refused with OOM.
+    ["OOM", () => ["CONFIG", "SET", "maxmemory", "1"], ["CONFIG", "SET", "maxmemory", "0"]],
+  ] as const)("a Redis that answers PING but refuses writes (%s): calls 503 (closed), /ready 503, one warning, until it takes writes again", async (label, refuse, restore) => {
+    const { port, gw } = await startRedisAndGateway({ onRedisFailure: "closed" });
+    const admin = new Redis(`redis://127.0.0.1:${port}`, { maxRetriesPerRequest: 1 });
+    admin.on("error", () => {});
+    try {
+      const token = await seedToken({ user_id: `refusing-${label}` });
+      expect((await timedGet(gw, "/api/v1/profile", token)).status).toBe(200);
+      await admin.call(...(refuse(await unusedPort()) as [string, ...string[]]));
+      expect(await readyWithin(gw, 503, 1_500)).toBe(true);
+      for (let i = 0; i < 6; i++) {
+        expect((await timedGet(gw, "/ready")).status).toBe(503);
+        const call = await timedGet(gw, "/api/v1/profile", token);
+        expect([call.status, call.ms < CALL_BUDGET_MS]).toEqual([503, true]);
+        await sleep(100);
+      }
+      // One warning for the outage, not one per health check or count.
+      expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+      expect(logLines.filter((l) => /available again/.test(l.msg))).toHaveLength(0);
+      await admin.call(...(restore as unknown as [string, ...string[]]));
+      await expectRecovered(gw, `after-${label}`);
+    } finally {
+      admin.disconnect();
+    }
   }, 20_000);
 
   it("refuses calls with 503 and Retry-After within a second when configured to fail closed", async () => {

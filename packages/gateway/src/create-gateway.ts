@@ -255,7 +255,7 @@ export function createGateway(options: GatewayConfig): Gateway {
 
   app.get("/health", { config: { rateLimit: false } }, async () => ({ status: "ok" }));
   app.get("/ready", { config: { rateLimit: false } }, async () => {
-    // From the periodic PING (same budget as the rate limiter): /ready never waits on Redis longer than that.
+    // From the periodic health check (a write) (same budget as the rate limiter): /ready never waits on Redis longer than that.
     if (store && !(await store.ready())) {
       throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable");
     }

@@ -33,7 +33,7 @@ export interface RateLimitConfig {
   /**
    * With `redisUrl`: how long one Redis command may take (milliseconds)
    * before the rate limiter treats Redis as away and applies
-   * `onRedisFailure`; also the budget of the `/ready` PING. Default 100.
+   * `onRedisFailure`; also the budget of the `/ready` health check. Default 100.
    */
   readonly redisTimeoutMs?: number;
   /**

@@ -10,11 +10,11 @@ export type RedisFailurePolicy = "open" | "closed";
 
 /** Options of {@link connectRateLimitStore}. */
 export interface RateLimitStoreOptions {
-  /** How long one Redis command (a count, a PING) may take before it counts as failed. */
+  /** How long one Redis command (a count, a health check) may take before it counts as failed. */
   readonly timeoutMs: number;
   /** `open`: the call proceeds unlimited; `closed`: it is refused with 503. */
   readonly onFailure: RedisFailurePolicy;
-  /** How often Redis is PINGed for `/ready` (between the end of one PING and the next). Default 250 ms. */
+  /** How often Redis is checked for `/ready` (a write of a small expiring key; between the end of one check and the next). Default 250 ms. */
   readonly pingIntervalMs?: number;
 }
 
@@ -24,7 +24,7 @@ export interface RateLimitStore {
   readonly redis: RedisClient;
   /** The store to hand @fastify/rate-limit (`store` option): Redis, bounded by the timeout budget. */
   readonly storeClass: FastifyRateLimitStoreCtor;
-  /** Whether the last PING (every pingIntervalMs) was answered in time and the connection is up. */
+  /** Whether the last health check (every pingIntervalMs) and every count since succeeded, and the connection is up. */
   available(): boolean;
   /**
    * For `/ready`: true when {@link available}, else whether it becomes so
@@ -38,7 +38,7 @@ export interface RateLimitStore {
    * nothing (`count` 0: never over a limit), `closed` rejects with 503.
    */
   windowCounter(name: string, windowMs: number): WindowCounter;
-  /** Stops the PINGs and drops the connection. */
+  /** Stops the health checks and drops the connection. */
   close(): void;
 }
 
@@ -129,11 +129,14 @@ type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boole
  *   (`maxRetriesPerRequest: 0`), and reconnects every ≤ 500 ms; an `error`
  *   listener is always attached (an EventEmitter without one throws).
  * - Each count is also raced against `timeoutMs` here, whatever ioredis does.
- * - Redis is PINGed every `pingIntervalMs` with the same budget; while the
- *   last PING failed or the connection is down, counts do not even try
- *   Redis, and `available()` (`/ready`) is false. The outage is logged once
- *   at warn when it starts, without the URL (it may hold a password), and
- *   once at info when it ends.
+ * - Every `pingIntervalMs`, with the same budget, Redis is asked to write a
+ *   small expiring key: not a PING, which a Redis that refuses writes (the
+ *   old primary after a failover: `READONLY`; `maxmemory` reached: `OOM`)
+ *   still answers while every count fails. While the last health check or
+ *   count failed, or the connection is down, counts do not even try Redis,
+ *   and `available()` (`/ready`) is false, until a health check succeeds.
+ *   The outage is logged once at warn when it starts, without the URL (it
+ *   may hold a password), and once at info when it ends.
  * - A failed count then follows `onFailure`. The default is `open`: the call
  *   proceeds without being counted. The rate limit protects backends from
  *   one greedy caller; refusing every caller because the counter store is
@@ -186,10 +189,9 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
     }
   };
   redis.on("ready", () => {
-    // ioredis is ready once Redis answered its INFO check: as good as a PING.
+    // Connected (ioredis checked INFO): available once Redis takes a write.
     connected = true;
-    setAnswered(true);
-    recovered();
+    void probe();
   });
   redis.on("close", () => {
     connected = false;
@@ -198,28 +200,33 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
   });
 
   let pingTimer: NodeJS.Timeout | undefined;
-  const schedulePing = (delay: number) => {
-    if (closed) return;
-    pingTimer = setTimeout(() => void ping(), delay);
+  let probing = false;
+  // One health check at a time: each schedules the next when it ends.
+  const probe = async () => {
+    if (probing || closed) return;
+    probing = true;
+    clearTimeout(pingTimer);
+    // Not connected: nothing to ask (the 'error' and 'close' events report it); look again later.
+    if (connected) {
+      const failed = await withinBudget(redis.set(HEALTH_KEY, "1", "PX", HEALTH_KEY_TTL_MS), timeoutMs).then(
+        (reply) => (reply === "OK" ? undefined : `health check answered ${String(reply)}`),
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+      if (closed) return;
+      setAnswered(failed === undefined);
+      if (failed === undefined) recovered();
+      else outage(failed);
+    }
+    probing = false;
+    pingTimer = setTimeout(() => void probe(), pingIntervalMs);
     pingTimer.unref();
   };
-  const ping = async () => {
-    // Not connected: nothing to ask (the 'error' and 'close' events report it); look again later.
-    if (!connected) return schedulePing(pingIntervalMs);
-    const ok = await withinBudget(redis.ping(), timeoutMs).then(
-      (reply) => reply === "PONG",
-      () => false,
-    );
-    if (closed) return;
-    setAnswered(ok);
-    if (ok) recovered();
-    else outage("PING not answered in time");
-    schedulePing(pingIntervalMs);
-  };
-  schedulePing(0);
+  void probe();
 
   const available = () => connected && pingAnswered;
+  // A count or refund that failed: unavailable until the next health check succeeds.
   const failure = (cause: unknown): Error => {
+    pingAnswered = false;
     outage(cause instanceof Error ? cause.message : cause);
     return new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable", { cause });
   };
@@ -316,6 +323,10 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
     },
   };
 }
+
+/** The key the health check writes (shared by every gateway on the Redis; it expires on its own). */
+const HEALTH_KEY = "connect-gateway-health";
+const HEALTH_KEY_TTL_MS = 60_000;
 
 function withinBudget<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
