@@ -19,7 +19,11 @@ import {
 import { rawRequest } from "../support/raw-request.js";
 
 const yaml = routesFileText({
-  routes: [route("GET", "/api/v1/items", { cache_ttl: "60s" }), route("GET", "/public/items", { auth_required: false, cache_ttl: "60s" })],
+  routes: [
+    route("GET", "/api/v1/items", { cache_ttl: "60s" }),
+    route("GET", "/public/items", { auth_required: false, cache_ttl: "60s" }),
+    route("GET", "/api/v1/slow-items", { cache_ttl: "60s", timeout: "1s" }),
+  ],
 });
 
 let backend: RecordingBackend;
@@ -266,6 +270,48 @@ describe("what the cache stores", () => {
     expect(first.body).toBe(text);
     expect(second.body).toBe(text);
     expect(hits("/api/v1/items?pieces=1")).toBe(1);
+  });
+
+  it("nothing, and a 504, when the body trickles in for longer than the route's timeout; the upstream answer is let go of", async () => {
+    // The headers at once, then a byte every 300 ms: never a gap long enough for a body timeout.
+    let upstreamClosedAt = 0;
+    backend.respond = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": "100" });
+      const timer = setInterval(() => res.write("x"), 300);
+      res.on("close", () => {
+        clearInterval(timer);
+        upstreamClosedAt = performance.now();
+      });
+    };
+    const started = performance.now();
+    const answer = await get("/api/v1/slow-items?trickle");
+    const tookMs = performance.now() - started;
+    expect([answer.status, JSON.parse(answer.body).error.code]).toEqual([504, "GATEWAY_TIMEOUT"]);
+    expect(tookMs).toBeLessThan(3_000);
+    await expect.poll(() => upstreamClosedAt, { timeout: 2_000, interval: 20 }).toBeGreaterThan(0);
+    expect((await get("/api/v1/slow-items?trickle")).cache).toBeNull();
+  });
+
+  it("stops reading the upstream answer when the caller goes away", async () => {
+    let upstreamClosedAt = 0;
+    backend.respond = (_req, res) => {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": "100" });
+      const timer = setInterval(() => res.write("x"), 50);
+      res.on("close", () => {
+        clearInterval(timer);
+        upstreamClosedAt = performance.now();
+      });
+    };
+    const abort = new AbortController();
+    const call = fetch(`${gateway.url}/api/v1/items?caller-leaves`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+    await expect.poll(() => hits("/api/v1/items?caller-leaves"), { timeout: 2_000, interval: 20 }).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const leftAt = performance.now();
+    abort.abort();
+    await expect(call).rejects.toThrow();
+    // Long before the 5 s the upstream would take to send its 100 bytes.
+    await expect.poll(() => upstreamClosedAt, { timeout: 2_000, interval: 20 }).toBeGreaterThan(0);
+    expect(upstreamClosedAt - leftAt).toBeLessThan(1_000);
   });
 
   it("nothing, and a 503, when the upstream closes before its Content-Length", async () => {

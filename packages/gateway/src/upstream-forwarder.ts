@@ -352,7 +352,7 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, response: Ups
   if (!upstream.http2 && reply.hasHeader("trailer")) reply.removeHeader("trailer");
   if (call.cacheKey !== undefined && call.storeInCache && isStorable(response, context.cache.maxEntryBytes)) {
     if (upstream.http2) forwardTrailers(response.stream, reply, undefined);
-    void sendAndCache(reply, response, context.cache, call.cacheKey, route.cacheTtlMs as number);
+    void sendAndCache(reply, response, context.cache, call.cacheKey, { ttlMs: route.cacheTtlMs as number, timeoutMs: route.access.timeoutMs });
     return;
   }
   const relay = envelopedRelayOf(response, reply);
@@ -624,17 +624,30 @@ function isStorable(response: UpstreamResponse, maxBytes: number): boolean {
   return isCacheable(response.statusCode, response.headers) && Number.isInteger(length) && length <= maxBytes;
 }
 
+/**
+ * Reads a cacheable answer whole, stores it and sends it: a body cut short
+ * is a 503 (never relayed half, never stored), one not whole within the
+ * route's timeout a 504; either way the upstream answer is let go of, as it
+ * is at once when the caller goes away.
+ */
 async function sendAndCache(
   reply: FastifyReply,
   response: UpstreamResponse,
   cache: ResponseCache,
   key: string,
-  ttlMs: number,
+  limits: { readonly ttlMs: number; readonly timeoutMs: number },
 ): Promise<void> {
   // The declared length (isStorable checked it) is allocated once and filled
   // in place: however small the pieces the upstream sends, one Buffer.
   const body = Buffer.allocUnsafe(Number(response.headers["content-length"]));
   let filled = 0;
+  // The whole body within the route's timeout from its headers: a trickle of
+  // a byte now and then never trips undici's timeout between two pieces, and
+  // the caller, who gets nothing until the body is whole, would wait on it.
+  const stalled = setTimeout(() => response.stream.destroy(bodyTimeout(limits.timeoutMs)), limits.timeoutMs);
+  // A caller gone is no reason to go on reading (and holding an upstream connection).
+  const callerGone = () => response.stream.destroy(callerWentAway());
+  reply.raw.once("close", callerGone);
   try {
     for await (const chunk of response.stream) {
       const piece = chunk as Uint8Array;
@@ -644,11 +657,21 @@ async function sendAndCache(
     }
     if (filled !== body.byteLength) throw new Error("the upstream sent less than its Content-Length");
   } catch (e) {
-    failReply(reply, new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: e }));
+    failReply(reply, upstreamError(e as Error));
     return;
+  } finally {
+    clearTimeout(stalled);
+    reply.raw.off("close", callerGone);
   }
-  cache.set(key, { status: response.statusCode, headers: cacheableHeaders(reply.getHeaders()), body }, ttlMs);
+  cache.set(key, { status: response.statusCode, headers: cacheableHeaders(reply.getHeaders()), body }, limits.ttlMs);
   void reply.header("x-cache", "MISS").send(body);
+}
+
+/** A cacheable answer whose body did not come whole within the route's timeout: a 504, as for a body that stalled. */
+function bodyTimeout(timeoutMs: number): Error {
+  const error = Object.assign(new Error(`the upstream did not send its whole answer within ${timeoutMs} ms`), { code: "UND_ERR_BODY_TIMEOUT" });
+  error.stack = undefined;
+  return error;
 }
 
 /**
