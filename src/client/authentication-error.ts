@@ -9,6 +9,8 @@ export interface OAuth2ErrorDetails {
   readonly oauthError?: string;
   /** The OAuth2 `error_description`, when the server sent one. */
   readonly oauthErrorDescription?: string;
+  /** How long the token endpoint asked to wait (its `Retry-After`), in ms. */
+  readonly retryAfterMs?: number;
 }
 
 /**
@@ -16,7 +18,10 @@ export interface OAuth2ErrorDetails {
  * unreachable, refused the credentials, failed, or answered something that is
  * not a valid token response. Code `Unauthenticated`. Retrying the same call
  * will not help until the cause (credentials, OAuth2 server) is fixed; the
- * next call does try the token endpoint again.
+ * next call does try the token endpoint again — unless it answered 429 or
+ * 503: then calls fail at once, without asking it, for as long as its
+ * `Retry-After` said (at most 5 minutes), else for a pause that doubles
+ * from 1 s to 30 s with each such answer in a row.
  */
 export class AuthenticationError extends GatewayError {
   /** HTTP status of the token endpoint's answer, if it answered. */
@@ -25,6 +30,8 @@ export class AuthenticationError extends GatewayError {
   readonly oauthError: string | undefined;
   /** The OAuth2 `error_description`, if the token endpoint sent one. */
   readonly oauthErrorDescription: string | undefined;
+  /** How long the token endpoint asked to wait (its `Retry-After`), in ms, if it said. */
+  readonly retryAfterMs: number | undefined;
 
   /** @internal Thrown by the transport and the REST client; applications only catch it. */
   constructor(message: string, details: OAuth2ErrorDetails = {}, options?: { cause?: unknown }) {
@@ -32,5 +39,6 @@ export class AuthenticationError extends GatewayError {
     this.status = details.status;
     this.oauthError = details.oauthError;
     this.oauthErrorDescription = details.oauthErrorDescription;
+    this.retryAfterMs = details.retryAfterMs;
   }
 }

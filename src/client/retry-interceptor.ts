@@ -5,6 +5,7 @@ import { MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { ConnectError, type Interceptor, type StreamRequest, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { assertDurationMs, assertNumber, assertPositiveInteger } from "../core/assertions.js";
 import { InvalidOptionError } from "../core/errors.js";
+import { retryAfterMs } from "../core/retry-after.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
 
 /**
@@ -197,19 +198,14 @@ async function retrying(
 // The pause before retry number `retry` (1 for the first): the server's
 // Retry-After when it sent one, else full jitter over the exponential bound.
 function pauseBefore(retry: number, reason: unknown, policy: RetryPolicy): number | undefined {
-  const asked = retryAfterMs(reason);
+  const asked = answeredRetryAfterMs(reason);
   if (asked !== undefined) return asked <= MAX_RETRY_AFTER_MS ? asked : undefined;
   return Math.random() * Math.min(policy.maxBackoffMs, policy.initialBackoffMs * 2 ** (retry - 1));
 }
 
-/** The `Retry-After` of an error answer, in ms: delta-seconds or an HTTP date (RFC 9110 §10.2.3). */
-export function retryAfterMs(reason: unknown, now: number = Date.now()): number | undefined {
-  if (!(reason instanceof ConnectError)) return undefined;
-  const value = reason.metadata.get("retry-after")?.trim();
-  if (value === undefined || value === "") return undefined;
-  if (/^\d+$/.test(value)) return Number(value) * 1000;
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+/** The `Retry-After` of an error answer, in ms (see {@link retryAfterMs}). */
+function answeredRetryAfterMs(reason: unknown, now: number = Date.now()): number | undefined {
+  return reason instanceof ConnectError ? retryAfterMs(reason.metadata.get("retry-after") ?? undefined, now) : undefined;
 }
 
 // The call's deadline on the performance.now() clock, from the timeout header

@@ -97,6 +97,13 @@ export const BACKGROUND_RETRY_MIN_MS = 1000;
 export const BACKGROUND_RETRY_MAX_MS = 30_000;
 
 /**
+ * The longest a token endpoint's `Retry-After` is followed: past it, the
+ * next call asks again. A server's "come back in a day" must not leave a
+ * client without a token for a day once it has recovered.
+ */
+export const RETRY_AFTER_MAX_MS = 5 * 60_000;
+
+/**
  * The state the managers of one set of credentials share in a process (per
  * token store): the cached token, the request in flight, the 401 backoff and
  * the refresh token. Times are wall-clock ms (see `wall` below).
@@ -115,6 +122,11 @@ interface Slot {
   // Background refreshes that failed in a row, and when the next may start.
   backgroundFailures: number;
   backgroundRetryAt: number;
+  // After a 429 or 503 (see overloadPause): no request before this time; calls fail with the error.
+  pausedUntil: number;
+  pauseError: AuthenticationError | undefined;
+  // 429s and 503s in a row.
+  overloads: number;
 }
 
 const slotsByStore = new WeakMap<TokenStore, Map<string, Slot>>();
@@ -129,6 +141,9 @@ function newSlot(): Slot {
     refreshToken: undefined,
     backgroundFailures: 0,
     backgroundRetryAt: Number.NEGATIVE_INFINITY,
+    pausedUntil: Number.NEGATIVE_INFINITY,
+    pauseError: undefined,
+    overloads: 0,
   };
 }
 
@@ -253,6 +268,9 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       ({ token, source }) => {
         slot.cached = token;
         slot.backgroundFailures = 0;
+        slot.overloads = 0;
+        slot.pausedUntil = Number.NEGATIVE_INFINITY;
+        slot.pauseError = undefined;
         if (forced) slot.lastForcedAt = wall();
         emit({
           type: "token",
@@ -267,6 +285,12 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
           const pause = Math.min(BACKGROUND_RETRY_MIN_MS * 2 ** slot.backgroundFailures, BACKGROUND_RETRY_MAX_MS);
           slot.backgroundFailures++;
           slot.backgroundRetryAt = wall() + pause;
+        }
+        const overloaded = overloadPause(error, slot.overloads);
+        if (overloaded !== undefined) {
+          slot.overloads++;
+          slot.pausedUntil = wall() + overloaded;
+          slot.pauseError = error as AuthenticationError;
         }
         emit({
           type: "refresh-failed",
@@ -296,9 +320,14 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
         if (at < cached.expiresAt) {
           // Inside the margin: one background refresh; its failure keeps the
           // current token, and the next one waits (BACKGROUND_RETRY_MIN_MS).
-          if (!session && at >= slot.backgroundRetryAt) refresh(true).catch(() => {});
+          if (!session && at >= slot.backgroundRetryAt && at >= slot.pausedUntil) refresh(true).catch(() => {});
           return cached.accessToken;
         }
+      }
+      // The token endpoint asked for a pause (429, 503): failed at once, without asking it.
+      const paused = slot.pauseError;
+      if (slot.inflight === undefined && paused !== undefined && wall() < slot.pausedUntil) {
+        return Promise.reject(pausedError(paused, slot.pausedUntil - wall()));
       }
       return refresh(false).then((token) => token.accessToken);
     },
@@ -311,6 +340,42 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
       return true;
     },
   };
+}
+
+/**
+ * How long the token endpoint is left alone after `error`, when it said it
+ * is overloaded (429 Too Many Requests, 503 Service Unavailable; RFC 9110
+ * §15.6.4, RFC 6585 §4): its `Retry-After`, at most
+ * {@link RETRY_AFTER_MAX_MS}; without one, a pause doubling from
+ * {@link BACKGROUND_RETRY_MIN_MS} to {@link BACKGROUND_RETRY_MAX_MS} with
+ * each such answer in a row (`overloads` before this one). Otherwise (it
+ * could not be reached, refused the credentials…) none: the next call asks
+ * again. Without the pause, calls made one after another would each send it
+ * a request — one per call for the whole outage.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3 | RFC 9110 §10.2.3} (Retry-After)
+ */
+function overloadPause(error: unknown, overloads: number): number | undefined {
+  if (!(error instanceof AuthenticationError)) return undefined;
+  if (error.retryAfterMs !== undefined) return Math.min(error.retryAfterMs, RETRY_AFTER_MAX_MS);
+  if (error.status !== 429 && error.status !== 503) return undefined;
+  return Math.min(BACKGROUND_RETRY_MIN_MS * 2 ** overloads, BACKGROUND_RETRY_MAX_MS);
+}
+
+/** A call's error while the token endpoint is left alone: what it last answered, and for how long it is not asked. */
+function pausedError(error: AuthenticationError, remainingMs: number): AuthenticationError {
+  const seconds = Math.max(1, Math.ceil(remainingMs / 1000));
+  const why = error.retryAfterMs !== undefined ? "as its Retry-After asked" : "after it said it is overloaded";
+  return new AuthenticationError(
+    `${error.message}; not asked again for ${seconds} s, ${why}`,
+    {
+      ...(error.status !== undefined && { status: error.status }),
+      ...(error.oauthError !== undefined && { oauthError: error.oauthError }),
+      ...(error.oauthErrorDescription !== undefined && { oauthErrorDescription: error.oauthErrorDescription }),
+      retryAfterMs: remainingMs,
+    },
+    { cause: error },
+  );
 }
 
 /**
@@ -344,8 +409,8 @@ async function clientCredentials(endpoint: TokenEndpoint, slot: Slot): Promise<I
       return keep(await requestToken(endpoint, { type: "refresh_token", refreshToken }));
     } catch (error) {
       // The server answered (expired or revoked refresh token): start over.
-      // Unreachable: client_credentials would fail the same way.
-      if (!(error instanceof AuthenticationError && error.status !== undefined)) throw error;
+      // Unreachable, or overloaded (429, 503): client_credentials would fail the same way.
+      if (!(error instanceof AuthenticationError && error.status !== undefined) || overloadPause(error, 0) !== undefined) throw error;
       if (slot.refreshToken === refreshToken) slot.refreshToken = undefined;
     }
   }

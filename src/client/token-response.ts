@@ -1,4 +1,5 @@
 import { AuthenticationError } from "./authentication-error.js";
+import { retryAfterMs } from "../core/retry-after.js";
 import type { HttpResponse } from "./http-request.js";
 
 /** A token the OAuth2 server issued, as checked by {@link parseTokenResponse}. */
@@ -33,7 +34,7 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
   const json = parseJsonObject(response.body);
   const oauthError = typeof json?.error === "string" ? redact(json.error, context) : undefined;
   if (response.status < 200 || response.status > 299 || oauthError !== undefined) {
-    throw errorAnswer(response.status, json, oauthError, context);
+    throw errorAnswer(response, json, oauthError, context);
   }
   if (json === undefined) throw garbage(context, response.status, "a body that is not a JSON object");
   const { access_token, token_type, expires_in, refresh_token } = json;
@@ -54,11 +55,12 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
 }
 
 function errorAnswer(
-  status: number,
+  { status, headers }: HttpResponse,
   json: Record<string, unknown> | undefined,
   oauthError: string | undefined,
   context: TokenResponseContext,
 ): AuthenticationError {
+  const retryAfter = retryAfterMs(headers["retry-after"]);
   const description =
     typeof json?.error_description === "string" ? redact(json.error_description, context) : undefined;
   const said =
@@ -71,6 +73,7 @@ function errorAnswer(
     status,
     ...(oauthError !== undefined && { oauthError }),
     ...(description !== undefined && { oauthErrorDescription: description }),
+    ...(retryAfter !== undefined && { retryAfterMs: retryAfter }),
   });
 }
 

@@ -6,7 +6,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AuthenticationError, createGatewayTransport, gatewayCall } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
-import { createTokenManager, FORCED_REFRESH_BACKOFF_MS } from "../../src/client/token-manager.js";
+import { BACKGROUND_RETRY_MIN_MS, createTokenManager, FORCED_REFRESH_BACKOFF_MS, RETRY_AFTER_MAX_MS } from "../../src/client/token-manager.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startBackend, type BackendRequest, type TestBackend } from "../support/connect-backend.js";
 import { startTokenEndpoint, type TestTokenEndpoint } from "../support/token-endpoint.js";
@@ -134,5 +134,87 @@ describe("the token manager's backoff (controllable clock)", () => {
     const third = await tokens.getToken();
     expect(third).not.toBe(second);
     expect(tokens.invalidate(third)).toBe(false);
+  });
+});
+
+describe("a token endpoint that says it is overloaded (429, 503)", () => {
+  let overloaded: TestTokenEndpoint;
+  let answer: () => { status?: number; json?: unknown; headers?: Record<string, string> };
+  beforeAll(async () => {
+    overloaded = await startTokenEndpoint(() => answer());
+  });
+  afterAll(() => overloaded.close());
+
+  const manager = (now: () => number) =>
+    createTokenManager({
+      ...resolveGatewayOptions({ clientId: "busy", clientSecret: "busy-secret", appcenterUrl: overloaded.url }, {}),
+      now,
+    });
+  const failure = async (tokens: ReturnType<typeof manager>) => {
+    try {
+      await tokens.getToken();
+    } catch (e) {
+      return e as AuthenticationError;
+    }
+    throw new Error("a token was issued");
+  };
+
+  it("is not asked again before its Retry-After: calls meanwhile fail at once, naming the wait", async () => {
+    let ms = 1_000_000;
+    const tokens = manager(() => ms);
+    answer = () => ({ status: 429, json: { error: "slow_down" }, headers: { "retry-after": "30" } });
+    const first = await failure(tokens);
+    expect([first.status, first.oauthError, first.retryAfterMs]).toEqual([429, "slow_down", 30_000]);
+    const before = overloaded.requests.length;
+    for (let i = 0; i < 40; i++) {
+      ms += 100;
+      const paused = await failure(tokens);
+      expect(paused).toBeInstanceOf(AuthenticationError);
+      expect(paused.message).toMatch(/answered HTTP 429: slow_down; not asked again for \d+ s, as its Retry-After asked$/);
+      expect(paused.message).not.toContain("busy-secret");
+    }
+    expect(overloaded.requests.length).toBe(before);
+    // Past it, the next call asks, and gets its token.
+    ms += 30_000 - 40 * 100;
+    answer = () => ({ json: { access_token: "after-the-pause", token_type: "bearer", expires_in: 3600 } });
+    expect(await tokens.getToken()).toBe("after-the-pause");
+    expect(overloaded.requests.length).toBe(before + 1);
+  });
+
+  it("without Retry-After, pauses 1 s, then 2 s, … after each 503 in a row; a Retry-After past 5 minutes is cut to 5", async () => {
+    let ms = 2_000_000;
+    const tokens = manager(() => ms);
+    answer = () => ({ status: 503, json: {} });
+    await failure(tokens);
+    let sent = overloaded.requests.length;
+    ms += BACKGROUND_RETRY_MIN_MS - 1;
+    expect((await failure(tokens)).message).toMatch(/after it said it is overloaded$/);
+    expect(overloaded.requests.length).toBe(sent);
+    ms += 1;
+    await failure(tokens); // asked again: a second 503
+    expect(overloaded.requests.length).toBe(sent + 1);
+    sent += 1;
+    ms += 2 * BACKGROUND_RETRY_MIN_MS - 1;
+    await failure(tokens);
+    expect(overloaded.requests.length).toBe(sent);
+    ms += 1;
+    answer = () => ({ status: 503, json: {}, headers: { "retry-after": "86400" } });
+    await failure(tokens);
+    expect(overloaded.requests.length).toBe(sent + 1);
+    ms += RETRY_AFTER_MAX_MS - 1;
+    await failure(tokens);
+    expect(overloaded.requests.length).toBe(sent + 1);
+    ms += 1;
+    answer = () => ({ json: { access_token: "back", token_type: "bearer", expires_in: 3600 } });
+    expect(await tokens.getToken()).toBe("back");
+  });
+
+  it("other failures pause nothing: a refused credential is asked about again on the next call", async () => {
+    const tokens = manager(() => 3_000_000);
+    answer = () => ({ status: 401, json: { error: "invalid_client" } });
+    await failure(tokens);
+    const sent = overloaded.requests.length;
+    await failure(tokens);
+    expect(overloaded.requests.length).toBe(sent + 1);
   });
 });

@@ -18,6 +18,8 @@ export interface TokenEndpointAnswer {
   readonly json?: unknown;
   readonly raw?: string;
   readonly delayMs?: number;
+  /** More response headers (`retry-after`). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /** A running endpoint. */
@@ -47,7 +49,7 @@ export async function startTokenEndpoint(
       const a = answer(request);
       const send = () => {
         if (res.destroyed) return;
-        res.writeHead(a.status ?? 200, { "content-type": a.raw === undefined ? "application/json" : "text/html" });
+        res.writeHead(a.status ?? 200, { "content-type": a.raw === undefined ? "application/json" : "text/html", ...a.headers });
         res.end(a.raw ?? JSON.stringify(a.json));
       };
       if (a.delayMs) setTimeout(send, a.delayMs).unref();
