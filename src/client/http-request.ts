@@ -32,6 +32,8 @@ export interface HttpResponse {
 /**
  * Sends one request with node:http / node:https and reads the whole answer.
  * Rejects with the Node.js error when the peer cannot be reached, with an
+ * error named `ResponseCutShortError` (the Node.js error its cause) when
+ * the connection fails after the answer began, with an
  * error named `TimeoutError` after `timeoutMs`, or with `signal.reason` when
  * the caller aborts, or with a {@link ResponseTooLargeError} (reading stops
  * there). Never puts a header value in an error.
@@ -63,8 +65,11 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
       clearTimeout(timer);
       init.signal?.removeEventListener("abort", onAbort);
     };
-    request.on("error", fail);
+    let answered: number | undefined;
+    // Once the answer began, a network error means it was cut short, not that the peer was unreachable.
+    request.on("error", (error) => fail(answered === undefined ? error : cutShortError(answered, error)));
     request.on("response", (response) => {
+      answered = response.statusCode ?? 0;
       const tooLarge = () => new ResponseTooLargeError(init.maxResponseBytes, response.statusCode ?? 0, response.headers);
       // Refused up front when the server announces it; else once the bytes read pass the limit.
       // Either way the request (and its socket) is destroyed: the rest is never read nor buffered.
@@ -78,7 +83,7 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
         if (size > init.maxResponseBytes) fail(tooLarge());
         else body.add(chunk);
       });
-      response.on("error", fail);
+      response.on("error", (error) => fail(cutShortError(answered as number, error)));
       response.on("end", () => {
         if (settled) return;
         settled = true;
@@ -88,6 +93,21 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
     });
     request.end(init.body);
   });
+}
+
+/**
+ * The peer answered (`status`) but the connection failed before the answer
+ * was complete: named `ResponseCutShortError`, with the network error's
+ * `code` (`ECONNRESET`), so that what keys on the code still does, and the
+ * error itself as its `cause`.
+ */
+function cutShortError(status: number, error: Error & { code?: unknown }): Error {
+  const cutShort = Object.assign(new Error(`the answer (HTTP ${status}) was cut short (${String(error.code ?? error.message)})`, { cause: error }), {
+    code: error.code,
+    status,
+  });
+  cutShort.name = "ResponseCutShortError";
+  return cutShort;
 }
 
 function timeoutError(ms: number): Error {

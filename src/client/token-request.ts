@@ -140,7 +140,9 @@ export function unreachable(source: string, reason: unknown): AuthenticationErro
   const what =
     reason instanceof Error && reason.name === "TimeoutError"
       ? `did not answer in time (${reason.message})`
-      : `could not be reached (${nodeCode(reason) ?? (reason instanceof Error ? reason.message : String(reason))})`;
+      : reason instanceof Error && reason.name === "ResponseCutShortError"
+        ? `answered, but ${reason.message}`
+        : `could not be reached (${nodeCode(reason) ?? (reason instanceof Error ? reason.message : String(reason))})`;
   return new AuthenticationError(`${source} ${what}`, {}, { cause: reason });
 }
 

@@ -342,6 +342,29 @@ describe("token endpoint failures", () => {
     }
   });
 
+  it("an answer cut short says the endpoint answered, not that it could not be reached", async () => {
+    const { createServer } = await import("node:http");
+    const cutter = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/json", "content-length": "100" });
+      res.write('{"access_token":');
+      setTimeout(() => res.socket?.end(), 20);
+    });
+    await new Promise<void>((resolve) => cutter.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = cutter.address() as { port: number };
+      const transport = createGatewayTransport(transportOptions({ appcenterUrl: `http://127.0.0.1:${port}` }));
+      const error = (await createClient(EchoService, transport).echo({}).catch((e: unknown) => e)) as AuthenticationError;
+      expect(error).toBeInstanceOf(AuthenticationError);
+      expect(error.message).toMatch(/answered, but the answer \(HTTP 200\) was cut short \(ECONNRESET\)/);
+      expect(error.message).not.toMatch(/could not be reached/);
+      expectNoSecret(error, SECRETS);
+    } finally {
+      cutter.closeAllConnections();
+      await new Promise((resolve) => cutter.close(resolve));
+    }
+  });
+
   it("a refused connection rejects every waiting call with AuthenticationError; the next call tries again", async () => {
     const appcenterUrl = await closedPortUrl();
     const port = Number(new URL(appcenterUrl).port);
