@@ -17,11 +17,11 @@ import { checkUserToken } from "./user-token.js";
  * a `ConnectionError` when `gateway` cannot be reached or the deadline passes.
  *
  * This sits *around* the transport rather than in an interceptor on purpose:
- * the token is obtained before the call's own deadline starts (the token
- * request has its own `timeoutMs`), so a slow token endpoint surfaces as an
- * `AuthenticationError` instead of racing the deadline; and errors raised
- * here reach the caller unchanged, whereas Connect replaces whatever an
- * interceptor throws by the abort reason once the call's signal has fired.
+ * errors raised here reach the caller unchanged (a token request's
+ * `AuthenticationError`; a deadline that passed while the call waited for
+ * its token, which counts against `timeoutMs` like the call itself), whereas
+ * Connect replaces whatever an interceptor throws by the abort reason once
+ * the call's signal has fired.
  */
 export function createAuthenticatingTransport(
   inner: Transport,
@@ -65,19 +65,20 @@ export function createAuthenticatingTransport(
         if (typeof token !== "string") pending = token;
         else {
           const authorization = serviceAuthorization(token);
-          const sentAt = timeoutMs === undefined ? 0 : performance.now();
+          const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
           const sent =
             header === undefined && contextValues === undefined && carried
               ? inner.unary(method, signal, timeoutMs, undefined, input, carrying(authorization))
               : inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues);
           return sent.then(undefined, (reason: unknown) => {
-            // A retry after a 401 gets what this attempt left of the deadline (see sharedDeadline).
-            const left = timeoutMs === undefined ? undefined : timeoutMs - (performance.now() - sentAt);
-            return retryUnauthorized(tokens, reason, token, signal, (authorization) =>
-              left !== undefined && left <= 0
+            // A retry after a 401 gets what is left of the deadline, the wait for its token counted (see sharedDeadline).
+            const retry = (authorization: string) => {
+              const left = deadline === undefined ? undefined : Math.floor(deadline - performance.now());
+              return left !== undefined && left <= 0
                 ? Promise.reject(deadlinePassed())
-                : inner.unary(method, signal, left, withAuthorization(header, authorization), input, contextValues),
-            ).catch((failure: unknown) => rethrow(failure, gateway));
+                : inner.unary(method, signal, left, withAuthorization(header, authorization), input, contextValues);
+            };
+            return retryUnauthorized(tokens, reason, token, signal, retry, deadline).catch((failure: unknown) => rethrow(failure, gateway));
           });
         }
       }
@@ -89,6 +90,7 @@ export function createAuthenticatingTransport(
         replayable: true,
         signal,
         token: pending,
+        timeoutMs,
       }).catch((reason: unknown) => rethrow(reason, gateway));
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
@@ -96,10 +98,12 @@ export function createAuthenticatingTransport(
       try {
         const response = await callWithToken(tokens, {
           userToken,
-          attempt: (authorization) =>
-            inner.stream(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues),
+          attempt: sharedDeadline(timeoutMs, (left, authorization: string) =>
+            inner.stream(method, signal, left, withAuthorization(header, authorization), input, contextValues),
+          ),
           replayable: false, // the request stream has been consumed
           signal,
+          timeoutMs,
         });
         return { ...response, message: mappingErrors(response.message, gateway) };
       } catch (reason) {

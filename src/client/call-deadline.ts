@@ -1,12 +1,12 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 
 /**
- * The attempts of one call share its deadline. A call is sent again at most
- * once, after a 401 to its service token (see callWithToken); the second
- * attempt gets what the first left of `timeoutMs`, not a whole new
- * `timeoutMs`, so a call never runs past the deadline its caller gave.
- * (Waiting for a token is not counted: the token request has its own
- * timeout, and its failure is an `AuthenticationError`, not a deadline.)
+ * The attempts of one call share its deadline, counted from when this is
+ * made (the call's start). A call is sent again at most once, after a 401
+ * to its service token (see callWithToken); each attempt gets what is left
+ * of `timeoutMs` — after the wait for a token too, which callWithToken
+ * bounds by the same deadline — so a call never runs past the deadline its
+ * caller gave.
  *
  * Returns the attempt to make: `send` with the time left (and the attempt's
  * own argument, the Authorization value), or, when nothing
@@ -18,17 +18,11 @@ export function sharedDeadline<A, T>(
   send: (timeoutMs: number | undefined, arg: A) => Promise<T>,
 ): (arg: A) => Promise<T> {
   if (timeoutMs === undefined) return (arg) => send(undefined, arg);
-  let spent = 0;
+  const startedAt = performance.now();
   return (arg) => {
-    const left = timeoutMs - spent;
-    if (left <= 0) return Promise.reject(deadlinePassed());
-    const sentAt = performance.now();
-    const settled = () => {
-      spent += performance.now() - sentAt;
-    };
-    const sent = send(left, arg);
-    sent.then(settled, settled);
-    return sent;
+    // Whole milliseconds: Connect sends the timeout as an integer header.
+    const left = Math.floor(timeoutMs - (performance.now() - startedAt));
+    return left <= 0 ? Promise.reject(deadlinePassed()) : send(left, arg);
   };
 }
 

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthenticationError } from "./authentication-error.js";
 import { recordUnauthorizedAnswer } from "./call-tracing.js";
+import { ConnectionError } from "./connection-error.js";
 import { SessionTokenExpiredError } from "./session-token-expired-error.js";
 import type { TokenManager } from "./token-manager.js";
 
@@ -16,6 +17,12 @@ export interface TokenCall<T> {
   readonly signal?: AbortSignal | undefined;
   /** The service token, when the caller already asked `tokens.getToken()` for it. */
   readonly token?: Promise<string> | undefined;
+  /**
+   * The call's deadline, in ms from now: the wait for a token counts
+   * against it, and ends with a {@link ConnectionError} (`DeadlineExceeded`)
+   * once it has passed — the token request goes on, for the calls after.
+   */
+  readonly timeoutMs?: number | undefined;
 }
 
 /**
@@ -33,16 +40,17 @@ export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Prom
   // cached token should add no more than one promise to it.
   if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
   if (call.signal?.aborted) return Promise.reject(canceled(call.signal)); // no token request for nobody
-  const pending = abortable(call.token ?? tokens.getToken(), call.signal);
+  const deadline = call.timeoutMs === undefined ? undefined : performance.now() + call.timeoutMs;
+  const pending = awaitToken(call.token ?? tokens.getToken(), call.signal, deadline);
   return typeof pending === "string"
-    ? attemptWith(tokens, call, pending)
-    : pending.then((token) => attemptWith(tokens, call, token));
+    ? attemptWith(tokens, call, pending, deadline)
+    : pending.then((token) => attemptWith(tokens, call, token, deadline));
 }
 
-function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string): Promise<T> {
+function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string, deadline: number | undefined): Promise<T> {
   return call.attempt(`Bearer ${token}`).catch((error: unknown) => {
     if (!call.replayable) return notRetried(tokens, error, token);
-    return retryUnauthorized(tokens, error, token, call.signal, call.attempt);
+    return retryUnauthorized(tokens, error, token, call.signal, call.attempt, deadline);
   });
 }
 
@@ -58,12 +66,14 @@ export async function retryUnauthorized<T>(
   token: string,
   signal: AbortSignal | undefined,
   attempt: (authorization: string) => Promise<T>,
+  /** The call's deadline on `performance.now()`'s clock, if it has one. */
+  deadline?: number,
 ): Promise<T> {
   if (!isUnauthorizedAnswer(error)) throw error;
   const renewed = tokens.invalidate(token);
   recordUnauthorizedAnswer(renewed);
   if (!renewed) throw error;
-  return attempt(`Bearer ${await abortable(tokens.getToken(), signal)}`);
+  return attempt(`Bearer ${await awaitToken(tokens.getToken(), signal, deadline)}`);
 }
 
 // A call that cannot be sent again: a 401 still drops its token, for the next call.
@@ -86,16 +96,30 @@ function isUnauthorizedAnswer(error: unknown): boolean {
 }
 
 // A cached token comes back as a plain string: no waiting, nothing to abort.
-// A token request outlives the callers that abort: it is shared, and its
-// outcome (a failure included) is always handled here.
-function abortable<T>(pending: T | Promise<T>, signal: AbortSignal | undefined): T | Promise<T> {
-  if (signal === undefined || !(pending instanceof Promise)) return pending;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(canceled(signal));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-    pending.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+// Otherwise the wait ends with the caller's abort or the call's deadline
+// (on performance.now()'s clock), whichever comes first. A token request
+// outlives the callers that stop waiting: it is shared, and its outcome (a
+// failure included) is always handled here.
+function awaitToken(pending: string | Promise<string>, signal: AbortSignal | undefined, deadline: number | undefined): string | Promise<string> {
+  if ((signal === undefined && deadline === undefined) || !(pending instanceof Promise)) return pending;
+  return new Promise<string>((resolve, reject) => {
+    const onAbort = () => reject(canceled(signal as AbortSignal));
+    const timer = deadline === undefined ? undefined : setTimeout(() => reject(tokenDeadlinePassed()), Math.max(0, deadline - performance.now()));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    pending.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+    });
   });
+}
+
+function tokenDeadlinePassed(): ConnectionError {
+  return new ConnectionError(
+    "the call's deadline passed while it waited for a service token from the token endpoint; the call was not sent " +
+      "(safe to retry), and the token request goes on for the calls after it",
+    Code.DeadlineExceeded,
+  );
 }
 
 function canceled(signal: AbortSignal): ConnectError {

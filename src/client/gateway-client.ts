@@ -123,6 +123,7 @@ async function request<T>(
       userToken,
       replayable: true,
       signal: call.signal,
+      timeoutMs,
       attempt: async (authorization) =>
         parseAnswer<T>(
           describe,

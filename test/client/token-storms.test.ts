@@ -68,6 +68,20 @@ describe("50 concurrent calls whose stale token gets a 401 at random moments", (
   });
 });
 
+describe("a retry after a 401, within the call's deadline", () => {
+  it("is sent with what is left of timeoutMs, in whole milliseconds (Connect refuses a fractional timeout)", async () => {
+    const echo = echoClient();
+    await echo.echo({ text: "warm" }, { timeoutMs: 5_000 });
+    const stale = backend.requests.at(-1)!.authorization!;
+    intercept = async (r) => {
+      if (r.authorization !== stale) return undefined;
+      await sleep(7.3);
+      return 401;
+    };
+    expect(await echo.echo({ text: "retried" }, { timeoutMs: 5_000 })).toMatchObject({ text: "retried" });
+  });
+});
+
 describe("a sustained 401 storm", () => {
   // The gateway refuses every token (say, its key or clock is wrong).
   const storm = gatewayCall({ service: "storm" });

@@ -1,6 +1,6 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AuthenticationError, createGatewayTransport, type GatewayTransportOptions } from "../../src/client/index.js";
+import { AuthenticationError, ConnectionError, createGatewayClient, createGatewayTransport, type GatewayTransportOptions } from "../../src/client/index.js";
 import { resolveGatewayOptions } from "../../src/client/gateway-options.js";
 import { createTokenManager } from "../../src/client/token-manager.js";
 import { basicAuthorization } from "../../src/core/client-secret-basic.js";
@@ -415,5 +415,36 @@ describe("a caller's abort", () => {
     // The token request fails after the callers left; nothing is left unhandled.
     await expect(echo.echo({})).rejects.toBeInstanceOf(AuthenticationError);
     recorder.agent.destroy();
+  });
+});
+
+describe("a call's deadline while it waits for a token", () => {
+  let slow: TestTokenEndpoint;
+  beforeAll(async () => {
+    slow = await startTokenEndpoint(() => ({ delayMs: 1_500, json: { access_token: "late", token_type: "bearer", expires_in: 3600 } }));
+  });
+  afterAll(() => slow.close());
+
+  it("counts the wait: a call with timeoutMs 300 fails at its deadline, unsent; the token request goes on for the next calls", async () => {
+    const options = transportOptions({ appcenterUrl: slow.url });
+    const echo = createClient(EchoService, createGatewayTransport(options));
+    const rest = createGatewayClient(options);
+    const before = backend.requests.length;
+    const started = performance.now();
+    const [unary, restCall] = await Promise.all([
+      echo.echo({ text: "hi" }, { timeoutMs: 300 }).catch((e: unknown) => e),
+      rest.get("/anything", { timeoutMs: 300 }).catch((e: unknown) => e),
+    ]);
+    const took = performance.now() - started;
+    for (const error of [unary, restCall]) {
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect((error as ConnectionError).code).toBe(Code.DeadlineExceeded);
+      expect((error as ConnectionError).message).toMatch(/deadline passed while it waited for a service token/);
+    }
+    expect(took).toBeLessThan(1_200);
+    expect(backend.requests.length).toBe(before);
+    // The token arrives for the calls after: one token request in all.
+    expect(await echo.echo({ text: "later" }, { timeoutMs: 5_000 })).toMatchObject({ text: "later" });
+    expect(slow.requests.length).toBe(1);
   });
 });
