@@ -144,8 +144,8 @@ cp -R "$REPO/examples/service/." "$APP/"
 rm -rf "$APP/node_modules" "$APP/gen"
 cp "$REPO/scripts/consumer-test/oauth2-server.ts" "$APP/"
 cd "$APP"
-# The example's package.json names connect-gateway by version; install the tarball instead.
-npm pkg delete dependencies.connect-gateway
+# The example's package.json names connect-gateway and the gateway by version; install the tarballs instead.
+npm pkg delete dependencies.connect-gateway devDependencies.@connect-gateway/gateway
 # oidc-provider: the optional peer connect-gateway/testing's OAuth2 server needs.
 bounded 600 install.log npm install --no-audit --no-fund \
   "$LIBRARY_TARBALL" "$GATEWAY_TARBALL" oidc-provider@^9 \
@@ -229,13 +229,16 @@ step "connect-gateway init: a generated service installs, type-checks and passes
 INIT="$WORK/init"
 bounded 60 init.log ./node_modules/.bin/connect-gateway init --name order-history --dir "$INIT"
 cd "$INIT"
-# The generated package.json names connect-gateway by version; install the tarball instead.
-npm pkg delete dependencies.connect-gateway
+# The generated package.json names connect-gateway and the gateway by version; install the tarballs instead.
+npm pkg delete dependencies.connect-gateway devDependencies.@connect-gateway/gateway
 bounded 600 init-install.log npm install --no-audit --no-fund "$LIBRARY_TARBALL"
+bounded 600 init-install-dev.log npm install --no-audit --no-fund --save-dev "$GATEWAY_TARBALL"
 bounded 180 init-typecheck.log npm run typecheck
 bounded 180 init-test.log npm test
 grep -Eq '(#|ℹ) pass 3' "$LOGS/init-test.log" || fail "the generated service's test did not pass 3 tests (see init-test.log)"
-echo "  typecheck and npm test passed"
+# Its README runs the gateway as `npx connect-gateway dev`: the command must be there.
+bounded 60 init-cli.log npx --no-install connect-gateway --version
+echo "  typecheck and npm test passed; npx connect-gateway $(cat "$LOGS/init-cli.log")"
 cd "$APP"
 
 step "PASS in $((SECONDS - START))s"

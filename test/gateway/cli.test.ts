@@ -20,7 +20,7 @@ describe("connect-gateway CLI", () => {
     const result = await runCli(
       ["serve", "--routes", routes, "--port", "0", "--host", "127.0.0.1"],
       { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, ECHO_URL: "http://127.0.0.1:9", LOG_LEVEL: "warn" },
-      { until: /listening on http:\/\/127\.0\.0\.1:\d+ \(0 routes, 1 backends\)/ },
+      { until: /listening on http:\/\/127\.0\.0\.1:\d+ \(0 routes, 1 backend\)/ },
     );
     expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
     expect(result.stdout + result.stderr).not.toContain(HMAC_SECRET);
@@ -132,6 +132,12 @@ describe("connect-gateway CLI", () => {
       expect(result.code).toBe(2);
       expect(result.stderr).toMatch(/must be a port number \(0-65535\), got "(80x|70000)"/);
       expect(result.stderr).toContain(`Usage: connect-gateway ${args[0]}`);
+    }
+    // The command line is checked before the environment: a bad flag is told as such even without a secret.
+    for (const args of [["serve", "--routes", routes, "--port", "abc"], ["dev", "--routes", routes, "--port", "abc"]]) {
+      const noSecret = await runCli(args, { LOG_LEVEL: "warn" });
+      expect([args[0], noSecret.code]).toEqual([args[0], 2]);
+      expect(noSecret.stderr).toContain('--port must be a port number (0-65535), got "abc"');
     }
     const fromEnv = await runCli(["serve", "--routes", routes], { ...env, PORT: "eighty" });
     expect(fromEnv.code).toBe(1);

@@ -37,6 +37,10 @@ describe("connect-gateway init", () => {
     const routes = loadRoutesFile(join(project, "routes.yaml"), { env: { ORDER_HISTORY_URL: "http://127.0.0.1:8081" } });
     expect(routes.backends.map((b) => [b.name, b.upstream, b.http2, b.authRequired])).toEqual([["order-history", "http://127.0.0.1:8081", true, true]]);
     expect(readFileSync(join(project, "README.md"), "utf8")).toContain("ORDER_HISTORY_URL=http://127.0.0.1:8081 npx connect-gateway dev --routes routes.yaml");
+    // …which runs because the gateway is a dev dependency; and the scripts that run code generate gen/ first.
+    const pkg = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
+    expect(pkg.devDependencies["@connect-gateway/gateway"]).toBe(pkg.dependencies["connect-gateway"]);
+    expect([pkg.scripts.preserver, pkg.scripts.preclient, pkg.scripts.pretest]).toEqual(["buf generate", "buf generate", "buf generate"]);
 
     // This repository's installed packages stand in for `npm install` (the packed
     // ones are installed for real by scripts/consumer-test.sh); the library
@@ -60,7 +64,7 @@ describe("connect-gateway init", () => {
     expect(existsSync(join(project, "src/client.ts"))).toBe(false);
     expect(existsSync(join(project, "test"))).toBe(false);
     const scripts = JSON.parse(readFileSync(join(project, "package.json"), "utf8")).scripts;
-    expect([scripts.client, scripts.test, scripts.pretest]).toEqual([undefined, undefined, undefined]);
+    expect([scripts.client, scripts.preclient, scripts.test, scripts.pretest]).toEqual([undefined, undefined, undefined, undefined]);
     const readme = readFileSync(join(project, "README.md"), "utf8");
     expect(readme).not.toContain("src/client.ts");
     expect(readme).not.toContain("npm test");

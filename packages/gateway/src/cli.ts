@@ -153,14 +153,13 @@ function version(): string {
 
 async function serve(values: { routes?: string; port?: string; host?: string }): Promise<void> {
   if (values.routes === undefined) throw new UsageError(`serve needs --routes <file>\n\n${commands.serve.usage}`);
+  // The command line first: a usage mistake is told as one (exit 2) before the environment is read.
+  const port = portOption(values.port, "--port", "PORT", "8080", commands.serve.usage);
   const config = gatewayConfigFromEnv(values.routes);
   const gateway = createGateway(config);
-  const url = await gateway.listen({
-    port: portOption(values.port, "--port", "PORT", "8080", commands.serve.usage),
-    host: values.host ?? process.env.HOST ?? "127.0.0.1",
-  });
+  const url = await gateway.listen({ port, host: values.host ?? process.env.HOST ?? "127.0.0.1" });
   closeOnSignal(() => gateway.close(), gateway.drainTimeoutMs);
-  console.log(`connect-gateway listening on ${url} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)`);
+  console.log(`connect-gateway listening on ${url} (${routeCount(gateway.routes)})`);
 }
 
 async function dev(values: { routes?: string; port?: string; "oauth-port"?: string }): Promise<void> {
@@ -192,6 +191,12 @@ function portOption(flagValue: string | undefined, flag: string, env: string | u
   }
 }
 
+/** "1 route, 2 backends". */
+function routeCount(routes: { readonly routes: readonly unknown[]; readonly backends: readonly unknown[] }): string {
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+  return `${count(routes.routes.length, "route")}, ${count(routes.backends.length, "backend")}`;
+}
+
 /** What `dev` prints: where everything is and the values to point services and frontends at. */
 function devSummary(stack: DevGateway): string {
   const { gateway, issuer, client } = stack;
@@ -200,7 +205,7 @@ function devSummary(stack: DevGateway): string {
   const ownSecret = entries.filter((e) => e.env !== undefined);
   const sharedBy = ownSecret.length === 0 ? "backends behind this gateway" : ownSecret.length === entries.length ? "no entry: each has its own hmac_secret" : "the entries without their own hmac_secret";
   const own = ownSecret.map((e) => `\n  ${e.name} signs with $${e.env as string}     (its service's createGatewayAuth secret)`).join("");
-  return `connect-gateway dev: ${gateway.routes.source} (${gateway.routes.routes.length} routes, ${gateway.routes.backends.length} backends)
+  return `connect-gateway dev: ${gateway.routes.source} (${routeCount(gateway.routes)})
   gateway        ${gateway.url}
   token issuer   ${issuer.url}  (development only: client_credentials at /oauth/token, user tokens at /dev/user-token)
 

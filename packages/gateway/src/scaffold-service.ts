@@ -81,8 +81,10 @@ function projectFiles(name: string, version: string, skip: ReadonlySet<ScaffoldP
           pretypecheck: "buf generate",
           typecheck: "tsc",
           ...(!skip.has("test") && { pretest: "buf generate", test: "node --import tsx --test test/*.test.ts" }),
+          // gen/ is not checked in: whatever runs the code generates it first.
+          preserver: "buf generate",
           server: "tsx src/server.ts",
-          ...(!skip.has("client") && { client: "tsx src/client.ts" }),
+          ...(!skip.has("client") && { preclient: "buf generate", client: "tsx src/client.ts" }),
         },
         dependencies: {
           "@bufbuild/protobuf": "^2.2.0",
@@ -91,6 +93,8 @@ function projectFiles(name: string, version: string, skip: ReadonlySet<ScaffoldP
           "connect-gateway": version,
         },
         devDependencies: {
+          // The gateway, for `npx connect-gateway dev` (README.md); released with the library, same version.
+          "@connect-gateway/gateway": version,
           "@bufbuild/buf": "^1.74.0",
           "@bufbuild/protoc-gen-es": "^2.2.0",
           "@types/node": "^22.0.0",
