@@ -6,7 +6,7 @@ import { deadlinePassed, sharedDeadline } from "./call-deadline.js";
 import { callWithToken, retryUnauthorized } from "./call-with-token.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
-import { httpVersionMismatchFrom } from "./http-version-mismatch.js";
+import { protocolMismatchFrom } from "./protocol-mismatch.js";
 import { backendOptionOf } from "./resolve-backend-service.js";
 import type { TokenManager } from "./token-manager.js";
 import { checkUserToken } from "./user-token.js";
@@ -115,7 +115,7 @@ export function createAuthenticatingTransport(
 
 // A failure to reach the gateway becomes a ConnectionError; anything else goes on unchanged.
 function rethrow(reason: unknown, gateway: string): never {
-  throw connectionErrorFrom(reason, gateway) ?? httpVersionMismatchFrom(reason, gateway) ?? reason;
+  throw connectionErrorFrom(reason, gateway) ?? protocolMismatchFrom(reason, gateway) ?? reason;
 }
 
 // Whatever the routing interceptor will use is checked here, before any I/O

@@ -7,7 +7,7 @@ import { callWithToken } from "./call-with-token.js";
 import { ConfigurationError } from "../core/errors.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
-import { httpVersionMismatchFrom } from "./http-version-mismatch.js";
+import { protocolMismatchFrom } from "./protocol-mismatch.js";
 import {
   checkTimeoutMs,
   resolveGatewayOptions,
@@ -135,7 +135,7 @@ async function request<T>(
   } catch (reason) {
     // A caller's abort arrives as its signal's reason: ConnectError.from presents it the Connect way (Canceled).
     const target = `the gateway ${resolved.gatewayUrl}`;
-    throw connectionErrorFrom(reason, target) ?? httpVersionMismatchFrom(reason, target) ?? ConnectError.from(reason);
+    throw connectionErrorFrom(reason, target) ?? protocolMismatchFrom(reason, target) ?? ConnectError.from(reason);
   }
 }
 

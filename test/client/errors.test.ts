@@ -167,3 +167,30 @@ describe("a gateway URL that answers HTTP/2 only (h2c), called over HTTP/1.1", (
     }
   });
 });
+
+describe("an https:// gateway URL for a gateway that answers plain HTTP", () => {
+  it("fails with a GatewayError that says to use http://, over Connect (HTTP/1.1 and HTTP/2) and REST, not OpenSSL's 'wrong version number'", async () => {
+    const { createServer } = await import("node:http");
+    const plain = createServer((_req, res) => res.end());
+    await new Promise<void>((resolve) => plain.listen(0, "127.0.0.1", resolve));
+    const gatewayUrl = `https://127.0.0.1:${(plain.address() as { port: number }).port}`;
+    const options = { gatewayUrl, appcenterUrl: gatewayUrl, clientId: "c", clientSecret: "s", retry: false } as const;
+    try {
+      const failure = (promise: Promise<unknown>) => promise.then(() => undefined, (e: unknown) => e);
+      const errors = [
+        await failure(createClient(EchoService, createGatewayTransport(options)).echo({}, gatewayCall({ userToken: "a-user-token" }))),
+        await failure(createClient(EchoService, createGatewayTransport({ ...options, httpVersion: "2" })).echo({}, gatewayCall({ userToken: "a-user-token" }))),
+        await failure(createGatewayClient(options).get("/api/v1/x", { userToken: "a-user-token" })),
+      ];
+      for (const error of errors) {
+        expect(error).toBeInstanceOf(GatewayError);
+        expect((error as ConnectError).code).toBe(Code.Internal);
+        expect((error as ConnectError).rawMessage).toContain("did not answer in TLS: if it serves plain HTTP");
+        expect((error as ConnectError).rawMessage).not.toContain("wrong version number");
+      }
+    } finally {
+      plain.closeAllConnections();
+      plain.close();
+    }
+  });
+});
