@@ -108,7 +108,7 @@ describe("connect-gateway CLI", () => {
     expect(stderr).toBe(""); // no oidc-provider notices, no log lines
   });
 
-  it("--version, --help on every command (exit 0); an unknown command or flag: usage, exit 2", async () => {
+  it("--version, --help on every command (exit 0); no command, an unknown command or flag: usage, exit 2", async () => {
     const { version } = JSON.parse(readFileSync(new URL("../../packages/gateway/package.json", import.meta.url), "utf8")) as { version: string };
     expect((await runCli(["--version"], {})).stdout.trim()).toBe(version);
     for (const args of [["--help"], ["-h"], ["serve", "--help"], ["explain", "-h"]]) {
@@ -121,6 +121,10 @@ describe("connect-gateway CLI", () => {
     expect(unknown.stderr).toContain("Unknown option '--hots'");
     expect(unknown.stderr).toContain("Usage: connect-gateway serve");
     expect((await runCli(["srve"], {})).stderr).toContain('unknown command "srve"');
+    const none = await runCli([], {});
+    expect([none.code, none.stdout]).toEqual([2, ""]);
+    expect(none.stderr).toContain("a command is needed");
+    expect(none.stderr).toContain("Usage: connect-gateway");
   });
 
   it("a bad --port value is a usage mistake (exit 2, with the usage); a bad PORT names the variable (exit 1)", async () => {

@@ -114,7 +114,9 @@ class CommandFailure extends Error {
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
-  if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+  // No command is a usage mistake (exit 2, the usage on stderr); asking for help is not.
+  if (command === undefined) throw new UsageError(`a command is needed\n\n${usage}`);
+  if (command === "help" || command === "--help" || command === "-h") {
     console.log(usage);
     return;
   }
