@@ -144,6 +144,19 @@ describe("CORS with the defaults", () => {
     for (const header of sent) expect(exposed).toContain(header);
   });
 
+  it("a request the gateway refuses for its head (too many header fields) carries the CORS headers: the page reads the 431", async () => {
+    const extra: [string, string][] = Array.from({ length: 100 }, (_, i) => [`x-extra-${i}`, "v"]);
+    const res = await rawRequest(portOf(gateway), {
+      method: "GET",
+      path: "/api/v1/items",
+      headers: [["origin", APP], ["authorization", `Bearer ${await seedToken()}`], ...extra],
+    });
+    expect(res.status).toBe(431);
+    expect(JSON.parse(res.body).error.code).toBe("HEADERS_TOO_LARGE");
+    expect(res.headers["access-control-allow-origin"]).toBe(APP);
+    expect(listOf(res.headers["access-control-expose-headers"])).toContain("x-request-id");
+  });
+
   it("an origin not allowed gets no CORS header: its preflight is not answered, its answers not shared", async () => {
     const pre = await preflight(gateway, OTHER, "PUT");
     expect(pre.status).toBe(404);

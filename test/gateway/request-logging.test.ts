@@ -1,3 +1,4 @@
+import { connect } from "node:net";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { gatewayErrorCodes } from "../../packages/gateway/src/index.js";
@@ -64,6 +65,45 @@ describe("request logging: one line per request", () => {
     expect(linesOf("logged-once-2").map((line) => [line.msg, line.statusCode])).toEqual([
       ["Missing or invalid token", undefined],
       ["request completed", 401],
+    ]);
+  });
+});
+
+describe("requests Node's parser refuses before there is a request", () => {
+  const logs = captureLogs();
+  let gateway: Gateway;
+  let backend: RecordingBackend;
+  beforeAll(async () => {
+    ({ backend, gateway } = await startGatewayWithBackend(routesFileText({ routes: [route("GET", "/api/v1/items/{id}")] }), {
+      logger: { level: "info", stream: logs.stream },
+    }));
+  });
+  afterAll(() => closeInTurn(gateway, backend));
+
+  /** Writes `head` on a fresh connection and reads until the gateway closes it. */
+  function raw(head: string): Promise<string> {
+    const { hostname, port } = new URL(gateway.url);
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () => socket.write(head));
+      let text = "";
+      socket.setEncoding("latin1");
+      socket.on("data", (c: string) => (text += c));
+      socket.on("error", reject);
+      socket.on("close", () => resolve(text));
+    });
+  }
+
+  it.each([
+    ["a request head over 16 KiB (a long Connect GET URL)", `GET /api/v1/items/1?message=${"x".repeat(20_000)} HTTP/1.1\r\nHost: gw\r\n\r\n`, 431, "HEADERS_TOO_LARGE", "HPE_HEADER_OVERFLOW"],
+    ["a malformed head", "GET /api/v1/items/1 HTTP/1.1\r\nHost gw\r\n\r\n", 400, "BAD_REQUEST", "HPE_INVALID_HEADER_TOKEN"],
+  ])("%s: answered in the gateway's envelope, and one log line says why", async (_label, head, status, code, parserCode) => {
+    const before = logs.lines().length;
+    const answer = await raw(head);
+    expect(answer.split("\r\n")[0]).toBe(`HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : "Bad Request"}`);
+    expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { code }, metadata: { success: false } });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(logs.lines().slice(before)).toEqual([
+      expect.objectContaining({ level: 30, code: parserCode, statusCode: status, remoteAddress: "127.0.0.1", msg: expect.stringMatching(/^request refused before it could be read/) }),
     ]);
   });
 });

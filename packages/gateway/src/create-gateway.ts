@@ -1,11 +1,11 @@
 import { randomUUID } from "node:crypto";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
 import { ambiguousRequestHead, hasTooManyHeaderFields, MAX_CALLER_HEADER_FIELDS } from "./caller-headers.js";
 import { clientNetworkOf } from "./client-network.js";
 import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
-import { asGatewayHttpError, sendGatewayError } from "./error-response.js";
+import { answerClientError, asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
@@ -60,6 +60,16 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const SLASH = 0x2f;
 const CORS_REFUSED = "CORS preflight from an origin this gateway does not allow (CORS_ORIGINS, or cors.origins in routes.yaml)";
 const ABSOLUTE_FORM = /^https?:\/\//i;
+
+/**
+ * A request-target that is neither origin-form (`/path`) nor absolute-form
+ * (`http://host/path`): the router read `*` (asterisk-form, OPTIONS to the
+ * server itself) as `/`, authorised it as that route, and URL parsing
+ * forwarded it as `/*`.
+ */
+function isMalformedTarget(url: string): boolean {
+  return url.charCodeAt(0) !== SLASH && !ABSOLUTE_FORM.test(url);
+}
 const BACKEND_METHODS: HTTPMethods[] = [...routeMethods];
 
 /**
@@ -110,6 +120,10 @@ export function createGateway(options: GatewayConfig): Gateway {
     frameworkErrors: (error, request, reply) => {
       reply.header("x-request-id", request.id);
       return sendGatewayError(request, reply, frameworkError(error));
+    },
+    // And the HTTP/1.1 parser's, before there is a request: see answerClientError.
+    clientErrorHandler(this: FastifyInstance, error: Error & { code?: string }, socket: Socket) {
+      answerClientError(error, socket, this.log);
     },
     bodyLimit: config.bodyLimit,
     exposeHeadRoutes: false,
@@ -168,23 +182,14 @@ export function createGateway(options: GatewayConfig): Gateway {
   // token is validated (see registerForwarding).
   app.addHook("onRequest", (request, reply, done) => {
     const url = request.url;
-    // Origin-form (`/path`) or absolute-form (`http://host/path`) only: the
-    // router read `*` (asterisk-form, OPTIONS to the server itself) as `/`,
-    // authorised it as that route, and URL parsing forwarded it as `/*`.
-    const malformed = url.charCodeAt(0) !== SLASH && !ABSOLUTE_FORM.test(url);
-    // The gateway's own /health and /ready answer even beside a route such as `/{page}`.
-    const match = malformed || isReservedPath(url) ? undefined : table.find(request.method, url);
+    // The gateway's own /health and /ready answer even beside a route such as `/{page}`;
+    // a malformed target matches nothing (it is refused below, after CORS).
+    const match = isMalformedTarget(url) || isReservedPath(url) ? undefined : table.find(request.method, url);
     if (match !== undefined) setRoute(request, match);
     startHop(request);
     reply.header("x-request-id", request.id);
     markHttp2Body(request);
-    if (malformed) return done(new GatewayHttpError("BAD_REQUEST", "Malformed request target"));
-    if (hasTooManyHeaderFields(request.raw.rawHeaders)) {
-      return done(new GatewayHttpError("HEADERS_TOO_LARGE", `More than ${MAX_CALLER_HEADER_FIELDS} request header fields`));
-    }
-    // A repeated Host or Authorization is refused before anything acts on either.
-    const ambiguous = ambiguousRequestHead(request.raw.rawHeaders);
-    done(ambiguous === undefined ? undefined : new GatewayHttpError("BAD_REQUEST", ambiguous));
+    done();
   });
   app.addHook("onRequestAbort", (request, done) => {
     abandonHop(request);
@@ -196,6 +201,18 @@ export function createGateway(options: GatewayConfig): Gateway {
   });
   // 3. CORS.
   if (config.cors) registerCors(app, config.cors, routeMethodsOf(routes));
+  // The request head's own refusals, after CORS so that a page can read them
+  // (they carry its CORS headers), and before anything acts on the head: a
+  // request-target that is not a path, too many header fields, a repeated
+  // Host or Authorization.
+  app.addHook("onRequest", (request, _reply, done) => {
+    if (isMalformedTarget(request.url)) return done(new GatewayHttpError("BAD_REQUEST", "Malformed request target"));
+    if (hasTooManyHeaderFields(request.raw.rawHeaders)) {
+      return done(new GatewayHttpError("HEADERS_TOO_LARGE", `More than ${MAX_CALLER_HEADER_FIELDS} request header fields`));
+    }
+    const ambiguous = ambiguousRequestHead(request.raw.rawHeaders);
+    done(ambiguous === undefined ? undefined : new GatewayHttpError("BAD_REQUEST", ambiguous));
+  });
   // 5. Token validation and 6. scopes, before the body is read; before any
   // validation, the per-IP budget of failed authentications (see
   // createRequestAuthenticator): in the rate limit's Redis when it has one,

@@ -1,4 +1,5 @@
-import type { FastifyReply, FastifyRequest } from "fastify";
+import type { Socket } from "node:net";
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from "fastify";
 import { callerProtocol } from "./caller-protocol.js";
 import { connectAnswersNow, loadConnectAnswers, type ConnectAnswers } from "./connect-answers.js";
 import { gatewayErrorCodes, GatewayHttpError } from "./gateway-http-error.js";
@@ -94,4 +95,35 @@ function envelope(error: GatewayHttpError, requestId: string): GatewayErrorEnvel
     error: { code: error.code, message: error.message, request_id: requestId },
     metadata: { success: false, timestamp: new Date().toISOString() },
   };
+}
+
+/**
+ * fastify's `clientErrorHandler` for the gateway: a request Node's HTTP/1.1
+ * parser refused before there was a request to route — a head larger than
+ * 16 KiB (Node's `maxHeaderSize`: a long Connect GET URL, a huge token),
+ * a malformed head, one that took longer than the headers timeout — is
+ * answered in the gateway's envelope (431 `HEADERS_TOO_LARGE`, 400
+ * `BAD_REQUEST`, 408) and logged at `info`, one line naming the cause and
+ * the caller's address: fastify's default answers in its own shape and
+ * logs only at `trace`, so the developer whose browser reported "a CORS
+ * error" (a preflight refused this way carries no CORS headers: nothing
+ * about the request could be read) found nothing in the log. A connection
+ * the caller already reset gets nothing.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Socket, log: FastifyBaseLogger): void {
+  if (error.code === "ECONNRESET" || socket.destroyed) return;
+  const [status, reason, code, message] =
+    error.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE", "Request head is larger than the gateway reads (16 KiB): send large messages in a POST body"]
+      : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, "Request Timeout", "REQUEST_TIMEOUT", "Request head not received in time"]
+        : [400, "Bad Request", "BAD_REQUEST", "Malformed request"];
+  log.info({ code: error.code, remoteAddress: socket.remoteAddress, statusCode: status }, `request refused before it could be read: ${message}`);
+  if (socket.writable) {
+    const body = JSON.stringify({ error: { code, message, request_id: "" }, metadata: { success: false, timestamp: new Date().toISOString() } });
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
