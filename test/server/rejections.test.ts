@@ -165,6 +165,25 @@ describe("rejection reasons (Connect: PermissionDenied / HTTP 403; plain Node: 4
   });
 });
 
+describe("a Host connect-node cannot build a URL from", () => {
+  // connect-node throws, uncaught in the request listener, for these: one request would end the process.
+  it.each([
+    ["Host: a b", "HTTP/1.1", "Host: a b\r\n"],
+    ["Host: a^b", "HTTP/1.1", "Host: a^b\r\n"],
+    ["Host: a:99999", "HTTP/1.1", "Host: a:99999\r\n"],
+    ["no Host at all (HTTP/1.0)", "HTTP/1.0", ""],
+  ])("%s: refused with 403 like any unsigned request, and the service keeps serving", async (_label, version, host) => {
+    const calls = observed.calls;
+    const answer = await rawSocket(
+      connect.port,
+      `POST ${ECHO} ${version}\r\n${host}Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body.toString()}`,
+    );
+    expect(answer.split("\r\n")[0]).toMatch(/^HTTP\/1\.[01] 403 Forbidden$/);
+    expect(observed.calls).toBe(calls);
+    expect((await post(connect, valid())).status).toBe(200);
+  });
+});
+
 describe("messages in production", () => {
   it("says Forbidden instead of the reason, with the same code", async () => {
     for (const headers of [without("x-client-id"), replacing("x-gateway-signature", "0".repeat(64))]) {

@@ -115,8 +115,10 @@ export function withGatewayAuth<O extends object>(
       // the verification and the identity are written: a `contextValues`
       // that hands every request the same object must not let one request's
       // identity replace another's.
+      const nodeRequest = nodeRequestOf(req);
       const values = ownContextValues === undefined ? createContextValues() : new RequestValues(ownContextValues(req));
-      values.set(verificationKey, verificationOf(config, verified, nodeRequestOf(req)));
+      values.set(verificationKey, verificationOf(config, verified, nodeRequest));
+      withUsableAuthority(nodeRequest);
       return values;
     },
     requestGate:
@@ -167,6 +169,23 @@ class RequestValues implements ContextValues {
     this.own.delete(key);
     return this;
   }
+}
+
+/**
+ * connect-node builds each request's URL from its `Host` header, right after
+ * `contextValues`, and throws — uncaught, in the server's request listener —
+ * when it cannot: an HTTP/1.0 request without one, `Host: a b`. One such
+ * request would end the service's process. None can come from the gateway
+ * (which names its upstream's host); it is refused like any request whose
+ * signature does not verify, so the Host connect-node reads for it is only
+ * made parseable here (`invalid`, a reserved name no handler acts on) —
+ * nothing else of the request is touched. HTTP/2 requests carry their
+ * authority in `:authority`, which Node has already checked.
+ */
+function withUsableAuthority(req: NodeRequest): void {
+  if ("authority" in req) return;
+  const host = req.headers.host;
+  if (host === undefined || !URL.canParse(req.url ?? "/", `http://${host}`)) req.headers.host = "invalid";
 }
 
 // connect-fastify passes the Fastify request; the Node one is its `raw`.
