@@ -6,6 +6,7 @@
 // other calls; and a body refused by an h2c upstream (REFUSED_STREAM) is sent
 // again.
 import { randomBytes } from "node:crypto";
+import { connect as connectTcp } from "node:net";
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from "node:http";
 import { connect as http2Connect, constants as http2Constants, type IncomingHttpHeaders as Http2Headers } from "node:http2";
 import { setImmediate as nextTurn } from "node:timers/promises";
@@ -290,6 +291,80 @@ describe("request bodies", () => {
       "no answer before the body",
     );
     expect(status).toBe(413);
+  });
+
+  it("HTTP/1.1: a request answered before its body is in (here: no route) has its connection closed, not read to the end", async () => {
+    const { port } = new URL(smallLimitGateway.url);
+    for (const path of ["/no/such/route"]) {
+      const outcome = await within(
+        new Promise<{ status: string; closedAfterMs: number }>((resolve, reject) => {
+          // Declares 100 GiB and keeps sending until the gateway closes the connection.
+          const socket = connectTcp(Number(port), "127.0.0.1", () => {
+            socket.write(`POST ${path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/octet-stream\r\nContent-Length: ${100 * 1024 * MiB}\r\n\r\n`);
+            const piece = Buffer.alloc(64 * 1024);
+            const pump = () => {
+              while (!socket.destroyed && socket.write(piece));
+              if (!socket.destroyed) socket.once("drain", pump);
+            };
+            pump();
+          });
+          let head = "";
+          let answeredAt = 0;
+          socket.on("data", (c: Buffer) => {
+            head += c.toString("latin1");
+            if (answeredAt === 0 && head.includes("\r\n\r\n")) answeredAt = performance.now();
+          });
+          socket.on("error", () => {});
+          socket.on("close", () => resolve({ status: head.split("\r\n")[0] ?? "", closedAfterMs: performance.now() - answeredAt }));
+          setTimeout(() => reject(new Error("the connection stayed open")), 8_000).unref();
+        }),
+        10_000,
+        "the gateway kept reading the body",
+      );
+      expect(outcome.status).toMatch(/^HTTP\/1\.1 404 /);
+      expect(outcome.closedAfterMs).toBeLessThan(2_000);
+    }
+  });
+
+  it("HTTP/2: a body over the limit gets its 413, then RST_STREAM(NO_ERROR): the client stops sending, the session stays usable", async () => {
+    const session = http2Connect(smallLimitGateway.url);
+    session.on("error", () => {});
+    try {
+      const outcome = await within(
+        new Promise<{ status: number; rstCode: number; closedAfterMs: number }>((resolve) => {
+          const stream = session.request({ ":method": "POST", ":path": "/backend/up2/upload", "content-type": "application/octet-stream" });
+          let status = 0;
+          let answeredAt = 0;
+          stream.on("response", (h: Http2Headers) => {
+            status = Number(h[":status"]);
+            answeredAt = performance.now();
+          });
+          stream.on("error", () => {});
+          stream.resume();
+          const piece = Buffer.alloc(16 * 1024);
+          const pump = () => {
+            while (!stream.destroyed && !stream.closed && stream.write(piece));
+            if (!stream.destroyed && !stream.closed) stream.once("drain", pump);
+          };
+          pump();
+          stream.on("close", () => resolve({ status, rstCode: stream.rstCode ?? -1, closedAfterMs: performance.now() - answeredAt }));
+        }),
+        10_000,
+        "the stream stayed open after its 413",
+      );
+      expect([outcome.status, outcome.rstCode]).toEqual([413, http2Constants.NGHTTP2_NO_ERROR]);
+      expect(outcome.closedAfterMs).toBeLessThan(2_000);
+      const again = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":method": "POST", ":path": "/backend/up2/upload", "content-type": "application/octet-stream" });
+        stream.on("response", (h: Http2Headers) => resolve(Number(h[":status"])));
+        stream.on("error", reject);
+        stream.resume();
+        stream.end("small");
+      });
+      expect(again).toBe(200);
+    } finally {
+      session.close();
+    }
   });
 
   it("answers other calls while an 8 MiB body streams in", async () => {

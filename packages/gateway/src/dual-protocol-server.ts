@@ -309,13 +309,6 @@ function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
 }
 
 /**
- * Bounds how long an HTTP/2 request body may take to arrive (Node's HTTP/1.1
- * server does the same with `requestTimeout`): a stream whose body is not
- * complete `timeoutMs` after its headers gets 408, then RST_STREAM(NO_ERROR)
- * so its client stops sending; or a reset alone when the answer has already
- * started. The session and its other streams are not affected.
- */
-/**
  * What the send-timeout watchdog knows of the writables (HTTP/2 streams,
  * HTTP/1.1 sockets) it has seen holding output: how many times each drained
  * since it was first seen so (counted by a 'drain' listener added then), and
@@ -350,6 +343,13 @@ class UnreadOutputs {
   }
 }
 
+/**
+ * Bounds how long an HTTP/2 request body may take to arrive (Node's HTTP/1.1
+ * server does the same with `requestTimeout`): a stream whose body is not
+ * complete `timeoutMs` after its headers gets 408, then RST_STREAM(NO_ERROR)
+ * so its client stops sending; or a reset alone when the answer has already
+ * started. The session and its other streams are not affected.
+ */
 function boundRequestBody(res: Http2ServerResponse, timeoutMs: number): void {
   const stream = res.stream;
   if (stream.endAfterHeaders) return; // no body

@@ -1,3 +1,4 @@
+import { constants as http2Constants, type Http2ServerRequest } from "node:http2";
 import type { Socket } from "node:net";
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from "fastify";
 import { callerProtocol } from "./caller-protocol.js";
@@ -41,6 +42,7 @@ export function sendGatewayError(
   error: GatewayHttpError,
 ): FastifyReply | Promise<FastifyReply> {
   setRetryAfter(reply, error);
+  stopUnreadBody(request, reply);
   const protocol = callerProtocol({ method: request.method, url: request.url, headers: request.headers });
   if (protocol === "rest") {
     return reply.code(error.statusCode).type("application/json; charset=utf-8").send(envelope(error, request.id));
@@ -72,6 +74,33 @@ function sendConnectError(
     case "grpc-web":
       return reply.code(200).type(String(request.headers["content-type"])).headers(answers.grpcStatus(code, error.message)).send();
   }
+}
+
+/**
+ * A request answered before its body came whole — refused before it was
+ * read (no route, no token, rate limited) or while it was (over the body
+ * limit) — must not go on sending it: Node would read and drop the rest
+ * until the request timeout (30 s, gigabytes on loopback), the caller none
+ * the wiser. HTTP/1.1: the connection closes after the answer (`Connection:
+ * close`). HTTP/2, where a `Connection` header is not allowed (fastify sets
+ * one after a body error: removed): once the answer is sent, the stream is
+ * closed with RST_STREAM(NO_ERROR), which tells the client to stop sending
+ * without making the answer an error.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc9113#section-8.1 | RFC 9113 §8.1} (a response before the request is complete)
+ */
+function stopUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
+  const stream = (request.raw as { stream?: Http2ServerRequest["stream"] }).stream;
+  if (stream === undefined) {
+    if (!request.raw.complete) reply.header("connection", "close");
+    return;
+  }
+  reply.removeHeader("connection");
+  if (request.raw.complete || stream.state.remoteClose === 1) return;
+  // The stream's own 'finish' (END_STREAM sent), not the response's: Node tears the stream down by then.
+  stream.once("finish", () => {
+    if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
+  });
 }
 
 /** How long a caller is told to wait before retrying after SERVICE_UNAVAILABLE (an upstream or the rate limit store away). */
