@@ -569,6 +569,54 @@ describe("upstreams that fail between their headers and their body", () => {
   });
 });
 
+describe("an HTTP/1.1 upstream that closes a kept-alive connection as the gateway reuses it", () => {
+  // Answers each connection's first request (keep-alive, no `Keep-Alive: timeout` to go by),
+  // and destroys the connection on its second — as an upstream closing an idle connection
+  // at the moment the gateway sends on it.
+  const requestsOn = new WeakMap<Socket, number>();
+  let received = 0;
+  const upstream = rawUpstream((_path, socket) => {
+    received++;
+    const n = (requestsOn.get(socket) ?? 0) + 1;
+    requestsOn.set(socket, n);
+    if (n > 1) return void socket.destroy();
+    // No body: this answers HEADs too (the others read an empty 200).
+    socket.write("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 0\r\n\r\n");
+  });
+  let gateway: Gateway;
+  let token: string;
+  beforeAll(async () => {
+    const port = await listen(upstream.server);
+    gateway = await startSeedGateway(routesFileText({ backends: { idle: { upstream: `http://127.0.0.1:${port}` } } }), {}, { rateLimit: false });
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await upstream.close();
+  });
+
+  it("sends a GET, HEAD, PUT or DELETE once more on another connection; never a POST or PATCH", async () => {
+    const call = async (method: string) => {
+      const res = await fetch(`${gateway.url}/backend/idle/x`, { method, headers: { authorization: `Bearer ${token}` }, ...(["PUT", "POST", "PATCH"].includes(method) && { body: "{}" }) });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    expect(await call("GET")).toBe(200); // a first connection, kept alive
+    for (const method of ["GET", "PUT", "DELETE", "HEAD"]) {
+      const before = received;
+      expect([method, await call(method)]).toEqual([method, 200]);
+      expect([method, received - before]).toEqual([method, 2]); // the reused connection, then a new one
+    }
+    expect(await call("GET")).toBe(200); // a connection the next call reuses (a HEAD's may not be)
+    for (const method of ["POST", "PATCH"]) {
+      const before = received;
+      expect([method, await call(method)]).toEqual([method, 503]);
+      expect([method, received - before]).toEqual([method, 1]);
+      expect(await call("GET")).toBe(200); // a fresh connection again, for the next case
+    }
+  });
+});
+
 describe("HTTP/1.1 upstreams that stall, or answer without a body", () => {
   let gateway: Gateway;
   let token: string;

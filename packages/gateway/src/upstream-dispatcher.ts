@@ -37,14 +37,31 @@ export class UpstreamDispatcher {
   }
 
   /**
-   * Sends one request, over `h2c` when given (see {@link h2cPool}), else over
-   * HTTP/1.1; `callback` is called once, with the upstream's answer (status,
-   * headers, body stream) or the failure. Never retried: a resent POST could
-   * run twice.
+   * Sends one request, over `h2c` when given (see {@link h2cPool}, which
+   * sends a refused stream again itself), else over HTTP/1.1; `callback` is
+   * called once, with the upstream's answer (status, headers, body stream)
+   * or the failure.
+   *
+   * Over HTTP/1.1 an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE)
+   * whose connection failed before any of the answer came is sent once more,
+   * on another connection, as nginx does: an upstream closing an idle
+   * keep-alive connection just as the gateway reuses it (gunicorn, Go's
+   * `IdleTimeout`: without a `Keep-Alive: timeout` to go by) would otherwise
+   * cost a caller a 503 for a GET. A POST or PATCH is never resent: it could
+   * run twice. Nor is a body that streams (it cannot be read twice). It goes
+   * with the same signature and request id: a service that did receive the
+   * first copy refuses the second as a replay.
    */
   request(req: UpstreamRequest, h2c: H2cUpstreamPool | undefined, callback: (error: Error | null, response?: DispatchResponse) => void): void {
     if (h2c !== undefined) return h2c.request(req, callback);
-    this.#http1.request(req as Agent.DispatchOptions & UpstreamRequest, callback as (error: Error | null, data: unknown) => void);
+    const resendable = IDEMPOTENT_METHODS.has(req.method) && (req.body === undefined || req.body === null || req.body instanceof Uint8Array);
+    const send = (attempt: number): void => {
+      this.#http1.request(req as Agent.DispatchOptions & UpstreamRequest, (error: Error | null, response: unknown) => {
+        if (error !== null && attempt === 0 && resendable && isConnectionFailure(error) && req.signal?.aborted !== true) return send(1);
+        callback(error, response as DispatchResponse | undefined);
+      });
+    };
+    send(0);
   }
 
   /** Closes every connection: after the gateway has drained its calls. */
@@ -52,4 +69,12 @@ export class UpstreamDispatcher {
     for (const pool of this.#h2c.values()) pool.close();
     await this.#http1.destroy();
   }
+}
+
+/** RFC 9110 §9.2.2's idempotent methods, among those the gateway forwards. */
+const IDEMPOTENT_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
+
+/** A connection that failed under a request before the answer began: reset, closed, or a broken pipe. */
+function isConnectionFailure(error: Error & { code?: unknown }): boolean {
+  return error.code === "UND_ERR_SOCKET" || error.code === "ECONNRESET" || error.code === "EPIPE";
 }
