@@ -232,7 +232,7 @@ describe("connect-gateway serve: graceful shutdown", () => {
     agent.destroy();
   }, 30_000);
 
-  it("lets a unary call in flight finish with 200", async () => {
+  it.each(["SIGTERM", "SIGHUP"] as const)("%s: lets a unary call in flight finish with 200", async (signal) => {
     const { child, url, exited } = await startCli();
     const agent = new Agent({ keepAlive: true });
     const call = new Promise<{ status: number | undefined; body: string }>((resolve, reject) => {
@@ -248,7 +248,7 @@ describe("connect-gateway serve: graceful shutdown", () => {
     // The upstream answers after 300 ms: signal while the call is in flight.
     await new Promise((resolve) => setTimeout(resolve, 100));
     const signalledAt = Date.now();
-    child.kill("SIGTERM");
+    child.kill(signal);
     const result = await within(call, 5_000, "the unary call");
     expect(result).toEqual({ status: 200, body: "done" });
     await expectExit(exited, signalledAt, DRAIN_MS + 2_000, 5_000);

@@ -31,7 +31,7 @@ Configuration from the environment: GATEWAY_HMAC_SECRET (required);
 JWT_SECRET [JWT_ISSUER JWT_AUDIENCE] for HS256 tokens; JWKS_URL OAUTH2_ISSUER OAUTH2_AUDIENCE
 for an OAuth2 server's tokens; INTROSPECTION_URL INTROSPECTION_CLIENT_ID INTROSPECTION_CLIENT_SECRET
 for opaque tokens; REDIS_URL, RATE_LIMIT_MAX, RATE_LIMIT_WINDOW, BODY_LIMIT, CORS_ORIGINS, LOG_LEVEL,
-GATEWAY_DRAIN_TIMEOUT_MS (on SIGTERM/SIGINT, how long open calls may finish; default 10000), and the
+GATEWAY_DRAIN_TIMEOUT_MS (on SIGTERM/SIGINT/SIGHUP, how long open calls may finish; default 10000), and the
 others listed in the README. $VARS in proxy_upstream / upstream come from the environment too.
 PORT / HOST are the defaults of --port / --host.`,
     flags: ["routes", "port", "host"],

@@ -28,7 +28,7 @@ export type { GatewayEnv };
  * | `CORS_EXPOSE_HEADERS` | comma-separated response headers pages may read, besides the gRPC status, request id and rate-limit headers |
  * | `CORS_CREDENTIALS` | `true` or `false` (default): `Access-Control-Allow-Credentials` |
  * | `LOG_LEVEL` | pino level (default `info`) |
- * | `GATEWAY_DRAIN_TIMEOUT_MS` | on SIGTERM/SIGINT, how long open calls may finish before they are cut (default 10000) |
+ * | `GATEWAY_DRAIN_TIMEOUT_MS` | on SIGTERM/SIGINT/SIGHUP, how long open calls may finish before they are cut (default 10000) |
  * | `GATEWAY_HEADERS_TIMEOUT_MS` | how long a connection may take to send its first bytes (HTTP/2: preface and SETTINGS) and an HTTP/1.1 request its headers (default 10000) |
  * | `GATEWAY_REQUEST_TIMEOUT_MS` | how long a request, headers and body, may take to arrive before 408 (default 30000) |
  * | `GATEWAY_HTTP2_IDLE_TIMEOUT_MS` | how long an HTTP/2 connection without open streams is kept (default 60000) |

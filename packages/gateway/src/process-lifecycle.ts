@@ -1,5 +1,5 @@
 // What a process running the gateway needs around it: a port argument, a
-// graceful close on SIGTERM/SIGINT, and start-up errors a reader can act on.
+// graceful close on SIGTERM/SIGINT/SIGHUP, and start-up errors a reader can act on.
 // Shared by the `connect-gateway` command and the local demo stack.
 import { ConfigurationError } from "connect-gateway/errors";
 
@@ -10,12 +10,15 @@ export function parsePort(value: string, option: string): number {
   return n;
 }
 
-export /**
- * SIGTERM / SIGINT: a graceful close (no new connections, idle ones closed,
- * open calls get `drainTimeoutMs`, then are cut), then exit 0. A close that
- * still hangs well after the drain timeout, or a second signal, exits at once.
+/**
+ * SIGTERM / SIGINT / SIGHUP: a graceful close (no new connections, idle ones
+ * closed, open calls get `drainTimeoutMs`, then are cut), then exit 0. A
+ * close that still hangs well after the drain timeout, or a second signal,
+ * exits at once. SIGHUP (the terminal that started it closed, or an
+ * operator expecting a reload: the gateway has no configuration to reload)
+ * would otherwise kill the process mid-call, its last log lines unwritten.
  */
-function closeOnSignal(close: () => Promise<void>, drainTimeoutMs: number): void {
+export function closeOnSignal(close: () => Promise<void>, drainTimeoutMs: number): void {
   let closing = false;
   const onSignal = () => {
     if (closing) process.exit(0);
@@ -32,7 +35,7 @@ function closeOnSignal(close: () => Promise<void>, drainTimeoutMs: number): void
       },
     );
   };
-  for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, onSignal);
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, onSignal);
 }
 
 /** What a close may take beyond the drain timeout (closing upstream pools, Redis) before the process exits anyway. */
