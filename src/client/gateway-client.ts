@@ -140,8 +140,17 @@ async function request<T>(
 }
 
 function targetPath(resolved: ResolvedGatewayOptions, path: string, call: GatewayRequestOptions): string {
-  if (typeof path !== "string" || !/^\/(?!\/)[^#\s]*$/.test(path)) {
-    throw new ConfigurationError("path", 'must start with a single "/" and contain no "#" or whitespace, e.g. "/api/v1/valuations".');
+  if (typeof path !== "string" || !/^\/(?!\/)[\x21-\x7e]*$/.test(path) || path.includes("#")) {
+    throw new ConfigurationError(
+      "path",
+      'must start with a single "/" and hold visible ASCII characters only (percent-encode the rest), no "#", e.g. "/api/v1/valuations".',
+    );
+  }
+  // A `.` or `..` segment (or a backslash, which some servers read as `/`)
+  // would leave /backend/<service>/ once something on the way resolves it.
+  const pathPart = path.split("?")[0] as string;
+  if (pathPart.includes("\\") || pathPart.split("/").some((segment) => DOT_SEGMENT.test(segment))) {
+    throw new ConfigurationError("path", 'must not contain "." or ".." segments (in any spelling, %2e included) or "\\".');
   }
   const service = resolveBackendService(
     call.service === undefined ? undefined : checkServiceName(call.service),
@@ -222,6 +231,12 @@ function checkHeaders(headers: unknown): Readonly<Record<string, string>> | unde
     throw new ConfigurationError("headers", "must be an object of header names to string values.");
   }
   for (const [name, value] of Object.entries(headers)) {
+    if (FRAMING_HEADERS.has(name.toLowerCase())) {
+      throw new ConfigurationError(
+        "headers",
+        `must not set ${JSON.stringify(name)}: the client frames the request itself (a wrong length or encoding would desynchronise a pooled connection).`,
+      );
+    }
     if (typeof value !== "string" || !isValidHeader(name, value)) {
       throw new ConfigurationError(
         "headers",
@@ -232,6 +247,23 @@ function checkHeaders(headers: unknown): Readonly<Record<string, string>> | unde
   }
   return headers as Readonly<Record<string, string>>;
 }
+
+/** A `.` or `..` path segment, in any spelling of the dot (`%2e`, `%2E`). */
+const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i;
+
+/** Headers that frame or route the request: the client's own to set, never a caller's. */
+const FRAMING_HEADERS = new Set([
+  "content-length",
+  "transfer-encoding",
+  "host",
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "upgrade",
+  "expect",
+  "te",
+  "trailer",
+]);
 
 function isValidHeader(name: string, value: string): boolean {
   try {

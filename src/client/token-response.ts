@@ -41,6 +41,11 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
   if (typeof access_token !== "string" || access_token === "") {
     throw garbage(context, response.status, 'no "access_token" (a non-empty string is required)');
   }
+  // It travels in an Authorization header: a CR, LF, NUL or non-ASCII
+  // character would fail every call for the token's lifetime, cached.
+  if (!ACCESS_TOKEN.test(access_token)) {
+    throw garbage(context, response.status, 'an "access_token" that cannot travel in a header (visible ASCII characters only)');
+  }
   if (token_type === undefined ? context.tokenTypeRequired : String(token_type).toLowerCase() !== "bearer") {
     throw garbage(context, response.status, `"token_type" ${describe(token_type, context)} where "bearer" is required`);
   }
@@ -53,6 +58,9 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
     ...(typeof expires_in === "number" && { expiresInSeconds: expires_in }),
   };
 }
+
+/** RFC 6750 §2.1's b64token, loosened to every visible ASCII character, as `Bearer <token>` can carry. */
+const ACCESS_TOKEN = /^[\x21-\x7e]+$/;
 
 function errorAnswer(
   { status, headers }: HttpResponse,

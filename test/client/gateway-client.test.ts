@@ -201,6 +201,13 @@ describe("createGatewayClient", () => {
       return error as ConfigurationError;
     };
     for (const path of ["relative", "//evil.example/x", "/with space", "/frag#x"]) await refused(api.get(path), "path");
+    // Segments that leave /backend/<service>/ once something resolves them, in every spelling; raw non-ASCII.
+    for (const path of ["/a/../admin", "/a/%2e%2E/admin", "/./a", "/a/.%2e", "/a\\..\\admin", "/caf\u00e9"]) await refused(api.get(path), "path");
+    // Framing headers are the client's own: a wrong length desynchronises a pooled connection.
+    for (const name of ["Content-Length", "transfer-encoding", "Host", "connection", "TE"]) {
+      const framing = await refused(api.post("/a", { body: { a: 1 }, headers: { [name]: "7" } }), "headers");
+      expect(framing.message).toContain(JSON.stringify(name));
+    }
     await refused(api.get("/a", { service: "../admin" }), "service");
     const badToken = await refused(api.get("/a", { userToken: "Bearer sk-user-token" }), "userToken");
     expect(String(badToken)).not.toContain("sk-user-token");

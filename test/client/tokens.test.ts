@@ -287,6 +287,9 @@ describe("token endpoint failures", () => {
     ["no access_token", () => ({ json: { token_type: "bearer", expires_in: 60 } }), /no "access_token"/],
     ["a token_type other than bearer", () => ({ json: { access_token: "x", token_type: "mac" } }), /"token_type" "mac"/],
     ["a negative expires_in", () => ({ json: { access_token: "x", token_type: "bearer", expires_in: -1 } }), /expires_in/],
+    // Cached, it would fail every call for its lifetime (a header cannot carry it).
+    ["an access_token with a line break", () => ({ json: { access_token: "eyJ.abc\n", token_type: "bearer", expires_in: 3600 } }), /cannot travel in a header/],
+    ["an access_token beyond ASCII", () => ({ json: { access_token: "tok\u00e9n", token_type: "bearer" } }), /cannot travel in a header/],
     [
       "an answer slower than timeoutMs",
       () => ({ delayMs: 3000, json: { access_token: "late", token_type: "bearer" } }),
