@@ -3,7 +3,7 @@ import { createContextKey, createContextValues, type ContextValues, type Interce
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
 import { deadlinePassed, sharedDeadline } from "./call-deadline.js";
-import { callWithToken, retryUnauthorized } from "./call-with-token.js";
+import { callWithToken, retryUnauthorized, withoutToken } from "./call-with-token.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
 import { protocolMismatchFrom } from "./protocol-mismatch.js";
@@ -71,6 +71,7 @@ export function createAuthenticatingTransport(
               ? inner.unary(method, signal, timeoutMs, undefined, input, carrying(authorization))
               : inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues);
           return sent.then(undefined, (reason: unknown) => {
+            withoutToken(reason, token);
             // A retry after a 401 gets what is left of the deadline, the wait for its token counted (see sharedDeadline).
             const retry = (authorization: string) => {
               const left = deadline === undefined ? undefined : Math.floor(deadline - performance.now());

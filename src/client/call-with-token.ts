@@ -38,7 +38,8 @@ export interface TokenCall<T> {
 export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Promise<T> {
   // Promise chaining rather than async functions: this wraps every call, and a
   // cached token should add no more than one promise to it.
-  if (call.userToken !== undefined) return call.attempt(`Bearer ${call.userToken}`);
+  const userToken = call.userToken;
+  if (userToken !== undefined) return call.attempt(`Bearer ${userToken}`).catch((error: unknown) => Promise.reject(withoutToken(error, userToken)));
   if (call.signal?.aborted) return Promise.reject(canceled(call.signal)); // no token request for nobody
   const deadline = call.timeoutMs === undefined ? undefined : performance.now() + call.timeoutMs;
   const pending = awaitToken(call.token ?? tokens.getToken(), call.signal, deadline);
@@ -49,9 +50,27 @@ export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Prom
 
 function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string, deadline: number | undefined): Promise<T> {
   return call.attempt(`Bearer ${token}`).catch((error: unknown) => {
+    withoutToken(error, token);
     if (!call.replayable) return notRetried(tokens, error, token);
     return retryUnauthorized(tokens, error, token, call.signal, call.attempt, deadline);
   });
+}
+
+/**
+ * `error` with every copy of `token` in its message, stack (and a REST
+ * error's text body) replaced by `[redacted]`: a gateway or backend may
+ * quote the bearer token it refused, and no error of this client carries a
+ * token. Changed in place, so that its class, code, metadata and details
+ * stay as they are; returned for chaining.
+ */
+export function withoutToken(error: unknown, token: string): unknown {
+  if (!(error instanceof Error)) return error;
+  const scrubbed = error as unknown as Record<string, unknown>;
+  for (const key of ["message", "rawMessage", "stack", "body"]) {
+    const value = scrubbed[key];
+    if (typeof value === "string" && value.includes(token)) scrubbed[key] = value.split(token).join("[redacted]");
+  }
+  return error;
 }
 
 /**
@@ -73,7 +92,8 @@ export async function retryUnauthorized<T>(
   const renewed = tokens.invalidate(token);
   recordUnauthorizedAnswer(renewed);
   if (!renewed) throw error;
-  return attempt(`Bearer ${await awaitToken(tokens.getToken(), signal, deadline)}`);
+  const fresh = await awaitToken(tokens.getToken(), signal, deadline);
+  return attempt(`Bearer ${fresh}`).catch((failure: unknown) => Promise.reject(withoutToken(failure, fresh)));
 }
 
 // A call that cannot be sent again: a 401 still drops its token, for the next call.

@@ -130,6 +130,7 @@ async function request<T>(
           await send(authorization).catch((reason: unknown) => {
             throw reason instanceof ResponseTooLargeError ? tooLarge(describe, reason) : reason;
           }),
+          authorization.slice(BEARER.length),
         ),
     });
   } catch (reason) {
@@ -170,8 +171,17 @@ function queryString(query: GatewayRequestOptions["query"]): string {
   return params.toString();
 }
 
-function parseAnswer<T>(describe: string, response: HttpResponse): T {
-  const text = response.body.toString("utf8");
+const BEARER = "Bearer ";
+
+/**
+ * The answer's JSON, or its GatewayResponseError — whose body and message
+ * never hold the call's `token`: a copy an error answer quotes (a backend
+ * echoing the request it refused) is `[redacted]`.
+ */
+function parseAnswer<T>(describe: string, response: HttpResponse, token: string): T {
+  const ok = response.status >= 200 && response.status <= 299;
+  const received = response.body.toString("utf8");
+  const text = !ok && received.includes(token) ? received.split(token).join("[redacted]") : received;
   let json: unknown;
   let isJson = text.trim() !== "";
   if (isJson) {
@@ -181,7 +191,6 @@ function parseAnswer<T>(describe: string, response: HttpResponse): T {
       isJson = false;
     }
   }
-  const ok = response.status >= 200 && response.status <= 299;
   if (ok && (isJson || text.trim() === "")) return json as T;
   const summary = ok ? "a body that is not JSON" : isJson ? JSON.stringify(json).slice(0, 200) : "";
   throw new GatewayResponseError(

@@ -60,7 +60,8 @@ async function requestTokenUntraced(endpoint: TokenEndpoint, grant: TokenGrant):
   const response = await post(endpoint, source, body.toString(), authorization);
   return parseTokenResponse(response, {
     source,
-    redact,
+    // A server may quote what it was sent: the refresh token is a credential too.
+    redact: grant.type === "refresh_token" ? [...redact, grant.refreshToken] : redact,
     tokenTypeRequired: true,
     pathOption: "tokenPath (default GATEWAY_TOKEN_PATH, else /oauth/token)",
   });

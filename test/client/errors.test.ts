@@ -9,6 +9,7 @@ import {
   GatewayResponseError,
   gatewayCall,
   SessionTokenExpiredError,
+  createMemoryTokenStore,
   type GatewayTransportOptions,
 } from "../../src/client/index.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
@@ -191,6 +192,58 @@ describe("an https:// gateway URL for a gateway that answers plain HTTP", () => 
     } finally {
       plain.closeAllConnections();
       plain.close();
+    }
+  });
+});
+
+describe("a gateway, backend or token endpoint that quotes the token it was sent", () => {
+  it("never puts the bearer token (service or user) or the refresh token in an error: [redacted] instead", async () => {
+    const { createServer } = await import("node:http");
+    const { startTokenEndpoint } = await import("../support/token-endpoint.js");
+    const SERVICE_TOKEN = "svc-token-quoted-back-0123456789";
+    const USER_TOKEN = "user-token-quoted-back-9876543210";
+    const REFRESH = "refresh-token-quoted-back-5555555";
+    let refreshes = 0;
+    const tokenEndpoint = await startTokenEndpoint((request) => {
+      if (request.body.includes("grant_type=refresh_token")) {
+        refreshes++;
+        return { status: 503, json: { error: "temporarily_unavailable", error_description: `could not refresh ${REFRESH}` } };
+      }
+      return { json: { access_token: SERVICE_TOKEN, token_type: "bearer", expires_in: 1, refresh_token: REFRESH } };
+    });
+    // Answers every call with an error quoting its Authorization header: REST 400 JSON, Connect 403.
+    const echoing = createServer((req, res) => {
+      req.resume();
+      const quoted = String(req.headers.authorization);
+      if (req.url?.startsWith("/rest")) {
+        res.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ error: "bad request", authorization: quoted }));
+      } else {
+        res.writeHead(403, { "content-type": "application/json" }).end(JSON.stringify({ code: "permission_denied", message: `refused ${quoted}` }));
+      }
+    });
+    await new Promise<void>((resolve) => echoing.listen(0, "127.0.0.1", resolve));
+    const gatewayUrl = `http://127.0.0.1:${(echoing.address() as { port: number }).port}`;
+    try {
+      const options = { gatewayUrl, appcenterUrl: tokenEndpoint.url, clientId: "c", clientSecret: SECRET, retry: false, tokenStore: createMemoryTokenStore() } as const;
+      const rest = createGatewayClient(options);
+      const echo = createClient(EchoService, createGatewayTransport(options));
+      const errors = [
+        await rest.get("/rest/x").catch((e: unknown) => e),
+        await rest.get("/rest/x", { userToken: USER_TOKEN }).catch((e: unknown) => e),
+        await echo.echo({}).catch((e: unknown) => e),
+        await echo.echo({}, gatewayCall({ userToken: USER_TOKEN })).catch((e: unknown) => e),
+      ];
+      expect((errors[0] as GatewayResponseError).body).toMatchObject({ authorization: "Bearer [redacted]" });
+      expect(String(errors[2])).toContain("refused Bearer [redacted]");
+      // The cached token expires (1 s): its refresh is answered 503, quoting the refresh token.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      errors.push(await rest.get("/rest/x").catch((e: unknown) => e));
+      expect(refreshes).toBeGreaterThan(0);
+      expect(String(errors.at(-1))).toContain("could not refresh [redacted]");
+      for (const error of errors) expectNoSecret(error, [SERVICE_TOKEN, USER_TOKEN, REFRESH, SECRET]);
+    } finally {
+      echoing.close();
+      await tokenEndpoint.close();
     }
   });
 });
