@@ -70,7 +70,11 @@ export function backendOptionOf(descService: DescService): string | undefined {
 export function createBackendRoutingInterceptor(options: BackendRoutingOptions): Interceptor {
   const { baseUrl, defaultService, scopedService, then } = options;
   return (next) => (req) => {
-    const perCall = req.contextValues.get(gatewayCallKey)?.service;
+    // Checked here too: the Node transport checks it before any I/O, but a
+    // value set straight on the context key (connect-gateway/web) reaches only
+    // this, and `../admin` or `x?y` would otherwise leave the URL's path.
+    const given = req.contextValues.get(gatewayCallKey)?.service;
+    const perCall = given === undefined ? undefined : checkServiceName(given);
     const service = chooseBackendService(perCall, perCall === undefined ? scopedService?.() : undefined, req.service, defaultService);
     const url = service === undefined ? undefined : routedUrl(req.url, service, baseUrl, `/${req.service.typeName}/${req.method.name}`);
     const routed = url === undefined ? req : { ...req, url };

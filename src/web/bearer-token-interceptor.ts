@@ -1,6 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { ConfigurationError } from "../core/errors.js";
 import { gatewayCallKey } from "../client/gateway-call-options.js";
+import { checkUserToken } from "../client/user-token.js";
 
 /** What a {@link TokenSource} is asked for. */
 export interface TokenRequest {
@@ -76,7 +77,8 @@ export function createBearerTokenInterceptor(source: TokenSource, options: Beare
   return (next) => async (req) => {
     const userToken = req.contextValues.get(gatewayCallKey)?.userToken;
     if (userToken !== undefined) {
-      req.header.set("Authorization", `Bearer ${userToken}`);
+      // Refused, never quoted, when it cannot travel in a header (set straight on the context key).
+      req.header.set("Authorization", `Bearer ${checkUserToken(userToken)}`);
       return next(req);
     }
     const token = await tokenFrom(source, {});

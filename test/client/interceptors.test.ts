@@ -2,7 +2,7 @@
 // a real gateway and the example Echo backend on loopback: routing by the proto
 // option, a per-call service and a default; bearer tokens from a token source,
 // the one retry on 401, and the per-call user token.
-import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextValues, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService, ValuationService } from "../../examples/gen/example/v1/example_pb.js";
@@ -12,6 +12,7 @@ import {
   createBearerTokenInterceptor,
   createGatewayRoutingInterceptor,
   gatewayCall,
+  gatewayCallKey,
   type TokenRequest,
   type TokenSource,
 } from "../../src/web/index.js";
@@ -81,6 +82,20 @@ describe("createGatewayRoutingInterceptor", () => {
       `${gateway.url}/backend/echo-admin/example.v1.EchoService/Echo`,
       `${gateway.url}/backend/fallback/example.v1.ValuationService/Get`,
     ]);
+  });
+
+  it("refuses a service or user token set straight on gatewayCallKey that could not travel, before the call goes out", async () => {
+    const spy = urlSpy();
+    const echo = createClient(EchoService, transport([createGatewayRoutingInterceptor(), createBearerTokenInterceptor(() => readToken), spy.interceptor]));
+    for (const service of ["../../admin", "x?y=1#", "a/b"]) {
+      const refused = await rejectionOf(echo.echo({ text: "x" }, { contextValues: createContextValues().set(gatewayCallKey, { service }) }));
+      expect([service, refused.rawMessage]).toEqual([service, expect.stringMatching(/service/)]);
+    }
+    const leaky = "user-token-with\r\nX-Injected: 1";
+    const refused = await rejectionOf(echo.echo({ text: "x" }, { contextValues: createContextValues().set(gatewayCallKey, { userToken: leaky }) }));
+    expect(refused.rawMessage).toMatch(/userToken/);
+    expect(String(refused)).not.toContain("user-token-with");
+    expect(spy.urls).toEqual([]);
   });
 
   it("without a service from anywhere the path is unchanged; a base URL's path prefix is kept", async () => {
