@@ -1,7 +1,7 @@
 import { createContextKey, createContextValues, type ContextValues } from "@connectrpc/connect";
 import { assertBoolean } from "../core/assertions.js";
 import { checkServiceName } from "./backend-service.js";
-import { checkUserToken } from "./user-token.js";
+import { userTokenOption } from "./user-token.js";
 
 /** Per-call gateway options of a Connect call. Each wins over the matching scope. */
 export interface GatewayCallOptions {
@@ -44,7 +44,7 @@ export function gatewayCall(options: GatewayCallOptions): {
   contextValues: ContextValues;
 } {
   if (options.service !== undefined) checkServiceName(options.service);
-  if (options.userToken !== undefined) checkUserToken(options.userToken);
+  userTokenOption(options);
   if (options.retry !== undefined) assertBoolean("retry", options.retry);
   return { contextValues: createContextValues().set(gatewayCallKey, options) };
 }

@@ -17,7 +17,7 @@ import {
 import { ResponseTooLargeError, sendHttpRequest, type HttpResponse } from "./http-request.js";
 import { resolveBackendService } from "./resolve-backend-service.js";
 import { createGatewayTokenManager, type TokenManager } from "./token-manager.js";
-import { checkUserToken } from "./user-token.js";
+import { userTokenOption } from "./user-token.js";
 
 /** A query-string value; arrays repeat the key (`?id=1&id=2`). */
 export type QueryValue = string | number | boolean;
@@ -98,7 +98,7 @@ async function request<T>(
 ): Promise<T> {
   // Everything is checked before any I/O.
   const target = targetPath(resolved, path, call);
-  const userToken = call.userToken === undefined ? currentCallScope()?.userToken : checkUserToken(call.userToken);
+  const userToken = userTokenOption(call) ?? currentCallScope()?.userToken;
   const body = jsonBody(call.body);
   const json: Record<string, string> = body === undefined ? {} : { "content-type": "application/json" };
   const headers = { accept: "application/json", ...checkHeaders(call.headers), ...json };

@@ -15,3 +15,23 @@ export function checkUserToken(token: unknown, option = "userToken"): string {
   }
   return token;
 }
+
+/**
+ * A call's `userToken` option, checked: the token, or `undefined` when the
+ * option is left out (the call then goes with the service token). Given
+ * but `undefined` — the usual shape of forwarding an incoming request's
+ * token that was not there (`{ userToken: bearerOf(req) }`) — is refused:
+ * the call would otherwise go out silently as the service, with the
+ * service's rights, on behalf of a caller who proved nothing.
+ */
+export function userTokenOption(options: { readonly userToken?: unknown }): string | undefined {
+  if (!("userToken" in options)) return undefined;
+  if (options.userToken === undefined) {
+    throw new ConfigurationError(
+      "userToken",
+      "is undefined: pass the end user's access token, or leave the option out to call with the service token " +
+        "(an absent user token never falls back to the service's identity unnoticed).",
+    );
+  }
+  return checkUserToken(options.userToken);
+}

@@ -4,6 +4,7 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   ConfigurationError,
+  gatewayCall,
   ConnectionError,
   createGatewayClient,
   GatewayResponseError,
@@ -210,6 +211,10 @@ describe("createGatewayClient", () => {
     }
     await refused(api.get("/a", { service: "../admin" }), "service");
     const badToken = await refused(api.get("/a", { userToken: "Bearer sk-user-token" }), "userToken");
+    // A forwarded token that was not there: never the service's identity, unnoticed.
+    const absent = await refused(api.get("/a", { userToken: undefined }), "userToken");
+    expect(absent.message).toMatch(/is undefined: pass the end user's access token, or leave the option out/);
+    expect(() => gatewayCall({ userToken: undefined })).toThrow(ConfigurationError);
     expect(String(badToken)).not.toContain("sk-user-token");
     const circular: Record<string, unknown> = {};
     circular.self = circular;
