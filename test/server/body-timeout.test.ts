@@ -8,6 +8,7 @@ import { connect as tcpConnect, type AddressInfo } from "node:net";
 import { Code } from "@connectrpc/connect";
 import { codeToHttpStatus } from "@connectrpc/connect/protocol-connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { unwatchDeadline, watchDeadline, watchedDeadlines, type DeadlineWatch } from "../../src/server/body-deadlines.js";
@@ -29,6 +30,7 @@ let nodeServer: http.Server;
 let connectH1: http.Server;
 let connectH2: http2.Http2Server;
 let fastify: FastifyInstance;
+let fastifyConnect: FastifyInstance;
 const h2Sessions = new Set<http2.ServerHttp2Session>();
 const port = (server: { address(): unknown }) => (server.address() as AddressInfo).port;
 
@@ -60,10 +62,16 @@ beforeAll(async () => {
     return { ok: true };
   });
   await fastify.listen({ port: 0, host: "127.0.0.1" });
+  // Connect routes on Fastify: Fastify leaves their bodies to the plugin, which reads them in preValidation.
+  fastifyConnect = Fastify();
+  await fastifyConnect.register(auth.fastify);
+  await fastifyConnect.register(fastifyConnectPlugin, auth.connectOptions({ routes: echoRoutes(observed) }));
+  await fastifyConnect.listen({ port: 0, host: "127.0.0.1" });
 });
 
 afterAll(async () => {
   await fastify.close();
+  await fastifyConnect.close();
   for (const session of h2Sessions) session.destroy();
   for (const server of [nodeServer, connectH1, connectH2]) {
     if ("closeAllConnections" in server) server.closeAllConnections();
@@ -112,6 +120,7 @@ describe("bodyTimeoutMs", () => {
     ["auth.verifyNodeRequest", () => port(nodeServer), '{"message":"request body not received within bodyTimeoutMs (400 ms)"}'],
     ["Connect over HTTP/1.1", () => port(connectH1), '"code":"deadline_exceeded"'],
     ["Fastify's own body parser", () => port(fastify.server), '{"message":"request body not received within bodyTimeoutMs (400 ms)"}'],
+    ["Fastify with Connect routes (fastifyConnectPlugin)", () => port(fastifyConnect.server), '{"message":"request body not received within bodyTimeoutMs (400 ms)"}'],
   ])("%s: a stalled body is refused after the timeout and the connection is closed", async (label, serverPort, expected) => {
     const before = { handled, calls: observed.calls, messages: observed.messages };
     const { text, closedByServer, afterMs } = await stallHttp1(serverPort());
@@ -182,6 +191,30 @@ describe("bodyTimeoutMs", () => {
     });
     expect(status).toBe(200);
     expect(handled).toBe(before + 1);
+  });
+
+  it.each([
+    ["a caller that resets mid-body", "application/json", true],
+    ["a content type Fastify has no parser for (its own 415)", "application/x-unknown", false],
+  ])("Fastify: %s leaves nothing watched until the timeout", async (_label, contentType, reset) => {
+    const socket = tcpConnect(port(fastify.server), "127.0.0.1");
+    socket.on("error", () => {});
+    const answered = new Promise<string>((resolve) => {
+      let text = "";
+      socket.on("data", (d: Buffer) => (text += d.toString("latin1")));
+      socket.on("close", () => resolve(text));
+    });
+    const lines = [`POST ${ECHO} HTTP/1.1`, `Host: 127.0.0.1`, `Content-Type: ${contentType}`, `Content-Length: ${body.byteLength}`];
+    for (const [name, value] of headers()) if (name !== "content-type") lines.push(`${name}: ${value}`);
+    socket.write(`${lines.join("\r\n")}\r\n\r\n`);
+    socket.write(reset ? body.subarray(0, body.byteLength >> 1) : body);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (reset) socket.destroy();
+    else expect((await Promise.race([answered, new Promise<string>((r) => setTimeout(() => r("HTTP/1.1 415"), 1_000))])).slice(0, 12)).toBe("HTTP/1.1 415");
+    socket.destroy();
+    // Released at once, not at the 400 ms timeout (afterEach checks again).
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(watchedDeadlines()).toBe(0);
   });
 
   it("lets a body through that arrives in pieces, all within the timeout", async () => {

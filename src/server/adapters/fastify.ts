@@ -37,6 +37,8 @@ export interface FastifyLikeReply {
   code(status: number): FastifyLikeReply;
   /** Sends the refusal's JSON body, `{ message }`. */
   send(payload: unknown): FastifyLikeReply;
+  /** Sets a header of the refusal (`Connection: close`). */
+  header(name: string, value: string): FastifyLikeReply;
   /** Takes the answer out of Fastify's hands: a body that timed out is answered while Fastify's parser waits. */
   hijack(): FastifyLikeReply;
   /** The Node response underneath. */
@@ -206,7 +208,18 @@ class ParsedBodyDeadline implements DeadlineWatch {
   ) {
     source.on("error", this.forwardError);
     source.pipe(through);
+    // Answered by Fastify before preValidation (its parser failed: the caller
+    // reset mid-body, a 413 or 415 of its own): nothing is left to bound, and
+    // nothing must be held until the deadline.
+    reply.raw.once("close", this.release);
   }
+
+  private readonly release = (): void => {
+    if (this.answered) return;
+    this.answered = true;
+    if (this.watched) unwatchDeadline(this);
+    this.forget();
+  };
 
   expire(): void {
     // The body arrived in time; what comes after it (other hooks) is not bounded here.
@@ -245,8 +258,15 @@ function restOfBody(config: GatewayAuthConfig, state: Pending, raw: Readable): P
   return verifyHashedBody(state.check, state.hash.digest("hex"));
 }
 
-/** Answers a refusal with its status from the rejection table and `{ message }`. */
+/**
+ * Answers a refusal with its status from the rejection table and `{ message }`.
+ * A request whose body is not all in (refused on its headers, or its body
+ * too slow): over HTTP/1.1 the answer closes the connection — else a caller
+ * that stalled, or trickles a byte now and then, holds it for as long as it
+ * likes — and over HTTP/2 its stream is ended (see endUnreadStream).
+ */
 function refuse(req: FastifyLikeRequest, reply: FastifyLikeReply, rejection: Rejection, drainFor: number): FastifyLikeReply {
+  if (!("stream" in req.raw) && !req.raw.complete) reply.header("connection", "close");
   endUnreadStream(req.raw, drainFor);
   return reply.code(rejection.status).send({ message: rejection.message });
 }
