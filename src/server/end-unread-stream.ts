@@ -69,3 +69,14 @@ export function endUnreadStream(request: object, bodyTimeoutMs: number): void {
   h2.once("close", onEnd);
   body.resume();
 }
+
+/**
+ * Whether an HTTP/1.1 request still has body bytes to come: it declares one
+ * (`Transfer-Encoding`, or a `Content-Length` above 0) and Node has not
+ * received all of it. Not `!complete` alone: a request without a body is not
+ * `complete` yet while it is being handled in the tick it arrived in.
+ */
+export function hasUnreadBody(request: { readonly headers: Readonly<Record<string, unknown>>; readonly complete: boolean }): boolean {
+  const declared = request.headers["transfer-encoding"] !== undefined || Number(request.headers["content-length"] ?? 0) > 0;
+  return declared && !request.complete;
+}

@@ -326,6 +326,28 @@ describe("request bodies", () => {
     }
   });
 
+  it("HTTP/1.1: a request without a body refused at once keeps its connection (keep-alive)", async () => {
+    const { port } = new URL(smallLimitGateway.url);
+    const answer = await within(
+      new Promise<string>((resolve, reject) => {
+        const socket = connectTcp(Number(port), "127.0.0.1", () => socket.write("GET /no/such/route HTTP/1.1\r\nHost: gw\r\n\r\n"));
+        let text = "";
+        socket.on("data", (c: Buffer) => {
+          text += c.toString("latin1");
+          if (text.includes("\r\n\r\n") && text.endsWith("}")) {
+            socket.destroy();
+            resolve(text);
+          }
+        });
+        socket.on("error", reject);
+      }),
+      5_000,
+      "no answer",
+    );
+    expect(answer.split("\r\n")[0]).toMatch(/^HTTP\/1\.1 404 /);
+    expect(answer.toLowerCase()).not.toContain("connection: close");
+  });
+
   it("HTTP/2: a body over the limit gets its 413, then RST_STREAM(NO_ERROR): the client stops sending, the session stays usable", async () => {
     const session = http2Connect(smallLimitGateway.url);
     session.on("error", () => {});

@@ -399,3 +399,47 @@ describe("Fastify: maxBodyBytes bounds what auth.fastify reads, for Connect rout
     expect(observed.calls).toBe(calls + 1);
   });
 });
+
+describe("Fastify: a caller that closes after its body, while an earlier hook of the app's own runs", () => {
+  it("never lets the request through unverified: the signature is checked (and refused) all the same", async () => {
+    const SECRET_HERE = "fastify-close-after-body-secret-01";
+    const auth = createGatewayAuth({ hmacSecret: SECRET_HERE });
+    const app = Fastify();
+    let handled = 0;
+    // An async hook of the app's, registered first (a tenant lookup, say): the caller's FIN comes while it runs.
+    app.addHook("preValidation", async () => {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    });
+    await app.register(auth.fastify);
+    app.post("/transfer", async () => {
+      handled++;
+      return { ok: true };
+    });
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const port = (app.server.address() as AddressInfo).port;
+      const body = Buffer.from(JSON.stringify({ amount: 1_000_000 }));
+      // Signed for another body: it cannot verify.
+      const head =
+        `POST /transfer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n` +
+        signedHeaders(SECRET_HERE, { method: "POST", path: "/transfer", body: Buffer.from("{}") }).map(([n, v]) => `${n}: ${v}\r\n`).join("") +
+        "\r\n";
+      for (const closeAfterBody of [false, true]) {
+        await new Promise<void>((resolve) => {
+          const socket = tcpConnect(port, "127.0.0.1", () => {
+            socket.write(head);
+            socket.write(body);
+            if (closeAfterBody) setTimeout(() => socket.end(), 10);
+          });
+          socket.on("error", () => {});
+          socket.on("close", () => resolve());
+          setTimeout(() => socket.destroy(), 1_000);
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(handled).toBe(0);
+    } finally {
+      await app.close();
+    }
+  });
+});

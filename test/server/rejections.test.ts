@@ -184,6 +184,35 @@ describe("a Host connect-node cannot build a URL from", () => {
   });
 });
 
+describe("an HTTP/2 :authority connect-node cannot build a URL from", () => {
+  it("a:99999 (nghttp2 checks its characters, not its port): an unsigned request refused with 403, a signed one served; the service keeps serving", async () => {
+    const { connect: h2connect } = await import("node:http2");
+    const auth = createGatewayAuth({ hmacSecret: SECRET });
+    const h2 = await startServer(connectNodeAdapter(auth.connectOptions({ routes: echoRoutes(observed) })), "2");
+    servers.push(h2);
+    const session = h2connect(h2.baseUrl);
+    session.on("error", () => {});
+    const ask = (authority: string, headers: [string, string][]) =>
+      new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ":method": "POST", ":path": ECHO, ":authority": authority, ...Object.fromEntries([json, ...headers]) });
+        stream.on("response", (h) => resolve(Number(h[":status"])));
+        stream.on("error", reject);
+        stream.resume();
+        stream.end(body);
+      });
+    try {
+      const calls = observed.calls;
+      expect(await ask("a:99999", [])).toBe(403);
+      expect(observed.calls).toBe(calls);
+      // The authority is not signed: a signed request is served whatever it says.
+      expect(await ask("a:99999", valid())).toBe(200);
+      expect(await ask(`127.0.0.1:${h2.port}`, valid())).toBe(200);
+    } finally {
+      session.close();
+    }
+  });
+});
+
 describe("messages in production", () => {
   it("says Forbidden instead of the reason, with the same code", async () => {
     for (const headers of [without("x-client-id"), replacing("x-gateway-signature", "0".repeat(64))]) {

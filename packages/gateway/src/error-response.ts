@@ -92,11 +92,15 @@ function sendConnectError(
 function stopUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   const stream = (request.raw as { stream?: Http2ServerRequest["stream"] }).stream;
   if (stream === undefined) {
-    if (!request.raw.complete) reply.header("connection", "close");
+    // From its framing, not `complete` alone: a bodiless request refused in
+    // the tick it arrived in is not `complete` yet, and keeps its connection.
+    const raw = request.raw;
+    const declared = raw.headers["transfer-encoding"] !== undefined || Number(raw.headers["content-length"] ?? 0) > 0;
+    if (declared && !raw.complete) reply.header("connection", "close");
     return;
   }
   reply.removeHeader("connection");
-  if (request.raw.complete || stream.state.remoteClose === 1) return;
+  if (stream.endAfterHeaders || request.raw.complete || stream.state.remoteClose === 1) return;
   // The stream's own 'finish' (END_STREAM sent), not the response's: Node tears the stream down by then.
   stream.once("finish", () => {
     if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_NO_ERROR);

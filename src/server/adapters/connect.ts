@@ -179,13 +179,17 @@ class RequestValues implements ContextValues {
  * (which names its upstream's host); it is refused like any request whose
  * signature does not verify, so the Host connect-node reads for it is only
  * made parseable here (`invalid`, a reserved name no handler acts on) —
- * nothing else of the request is touched. HTTP/2 requests carry their
- * authority in `:authority`, which Node has already checked.
+ * nothing else of the request is touched. The same for an HTTP/2 request's
+ * `:authority` (`a:99999` passes nghttp2's checks).
  */
 function withUsableAuthority(req: NodeRequest): void {
-  if ("authority" in req) return;
-  const host = req.headers.host;
-  if (host === undefined || !URL.canParse(req.url ?? "/", `http://${host}`)) req.headers.host = "invalid";
+  const http2 = "authority" in req;
+  const authority = http2 ? req.authority : req.headers.host;
+  if (authority !== undefined && URL.canParse(req.url ?? "/", `http://${authority}`)) return;
+  // HTTP/2: Node's `authority` reads `:authority` (then `host`), whose
+  // characters nghttp2 checks, not its port (`a:99999`).
+  if (http2) req.headers[":authority"] = "invalid";
+  else req.headers.host = "invalid";
 }
 
 // connect-fastify passes the Fastify request; the Node one is its `raw`.

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
 import { Transform, type Readable } from "node:stream";
 import { unwatchDeadline, watchDeadline, type DeadlineWatch } from "../body-deadlines.js";
-import { endUnreadStream } from "../end-unread-stream.js";
+import { endUnreadStream, hasUnreadBody } from "../end-unread-stream.js";
 import { createHash, type Hash } from "node:crypto";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
@@ -209,8 +209,10 @@ class ParsedBodyDeadline implements DeadlineWatch {
     source.on("error", this.forwardError);
     source.pipe(through);
     // Answered by Fastify before preValidation (its parser failed: the caller
-    // reset mid-body, a 413 or 415 of its own): nothing is left to bound, and
-    // nothing must be held until the deadline.
+    // reset mid-body, a 413 or 415 of its own), or the caller gone: nothing is
+    // left to bound, and nothing must be held until the deadline. The request's
+    // pending state stays: should preValidation still run, it verifies (and
+    // refuses) as ever — a missing state would read as "not ours".
     reply.raw.once("close", this.release);
   }
 
@@ -218,7 +220,6 @@ class ParsedBodyDeadline implements DeadlineWatch {
     if (this.answered) return;
     this.answered = true;
     if (this.watched) unwatchDeadline(this);
-    this.forget();
   };
 
   expire(): void {
@@ -266,7 +267,7 @@ function restOfBody(config: GatewayAuthConfig, state: Pending, raw: Readable): P
  * likes — and over HTTP/2 its stream is ended (see endUnreadStream).
  */
 function refuse(req: FastifyLikeRequest, reply: FastifyLikeReply, rejection: Rejection, drainFor: number): FastifyLikeReply {
-  if (!("stream" in req.raw) && !req.raw.complete) reply.header("connection", "close");
+  if (!("stream" in req.raw) && hasUnreadBody(req.raw)) reply.header("connection", "close");
   endUnreadStream(req.raw, drainFor);
   return reply.code(rejection.status).send({ message: rejection.message });
 }
