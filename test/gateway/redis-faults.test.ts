@@ -182,6 +182,29 @@ describe("the rate limiter when Redis fails", () => {
     }
   }, 20_000);
 
+  it("one caller's failed count (its key of the wrong type) fails that call only: /ready and other callers stay served", async () => {
+    const { port, gw } = await startRedisAndGateway({ onRedisFailure: "closed" });
+    const admin = new Redis(`redis://127.0.0.1:${port}`, { maxRetriesPerRequest: 1 });
+    admin.on("error", () => {});
+    try {
+      const broken = await seedToken({ user_id: "wrong-type-key" });
+      const other = await seedToken({ user_id: "another-caller" });
+      expect((await timedGet(gw, "/api/v1/profile", broken)).status).toBe(200);
+      // That caller's counter becomes a hash: its INCR fails with WRONGTYPE, Redis itself is fine.
+      const keys = await admin.keys("*wrong-type-key*");
+      expect(keys.length).toBeGreaterThan(0);
+      for (const key of keys) {
+        await admin.del(key);
+        await admin.hset(key, "f", "v");
+      }
+      expect((await timedGet(gw, "/api/v1/profile", broken)).status).toBe(503);
+      expect((await timedGet(gw, "/api/v1/profile", other)).status).toBe(200);
+      expect((await timedGet(gw, "/ready")).status).toBe(200);
+    } finally {
+      admin.disconnect();
+    }
+  }, 20_000);
+
   it("refuses calls with 503 and Retry-After within a second when configured to fail closed", async () => {
     const { redis, gw } = await startRedisAndGateway({ onRedisFailure: "closed", redisTimeoutMs: 100 });
     const token = await seedToken({ user_id: "closed" });

@@ -24,7 +24,7 @@ export interface RateLimitStore {
   readonly redis: RedisClient;
   /** The store to hand @fastify/rate-limit (`store` option): Redis, bounded by the timeout budget. */
   readonly storeClass: FastifyRateLimitStoreCtor;
-  /** Whether the last health check (every pingIntervalMs) and every count since succeeded, and the connection is up. */
+  /** Whether the last health check (every pingIntervalMs, and after a failed count) succeeded, and the connection is up. */
   available(): boolean;
   /**
    * For `/ready`: true when {@link available}, else whether it becomes so
@@ -132,9 +132,10 @@ type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boole
  * - Every `pingIntervalMs`, with the same budget, Redis is asked to write a
  *   small expiring key: not a PING, which a Redis that refuses writes (the
  *   old primary after a failover: `READONLY`; `maxmemory` reached: `OOM`)
- *   still answers while every count fails. While the last health check or
- *   count failed, or the connection is down, counts do not even try Redis,
- *   and `available()` (`/ready`) is false, until a health check succeeds.
+ *   still answers while every count fails. A failed count runs a health
+ *   check at once. While the last health check failed, or the connection is
+ *   down, counts do not even try Redis, and `available()` (`/ready`) is
+ *   false, until a health check succeeds.
  *   The outage is logged once at warn when it starts, without the URL (it
  *   may hold a password), and once at info when it ends.
  * - A failed count then follows `onFailure`. The default is `open`: the call
@@ -224,9 +225,11 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
   void probe();
 
   const available = () => connected && pingAnswered;
-  // A count or refund that failed: unavailable until the next health check succeeds.
+  // A count or refund that failed: a health check at once, which decides —
+  // one slow command does not make every call fail (with `closed`) or /ready
+  // answer 503, a Redis that refuses writes does.
   const failure = (cause: unknown): Error => {
-    pingAnswered = false;
+    void probe();
     outage(cause instanceof Error ? cause.message : cause);
     return new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable", { cause });
   };
