@@ -9,7 +9,7 @@ import { gatewayCallKey } from "./gateway-call-options.js";
 import { protocolMismatchFrom } from "./protocol-mismatch.js";
 import { backendOptionOf } from "./resolve-backend-service.js";
 import type { TokenManager } from "./token-manager.js";
-import { checkUserToken } from "./user-token.js";
+import { userTokenOption } from "./user-token.js";
 
 /**
  * Wraps a Connect transport so that every call carries
@@ -96,17 +96,20 @@ export function createAuthenticatingTransport(
     },
     async stream(method, signal, timeoutMs, header, input, contextValues) {
       const userToken = checkRoute(method.parent, contextValues);
+      // The token the stream went with: an error in its end-of-stream message comes after callWithToken returned.
+      let sentWith = "";
       try {
         const response = await callWithToken(tokens, {
           userToken,
-          attempt: sharedDeadline(timeoutMs, (left, authorization: string) =>
-            inner.stream(method, signal, left, withAuthorization(header, authorization), input, contextValues),
-          ),
+          attempt: sharedDeadline(timeoutMs, (left, authorization: string) => {
+            sentWith = authorization.slice(BEARER.length);
+            return inner.stream(method, signal, left, withAuthorization(header, authorization), input, contextValues);
+          }),
           replayable: false, // the request stream has been consumed
           signal,
           timeoutMs,
         });
-        return { ...response, message: mappingErrors(response.message, gateway) };
+        return { ...response, message: mappingErrors(response.message, gateway, sentWith) };
       } catch (reason) {
         rethrow(reason, gateway);
       }
@@ -126,9 +129,9 @@ function rethrow(reason: unknown, gateway: string): never {
 function checkRoute(service: DescService, contextValues: ContextValues | undefined): string | undefined {
   const perCall = contextValues?.get(gatewayCallKey);
   if (perCall?.service !== undefined) checkServiceName(perCall.service);
-  if (perCall?.userToken !== undefined) checkUserToken(perCall.userToken);
+  const userToken = perCall === undefined ? undefined : userTokenOption(perCall);
   backendOptionOf(service);
-  return perCall?.userToken ?? currentCallScope()?.userToken;
+  return userToken ?? currentCallScope()?.userToken;
 }
 
 /**
@@ -173,10 +176,12 @@ function withAuthorization(
   return headers;
 }
 
-async function* mappingErrors<T>(messages: AsyncIterable<T>, gateway: string): AsyncIterable<T> {
+async function* mappingErrors<T>(messages: AsyncIterable<T>, gateway: string, token: string): AsyncIterable<T> {
   try {
     yield* messages;
   } catch (reason) {
-    rethrow(reason, gateway);
+    rethrow(withoutToken(reason, token), gateway);
   }
 }
+
+const BEARER = "Bearer ";

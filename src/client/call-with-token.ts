@@ -64,11 +64,15 @@ function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string,
  * stay as they are; returned for chaining.
  */
 export function withoutToken(error: unknown, token: string): unknown {
-  if (!(error instanceof Error)) return error;
+  if (!(error instanceof Error) || token === "") return error;
   const scrubbed = error as unknown as Record<string, unknown>;
   for (const key of ["message", "rawMessage", "stack", "body"]) {
-    const value = scrubbed[key];
-    if (typeof value === "string" && value.includes(token)) scrubbed[key] = value.split(token).join("[redacted]");
+    try {
+      const value = scrubbed[key];
+      if (typeof value === "string" && value.includes(token)) scrubbed[key] = value.split(token).join("[redacted]");
+    } catch {
+      // A frozen error, or a getter without a setter: left as it is, never replaced by a TypeError.
+    }
   }
   return error;
 }

@@ -181,7 +181,9 @@ const BEARER = "Bearer ";
 function parseAnswer<T>(describe: string, response: HttpResponse, token: string): T {
   const ok = response.status >= 200 && response.status <= 299;
   const received = response.body.toString("utf8");
-  const text = !ok && received.includes(token) ? received.split(token).join("[redacted]") : received;
+  // As sent, and as JSON may write it (a `/` escaped as `\/`).
+  let text = received;
+  if (!ok) for (const copy of new Set([token, token.replaceAll("/", "\\/")])) text = text.split(copy).join("[redacted]");
   let json: unknown;
   let isJson = text.trim() !== "";
   if (isJson) {

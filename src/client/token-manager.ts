@@ -356,9 +356,8 @@ export function createTokenManager(options: TokenManagerOptions): TokenManager {
  * @see {@link https://www.rfc-editor.org/rfc/rfc9110#section-10.2.3 | RFC 9110 §10.2.3} (Retry-After)
  */
 function overloadPause(error: unknown, overloads: number): number | undefined {
-  if (!(error instanceof AuthenticationError)) return undefined;
+  if (!(error instanceof AuthenticationError) || (error.status !== 429 && error.status !== 503)) return undefined;
   if (error.retryAfterMs !== undefined) return Math.min(error.retryAfterMs, RETRY_AFTER_MAX_MS);
-  if (error.status !== 429 && error.status !== 503) return undefined;
   return Math.min(BACKGROUND_RETRY_MIN_MS * 2 ** overloads, BACKGROUND_RETRY_MAX_MS);
 }
 

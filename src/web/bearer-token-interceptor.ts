@@ -1,7 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { ConfigurationError } from "../core/errors.js";
 import { gatewayCallKey } from "../client/gateway-call-options.js";
-import { checkUserToken } from "../client/user-token.js";
+import { userTokenOption } from "../client/user-token.js";
 
 /** What a {@link TokenSource} is asked for. */
 export interface TokenRequest {
@@ -75,10 +75,11 @@ export function createBearerTokenInterceptor(source: TokenSource, options: Beare
   if (typeof refresh !== "boolean") throw new ConfigurationError("refreshOnUnauthenticated", "must be a boolean.");
 
   return (next) => async (req) => {
-    const userToken = req.contextValues.get(gatewayCallKey)?.userToken;
+    const perCall = req.contextValues.get(gatewayCallKey);
+    // Refused, never quoted, when it cannot travel in a header, or is given as undefined (set straight on the context key).
+    const userToken = perCall === undefined ? undefined : userTokenOption(perCall);
     if (userToken !== undefined) {
-      // Refused, never quoted, when it cannot travel in a header (set straight on the context key).
-      req.header.set("Authorization", `Bearer ${checkUserToken(userToken)}`);
+      req.header.set("Authorization", `Bearer ${userToken}`);
       return next(req);
     }
     const token = await tokenFrom(source, {});

@@ -217,6 +217,14 @@ describe("a gateway, backend or token endpoint that quotes the token it was sent
       const quoted = String(req.headers.authorization);
       if (req.url?.startsWith("/rest")) {
         res.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ error: "bad request", authorization: quoted }));
+      } else if (req.url?.endsWith("/EchoStream")) {
+        // A stream's error comes in its end-of-stream message, after the call has begun.
+        const end = Buffer.from(JSON.stringify({ error: { code: "permission_denied", message: `refused ${quoted}` } }));
+        const envelope = Buffer.alloc(5 + end.length);
+        envelope.writeUInt8(0b10, 0);
+        envelope.writeUInt32BE(end.length, 1);
+        end.copy(envelope, 5);
+        res.writeHead(200, { "content-type": String(req.headers["content-type"]) }).end(envelope); // the end-stream message is JSON in either codec
       } else {
         res.writeHead(403, { "content-type": "application/json" }).end(JSON.stringify({ code: "permission_denied", message: `refused ${quoted}` }));
       }
@@ -232,7 +240,11 @@ describe("a gateway, backend or token endpoint that quotes the token it was sent
         await rest.get("/rest/x", { userToken: USER_TOKEN }).catch((e: unknown) => e),
         await echo.echo({}).catch((e: unknown) => e),
         await echo.echo({}, gatewayCall({ userToken: USER_TOKEN })).catch((e: unknown) => e),
+        await (async () => {
+          for await (const _ of echo.echoStream({ text: "x", repeat: 1 }, gatewayCall({ userToken: USER_TOKEN }))) void _;
+        })().catch((e: unknown) => e),
       ];
+      expect(String(errors[4])).toContain("refused Bearer [redacted]");
       expect((errors[0] as GatewayResponseError).body).toMatchObject({ authorization: "Bearer [redacted]" });
       expect(String(errors[2])).toContain("refused Bearer [redacted]");
       // The cached token expires (1 s): its refresh is answered 503, quoting the refresh token.

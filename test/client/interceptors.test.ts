@@ -91,6 +91,9 @@ describe("createGatewayRoutingInterceptor", () => {
       const refused = await rejectionOf(echo.echo({ text: "x" }, { contextValues: createContextValues().set(gatewayCallKey, { service }) }));
       expect([service, refused.rawMessage]).toEqual([service, expect.stringMatching(/service/)]);
     }
+    // Given but undefined (a forwarded token that was not there): refused, never the source's token.
+    const absent = await rejectionOf(echo.echo({ text: "x" }, { contextValues: createContextValues().set(gatewayCallKey, { userToken: undefined }) }));
+    expect(absent.rawMessage).toMatch(/userToken/);
     const leaky = "user-token-with\r\nX-Injected: 1";
     const refused = await rejectionOf(echo.echo({ text: "x" }, { contextValues: createContextValues().set(gatewayCallKey, { userToken: leaky }) }));
     expect(refused.rawMessage).toMatch(/userToken/);

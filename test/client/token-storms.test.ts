@@ -225,7 +225,8 @@ describe("a token endpoint that says it is overloaded (429, 503)", () => {
 
   it("other failures pause nothing: a refused credential is asked about again on the next call", async () => {
     const tokens = manager(() => 3_000_000);
-    answer = () => ({ status: 401, json: { error: "invalid_client" } });
+    // A Retry-After on an answer that is not 429 or 503 pauses nothing either.
+    answer = () => ({ status: 401, json: { error: "invalid_client" }, headers: { "retry-after": "60" } });
     await failure(tokens);
     const sent = overloaded.requests.length;
     await failure(tokens);
