@@ -350,6 +350,24 @@ describe("header hardening", () => {
       expect((await send(0)).status).toBe(200);
     });
 
+    it("counts HTTP/2's cookie fields (one per cookie) as one: 120 cookies are no 431", async () => {
+      const session = http2.connect(gateway.url);
+      session.on("error", () => {});
+      try {
+        const cookies = Array.from({ length: 120 }, (_, i) => `c${i}=v`);
+        const status = await new Promise<number>((resolve, reject) => {
+          const stream = session.request({ ":path": "/api/v1/docs", cookie: cookies });
+          stream.on("response", (h) => resolve(Number(h[":status"])));
+          stream.on("error", reject);
+          stream.resume();
+          stream.end();
+        });
+        expect(status).toBe(200);
+      } finally {
+        session.close();
+      }
+    });
+
     it("never forwards a request's trailers (a chunked body's identity-looking trailer lines stay behind)", async () => {
       const res = await rawWrite(
         gateway.url,

@@ -5,7 +5,7 @@
 // counting proxy in front of its introspection endpoint, a JWKS server.
 import { createServer } from "node:http";
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createGateway, parseRoutesFile, type Gateway } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import type { TokenValidationOptions } from "../../packages/gateway/src/token-verifier.js";
@@ -409,6 +409,41 @@ describe("JWKS endpoint failing after keys were fetched", () => {
       expect((await call(stale, await sign("other"))).status).toBe(503);
     } finally {
       await Promise.all([gateway.close(), stale.close()]);
+      await closeServer(jwksServer);
+    }
+  });
+});
+
+describe("the last key set, while the JWKS endpoint stays away", () => {
+  it("stands in for an hour at most after the endpoint last answered: then tokens get 503", { timeout: TEST_TIMEOUT }, async () => {
+    const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+    const keys = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: "k", alg: "RS256" }] });
+    let failing = false;
+    const jwksServer = createServer((_req, res) => {
+      if (failing) res.writeHead(500).end("down");
+      else res.writeHead(200, { "content-type": "application/json" }).end(keys);
+    });
+    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const sign = () =>
+      new SignJWT({ client_id: "svc", jti: Math.random().toString(36) })
+        .setProtectedHeader({ alg: "RS256", kid: "k" })
+        .setIssuer(issuer)
+        .setAudience("api")
+        .setExpirationTime("5m")
+        .sign(privateKey);
+    const gateway = await startGateway({ cacheMs: 0, jwks: { url: `${issuer}/jwks`, issuer, audience: "api", failureCooldownMs: 1_000 } });
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    try {
+      expect((await call(gateway, await sign())).status).toBe(200);
+      failing = true;
+      vi.setSystemTime(Date.now() + 59 * 60_000); // keys past maxAgeMs: refreshed, which fails; the last set stands in
+      expect((await call(gateway, await sign())).status).toBe(200);
+      vi.setSystemTime(Date.now() + 2 * 60_000); // 61 minutes after the endpoint last answered
+      const late = await call(gateway, await sign());
+      expect([late.status, late.body.error.code]).toEqual([503, "SERVICE_UNAVAILABLE"]);
+    } finally {
+      vi.useRealTimers();
+      await gateway.close();
       await closeServer(jwksServer);
     }
   });

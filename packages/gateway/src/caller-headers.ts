@@ -152,11 +152,25 @@ export function ambiguousRequestHead(rawHeaders: readonly string[]): string | un
  */
 export const MAX_CALLER_HEADER_FIELDS = 100;
 
-/** Whether the caller sent more than {@link MAX_CALLER_HEADER_FIELDS} header fields (pseudo-headers not counted). */
+/**
+ * Whether the caller sent more than {@link MAX_CALLER_HEADER_FIELDS} header
+ * fields: pseudo-headers not counted, and HTTP/2's `cookie` fields counted as
+ * one (clients send one per cookie, RFC 9113 §8.2.3, where HTTP/1.1 has one
+ * line; they are joined again before forwarding).
+ */
 export function hasTooManyHeaderFields(rawHeaders: readonly string[]): boolean {
   if (rawHeaders.length <= 2 * MAX_CALLER_HEADER_FIELDS) return false;
   let fields = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).charCodeAt(0) !== COLON) fields++;
+  let cookies = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.charCodeAt(0) === COLON) continue;
+    if (name.length === 6 && name.toLowerCase() === "cookie") {
+      if (cookies) continue;
+      cookies = true;
+    }
+    fields++;
+  }
   return fields > MAX_CALLER_HEADER_FIELDS;
 }
 

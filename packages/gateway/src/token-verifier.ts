@@ -297,12 +297,19 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
  * outage into a 503 for every caller, and a key set past `maxAgeMs` would
  * fail every token while its keys are still at hand. Only a token whose key
  * that set lacks gets the failure (a 503: the key may be a new one). A
- * refresh that succeeds replaces the set, dropping a revoked key at once.
+ * refresh that succeeds replaces the set, dropping a revoked key at once;
+ * and the last set stands in for an hour at most after the endpoint last
+ * answered, so an attacker who keeps the gateway from its OAuth2 server
+ * cannot keep a removed key working for ever.
  */
 function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): JWTVerifyGetKey {
   let failure: { error: unknown; until: number; lastKeys: JWTVerifyGetKey | undefined } | undefined;
+  // When the remote set last answered (it was fresh then, or refreshed): the
+  // last set stands in for at most LAST_KEY_SET_MAX_MS after that, so that
+  // an endpoint kept away cannot keep a key it has since removed in use.
+  let lastAnsweredAt = 0;
   const fromLastKeys = async (failed: NonNullable<typeof failure>, ...args: Parameters<JWTVerifyGetKey>) => {
-    if (failed.lastKeys === undefined) throw failed.error;
+    if (failed.lastKeys === undefined || Date.now() - lastAnsweredAt > LAST_KEY_SET_MAX_MS) throw failed.error;
     try {
       return await failed.lastKeys(...args);
     } catch (e) {
@@ -314,6 +321,7 @@ function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): J
     try {
       const key = await remote(header, token);
       failure = undefined;
+      lastAnsweredAt = Date.now();
       return key;
     } catch (e) {
       if (!isKeySetFailure(e, jose)) throw e;
@@ -325,6 +333,9 @@ function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): J
 }
 
 type RemoteKeySet = ReturnType<Jose["createRemoteJWKSet"]>;
+
+/** How long after the key set last answered it may stand in while its endpoint fails: an hour. */
+const LAST_KEY_SET_MAX_MS = 60 * 60_000;
 
 function asTokenError(e: unknown, jose: Jose | undefined): GatewayHttpError {
   if (e instanceof GatewayHttpError) return e;
