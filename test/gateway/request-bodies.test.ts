@@ -348,7 +348,7 @@ describe("request bodies", () => {
     expect(answer.toLowerCase()).not.toContain("connection: close");
   });
 
-  it("HTTP/2: a body over the limit gets its 413, then RST_STREAM(NO_ERROR): the client stops sending, the session stays usable", async () => {
+  it("HTTP/2: a body over the limit gets its 413, then RST_STREAM (NO_ERROR; CANCEL on Node 22): the client stops sending, the session stays usable", async () => {
     const session = http2Connect(smallLimitGateway.url);
     session.on("error", () => {});
     try {
@@ -374,7 +374,9 @@ describe("request bodies", () => {
         10_000,
         "the stream stayed open after its 413",
       );
-      expect([outcome.status, outcome.rstCode]).toEqual([413, http2Constants.NGHTTP2_NO_ERROR]);
+      // NO_ERROR (RFC 9113 §8.1); Node.js 22 sends none after a complete answer, so the gateway sends CANCEL there.
+      const expected = Number(process.versions.node.split(".")[0]) >= 24 ? http2Constants.NGHTTP2_NO_ERROR : http2Constants.NGHTTP2_CANCEL;
+      expect([outcome.status, outcome.rstCode]).toEqual([413, expected]);
       expect(outcome.closedAfterMs).toBeLessThan(2_000);
       const again = await new Promise<number>((resolve, reject) => {
         const stream = session.request({ ":method": "POST", ":path": "/backend/up2/upload", "content-type": "application/octet-stream" });

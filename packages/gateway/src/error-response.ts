@@ -84,8 +84,9 @@ function sendConnectError(
  * the wiser. HTTP/1.1: the connection closes after the answer (`Connection:
  * close`). HTTP/2, where a `Connection` header is not allowed (fastify sets
  * one after a body error: removed): once the answer is sent, the stream is
- * closed with RST_STREAM(NO_ERROR), which tells the client to stop sending
- * without making the answer an error.
+ * closed with RST_STREAM(NO_ERROR) (CANCEL on Node.js 22, see
+ * RST_AFTER_ANSWER), which tells the client to stop sending without making
+ * the answer an error.
  *
  * @see {@link https://www.rfc-editor.org/rfc/rfc9113#section-8.1 | RFC 9113 §8.1} (a response before the request is complete)
  */
@@ -103,9 +104,18 @@ function stopUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   if (stream.endAfterHeaders || request.raw.complete || stream.state.remoteClose === 1) return;
   // The stream's own 'finish' (END_STREAM sent), not the response's: Node tears the stream down by then.
   stream.once("finish", () => {
-    if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
+    if (!stream.closed && !stream.destroyed) stream.close(RST_AFTER_ANSWER);
   });
 }
+
+/**
+ * The RST_STREAM code that ends an answered stream whose upload goes on:
+ * NO_ERROR, as RFC 9113 §8.1 says. Node.js 22 sends no RST_STREAM(NO_ERROR)
+ * for a stream whose answer is complete (observed on 22.23: the client is
+ * never told, and keeps uploading); there CANCEL, which it does send, and
+ * after which Node's client and gRPC clients keep the answer they have.
+ */
+const RST_AFTER_ANSWER = Number(process.versions.node.split(".")[0]) >= 24 ? http2Constants.NGHTTP2_NO_ERROR : http2Constants.NGHTTP2_CANCEL;
 
 /** How long a caller is told to wait before retrying after SERVICE_UNAVAILABLE (an upstream or the rate limit store away). */
 export const SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
