@@ -348,7 +348,10 @@ describe("request bodies", () => {
     expect(answer.toLowerCase()).not.toContain("connection: close");
   });
 
-  it("HTTP/2: a body over the limit gets its 413, then RST_STREAM (NO_ERROR; CANCEL on Node 22): the client stops sending, the session stays usable", async () => {
+  it("HTTP/2: a body over the limit gets its 413, then (Node 24) RST_STREAM(NO_ERROR): the client stops sending, the session stays usable", async () => {
+    // Node.js 22 sends no RST_STREAM(NO_ERROR) after a complete answer (and CANCEL would hide the
+    // answer from Connect and gRPC clients): there the gateway leaves the upload to the request timeout.
+    const resets = Number(process.versions.node.split(".")[0]) >= 24;
     const session = http2Connect(smallLimitGateway.url);
     session.on("error", () => {});
     try {
@@ -360,6 +363,7 @@ describe("request bodies", () => {
           stream.on("response", (h: Http2Headers) => {
             status = Number(h[":status"]);
             answeredAt = performance.now();
+            if (!resets) stream.close(http2Constants.NGHTTP2_CANCEL);
           });
           stream.on("error", () => {});
           stream.resume();
@@ -374,10 +378,11 @@ describe("request bodies", () => {
         10_000,
         "the stream stayed open after its 413",
       );
-      // NO_ERROR (RFC 9113 §8.1); Node.js 22 sends none after a complete answer, so the gateway sends CANCEL there.
-      const expected = Number(process.versions.node.split(".")[0]) >= 24 ? http2Constants.NGHTTP2_NO_ERROR : http2Constants.NGHTTP2_CANCEL;
-      expect([outcome.status, outcome.rstCode]).toEqual([413, expected]);
-      expect(outcome.closedAfterMs).toBeLessThan(2_000);
+      expect(outcome.status).toBe(413);
+      if (resets) {
+        expect(outcome.rstCode).toBe(http2Constants.NGHTTP2_NO_ERROR);
+        expect(outcome.closedAfterMs).toBeLessThan(2_000);
+      }
       const again = await new Promise<number>((resolve, reject) => {
         const stream = session.request({ ":method": "POST", ":path": "/backend/up2/upload", "content-type": "application/octet-stream" });
         stream.on("response", (h: Http2Headers) => resolve(Number(h[":status"])));

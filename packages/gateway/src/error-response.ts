@@ -84,9 +84,9 @@ function sendConnectError(
  * the wiser. HTTP/1.1: the connection closes after the answer (`Connection:
  * close`). HTTP/2, where a `Connection` header is not allowed (fastify sets
  * one after a body error: removed): once the answer is sent, the stream is
- * closed with RST_STREAM(NO_ERROR) (CANCEL on Node.js 22, see
- * RST_AFTER_ANSWER), which tells the client to stop sending without making
- * the answer an error.
+ * closed with RST_STREAM(NO_ERROR), which tells the client to stop sending
+ * without making the answer an error (on Node.js 24: see
+ * RST_AFTER_ANSWER_REACHES_CLIENT).
  *
  * @see {@link https://www.rfc-editor.org/rfc/rfc9113#section-8.1 | RFC 9113 §8.1} (a response before the request is complete)
  */
@@ -102,20 +102,22 @@ function stopUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   }
   reply.removeHeader("connection");
   if (stream.endAfterHeaders || request.raw.complete || stream.state.remoteClose === 1) return;
+  if (!RST_AFTER_ANSWER_REACHES_CLIENT) return;
   // The stream's own 'finish' (END_STREAM sent), not the response's: Node tears the stream down by then.
   stream.once("finish", () => {
-    if (!stream.closed && !stream.destroyed) stream.close(RST_AFTER_ANSWER);
+    if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
   });
 }
 
 /**
- * The RST_STREAM code that ends an answered stream whose upload goes on:
- * NO_ERROR, as RFC 9113 §8.1 says. Node.js 22 sends no RST_STREAM(NO_ERROR)
- * for a stream whose answer is complete (observed on 22.23: the client is
- * never told, and keeps uploading); there CANCEL, which it does send, and
- * after which Node's client and gRPC clients keep the answer they have.
+ * Whether RST_STREAM(NO_ERROR) after a complete answer reaches the client.
+ * Node.js 22 sends none (observed on 22.23: it closes the stream locally,
+ * the client is never told and keeps uploading), and CANCEL instead makes
+ * Connect and gRPC clients report `Canceled` rather than the answer they
+ * were given (CI's Node 22 runs showed both). There the upload goes on until
+ * the request timeout (`GATEWAY_REQUEST_TIMEOUT_MS`), as it always did.
  */
-const RST_AFTER_ANSWER = Number(process.versions.node.split(".")[0]) >= 24 ? http2Constants.NGHTTP2_NO_ERROR : http2Constants.NGHTTP2_CANCEL;
+const RST_AFTER_ANSWER_REACHES_CLIENT = Number(process.versions.node.split(".")[0]) >= 24;
 
 /** How long a caller is told to wait before retrying after SERVICE_UNAVAILABLE (an upstream or the rate limit store away). */
 export const SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS = 1;
