@@ -3,7 +3,7 @@ import { createContextKey, createContextValues, type ContextValues, type Interce
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
 import { deadlinePassed, sharedDeadline } from "./call-deadline.js";
-import { callWithToken, retryUnauthorized, withoutToken } from "./call-with-token.js";
+import { BEARER, callWithToken, retryUnauthorized, withoutToken } from "./call-with-token.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { gatewayCallKey } from "./gateway-call-options.js";
 import { protocolMismatchFrom } from "./protocol-mismatch.js";
@@ -184,4 +184,3 @@ async function* mappingErrors<T>(messages: AsyncIterable<T>, gateway: string, to
   }
 }
 
-const BEARER = "Bearer ";

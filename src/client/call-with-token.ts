@@ -69,7 +69,7 @@ export function withoutToken(error: unknown, token: string): unknown {
   for (const key of ["message", "rawMessage", "stack", "body"]) {
     try {
       const value = scrubbed[key];
-      if (typeof value === "string" && value.includes(token)) scrubbed[key] = value.split(token).join("[redacted]");
+      if (typeof value === "string" && value.includes(token)) scrubbed[key] = redactToken(value, token);
     } catch {
       // A frozen error, or a getter without a setter: left as it is, never replaced by a TypeError.
     }
@@ -148,4 +148,14 @@ function tokenDeadlinePassed(): ConnectionError {
 
 function canceled(signal: AbortSignal): ConnectError {
   return ConnectError.from(signal.reason, Code.Canceled);
+}
+
+/** The `Authorization` scheme the client sends its tokens with; a value's token is what follows it. */
+export const BEARER = "Bearer ";
+
+/** `text` with every copy of `token` — as sent, and as JSON may escape it (`/` as `\/`) — replaced by `[redacted]`. */
+export function redactToken(text: string, token: string): string {
+  let redacted = text;
+  for (const copy of new Set([token, token.replaceAll("/", "\\/")])) redacted = redacted.split(copy).join("[redacted]");
+  return redacted;
 }

@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { checkServiceName } from "./backend-service.js";
 import { currentCallScope } from "./call-scope.js";
 import { sharedDeadline } from "./call-deadline.js";
-import { callWithToken } from "./call-with-token.js";
+import { BEARER, callWithToken, redactToken } from "./call-with-token.js";
 import { ConfigurationError } from "../core/errors.js";
 import { connectionErrorFrom } from "./connection-error.js";
 import { GatewayResponseError } from "./gateway-response-error.js";
@@ -171,8 +171,6 @@ function queryString(query: GatewayRequestOptions["query"]): string {
   return params.toString();
 }
 
-const BEARER = "Bearer ";
-
 /**
  * The answer's JSON, or its GatewayResponseError — whose body and message
  * never hold the call's `token`: a copy an error answer quotes (a backend
@@ -181,9 +179,7 @@ const BEARER = "Bearer ";
 function parseAnswer<T>(describe: string, response: HttpResponse, token: string): T {
   const ok = response.status >= 200 && response.status <= 299;
   const received = response.body.toString("utf8");
-  // As sent, and as JSON may write it (a `/` escaped as `\/`).
-  let text = received;
-  if (!ok) for (const copy of new Set([token, token.replaceAll("/", "\\/")])) text = text.split(copy).join("[redacted]");
+  const text = ok ? received : redactToken(received, token);
   let json: unknown;
   let isJson = text.trim() !== "";
   if (isJson) {
