@@ -7,6 +7,7 @@
  */
 import type { Readable } from "node:stream";
 import { checkRequestHeaders } from "../signing/check-gateway-headers.js";
+import { utf8TextOf } from "../signing/identity-headers.js";
 import { verifyCheckedSignatureV2 } from "../signing/verify-gateway-signature-v2.js";
 import {
   canonicalRequestV2,
@@ -15,7 +16,6 @@ import {
   identityFromHeaders,
   readGatewayHeaders,
   stringToSign,
-  textFromOctets,
   verifyGatewaySignature,
   type CheckedGatewayHeaders,
   type GatewayRejectionReason,
@@ -158,7 +158,12 @@ class V1Head extends SignedHead {
     const { timestamp, signature = "", identity } = this.headers;
     // The ids as text (identityOf read them from their UTF-8 octets), the
     // path likewise: v1 signs the UTF-8 of each, as the Ruby gateway does.
-    const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath: textFromOctets(this.fullpath), bodySha256 };
+    // A target whose octets are not UTF-8 (raw over HTTP/2) has no such
+    // text; read as Latin-1 it would share its signature with the UTF-8 of
+    // that text (`/é` as E9 and as C3 A9), though a handler sees two paths.
+    const fullpath = utf8TextOf(this.fullpath);
+    if (fullpath === undefined) return "invalid_signature";
+    const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath, bodySha256 };
     if (verifyGatewaySignature(this.config.secrets, parts, signature)) return undefined;
     if (this.config.exposeRejectionReason) this.diagnostics = { canonicalRequest: canonicalOrUndefined(() => stringToSign(parts)) };
     return "invalid_signature";

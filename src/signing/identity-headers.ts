@@ -119,11 +119,21 @@ const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  * ```
  */
 export function textFromOctets(value: string): string {
+  return utf8TextOf(value) ?? value;
+}
+
+/**
+ * `value` (one character per octet) read as UTF-8, or `undefined` when its
+ * octets are not UTF-8. Unlike {@link textFromOctets}, one-to-one: what v1
+ * signs of a request-target, where the octets `E9` and `C3 A9` must not
+ * both read as "é".
+ */
+export function utf8TextOf(value: string): string | undefined {
   if (ASCII.test(value)) return value;
   try {
     return strictUtf8.decode(Buffer.from(value, "latin1"));
   } catch {
-    return value;
+    return undefined;
   }
 }
 

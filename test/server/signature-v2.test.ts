@@ -3,6 +3,8 @@
 // signed, a request id runs once, v1-only identity fields are not trusted
 // by default, and a replay store that fails never hangs a caller.
 import { Code, ConnectError, createClient, type ConnectRouter } from "@connectrpc/connect";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
@@ -262,6 +264,43 @@ describe("requests signed with v1 only (a Ruby gateway)", async () => {
       const scoped = await send(s, "connect", v1("connect", ada, "scope:read"));
       expect(scoped.status).toBe(200);
     });
+  });
+
+  it("a request-target's octets are bound one-to-one: E9 is not the C3 A9 that was signed (raw over HTTP/2)", async () => {
+    const auth = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true });
+    const seen: string[] = [];
+    const server = http2.createServer((req, res) => {
+      void auth.verifyNodeRequest(req, res).then((verified) => {
+        if (verified === undefined) return;
+        seen.push(Buffer.from(req.url, "latin1").toString("hex"));
+        res.end("ok");
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    running.push({ close: () => new Promise<void>((resolve) => server.close(() => resolve())) });
+    const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      // The gateway signed "/files/é" (v1 signs its UTF-8: C3 A9). Node's
+      // HTTP/2 client sends a header's characters as octets, one each.
+      const headers = signedHeaders(SECRET, { method: "GET", path: "/files/\u00e9" });
+      const get = (path: string) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const stream = session.request({ ":method": "GET", ":path": path, ...Object.fromEntries(headers) });
+          let status = 0;
+          let text = "";
+          stream.on("response", (h) => (status = Number(h[":status"])));
+          stream.on("data", (chunk: Buffer) => (text += chunk.toString()));
+          stream.on("end", () => resolve({ status, body: text }));
+          stream.on("error", reject);
+        });
+      expect(await get("/files/\u00c3\u00a9")).toEqual({ status: 200, body: "ok" });
+      const latin1 = await get("/files/\u00e9");
+      expect(latin1.status).toBe(403);
+      expect((JSON.parse(latin1.body) as { message: string }).message).toBe("invalid_signature");
+      expect(seen).toEqual([Buffer.from("/files/\u00e9", "utf8").toString("hex")]);
+    } finally {
+      session.close();
+    }
   });
 
   describe("requireSignatureV2: true", async () => {
