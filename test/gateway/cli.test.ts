@@ -71,6 +71,52 @@ describe("connect-gateway CLI", () => {
     }
   });
 
+  it("serve: a reader of its stdout that stopped reading can neither stall calls nor keep it from exiting on SIGTERM", async () => {
+    const routes = join(dir, "stalled-stdout.yaml");
+    writeFileSync(routes, `version: "1.0"\nbackends:\n  echo:\n    upstream: http://127.0.0.1:9\n`);
+    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", gatewayCli, "serve", "--routes", routes, "--port", "0"], {
+      env: { PATH: process.env.PATH ?? "", GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, GATEWAY_DRAIN_TIMEOUT_MS: "1000" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const killer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    let stdout = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.resume();
+    const ended = new Promise((resolve) => child.stdout.on("end", resolve));
+    let exitedAt = 0;
+    const exited = new Promise<number | null>((resolve) =>
+      child.on("exit", (code) => {
+        exitedAt = Date.now();
+        resolve(code);
+      }),
+    );
+    try {
+      const deadline = Date.now() + 10_000;
+      while (!/listening on http:\/\/127\.0\.0\.1:\d+/.test(stdout) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      const url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)?.[1] as string;
+      // From here on nobody reads: ~3,000 access lines are several times what a pipe holds.
+      child.stdout.pause();
+      for (let round = 0; round < 100; round++) {
+        const answers = await Promise.all(Array.from({ length: 30 }, () => fetch(`${url}/health`).then((r) => r.status)));
+        expect(answers.every((status) => status === 200)).toBe(true);
+      }
+      const sentAt = Date.now();
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      // The drain (1 s here) and at most 1 s of trying to write to the full pipe.
+      expect(exitedAt - sentAt).toBeLessThan(4_000);
+      child.stdout.resume();
+      await ended;
+      // What did get out is whole lines, in order.
+      const lines = stdout.split("\n").filter((line) => line.includes('"msg":"request completed"'));
+      expect(lines.length).toBeGreaterThan(50);
+      for (const line of lines) expect(() => JSON.parse(line) as unknown).not.toThrow();
+    } finally {
+      clearTimeout(killer);
+      child.kill("SIGKILL");
+    }
+  });
+
   it("serve: refuses a bad routes file with file, line and problem, and no stack", async () => {
     const routes = join(dir, "bad.yaml");
     writeFileSync(routes, `version: "1.0"\nroutes:\n  - path: /a\n    method: GET\n    proxy_upstream: $MISSING_URL\n    cache_ttl: 1 minute\n`);

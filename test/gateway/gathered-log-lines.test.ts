@@ -5,96 +5,195 @@ import { join } from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { GatheredLogLines, type LogDestination } from "../../packages/gateway/src/gathered-log-lines.js";
+import { GatheredLogLines, type WriteNow } from "../../packages/gateway/src/gathered-log-lines.js";
 
-/** A destination that records what it is handed. */
-function recording() {
-  const writes: string[] = [];
-  const calls: string[] = [];
-  const destination: LogDestination = {
-    write: (text) => writes.push(text),
-    flush: (callback) => {
-      calls.push("flush");
-      callback?.();
-    },
-    flushSync: () => calls.push("flushSync"),
+/**
+ * An output that records what it takes: everything, unless `room` says how
+ * many bytes it takes now (0: none, `EAGAIN`), or `fail` is set.
+ */
+function output() {
+  const state = { writes: [] as string[], room: Infinity, fail: undefined as string | undefined };
+  const writeNow: WriteNow = (bytes) => {
+    if (state.fail !== undefined) throw Object.assign(new Error(state.fail), { code: state.fail });
+    if (state.room === 0) throw Object.assign(new Error("EAGAIN"), { code: "EAGAIN" });
+    const taken = Math.min(bytes.length, state.room);
+    state.room -= taken;
+    state.writes.push(Buffer.from(bytes.subarray(0, taken)).toString());
+    return taken;
   };
-  return { destination, writes, calls };
+  return { writeNow, state };
 }
 
 const line = (i: number) => `{"level":30,"i":${i},"msg":"request completed"}\n`;
+const options = { blockLength: 1024, everyMs: 60_000, backlogLength: 64 * 1024, exitWaitMs: 1_000 };
+const until = async (condition: () => boolean) => {
+  const deadline = Date.now() + 2_000;
+  while (!condition() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+};
 
 describe("GatheredLogLines", () => {
-  it("hands lines over joined, in order, once a block's worth is gathered — one write per block, not per line", () => {
-    const { destination, writes } = recording();
-    const lines = new GatheredLogLines(destination, 1024, 60_000);
+  it("writes lines joined, in order, once a block's worth is gathered — one write per block, not per line", () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, options);
     const written: string[] = [];
-    while (writes.length < 10) {
+    while (state.writes.length < 10) {
       const next = line(written.length);
-      const before = writes.length;
+      const before = state.writes.length;
       lines.write(next);
       written.push(next);
-      if (writes.length === before) continue;
-      // Handed over just as the block reached 1,024 characters: the lines since the last block, joined.
-      const block = writes.at(-1) as string;
+      if (state.writes.length === before) continue;
+      // Written just as the block reached 1,024 characters: the lines since the last block, joined.
+      const block = state.writes.at(-1) as string;
       expect(block.length).toBeGreaterThanOrEqual(1024);
       expect(block.length - next.length).toBeLessThan(1024);
     }
     expect(written.length).toBeGreaterThan(10 * 20);
-    expect(writes.join("")).toBe(written.join(""));
+    expect(state.writes.join("")).toBe(written.join(""));
   });
 
-  it("hands a line over within the interval at low traffic", async () => {
-    const { destination, writes } = recording();
-    const lines = new GatheredLogLines(destination, 16 * 1024, 20);
-    lines.write(line(1));
-    expect(writes).toEqual([]);
-    const deadline = Date.now() + 2_000;
-    while (writes.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
-    expect(writes).toEqual([line(1)]);
+  it("an output that takes part of a block gets the rest later, in order, never twice", async () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, options);
+    state.room = 700;
+    const written: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      written.push(line(i));
+      lines.write(line(i));
+    }
+    expect(state.writes.join("")).toBe(written.join("").slice(0, 700));
+    state.room = Infinity;
+    lines.flush();
+    await until(() => state.writes.join("").length === written.join("").length);
+    expect(state.writes.join("")).toBe(written.join(""));
   });
 
-  it("flush and flushSync hand everything over first, then flush the destination", async () => {
-    const { destination, writes, calls } = recording();
-    const lines = new GatheredLogLines(destination, 16 * 1024, 60_000);
+  it("holds at most backlogLength while the output takes nothing, then drops lines and says how many once it takes them again", async () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, { ...options, backlogLength: 4 * 1024 });
+    state.room = 0;
+    for (let i = 0; i < 1_000; i++) lines.write(line(i));
+    lines.flush();
+    expect(state.writes).toEqual([]);
+    state.room = Infinity;
+    let flushed = false;
+    lines.flush(() => (flushed = true));
+    await until(() => flushed);
+    const all = state.writes.join("").split("\n").filter(Boolean);
+    const warning = all.at(-1) as string;
+    const kept = all.slice(0, -1);
+    const dropped = 1_000 - kept.length;
+    // The lines kept are the first ones, in order; the warning follows them.
+    expect(kept.map((l) => `${l}\n`).join("")).toBe(Array.from({ length: kept.length }, (_, i) => line(i)).join(""));
+    expect(JSON.parse(warning)).toMatchObject({ level: 40, msg: `dropped ${dropped} log lines: standard output was not being read` });
+    expect(dropped).toBeGreaterThan(800);
+  });
+
+  it("after dropping, takes lines again once the output does — even when nothing but the warning was waiting", async () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, { ...options, backlogLength: 1024 });
+    state.room = 0;
+    for (let i = 0; i < 100; i++) lines.write(line(i));
+    state.room = Infinity;
+    await until(() => state.writes.join("").includes("dropped"));
+    lines.write(line(1_000));
+    let flushed = false;
+    lines.flush(() => (flushed = true));
+    await until(() => flushed);
+    const all = state.writes.join("").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { i?: number; msg: string });
+    const warnings = all.filter((l) => l.i === undefined);
+    const dropped = warnings.reduce((n, l) => n + Number(/^dropped (\d+) log lines/.exec(l.msg)?.[1]), 0);
+    const kept = all.filter((l) => l.i !== undefined && l.i < 100);
+    expect(warnings.length).toBeGreaterThan(0);
+    expect(kept.length + dropped).toBe(100);
+    expect(all.at(-1)?.i).toBe(1_000);
+  });
+
+  it("writes a line within the interval at low traffic", async () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, { ...options, everyMs: 20 });
     lines.write(line(1));
-    await new Promise<void>((resolve) => lines.flush(() => resolve()));
-    expect(writes).toEqual([line(1)]);
-    expect(calls).toEqual(["flush"]);
-    lines.write(line(2));
-    lines.write(line(3));
+    expect(state.writes).toEqual([]);
+    await until(() => state.writes.length > 0);
+    expect(state.writes).toEqual([line(1)]);
+  });
+
+  it("flush calls back once the output took everything", async () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, options);
+    state.room = 10;
+    lines.write(line(1));
+    let flushed = false;
+    lines.flush(() => (flushed = true));
+    expect(flushed).toBe(false);
+    state.room = Infinity;
+    await until(() => flushed);
+    expect(state.writes.join("")).toBe(line(1));
+  });
+
+  it("an output that fails (EPIPE: its reader is gone) takes nothing more, and nothing throws", () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, options);
+    for (let i = 0; i < 100; i++) lines.write(line(i));
+    const before = state.writes.length;
+    state.fail = "EPIPE";
+    for (let i = 0; i < 100; i++) lines.write(line(i));
+    let flushed = false;
+    lines.flush(() => (flushed = true));
     lines.flushSync();
-    expect(writes).toEqual([line(1), line(2) + line(3)]);
-    expect(calls).toEqual(["flush", "flushSync"]);
+    state.fail = undefined;
+    lines.write(line(1));
+    lines.flush();
+    expect(state.writes).toHaveLength(before);
+    expect(flushed).toBe(true);
   });
 
-  describe("on stdout through pino, in a process of its own", () => {
+  describe("on stdout through pino, in a process of its own (gatheredStandardOutput)", () => {
     const dir = mkdtempSync(join(tmpdir(), "gathered-lines-"));
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
     const source = fileURLToPath(new URL("../../packages/gateway/src/gathered-log-lines.ts", import.meta.url));
 
-    // Logs `count` lines through pino into GatheredLogLines over stdout, then leaves as `end` says.
-    async function run(count: number, end: string): Promise<{ stdout: string; code: number | null }> {
+    /**
+     * Logs `count` lines through pino into gatheredStandardOutput(`options`),
+     * then leaves as `end` says. The parent starts reading its stdout after
+     * `readAfterMs`; `exitedAt` is when the child exited, read or not.
+     */
+    async function run(count: number, end: string, { readAfterMs = 0, options = "{}" } = {}) {
       const script = join(dir, `log-${Math.random().toString(36).slice(2)}.mts`);
       writeFileSync(
         script,
         `import pino from ${JSON.stringify(pathToFileURL(createRequire(source).resolve("pino")).href)};\n` +
-          `import { GatheredLogLines } from ${JSON.stringify(source)};\n` +
-          `const log = pino({ base: undefined, timestamp: false }, new GatheredLogLines(pino.destination({ dest: 1, minLength: 1 }), 16 * 1024, 60_000));\n` +
+          `import { gatheredStandardOutput } from ${JSON.stringify(source)};\n` +
+          `const log = pino({ base: undefined, timestamp: false }, gatheredStandardOutput(${options}));\n` +
           `for (let i = 0; i < ${count}; i++) log.info({ i }, "line");\n` +
           `${end}\n`,
       );
-      const child = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "pipe"], cwd: fileURLToPath(new URL("../../packages/gateway/", import.meta.url)) });
+      const startedAt = Date.now();
+      const child = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "pipe"] });
       let stdout = "";
+      let stderr = "";
       child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-      child.stderr.resume();
-      const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      child.stdout.pause();
+      const reading = setTimeout(() => child.stdout.resume(), readAfterMs);
+      const ended = new Promise((resolve) => child.stdout.on("end", resolve));
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      let exitedAt = 0;
+      const closed = new Promise((resolve) => child.on("close", resolve));
+      const code = await new Promise<number | null>((resolve) => {
+        child.on("exit", (c) => {
+          exitedAt = Date.now() - startedAt;
+          resolve(c);
+        });
+      });
+      await closed;
+      await ended;
       clearTimeout(killer);
-      return { stdout, code };
+      clearTimeout(reading);
+      return { stdout, stderr, code, exitedAt };
     }
 
-    const indexes = (stdout: string) => stdout.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { i: number }).i);
+    const parsed = (stdout: string) => stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { i?: number; msg: string });
+    const indexes = (stdout: string) => parsed(stdout).flatMap((l) => (l.i === undefined ? [] : [l.i]));
     const upTo = (n: number) => Array.from({ length: n }, (_, i) => i);
 
     it("writes every line, in order, when the process exits by itself with lines still gathered", async () => {
@@ -113,6 +212,41 @@ describe("GatheredLogLines", () => {
       const { stdout, code } = await run(700, `setImmediate(() => { throw new Error("boom"); });`);
       expect(code).toBe(1);
       expect(indexes(stdout)).toEqual(upTo(700));
+    });
+
+    it("a reader that stops reading cannot keep the process from exiting: it gives up after exitWaitMs, having written a gapless start", async () => {
+      // ~1 MB of lines, far more than a pipe holds; nobody reads for 6 s.
+      const { stdout, code, exitedAt } = await run(20_000, `setTimeout(() => process.exit(0), 300);`, { readAfterMs: 6_000, options: "{ exitWaitMs: 500 }" });
+      expect(code).toBe(0);
+      expect(exitedAt).toBeLessThan(5_000);
+      const seen = indexes(stdout);
+      expect(seen.length).toBeGreaterThan(100);
+      expect(seen.length).toBeLessThan(20_000);
+      expect(seen).toEqual(upTo(seen.length));
+    });
+
+    it("a reader that comes back within exitWaitMs gets every line, in order — the block that was in flight included", async () => {
+      const { stdout, code, exitedAt } = await run(20_000, `setTimeout(() => process.exit(0), 300);`, { readAfterMs: 800, options: "{ exitWaitMs: 5_000 }" });
+      expect(code).toBe(0);
+      expect(exitedAt).toBeLessThan(5_000);
+      expect(indexes(stdout)).toEqual(upTo(20_000));
+    });
+
+    it("holds at most backlogLength while nobody reads; the reader then learns how many lines were dropped, and gets the rest in order", async () => {
+      const { stdout, code } = await run(
+        20_000,
+        `setTimeout(() => { log.info({ i: 20_000 }, "after"); setTimeout(() => process.exit(0), 500); }, 2_000);`,
+        { readAfterMs: 1_000, options: "{ backlogLength: 64 * 1024 }" },
+      );
+      expect(code).toBe(0);
+      const lines = parsed(stdout);
+      const warning = lines.find((l) => l.msg.startsWith("dropped "));
+      const dropped = Number(/^dropped (\d+) log lines: standard output was not being read$/.exec(warning?.msg ?? "")?.[1]);
+      const seen = indexes(stdout);
+      expect(dropped).toBeGreaterThan(10_000);
+      expect(seen.length + dropped).toBe(20_001);
+      expect(seen.at(-1)).toBe(20_000);
+      expect(seen).toEqual([...seen].sort((a, b) => a - b));
     });
   });
 });

@@ -1,8 +1,8 @@
-import pino from "pino";
+import type pino from "pino";
 import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import type { ResolvedGatewayConfig } from "./gateway-config.js";
 import type { GatewayHttpError } from "./gateway-http-error.js";
-import { GatheredLogLines } from "./gathered-log-lines.js";
+import { gatheredStandardOutput } from "./gathered-log-lines.js";
 import { routePatternOf } from "./request-state.js";
 
 const PINO_WARN = 40;
@@ -229,23 +229,20 @@ export function gatewayLoggerOptions(logger: ResolvedGatewayConfig["logger"]): F
 
 /**
  * Where the gateway logs without a `stream` option: standard output, its
- * lines gathered and written 16 KiB at a time, and at least every 100 ms
- * (a write per line is a system call per request under load: ~6 % of the
- * gateway's CPU per request, measured; see GatheredLogLines for why the
- * gathering is not sonic-boom's own). Whatever is gathered is written on
- * exit, a crash included; only a SIGKILL can lose the last 100 ms of lines.
- * Written asynchronously: a stalled reader of stdout (a full pipe) must not
- * stall every call. One for the process, shared by every gateway in it, as
- * stdout is.
+ * lines gathered and written 16 KiB at a time, at least every 100 ms, all
+ * of them on exit (a crash included) — unless stdout's reader has stopped
+ * reading: then at most 16 MiB waits (later lines are dropped and counted)
+ * and the exit gives up after 1 s, so a stalled log reader can neither
+ * stall calls nor grow memory nor keep the gateway from exiting (see
+ * GatheredLogLines). A write per line would be a system call per request
+ * under load: ~6 % of the gateway's CPU per request, measured. One for the
+ * process, shared by every gateway in it, as stdout is.
  */
 function standardOutput(): pino.DestinationStream {
-  return (sharedStandardOutput ??= new GatheredLogLines(pino.destination({ dest: 1, minLength: 1 }), LOG_WRITE_LENGTH, LOG_FLUSH_MS));
+  return (sharedStandardOutput ??= gatheredStandardOutput());
 }
 
 let sharedStandardOutput: pino.DestinationStream | undefined;
-
-const LOG_WRITE_LENGTH = 16 * 1024;
-const LOG_FLUSH_MS = 100;
 
 /**
  * Logs an error the gateway answers with, at a level that matches whose

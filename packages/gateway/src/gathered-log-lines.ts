@@ -1,81 +1,230 @@
-import pino from "pino";
+import { writeSync } from "node:fs";
+import type pino from "pino";
 
-/** What {@link GatheredLogLines} hands its lines to: pino's asynchronous destination (sonic-boom). */
-export interface LogDestination {
-  write(text: string): unknown;
-  flush(callback?: (error?: Error) => void): void;
-  flushSync(): void;
+/**
+ * Writes what it can of `bytes` to the output without waiting and returns
+ * how many it took; throws `EAGAIN` when the output takes nothing now (a
+ * full pipe). `fs.writeSync` on a non-blocking descriptor.
+ */
+export type WriteNow = (bytes: Uint8Array) => number;
+
+/** How {@link GatheredLogLines} gathers, holds and, on exit, writes. */
+export interface GatheredLogLinesOptions {
+  /** Characters gathered before a block is written. */
+  readonly blockLength: number;
+  /** The longest a line waits at low traffic, in milliseconds. */
+  readonly everyMs: number;
+  /**
+   * Characters held while the output takes nothing (stdout's reader stopped
+   * reading); past it, lines are dropped and counted.
+   */
+  readonly backlogLength: number;
+  /** On exit, how long to keep trying to write what is held to an output that takes nothing. */
+  readonly exitWaitMs: number;
 }
 
 /**
- * Log lines gathered in memory and handed to an asynchronous destination a
- * block at a time: once {@link GatheredLogLines.gatherLength} characters are
- * waiting, at least every `everyMs` milliseconds, and all of them when the
- * process exits (a crash included: Node runs `exit` listeners then; only a
- * SIGKILL loses what is gathered).
+ * Log lines gathered in memory and written a block at a time: once
+ * {@link GatheredLogLinesOptions.blockLength} characters are waiting, at
+ * least every `everyMs` milliseconds, and what is held when the process
+ * exits (a crash included: Node runs `exit` listeners then).
  *
- * Why not sonic-boom's own `minLength`, which gathers too: it measures what
- * it holds with `Buffer.byteLength` on every line, which makes V8 copy the
- * growing text into one flat string each time — up to 16 KiB copied per
- * line while a write is in flight. Here a line costs an array push; the
- * block is joined once. And every asynchronous write goes through libuv's
- * thread pool at a fixed cost, so blocks of 16 KiB rather than 4 KiB make
- * four times fewer of them. Measured on a loop of 200,000 access lines to
- * stdout (`process.cpuUsage`, Node.js 24): ~8 µs of CPU per line through
- * `minLength: 4096`, ~4.5 µs through this.
+ * Written with `fs.writeSync` on standard output opened non-blocking (see
+ * {@link gatheredStandardOutput}): a write takes what the pipe has room for
+ * and returns at once; what it did not take waits, and is tried again every
+ * {@link RETRY_MS} ms. So the event loop never waits on a reader of stdout,
+ * and what is held is always known exactly — which the exit needs: it
+ * writes the rest itself.
+ *
+ * Why not pino's asynchronous destination (sonic-boom), which gathers too:
+ * - its `minLength` measures what it holds with `Buffer.byteLength` on every
+ *   line, which makes V8 copy the growing text into one flat string each
+ *   time (up to 16 KiB per line), and each write goes through libuv's
+ *   thread pool at a fixed cost. A loop of 200,000 access lines to stdout
+ *   (`process.cpuUsage`, Node.js 24) cost ~8 µs of CPU per line through
+ *   `minLength: 4096`; see the README for this writer's figure;
+ * - a reader that stops reading (a full pipe) made it hold every line in
+ *   memory, without bound, and on exit it retries such a pipe forever: the
+ *   process never exited. Here what waits is bounded (`backlogLength`;
+ *   past it lines are dropped, and a warning line says how many once
+ *   writing resumes), and the exit gives up after `exitWaitMs`;
+ * - an asynchronous write in flight when the process exits may or may not
+ *   have been written: the exit could only lose it or write it twice.
  */
 export class GatheredLogLines implements pino.DestinationStream {
   #lines: string[] = [];
   #length = 0;
+  /** Blocks waiting for the output, and their total length. */
+  #blocks: string[] = [];
+  #held = 0;
+  /** What the output has not taken of the block being written. */
+  #rest: Uint8Array | undefined = undefined;
+  #retry: NodeJS.Timeout | undefined = undefined;
+  #dropped = 0;
+  /** The output failed (EPIPE: nobody will read it again; or another error): lines are dropped from then on. */
+  #broken = false;
+  #flushed: (() => void)[] = [];
 
-  /**
-   * @param destination where blocks go; it should write every block it is
-   *   given (sonic-boom with `minLength: 1`: a `minLength` of 0 makes its
-   *   `flush(callback)` call back before the write is done).
-   * @param gatherLength characters gathered before a block is handed over.
-   * @param everyMs the longest a line waits at low traffic.
-   */
   constructor(
-    private readonly destination: LogDestination,
-    readonly gatherLength: number,
-    everyMs: number,
+    private readonly writeNow: WriteNow,
+    private readonly options: GatheredLogLinesOptions,
   ) {
-    setInterval(() => this.#handOver(), everyMs).unref();
-    // First among the listeners, so that pino's own (which ends or flushes
-    // the destination on the way out) sees every line.
+    setInterval(() => this.#handOver(), options.everyMs).unref();
     process.prependListener("beforeExit", () => this.#handOver());
-    process.prependListener("exit", () => {
-      try {
-        this.flushSync();
-      } catch {
-        // stdout closed or not writable: nothing left to do on the way out
-      }
-    });
+    process.prependListener("exit", () => this.flushSync());
   }
 
   write(line: string): void {
+    if (this.#broken) return;
     this.#lines.push(line);
     this.#length += line.length;
-    if (this.#length >= this.gatherLength) this.#handOver();
+    if (this.#length >= this.options.blockLength) this.#handOver();
   }
 
-  /** Hands what is gathered over now; `callback` once the destination wrote it (pino's `logger.flush`). */
+  /** Writes what is gathered now; `callback` once the output took all of it (pino's `logger.flush`). */
   flush(callback?: (error?: Error) => void): void {
+    if (callback !== undefined) {
+      if (this.#broken) return callback();
+      this.#flushed.push(callback);
+    }
     this.#handOver();
-    this.destination.flush(callback);
   }
 
-  /** Writes what is gathered, and what the destination still holds, synchronously. */
+  /**
+   * Writes everything held, waiting for an output that takes nothing
+   * (`EAGAIN`, a full pipe) at most `exitWaitMs`, then drops the rest. For
+   * the process's exit.
+   */
   flushSync(): void {
-    this.#handOver();
-    this.destination.flushSync();
+    clearTimeout(this.#retry);
+    this.#retry = undefined;
+    if (this.#broken) return;
+    // The lines dropped came after the blocks held, and before the lines gathered since.
+    const text = this.#blocks.join("") + this.#droppedWarning() + this.#lines.join("");
+    const bytes = this.#rest === undefined ? Buffer.from(text) : Buffer.concat([this.#rest, Buffer.from(text)]);
+    this.#blocks = [];
+    this.#held = 0;
+    this.#lines = [];
+    this.#length = 0;
+    this.#rest = undefined;
+    writeAll(this.writeNow, bytes, this.options.exitWaitMs);
   }
 
   #handOver(): void {
     const lines = this.#lines;
-    if (lines.length === 0) return;
-    this.#lines = [];
-    this.#length = 0;
-    this.destination.write(lines.length === 1 ? (lines[0] as string) : lines.join(""));
+    if (lines.length > 0) {
+      this.#lines = [];
+      this.#length = 0;
+      const block = lines.length === 1 ? (lines[0] as string) : lines.join("");
+      // Once dropping, drop until the warning is out: the lines kept and the
+      // warning stay in the order things happened.
+      if (this.#dropped > 0 || this.#held + block.length > this.options.backlogLength) this.#dropped += lines.length;
+      else {
+        this.#blocks.push(block);
+        this.#held += block.length;
+      }
+    }
+    if (this.#retry === undefined) this.#write();
   }
+
+  // Writes what waits until the output takes no more; then tries again later.
+  #write(): void {
+    for (;;) {
+      if (this.#broken) return;
+      if (this.#rest === undefined) {
+        if (this.#blocks.length === 0 && this.#dropped === 0) {
+          for (const callback of this.#flushed.splice(0)) callback();
+          return;
+        }
+        // Lines are dropped only while blocks are held: the warning follows them.
+        const text = (this.#blocks.length === 1 ? (this.#blocks[0] as string) : this.#blocks.join("")) + this.#droppedWarning();
+        this.#rest = Buffer.from(text);
+        this.#blocks = [];
+      }
+      let taken: number;
+      try {
+        taken = this.writeNow(this.#rest);
+      } catch (error) {
+        if (isFull(error)) return this.#retryLater();
+        this.#break();
+        return;
+      }
+      if (taken >= this.#rest.length) {
+        this.#rest = undefined;
+        this.#held = 0;
+        for (const block of this.#blocks) this.#held += block.length;
+      } else {
+        this.#rest = this.#rest.subarray(taken);
+        return this.#retryLater();
+      }
+    }
+  }
+
+  #retryLater(): void {
+    this.#retry = setTimeout(() => {
+      this.#retry = undefined;
+      this.#write();
+    }, RETRY_MS).unref();
+  }
+
+  // EPIPE (stdout's reader is gone for good) or another failure: drop what is held and all that follows.
+  #break(): void {
+    this.#broken = true;
+    this.#blocks = [];
+    this.#lines = [];
+    this.#rest = undefined;
+    for (const callback of this.#flushed.splice(0)) callback();
+  }
+
+  // A line saying how many were dropped since the last one said so ("" if none).
+  #droppedWarning(): string {
+    if (this.#dropped === 0) return "";
+    const line = `${JSON.stringify({ level: 40, time: Date.now(), msg: `dropped ${this.#dropped} log lines: standard output was not being read` })}\n`;
+    this.#dropped = 0;
+    return line;
+  }
+}
+
+/** How often what the output did not take is tried again, in milliseconds. */
+const RETRY_MS = 20;
+
+function isFull(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return code === "EAGAIN" || code === "EBUSY";
+}
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/** Writes all of `bytes`, waiting for an output that takes nothing at most `waitMs`; gives up on any other error. */
+function writeAll(writeNow: WriteNow, bytes: Uint8Array, waitMs: number): void {
+  const giveUpAt = Date.now() + waitMs;
+  let rest = bytes;
+  while (rest.length > 0) {
+    try {
+      rest = rest.subarray(writeNow(rest));
+    } catch (error) {
+      if (!isFull(error) || Date.now() >= giveUpAt) return;
+      Atomics.wait(pause, 0, 0, 5);
+    }
+  }
+}
+
+/**
+ * The gateway's standard output for log lines (see {@link GatheredLogLines}):
+ * 16 KiB blocks, at least every 100 ms, at most 16 MiB held while stdout is
+ * not read, at most 1 s spent on exit writing to a stdout that is not read.
+ */
+export function gatheredStandardOutput(options: Partial<GatheredLogLinesOptions> = {}): GatheredLogLines {
+  // Node opens a piped stdout non-blocking the first time `process.stdout`
+  // is read (libuv's pipe handle; a socket likewise); a child's stdout
+  // starts out blocking, and a write to a full pipe would then wait for the
+  // reader. A file or a terminal is written as `console.log` writes it.
+  void process.stdout.writable;
+  return new GatheredLogLines((bytes) => writeSync(1, bytes), {
+    blockLength: 16 * 1024,
+    everyMs: 100,
+    backlogLength: 16 * 1024 * 1024,
+    exitWaitMs: 1_000,
+    ...options,
+  });
 }
