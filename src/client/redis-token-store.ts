@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { assertDurationMs, assertFunction, assertNonEmptyString } from "../core/assertions.js";
+import { setAnswerBudget } from "../core/answer-budget.js";
 import { isStoredToken, type CoordinatedToken, type StoredToken, type TokenRefresh, type TokenStore } from "./token-store.js";
 
 /**
@@ -109,7 +110,7 @@ export function createRedisTokenStore(client: RedisTokenClient, options: RedisTo
   // error is reduced to its class and message, scrubbed of `secrets`).
   function command<T>(what: string, run: () => Promise<T>, secrets: readonly string[] = []): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(
+      const timer = setAnswerBudget(
         () => reject(new StoreFailure(what, `Redis did not answer within ${commandTimeoutMs} ms`)),
         commandTimeoutMs,
       );

@@ -1,3 +1,4 @@
+import { setAnswerBudget } from "../core/answer-budget.js";
 import type { GatewayRejectionReason } from "../signing/index.js";
 import type { GatewayAuthConfig } from "./gateway-auth-options.js";
 
@@ -38,7 +39,7 @@ function storeFailed(config: GatewayAuthConfig): BodyVerdict {
 // The store's answer, or a rejection after `ms`; a late answer or failure is dropped quietly.
 function bounded<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replay store did not answer within ${ms} ms`)), ms);
+    const timer = setAnswerBudget(() => reject(new Error(`replay store did not answer within ${ms} ms`)), ms);
     promise.then(
       (value) => {
         clearTimeout(timer);

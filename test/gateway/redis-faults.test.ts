@@ -121,7 +121,10 @@ async function expectFailedOpen(gw: Gateway, userId: string): Promise<void> {
     expect(call.ms).toBeLessThan(CALL_BUDGET_MS);
   }
   expect(await readyWithin(gw, 503, 1_500)).toBe(true);
+  // A readiness probe polling through the outage adds no warning of its own.
+  for (let i = 0; i < 5; i++) expect((await timedGet(gw, "/ready")).status).toBe(503);
   expect(outageWarnings(), JSON.stringify(logLines)).toHaveLength(1);
+  expect(logLines.filter((l) => l.level >= 40), JSON.stringify(logLines)).toHaveLength(1);
 }
 
 /** Once Redis is back: /ready 200 within 5 s, and the limit counts again (the fourth call of `user` refused). */

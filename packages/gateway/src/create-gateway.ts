@@ -271,10 +271,13 @@ export function createGateway(options: GatewayConfig): Gateway {
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
 
   app.get("/health", { config: { rateLimit: false } }, async () => ({ status: "ok" }));
-  app.get("/ready", { config: { rateLimit: false } }, async () => {
+  app.get("/ready", { config: { rateLimit: false } }, async (request, reply) => {
     // From the periodic health check (a write) (same budget as the rate limiter): /ready never waits on Redis longer than that.
     if (store && !(await store.ready())) {
-      throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable");
+      // Answered, not thrown: the outage is logged once by the store, and a
+      // readiness probe polling through it must not add a warning per poll
+      // (its access line still says 503).
+      return sendGatewayError(request, reply, new GatewayHttpError("SERVICE_UNAVAILABLE", "Rate limit store is unavailable"));
     }
     return { status: "ready" };
   });

@@ -154,7 +154,10 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
   const RedisStore = require("@fastify/rate-limit/store/RedisStore.js") as RedisStoreCtor;
   const redis = new Redis(url, {
     enableOfflineQueue: false,
-    commandTimeout: timeoutMs,
+    // The budget itself is ours (see setAnswerBudget): ioredis's own timer
+    // would fire first when the event loop runs late, failing answered
+    // commands. Its timeout only drops a command Redis never answers.
+    commandTimeout: Math.max(timeoutMs * 10, 5_000),
     maxRetriesPerRequest: 0,
     connectTimeout: Math.max(timeoutMs, 1_000),
     retryStrategy: (times) => Math.min(times * 50, MAX_RECONNECT_DELAY_MS),
@@ -237,7 +240,9 @@ export function connectRateLimitStore(url: string, log: FastifyBaseLogger, optio
   const guarded = (run: (cb: Callback) => void, cb: Callback) => {
     if (!available()) return settle(cb, failure("rate limit store unavailable"));
     let done = false;
-    const timer = setTimeout(() => finish(failure(new Error(`no answer within ${timeoutMs} ms`))), timeoutMs);
+    const timer = setAnswerBudget(() => {
+      if (!done) finish(failure(new Error(`no answer within ${timeoutMs} ms`)));
+    }, timeoutMs);
     const finish = (error: Error | null, result?: CountResult) => {
       if (done) return;
       done = true;
@@ -334,7 +339,20 @@ const HEALTH_KEY_TTL_MS = 60_000;
 function withinBudget<T>(promise: Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer = setAnswerBudget(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * A timer for how long Redis may take to answer that expires only once the
+ * I/O already received is handled (`setImmediate` runs after the event
+ * loop's poll phase, where a socket's pending data is read): a busy event
+ * loop runs timers late, and Redis's answer may be sitting unread in the
+ * socket — a plain timer would fail (or, with `closed`, refuse) a call
+ * that Redis answered in time. The library's replay and token stores use
+ * the same rule.
+ */
+function setAnswerBudget(onExpired: () => void, ms: number): NodeJS.Timeout {
+  return setTimeout(setImmediate, ms, onExpired);
 }
