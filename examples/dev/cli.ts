@@ -71,7 +71,7 @@ Serving. Point your own services at it:
   GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for backends behind this gateway)
 
 Try it:
-  TOKEN=$(curl -s -u '${client.clientId}:${client.clientSecret}' -d grant_type=client_credentials ${oauth.tokenUrl} | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')
+  TOKEN=$(curl -s -u '${client.clientId}:${client.clientSecret}' -d grant_type=client_credentials --data-urlencode 'scope=${client.scopes.join(" ")}' ${oauth.tokenUrl} | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')
   curl -s -H "Authorization: Bearer $TOKEN" ${gateway.url}/api/v1/agents
   npx buf curl --schema . --http2-prior-knowledge -H "Authorization: Bearer $TOKEN" \\
     --data '{"text":"hi"}' ${gateway.url}/backend/echo/example.v1.EchoService/Echo

@@ -56,7 +56,8 @@ export interface GatewayAuthOptions<User = unknown> {
   readonly exposeRejectionReason?: boolean;
   /**
    * Trust the identity headers without any signature: for tests that send
-   * `gatewayHeadersFor(user)`. Never enable it in production.
+   * `gatewayHeadersFor(user)`; `hmacSecret` is not needed then. Never enable
+   * it in production.
    */
   readonly skipVerification?: boolean;
   /** Looks up the local user for a verified identity; `undefined`/`null` when there is none. */
@@ -169,7 +170,11 @@ export function resolveGatewayAuthConfig<User>(
   if (onRejection !== undefined) assertFunction("onRejection", onRejection, { expected: "a function, or undefined" });
   if (now !== undefined) assertFunction("now", now, { expected: "a function, or undefined" });
   const clock = now ?? Date.now;
-  const secrets = secretsOf(options.hmacSecret);
+  const skipVerification = optionalBoolean("skipVerification", options.skipVerification, false);
+  // Nothing is verified with skipVerification, so no secret is needed then;
+  // one that is given must still be well-formed.
+  const secrets =
+    skipVerification && options.hmacSecret === undefined && !process.env.GATEWAY_HMAC_SECRET ? [] : secretsOf(options.hmacSecret);
   const { replayStore, onReplayStoreFailure } = options;
   if (replayStore !== undefined && typeof replayStore?.claim !== "function") {
     throw new InvalidOptionError("replayStore", "a ReplayStore (createMemoryReplayStore(), createRedisReplayStore(client))");
@@ -192,7 +197,7 @@ export function resolveGatewayAuthConfig<User>(
       options.exposeRejectionReason,
       process.env.NODE_ENV !== "production",
     ),
-    skipVerification: optionalBoolean("skipVerification", options.skipVerification, false),
+    skipVerification,
     resolveUser,
     onMissingUser,
     maxBodyBytes: positiveInteger("maxBodyBytes", options.maxBodyBytes, DEFAULT_MAX_BODY_BYTES, "bytes"),

@@ -29,7 +29,11 @@ export interface TestGatewayTransportOptions extends GatewaySigningOptions {
    * is signed, a gateway-controlled one (`X-User-*`, `X-Gateway-*`, …) dropped.
    */
   readonly interceptors?: Interceptor[];
-  /** HTTP/2 only: the connection to use (e.g. to `abort()` it after the test); one per transport by default. */
+  /**
+   * HTTP/2 only: the connection to use (e.g. to `abort()` it after the test).
+   * By default one per transport, closed after a second without a call, so
+   * that a test process exits once its service's server is closed.
+   */
   readonly sessionManager?: Http2SessionManager;
   /**
    * Sends each request once it is signed. Default: connect-node's client for
@@ -119,8 +123,14 @@ async function sendWithFetch(request: UniversalClientRequest): Promise<Universal
 
 const ASCII = /^[\x00-\x7f]*$/;
 
-// One HTTP/2 connection per transport, opened on first use.
+// One HTTP/2 connection per transport, opened on first use, and closed
+// after a second without a call. A test's last call would otherwise leave
+// the connection open for connect-node's default 15 minutes, and on Node.js
+// 22 the service's `server.close()` waits for it: the test process would
+// not exit. A call after that opens a new connection.
 function sessionFor(options: TestGatewayTransportOptions): () => Http2SessionManager {
   let manager = options.sessionManager;
-  return () => (manager ??= new Http2SessionManager(options.baseUrl));
+  return () => (manager ??= new Http2SessionManager(options.baseUrl, { idleConnectionTimeoutMs: TEST_IDLE_CONNECTION_MS }));
 }
+
+const TEST_IDLE_CONNECTION_MS = 1_000;

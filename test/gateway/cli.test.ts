@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -137,7 +137,17 @@ describe("connect-gateway CLI", () => {
   it("npm start (examples/dev/cli.ts): starts the stack, passes every step of the tour, prints what to point services at", async () => {
     // A secret set in the environment is kept (a developer's own backends hold it across restarts).
     const hmacSecret = "ab".repeat(32);
-    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], { GATEWAY_HMAC_SECRET: hmacSecret }, { until: /Ctrl-C stops everything/, script: demoCli });
+    // The token curl it prints gets a token with the client's scopes: a write through the gateway passes.
+    let agentsPost = 0;
+    const tryIt = async (printed: string) => {
+      const tokenLine = /TOKEN=\$\((curl [^\n]+)\)\n/.exec(printed)?.[1] as string;
+      const token = execFileSync("sh", ["-c", tokenLine], { encoding: "utf8" }).trim();
+      const gatewayUrl = /GATEWAY_URL=(\S+)/.exec(printed)?.[1] as string;
+      const res = await fetch(`${gatewayUrl}/api/v1/agents`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: '{"name":"try-it"}' });
+      agentsPost = res.status;
+    };
+    const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], { GATEWAY_HMAC_SECRET: hmacSecret }, { until: /Ctrl-C stops everything/, script: demoCli, whileRunning: tryIt });
+    expect(agentsPost).toBe(201);
     expect(stdout).toContain(`GATEWAY_HMAC_SECRET=${hmacSecret} `);
     for (const part of ["OAuth2 server", "echo backend", "agents backend", "gateway"]) {
       expect(stdout).toMatch(new RegExp(`✔ ${part} +http://127\\.0\\.0\\.1:\\d+`));

@@ -55,6 +55,15 @@ describe("configuration errors are thrown at construction", () => {
     expect(thrown(() => createGatewayAuth())).toBeInstanceOf(MissingHmacSecretError);
   });
 
+  it("needs no secret with skipVerification (nothing is verified), but refuses a malformed one there too", () => {
+    delete process.env.GATEWAY_HMAC_SECRET;
+    expect(() => createGatewayAuth({ skipVerification: true })).not.toThrow();
+    for (const hmacSecret of ["", [], ["ok", ""]] as unknown[]) {
+      expect(thrown(() => createGatewayAuth({ hmacSecret, skipVerification: true } as GatewayAuthOptions))).toBeInstanceOf(MissingHmacSecretError);
+    }
+    expect(thrown(() => createGatewayAuth({ skipVerification: false }))).toBeInstanceOf(MissingHmacSecretError);
+  });
+
   it("reads GATEWAY_HMAC_SECRET as one value (a comma is part of the secret)", async () => {
     process.env.GATEWAY_HMAC_SECRET = "a,b";
     const auth = createGatewayAuth({ exposeRejectionReason: true });

@@ -19,12 +19,19 @@ export interface CliResult {
 /**
  * Runs `script` with `args` and only `PATH` plus `env` in its environment,
  * until it exits — or, with `until`, until its output matches (then it gets
- * SIGTERM, as Ctrl-C would). Killed after 15 s.
+ * SIGTERM, as Ctrl-C would, once `whileRunning` is done with it). Killed
+ * after 15 s.
  */
 export function runCli(
   args: readonly string[],
   env: Readonly<Record<string, string>> = {},
-  options: { readonly until?: RegExp; readonly script?: string; readonly cwd?: string } = {},
+  options: {
+    readonly until?: RegExp;
+    readonly script?: string;
+    readonly cwd?: string;
+    /** Runs against the live process once `until` matched (its output so far). */
+    readonly whileRunning?: (stdout: string) => Promise<void>;
+  } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", options.script ?? gatewayCli, ...args], {
@@ -35,15 +42,22 @@ export function runCli(
     let stdout = "";
     let stderr = "";
     const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    let matched = false;
+    let failure: unknown;
     child.stdout.on("data", (chunk: Buffer) => {
       stdout += chunk.toString();
-      if (options.until?.test(stdout)) child.kill("SIGTERM");
+      if (matched || !options.until?.test(stdout)) return;
+      matched = true;
+      void (options.whileRunning?.(stdout) ?? Promise.resolve())
+        .catch((e: unknown) => (failure = e))
+        .finally(() => child.kill("SIGTERM"));
     });
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     child.on("error", reject);
     child.on("exit", (code) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      if (failure !== undefined) reject(failure as Error);
+      else resolve({ code, stdout, stderr });
     });
   });
 }

@@ -1,6 +1,8 @@
 import { Code, createClient, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { spawn } from "node:child_process";
 import type * as http from "node:http";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
@@ -126,10 +128,24 @@ describe("createTestGatewayTransport: a service test through the real verificati
   });
 });
 
+describe("createTestGatewayTransport over HTTP/2 in a test process", () => {
+  it("leaves no connection that keeps the process alive once the service's server is closed (Node.js 22 waits for it)", async () => {
+    const script = fileURLToPath(new URL("./fixtures/h2-test-then-close.mts", import.meta.url));
+    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", script], { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 8_000);
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on("exit", (c, s) => resolve([c, s])));
+    clearTimeout(killer);
+    expect({ code, signal, output: output.trim() }).toEqual({ code: 0, signal: null, output: "hi" });
+  });
+});
+
 describe("gatewayHeadersFor with skipVerification", () => {
   let server: RunningServer;
   beforeAll(async () => {
-    const auth = createGatewayAuth({ hmacSecret: "unused-in-this-mode", skipVerification: true, resolveUser: (id) => users.get(id.userId ?? "") });
+    const auth = createGatewayAuth({ skipVerification: true, resolveUser: (id) => users.get(id.userId ?? "") });
     server = await startServer(async (req, res) => {
       const verified = await auth.verifyNodeRequest(req, res);
       if (!verified) return;

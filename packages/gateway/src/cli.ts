@@ -62,10 +62,10 @@ ${DEV_TOKEN_DEFAULTS.issuer}. Use it as "Authorization: Bearer <token>".`,
     usage: `Usage: connect-gateway init --name order-history [--dir .] [--skip client,test]
 
 Writes a new service behind the gateway into --dir (default: the current folder; created if needed):
-package.json, tsconfig.json, buf.yaml and buf.gen.yaml, the proto with the backend option, the service
-(src/service.ts) and its server wired with createGatewayAuth and resolveUser / onMissingUser stubs
-(src/server.ts), a client calling it through the gateway (src/client.ts), a test calling it as the
-gateway would (test/service.test.ts), and a README. Then: npm install && npm test. --skip leaves out
+package.json, tsconfig.json, .gitignore, buf.yaml and buf.gen.yaml, the proto with the backend option,
+the service (src/service.ts) and its server wired with createGatewayAuth and resolveUser / onMissingUser
+stubs (src/server.ts), a client calling it through the gateway (src/client.ts), a test calling it as the
+gateway would (test/service.test.ts), a routes.yaml for the gateway, and a README. Then: npm install && npm test. --skip leaves out
 client and/or test. It never overwrites a file: if any exists, it writes nothing.`,
     flags: ["name", "dir", "skip"],
   },
@@ -287,7 +287,8 @@ function init(values: { name?: string; dir?: string; skip?: string }): void {
     const next = skip.includes("test") ? "npm run typecheck" : "npm test";
     console.log(
       `Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && ${next}\n` +
-        "(Until connect-gateway is on the npm registry, install its tarball first: npm install <checkout>/connect-gateway-<version>.tgz)",
+        "(Until connect-gateway is on the npm registry, install both tarballs in one command instead of the first `npm install`:\n" +
+        ` npm install <checkout>/connect-gateway-${version()}.tgz <checkout>/connect-gateway-gateway-${version()}.tgz)`,
     );
   } catch (e) {
     if (e instanceof ScaffoldError) throw e.flag !== undefined ? new UsageError(e.message) : new CommandFailure(e.message);
