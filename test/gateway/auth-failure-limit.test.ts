@@ -231,13 +231,24 @@ describe("failed-authentication budget in Redis", () => {
     return server;
   }
 
+  // A gateway just started is ready once its first Redis health check passed:
+  // within moments, not necessarily within /ready's own 100 ms budget on a busy machine.
+  async function readyStatus(gateway: Gateway): Promise<number> {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const { status } = await fetch(`${gateway.url}/ready`);
+      if (status === 200 || Date.now() > deadline) return status;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
   it("is shared by the gateway instances of one Redis", { timeout: TEST_TIMEOUT }, async () => {
     const { url } = await startRedis();
     const config = { rateLimit: { max: 1000, redisUrl: url }, authFailureLimit: { max: 10 } };
     const first = await startGateway(config);
     const second = await startGateway(config);
     // Both have Redis before the counting starts (fail-open otherwise).
-    for (const g of [first, second]) expect((await fetch(`${g.url}/ready`)).status).toBe(200);
+    for (const g of [first, second]) expect(await readyStatus(g)).toBe(200);
     const before = proxy.count;
     for (let i = 0; i < 10; i++) expect((await call(i % 2 === 0 ? first : second, madeUpToken())).status).toBe(401);
     expectRetryAfterWithin(await call(first, madeUpToken()), 60);
@@ -248,7 +259,7 @@ describe("failed-authentication budget in Redis", () => {
   it("follows the rate limit's Redis failure policy: closed refuses unverified tokens with 503, unvalidated", { timeout: TEST_TIMEOUT }, async () => {
     const { url, child } = await startRedis();
     const gateway = await startGateway({ rateLimit: { max: 1000, redisUrl: url, onRedisFailure: "closed" } });
-    expect((await fetch(`${gateway.url}/ready`)).status).toBe(200);
+    expect(await readyStatus(gateway)).toBe(200);
     const known = await validToken();
     expect((await call(gateway, known)).status).toBe(200);
     await new Promise<void>((resolve) => {
