@@ -52,6 +52,11 @@ describe("forwarded paths", () => {
     "/backend/up/%09tab",
     "/backend/up/x%7F",
     "/backend/up/caf%C3%A9%1f",
+    // Separators a backend that decodes before routing would act on: an escaped backslash, dot pieces between escaped slashes.
+    "/backend/up/a%5c..%5cb",
+    "/backend/up/dom%5Cuser",
+    "/backend/up/a%2F..%2F..%2Finternal",
+    "/backend/up/a%2f.%2fb",
     // A fragment: never part of a request-target; URL parsing would drop it from what is signed.
     "/backend/up/a#x?y=1",
     "/backend/up/a?y=1#x",
@@ -64,7 +69,7 @@ describe("forwarded paths", () => {
   });
 
   it.each([
-    ["/backend/up/a%5c..%5cb", "/base/a%5c..%5cb"],
+    ["/backend/up/a%2Fb", "/base/a%2Fb"],
     ["/backend/up/caf%C3%A9/x%20y", "/base/caf%C3%A9/x%20y"],
     ["/backend/up/", "/base/"],
   ])("forwards %s as %s, signed", async (target, forwarded) => {

@@ -50,18 +50,44 @@ describe("createRouteParameterGuard", () => {
       "adm\u0131n", // a dotless ı: Java's equalsIgnoreCase folds it to i
       "\uff41dmin", // a full-width a: NFKC folds it to a
       "\uff21\uff24\uff2d\uff29\uff2e",
-      "admin\\x", // sent as admin%5Cx: a Windows server reads admin/x
       "admin\u200b", // a zero-width space some normalisers drop
       "ad\u00admin", // a soft hyphen
     ];
     for (const id of refused) {
       expect([id, guard("/api/v1/users/:id", { id })]).toEqual([id, "shadows_static"]);
     }
+    // Sent as admin%5Cx: a Windows server reads admin/x — a separator, like an encoded slash.
+    expect(guard("/api/v1/users/:id", { id: "admin\\x" })).toBe("encoded_slash");
+    expect(guard("/api/v1/users/:id", { id: "x\\..\\admin" })).toBe("encoded_slash");
     expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "me" })).toBeUndefined(); // the exact spelling
     expect(guard("/api/v1/orgs/:org/users/:id", { org: "o1", id: "ME.json" })).toBe("shadows_static");
     for (const id of ["42.json", "admins.json", "x.admin", "%zz", "%2542", "caf\u00e9", "\u00e0dmin", "adm1n"]) {
       expect([id, guard("/api/v1/users/:id", { id })]).toEqual([id, undefined]);
     }
+  });
+});
+
+describe("createRouteParameterGuard: static siblings with a suffix, parameters inside a segment", () => {
+  const guard = createRouteParameterGuard(["/users/admin.json", "/users/:id", "/reports/admin.json", "/reports/:name.json", "/keys/root-key", "/keys/:a-:b"]);
+
+  it("reads a static sibling as leniently as the value: ADMIN.json and admin both read as admin.json's admin", () => {
+    for (const id of ["ADMIN.json", "Admin.JSON", "admin.JSON", "admin.json ", "admin.json;x", "admin", "ADMIN", "admin.xml"]) {
+      expect([id, guard("/users/:id", { id })]).toEqual([id, "shadows_static"]);
+    }
+    expect(guard("/users/:id", { id: "admin.json" })).toBeUndefined(); // the exact spelling
+    expect(guard("/users/:id", { id: "42.json" })).toBeUndefined();
+  });
+
+  it("checks a segment that holds a parameter and text as a whole: {name}.json, {a}-{b}", () => {
+    for (const name of ["ADMIN", "Admin", "admin;x", "admin ", "%41dmin"]) {
+      expect([name, guard("/reports/:name.json", { name })]).toEqual([name, "shadows_static"]);
+    }
+    expect(guard("/reports/:name.json", { name: "q3" })).toBeUndefined();
+    expect(guard("/keys/:a-:b", { a: "ROOT", b: "KEY" })).toBe("shadows_static");
+    expect(guard("/keys/:a-:b", { a: "Root", b: "key" })).toBe("shadows_static");
+    expect(guard("/keys/:a-:b", { a: "root", b: "key" })).toBeUndefined(); // the exact spelling
+    expect(guard("/keys/:a-:b", { a: "user", b: "7" })).toBeUndefined();
+    expect(guard("/keys/:a-:b", { a: "", b: "7" })).toBe("empty");
   });
 });
 
@@ -91,7 +117,7 @@ function lenientReading(value: string): string {
 }
 
 describe("createRouteParameterGuard, against the rule stated directly", () => {
-  const segment = fc.constantFrom("a", "b", "B", "admin", "ADMIN", "me", ":id", ":org", "*");
+  const segment = fc.constantFrom("a", "b", "B", "admin", "ADMIN", "admin.json", "me", ":id", ":org", "*");
   const pattern = fc.array(segment, { minLength: 1, maxLength: 4 }).map((segments) => `/${segments.join("/")}`);
 
   it("refuses exactly the lenient readings of the statics the rule names, empty values and slashes", () => {
@@ -108,10 +134,11 @@ describe("createRouteParameterGuard, against the rule stated directly", () => {
             for (const other of segments) if (other.startsWith(":")) params[other.slice(1)] = "zz-harmless";
             params[name] = value;
             const statics = referenceSiblings(patterns, p, index);
-            const folded = new Set([...statics].map((x) => x.toLowerCase()));
+            const lenient = new Set([...statics].map(lenientReading));
             // Two parameters of one name in one pattern share their value: skip that shape.
             if (segments.filter((x) => x === s).length > 1) return;
-            const expected = value === "" ? "empty" : value.includes("/") ? "encoded_slash" : folded.has(lenientReading(value)) && !statics.has(value) ? "shadows_static" : undefined;
+            const expected =
+              value === "" ? "empty" : value.includes("/") || value.includes("\\") ? "encoded_slash" : lenient.has(lenientReading(value)) && !statics.has(value) ? "shadows_static" : undefined;
             expect(guard(p, params)).toBe(expected);
           });
         }
@@ -122,7 +149,14 @@ describe("createRouteParameterGuard, against the rule stated directly", () => {
 });
 
 const yaml = routesFileText({
-  routes: [route("GET", "/api/v1/users/admin", { scopes: ["admin"] }), route("GET", "/api/v1/users/{id}", { scopes: ["read"] })],
+  routes: [
+    route("GET", "/api/v1/users/admin", { scopes: ["admin"] }),
+    route("GET", "/api/v1/users/{id}", { scopes: ["read"] }),
+    route("GET", "/api/v1/files/admin.json", { scopes: ["admin"] }),
+    route("GET", "/api/v1/files/{id}", { scopes: ["read"] }),
+    route("GET", "/api/v1/reports/admin.json", { scopes: ["admin"] }),
+    route("GET", "/api/v1/reports/{name}.json", { scopes: ["read"] }),
+  ],
 });
 
 function get(url: string, target: string, token: string): Promise<number> {
@@ -152,6 +186,10 @@ describe("route parameters through the gateway", () => {
   it("a read-scoped caller reaches {id}, not the admin route", async () => {
     expect(await get(gateway.url, "/api/v1/users/42", readOnly)).toBe(200);
     expect(await get(gateway.url, "/api/v1/users/admin", readOnly)).toBe(403);
+    expect(await get(gateway.url, "/api/v1/files/42.json", readOnly)).toBe(200);
+    expect(await get(gateway.url, "/api/v1/files/admin.json", readOnly)).toBe(403);
+    expect(await get(gateway.url, "/api/v1/reports/q3.json", readOnly)).toBe(200);
+    expect(await get(gateway.url, "/api/v1/reports/admin.json", readOnly)).toBe(403);
   });
 
   it.each([
@@ -177,6 +215,15 @@ describe("route parameters through the gateway", () => {
     "/api/v1/users/%EF%BD%81dmin",
     "/api/v1/users/admin%5C",
     "/api/v1/users/admin%E2%80%8B",
+    "/api/v1/users/x%5C..%5Cadmin",
+    // A static sibling with a suffix, and a parameter that shares its segment with text.
+    "/api/v1/files/ADMIN.json",
+    "/api/v1/files/Admin.JSON",
+    "/api/v1/files/admin.json%20",
+    "/api/v1/files/admin.json;x",
+    "/api/v1/reports/ADMIN.json",
+    "/api/v1/reports/admin;x.json",
+    "/api/v1/reports/admin%20.json",
   ])(
     "%s is refused (404) and never forwarded",
     async (target) => {

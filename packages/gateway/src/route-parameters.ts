@@ -36,12 +36,20 @@ export type RouteParameterGuard = (
 ) => RouteParameterProblem | undefined;
 
 interface PatternRule {
-  /** Parameter name → the static segments its position competes with, as written and lower-cased. */
-  readonly siblings: ReadonlyMap<string, { readonly exact: ReadonlySet<string>; readonly folded: ReadonlySet<string> }>;
+  /** The segments with a parameter that compete with static segments at their position. */
+  readonly contested: readonly ContestedSegment[];
   readonly names: readonly string[];
 }
 
-const WHOLE_PARAMETER = /^:([A-Za-z_][A-Za-z0-9_]*)$/;
+interface ContestedSegment {
+  /** The segment as the router holds it: `:id`, `:name.json`, `:a-:b`. */
+  readonly pattern: string;
+  /** The static segments at its position, as written. */
+  readonly exact: ReadonlySet<string>;
+  /** The same, as a lenient backend reads them (see leniently). */
+  readonly lenient: ReadonlySet<string>;
+}
+
 const ANY_PARAMETER = /:([A-Za-z_][A-Za-z0-9_]*)/g;
 
 /**
@@ -69,11 +77,12 @@ export function createRouteParameterGuard(patterns: readonly string[]): RoutePar
     for (const name of rule.names) {
       const value = params[name];
       if (value === undefined || value === "") return "empty";
-      if (value.includes("/")) return "encoded_slash";
-      const statics = rule.siblings.get(name);
-      if (statics !== undefined && !statics.exact.has(value) && readsAsOneOf(value, statics.folded)) {
-        return "shadows_static";
-      }
+      if (value.includes("/") || value.includes("\\")) return "encoded_slash";
+    }
+    for (const segment of rule.contested) {
+      // The request's segment, put back together from the parameters the router read.
+      const value = segment.pattern.replace(ANY_PARAMETER, (_, name: string) => params[name] as string);
+      if (!segment.exact.has(value) && readsAsOneOf(value, segment.lenient)) return "shadows_static";
     }
     return undefined;
   };
@@ -84,17 +93,18 @@ function ruleOf(root: SegmentNode, pattern: string): PatternRule | null {
   const names = [...pattern.matchAll(ANY_PARAMETER)].map((m) => m[1] as string);
   if (names.length === 0) return null;
   const segments = pattern.split("/");
-  const siblings = new Map<string, { exact: Set<string>; folded: Set<string> }>();
+  const contested: ContestedSegment[] = [];
   segments.forEach((segment, index) => {
-    const name = WHOLE_PARAMETER.exec(segment)?.[1];
-    if (name === undefined) return;
+    if (!segment.includes(":")) return;
     const exact = new Set<string>();
     for (const node of root.reachable(segments, index)) {
       for (const candidate of node.staticChildren()) exact.add(candidate);
     }
-    if (exact.size > 0) siblings.set(name, { exact, folded: new Set([...exact].map((s) => s.toLowerCase())) });
+    // A static sibling is read as leniently as the request: `admin.json` and
+    // `ADMIN.json` both read as `admin` to a backend with format suffixes.
+    if (exact.size > 0) contested.push({ pattern: segment, exact, lenient: new Set([...exact].map(leniently)) });
   });
-  return { siblings, names };
+  return { contested, names };
 }
 
 /**
@@ -118,15 +128,15 @@ function leniently(value: string): string {
 }
 
 /**
- * True when a lenient backend may read `value` as one of `folded` (see
+ * True when a lenient backend may read `value` as one of `lenient` (see
  * leniently); a value that still holds a `%` is also read decoded once more
  * (a backend that decodes twice reads `%2561dmin` as `admin`).
  */
-function readsAsOneOf(value: string, folded: ReadonlySet<string>): boolean {
-  if (folded.has(leniently(value))) return true;
+function readsAsOneOf(value: string, lenient: ReadonlySet<string>): boolean {
+  if (lenient.has(leniently(value))) return true;
   if (!value.includes("%")) return false;
   try {
-    return folded.has(leniently(decodeURIComponent(value)));
+    return lenient.has(leniently(decodeURIComponent(value)));
   } catch {
     return false;
   }
@@ -171,7 +181,7 @@ class SegmentNode {
   #onlySegment: string | undefined;
   #onlyChild: SegmentNode | undefined;
   #children: Map<string, SegmentNode> | undefined;
-  // The children whose segment is a parameter (`:id`), also among the others.
+  // The children whose segment holds a parameter (`:id`, `:name.json`), also among the others.
   #parameterChildren: SegmentNode[] | undefined;
 
   add(segments: readonly string[]): void {
@@ -186,7 +196,7 @@ class SegmentNode {
           node.#children = new Map([[node.#onlySegment as string, node.#onlyChild], [segment, child]]);
           [node.#onlySegment, node.#onlyChild] = [undefined, undefined];
         }
-        if (segment.startsWith(":")) (node.#parameterChildren ??= []).push(child);
+        if (segment.includes(":")) (node.#parameterChildren ??= []).push(child);
       }
       node = child;
     }
@@ -208,7 +218,7 @@ class SegmentNode {
       const segment = segments[i] as string;
       const next = new Set<SegmentNode>();
       for (const node of level) {
-        if (segment.startsWith(":")) {
+        if (segment.includes(":")) {
           for (const [, child] of node.#entries()) next.add(child);
           continue;
         }

@@ -450,7 +450,8 @@ function forwardedTarget(rawUrl: string, route: ForwardingRoute, origin: string)
 }
 
 /**
- * URL parsing resolves `.` and `..` segments, `%2e%2e` and `\` included, which
+ * URL parsing resolves `.` and `..` segments, `%2e%2e` and `\` included (and a
+ * backend that decodes before routing, `%2F..%2F` and `%5C`), which
  * would let a caller climb out of an upstream's base path or off the route it
  * was authorised for: such paths are refused rather than normalised, and so
  * is a target with a fragment (`#`), a path that does not percent-decode, and one with a control character,
@@ -495,7 +496,12 @@ function isDecodableQuery(target: string): boolean {
 const SLASH = 0x2f;
 const DOT = 0x2e;
 
-/** True unless `target[start, stop)` is `.` or `..`, literally or percent-encoded, does not decode, or holds a control character. */
+/**
+ * True unless `target[start, stop)` is `.` or `..`, literally or
+ * percent-encoded, does not decode, holds a control character or an escaped
+ * `\` (read as `/` by Windows servers), or decodes to pieces `.` or `..`
+ * between escaped slashes.
+ */
 function isPlainSegment(target: string, start: number, stop: number): boolean {
   const percent = target.indexOf("%", start);
   if (percent === -1 || percent >= stop) {
@@ -515,7 +521,10 @@ function isPlainSegment(target: string, start: number, stop: number): boolean {
   } catch {
     return false;
   }
-  return decoded !== "." && decoded !== ".." && !CONTROL.test(decoded);
+  if (decoded === "." || decoded === ".." || CONTROL.test(decoded) || decoded.includes("\\")) return false;
+  // An escaped `/` is data to a strict backend, but one that decodes before
+  // it routes reads `a%2F..%2F..%2Fadmin` as `a/../../admin`: no such piece.
+  return !decoded.includes("/") || decoded.split("/").every((piece) => piece !== "." && piece !== "..");
 }
 
 /** C0 controls and DEL. */
