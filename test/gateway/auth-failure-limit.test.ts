@@ -217,6 +217,30 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     expect((await call(gateway, madeUpToken())).status).toBe(401);
   });
 
+  it("an introspection endpoint that fails (503, 429) is left alone for a second: a spray of made-up tokens cannot keep it busy", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway({ authFailureLimit: { max: 10 } });
+    for (const status of [503, 429]) {
+      proxy.failWith = status;
+      const before = proxy.count;
+      const started = Date.now();
+      try {
+        for (let round = 0; round < 30; round++) {
+          const answers = await Promise.all(Array.from({ length: 10 }, () => call(gateway, madeUpToken())));
+          for (const answer of answers) expect(answer.status).toBe(503);
+        }
+      } finally {
+        proxy.failWith = undefined;
+      }
+      // At most one round of 10 concurrent calls per second reaches the endpoint (300 did before).
+      const seconds = Math.ceil((Date.now() - started) / 1_000);
+      expect(proxy.count - before).toBeLessThanOrEqual(10 * (seconds + 1));
+      expect(proxy.count - before).toBeLessThan(100);
+      // Once the pause is over, the endpoint is asked again: a valid token passes.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      expect((await call(gateway, await validToken())).status).toBe(200);
+    }
+  });
+
   it("is off with authFailureLimit: false", { timeout: TEST_TIMEOUT }, async () => {
     const gateway = await startGateway({ authFailureLimit: false });
     const answers = await Promise.all(Array.from({ length: 30 }, () => call(gateway, madeUpToken())));

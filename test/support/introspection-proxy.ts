@@ -12,6 +12,8 @@ export interface IntrospectionProxy {
   readonly count: number;
   /** When set, rewrites each (JSON) answer on its way back; otherwise answers pass as they are. */
   rewrite: ((body: Record<string, unknown>) => Record<string, unknown>) | undefined;
+  /** When set, answers every request with this status (an outage, an overload) instead of forwarding it. */
+  failWith: number | undefined;
   close(): Promise<void>;
 }
 
@@ -23,6 +25,10 @@ export async function startIntrospectionProxy(introspectionUrl: string, holdMs: 
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     await new Promise((resolve) => setTimeout(resolve, holdMs));
+    if (proxy.failWith !== undefined) {
+      res.writeHead(proxy.failWith, { "content-type": "application/json" }).end('{"error":"temporarily_unavailable"}');
+      return;
+    }
     const answer = await fetch(introspectionUrl, {
       method: "POST",
       headers: { authorization: String(req.headers.authorization), "content-type": String(req.headers["content-type"]) },
@@ -39,6 +45,7 @@ export async function startIntrospectionProxy(introspectionUrl: string, holdMs: 
       return count;
     },
     rewrite: undefined,
+    failWith: undefined,
     close: () => closeServer(server),
   };
   return proxy;

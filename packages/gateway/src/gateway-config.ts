@@ -179,7 +179,7 @@ export const GATEWAY_DEFAULTS = {
     clockToleranceSeconds: 5,
     cacheMs: 30_000,
     jwks: { algorithms: ["RS256", "ES256"], refetchCooldownMs: 30_000, maxAgeMs: 600_000, timeoutMs: 5_000, failureCooldownMs: 5_000 },
-    introspection: { timeoutMs: 5_000, negativeCacheMs: 10_000 },
+    introspection: { timeoutMs: 5_000, negativeCacheMs: 10_000, failureCooldownMs: 1_000 },
   },
 } as const;
 
@@ -558,6 +558,12 @@ function resolveTokens(tokens: TokenValidationOptions | undefined): ResolvedToke
         "tokens.introspection.negativeCacheMs",
         introspection.negativeCacheMs,
         defaults.introspection.negativeCacheMs,
+        true,
+      ),
+      failureCooldownMs: optionalMs(
+        "tokens.introspection.failureCooldownMs",
+        introspection.failureCooldownMs,
+        defaults.introspection.failureCooldownMs,
         true,
       ),
     };

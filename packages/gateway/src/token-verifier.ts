@@ -99,6 +99,16 @@ export interface IntrospectionOptions {
    * hash). Default 10 s; 0 disables.
    */
   readonly negativeCacheMs?: number;
+  /**
+   * After the endpoint failed (unreachable, late, an error status such as
+   * 429 or 503, garbage), it is not asked again for this many ms: a token not
+   * already verified gets `SERVICE_UNAVAILABLE` at once. An overloaded
+   * authorization server is then not met with one request per call — nor can
+   * a spray of made-up tokens keep it overloaded (the failed-authentication
+   * budget gives a unit back when the verifier could not decide). Default
+   * 1 s; 0 disables the pause.
+   */
+  readonly failureCooldownMs?: number;
 }
 
 /** Which tokens the gateway accepts. At least one of the three. */
@@ -381,8 +391,21 @@ function createIntrospection(
 ): (token: string) => Promise<TokenClaims> {
   const authorization = basicAuthorization(options.clientId, options.clientSecret);
   const audiences = options.audience;
+  // Until when the endpoint is left alone after a failure (see failureCooldownMs).
+  let pausedUntil = 0;
   return async (token) => {
-    const claims = await postIntrospection(options, authorization, token);
+    if (pausedUntil > Date.now()) {
+      throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token introspection is unavailable", {
+        cause: new Error(`the introspection endpoint failed less than ${options.failureCooldownMs} ms ago`),
+      });
+    }
+    let claims: Record<string, unknown>;
+    try {
+      claims = await postIntrospection(options, authorization, token);
+    } catch (e) {
+      if (options.failureCooldownMs > 0) pausedUntil = Date.now() + options.failureCooldownMs;
+      throw e;
+    }
     if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
     if (typeof claims.token_type === "string" && claims.token_type.toLowerCase() === "refresh_token") {
       throw new GatewayHttpError("UNAUTHORIZED", "A refresh token is not an access token");
