@@ -108,6 +108,18 @@ describe("GatheredLogLines", () => {
     expect(all.at(-1)?.i).toBe(1_000);
   });
 
+  it("a block handed over while a retry is due is tried at once: a pipe that has room again is not left waiting for the timer", () => {
+    const { writeNow, state } = output();
+    const lines = new GatheredLogLines(writeNow, options);
+    state.room = 0;
+    for (let i = 0; i < 30; i++) lines.write(line(i));
+    expect(state.writes).toEqual([]);
+    state.room = Infinity;
+    for (let i = 30; i < 60; i++) lines.write(line(i));
+    expect(state.writes.join("")).toBe(Array.from({ length: 60 }, (_, i) => line(i)).join("").slice(0, state.writes.join("").length));
+    expect(state.writes.join("").length).toBeGreaterThan(2 * 1024);
+  });
+
   it("writes a line within the interval at low traffic", async () => {
     const { writeNow, state } = output();
     const lines = new GatheredLogLines(writeNow, { ...options, everyMs: 20 });
@@ -243,7 +255,7 @@ describe("GatheredLogLines", () => {
       const warning = lines.find((l) => l.msg.startsWith("dropped "));
       const dropped = Number(/^dropped (\d+) log lines: standard output was not being read$/.exec(warning?.msg ?? "")?.[1]);
       const seen = indexes(stdout);
-      expect(dropped).toBeGreaterThan(10_000);
+      expect(dropped).toBeGreaterThan(0);
       expect(seen.length + dropped).toBe(20_001);
       expect(seen.at(-1)).toBe(20_000);
       expect(seen).toEqual([...seen].sort((a, b) => a - b));

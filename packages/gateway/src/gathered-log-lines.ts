@@ -124,7 +124,9 @@ export class GatheredLogLines implements pino.DestinationStream {
         this.#held += block.length;
       }
     }
-    if (this.#retry === undefined) this.#write();
+    // Even while a retry is due: a full pipe may have room again, and waiting
+    // for the timer alone would cap the rate at a pipe's worth per retry.
+    this.#write();
   }
 
   // Writes what waits until the output takes no more; then tries again later.
@@ -161,6 +163,7 @@ export class GatheredLogLines implements pino.DestinationStream {
   }
 
   #retryLater(): void {
+    if (this.#retry !== undefined) return;
     this.#retry = setTimeout(() => {
       this.#retry = undefined;
       this.#write();
