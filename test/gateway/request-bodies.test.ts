@@ -326,6 +326,55 @@ describe("request bodies", () => {
     }
   });
 
+  it.each([
+    ["a gRPC-web call over the body limit (its error is an HTTP 200)", "/backend/up/pkg.v1.Service/Method", "application/grpc-web+proto", 200],
+    ["a call to no route", "/no/such/route", "application/octet-stream", 404],
+    ["a REST call over the body limit", "/backend/up/upload", "application/json", 413],
+  ])(
+    "HTTP/1.1: %s, answered early, is never reset while its (20 MiB) upload is under way: the caller gets the answer and the connection afterwards",
+    async (_label, path, contentType, status) => {
+      const { port } = new URL(smallLimitGateway.url);
+      const outcome = await within(
+        new Promise<{ first: string; second: string; error: string | undefined }>((resolve) => {
+          const socket = connectTcp(Number(port), "127.0.0.1");
+          let text = "";
+          let error: string | undefined;
+          socket.on("error", (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+          socket.on("close", () => resolve({ first: text, second: "", error: error ?? "closed" }));
+          socket.on("data", (c: Buffer) => {
+            text += c.toString("latin1");
+            // Once all of it is sent, a second request on the same connection.
+            const answers = text.split("HTTP/1.1 ").length - 1;
+            if (answers === 2 && text.endsWith("}")) {
+              socket.removeAllListeners("close");
+              socket.destroy();
+              const [first = "", second = ""] = text.split(/(?=HTTP\/1\.1 )/);
+              resolve({ first, second, error });
+            }
+          });
+          socket.write(`POST ${path} HTTP/1.1\r\nHost: gw\r\nContent-Type: ${contentType}\r\nContent-Length: ${20 * MiB}\r\n\r\n`);
+          const piece = Buffer.alloc(256 * 1024);
+          let left = 20 * MiB;
+          const pump = () => {
+            while (left > 0 && !socket.destroyed) {
+              left -= piece.length;
+              if (!socket.write(piece)) return void socket.once("drain", pump);
+            }
+            if (!socket.destroyed) {
+              socket.write("GET /no/such/route HTTP/1.1\r\nHost: gw\r\n\r\n");
+            }
+          };
+          pump();
+        }),
+        15_000,
+        "no answers",
+      );
+      expect(outcome.error).toBeUndefined();
+      expect(outcome.first.split("\r\n")[0]).toBe(`HTTP/1.1 ${status} ${status === 200 ? "OK" : status === 404 ? "Not Found" : "Payload Too Large"}`);
+      expect(outcome.second.split("\r\n")[0]).toBe("HTTP/1.1 404 Not Found");
+    },
+  );
+
   it("HTTP/1.1: a request without a body refused at once keeps its connection (keep-alive)", async () => {
     const { port } = new URL(smallLimitGateway.url);
     const answer = await within(

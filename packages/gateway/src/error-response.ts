@@ -79,11 +79,20 @@ function sendConnectError(
 /**
  * A request answered before its body came whole — refused before it was
  * read (no route, no token, rate limited) or while it was (over the body
- * limit) — must not go on sending it: Node would read and drop the rest
- * until the request timeout (30 s, gigabytes on loopback), the caller none
- * the wiser. HTTP/1.1: the connection closes after the answer (`Connection:
- * close`). HTTP/2, where a `Connection` header is not allowed (fastify sets
- * one after a body error: removed): once the answer is sent, the stream is
+ * limit) — must not go on sending it for long: Node would read and drop the
+ * rest until the request timeout (30 s, gigabytes on loopback).
+ *
+ * HTTP/1.1: the rest of the body is read and dropped, up to
+ * {@link UNREAD_BODY_DRAIN_BYTES}, and the connection kept; past that (or
+ * when the declared length is already past it) the connection is closed.
+ * Not closed at once: a socket closed with unread data in it is reset
+ * (TCP RST), and a browser whose upload is reset throws away an answer it
+ * was given early if its status is 2xx — which is how gRPC-web and Connect
+ * streaming send errors — and reports an opaque network error instead
+ * (nginx reads on for the same reason, its "lingering close").
+ *
+ * HTTP/2, where a `Connection` header is not allowed (fastify sets one
+ * after a body error: removed): once the answer is sent, the stream is
  * closed with RST_STREAM(NO_ERROR), which tells the client to stop sending
  * without making the answer an error (on Node.js 24: see
  * RST_AFTER_ANSWER_REACHES_CLIENT).
@@ -97,7 +106,13 @@ function stopUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
     // the tick it arrived in is not `complete` yet, and keeps its connection.
     const raw = request.raw;
     const declared = raw.headers["transfer-encoding"] !== undefined || Number(raw.headers["content-length"] ?? 0) > 0;
-    if (declared && !raw.complete) reply.header("connection", "close");
+    if (!declared || raw.complete) return;
+    if (Number(raw.headers["content-length"] ?? 0) > UNREAD_BODY_DRAIN_BYTES) reply.header("connection", "close");
+    else {
+      // fastify says `Connection: close` after a body error (over the limit): the connection is kept instead.
+      reply.removeHeader("connection");
+      drainUnreadBody(raw);
+    }
     return;
   }
   reply.removeHeader("connection");
@@ -107,6 +122,25 @@ function stopUnreadBody(request: FastifyRequest, reply: FastifyReply): void {
   stream.once("finish", () => {
     if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
   });
+}
+
+/** The most of an unread HTTP/1.1 body read and dropped after an early answer (see stopUnreadBody). */
+export const UNREAD_BODY_DRAIN_BYTES = 64 * 1024 * 1024;
+
+// Reads and drops the rest of `raw`'s body; past UNREAD_BODY_DRAIN_BYTES,
+// the connection is closed. The request timeout bounds how long it may take.
+function drainUnreadBody(raw: FastifyRequest["raw"]): void {
+  let drained = 0;
+  const onData = (chunk: Buffer): void => {
+    drained += chunk.length;
+    if (drained <= UNREAD_BODY_DRAIN_BYTES) return;
+    raw.off("data", onData);
+    raw.socket.destroy();
+  };
+  raw.on("data", onData);
+  // A caller that goes away mid-body is no one's error.
+  raw.on("error", () => {});
+  raw.resume();
 }
 
 /**
