@@ -75,4 +75,36 @@ export function registerCors(app: FastifyInstance, policy: CorsPolicy, methods: 
     exposedHeaders: [...policy.exposeHeaders],
     credentials: policy.credentials,
   });
+  // A preflight allows the headers it asked for and, always, those of every
+  // wire a page may use (Connect, gRPC-web): browsers cache one preflight
+  // answer per URL, so a page calling a method over two wires (or with and
+  // without a timeout) would otherwise replace one answer with the other and
+  // send a preflight before every call.
+  app.addHook("onSend", (request, reply, payload, done) => {
+    if (request.method === "OPTIONS") {
+      const asked = reply.getHeader("access-control-allow-headers");
+      if (asked !== undefined) reply.header("access-control-allow-headers", withWireHeaders(String(asked)));
+    }
+    done(null, payload);
+  });
+}
+
+/** The request headers Connect's and gRPC-web's browser transports send, besides `authorization`. */
+const WIRE_HEADERS = [
+  "authorization",
+  "content-type",
+  "connect-protocol-version",
+  "connect-timeout-ms",
+  "connect-content-encoding",
+  "connect-accept-encoding",
+  "x-grpc-web",
+  "x-user-agent",
+  "grpc-timeout",
+  "x-request-id",
+];
+
+function withWireHeaders(asked: string): string {
+  const names = new Set(asked.split(",").map((name) => name.trim().toLowerCase()).filter((name) => name !== ""));
+  for (const name of WIRE_HEADERS) names.add(name);
+  return [...names].join(", ");
 }
