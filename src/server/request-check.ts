@@ -7,7 +7,6 @@
  */
 import type { Readable } from "node:stream";
 import { checkRequestHeaders } from "../signing/check-gateway-headers.js";
-import { utf8TextOf } from "../signing/identity-headers.js";
 import { verifyCheckedSignatureV2 } from "../signing/verify-gateway-signature-v2.js";
 import {
   canonicalRequestV2,
@@ -16,6 +15,7 @@ import {
   identityFromHeaders,
   readGatewayHeaders,
   stringToSign,
+  utf8TextOf,
   verifyGatewaySignature,
   type CheckedGatewayHeaders,
   type GatewayRejectionReason,

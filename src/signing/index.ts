@@ -45,6 +45,7 @@ export {
   identityFromHeaders,
   identityHeaders,
   textFromOctets,
+  utf8TextOf,
   type CallerIdentity,
   type IdentityField,
   type IdentityHeaderValues,

@@ -63,6 +63,16 @@ describe("explainSignature", () => {
     ]);
   });
 
+  it("v1 over a request-target whose octets are not UTF-8: no match, and why — as the service decides", () => {
+    // Signed (v1 only) for "/files/é", whose UTF-8 is C3 A9; received with the single octet E9.
+    const signed = gatewaySignatureHeaders(HMAC_SECRET, { method: "GET", requestTarget: "/files/\u00e9", body: new Uint8Array(0) }, { clientId: "web-app", userId: "u-1" });
+    const headers = Object.entries(signed).filter(([name]) => !/signature-v2|request-id/i.test(name));
+    const e = explainSignature({ method: "GET", target: "/files/\u00e9", headers, body: Buffer.alloc(0) }, HMAC_SECRET);
+    const v1 = e.signatures.find((s) => s.version === "v1");
+    expect(v1?.matches).toBe(false);
+    expect(v1?.problems.join("\n")).toContain("the request-target's octets are not UTF-8");
+  });
+
   it("a proxy added a path prefix: the path field, with the prefix named", () => {
     const e = explainSignature({ ...received, target: `/internal${received.target}` }, HMAC_SECRET);
     for (const s of e.signatures) {

@@ -19,6 +19,7 @@ import {
   SIGNATURE_V2_LABEL,
   stringToSign,
   textFromOctets,
+  utf8TextOf,
   type GatewayRejectionReason,
   type IdentityHeaderName,
   type SigningParts,
@@ -225,12 +226,15 @@ function explainV1(request: CapturedRequest, secret: string): SignatureExplanati
   if (!/^[0-9a-f]{64}$/.test(signature)) problems.push("X-Gateway-Signature is not 64 lower-case hex characters");
   // As the service reads them: each value's UTF-8 octets as text (see textFromOctets).
   const userIdOctets = headerValue(request.headers, gatewayHeader.userId);
+  // The target too, strictly: octets that are not UTF-8 have no text v1 could have signed.
+  const fullpath = utf8TextOf(fullpathOf(request.target));
+  if (fullpath === undefined) problems.push("the request-target's octets are not UTF-8: v1 signs its text, and the service refuses it");
   const server: SigningParts = {
     method: request.method,
     timestamp: timestamp ?? "",
     clientId: textFromOctets(clientId ?? ""),
     userId: userIdOctets === undefined ? undefined : textFromOctets(userIdOctets),
-    fullpath: textFromOctets(fullpathOf(request.target)),
+    fullpath: fullpath ?? textFromOctets(fullpathOf(request.target)),
     bodySha256: bodySha256(request.body),
   };
   const fieldsOf = (p: SigningParts): [string, string][] => [
