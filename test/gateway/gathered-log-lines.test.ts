@@ -169,7 +169,7 @@ describe("GatheredLogLines", () => {
      * then leaves as `end` says. The parent starts reading its stdout after
      * `readAfterMs`; `exitedAt` is when the child exited, read or not.
      */
-    async function run(count: number, end: string, { readAfterMs = 0, options = "{}" } = {}) {
+    async function run(count: number, end: string, { readAfterMs = 0, readAfterLogged = false, options = "{}" } = {}) {
       const script = join(dir, `log-${Math.random().toString(36).slice(2)}.mts`);
       writeFileSync(
         script,
@@ -177,6 +177,7 @@ describe("GatheredLogLines", () => {
           `import { gatheredStandardOutput } from ${JSON.stringify(source)};\n` +
           `const log = pino({ base: undefined, timestamp: false }, gatheredStandardOutput(${options}));\n` +
           `for (let i = 0; i < ${count}; i++) log.info({ i }, "line");\n` +
+          `process.stderr.write("logged\\n");\n` +
           `${end}\n`,
       );
       const startedAt = Date.now();
@@ -185,9 +186,13 @@ describe("GatheredLogLines", () => {
       let stderr = "";
       child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
       child.stdout.pause();
-      const reading = setTimeout(() => child.stdout.resume(), readAfterMs);
+      // Reading starts `readAfterMs` after the start, or after the child says it logged everything.
+      let reading: NodeJS.Timeout | undefined = readAfterLogged ? undefined : setTimeout(() => child.stdout.resume(), readAfterMs);
       const ended = new Promise((resolve) => child.stdout.on("end", resolve));
-      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString();
+        if (readAfterLogged && reading === undefined && stderr.includes("logged\n")) reading = setTimeout(() => child.stdout.resume(), readAfterMs);
+      });
       const killer = setTimeout(() => child.kill("SIGKILL"), 20_000);
       let exitedAt = 0;
       const closed = new Promise((resolve) => child.on("close", resolve));
@@ -247,13 +252,13 @@ describe("GatheredLogLines", () => {
     it("holds at most backlogLength while nobody reads; the reader then learns how many lines were dropped, and gets the rest in order", async () => {
       const { stdout, code } = await run(
         20_000,
-        `setTimeout(() => { log.info({ i: 20_000 }, "after"); setTimeout(() => process.exit(0), 500); }, 2_000);`,
-        { readAfterMs: 1_000, options: "{ backlogLength: 64 * 1024 }" },
+        `setTimeout(() => { log.info({ i: 20_000 }, "after"); setTimeout(() => process.exit(0), 500); }, 1_000);`,
+        { readAfterMs: 300, readAfterLogged: true, options: "{ backlogLength: 64 * 1024 }" },
       );
       expect(code).toBe(0);
       const lines = parsed(stdout);
-      const warning = lines.find((l) => l.msg.startsWith("dropped "));
-      const dropped = Number(/^dropped (\d+) log lines: standard output was not being read$/.exec(warning?.msg ?? "")?.[1]);
+      const warnings = lines.filter((l) => l.msg.startsWith("dropped "));
+      const dropped = warnings.reduce((n, l) => n + Number(/^dropped (\d+) log lines: standard output was not being read$/.exec(l.msg)?.[1]), 0);
       const seen = indexes(stdout);
       expect(dropped).toBeGreaterThan(0);
       expect(seen.length + dropped).toBe(20_001);
