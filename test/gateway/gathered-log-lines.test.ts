@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRequire } from "node:module";
@@ -120,6 +120,45 @@ describe("GatheredLogLines", () => {
     expect(state.writes.join("").length).toBeGreaterThan(2 * 1024);
   });
 
+  it("says once on stderr why it stopped when the output fails for good (not for EPIPE, a reader gone)", async () => {
+    const script = `
+      import { GatheredLogLines } from ${JSON.stringify(fileURLToPath(new URL("../../packages/gateway/src/gathered-log-lines.ts", import.meta.url)))};
+      const code = process.argv.at(-1);
+      const lines = new GatheredLogLines(() => { throw Object.assign(new Error(code), { code }); }, { blockLength: 10, everyMs: 60000, backlogLength: 1000, exitWaitMs: 10 });
+      for (let i = 0; i < 5; i++) lines.write("a line that fills a block\\n");`;
+    const stderrOf = async (code: string) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script, code], { stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+      await new Promise((resolve) => child.on("close", resolve));
+      return stderr;
+    };
+    expect(await stderrOf("ENOSPC")).toBe("connect-gateway: log lines to standard output stopped: ENOSPC\n");
+    expect(await stderrOf("EPIPE")).toBe("");
+  });
+
+  it("on exit, an output given up on ends with a whole line: what was gathered goes in line-aligned pieces a pipe takes whole or not at all", () => {
+    // A pipe with 10,000 bytes of room, and PIPE_BUF's rule: up to 4,096 bytes, all or nothing.
+    let room = 10_000;
+    const taken: string[] = [];
+    const pipe: WriteNow = (bytes) => {
+      const n = bytes.length <= 4096 ? (bytes.length <= room ? bytes.length : 0) : Math.min(room, bytes.length);
+      if (n === 0) throw Object.assign(new Error("EAGAIN"), { code: "EAGAIN" });
+      room -= n;
+      taken.push(Buffer.from(bytes.subarray(0, n)).toString());
+      return n;
+    };
+    const lines = new GatheredLogLines(pipe, { ...options, blockLength: 1_000_000, exitWaitMs: 20 });
+    const all = Array.from({ length: 1_000 }, (_, i) => line(i)).join("");
+    for (let i = 0; i < 1_000; i++) lines.write(line(i));
+    lines.flushSync();
+    const out = taken.join("");
+    expect(out.length).toBeGreaterThan(5_000);
+    expect(out.length).toBeLessThan(all.length);
+    expect(out.endsWith("\n")).toBe(true);
+    expect(all.startsWith(out)).toBe(true);
+  });
+
   it("writes a line within the interval at low traffic", async () => {
     const { writeNow, state } = output();
     const lines = new GatheredLogLines(writeNow, { ...options, everyMs: 20 });
@@ -209,7 +248,13 @@ describe("GatheredLogLines", () => {
       return { stdout, stderr, code, exitedAt };
     }
 
-    const parsed = (stdout: string) => stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { i?: number; msg: string });
+    // Whole lines only: an output given up on at exit may end in the middle of the block that was under way.
+    const parsed = (stdout: string) =>
+      stdout
+        .slice(0, stdout.lastIndexOf("\n") + 1)
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { i?: number; msg: string });
     const indexes = (stdout: string) => parsed(stdout).flatMap((l) => (l.i === undefined ? [] : [l.i]));
     const upTo = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -267,3 +312,58 @@ describe("GatheredLogLines", () => {
     });
   });
 });
+
+describe("gatheredStandardOutput on a terminal nobody reads", () => {
+  it("keeps the event loop running (a timer keeps firing) and exits on time: lines wait, not the process", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gathered-tty-"));
+    try {
+      const source = fileURLToPath(new URL("../../packages/gateway/src/gathered-log-lines.ts", import.meta.url));
+      const beats = join(dir, "beats");
+      const pidFile = join(dir, "pid");
+      const script = join(dir, "tty.mts");
+      writeFileSync(
+        script,
+        `import { appendFileSync } from "node:fs";\n` +
+          `import pino from ${JSON.stringify(pathToFileURL(createRequire(source).resolve("pino")).href)};\n` +
+          `import { gatheredStandardOutput } from ${JSON.stringify(source)};\n` +
+          `appendFileSync(${JSON.stringify(pidFile)}, String(process.pid));\n` +
+          `const log = pino({ base: undefined }, gatheredStandardOutput({ exitWaitMs: 300 }));\n` +
+          `setInterval(() => appendFileSync(${JSON.stringify(beats)}, "."), 50);\n` +
+          `setInterval(() => { for (let i = 0; i < 200; i++) log.info({ i }, "x".repeat(100)); }, 10);\n` +
+          `process.on("exit", () => appendFileSync(${JSON.stringify(beats)}, "E"));\n` +
+          `setTimeout(() => process.exit(0), 1_500);\n`,
+      );
+      // \`script\` runs it with stdout on a pseudo-terminal; nobody reads script's own output, so the terminal fills.
+      const startedAt = Date.now();
+      const child = spawn("script", ["-qfec", `${JSON.stringify(process.execPath)} --import tsx ${JSON.stringify(script)}`, "/dev/null"], {
+        stdio: ["ignore", "pipe", "ignore"],
+        detached: true,
+      });
+      child.stdout.pause();
+      const read = () => {
+        try {
+          return readFileSync(beats, "utf8");
+        } catch {
+          return "";
+        }
+      };
+      // Until it has exited (its own 'exit' listener says so): \`script\` itself then waits on its unread output.
+      while (!read().endsWith("E") && Date.now() - startedAt < 8_000) await new Promise((resolve) => setTimeout(resolve, 50));
+      const exitedAfter = Date.now() - startedAt;
+      process.kill(-(child.pid as number), "SIGKILL");
+      // The logging process has a session of its own (the terminal's): should it hang, end it too.
+      try {
+        process.kill(Number(readFileSync(pidFile, "utf8")), "SIGKILL");
+      } catch {
+        // exited, as it should have
+      }
+      const beaten = read().replace("E", "").length;
+      expect(exitedAfter).toBeLessThan(6_000);
+      // ~30 beats in 1.5 s; a blocked event loop stops them at the first full terminal buffer.
+      expect(beaten).toBeGreaterThan(10);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+

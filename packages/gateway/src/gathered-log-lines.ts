@@ -1,4 +1,4 @@
-import { writeSync } from "node:fs";
+import { constants, openSync, readlinkSync, writeSync } from "node:fs";
 import type pino from "pino";
 
 /**
@@ -70,8 +70,7 @@ export class GatheredLogLines implements pino.DestinationStream {
     private readonly options: GatheredLogLinesOptions,
   ) {
     setInterval(() => this.#handOver(), options.everyMs).unref();
-    process.prependListener("beforeExit", () => this.#handOver());
-    process.prependListener("exit", () => this.flushSync());
+    onProcessEnd(this);
   }
 
   write(line: string): void {
@@ -100,14 +99,14 @@ export class GatheredLogLines implements pino.DestinationStream {
     this.#retry = undefined;
     if (this.#broken) return;
     // The lines dropped came after the blocks held, and before the lines gathered since.
-    const text = this.#blocks.join("") + this.#droppedWarning() + this.#lines.join("");
-    const bytes = this.#rest === undefined ? Buffer.from(text) : Buffer.concat([this.#rest, Buffer.from(text)]);
+    const text = Buffer.from(this.#blocks.join("") + this.#droppedWarning() + this.#lines.join(""));
+    const rest = this.#rest;
     this.#blocks = [];
     this.#held = 0;
     this.#lines = [];
     this.#length = 0;
     this.#rest = undefined;
-    writeAll(this.writeNow, bytes, this.options.exitWaitMs);
+    writeOnExit(this.writeNow, rest, text, this.options.exitWaitMs);
   }
 
   #handOver(): void {
@@ -148,7 +147,7 @@ export class GatheredLogLines implements pino.DestinationStream {
         taken = this.writeNow(this.#rest);
       } catch (error) {
         if (isFull(error)) return this.#retryLater();
-        this.#break();
+        this.#break(error);
         return;
       }
       if (taken >= this.#rest.length) {
@@ -171,8 +170,18 @@ export class GatheredLogLines implements pino.DestinationStream {
   }
 
   // EPIPE (stdout's reader is gone for good) or another failure: drop what is held and all that follows.
-  #break(): void {
+  #break(error: unknown): void {
     this.#broken = true;
+    // Said once, where it may still be read: EPIPE is the reader gone (a
+    // closed `| head`), anything else (ENOSPC, EIO) a log nobody will get.
+    const code = (error as { code?: unknown }).code;
+    if (code !== "EPIPE") {
+      try {
+        writeSync(2, `connect-gateway: log lines to standard output stopped: ${typeof code === "string" ? code : String(error)}\n`);
+      } catch {
+        // stderr is gone too
+      }
+    }
     this.#blocks = [];
     this.#lines = [];
     this.#rest = undefined;
@@ -188,6 +197,26 @@ export class GatheredLogLines implements pino.DestinationStream {
   }
 }
 
+/**
+ * What is gathered is handed over when the event loop empties and written
+ * when the process exits (a crash included: Node runs `exit` listeners
+ * then). One pair of process listeners for every instance, placed first, so
+ * that other exit hooks (pino's) find nothing left of these lines.
+ */
+function onProcessEnd(lines: GatheredLogLines): void {
+  if (instances.size === 0) {
+    process.prependListener("beforeExit", () => {
+      for (const each of instances) each.flush();
+    });
+    process.prependListener("exit", () => {
+      for (const each of instances) each.flushSync();
+    });
+  }
+  instances.add(lines);
+}
+
+const instances = new Set<GatheredLogLines>();
+
 /** How often what the output did not take is tried again, in milliseconds. */
 const RETRY_MS = 20;
 
@@ -198,19 +227,46 @@ function isFull(error: unknown): boolean {
 
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
-/** Writes all of `bytes`, waiting for an output that takes nothing at most `waitMs`; gives up on any other error. */
-function writeAll(writeNow: WriteNow, bytes: Uint8Array, waitMs: number): void {
+/**
+ * Writes, for the process's exit, the rest of the block under way, then
+ * `text`, waiting for an output that takes nothing at most `waitMs` in all.
+ * `text` goes in pieces that end with a line, of at most PIPE_BUF bytes
+ * where its lines allow: a pipe takes such a write whole or not at all, so
+ * an output given up on ends with a whole line (a line of its own longer
+ * than that, or the block under way, may still be cut).
+ */
+function writeOnExit(writeNow: WriteNow, rest: Uint8Array | undefined, text: Buffer, waitMs: number): void {
   const giveUpAt = Date.now() + waitMs;
+  if (rest !== undefined && !writeWhole(writeNow, rest, giveUpAt)) return;
+  for (let at = 0; at < text.length; ) {
+    let end = Math.min(text.length, at + PIPE_BUF);
+    if (end < text.length) {
+      const lastEnd = text.lastIndexOf(NEWLINE, end - 1);
+      const nextEnd = text.indexOf(NEWLINE, end);
+      end = lastEnd >= at ? lastEnd + 1 : nextEnd === -1 ? text.length : nextEnd + 1;
+    }
+    if (!writeWhole(writeNow, text.subarray(at, end), giveUpAt)) return;
+    at = end;
+  }
+}
+
+/** Writes all of `bytes`, retrying an output that takes nothing until `giveUpAt`; false when it gave up or failed. */
+function writeWhole(writeNow: WriteNow, bytes: Uint8Array, giveUpAt: number): boolean {
   let rest = bytes;
   while (rest.length > 0) {
     try {
       rest = rest.subarray(writeNow(rest));
     } catch (error) {
-      if (!isFull(error) || Date.now() >= giveUpAt) return;
+      if (!isFull(error) || Date.now() >= giveUpAt) return false;
       Atomics.wait(pause, 0, 0, 5);
     }
   }
+  return true;
 }
+
+/** What POSIX guarantees a pipe writes whole or not at all (Linux: 4 KiB). */
+const PIPE_BUF = 4096;
+const NEWLINE = 0x0a;
 
 /**
  * The gateway's standard output for log lines (see {@link GatheredLogLines}):
@@ -218,16 +274,35 @@ function writeAll(writeNow: WriteNow, bytes: Uint8Array, waitMs: number): void {
  * not read, at most 1 s spent on exit writing to a stdout that is not read.
  */
 export function gatheredStandardOutput(options: Partial<GatheredLogLinesOptions> = {}): GatheredLogLines {
-  // Node opens a piped stdout non-blocking the first time `process.stdout`
-  // is read (libuv's pipe handle; a socket likewise); a child's stdout
-  // starts out blocking, and a write to a full pipe would then wait for the
-  // reader. A file or a terminal is written as `console.log` writes it.
-  void process.stdout.writable;
-  return new GatheredLogLines((bytes) => writeSync(1, bytes), {
+  const fd = standardOutputDescriptor();
+  return new GatheredLogLines((bytes) => writeSync(fd, bytes), {
     blockLength: 16 * 1024,
     everyMs: 100,
     backlogLength: 16 * 1024 * 1024,
     exitWaitMs: 1_000,
     ...options,
   });
+}
+
+/**
+ * A descriptor of standard output that never makes a write wait:
+ * - a pipe or a socket: stdout itself, which Node opens non-blocking the
+ *   first time `process.stdout` is read (libuv's pipe handle); a child's
+ *   stdout starts out blocking, and a write to a full pipe would wait for
+ *   the reader;
+ * - a terminal, which Node keeps blocking (`console.log` waits for it): a
+ *   non-blocking descriptor of the gateway's own on the same terminal, so
+ *   that a terminal nobody reads (Ctrl-S, a frozen ssh session, `docker run
+ *   -t` with a stalled log reader) holds lines, not calls. Where the
+ *   terminal cannot be opened again by name (not Linux), stdout itself, as
+ *   `console.log` writes it;
+ * - a file: stdout itself (a file takes every write).
+ */
+function standardOutputDescriptor(): number {
+  if (!process.stdout.isTTY) return 1;
+  try {
+    return openSync(readlinkSync("/proc/self/fd/1"), constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch {
+    return 1;
+  }
 }
