@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { createGateway, GatewayConfigError, parseRoutesFile, type Gateway, type GatewayConfig } from "../../packages/gateway/src/index.js";
 import { startOAuth2Server, type OAuth2Server } from "../../src/testing/index.js";
-import { HMAC_SECRET, route, routesFileText, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
+import { HMAC_SECRET, readyStatus, route, routesFileText, startRecordingBackend, type RecordingBackend } from "../support/gateway.js";
 import { startRedisServer } from "../support/redis-server.js";
 import { startIntrospectionProxy, type IntrospectionProxy } from "../support/introspection-proxy.js";
 import { clientCredentialsToken } from "../support/client-credentials.js";
@@ -255,16 +255,6 @@ describe("failed-authentication budget in Redis", () => {
     return server;
   }
 
-  // A gateway just started is ready once its first Redis health check passed:
-  // within moments, not necessarily within /ready's own 100 ms budget on a busy machine.
-  async function readyStatus(gateway: Gateway): Promise<number> {
-    const deadline = Date.now() + 5_000;
-    for (;;) {
-      const { status } = await fetch(`${gateway.url}/ready`);
-      if (status === 200 || Date.now() > deadline) return status;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 
   it("is shared by the gateway instances of one Redis", { timeout: TEST_TIMEOUT }, async () => {
     const { url } = await startRedis();

@@ -2,7 +2,7 @@ import type { ChildProcess } from "node:child_process";
 import { startRedisServer } from "../support/redis-server.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway, GatewayConfig } from "../../packages/gateway/src/index.js";
-import { closeInTurn, route, routesFileText, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
+import { closeInTurn, readyStatus, route, routesFileText, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
 
 const yaml = routesFileText({
   routes: [
@@ -84,7 +84,8 @@ describe("rate limiting shared through Redis", () => {
   });
 
   it("lets two gateway instances share one limit, is ready while Redis answers, and fails open when it stops", async () => {
-    expect((await fetch(`${first.url}/ready`)).status).toBe(200);
+    expect(await readyStatus(first)).toBe(200);
+    expect(await readyStatus(second)).toBe(200);
     const token = await seedToken({ user_id: "carol" });
     const statuses: number[] = [];
     for (const gateway of [first, second, first, second, second]) {

@@ -186,6 +186,20 @@ export async function startSeedGateway(
 }
 
 /** The gateway's own headers on a forwarded request (`x-client-id`, `x-gateway-*`), lower-cased and sorted, each as often as it came. */
+/**
+ * `/ready`'s status once it answers 200, or the last one after `withinMs`. A
+ * gateway with Redis is ready once its first health check passed: within
+ * moments, not necessarily within `/ready`'s own 100 ms wait on a busy machine.
+ */
+export async function readyStatus(gateway: { readonly url: string }, withinMs = 5_000): Promise<number> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const { status } = await fetch(`${gateway.url}/ready`);
+    if (status === 200 || Date.now() > deadline) return status;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 export function gatewayHeaderNames(req: RecordedRequest): string[] {
   const names = req.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
   return names.filter((n) => n.startsWith("x-gateway-") || n === "x-client-id").sort();
