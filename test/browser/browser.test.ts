@@ -143,6 +143,12 @@ describe("a page on another origin calls the gateway", () => {
     expect(outcome).toMatchObject({ ok: false, code: Code.Unauthenticated });
   });
 
+  it.each<Wire>(["connect-binary", "grpc-web"])("a message over the gateway's body limit (4 MiB): ResourceExhausted, not an opaque network error (%s)", async (wire) => {
+    // gRPC-web sends its errors with HTTP 200: a browser drops such an early answer if its upload is reset.
+    const outcome = await echo(page, { wire, token: readToken, text: "x".repeat(5 * 1024 * 1024) });
+    expect(outcome).toMatchObject({ ok: false, code: Code.ResourceExhausted });
+  });
+
   it.each<Wire>(["connect-binary", "grpc-web"])("missing scope: PermissionDenied (%s, per-call service)", async (wire) => {
     const outcome = await echo(page, { wire, token: readToken, service: "echo-admin", text: "x" });
     expect(outcome).toMatchObject({ ok: false, code: Code.PermissionDenied });
