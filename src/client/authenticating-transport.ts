@@ -35,7 +35,18 @@ export function createAuthenticatingTransport(
    * record Connect would have to convert.
    */
   carried = false,
+  /**
+   * The deadline of a call that gives none (`timeoutMs` undefined), as the
+   * inner transport's `defaultTimeoutMs`: it bounds the whole call here —
+   * the wait for its token and a retry after a 401 included — rather than
+   * each attempt alone. `timeoutMs <= 0` means no deadline, as in Connect.
+   */
+  defaultTimeoutMs?: number,
 ): Transport {
+  // The call's deadline as Connect's transports read `timeoutMs`; `0` goes
+  // to the inner transport for "none" (undefined would be its default again).
+  const deadlineOf = (timeoutMs: number | undefined): number | undefined =>
+    timeoutMs === undefined ? defaultTimeoutMs : timeoutMs <= 0 ? undefined : timeoutMs;
   // The Authorization value of the last service token, kept so that each call
   // with the same cached token reuses one string.
   let lastToken: string | undefined;
@@ -48,7 +59,8 @@ export function createAuthenticatingTransport(
     return lastAuthorization;
   };
   return {
-    unary(method, signal, timeoutMs, header, input, contextValues) {
+    unary(method, signal, callTimeoutMs, header, input, contextValues) {
+      const timeoutMs = deadlineOf(callTimeoutMs);
       let userToken: string | undefined;
       try {
         userToken = checkRoute(method.parent, contextValues);
@@ -68,8 +80,8 @@ export function createAuthenticatingTransport(
           const deadline = timeoutMs === undefined ? undefined : performance.now() + timeoutMs;
           const sent =
             header === undefined && contextValues === undefined && carried
-              ? inner.unary(method, signal, timeoutMs, undefined, input, carrying(authorization))
-              : inner.unary(method, signal, timeoutMs, withAuthorization(header, authorization), input, contextValues);
+              ? inner.unary(method, signal, timeoutMs ?? 0, undefined, input, carrying(authorization))
+              : inner.unary(method, signal, timeoutMs ?? 0, withAuthorization(header, authorization), input, contextValues);
           return sent.then(undefined, (reason: unknown) => {
             withoutToken(reason, token);
             // A retry after a 401 gets what is left of the deadline, the wait for its token counted (see sharedDeadline).
@@ -77,7 +89,7 @@ export function createAuthenticatingTransport(
               const left = deadline === undefined ? undefined : Math.floor(deadline - performance.now());
               return left !== undefined && left <= 0
                 ? Promise.reject(deadlinePassed())
-                : inner.unary(method, signal, left, withAuthorization(header, authorization), input, contextValues);
+                : inner.unary(method, signal, left ?? 0, withAuthorization(header, authorization), input, contextValues);
             };
             return retryUnauthorized(tokens, reason, token, signal, retry, deadline).catch((failure: unknown) => rethrow(failure, gateway));
           });
@@ -86,15 +98,17 @@ export function createAuthenticatingTransport(
       return callWithToken(tokens, {
         userToken,
         attempt: sharedDeadline(timeoutMs, (left, authorization: string) =>
-          inner.unary(method, signal, left, withAuthorization(header, authorization), input, contextValues),
+          inner.unary(method, signal, left ?? 0, withAuthorization(header, authorization), input, contextValues),
         ),
         replayable: true,
         signal,
         token: pending,
         timeoutMs,
+        defaultTimeout: callTimeoutMs === undefined,
       }).catch((reason: unknown) => rethrow(reason, gateway));
     },
-    async stream(method, signal, timeoutMs, header, input, contextValues) {
+    async stream(method, signal, callTimeoutMs, header, input, contextValues) {
+      const timeoutMs = deadlineOf(callTimeoutMs);
       const userToken = checkRoute(method.parent, contextValues);
       // The token the stream went with: an error in its end-of-stream message comes after callWithToken returned.
       let sentWith = "";
@@ -103,11 +117,12 @@ export function createAuthenticatingTransport(
           userToken,
           attempt: sharedDeadline(timeoutMs, (left, authorization: string) => {
             sentWith = authorization.slice(BEARER.length);
-            return inner.stream(method, signal, left, withAuthorization(header, authorization), input, contextValues);
+            return inner.stream(method, signal, left ?? 0, withAuthorization(header, authorization), input, contextValues);
           }),
           replayable: false, // the request stream has been consumed
           signal,
           timeoutMs,
+          defaultTimeout: callTimeoutMs === undefined,
         });
         return { ...response, message: mappingErrors(response.message, gateway, sentWith) };
       } catch (reason) {

@@ -23,6 +23,15 @@ export interface TokenCall<T> {
    * once it has passed — the token request goes on, for the calls after.
    */
   readonly timeoutMs?: number | undefined;
+  /**
+   * `timeoutMs` is the client's default, not the caller's own: it also
+   * bounds every token request, so the first wait for a token is left to
+   * that bound — a token endpoint slower than `timeoutMs` fails the call
+   * with its own `AuthenticationError` rather than a bare `DeadlineExceeded`
+   * at the same moment. The call still ends by its deadline: a token request
+   * it joined started earlier, and what is sent after gets what is left.
+   */
+  readonly defaultTimeout?: boolean | undefined;
 }
 
 /**
@@ -42,7 +51,7 @@ export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Prom
   if (userToken !== undefined) return call.attempt(`Bearer ${userToken}`).catch((error: unknown) => Promise.reject(withoutToken(error, userToken)));
   if (call.signal?.aborted) return Promise.reject(canceled(call.signal)); // no token request for nobody
   const deadline = call.timeoutMs === undefined ? undefined : performance.now() + call.timeoutMs;
-  const pending = awaitToken(call.token ?? tokens.getToken(), call.signal, deadline);
+  const pending = awaitToken(call.token ?? tokens.getToken(), call.signal, call.defaultTimeout === true ? undefined : deadline);
   return typeof pending === "string"
     ? attemptWith(tokens, call, pending, deadline)
     : pending.then((token) => attemptWith(tokens, call, token, deadline));
@@ -57,24 +66,94 @@ function attemptWith<T>(tokens: TokenManager, call: TokenCall<T>, token: string,
 }
 
 /**
- * `error` with every copy of `token` in its message, stack (and a REST
- * error's text body) replaced by `[redacted]`: a gateway or backend may
- * quote the bearer token it refused, and no error of this client carries a
- * token. Changed in place, so that its class, code, metadata and details
- * stay as they are; returned for chaining.
+ * `error` with every copy of `token` replaced by `[redacted]`: a gateway or
+ * backend may quote the bearer token it refused — in the message, a header
+ * (`WWW-Authenticate`, one of its own), an error detail's `debug` JSON or
+ * bytes, a REST error's body — and no error of this client carries a token,
+ * whatever prints it (`String(error)`, `util.inspect`, a logger's
+ * serializer). The message, stack, metadata (response headers and
+ * trailers), details and `cause` chain are scrubbed in place, so that the
+ * error's class, code and shape stay as they are; returned for chaining.
+ * Binary detail values keep their length (the token's octets become `*`),
+ * so they still decode.
  */
 export function withoutToken(error: unknown, token: string): unknown {
-  if (!(error instanceof Error) || token === "") return error;
-  const scrubbed = error as unknown as Record<string, unknown>;
-  for (const key of ["message", "rawMessage", "stack", "body"]) {
-    try {
-      const value = scrubbed[key];
-      if (typeof value === "string" && value.includes(token)) scrubbed[key] = redactToken(value, token);
-    } catch {
-      // A frozen error, or a getter without a setter: left as it is, never replaced by a TypeError.
-    }
+  if (token === "") return error;
+  let current = error;
+  // The cause chain, bounded: a cause that points back at its error must not loop.
+  for (let depth = 0; depth < 8 && current instanceof Error; depth++) {
+    scrubError(current, token);
+    current = (current as { cause?: unknown }).cause;
   }
   return error;
+}
+
+function scrubError(error: Error, token: string): void {
+  const scrubbed = error as unknown as Record<string, unknown>;
+  for (const key of ["message", "rawMessage", "stack", "body"]) {
+    tryScrub(() => {
+      const value = scrubbed[key];
+      if (typeof value === "string" && value.includes(token)) scrubbed[key] = redactToken(value, token);
+    });
+  }
+  tryScrub(() => {
+    const metadata = scrubbed["metadata"];
+    if (metadata instanceof Headers) scrubHeaders(metadata, token);
+  });
+  tryScrub(() => {
+    const details = scrubbed["details"];
+    if (Array.isArray(details)) for (const detail of details) scrubDetail(detail, token);
+  });
+}
+
+// A frozen error, or a getter without a setter: left as it is, never replaced by a TypeError.
+function tryScrub(scrub: () => void): void {
+  try {
+    scrub();
+  } catch {
+    // nothing to do
+  }
+}
+
+function scrubHeaders(headers: Headers, token: string): void {
+  const tainted: [string, string][] = [];
+  headers.forEach((value, name) => {
+    if (value.includes(token)) tainted.push([name, value]);
+  });
+  for (const [name, value] of tainted) headers.set(name, redactToken(value, token));
+}
+
+// A detail as Connect decodes it: `{ type, value: Uint8Array, debug? }`, or a message with its schema.
+function scrubDetail(detail: unknown, token: string): void {
+  if (typeof detail !== "object" || detail === null) return;
+  const fields = detail as Record<string, unknown>;
+  tryScrub(() => {
+    if ("debug" in fields) fields["debug"] = scrubJson(fields["debug"], token, 0);
+  });
+  tryScrub(() => {
+    const value = fields["value"];
+    if (value instanceof Uint8Array) fields["value"] = maskOctets(value, token);
+    else if (typeof value === "object" && value !== null) fields["value"] = scrubJson(value, token, 0);
+  });
+}
+
+function scrubJson(value: unknown, token: string, depth: number): unknown {
+  if (typeof value === "string") return value.includes(token) ? redactToken(value, token) : value;
+  if (typeof value !== "object" || value === null || depth > 32) return value;
+  if (value instanceof Uint8Array) return maskOctets(value, token);
+  if (Array.isArray(value)) return value.map((item) => scrubJson(item, token, depth + 1));
+  const entries = Object.entries(value).map(([key, item]) => [key, scrubJson(item, token, depth + 1)] as const);
+  return Object.assign(Object.create(Object.getPrototypeOf(value) as object | null) as object, Object.fromEntries(entries));
+}
+
+// The token's UTF-8 octets overwritten with `*`, in a copy, the length kept.
+function maskOctets(octets: Uint8Array, token: string): Uint8Array {
+  const needle = Buffer.from(token, "utf8");
+  const view = Buffer.from(octets.buffer, octets.byteOffset, octets.byteLength);
+  if (view.indexOf(needle) < 0) return octets;
+  const copy = Buffer.from(view);
+  for (let at = copy.indexOf(needle); at >= 0; at = copy.indexOf(needle, at + needle.length)) copy.fill(0x2a, at, at + needle.length);
+  return new Uint8Array(copy.buffer, copy.byteOffset, copy.byteLength);
 }
 
 /**

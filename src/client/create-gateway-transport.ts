@@ -158,7 +158,7 @@ export function createGatewayTransport(options: GatewayTransportOptions = {}): T
     ...(own.length > 0 ? optional(createTraceContextInterceptor()) : []),
   ]);
   return createTracingTransport(
-    createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`, true),
+    createAuthenticatingTransport(inner, createGatewayTokenManager(resolved), `the gateway ${resolved.gatewayUrl}`, true, resolved.timeoutMs),
   );
 }
 

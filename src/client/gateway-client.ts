@@ -124,6 +124,7 @@ async function request<T>(
       replayable: true,
       signal: call.signal,
       timeoutMs,
+      defaultTimeout: call.timeoutMs === undefined,
       attempt: async (authorization) =>
         parseAnswer<T>(
           describe,

@@ -264,6 +264,19 @@ describe("a retry after a 401 keeps the call's deadline", () => {
     expect(slow.requests.at(-1)?.authorization).not.toBe(stale); // it was retried, with a new token
   });
 
+  it("Connect: the transport's own timeoutMs is the deadline of a call that gives none, retry included", async () => {
+    const echo = createClient(EchoService, createGatewayTransport({ ...options(), timeoutMs: 600 } as GatewayTransportOptions));
+    await echo.echo({}); // warm the cache
+    stale = slow.requests.at(-1)?.authorization;
+    const { ms, error } = await timed(() => echo.echo({ text: "late" }));
+    expect((error as ConnectError).code).toBe(Code.DeadlineExceeded);
+    expect(ms).toBeLessThan(780);
+    // The retry was sent with what was left of the call's 600 ms, not 600 ms again.
+    const retried = slow.requests.at(-1);
+    expect(retried?.authorization).not.toBe(stale);
+    expect(Number(retried?.timeoutMs)).toBeLessThan(300);
+  });
+
   it("REST: the same", async () => {
     const rest = createGatewayClient(options());
     await rest.post("/example.v1.EchoService/Echo", { body: {} });

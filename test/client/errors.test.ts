@@ -215,6 +215,9 @@ describe("a gateway, backend or token endpoint that quotes the token it was sent
     const echoing = createServer((req, res) => {
       req.resume();
       const quoted = String(req.headers.authorization);
+      // Headers quoting it too, as a WWW-Authenticate challenge might.
+      res.setHeader("www-authenticate", `Bearer error="invalid_token", error_description="${quoted} refused"`);
+      res.setHeader("x-rejected-credential", quoted);
       if (req.url?.startsWith("/rest")) {
         res.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ error: "bad request", authorization: quoted }));
       } else if (req.url?.endsWith("/EchoStream")) {
@@ -226,7 +229,12 @@ describe("a gateway, backend or token endpoint that quotes the token it was sent
         end.copy(envelope, 5);
         res.writeHead(200, { "content-type": String(req.headers["content-type"]) }).end(envelope); // the end-stream message is JSON in either codec
       } else {
-        res.writeHead(403, { "content-type": "application/json" }).end(JSON.stringify({ code: "permission_denied", message: `refused ${quoted}` }));
+        // And in an error detail: its debug JSON, and its bytes (a google.protobuf.StringValue of the header).
+        const bytes = Buffer.concat([Buffer.from([0x0a, quoted.length]), Buffer.from(quoted)]);
+        const detail = { type: "google.protobuf.StringValue", value: bytes.toString("base64").replace(/=+$/, ""), debug: { quoted: [quoted] } };
+        res
+          .writeHead(403, { "content-type": "application/json" })
+          .end(JSON.stringify({ code: "permission_denied", message: `refused ${quoted}`, details: [detail] }));
       }
     });
     await new Promise<void>((resolve) => echoing.listen(0, "127.0.0.1", resolve));
@@ -247,6 +255,15 @@ describe("a gateway, backend or token endpoint that quotes the token it was sent
       expect(String(errors[4])).toContain("refused Bearer [redacted]");
       expect((errors[0] as GatewayResponseError).body).toMatchObject({ authorization: "Bearer [redacted]" });
       expect(String(errors[2])).toContain("refused Bearer [redacted]");
+      for (const error of errors.slice(0, 4)) {
+        expect((error as ConnectError).metadata.get("x-rejected-credential")).toBe("Bearer [redacted]");
+      }
+      for (const error of errors.slice(2, 4)) {
+        const [detail] = (error as ConnectError).details as { value: Uint8Array; debug: unknown }[];
+        expect(detail?.debug).toEqual({ quoted: ["Bearer [redacted]"] });
+        // The bytes keep their length, so the detail still decodes; the token's octets are masked.
+        expect(Buffer.from(detail?.value ?? []).toString("latin1")).toMatch(/^\n.Bearer \*+$/s);
+      }
       // The cached token expires (1 s): its refresh is answered 503, quoting the refresh token.
       await new Promise((resolve) => setTimeout(resolve, 1_100));
       errors.push(await rest.get("/rest/x").catch((e: unknown) => e));

@@ -450,4 +450,27 @@ describe("a call's deadline while it waits for a token", () => {
     expect(await echo.echo({ text: "later" }, { timeoutMs: 5_000 })).toMatchObject({ text: "later" });
     expect(slow.requests.length).toBe(1);
   });
+  it("the transport's own timeoutMs bounds a call that gives none: token wait and call together", async () => {
+    // The token comes after 250 ms, the gateway answers after 300 ms: 550 ms in all, past the call's 400.
+    const fresh = await startTokenEndpoint(() => ({ delayMs: 250, json: { access_token: "late", token_type: "bearer", expires_in: 3600 } }));
+    const slowBackend = await startBackend({ httpVersion: "1.1", intercept: () => new Promise((resolve) => setTimeout(() => resolve(undefined), 300)) });
+    try {
+      const echo = createClient(
+        EchoService,
+        createGatewayTransport(transportOptions({ appcenterUrl: fresh.url, gatewayUrl: slowBackend.url, timeoutMs: 400 })),
+      );
+      const started = performance.now();
+      const error = await echo.echo({ text: "hi" }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect((error as ConnectionError).code).toBe(Code.DeadlineExceeded);
+      expect(performance.now() - started).toBeLessThan(520);
+      // The call was sent with what the token wait left of its 400 ms.
+      expect(Number(slowBackend.requests.at(-1)?.timeoutMs)).toBeLessThanOrEqual(160);
+      // A call that opts out of any deadline (timeoutMs <= 0, as in Connect) waits for its token.
+      expect(await echo.echo({ text: "no deadline" }, { timeoutMs: 0 })).toMatchObject({ text: "no deadline" });
+    } finally {
+      await fresh.close();
+      await slowBackend.close();
+    }
+  });
 });

@@ -17,6 +17,8 @@ export interface BackendRequest {
   readonly prefix: string;
   readonly path: string;
   readonly authorization: string | undefined;
+  /** The `connect-timeout-ms` header: the deadline the client gave this attempt. */
+  readonly timeoutMs: string | undefined;
 }
 
 /** Options of {@link startBackend}. */
@@ -55,7 +57,7 @@ export async function startBackend(options: BackendOptions): Promise<TestBackend
   const handler: Handler = (req, res) => {
     const path = (req.url ?? "").split("?")[0] ?? "";
     const prefix = /^(.*?)\/example\.v1\.\w+\/\w+$/.exec(path)?.[1] ?? "";
-    const seen = { method: req.method ?? "", prefix, path, authorization: req.headers.authorization };
+    const seen = { method: req.method ?? "", prefix, path, authorization: req.headers.authorization, timeoutMs: firstHeader(req.headers["connect-timeout-ms"]) };
     requests.push(seen);
     void Promise.resolve(options.intercept?.(seen)).then((status) => {
       if (status === undefined) return adapterFor(prefix)(req, res);
@@ -65,4 +67,8 @@ export async function startBackend(options: BackendOptions): Promise<TestBackend
   };
   const server = await startServer(handler, options.httpVersion);
   return { url: server.baseUrl, requests, close: () => server.close() };
+}
+
+function firstHeader(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
