@@ -47,12 +47,24 @@ const unreachableCodes = new Set([
  */
 export function connectionErrorFrom(reason: unknown, target: string): ConnectionError | undefined {
   if (reason instanceof GatewayError && !(reason instanceof GatewayResponseError)) return undefined;
+  // An answer that began and then failed: the call reached the backend, which may have run it.
+  const begun = answerBegunIn(reason);
   if (isLocalDeadline(reason)) {
-    return new ConnectionError(`no answer from ${target} before the deadline — safe to retry`, Code.DeadlineExceeded, {
-      cause: reason,
-    });
+    const message =
+      begun === undefined
+        ? `no answer from ${target} before the deadline — safe to retry`
+        : `the answer from ${target} (HTTP ${begun.status}) did not end before the deadline — the call may have run: retry only if it is idempotent`;
+    return new ConnectionError(message, Code.DeadlineExceeded, { cause: reason });
   }
   const nodeCode = unreachableCodeIn(reason);
+  if (begun !== undefined && nodeCode !== undefined) {
+    return new ConnectionError(
+      `${target} answered (HTTP ${begun.status}) but the connection failed (${nodeCode}) before the answer ended — ` +
+        "the call may have run: retry with backoff only if it is idempotent",
+      Code.Unavailable,
+      { cause: reason },
+    );
+  }
   if (nodeCode === HTTP2_STREAM_RESET) {
     // REFUSED_STREAM promises the call never ran; any other reset may come after it did.
     const refused = (resetIn(reason)?.rstCode ?? 0) === RST_REFUSED_STREAM;
@@ -88,6 +100,17 @@ function isUnavailableAnswer(reason: unknown): boolean {
 function isLocalDeadline(reason: unknown): boolean {
   if (reason instanceof ConnectError) return reason.code === Code.DeadlineExceeded && !reason.isWireError;
   return reason instanceof Error && reason.name === "TimeoutError";
+}
+
+// The REST client's errors for an answer that began (see sendHttpRequest): cut short, or past the deadline.
+function answerBegunIn(reason: unknown): { status: number } | undefined {
+  const seen = new Set<unknown>();
+  for (let e = reason; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    const status = (e as { status?: unknown }).status;
+    if ((e.name === "ResponseCutShortError" || e.name === "TimeoutError") && typeof status === "number") return { status };
+  }
+  return undefined;
 }
 
 function unreachableCodeIn(reason: unknown): string | undefined {

@@ -34,7 +34,8 @@ export interface HttpResponse {
  * Rejects with the Node.js error when the peer cannot be reached, with an
  * error named `ResponseCutShortError` (the Node.js error its cause) when
  * the connection fails after the answer began, with an
- * error named `TimeoutError` after `timeoutMs`, or with `signal.reason` when
+ * error named `TimeoutError` after `timeoutMs` (with the answer's `status`
+ * when it had begun), or with `signal.reason` when
  * the caller aborts, or with a {@link ResponseTooLargeError} (reading stops
  * there). Never puts a header value in an error.
  */
@@ -58,7 +59,7 @@ export function sendHttpRequest(init: HttpRequestInit): Promise<HttpResponse> {
       request.destroy();
       reject(error);
     };
-    const timer = setTimeout(() => fail(timeoutError(init.timeoutMs)), init.timeoutMs);
+    const timer = setTimeout(() => fail(timeoutError(init.timeoutMs, answered)), init.timeoutMs);
     const onAbort = () => fail(init.signal?.reason);
     init.signal?.addEventListener("abort", onAbort, { once: true });
     const cleanup = () => {
@@ -110,8 +111,8 @@ function cutShortError(status: number, error: Error & { code?: unknown }): Error
   return cutShort;
 }
 
-function timeoutError(ms: number): Error {
-  const error = new Error(`no answer within ${ms} ms`);
-  error.name = "TimeoutError";
-  return error;
+/** Named `TimeoutError`; with the `status` of an answer that began but did not end in time. */
+function timeoutError(ms: number, answered: number | undefined): Error {
+  if (answered === undefined) return Object.assign(new Error(`no answer within ${ms} ms`), { name: "TimeoutError" });
+  return Object.assign(new Error(`the answer (HTTP ${answered}) did not end within ${ms} ms`), { name: "TimeoutError", status: answered });
 }

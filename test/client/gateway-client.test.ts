@@ -61,6 +61,12 @@ beforeAll(async () => {
       if (path.endsWith("/missing")) return json(404, { error: { code: "NOT_FOUND", message: "no such valuation" } });
       if (path.endsWith("/down")) return json(503, { error: { code: "SERVICE_UNAVAILABLE", message: "Upstream service is unavailable" } });
       if (path.endsWith("/html")) return void res.writeHead(200, { "content-type": "text/html" }).end("<html>");
+      // An answer that begins, then breaks off: the connection reset, or the rest never sent.
+      if (path.endsWith("/cut")) {
+        res.writeHead(200, { "content-type": "application/json", "content-length": "100" }).write('{"partial":');
+        return void setTimeout(() => res.socket?.resetAndDestroy(), 50);
+      }
+      if (path.endsWith("/stall")) return void res.writeHead(200, { "content-type": "application/json", "content-length": "100" }).write("{");
       return json(200, { method: req.method, echo: body === "" ? null : JSON.parse(body) });
     });
   });
@@ -189,6 +195,20 @@ describe("createGatewayClient", () => {
     await expect(rest().get("/slow", { timeoutMs: 200 })).rejects.toSatisfy(
       (e) => e instanceof ConnectionError && e.code === Code.DeadlineExceeded,
     );
+  });
+
+  it("an answer that began and broke off says the call may have run — never 'safe to retry'", async () => {
+    const before = seen.length;
+    const cut = await rest().post("/api/cut", { body: { pay: 1 } }).catch((e: unknown) => e);
+    expect(cut).toBeInstanceOf(ConnectionError);
+    expect((cut as ConnectionError).code).toBe(Code.Unavailable);
+    expect((cut as ConnectionError).message).toMatch(/answered \(HTTP 200\) but the connection failed \(ECONNRESET\) before the answer ended — the call may have run/);
+    expect((cut as ConnectionError).message).not.toMatch(/safe to retry/);
+    const stalled = await rest().post("/api/stall", { body: { pay: 1 }, timeoutMs: 300 }).catch((e: unknown) => e);
+    expect(stalled).toBeInstanceOf(ConnectionError);
+    expect((stalled as ConnectionError).code).toBe(Code.DeadlineExceeded);
+    expect((stalled as ConnectionError).message).toMatch(/\(HTTP 200\) did not end before the deadline — the call may have run/);
+    expect(seen.length - before).toBe(2); // each POST ran once
   });
 
   it("refuses a bad path, service, user token, body, header or timeout before any I/O, naming it", async () => {
