@@ -3,9 +3,14 @@ import { ConfigurationError } from "../core/errors.js";
 /**
  * Checks that `name` can be the `<service>` segment of
  * `/backend/<service>/…` and returns it unchanged. A service name is a single
- * path segment: empty, `.`, `..`, or anything with `/`, `\`, `%`, `?`, `#`,
- * whitespace or a control character is refused with a {@link ConfigurationError}
- * naming `option` — before any I/O, so a bad name never reaches the network.
+ * path segment sent as it is, never percent-encoded: letters, digits and
+ * RFC 3986's other segment characters (`- . _ ~ ! $ & ' ( ) * + , ; = : @`).
+ * Anything else — empty, `.`, `..`, `/`, `\`, `%`, `?`, `#`, whitespace,
+ * a control or non-ASCII character — is refused with a {@link ConfigurationError}
+ * naming `option`, before any I/O, so a bad name never reaches the network
+ * and the Connect transport and the REST client always send the same path.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc3986#section-3.3 | RFC 3986 §3.3} (path segments)
  */
 export function checkServiceName(name: unknown, option = "service"): string {
   if (typeof name !== "string" || name === "") {
@@ -22,6 +27,13 @@ export function checkServiceName(name: unknown, option = "service"): string {
         "or a control character.",
     );
   }
+  if (!SEGMENT.test(name)) {
+    throw new ConfigurationError(
+      option,
+      `must be a path segment of letters, digits and - . _ ~ ! $ & ' ( ) * + , ; = : @ only: "${printable(name)}" has another character ` +
+        "(non-ASCII included; a gateway names its backends in ASCII).",
+    );
+  }
   return name;
 }
 
@@ -33,6 +45,9 @@ export function checkServiceName(name: unknown, option = "service"): string {
 export function kebabService(snakeCase: string): string {
   return checkServiceName(snakeCase.replace(/_/g, "-"));
 }
+
+// RFC 3986 pchar, without percent-encoding.
+const SEGMENT = /^[A-Za-z0-9\-._~!$&'()*+,;=:@]+$/;
 
 // Control characters are shown escaped so the message itself stays one clean line.
 function printable(s: string): string {

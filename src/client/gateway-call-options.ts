@@ -1,5 +1,6 @@
 import { createContextKey, createContextValues, type ContextValues } from "@connectrpc/connect";
 import { assertBoolean } from "../core/assertions.js";
+import { ConfigurationError } from "../core/errors.js";
 import { checkServiceName } from "./backend-service.js";
 import { userTokenOption } from "./user-token.js";
 
@@ -43,6 +44,9 @@ export function gatewayCall(options: GatewayCallOptions): {
   /** Connect's per-call context values, carrying `options` under {@link gatewayCallKey}. */
   contextValues: ContextValues;
 } {
+  if (typeof options !== "object" || options === null) {
+    throw new ConfigurationError("options", 'must be an object, e.g. gatewayCall({ service: "echo" }).');
+  }
   if (options.service !== undefined) checkServiceName(options.service);
   userTokenOption(options);
   if (options.retry !== undefined) assertBoolean("retry", options.retry);

@@ -366,7 +366,7 @@ function pausedError(error: AuthenticationError, remainingMs: number): Authentic
   const seconds = Math.max(1, Math.ceil(remainingMs / 1000));
   const why = error.retryAfterMs !== undefined ? "as its Retry-After asked" : "after it said it is overloaded";
   return new AuthenticationError(
-    `${error.message}; not asked again for ${seconds} s, ${why}`,
+    `${error.rawMessage}; not asked again for ${seconds} s, ${why}`,
     {
       ...(error.status !== undefined && { status: error.status }),
       ...(error.oauthError !== undefined && { oauthError: error.oauthError }),

@@ -3,7 +3,7 @@ import { basicAuthorization, clientSecretSpellings } from "../core/client-secret
 import { traceTokenRequest } from "./call-tracing.js";
 import { AuthenticationError } from "./authentication-error.js";
 import { signClientAssertion, type ClientAssertionKey } from "./client-assertion.js";
-import { sendHttpRequest, type HttpResponse } from "./http-request.js";
+import { ResponseTooLargeError, sendHttpRequest, type HttpResponse } from "./http-request.js";
 import { parseTokenResponse, type IssuedToken } from "./token-response.js";
 
 /**
@@ -143,7 +143,9 @@ export function unreachable(source: string, reason: unknown): AuthenticationErro
       ? `did not answer in time (${reason.message})`
       : reason instanceof Error && reason.name === "ResponseCutShortError"
         ? `answered, but ${reason.message}`
-        : `could not be reached (${nodeCode(reason) ?? (reason instanceof Error ? reason.message : String(reason))})`;
+        : reason instanceof ResponseTooLargeError
+          ? `answered, but ${reason.message}`
+          : `could not be reached (${nodeCode(reason) ?? (reason instanceof Error ? reason.message : String(reason))})`;
   return new AuthenticationError(`${source} ${what}`, {}, { cause: reason });
 }
 

@@ -46,7 +46,11 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
   if (!ACCESS_TOKEN.test(access_token)) {
     throw garbage(context, response.status, 'an "access_token" that cannot travel in a header (visible ASCII characters only)');
   }
-  if (token_type === undefined ? context.tokenTypeRequired : String(token_type).toLowerCase() !== "bearer") {
+  // So would one longer than servers accept in a header (431), and a store refuses it.
+  if (access_token.length > MAX_ACCESS_TOKEN_LENGTH) {
+    throw garbage(context, response.status, `an "access_token" of ${access_token.length} characters (at most ${MAX_ACCESS_TOKEN_LENGTH})`);
+  }
+  if (token_type === undefined ? context.tokenTypeRequired : typeof token_type !== "string" || token_type.toLowerCase() !== "bearer") {
     throw garbage(context, response.status, `"token_type" ${describe(token_type, context)} where "bearer" is required`);
   }
   if (expires_in !== undefined && !(typeof expires_in === "number" && expires_in > 0 && Number.isFinite(expires_in))) {
@@ -61,6 +65,18 @@ export function parseTokenResponse(response: HttpResponse, context: TokenRespons
 
 /** RFC 6750 §2.1's b64token, loosened to every visible ASCII character, as `Bearer <token>` can carry. */
 const ACCESS_TOKEN = /^[\x21-\x7e]+$/;
+
+/**
+ * The longest access token accepted, from a token endpoint or a store:
+ * 16 KiB, the header size many servers refuse past (Node's whole header
+ * block is 16 KiB by default), so a longer one would fail every call.
+ */
+export const MAX_ACCESS_TOKEN_LENGTH = 16 * 1024;
+
+/** Whether `value` can be sent as `Bearer <value>`: visible ASCII, at most {@link MAX_ACCESS_TOKEN_LENGTH}. */
+export function isSendableAccessToken(value: string): boolean {
+  return value.length > 0 && value.length <= MAX_ACCESS_TOKEN_LENGTH && ACCESS_TOKEN.test(value);
+}
 
 function errorAnswer(
   { status, headers }: HttpResponse,

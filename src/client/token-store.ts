@@ -1,5 +1,6 @@
 import { createHash, createPublicKey } from "node:crypto";
 import type { TokenEndpointAuthentication } from "./token-request.js";
+import { isSendableAccessToken } from "./token-response.js";
 
 /**
  * A service token as a {@link TokenStore} keeps it: only what a caller needs
@@ -188,9 +189,6 @@ function sha256(data: string | Buffer): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
-/** The longest token accepted from a store. */
-const MAX_TOKEN_LENGTH = 16 * 1024;
-
 /**
  * Whether a value read from a store is a token that can be sent: a non-empty
  * string of visible ASCII (it goes into an `Authorization` header) and
@@ -201,9 +199,7 @@ export function isStoredToken(value: unknown): value is StoredToken {
   const { accessToken, issuedAt, expiresAt } = value as Record<string, unknown>;
   return (
     typeof accessToken === "string" &&
-    accessToken.length > 0 &&
-    accessToken.length <= MAX_TOKEN_LENGTH &&
-    /^[\x21-\x7e]+$/.test(accessToken) &&
+    isSendableAccessToken(accessToken) &&
     typeof issuedAt === "number" &&
     typeof expiresAt === "number" &&
     Number.isFinite(issuedAt) &&

@@ -230,6 +230,8 @@ describe("createGatewayClient", () => {
       expect(framing.message).toContain(JSON.stringify(name));
     }
     await refused(api.get("/a", { service: "../admin" }), "service");
+    // A name must travel as it is: no non-ASCII (sent raw as Latin-1 before), no invisible character.
+    for (const service of ["\u00e9", "x\u200by", "\u65e5\u672c", "a<b", "a|b"]) await refused(api.get("/a", { service }), "service");
     const badToken = await refused(api.get("/a", { userToken: "Bearer sk-user-token" }), "userToken");
     // A forwarded token that was not there: never the service's identity, unnoticed.
     const absent = await refused(api.get("/a", { userToken: undefined }), "userToken");

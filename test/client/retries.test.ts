@@ -361,5 +361,9 @@ describe("the options are checked, naming the option", () => {
   it("gatewayCall({ retry }) must be a boolean", () => {
     expect(() => gatewayCall({ retry: "no" as unknown as boolean })).toThrow(ConfigurationError);
     expect(() => gatewayCall({ retry: "no" as unknown as boolean })).toThrow(/`retry`/);
+    for (const options of [null, undefined, "echo"]) {
+      expect(() => gatewayCall(options as never)).toThrow(ConfigurationError);
+      expect(() => gatewayCall(options as never)).toThrow(/`options` must be an object/);
+    }
   });
 });

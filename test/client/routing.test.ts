@@ -171,7 +171,7 @@ describe("service names", () => {
   });
   afterAll(() => backend.close());
 
-  const bad = ["", "/", "a/b", ".", "..", "with space", "tab\t", "pct%2F", "new\nline", "nul\u0000", "q?x", "h#x", "back\\slash"];
+  const bad = ["", "/", "a/b", ".", "..", "with space", "tab\t", "pct%2F", "new\nline", "nul\u0000", "q?x", "h#x", "back\\slash", "\u00e9", "x\u200by", "a<b"];
 
   it.each(bad)("refuses %j everywhere before any I/O", async (name) => {
     const tokenRequests = oauth.tokenRequests;

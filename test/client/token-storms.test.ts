@@ -185,6 +185,7 @@ describe("a token endpoint that says it is overloaded (429, 503)", () => {
       const paused = await failure(tokens);
       expect(paused).toBeInstanceOf(AuthenticationError);
       expect(paused.message).toMatch(/answered HTTP 429: slow_down; not asked again for \d+ s, as its Retry-After asked$/);
+      expect(paused.message.match(/\[unauthenticated\]/g)).toHaveLength(1); // its code once, not once per wrapping
       expect(paused.message).not.toContain("busy-secret");
     }
     expect(overloaded.requests.length).toBe(before);

@@ -290,6 +290,9 @@ describe("token endpoint failures", () => {
     // Cached, it would fail every call for its lifetime (a header cannot carry it).
     ["an access_token with a line break", () => ({ json: { access_token: "eyJ.abc\n", token_type: "bearer", expires_in: 3600 } }), /cannot travel in a header/],
     ["an access_token beyond ASCII", () => ({ json: { access_token: "tok\u00e9n", token_type: "bearer" } }), /cannot travel in a header/],
+    ["an access_token longer than a header can carry", () => ({ json: { access_token: "x".repeat(20_000), token_type: "bearer" } }), /"access_token" of 20000 characters \(at most 16384\)/],
+    ["a token_type that is not a string", () => ({ json: { access_token: "x", token_type: { toString: 1 } } }), /"token_type" \{"toString":1\} where "bearer"/],
+    ["a token_type in an array", () => ({ json: { access_token: "x", token_type: ["bearer"] } }), /"token_type" \["bearer"\] where "bearer"/],
     [
       "an answer slower than timeoutMs",
       () => ({ delayMs: 3000, json: { access_token: "late", token_type: "bearer" } }),
@@ -342,6 +345,19 @@ describe("token endpoint failures", () => {
       const error = await createClient(EchoService, transport).echo({}).catch((e: unknown) => e);
       expect([what, error instanceof AuthenticationError]).toEqual([what, true]);
       expectNoSecret(error, [...SECRETS, SECRET.slice(0, 8), basic.slice(6, 20)]);
+    }
+  });
+
+  it("an answer over the size limit says the endpoint answered, not that it could not be reached", async () => {
+    const big = await startTokenEndpoint(() => ({ json: { access_token: "x", token_type: "bearer", padding: "p".repeat(300_000) } }));
+    try {
+      const transport = createGatewayTransport(transportOptions({ appcenterUrl: big.url }));
+      const error = (await createClient(EchoService, transport).echo({}).catch((e: unknown) => e)) as AuthenticationError;
+      expect(error).toBeInstanceOf(AuthenticationError);
+      expect(error.message).toMatch(/answered, but the answer is larger than \d+ bytes/);
+      expect(error.message).not.toMatch(/could not be reached/);
+    } finally {
+      await big.close();
     }
   });
 
