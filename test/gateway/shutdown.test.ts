@@ -4,14 +4,14 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest, Agent, createServer, type Server } from "node:http";
 import { connect as http2Connect, constants as http2Constants, createServer as createHttp2Server, type Http2Server } from "node:http2";
-import type { AddressInfo } from "node:net";
+import { connect as netConnect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
-import { createGateway, GatewayConfigError } from "../../packages/gateway/src/index.js";
+import { createGateway, GatewayConfigError, parseRoutesFile } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
 import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "../support/gateway.js";
 import { within } from "../support/within.js";
@@ -308,6 +308,35 @@ describe("drain timeout configuration and close()", () => {
       expect(await within(ended, 1_000, "the caller saw no end")).not.toBe("complete");
     } finally {
       agent.destroy();
+    }
+  }, 15_000);
+
+  it("close() resolves within drainTimeoutMs when HTTP/2 clients never close their side, whatever stage they stopped at", async () => {
+    const gateway = createGateway({
+      routes: parseRoutesFile(`version: "1.0"\nroutes: []\n`, { source: "inline" }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      logger: false,
+      drainTimeoutMs: 300,
+    });
+    const { port } = new URL(await gateway.listen());
+    const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const settings = "\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    // Half the preface; the preface alone; the preface and SETTINGS, then silence. None ever closes its side.
+    const sockets = [preface.slice(0, 16), preface, preface + settings].map((bytes) => {
+      const socket = netConnect({ port: Number(port), host: "127.0.0.1", allowHalfOpen: true });
+      socket.on("error", () => {});
+      socket.resume();
+      socket.write(Buffer.from(bytes, "latin1"));
+      return socket;
+    });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const closedAt = Date.now();
+      await within(gateway.close(), 2_000, "close() waited for clients that never close");
+      expect(Date.now() - closedAt).toBeLessThan(1_500);
+    } finally {
+      for (const socket of sockets) socket.destroy();
     }
   }, 15_000);
 });

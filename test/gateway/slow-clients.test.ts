@@ -88,6 +88,11 @@ function get(session: ClientHttp2Session, path: string, headers: Record<string, 
   );
 }
 
+// HTTP/2 frames (RFC 9113 §4.1): an empty SETTINGS, its ACK, a PING.
+const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+const SETTINGS_ACK = Buffer.from([0, 0, 0, 4, 1, 0, 0, 0, 0]);
+const PING = Buffer.from([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+
 describe("slow and stalled clients", () => {
   it("closes a connection whose HTTP/2 preface stalls half-way, within headersTimeoutMs", async () => {
     const { socket, closed } = await rawSocket();
@@ -109,6 +114,28 @@ describe("slow and stalled clients", () => {
       expect(closedAt - doneAt).toBeGreaterThanOrEqual(IDLE_TIMEOUT_MS - 50);
     } finally {
       session.destroy();
+    }
+  });
+
+  it("frees an idle HTTP/2 connection whose client ignores GOAWAY and never closes its side, a second after", async () => {
+    // A client that keeps its half of the connection open (allowHalfOpen) and ignores what it reads.
+    const socket = netConnect({ port, host, allowHalfOpen: true });
+    socket.on("error", () => {});
+    socket.resume();
+    let endedAt = 0;
+    socket.once("end", () => (endedAt = Date.now()));
+    const closed = new Promise<number>((resolve) => socket.once("close", () => resolve(Date.now())));
+    await within(new Promise((resolve) => socket.once("connect", resolve)), 2_000, "connect");
+    socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), SETTINGS, SETTINGS_ACK]));
+    // A PING now and then: once the gateway has destroyed the connection, a write is answered with a reset.
+    const pings = setInterval(() => socket.write(PING), 100);
+    try {
+      const closedAt = await within(closed, IDLE_TIMEOUT_MS + 1_000 + SLACK_MS, "the half-closed HTTP/2 connection was never freed");
+      expect(endedAt).toBeGreaterThan(0); // the gateway ended its side first (GOAWAY, then FIN)
+      expect(closedAt - endedAt).toBeGreaterThanOrEqual(1_000 - 50);
+    } finally {
+      clearInterval(pings);
+      socket.destroy();
     }
   });
 

@@ -111,6 +111,11 @@ const HTTP2_PREFACE_START = "PRI";
 // rest of a message, see MESSAGE_REMAINDER_WAIT_MS), resets and GOAWAY get to
 // reach the clients before their connections are destroyed.
 const SESSION_DESTROY_DELAY_MS = 200;
+// Once the gateway has ended an HTTP/2 connection (its session closed after
+// GOAWAY, idle or draining), how long the client gets to close its side.
+// Node ends the socket and waits for the peer's FIN; a client that never
+// sends one would otherwise hold the socket (and a shutdown) for good.
+const HTTP2_CLOSE_GRACE_MS = 1_000;
 
 /**
  * One port for HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c, what
@@ -200,9 +205,14 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
   // When the connection being handed to the http2 server was accepted: the
   // preface deadline counts from then (the session is created synchronously).
   let handingOverAcceptedAt: number | undefined;
+  // The connection under each session: the session only exposes a proxy of it, which cannot destroy it.
+  let handingOverSocket: Socket | undefined;
+  const socketOf = new WeakMap<Http2Session, Socket>();
   http2.on("session", (session: Http2Session) => {
     const open = sessions.add(session);
     const acceptedAt = handingOverAcceptedAt ?? Date.now();
+    const socket = handingOverSocket;
+    if (socket !== undefined) socketOf.set(session, socket);
     // The preface and the client's first SETTINGS frame must arrive within
     // headersTimeoutMs: a half-sent preface would otherwise hold the socket.
     const prefaceTimer = setTimeout(() => session.destroy(), Math.max(0, acceptedAt + headersTimeoutMs - Date.now()));
@@ -245,11 +255,16 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       // session, and every stream relaying into it, open until a write
       // failed (never, once flow control stops the writes). Its FIN ends it.
       socket.allowHalfOpen = false;
+      // Once this side has ended it (the session closed), the client has
+      // HTTP2_CLOSE_GRACE_MS to close its own: Node waits for that forever.
+      socket.once("finish", () => setTimeout(() => socket.destroy(), HTTP2_CLOSE_GRACE_MS).unref());
       handingOverAcceptedAt = acceptedAt;
+      handingOverSocket = socket;
       try {
         http2.emit("connection", socket);
       } finally {
         handingOverAcceptedAt = undefined;
+        handingOverSocket = undefined;
       }
     });
   });
@@ -294,7 +309,11 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       http1.closeIdleConnections();
       setTimeout(() => {
         http1.closeAllConnections();
-        for (const session of sessions.values()) session.destroy();
+        // A session closed gracefully before (drain) only ends its socket when destroyed: destroy that too.
+        for (const session of sessions.values()) {
+          session.destroy();
+          socketOf.get(session)?.destroy();
+        }
       }, SESSION_DESTROY_DELAY_MS);
       for (const socket of peeking.values()) socket.destroy();
     },
