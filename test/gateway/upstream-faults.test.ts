@@ -7,6 +7,7 @@ import { once } from "node:events";
 import { Agent as HttpAgent, createServer as createHttpServer, request as httpRequest } from "node:http";
 import { connect, constants as http2Constants, createServer as createHttp2Server, type ClientHttp2Session, type Http2Session } from "node:http2";
 import { createServer as createNetServer, type Socket } from "node:net";
+import { Duplex, PassThrough, Writable } from "node:stream";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -481,6 +482,89 @@ function bearer(token: string) {
 // its first body byte: nothing has reached the caller yet, so the caller gets
 // the gateway's answer for an upstream failure — 503, or 504 when the body
 // stalls past the route's timeout — never a 500 that blames the gateway.
+describe("an h2c upstream connection that goes silent", () => {
+  // The upstream's first connection is accepted and never read nor answered
+  // (a wedged worker); every later one is served by a healthy HTTP/2 server.
+  const healthy = createHttp2Server((req, res) => {
+    req.resume();
+    // A slow handler: its connection stays healthy (PINGs are answered by the HTTP/2 stack).
+    const delay = req.url.endsWith("/slow") ? 1_000 : 0;
+    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}'), delay);
+  });
+  healthy.on("session", (session: Http2Session) => session.on("error", () => {}));
+  const sockets: Socket[] = [];
+  const front = createNetServer((socket) => {
+    socket.on("error", () => {});
+    sockets.push(socket);
+    if (sockets.length === 1) return; // the silent one
+    healthy.emit("connection", socket);
+  });
+  let gateway: Gateway;
+  let token: string;
+
+  beforeAll(async () => {
+    const port = await listen(front);
+    gateway = await startSeedGateway(
+      routesFileText({ backends: { h2: { upstream: `http://127.0.0.1:${port}`, http2: true, timeout: "400ms" } } }),
+    );
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => front.close(resolve));
+  });
+
+  it("is replaced after a call times out on it: the next calls get through on a fresh connection; a slow call on a healthy one keeps it", async () => {
+    const first = await post(`${gateway.url}/backend/h2/pkg.S/M`, token);
+    expect([first.status, JSON.parse(first.body).error?.code]).toEqual([504, "GATEWAY_TIMEOUT"]);
+    for (let i = 0; i < 3; i++) {
+      const next = await post(`${gateway.url}/backend/h2/pkg.S/M`, token);
+      expect([next.status, next.body]).toEqual([200, '{"ok":true}']);
+    }
+    expect(sockets.length).toBe(2); // one fresh connection, reused
+    // A call that times out on a healthy connection: the connection answers its PING, and stays.
+    expect((await post(`${gateway.url}/backend/h2/pkg.S/slow`, token)).status).toBe(504);
+    await new Promise((resolve) => setTimeout(resolve, 2_300));
+    expect((await post(`${gateway.url}/backend/h2/pkg.S/M`, token)).status).toBe(200);
+    expect(sockets.length).toBe(2);
+  });
+
+  it("so is one that answered before, then stops answering even PINGs", async () => {
+    // A relay in front of the healthy server: connections it has frozen pass nothing either way any more.
+    const frozen = new Set<Socket>();
+    const relayed: Socket[] = [];
+    const relay = createNetServer((socket) => {
+      socket.on("error", () => {});
+      relayed.push(socket);
+      const upstream = new PassThrough();
+      socket.on("data", (chunk: Buffer) => {
+        if (!frozen.has(socket)) upstream.write(chunk);
+      });
+      const duplex = Duplex.from({ readable: upstream, writable: new Writable({ write: (chunk, _, done) => (frozen.has(socket) ? done() : socket.write(chunk, done)) }) });
+      healthy.emit("connection", duplex);
+    });
+    const port = await listen(relay);
+    const relayGateway = await startSeedGateway(
+      routesFileText({ backends: { h2: { upstream: `http://127.0.0.1:${port}`, http2: true, timeout: "400ms" } } }),
+    );
+    try {
+      expect((await post(`${relayGateway.url}/backend/h2/pkg.S/M`, token)).status).toBe(200);
+      expect(relayed.length).toBe(1);
+      frozen.add(relayed[0] as Socket);
+      expect((await post(`${relayGateway.url}/backend/h2/pkg.S/M`, token)).status).toBe(504);
+      // Its PING goes unanswered for 2 s: then the connection is dropped, and the next call opens another.
+      await until(() => (relayed[0] as Socket).destroyed, 5_000);
+      expect((await post(`${relayGateway.url}/backend/h2/pkg.S/M`, token)).status).toBe(200);
+      expect(relayed.length).toBe(2);
+    } finally {
+      await relayGateway.close();
+      for (const socket of relayed) socket.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    }
+  });
+});
+
 describe("upstreams that fail between their headers and their body", () => {
   let gateway: Gateway;
   let token: string;

@@ -50,7 +50,18 @@ interface PooledSession {
   active: number;
   /** GOAWAY received, closing or closed: takes no new stream. */
   draining: boolean;
+  /** The upstream's SETTINGS arrived: it speaks HTTP/2 on this connection. */
+  settled: boolean;
+  /** A PING is out to check that the upstream still answers on this connection. */
+  probing: boolean;
 }
+
+/**
+ * How long a session whose stream got no answer in time has to answer a
+ * PING before it is destroyed: an upstream's HTTP/2 stack answers PINGs
+ * itself, however busy its handlers, so a session that does not is wedged.
+ */
+const PROBE_TIMEOUT_MS = 2_000;
 
 /** Headers that are meaningless or forbidden on an HTTP/2 request. */
 const connectionHeaders = new Set(["connection", "upgrade", "http2-settings", "transfer-encoding", "proxy-connection", "keep-alive", "host"]);
@@ -152,6 +163,7 @@ export class H2cUpstreamPool {
     const headersTimer = setTimeout(() => {
       settle(Object.assign(new Error("Upstream did not answer in time"), { code: "UND_ERR_HEADERS_TIMEOUT" }));
       stream.close(constants.NGHTTP2_CANCEL);
+      this.#probe(pooled);
     }, Math.max(0, deadline - Date.now()));
     stream.once("close", () => {
       clearTimeout(headersTimer);
@@ -196,6 +208,44 @@ export class H2cUpstreamPool {
     }
   }
 
+  /**
+   * After a stream got no answer in time: is the session itself still
+   * alive? One the upstream never sent its SETTINGS on (it accepted the
+   * connection and went silent: a wedged worker), or that does not answer a
+   * PING within PROBE_TIMEOUT_MS, is destroyed, so that the next calls open
+   * a fresh connection instead of timing out on this one for good (steady
+   * traffic keeps its idle timer from ever firing). A slow handler on a
+   * healthy session only loses its own stream.
+   */
+  #probe(pooled: PooledSession): void {
+    const { session } = pooled;
+    if (pooled.probing || session.closed || session.destroyed) return;
+    const wedged = () => {
+      this.#retire(pooled);
+      session.destroy();
+      this.#onSessionError(Object.assign(new Error("Upstream connection stopped answering (no SETTINGS or PING answer); replaced"), { code: "ERR_HTTP2_PING_TIMEOUT" }));
+    };
+    if (!pooled.settled) return wedged();
+    pooled.probing = true;
+    const timer = setTimeout(wedged, PROBE_TIMEOUT_MS);
+    let sent = false;
+    try {
+      sent = session.ping((error) => {
+        clearTimeout(timer);
+        pooled.probing = false;
+        if (error !== null && !session.destroyed) wedged();
+      });
+    } catch {
+      sent = false;
+    }
+    if (!sent) {
+      // Too many PINGs unanswered already (Node's own limit): as good as no answer.
+      clearTimeout(timer);
+      pooled.probing = false;
+      wedged();
+    }
+  }
+
   /** Takes `pooled` out of the pool and closes it once the streams on it are done. */
   #retire(pooled: PooledSession): void {
     pooled.draining = true;
@@ -228,7 +278,8 @@ export class H2cUpstreamPool {
 
   #open(): PooledSession {
     const session = connect(this.#origin);
-    const pooled: PooledSession = { session, active: 0, draining: false };
+    const pooled: PooledSession = { session, active: 0, draining: false, settled: false, probing: false };
+    session.once("remoteSettings", () => (pooled.settled = true));
     this.#sessions.add(pooled);
     const retire = () => {
       pooled.draining = true;
