@@ -250,6 +250,53 @@ describe("JWKS key rotation", () => {
     }
   });
 
+  it("a key published just after the last fetch: 503 until the refetch cooldown has passed, never 401 nor a spent failure budget", async () => {
+    const keyA = await generateKeyPair("RS256", { extractable: true });
+    const keyB = await generateKeyPair("RS256", { extractable: true });
+    const published: JWK[] = [{ ...(await exportJWK(keyA.publicKey)), kid: "a", alg: "RS256" }];
+    let fetches = 0;
+    const jwksServer = createServer((_req, res) => {
+      fetches++;
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ keys: published }));
+    });
+    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const backend = await startRecordingBackend();
+    const gateway = createGateway({
+      routes: parseRoutesFile(routesYaml, { source: "r", env: { UP: backend.url } }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { jwks: { url: `${issuer}/jwks`, issuer, audience: "api", refetchCooldownMs: 1_000 } },
+      authFailureLimit: { max: 3, timeWindowMs: 60_000 },
+      logger: false,
+    });
+    await gateway.listen();
+    const sign = (key: Parameters<SignJWT["sign"]>[0], kid: string) =>
+      new SignJWT({ client_id: "svc" }).setProtectedHeader({ alg: "RS256", kid }).setIssuer(issuer).setAudience("api").setExpirationTime("5m").sign(key);
+    try {
+      expect((await call(gateway, "/api/v1/agents", await sign(keyA.privateKey, "a"))).status).toBe(200);
+      published.push({ ...(await exportJWK(keyB.publicKey)), kid: "b", alg: "RS256" });
+      const tokenB = await sign(keyB.privateKey, "b");
+      // More calls than the failure budget, inside the cooldown: each a 503 with Retry-After, none counted.
+      for (let i = 0; i < 5; i++) {
+        const res = await fetch(`${gateway.url}/api/v1/agents`, { headers: { authorization: `Bearer ${tokenB}` } });
+        expect([res.status, ((await res.json()) as { error: { code: string } }).error.code]).toEqual([503, "SERVICE_UNAVAILABLE"]);
+        expect(res.headers.get("retry-after")).not.toBeNull();
+      }
+      expect(fetches).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      expect((await call(gateway, "/api/v1/agents", tokenB)).status).toBe(200);
+      expect(fetches).toBe(2);
+      // A kid still unknown once the set was fetched again: the caller's fault.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      const unknown = await call(gateway, "/api/v1/agents", await sign(keyB.privateKey, "c"));
+      expect([unknown.status, unknown.body.error.code]).toEqual([401, "UNAUTHORIZED"]);
+    } finally {
+      await gateway.close();
+      await backend.close();
+      await closeServer(jwksServer);
+    }
+  });
+
   it("answers SERVICE_UNAVAILABLE, not UNAUTHORIZED, when the key set answers an error or garbage", async () => {
     const answers: [number, string][] = [
       [500, "oops"],

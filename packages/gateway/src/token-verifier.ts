@@ -328,12 +328,26 @@ function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): J
   };
   return async (header, token) => {
     if (failure !== undefined && Date.now() < failure.until) return fromLastKeys(failure, header, token);
+    // jose refetches the set for an unknown kid, at most once per refetch
+    // cooldown: inside it, a kid the set lacks may be a key the OAuth2
+    // server has just started signing with. That is not the caller's fault:
+    // a 503 (try again shortly) rather than a 401, which would also spend
+    // the caller's budget of failed authentications and lock a service out
+    // for a key rotation. Past the cooldown the set is fetched again, and a
+    // kid still unknown is a 401. Nothing reaches the endpoint more often
+    // either way.
+    const coolingDown = remote.coolingDown;
     try {
       const key = await remote(header, token);
       failure = undefined;
       lastAnsweredAt = Date.now();
       return key;
     } catch (e) {
+      if (coolingDown && e instanceof jose.errors.JWKSNoMatchingKey) {
+        throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token key not known yet", {
+          cause: new Error("the token's key is not in the key set fetched less than tokens.jwks.refetchCooldownMs ago; it is fetched again after that"),
+        });
+      }
       if (!isKeySetFailure(e, jose)) throw e;
       const last = remote.jwks();
       failure = { error: e, until: Date.now() + cooldownMs, lastKeys: last && jose.createLocalJWKSet(last) };
