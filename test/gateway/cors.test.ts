@@ -3,6 +3,7 @@
 // Connect and gRPC-web browser clients need; credentials only when asked;
 // an origin not allowed gets no CORS header. Options from createGateway,
 // routes.yaml (`cors:`) and the environment, each checked.
+import { createServer } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createGateway,
@@ -14,7 +15,7 @@ import {
   type GatewayConfig,
 } from "../../packages/gateway/src/index.js";
 import { rawRequest, type RawResponse } from "../support/raw-request.js";
-import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
+import { captureLogs, closeServer, listen, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER, seedToken, startRecordingBackend, startSeedGateway, type RecordingBackend } from "../support/gateway.js";
 
 const APP = "https://app.example.com";
 const OTHER = "https://evil.example.com";
@@ -193,6 +194,67 @@ describe("CORS with the defaults", () => {
     const off = await gatewayWith({});
     expect((await preflight(off, APP, "PUT")).headers["access-control-allow-origin"]).toBeUndefined();
     expect((await get(off, APP)).headers["access-control-allow-origin"]).toBeUndefined();
+  });
+});
+
+describe("a backend that answers CORS itself, permissively", () => {
+  // Every Origin echoed back, with credentials: a common framework default.
+  const permissive = createServer((req, res) => {
+    req.resume();
+    res.writeHead(200, {
+      "content-type": "application/json",
+      "access-control-allow-origin": String(req.headers.origin ?? "*"),
+      "access-control-allow-credentials": "true",
+      "access-control-expose-headers": "x-secret-header",
+      vary: "Accept-Encoding",
+    });
+    res.end("[]");
+  });
+  let port: number;
+  beforeAll(async () => {
+    port = await listen(permissive);
+  });
+  afterAll(() => closeServer(permissive));
+
+  const cached = `  - path: /api/v1/cached
+    method: GET
+    proxy_upstream: $PERMISSIVE_URL
+    cache_ttl: 60s
+  - path: /api/v1/open
+    method: GET
+    proxy_upstream: $PERMISSIVE_URL
+`;
+  async function gatewayFor(options: Partial<GatewayConfig>): Promise<Gateway> {
+    const gateway = await startSeedGateway(routesYaml(cached), { REST_URL: rest.url, PERMISSIVE_URL: `http://127.0.0.1:${port}` }, options);
+    gateways.push(gateway);
+    return gateway;
+  }
+  const fetchAs = async (gateway: Gateway, origin: string, path: string) =>
+    rawRequest(portOf(gateway), { method: "GET", path, headers: [["origin", origin], ["authorization", `Bearer ${await seedToken()}`]] });
+
+  it("its Access-Control-* headers never reach the caller: the gateway's policy decides, and its Vary: Origin stays", async () => {
+    const gateway = await gatewayFor({ corsOrigins: [APP], corsCredentials: true });
+    for (const path of ["/api/v1/open", "/api/v1/cached", "/api/v1/cached"]) {
+      const other = await fetchAs(gateway, OTHER, path);
+      expect(other.status).toBe(200);
+      expect(other.headers["access-control-allow-origin"]).toBeUndefined();
+      expect(other.headers["access-control-allow-credentials"]).toBeUndefined();
+      expect(other.headers["access-control-expose-headers"]).toBeUndefined();
+      const app = await fetchAs(gateway, APP, path);
+      expect(app.headers["access-control-allow-origin"]).toBe(APP);
+      expect(listOf(app.headers["access-control-expose-headers"])).not.toContain("x-secret-header");
+      // The gateway's Vary and the backend's, merged (a cache hit too).
+      expect(listOf(app.headers.vary)).toEqual(expect.arrayContaining(["origin", "accept-encoding"]));
+    }
+  });
+
+  it("without cors: configured, no site gets access through the backend's own headers", async () => {
+    const gateway = await gatewayFor({});
+    const res = await fetchAs(gateway, OTHER, "/api/v1/open");
+    expect(res.status).toBe(200);
+    expect(res.headers["access-control-allow-origin"]).toBeUndefined();
+    expect(res.headers["access-control-allow-credentials"]).toBeUndefined();
+    expect(listOf(res.headers.vary)).toEqual(["accept-encoding"]);
   });
 });
 

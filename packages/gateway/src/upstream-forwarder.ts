@@ -167,7 +167,12 @@ function forward(request: FastifyRequest, reply: FastifyReply, forwarding: Route
   const cacheKey = cacheUse === undefined ? undefined : responseCacheKey(upstream.origin, target, identity, request.headers, route.access.forwardAuthorization === true);
   const cached = cacheKey === undefined || cacheUse?.lookup !== true ? undefined : context.cache.get(cacheKey);
   if (cached !== undefined) {
-    return reply.code(cached.status).headers(cached.headers).header("x-cache", "HIT").send(cached.body);
+    reply.code(cached.status);
+    for (const [name, value] of Object.entries(cached.headers)) {
+      if (name === "vary") mergeVary(reply, value);
+      else reply.header(name, value);
+    }
+    return reply.header("x-cache", "HIT").send(cached.body);
   }
   const body = forwardedBody(request, upstream);
   // One object for all of the gateway's headers, built in place (no spreads).
@@ -267,8 +272,10 @@ function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: D
     let value = headers[name];
     // The gateway's X-Request-ID stays: it is what the caller finds in the gateway's log.
     if (value === undefined || name.charCodeAt(0) === COLON || isResponseHopByHop(name, listed) || name === "x-request-id") continue;
+    if (isCorsHeader(name)) continue;
     if (Array.isArray(value) && SINGLE_VALUE_FIELDS.has(name)) value = value[0] as string;
-    reply.header(name, value);
+    if (name === "vary") mergeVary(reply, value);
+    else reply.header(name, value);
   }
   // An HTTP/1.1 connection whose request was not read to its end (a GET
   // with a body, which fastify does not read) cannot carry another request.
@@ -291,6 +298,38 @@ function receiveAnswer(request: FastifyRequest, reply: FastifyReply, response: D
 }
 
 function ignoreError(): void {}
+
+/**
+ * `Access-Control-*` from an upstream: never relayed. Cross-origin access is
+ * the gateway's decision (`cors:` in routes.yaml): a backend that answers
+ * every Origin with itself and `Allow-Credentials: true` (a permissive
+ * framework default) would otherwise open it to any site, past the
+ * gateway's own list — and without `cors:`, to every site at all.
+ */
+function isCorsHeader(name: string): boolean {
+  return name.length > 15 && name.charCodeAt(0) === 97 /* a */ && name.toLowerCase().startsWith("access-control-");
+}
+
+/**
+ * The upstream's `Vary` added to what the gateway set already (`Origin`,
+ * by CORS), rather than replacing it: a cache in front of the gateway must
+ * keep one origin's answer from another.
+ */
+function mergeVary(reply: FastifyReply, value: string | string[] | number): void {
+  const own = reply.getHeader("vary");
+  if (own === undefined) {
+    reply.header("vary", value);
+    return;
+  }
+  const names = new Map<string, string>();
+  for (const list of [own, value]) {
+    for (const item of (Array.isArray(list) ? list : [String(list)]).flatMap((v) => String(v).split(","))) {
+      const name = item.trim();
+      if (name !== "" && !names.has(name.toLowerCase())) names.set(name.toLowerCase(), name);
+    }
+  }
+  reply.header("vary", names.has("*") ? "*" : [...names.values()].join(", "));
+}
 
 /** The route's timeout passed before the upstream answered: the upstream request is aborted, and the caller gets a 504. */
 function abortAtDeadline(abort: AbortController): void {
