@@ -163,6 +163,10 @@ class V1Head extends SignedHead {
     // that text (`/é` as E9 and as C3 A9), though a handler sees two paths.
     const fullpath = utf8TextOf(this.fullpath);
     if (fullpath === undefined) return "invalid_signature";
+    // v1 signs the method upper-cased (as the Ruby gem does), so `post` and
+    // `POST` share a signature; methods are case-sensitive (RFC 9110 §9.1)
+    // and a handler may tell them apart: only the signed spelling passes.
+    if (this.method !== this.method.toUpperCase()) return "invalid_signature";
     const parts = { method: this.method, timestamp, clientId: identity.clientId, userId: identity.userId, fullpath, bodySha256 };
     if (verifyGatewaySignature(this.config.secrets, parts, signature)) return undefined;
     if (this.config.exposeRejectionReason) this.diagnostics = { canonicalRequest: canonicalOrUndefined(() => stringToSign(parts)) };

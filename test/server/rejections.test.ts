@@ -322,9 +322,10 @@ describe("maxBodyBytes bounds what a caller can make the verifier hold", () => {
   });
 });
 
-describe("a 413 leaves an HTTP/1.1 keep-alive connection usable", () => {
-  // One socket, reused: if the rest of the oversized body were left unread,
-  // the next request on that connection would never be parsed.
+describe("after a 413 over HTTP/1.1, the client's next request is answered", () => {
+  // One socket at a time: the refusal closes the connection of the
+  // oversized body (its rest is never read); the next request must not
+  // stall on it, but go out on a new one.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   afterAll(() => agent.destroy());
 
@@ -425,5 +426,42 @@ describe("a client that goes away mid-body", () => {
     servers.push(server);
     await cutOff(server.port);
     expect(await outcome).toBeUndefined();
+  });
+});
+
+describe("v1 and the method's case", () => {
+  it("a v1 signature for POST does not pass for post or PoSt (HTTP/2 carries any case); v1 signs the upper-cased method", async () => {
+    const { connect: h2connect } = await import("node:http2");
+    const auth = createGatewayAuth({ hmacSecret: SECRET, exposeRejectionReason: true });
+    const methods: string[] = [];
+    const server = await startServer(async (req, res) => {
+      if ((await auth.verifyNodeRequest(req, res)) === undefined) return;
+      methods.push(req.method ?? "");
+      res.end("{}");
+    }, "2");
+    servers.push(server);
+    const session = h2connect(server.baseUrl);
+    session.on("error", () => {});
+    try {
+      const send = (method: string) =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = session.request({ ...Object.fromEntries(valid()), ":method": method, ":path": ECHO, "content-type": "application/json" });
+          let status = 0;
+          let text = "";
+          req.on("response", (h) => (status = Number(h[":status"])));
+          req.on("data", (d: Buffer) => (text += d.toString()));
+          req.on("end", () => resolve({ status, body: text }));
+          req.on("error", reject);
+          req.end(body);
+        });
+      for (const method of ["post", "PoSt"]) {
+        const refused = await send(method);
+        expect([method, refused.status, JSON.parse(refused.body).message]).toEqual([method, 403, "invalid_signature"]);
+      }
+      expect((await send("POST")).status).toBe(200);
+      expect(methods).toEqual(["POST"]);
+    } finally {
+      session.close();
+    }
   });
 });

@@ -1,7 +1,6 @@
 import {
   Code,
   ConnectError,
-  createContextKey,
   createContextValues,
   type ConnectRouter,
   type ContextKey,
@@ -69,9 +68,17 @@ interface RequestVerification {
   read: Promise<VerifiedBody> | undefined;
 }
 
-const verificationKey = createContextKey<RequestVerification | undefined>(undefined, {
-  description: "connect-gateway: verification state of this request",
-});
+/**
+ * Each request's verification state, by its context values: kept beside
+ * them, never in them. It holds the service's configuration (its secrets
+ * among it), and a handler may well print `ctx.values` or `ctx` while
+ * debugging; nothing reachable from them may lead to a secret.
+ */
+const verifications = new WeakMap<ContextValues, RequestVerification>();
+
+function verificationIn(values: ContextValues | undefined): RequestVerification | undefined {
+  return values === undefined ? undefined : verifications.get(values);
+}
 
 /**
  * Returns `options` with gateway verification wired in, keeping the caller's
@@ -117,7 +124,7 @@ export function withGatewayAuth<O extends object>(
       // identity replace another's.
       const nodeRequest = nodeRequestOf(req);
       const values = ownContextValues === undefined ? createContextValues() : new RequestValues(ownContextValues(req));
-      values.set(verificationKey, verificationOf(config, verified, nodeRequest));
+      verifications.set(values, verificationOf(config, verified, nodeRequest));
       withUsableAuthority(nodeRequest);
       return values;
     },
@@ -210,7 +217,7 @@ function verificationOf(config: GatewayAuthConfig, verified: VerifiedRequests, r
  */
 function guarded(config: GatewayAuthConfig, handler: UniversalHandler): UniversalHandler {
   const guard = (req: UniversalServerRequest) => {
-    const verification = req.contextValues?.get(verificationKey);
+    const verification = verificationIn(req.contextValues);
     if (verification === undefined) {
       // contextValues was dropped from the options: the gate refuses the
       // call, and the body stays out of reach regardless.
@@ -344,7 +351,7 @@ class VerifiedChunks implements AsyncIterable<Uint8Array>, AsyncIterator<Uint8Ar
 const EMPTY = new Uint8Array(0);
 
 async function admit(config: GatewayAuthConfig, ctx: HandlerContext): Promise<void> {
-  const verification = ctx.values.get(verificationKey);
+  const verification = verificationIn(ctx.values);
   if (verification === undefined) throw missingWiringError();
   const span = startVerificationSpan(verification.request);
   let identity: GatewayIdentity | undefined;
@@ -383,6 +390,11 @@ async function verifiedIdentity(
       throw e instanceof ConnectError ? e : connectError(rejectionOf(config, "body_cut_off"), e);
     }
     if (body.kind === "timed_out") throw refusedUnread(ctx, verification, bodyError(config, check, body), 0);
+    // Past maxBodyBytes the rest of the body is not read: over HTTP/1.1 the
+    // connection closes with the answer, rather than carry a caller's
+    // never-ending upload (connect-node would read it to keep the connection).
+    // Over HTTP/2 the body read already drains and ends the stream.
+    if (body.kind === "too_large" && verification.http1) ctx.responseHeader.set("connection", "close");
     if (body.kind !== "verified") throw bodyError(config, check, body);
   }
   return check.identity;

@@ -246,7 +246,7 @@ class ParsedBodyDeadline implements DeadlineWatch {
     const raw = this.reply.hijack().raw;
     endUnreadStream(this.request, kind === "body_timeout" ? 0 : this.config.bodyTimeoutMs);
     // The plain Node answer: the same status and body, Connection: close over HTTP/1.1.
-    refuseNode(raw, rejection);
+    refuseNode(raw, rejection, this.request);
   }
 }
 

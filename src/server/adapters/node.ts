@@ -2,7 +2,7 @@ import { createContextValues, type ContextValues } from "@connectrpc/connect";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { bodyWasConsumed } from "../body-was-consumed.js";
-import { endUnreadStream } from "../end-unread-stream.js";
+import { endUnreadStream, hasUnreadBody } from "../end-unread-stream.js";
 import { setVerifiedIdentity } from "../current-user.js";
 import type { GatewayAuthConfig } from "../gateway-auth-options.js";
 import type { GatewayIdentity } from "../gateway-identity.js";
@@ -84,7 +84,7 @@ async function verifyAndAnswer(
       }
     }
     if (refusal !== undefined) {
-      refuse(res, refusal);
+      refuse(res, refusal, req);
       endUnreadStream(req, refusal.kind === "body_timeout" ? 0 : config.bodyTimeoutMs);
     }
   } catch (error) {
@@ -119,17 +119,21 @@ function asOneBuffer(chunks: readonly Uint8Array[], byteLength: number): Buffer 
 
 /**
  * Answers a refusal with its status from the rejection table and
- * `{"message": …}`. A body that timed out is still arriving: over HTTP/1.1
- * the answer closes the connection, so that Node does not read the rest of
- * it to keep the connection open.
+ * `{"message": …}`. Over HTTP/1.1, a refusal while the body is still
+ * arriving (refused on its headers, past `maxBodyBytes`, too slow) closes
+ * the connection with the answer: Node would otherwise read the rest of the
+ * body to keep the connection, for as long as a caller with no secret
+ * cares to trickle it. (Over HTTP/2, see endUnreadStream.)
  */
-export function refuse(res: NodeResponse, rejection: Rejection): undefined {
+export function refuse(res: NodeResponse, rejection: Rejection, req?: NodeRequest): undefined {
   const payload = JSON.stringify({ message: rejection.message });
   if (!res.headersSent) {
+    const http1 = !("stream" in res);
+    const unread = rejection.kind === "body_timeout" || (req !== undefined && hasUnreadBody(req));
     (res as ServerResponse).writeHead(rejection.status, {
       "content-type": "application/json",
       "content-length": Buffer.byteLength(payload),
-      ...(rejection.kind === "body_timeout" && !("stream" in res) && { connection: "close" }),
+      ...(http1 && unread && { connection: "close" }),
     });
   }
   res.end(payload);
