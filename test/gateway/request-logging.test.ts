@@ -1,3 +1,4 @@
+import { createServer } from "node:http";
 import { connect } from "node:net";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,10 +7,13 @@ import type { Gateway } from "../../packages/gateway/src/index.js";
 import {
   captureLogs,
   closeInTurn,
+  closeServer,
+  listen,
   route,
   routesFileText,
   seedToken,
   startGatewayWithBackend,
+  startSeedGateway,
   type RecordingBackend,
 } from "../support/gateway.js";
 
@@ -66,6 +70,40 @@ describe("request logging: one line per request", () => {
       ["Missing or invalid token", undefined],
       ["request completed", 401],
     ]);
+  });
+});
+
+describe("an answer the gateway had to cut", () => {
+  it("an upstream that fails mid-answer: one access line, 503 and why — never 'caller went away' (499)", async () => {
+    const logs = captureLogs();
+    // Headers and half the body, then the connection reset.
+    const failing = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/json", "content-length": "100" });
+      res.write('{"half":');
+      setTimeout(() => res.socket?.resetAndDestroy(), 30);
+    });
+    const port = await listen(failing);
+    const gateway = await startSeedGateway(
+      routesFileText({ routes: [route("GET", "/api/v1/items", { proxy_upstream: "$FAILING" })] }),
+      { FAILING: `http://127.0.0.1:${port}` },
+      { logger: { level: "info", stream: logs.stream } },
+    );
+    try {
+      const token = await seedToken({ scopes: ["read"] });
+      const failed = await fetch(`${gateway.url}/api/v1/items`, { headers: { authorization: `Bearer ${token}`, "x-request-id": "cut-1" } })
+        .then((r) => r.arrayBuffer())
+        .then(() => "complete", () => "failed");
+      expect(failed).toBe("failed");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const access = logs.lines().filter((line) => line.reqId === "cut-1" && "statusCode" in line);
+      expect(access).toEqual([
+        expect.objectContaining({ msg: "answer cut short: the upstream failed mid-answer", statusCode: 503, code: "SERVICE_UNAVAILABLE", headersSent: true }),
+      ]);
+    } finally {
+      await closeInTurn(gateway);
+      await closeServer(failing);
+    }
   });
 });
 

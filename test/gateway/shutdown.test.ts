@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGateway, GatewayConfigError, parseRoutesFile } from "../../packages/gateway/src/index.js";
 import { gatewayConfigFromEnv } from "../../packages/gateway/src/gateway-env.js";
-import { HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "../support/gateway.js";
+import { captureLogs, HMAC_SECRET, JWT_SECRET, SEED_AUDIENCE, SEED_ISSUER } from "../support/gateway.js";
 import { within } from "../support/within.js";
 
 const cli = new URL("../../packages/gateway/src/cli.ts", import.meta.url).pathname;
@@ -274,14 +274,15 @@ describe("drain timeout configuration and close()", () => {
     }
   });
 
-  it("close() ends an open stream after drainTimeoutMs and resolves", async () => {
+  it("close() ends an open stream after drainTimeoutMs and resolves; its access line says the gateway cut it", async () => {
+    const logs = captureLogs();
     const routes = join(dir, "close-routes.yaml");
     writeFileSync(routes, `version: "1.0"\nbackends:\n  up:\n    upstream: ${upstreamUrl}\n    auth_required: false\n`);
     const gateway = createGateway({
       routes,
       hmacSecret: HMAC_SECRET,
       tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
-      logger: false,
+      logger: { level: "info", stream: logs.stream },
       drainTimeoutMs: 300,
     });
     const url = await gateway.listen();
@@ -306,6 +307,9 @@ describe("drain timeout configuration and close()", () => {
       await within(gateway.close(), 3_000, "close() did not resolve");
       expect(Date.now() - closedAt).toBeGreaterThanOrEqual(250);
       expect(await within(ended, 1_000, "the caller saw no end")).not.toBe("complete");
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the line is written as the response closes
+      const access = logs.lines().filter((line) => line.path === "/backend/up/stream");
+      expect(access).toEqual([expect.objectContaining({ msg: "answer cut short: the gateway shut down", statusCode: 503 })]);
     } finally {
       agent.destroy();
     }

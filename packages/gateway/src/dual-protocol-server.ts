@@ -8,6 +8,7 @@ import {
 } from "node:http2";
 import type { EventEmitter } from "node:events";
 import type { Socket } from "node:net";
+import { markAnswerCut, type AnswerCut } from "./gateway-logger.js";
 import { LinkedSet } from "./linked-set.js";
 
 /** fastify's request handler; it also takes the HTTP/2 compatibility request and response. */
@@ -116,6 +117,8 @@ const SESSION_DESTROY_DELAY_MS = 200;
 // Node ends the socket and waits for the peer's FIN; a client that never
 // sends one would otherwise hold the socket (and a shutdown) for good.
 const HTTP2_CLOSE_GRACE_MS = 1_000;
+/** An answer under way that the drain timeout cut: logged as such, not as a caller that went away. */
+const SHUTDOWN_CUT: AnswerCut = { statusCode: 503, code: "SERVICE_UNAVAILABLE", message: "answer cut short: the gateway shut down" };
 
 /**
  * One port for HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c, what
@@ -285,7 +288,10 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
       // retry it transparently, but the upstream may have run it already.
       for (const res of http1Responses.values()) {
         if (!res.headersSent) answerUnavailable(res);
-        else if (!endRegistered(res)) res.destroy();
+        else if (!endRegistered(res)) {
+          markAnswerCut(res, SHUTDOWN_CUT);
+          res.destroy();
+        }
       }
       for (const res of http2Responses.values()) {
         const stream = res.stream;
@@ -303,6 +309,7 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
           // ERR_HTTP2_STREAM_ERROR for every code other than NO_ERROR and
           // CANCEL, which the client reports as Internal. REFUSED_STREAM would
           // also tell the client the request was never processed.
+          markAnswerCut(res, SHUTDOWN_CUT);
           stream.close(http2Constants.NGHTTP2_CANCEL);
         }
       }

@@ -38,7 +38,33 @@ type LoggedRequest = FastifyRequest & { [LOGGED]?: true };
 export function logCallerGone(request: FastifyRequest, reply: FastifyReply, detail: { readonly headersSent: boolean }): void {
   if ((request as LoggedRequest)[LOGGED]) return;
   (request as LoggedRequest)[LOGGED] = true;
+  const cut = answerCuts.get(reply.raw);
+  if (cut !== undefined) {
+    lineLoggerOf(reply).info({ ...accessFields(request, reply, cut.statusCode), code: cut.code, headersSent: detail.headersSent }, cut.message);
+    return;
+  }
   lineLoggerOf(reply).info({ ...accessFields(request, reply, CLIENT_CLOSED_REQUEST), ...CALLER_GONE_FIELDS, headersSent: detail.headersSent }, CALLER_WENT_AWAY);
+}
+
+/**
+ * Why the gateway itself cut an answer it could not finish: its access
+ * line then says so, with that status and code, rather than blame the
+ * caller (499): metrics and alerts on 5xx must see an upstream that failed
+ * mid-answer, or a shutdown that ended calls.
+ */
+export interface AnswerCut {
+  /** The status of the access line: 503 (upstream failed, shutdown), 504 (upstream too slow). */
+  readonly statusCode: number;
+  /** The gateway's error code, as in its error answers. */
+  readonly code: "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
+  readonly message: string;
+}
+
+const answerCuts = new WeakMap<object, AnswerCut>();
+
+/** Records why the gateway cuts `response` (a Node response), before it does; the first reason stays. */
+export function markAnswerCut(response: object, cut: AnswerCut): void {
+  if (!answerCuts.has(response)) answerCuts.set(response, cut);
 }
 
 /**

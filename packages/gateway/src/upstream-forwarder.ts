@@ -11,7 +11,7 @@ import { envelopedProtocolOf } from "./caller-protocol.js";
 import { setDrainDeadlineEnding } from "./dual-protocol-server.js";
 import { EnvelopedRelay } from "./enveloped-relay.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
-import { CLIENT_CLOSED_REQUEST, logCallerGone } from "./gateway-logger.js";
+import { CLIENT_CLOSED_REQUEST, logCallerGone, markAnswerCut, type AnswerCut } from "./gateway-logger.js";
 import type { DispatchResponse, H2cUpstreamPool } from "./h2c-upstream-pool.js";
 import { forwardedTraceContext } from "./hop-tracing.js";
 import type { CallerIdentity } from "./identity-claims.js";
@@ -397,6 +397,11 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, response: Ups
   const relay = envelopedRelayOf(response, reply);
   if (upstream.http2) forwardTrailers(response.stream, reply, relay);
   const body = relay ?? response.stream;
+  // The upstream failing mid-answer (not the caller leaving) cuts the
+  // caller's answer: its access line says so (see markAnswerCut).
+  body.once("error", (error: Error & { code?: unknown }) => {
+    if (!callerIsGone(reply)) markAnswerCut(reply.raw, upstreamCut(error));
+  });
   const callerStream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
   if (callerStream !== undefined) resetOnFailure(body, callerStream);
   void reply.send(body);
@@ -715,6 +720,13 @@ async function sendAndCache(
   void reply.header("x-cache", "MISS").send(body);
 }
 
+/** How an upstream failure mid-answer shows in the caller's access line. */
+function upstreamCut(error: unknown): AnswerCut {
+  return (error as { code?: unknown } | undefined)?.code === "UND_ERR_BODY_TIMEOUT"
+    ? { statusCode: 504, code: "GATEWAY_TIMEOUT", message: "answer cut short: the upstream stalled mid-answer" }
+    : { statusCode: 503, code: "SERVICE_UNAVAILABLE", message: "answer cut short: the upstream failed mid-answer" };
+}
+
 /** A cacheable answer whose body did not come whole within the route's timeout: a 504, as for a body that stalled. */
 function bodyTimeout(timeoutMs: number): Error {
   const error = Object.assign(new Error(`the upstream did not send its whole answer within ${timeoutMs} ms`), { code: "UND_ERR_BODY_TIMEOUT" });
@@ -735,6 +747,7 @@ function failReply(reply: FastifyReply, error: GatewayHttpError): void {
   }
   if (reply.raw.headersSent) {
     reply.log.warn({ err: error.cause ?? error }, "upstream failed after the response started");
+    markAnswerCut(reply.raw, upstreamCut(error.cause ?? error));
     reply.raw.destroy(error);
     return;
   }
