@@ -203,6 +203,16 @@ export function resolveGatewayOptions(options: GatewayOptions = {}, env: Gateway
         "(the dev stack's: http://127.0.0.1:4000).",
     );
   }
+  // The mirror case: a token endpoint on this machine with the default
+  // gateway: a forgotten GATEWAY_URL would send every call, with its bearer
+  // token and payload, to the production gateway.
+  if (gateway.fromDefault && reachesThisMachine(appcenter.url.hostname.replace(/\.$/, ""))) {
+    throw new ConfigurationError(
+      "gatewayUrl",
+      `is not set, and the token endpoint ${appcenter.url.origin} is on this machine: the calls, with their tokens, would go to ` +
+        `the default gateway ${DEFAULT_GATEWAY_URL}. Set GATEWAY_URL (or gatewayUrl) to your gateway (the dev stack's: http://127.0.0.1:8080).`,
+    );
+  }
   const agent = checkAgent(options.agent, [gateway.url, appcenter.url]);
   return {
     clientId: credential("clientId", options.clientId ?? env.GATEWAY_CLIENT_ID, "GATEWAY_CLIENT_ID"),

@@ -177,7 +177,7 @@ describe("session mode", () => {
   it("fails with SessionTokenExpiredError once the session token expires, without spending the code again", async () => {
     let ms = 0;
     const tokens = createTokenManager({
-      ...resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, session }, {}),
+      ...resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, gatewayUrl: endpoint.url, session }, {}),
       now: () => ms,
     });
     expect(await tokens.getToken()).toBe("session-token");

@@ -181,6 +181,23 @@ describe("environment defaults and the shared agent", () => {
     );
   });
 
+  it("refuses a token endpoint on this machine with the default gateway: a forgotten GATEWAY_URL would send the calls to production", () => {
+    for (const appcenterUrl of ["http://127.0.0.1:4000", "http://localhost:4000", "http://[::1]:4000"]) {
+      const error = configurationError(() => resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, appcenterUrl }, {}));
+      expect([appcenterUrl, error.option]).toEqual([appcenterUrl, "gatewayUrl"]);
+      expect(error.message).toContain("Set GATEWAY_URL");
+      const fromEnv = configurationError(() => resolveGatewayOptions({ clientId: "c", clientSecret: SECRET }, { APPCENTER_URL: appcenterUrl }));
+      expect(fromEnv.option).toBe("gatewayUrl");
+    }
+    // Both set, or a token endpoint elsewhere: as before.
+    expect(resolveGatewayOptions({ clientId: "c", clientSecret: SECRET }, { APPCENTER_URL: "http://127.0.0.1:4000", GATEWAY_URL: "http://127.0.0.1:8080" }).gatewayUrl).toBe(
+      "http://127.0.0.1:8080",
+    );
+    expect(resolveGatewayOptions({ clientId: "c", clientSecret: SECRET, appcenterUrl: "https://login.example" }, {}).gatewayUrl).toBe(
+      "https://gateway.fluence-europe.cloud",
+    );
+  });
+
   it("a bad URL from the environment is refused naming the variable", () => {
     const error = configurationError(() => resolveGatewayOptions({ clientId: "c", clientSecret: SECRET }, { GATEWAY_URL: "127.0.0.1:8080", APPCENTER_URL: "http://127.0.0.1:4000" }));
     expect([error.option, error.message]).toEqual(["gatewayUrl", expect.stringContaining("(it comes from GATEWAY_URL)")]);

@@ -131,7 +131,7 @@ describe("the token manager's backoff (controllable clock)", () => {
   it("is measured from when the forced refresh's token arrived; an older token's 401 never counts", async () => {
     let ms = 1_000_000;
     const tokens = createTokenManager({
-      ...resolveGatewayOptions({ clientId: "c", clientSecret: "s", appcenterUrl: endpoint.url }, {}),
+      ...resolveGatewayOptions({ clientId: "c", clientSecret: "s", appcenterUrl: endpoint.url, gatewayUrl: endpoint.url }, {}),
       now: () => ms,
     });
     const first = await tokens.getToken();
@@ -161,7 +161,7 @@ describe("a token endpoint that says it is overloaded (429, 503)", () => {
 
   const manager = (now: () => number) =>
     createTokenManager({
-      ...resolveGatewayOptions({ clientId: "busy", clientSecret: "busy-secret", appcenterUrl: overloaded.url }, {}),
+      ...resolveGatewayOptions({ clientId: "busy", clientSecret: "busy-secret", appcenterUrl: overloaded.url, gatewayUrl: overloaded.url }, {}),
       now,
     });
   const failure = async (tokens: ReturnType<typeof manager>) => {

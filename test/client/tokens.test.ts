@@ -65,7 +65,7 @@ describe("the token request", () => {
     const endpoint = await startTokenEndpoint(() => ({ json: { access_token: "t", token_type: "bearer", expires_in: 60 } }));
     try {
       const tokens = createTokenManager(
-        resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, tokenPath: "/oauth/token", scope: ["a", "b"] }, {}),
+        resolveGatewayOptions({ ...client, appcenterUrl: endpoint.url, gatewayUrl: endpoint.url, tokenPath: "/oauth/token", scope: ["a", "b"] }, {}),
       );
       expect(await tokens.getToken()).toBe("t");
       expect(endpoint.requests).toEqual([
