@@ -85,10 +85,42 @@ describe("connect-gateway init", () => {
     expect(existsSync(join(project, "package.json"))).toBe(false);
   });
 
+  it("in a project that installed the packages from tarballs, the new service depends on those files, never on the registry's names", async () => {
+    // A project as "Using it in a service" leaves it: both packages installed from .tgz files.
+    const app = join(dir, "app");
+    mkdirSync(join(app, "vendor"), { recursive: true });
+    writeFileSync(
+      join(app, "package-lock.json"),
+      JSON.stringify({
+        lockfileVersion: 3,
+        packages: {
+          "": { name: "app" },
+          "node_modules/connect-gateway": { version: "0.1.0", resolved: "file:vendor/connect-gateway-0.1.0.tgz" },
+          "node_modules/@connect-gateway/gateway": { version: "0.1.0", resolved: "file:../checkout/connect-gateway-gateway-0.1.0.tgz" },
+        },
+      }),
+    );
+    const result = await runCli(["init", "--name", "ledger", "--dir", "services/ledger"], {}, { cwd: app });
+    expect(result.code).toBe(0);
+    const pkg = JSON.parse(readFileSync(join(app, "services/ledger/package.json"), "utf8"));
+    expect(pkg.dependencies["connect-gateway"]).toBe("file:../../vendor/connect-gateway-0.1.0.tgz");
+    expect(pkg.devDependencies["@connect-gateway/gateway"]).toBe("file:../../../checkout/connect-gateway-gateway-0.1.0.tgz");
+    expect(result.stdout).toContain("depends on the tarballs this project installed");
+    // Installed from the registry (or no lockfile at all): the version range, and the tarball advice.
+    const registry = join(dir, "from-registry");
+    mkdirSync(registry, { recursive: true });
+    writeFileSync(join(registry, "package-lock.json"), JSON.stringify({ packages: { "node_modules/connect-gateway": { resolved: "https://registry.npmjs.org/connect-gateway/-/connect-gateway-0.1.0.tgz" } } }));
+    const plain = await runCli(["init", "--name", "ledger", "--dir", "svc"], {}, { cwd: registry });
+    expect(JSON.parse(readFileSync(join(registry, "svc/package.json"), "utf8")).dependencies["connect-gateway"]).toMatch(/^\^\d/);
+    expect(plain.stdout).toContain("install both tarballs in one command");
+  });
+
   it("a bad name or part is refused naming the flag", async () => {
     const bad = await runCli(["init", "--name", "Order_History", "--dir", join(dir, "x")]);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--name must be lower-case letters and digits, words joined by "-"');
+    expect(bad.stderr).toContain('--name must start with a lower-case letter, then lower-case letters and digits, words joined by "-"');
+    const digitFirst = await runCli(["init", "--name", "9lives", "--dir", join(dir, "x")]);
+    expect([digitFirst.code, digitFirst.stderr]).toEqual([2, expect.stringContaining('got "9lives"')]);
     const skip = await runCli(["init", "--name", "x", "--dir", join(dir, "y"), "--skip", "server"]);
     expect(skip.stderr).toContain("--skip takes client and/or test, got server");
     expect(existsSync(join(dir, "x"))).toBe(false);

@@ -9,6 +9,9 @@ export const gatewayCli = fileURLToPath(new URL("../../packages/gateway/src/cli.
 /** `npm start`'s source. */
 export const demoCli = fileURLToPath(new URL("../../examples/dev/cli.ts", import.meta.url));
 
+/** tsx's loader, by its path: a command run in a folder of its own (`cwd`) finds it too. */
+const TSX = new URL("../../node_modules/tsx/dist/loader.mjs", import.meta.url).href;
+
 /** What a finished command printed. */
 export interface CliResult {
   readonly code: number | null;
@@ -34,7 +37,7 @@ export function runCli(
   } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", "tsx", options.script ?? gatewayCli, ...args], {
+    const child = spawn(process.execPath, ["--conditions=connect-gateway-source", "--import", TSX, options.script ?? gatewayCli, ...args], {
       env: { PATH: process.env.PATH ?? "", ...env },
       stdio: ["ignore", "pipe", "pipe"],
       ...(options.cwd !== undefined && { cwd: options.cwd }),

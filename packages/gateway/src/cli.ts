@@ -17,7 +17,7 @@ import { startDevGateway, type DevGateway } from "./dev-gateway.js";
 import { DEV_TOKEN_DEFAULTS, DevTokenError, signDevUserToken } from "./dev-token-issuer.js";
 import { parseDuration } from "./duration.js";
 import { explainSignature, formatExplanation, parseCapture } from "./explain-signature.js";
-import { scaffoldService, ScaffoldError, type ScaffoldPart } from "./scaffold-service.js";
+import { installedTarballs, scaffoldService, ScaffoldError, type ScaffoldPart } from "./scaffold-service.js";
 import { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 import { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";
 
@@ -283,12 +283,15 @@ function init(values: { name?: string; dir?: string; skip?: string }): void {
   if (unknown.length > 0) throw new UsageError(`--skip takes client and/or test, got ${unknown.join(", ")}`);
   const dir = values.dir ?? ".";
   try {
-    const written = scaffoldService({ dir, name: values.name, skip: skip as ScaffoldPart[], connectGatewayVersion: `^${version()}` });
+    const tarballs = installedTarballs(process.cwd());
+    const written = scaffoldService({ dir, name: values.name, skip: skip as ScaffoldPart[], connectGatewayVersion: `^${version()}`, tarballs });
     const next = skip.includes("test") ? "npm run typecheck" : "npm test";
     console.log(
       `Wrote ${written.length} files into ${dir}:\n${written.map((f) => `  ${f}`).join("\n")}\n\nNext: cd ${dir} && npm install && ${next}\n` +
-        "(Until connect-gateway is on the npm registry, install both tarballs in one command instead of the first `npm install`:\n" +
-        ` npm install <checkout>/connect-gateway-${version()}.tgz <checkout>/connect-gateway-gateway-${version()}.tgz)`,
+        (tarballs !== undefined
+          ? `(Its package.json depends on the tarballs this project installed: ${tarballs.library}, ${tarballs.gateway}.)`
+          : "(Until connect-gateway is on the npm registry, install both tarballs in one command instead of the first `npm install`:\n" +
+            ` npm install <checkout>/connect-gateway-${version()}.tgz <checkout>/connect-gateway-gateway-${version()}.tgz)`),
     );
   } catch (e) {
     if (e instanceof ScaffoldError) throw e.flag !== undefined ? new UsageError(e.message) : new CommandFailure(e.message);

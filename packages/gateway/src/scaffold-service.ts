@@ -6,8 +6,8 @@
 // through the gateway, and a test that calls it as the gateway would
 // (createTestGatewayTransport) — which type-checks and whose test passes
 // right after `npm install`. It never overwrites a file.
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, relative, resolve, sep } from "node:path";
 
 /** The parts `init` can leave out. */
 export type ScaffoldPart = "client" | "test";
@@ -22,6 +22,49 @@ export interface ScaffoldOptions {
   readonly skip?: readonly ScaffoldPart[];
   /** The connect-gateway version range the project depends on. */
   readonly connectGatewayVersion: string;
+  /**
+   * The tarballs to depend on instead of that range (see
+   * {@link installedTarballs}): absolute paths, written as `file:` paths
+   * relative to `dir`.
+   */
+  readonly tarballs?: InstalledTarballs | undefined;
+}
+
+/** The two packages' tarballs, as a project installed them. */
+export interface InstalledTarballs {
+  readonly library: string;
+  readonly gateway: string;
+}
+
+/**
+ * The tarballs the project in `projectDir` (or the nearest folder above it
+ * with a `package-lock.json`) installed `connect-gateway` and
+ * `@connect-gateway/gateway` from, as absolute paths; `undefined` when it
+ * did not install both from `.tgz` files (from the registry, or a checkout).
+ * A new service then depends on those same files: its `npm install` never
+ * asks the registry for a name this project has not published there (a
+ * stranger may have), and installs exactly what its creator runs.
+ */
+export function installedTarballs(projectDir: string): InstalledTarballs | undefined {
+  for (let dir = resolve(projectDir); ; dir = dirname(dir)) {
+    const lockfile = join(dir, "package-lock.json");
+    if (existsSync(lockfile)) {
+      let packages: Record<string, { resolved?: unknown } | undefined>;
+      try {
+        packages = (JSON.parse(readFileSync(lockfile, "utf8")) as { packages?: typeof packages }).packages ?? {};
+      } catch {
+        return undefined;
+      }
+      const tarball = (name: string) => {
+        const resolved = packages[`node_modules/${name}`]?.resolved;
+        return typeof resolved === "string" && /^file:.+\.tgz$/.test(resolved) ? resolve(dir, resolved.slice("file:".length)) : undefined;
+      };
+      const library = tarball("connect-gateway");
+      const gateway = tarball("@connect-gateway/gateway");
+      return library !== undefined && gateway !== undefined ? { library, gateway } : undefined;
+    }
+    if (dirname(dir) === dir) return undefined;
+  }
 }
 
 /** Why `init` wrote nothing: `flag` names the option at fault, if one is. */
@@ -45,12 +88,17 @@ const NAME = /^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$/;
 export function scaffoldService(options: ScaffoldOptions): string[] {
   if (!NAME.test(options.name) || options.name.length > 40) {
     throw new ScaffoldError(
-      `--name must be lower-case letters and digits, words joined by "-" (e.g. order-history), got ${JSON.stringify(options.name)}`,
+      `--name must start with a lower-case letter, then lower-case letters and digits, words joined by "-", at most 40 characters ` +
+        `(e.g. order-history), got ${JSON.stringify(options.name)}`,
       "--name",
     );
   }
   const skip = new Set(options.skip ?? []);
-  const files = projectFiles(options.name, options.connectGatewayVersion, skip);
+  const fileSpec = (tarball: string) => `file:${relative(resolve(options.dir), tarball).split(sep).join("/")}`;
+  const specs = options.tarballs === undefined
+    ? { library: options.connectGatewayVersion, gateway: options.connectGatewayVersion }
+    : { library: fileSpec(options.tarballs.library), gateway: fileSpec(options.tarballs.gateway) };
+  const files = projectFiles(options.name, specs, skip);
   const existing = Object.keys(files).filter((path) => existsSync(join(options.dir, path)));
   if (existing.length > 0) {
     throw new ScaffoldError(`init never overwrites a file; these already exist in ${options.dir}: ${existing.join(", ")}`);
@@ -63,7 +111,7 @@ export function scaffoldService(options: ScaffoldOptions): string[] {
   return Object.keys(files);
 }
 
-function projectFiles(name: string, version: string, skip: ReadonlySet<ScaffoldPart>): Record<string, string> {
+function projectFiles(name: string, specs: { readonly library: string; readonly gateway: string }, skip: ReadonlySet<ScaffoldPart>): Record<string, string> {
   const words = name.split("-");
   const pkg = `${words.join("_")}.v1`;
   const Service = `${words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join("")}Service`;
@@ -90,11 +138,11 @@ function projectFiles(name: string, version: string, skip: ReadonlySet<ScaffoldP
           "@bufbuild/protobuf": "^2.2.0",
           "@connectrpc/connect": "^2.2.0",
           "@connectrpc/connect-node": "^2.2.0",
-          "connect-gateway": version,
+          "connect-gateway": specs.library,
         },
         devDependencies: {
           // The gateway, for `npx connect-gateway dev` (README.md); released with the library, same version.
-          "@connect-gateway/gateway": version,
+          "@connect-gateway/gateway": specs.gateway,
           "@bufbuild/buf": "^1.74.0",
           "@bufbuild/protoc-gen-es": "^2.2.0",
           "@types/node": "^22.0.0",
