@@ -219,8 +219,10 @@ step "connect-gateway dev from the installed package: the gateway and its develo
 start dev.log env GREETER_URL="$GREETER_URL" LOG_LEVEL=warn \
   ./node_modules/.bin/connect-gateway dev --routes routes.yaml --port 0 --oauth-port 0
 wait_for_line dev.log '^Ctrl-C stops it\.' 30 >/dev/null
-grep -E '^  (GATEWAY_URL|APPCENTER_URL)=' "$LOGS/dev.log"
-DEV_JWT="$(sed -nE 's/^  JWT_SECRET=([0-9a-f]+) .*/\1/p' "$LOGS/dev.log")"
+grep -E '^  export (GATEWAY_URL|APPCENTER_URL)=' "$LOGS/dev.log"
+# dev prints `export …` lines to paste into a shell: pasted (in a subshell), they give JWT_SECRET.
+DEV_JWT="$(eval "$(grep -E '^  export ' "$LOGS/dev.log")" && printf '%s' "$JWT_SECRET")"
+[[ "$DEV_JWT" =~ ^[0-9a-f]{64}$ ]] || fail "the export lines dev printed did not set JWT_SECRET"
 DEV_TOKEN="$(JWT_SECRET="$DEV_JWT" ./node_modules/.bin/connect-gateway token --user alice --scopes read)"
 [[ "$DEV_TOKEN" == *.*.* ]] || fail "connect-gateway token printed no token: $DEV_TOKEN"
 echo "  a user token for alice: ${#DEV_TOKEN} characters"

@@ -7,6 +7,7 @@ import {
   DEFAULT_DRAIN_TIMEOUT_MS,
   drainTimeoutFromEnv,
   parsePort,
+  shellExports,
   startupErrorMessage,
 } from "@connect-gateway/gateway";
 import { runExampleClientTour } from "./client-tour.js";
@@ -62,13 +63,15 @@ function printStarted(stack: DevStack): void {
 function printServing(stack: DevStack): void {
   const { gateway, oauth, client } = stack;
   console.log(`
-Serving. Point your own services at it:
-  GATEWAY_URL=${gateway.url}
-  APPCENTER_URL=${oauth.issuer}
-  GATEWAY_TOKEN_PATH=${new URL(oauth.tokenUrl).pathname}     (this OAuth2 server's token endpoint)
-  GATEWAY_CLIENT_ID=${client.clientId}
-  GATEWAY_CLIENT_SECRET=${client.clientSecret}     (scopes: ${client.scopes.join(" ")})
-  GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for backends behind this gateway)
+Serving. Point your own services at it: paste these into the shell that starts them:
+${shellExports([
+  { name: "GATEWAY_URL", value: gateway.url },
+  { name: "APPCENTER_URL", value: oauth.issuer },
+  { name: "GATEWAY_TOKEN_PATH", value: new URL(oauth.tokenUrl).pathname, note: "this OAuth2 server's token endpoint" },
+  { name: "GATEWAY_CLIENT_ID", value: client.clientId },
+  { name: "GATEWAY_CLIENT_SECRET", value: client.clientSecret, note: `scopes: ${client.scopes.join(" ")}` },
+  { name: "GATEWAY_HMAC_SECRET", value: stack.hmacSecret, note: "for backends behind this gateway" },
+])}
 
 Try it:
   TOKEN=$(curl -s -u '${client.clientId}:${client.clientSecret}' -d grant_type=client_credentials --data-urlencode 'scope=${client.scopes.join(" ")}' ${oauth.tokenUrl} | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')

@@ -148,7 +148,7 @@ describe("connect-gateway CLI", () => {
     };
     const { stdout, stderr } = await runCli(["--port", "0", "--oauth-port", "0"], { GATEWAY_HMAC_SECRET: hmacSecret }, { until: /Ctrl-C stops everything/, script: demoCli, whileRunning: tryIt });
     expect(agentsPost).toBe(201);
-    expect(stdout).toContain(`GATEWAY_HMAC_SECRET=${hmacSecret} `);
+    expect(stdout).toContain(`export GATEWAY_HMAC_SECRET=${hmacSecret} `);
     for (const part of ["OAuth2 server", "echo backend", "agents backend", "gateway"]) {
       expect(stdout).toMatch(new RegExp(`✔ ${part} +http://127\\.0\\.0\\.1:\\d+`));
     }
@@ -157,10 +157,13 @@ describe("connect-gateway CLI", () => {
     expect(stdout).toContain('the backend saw client "example-client", no user (service call)');
     expect(stdout).toContain('the backend saw client "web-app", user "user-42" <ada@example.com>');
     expect(stdout).toContain("the backend refused it: HTTP 403 permission_denied");
-    expect(stdout).toMatch(/GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+\n/);
-    expect(stdout).toMatch(/GATEWAY_CLIENT_ID=example-client\n/);
-    expect(stdout).toMatch(/GATEWAY_CLIENT_SECRET=[\w-]{32} /);
-    expect(stdout).toMatch(/GATEWAY_HMAC_SECRET=[0-9a-f]{64} /);
+    expect(stdout).toMatch(/export GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+\n/);
+    expect(stdout).toMatch(/export GATEWAY_CLIENT_ID=example-client\n/);
+    expect(stdout).toMatch(/export GATEWAY_CLIENT_SECRET=[\w-]{32} +# scopes: /);
+    expect(stdout).toMatch(/export GATEWAY_HMAC_SECRET=[0-9a-f]{64} /);
+    // Pasted into a shell, the lines set every variable.
+    const pasted = stdout.split("\n").filter((line) => line.startsWith("  export ")).join("\n");
+    expect(execFileSync("sh", ["-c", `${pasted}\nenv`], { encoding: "utf8", env: {} })).toContain(`GATEWAY_HMAC_SECRET=${hmacSecret}\n`);
     expect(stderr).toBe(""); // no oidc-provider notices, no log lines
   });
 

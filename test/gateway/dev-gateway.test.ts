@@ -2,6 +2,7 @@
 // example ones) added through a routes file and the environment, a service
 // client with nothing but the client's defaults and env, user tokens from the
 // CLI and from the issuer's endpoint, secrets kept across restarts.
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
@@ -199,6 +200,10 @@ describe("connect-gateway dev", () => {
     expect(badUser.stderr).toContain("--user must be 1-256 visible characters");
     const badScope = await runCli(["token", "--user", "alice", "--scopes", 'read "admin"'], { JWT_SECRET });
     expect(badScope.stderr).toContain('--scopes has "\\"admin\\"", which is not an OAuth2 scope');
+    // A comma is legal in a scope, so "read,write" is minted as one: with a note saying how to ask for two.
+    const comma = await runCli(["token", "--user", "alice", "--scopes", "read,write:agents"], { JWT_SECRET });
+    expect(comma.code).toBe(0);
+    expect(comma.stderr).toContain('--scopes takes scopes separated by spaces; "read,write:agents" is one scope (for several: --scopes "read write:agents")');
     const badTtl = await runCli(["token", "--user", "alice", "--ttl", "forever"], { JWT_SECRET });
     expect(badTtl.stderr).toContain('--ttl must be a duration such as 15m or 1h, got "forever"');
     const noSecret = await runCli(["token", "--user", "alice"], {});
@@ -216,11 +221,18 @@ describe("connect-gateway dev", () => {
       { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, MY_ECHO_URL: echo.url, MY_AGENTS_URL: agents.url, LOG_LEVEL: "warn" },
       { until: /Ctrl-C stops it\./ },
     );
-    expect(result.stdout).toMatch(/GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+\n/);
-    expect(result.stdout).toMatch(/APPCENTER_URL=http:\/\/127\.0\.0\.1:\d+\n/);
-    expect(result.stdout).toContain(`GATEWAY_HMAC_SECRET=${HMAC_SECRET} `);
-    expect(result.stdout).toContain("GATEWAY_CLIENT_ID=dev-client\n");
-    expect(result.stdout).toContain("(for backends behind this gateway: createGatewayAuth)");
+    expect(result.stdout).toMatch(/export GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+\n/);
+    expect(result.stdout).toMatch(/export APPCENTER_URL=http:\/\/127\.0\.0\.1:\d+\n/);
+    expect(result.stdout).toContain(`export GATEWAY_HMAC_SECRET=${HMAC_SECRET} `);
+    expect(result.stdout).toContain("export GATEWAY_CLIENT_ID=dev-client\n");
+    expect(result.stdout).toContain("# for backends behind this gateway: createGatewayAuth");
+    // Pasted into a shell, the lines set every variable for the commands that follow.
+    const pasted = result.stdout.split("\n").filter((line) => line.startsWith("  export ")).join("\n");
+    const env = execFileSync("sh", ["-c", `${pasted}\nenv`], { encoding: "utf8", env: {} });
+    expect(env).toContain(`GATEWAY_HMAC_SECRET=${HMAC_SECRET}\n`);
+    expect(env).toContain(`JWT_SECRET=${JWT_SECRET}\n`);
+    expect(env).toMatch(/^GATEWAY_URL=http:\/\/127\.0\.0\.1:\d+$/m);
+    expect(env).toMatch(/^GATEWAY_CLIENT_SECRET=\S+$/m);
   });
 
   it("a client whose GATEWAY_URL names the token issuer is told so, not an empty Unimplemented", async () => {
@@ -247,7 +259,7 @@ describe("connect-gateway dev", () => {
       { JWT_SECRET, MY_ECHO_URL: echo.url, MY_AGENTS_URL: agents.url, ECHO_HMAC_SECRET: "echo-service-own-secret-0123456789", LOG_LEVEL: "warn" },
       { until: /Ctrl-C stops it\./ },
     );
-    expect(result.stdout).toContain("(for the entries without their own hmac_secret: createGatewayAuth)");
+    expect(result.stdout).toContain("# for the entries without their own hmac_secret: createGatewayAuth");
     expect(result.stdout).toContain("/backend/echo signs with $ECHO_HMAC_SECRET");
     // The variable's name only, never its value.
     expect(result.stdout).not.toContain("echo-service-own-secret-0123456789");

@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { createGateway } from "./create-gateway.js";
-import { startDevGateway, type DevGateway } from "./dev-gateway.js";
+import { shellExports, shellWord, startDevGateway, type DevGateway } from "./dev-gateway.js";
 import { DEV_TOKEN_DEFAULTS, DevTokenError, signDevUserToken } from "./dev-token-issuer.js";
 import { parseDuration } from "./duration.js";
 import { explainSignature, formatExplanation, parseCapture } from "./explain-signature.js";
@@ -199,6 +199,16 @@ function routeCount(routes: { readonly routes: readonly unknown[]; readonly back
   return `${count(routes.routes.length, "route")}, ${count(routes.backends.length, "backend")}`;
 }
 
+/**
+ * How to run this CLI again, as printed advice: `npx connect-gateway` when
+ * it runs from a project's node_modules (not on PATH there), else its bare
+ * name. Never a bare `npx` outside a project, which would fetch whatever the
+ * registry holds under that name.
+ */
+function cliName(): string {
+  return /[\\/]node_modules[\\/]/.test(process.argv[1] ?? "") ? "npx connect-gateway" : "connect-gateway";
+}
+
 /** What `dev` prints: where everything is and the values to point services and frontends at. */
 function devSummary(stack: DevGateway): string {
   const { gateway, issuer, client } = stack;
@@ -206,21 +216,24 @@ function devSummary(stack: DevGateway): string {
   const entries = [...gateway.routes.backends.map((b) => ({ name: `/backend/${b.name}`, env: b.hmacSecretEnv })), ...gateway.routes.routes.map((r) => ({ name: `${r.method} ${r.path}`, env: r.hmacSecretEnv }))];
   const ownSecret = entries.filter((e) => e.env !== undefined);
   const sharedBy = ownSecret.length === 0 ? "backends behind this gateway" : ownSecret.length === entries.length ? "no entry: each has its own hmac_secret" : "the entries without their own hmac_secret";
-  const own = ownSecret.map((e) => `\n  ${e.name} signs with $${e.env as string}     (its service's createGatewayAuth secret)`).join("");
+  const own = ownSecret.map((e) => `\n  # ${e.name} signs with $${e.env as string} (its service's createGatewayAuth secret)`).join("");
   return `connect-gateway dev: ${gateway.routes.source} (${routeCount(gateway.routes)})
   gateway        ${gateway.url}
   token issuer   ${issuer.url}  (development only: client_credentials at /oauth/token, user tokens at /dev/user-token)
 
-Point your services at it (set these before starting dev to keep them across restarts):
-  GATEWAY_URL=${gateway.url}
-  APPCENTER_URL=${issuer.url}
-  GATEWAY_CLIENT_ID=${client.clientId}
-  GATEWAY_CLIENT_SECRET=${client.clientSecret}     (scopes: ${client.scopes.join(" ") || "-"})
-  GATEWAY_HMAC_SECRET=${stack.hmacSecret}     (for ${sharedBy}: createGatewayAuth)${own}
-  JWT_SECRET=${stack.signing.secret}     (for connect-gateway token)
+Point your services at it: paste these into the shell that starts them (set them before starting dev
+to keep them across restarts):
+${shellExports([
+  { name: "GATEWAY_URL", value: gateway.url },
+  { name: "APPCENTER_URL", value: issuer.url },
+  { name: "GATEWAY_CLIENT_ID", value: client.clientId },
+  { name: "GATEWAY_CLIENT_SECRET", value: client.clientSecret, note: `scopes: ${client.scopes.join(" ") || "-"}` },
+  { name: "GATEWAY_HMAC_SECRET", value: stack.hmacSecret, note: `for ${sharedBy}: createGatewayAuth` },
+  { name: "JWT_SECRET", value: stack.signing.secret, note: `for ${cliName()} token` },
+])}${own}
 
-A user token for a frontend or curl:
-  JWT_SECRET=${stack.signing.secret} connect-gateway token --user alice --scopes "${client.scopes.join(" ")}"
+A user token for a frontend or curl (with JWT_SECRET set as above):
+  ${cliName()} token --user alice --scopes ${shellWord(client.scopes.join(" "))}
   curl -s -H 'content-type: application/json' -d '{"sub":"alice","scope":"${client.scopes.join(" ")}"}' ${issuer.userTokenUrl}
 
 Ctrl-C stops it.`;
@@ -247,6 +260,16 @@ async function token(values: TokenFlags): Promise<void> {
     const ms = parseDuration(values.ttl);
     if (ms === undefined || ms < 1000) throw new UsageError(`--ttl must be a duration such as 15m or 1h, got ${JSON.stringify(values.ttl)}`);
     ttlSeconds = Math.floor(ms / 1000);
+  }
+  // A comma may be part of a scope (RFC 6749 §3.3), so "read,write" is one
+  // scope, which no route names: say so, rather than mint a token that
+  // fails later with INSUFFICIENT_SCOPE.
+  const commaScopes = (values.scopes ?? "").split(" ").filter((s) => s.includes(","));
+  if (commaScopes.length > 0) {
+    console.error(
+      `connect-gateway token: note: --scopes takes scopes separated by spaces; ${commaScopes.map((s) => JSON.stringify(s)).join(", ")} ` +
+        `is one scope (for several: --scopes "${commaScopes.map((s) => s.split(",").filter((p) => p !== "").join(" ")).join(" ")}")`,
+    );
   }
   const flagOf: Record<string, string> = {
     subject: "--user",

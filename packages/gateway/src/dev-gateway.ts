@@ -113,3 +113,33 @@ function refuseRemoteHost(request: FastifyRequest, _reply: FastifyReply, done: (
   if (isLoopbackHost(request.headers.host ?? (request.headers[":authority"] as string | undefined))) done();
   else done(new GatewayHttpError("FORBIDDEN", "This development gateway answers requests for 127.0.0.1 or localhost only"));
 }
+
+/** One variable a dev stack prints for services to use: its name, value and what it is for. */
+export interface PrintedVariable {
+  readonly name: string;
+  readonly value: string;
+  /** Printed after it as a shell comment. */
+  readonly note?: string | undefined;
+}
+
+/**
+ * The variables a dev stack prints (`dev`, `npm start`), as lines a
+ * developer pastes into a shell: `export NAME=value  # note`, the value
+ * quoted when the shell would read it otherwise (a secret set in the
+ * environment may hold any character). Pasted, they are set for the
+ * commands that follow, as "start your client with these" means.
+ */
+export function shellExports(variables: readonly PrintedVariable[], indent = "  "): string {
+  const width = Math.max(...variables.map((v) => `export ${v.name}=${shellWord(v.value)}`.length));
+  return variables
+    .map((v) => {
+      const line = `export ${v.name}=${shellWord(v.value)}`;
+      return v.note === undefined ? `${indent}${line}` : `${indent}${line.padEnd(width)}  # ${v.note}`;
+    })
+    .join("\n");
+}
+
+/** `value` as one shell word: as it is when nothing in it is special, else single-quoted. */
+export function shellWord(value: string): string {
+  return /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", `'\\''`)}'`;
+}

@@ -38,7 +38,7 @@ export { parseDuration } from "./duration.js";
 export { drainTimeoutFromEnv, gatewayConfigFromEnv } from "./gateway-env.js";
 export { closeOnSignal, parsePort, startupErrorMessage } from "./process-lifecycle.js";
 export { CaptureFormatError, explainSignature, formatExplanation, parseCapture, type CapturedRequest, type ExplainedField, type Explanation, type ExplainOptions, type SignatureExplanation } from "./explain-signature.js";
-export { startDevGateway, type DevGateway, type DevGatewayOptions } from "./dev-gateway.js";
+export { shellExports, shellWord, startDevGateway, type DevGateway, type DevGatewayOptions, type PrintedVariable } from "./dev-gateway.js";
 export {
   DEV_TOKEN_DEFAULTS,
   DevTokenError,
