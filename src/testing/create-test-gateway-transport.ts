@@ -1,4 +1,4 @@
-import type { Interceptor, Transport } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, createNodeHttpClient, Http2SessionManager } from "@connectrpc/connect-node";
 import {
   universalClientResponseFromFetch,
@@ -10,7 +10,9 @@ import {
 import { createTransport as createConnect } from "@connectrpc/connect/protocol-connect";
 import { createTransport as createGrpc } from "@connectrpc/connect/protocol-grpc";
 import { createTransport as createGrpcWeb } from "@connectrpc/connect/protocol-grpc-web";
-import { createGatewaySigningHttpClient, type GatewaySigningOptions } from "./gateway-signing-http-client.js";
+import { assertHttpUrl } from "../core/assertions.js";
+import { protocolMismatchMessage } from "../core/protocol-mismatch.js";
+import { checkSigningOptions, createGatewaySigningHttpClient, type GatewaySigningOptions } from "./gateway-signing-http-client.js";
 
 /** Options of {@link createTestGatewayTransport}. */
 export interface TestGatewayTransportOptions extends GatewaySigningOptions {
@@ -69,6 +71,8 @@ const protocols = { connect: createConnect, grpc: createGrpc, "grpc-web": create
  * ```
  */
 export function createTestGatewayTransport(options: TestGatewayTransportOptions): Transport {
+  checkSigningOptions(options);
+  assertHttpUrl("baseUrl", options.baseUrl);
   const inner =
     options.httpClient ??
     (options.httpVersion === "2"
@@ -79,11 +83,28 @@ export function createTestGatewayTransport(options: TestGatewayTransportOptions)
     baseUrl: options.baseUrl,
     useBinaryFormat: options.useBinaryFormat ?? true,
     useHttpGet: options.useHttpGet,
-    interceptors: options.interceptors ?? [],
+    // Outermost: a server of the other HTTP version is said as such, with the fix.
+    interceptors: [explainingProtocolMismatch(options.baseUrl), ...(options.interceptors ?? [])],
     acceptCompression: [compressionGzip, compressionBrotli],
     sendCompression: null,
     ...validateReadWriteMaxBytes(undefined, undefined, undefined),
   });
+}
+
+/**
+ * Over HTTP/1.1 to a service that serves HTTP/2 only (`http2.createServer`),
+ * Node reports "Parse Error: Expected HTTP/, RTSP/ or ICE/": said instead as
+ * what it is, with the option that fixes it.
+ */
+function explainingProtocolMismatch(baseUrl: string): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (e) {
+      const message = protocolMismatchMessage(e, `the service at ${baseUrl}`, "test transport");
+      throw message === undefined ? e : new ConnectError(message, Code.Internal, undefined, undefined, e);
+    }
+  };
 }
 
 /**

@@ -1,4 +1,6 @@
 import type { UniversalClientFn } from "@connectrpc/connect/protocol";
+import { assertFunction, assertNonEmptyString } from "../core/assertions.js";
+import { ConfigurationError } from "../core/errors.js";
 import { gatewaySignatureHeaders, isGatewayControlledHeader, type IdentityHeaderValues } from "../signing/index.js";
 
 /** Options of {@link createGatewaySigningHttpClient}. */
@@ -25,6 +27,7 @@ export function createGatewaySigningHttpClient(
   inner: UniversalClientFn,
   options: GatewaySigningOptions,
 ): UniversalClientFn {
+  checkSigningOptions(options);
   const now = options.now ?? Date.now;
   return async (request) => {
     const chunks: Uint8Array[] = [];
@@ -66,4 +69,25 @@ function withoutGatewayHeaders(original: Headers): Headers {
 
 async function* oneChunk(body: Uint8Array): AsyncGenerator<Uint8Array> {
   yield body;
+}
+
+/**
+ * Checks the options every signing helper takes, when it is made rather
+ * than at its first request: a missing `identity` (easy from JavaScript,
+ * or through `any`) would otherwise fail each call with a bare TypeError.
+ * The secret never appears in a message.
+ */
+export function checkSigningOptions(options: GatewaySigningOptions): void {
+  if (typeof options !== "object" || options === null) {
+    throw new ConfigurationError("options", "must be an object: { hmacSecret, identity, … }.");
+  }
+  assertNonEmptyString("hmacSecret", options.hmacSecret);
+  const identity = options.identity as unknown;
+  if (typeof identity !== "object" || identity === null || typeof (identity as { clientId?: unknown }).clientId !== "string") {
+    throw new ConfigurationError(
+      "identity",
+      'must be who the gateway says is calling, with at least a clientId, e.g. { clientId: "web-app", userId: "sub-42", scopes: ["read"] }.',
+    );
+  }
+  if (options.now !== undefined) assertFunction("now", options.now);
 }

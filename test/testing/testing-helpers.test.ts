@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { createGatewayAuth, gatewayIdentity, requireUser } from "../../src/server/index.js";
 import { bodySha256, EMPTY_BODY_SHA256, fullpathOf, gatewayKeyId, signGatewayRequest, signGatewayRequestV2 } from "../../src/signing/index.js";
+import { ConfigurationError } from "../../src/errors/index.js";
 import { createTestGatewayTransport, gatewayHeadersFor } from "../../src/testing/index.js";
 import { rawRequest } from "../support/raw-request.js";
 import { startServer, type RunningServer } from "../support/loopback-server.js";
@@ -139,6 +140,45 @@ describe("createTestGatewayTransport over HTTP/2 in a test process", () => {
     const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on("exit", (c, s) => resolve([c, s])));
     clearTimeout(killer);
     expect({ code, signal, output: output.trim() }).toEqual({ code: 0, signal: null, output: "hi" });
+  });
+});
+
+describe("createTestGatewayTransport's mistakes, said when it is made or with the fix", () => {
+  it("a missing or bad identity, secret or baseUrl: a ConfigurationError naming the option, at construction", () => {
+    const good = { baseUrl: "http://127.0.0.1:1", hmacSecret: "s3cret-value", identity: { clientId: "web-app" } };
+    const cases: [Record<string, unknown>, string][] = [
+      [{ ...good, identity: undefined }, "identity"],
+      [{ ...good, identity: { userId: "sub-42" } }, "identity"],
+      [{ ...good, hmacSecret: "" }, "hmacSecret"],
+      [{ ...good, hmacSecret: undefined }, "hmacSecret"],
+      [{ ...good, baseUrl: "127.0.0.1:8080" }, "baseUrl"],
+    ];
+    for (const [options, option] of cases) {
+      const error = (() => {
+        try {
+          createTestGatewayTransport(options as never);
+        } catch (e) {
+          return e;
+        }
+        return undefined;
+      })();
+      expect(error).toBeInstanceOf(ConfigurationError);
+      expect([option, (error as ConfigurationError).option]).toEqual([option, option]);
+      expect(String(error)).not.toContain("s3cret-value");
+    }
+  });
+
+  it("HTTP/1.1 to a service that serves HTTP/2 only: the error says to pass httpVersion \"2\"", async () => {
+    const auth = createGatewayAuth({ hmacSecret: "h2-only-secret" });
+    const h2 = await startServer(connectNodeAdapter(auth.connectOptions({ routes })), "2");
+    try {
+      const echo = createClient(EchoService, createTestGatewayTransport({ baseUrl: h2.baseUrl, hmacSecret: "h2-only-secret", identity: { clientId: "web-app" } }));
+      const error = await echo.echo({ text: "hi" }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: Code.Internal });
+      expect(String(error)).toContain('did not answer in HTTP/1.1: if it serves HTTP/2 only (cleartext h2c, http2.createServer), pass httpVersion: "2" to createTestGatewayTransport');
+    } finally {
+      await h2.close();
+    }
   });
 });
 
