@@ -73,6 +73,36 @@ describe("request logging: one line per request", () => {
   });
 });
 
+describe("a refused token", () => {
+  it("its log line says which check failed (secret, issuer, audience), never the token", async () => {
+    const logs = captureLogs();
+    const { backend, gateway } = await startGatewayWithBackend(routesFileText({ routes: [route("GET", "/api/v1/items", { scopes: ["read"] })] }), {
+      logger: { level: "info", stream: logs.stream },
+    });
+    try {
+      const tokens: [string, string, RegExp][] = [
+        ["wrong-secret", await seedToken({ scopes: ["read"] }, { secret: "another-jwt-secret-that-is-long-enough-0123" }), /signature does not verify with this gateway's HS256 secret \(JWT_SECRET\)/],
+        ["wrong-issuer", await seedToken({ scopes: ["read"] }, { issuer: "someone-else" }), /its iss is not this gateway's issuer ".+" \(JWT_ISSUER\)/],
+        ["wrong-audience", await seedToken({ scopes: ["read"] }, { audience: "another-api" }), /its aud does not include this gateway's audience ".+" \(JWT_AUDIENCE\)/],
+      ];
+      for (const [id, token, reason] of tokens) {
+        const response = await fetch(`${gateway.url}/api/v1/items`, { headers: { authorization: `Bearer ${token}`, "x-request-id": id } });
+        expect(response.status).toBe(401);
+        await response.arrayBuffer();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      for (const [id, token, reason] of tokens) {
+        const refusal = logs.lines().find((line) => line.reqId === id && line.msg === "Invalid or expired token");
+        expect([id, refusal?.reason]).toEqual([id, expect.stringMatching(reason)]);
+        expect(logs.text()).not.toContain(token);
+        expect(logs.text()).not.toContain(token.split(".")[2]);
+      }
+    } finally {
+      await closeInTurn(gateway, backend);
+    }
+  });
+});
+
 describe("an answer the gateway had to cut", () => {
   it("an upstream that fails mid-answer: one access line, 503 and why — never 'caller went away' (499)", async () => {
     const logs = captureLogs();

@@ -282,7 +282,9 @@ export function logGatewayError(log: FastifyBaseLogger, error: GatewayHttpError)
   } else if (error.statusCode >= 500) {
     log.warn({ code: error.code, cause: rootCauseOf(error) }, error.message);
   } else {
-    log.info({ code: error.code }, error.message);
+    // A token refused: why (which check failed; never the token), for whoever runs the gateway.
+    const reason = error.statusCode === 401 && error.cause instanceof Error ? error.cause.message : undefined;
+    log.info(reason === undefined ? { code: error.code } : { code: error.code, reason }, error.message);
   }
 }
 

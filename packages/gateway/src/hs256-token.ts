@@ -44,32 +44,46 @@ export function createHs256Verification(options: Hs256Verification): (token: str
   return (token) => {
     const firstDot = token.indexOf(".");
     const secondDot = token.indexOf(".", firstDot + 1);
-    if (firstDot <= 0 || secondDot <= firstDot + 1 || token.indexOf(".", secondDot + 1) !== -1) invalid();
+    if (firstDot <= 0 || secondDot <= firstDot + 1 || token.indexOf(".", secondDot + 1) !== -1) invalid("not a JWT (three parts)");
     const header = jsonObject(token.slice(0, firstDot));
-    if (header.alg !== "HS256" || header.crit !== undefined || header.b64 !== undefined) invalid();
+    if (header.alg !== "HS256" || header.crit !== undefined || header.b64 !== undefined) invalid("its header is not a plain HS256 one");
     const encodedSignature = token.slice(secondDot + 1);
     // Exactly the 43 characters of a 32-byte HMAC: Buffer's decoder would skip stray characters.
-    if (!HS256_SIGNATURE.test(encodedSignature)) invalid();
+    if (!HS256_SIGNATURE.test(encodedSignature)) invalid("its signature is not an HS256 one");
     const signature = Buffer.from(encodedSignature, "base64url");
     const expected = createHmac("sha256", key).update(token.slice(0, secondDot)).digest();
     // Constant time; the length of an HMAC-SHA256 is no secret.
-    if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) invalid();
+    if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) {
+      invalid("its signature does not verify with this gateway's HS256 secret (JWT_SECRET)");
+    }
     const claims = jsonObject(token.slice(firstDot + 1, secondDot)) as JWTPayload;
-    if (claims.iss !== issuer) invalid();
+    if (claims.iss !== issuer) invalid(`its iss is not this gateway's issuer ${JSON.stringify(issuer)} (JWT_ISSUER)`);
     const aud = claims.aud;
-    if (!(aud === audience || (Array.isArray(aud) && aud.includes(audience)))) invalid();
+    if (!(aud === audience || (Array.isArray(aud) && aud.includes(audience)))) {
+      invalid(`its aud does not include this gateway's audience ${JSON.stringify(audience)} (JWT_AUDIENCE)`);
+    }
     const now = Math.floor(Date.now() / 1000);
     if (claims.exp === undefined) throw new GatewayHttpError("UNAUTHORIZED", "Token has no expiry (exp)");
-    if (typeof claims.exp !== "number" || !Number.isFinite(claims.exp)) invalid();
-    if (claims.iat !== undefined && typeof claims.iat !== "number") invalid();
-    if (claims.nbf !== undefined && (typeof claims.nbf !== "number" || claims.nbf > now + clockToleranceSeconds)) invalid();
+    if (typeof claims.exp !== "number" || !Number.isFinite(claims.exp)) invalid("its exp is not a number");
+    if (claims.iat !== undefined && typeof claims.iat !== "number") invalid("its iat is not a number");
+    if (claims.nbf !== undefined && (typeof claims.nbf !== "number" || claims.nbf > now + clockToleranceSeconds)) invalid("its nbf is not a number, or in the future");
     if (claims.exp <= now - clockToleranceSeconds) throw new GatewayHttpError("EXPIRED_TOKEN", "Token has expired");
     return claims;
   };
 }
 
-function invalid(): never {
-  throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+/**
+ * The refusal of a token, with why as its `cause`: the gateway's log line
+ * says it (see logGatewayError), the caller only gets the usual 401. Never
+ * any part of the token; only this gateway's own settings.
+ */
+function invalid(why: string): never {
+  throw new GatewayHttpError("UNAUTHORIZED", INVALID, { cause: new TokenRefusal(why) });
+}
+
+/** Why a token was refused, for the gateway's log (see {@link invalid}). */
+export class TokenRefusal extends Error {
+  override name = "TokenRefusal";
 }
 
 /**
@@ -90,13 +104,13 @@ export function jwsAlgorithm(token: string): string | undefined {
 
 /** A base64url-encoded JSON object, or a refusal. */
 function jsonObject(part: string): Record<string, unknown> {
-  if (!/^[A-Za-z0-9_-]+$/.test(part)) invalid();
+  if (!/^[A-Za-z0-9_-]+$/.test(part)) invalid("a part is not base64url");
   let value: unknown;
   try {
     value = JSON.parse(Buffer.from(part, "base64url").toString("utf8"));
   } catch {
-    invalid();
+    invalid("a part is not JSON");
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) invalid();
+  if (typeof value !== "object" || value === null || Array.isArray(value)) invalid("a part is not a JSON object");
   return value as Record<string, unknown>;
 }

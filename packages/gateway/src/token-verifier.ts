@@ -4,7 +4,7 @@ import { LRUCache } from "lru-cache";
 import { basicAuthorization } from "connect-gateway/protocol";
 import { boundedFetch, MAX_INTROSPECTION_BYTES, MAX_KEY_SET_BYTES, readBoundedBody } from "./bounded-answer.js";
 import { GatewayHttpError } from "./gateway-http-error.js";
-import { createHs256Verification, jwsAlgorithm } from "./hs256-token.js";
+import { createHs256Verification, jwsAlgorithm, TokenRefusal } from "./hs256-token.js";
 
 type Jose = typeof import("jose");
 let joseLoading: Promise<Jose> | undefined;
@@ -259,7 +259,9 @@ export function createTokenVerifier(options: ResolvedTokenValidationOptions): To
     } catch (e) {
       throw asTokenError(e, jose);
     }
-    throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+    throw new GatewayHttpError("UNAUTHORIZED", INVALID, {
+      cause: new TokenRefusal(alg === undefined ? "not a JWT, and no introspection is configured" : `its alg ${JSON.stringify(alg)} is not one this gateway verifies`),
+    });
   }
 
   async function verifyAndRemember(token: string, key: string): Promise<TokenClaims> {
@@ -375,7 +377,8 @@ function asTokenError(e: unknown, jose: Jose | undefined): GatewayHttpError {
   if (isKeySetFailure(e, jose)) {
     return new GatewayHttpError("SERVICE_UNAVAILABLE", "Token keys are unavailable", { cause: e });
   }
-  return new GatewayHttpError("UNAUTHORIZED", INVALID);
+  // jose's message says which check failed (`unexpected "aud" claim value`, …), never the token.
+  return new GatewayHttpError("UNAUTHORIZED", INVALID, { cause: e });
 }
 
 /**
@@ -420,7 +423,9 @@ function createIntrospection(
       if (options.failureCooldownMs > 0) pausedUntil = Date.now() + options.failureCooldownMs;
       throw e;
     }
-    if (claims.active !== true) throw new GatewayHttpError("UNAUTHORIZED", INVALID);
+    if (claims.active !== true) {
+      throw new GatewayHttpError("UNAUTHORIZED", INVALID, { cause: new TokenRefusal("the introspection endpoint says it is not active") });
+    }
     if (typeof claims.token_type === "string" && claims.token_type.toLowerCase() === "refresh_token") {
       throw new GatewayHttpError("UNAUTHORIZED", "A refresh token is not an access token");
     }
