@@ -45,13 +45,16 @@ export class GatewayHttpError extends Error {
   override name = "GatewayHttpError";
   /** The HTTP status of the error envelope (`statusCode` is what fastify reads). */
   readonly statusCode: number;
+  /** The upstream at fault, for the log only: its origin, and its backend's name (`http://127.0.0.1:8081 (backend echo)`). */
+  readonly upstream: string | undefined;
 
   constructor(
     readonly code: GatewayErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; upstream?: string | undefined },
   ) {
     super(message, options);
     this.statusCode = gatewayErrorCodes[code].status;
+    this.upstream = options?.upstream;
   }
 }

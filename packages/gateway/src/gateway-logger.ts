@@ -280,7 +280,8 @@ export function logGatewayError(log: FastifyBaseLogger, error: GatewayHttpError)
   if (error.code === "INTERNAL_ERROR") {
     log.error({ err: error.cause ?? error }, error.message);
   } else if (error.statusCode >= 500) {
-    log.warn({ code: error.code, cause: rootCauseOf(error) }, error.message);
+    const fields = { code: error.code, cause: rootCauseOf(error) };
+    log.warn(error.upstream === undefined ? fields : { ...fields, upstream: error.upstream }, error.message);
   } else {
     // A token refused: why (which check failed; never the token), for whoever runs the gateway.
     const reason = error.statusCode === 401 && error.cause instanceof Error ? error.cause.message : undefined;

@@ -114,7 +114,7 @@ export async function registerForwarding(app: FastifyInstance, methods: readonly
         // out (it closed, reset, sent a bad chunk or stalled): that is the
         // upstream's failure (503, or 504 for a stall), not the gateway's.
         if (callOf<ForwardedCall | undefined>(request)?.relaying === true && !(error instanceof GatewayHttpError)) {
-          throw upstreamError(error as Error);
+          throw upstreamError(error as Error, request);
         }
         throw error;
       }
@@ -423,7 +423,7 @@ function resetOnFailure(body: Readable, callerStream: ServerHttp2Stream): void {
 /** The upstream could not be reached, or did not answer. */
 function answerUpstreamFailure(reply: FastifyReply, error: Error): void {
   callOf<ForwardedCall>(reply.request).upstreamAnswered();
-  failReply(reply, upstreamError(error));
+  failReply(reply, upstreamError(error, reply.request));
 }
 
 /** The Content-Type a forwarded body goes with (application/octet-stream when the caller sent none); none without a body. */
@@ -710,7 +710,7 @@ async function sendAndCache(
     }
     if (filled !== body.byteLength) throw new Error("the upstream sent less than its Content-Length");
   } catch (e) {
-    failReply(reply, upstreamError(e as Error));
+    failReply(reply, upstreamError(e as Error, reply.request));
     return;
   } finally {
     clearTimeout(stalled);
@@ -783,11 +783,15 @@ export function callerIsGone(reply: FastifyReply): boolean {
 }
 
 /** Upstream failures, as the gateway reports them: 504 for timeouts (no answer, or a body that stalled), 503 for the rest. */
-function upstreamError(error: Error & { code?: unknown }): GatewayHttpError {
+function upstreamError(error: Error & { code?: unknown }, request: FastifyRequest): GatewayHttpError {
+  // Named in the log line (never in the answer): which upstream, reached where.
+  const forwarding = callOf<ForwardedCall | undefined>(request)?.forwarding;
+  const backend = forwarding?.route.stripPrefix?.startsWith("/backend/") === true ? forwarding.route.stripPrefix.slice("/backend/".length) : undefined;
+  const upstream = forwarding === undefined ? undefined : backend === undefined ? forwarding.upstream.origin : `${forwarding.upstream.origin} (backend ${backend})`;
   if (error.code === "UND_ERR_BODY_TIMEOUT" || error.code === "UND_ERR_HEADERS_TIMEOUT") {
-    return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error });
+    return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error, upstream });
   }
-  return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: protocolMismatchOf(error) ?? error });
+  return new GatewayHttpError("SERVICE_UNAVAILABLE", "Upstream service is unavailable", { cause: protocolMismatchOf(error) ?? error, upstream });
 }
 
 /**
