@@ -130,7 +130,15 @@ describe("connect-gateway CLI", () => {
   it("serve: names a missing secret without printing any secret", async () => {
     const result = await runCli(["serve", "--routes", "examples/routes.yaml"], { JWT_SECRET });
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain("`hmacSecret` must be a string of at least 16 characters (set GATEWAY_HMAC_SECRET)");
+    // Led by the variable a command-line user sets, the library option after it.
+    expect(result.stderr.trim()).toBe("connect-gateway: GATEWAY_HMAC_SECRET is not set; it must be a string of at least 16 characters (the `hmacSecret` option)");
+    const short = await runCli(["serve", "--routes", "examples/routes.yaml"], { JWT_SECRET, GATEWAY_HMAC_SECRET: "short" });
+    expect(short.stderr.trim()).toBe("connect-gateway: GATEWAY_HMAC_SECRET must be a string of at least 16 characters (the `hmacSecret` option)");
+    expect(short.stderr).not.toContain("short\n");
+    const noTokens = await runCli(["serve", "--routes", "examples/routes.yaml"], { GATEWAY_HMAC_SECRET: "x".repeat(32) });
+    expect(noTokens.stderr.trim()).toBe(
+      "connect-gateway: set JWT_SECRET, JWKS_URL or INTROSPECTION_URL: `tokens` must configure at least one of hs256, jwks or introspection",
+    );
     expect(result.stderr).not.toContain(JWT_SECRET);
   });
 
@@ -214,6 +222,15 @@ describe("connect-gateway CLI", () => {
       expect(busy.code).toBe(1);
       expect(busy.stderr).toContain("EADDRINUSE");
       expect(busy.stderr).toContain("choose another port with --port");
+      // dev: the one flag whose port is taken; the same port twice is a usage mistake.
+      const devEnv = { ...env, LOG_LEVEL: "warn" };
+      const oauthBusy = await runCli(["dev", "--routes", routes, "--port", "0", "--oauth-port", taken], devEnv);
+      expect([oauthBusy.code, oauthBusy.stderr.trim()]).toEqual([1, `connect-gateway: port ${taken} on 127.0.0.1 is in use by another process: choose another with --oauth-port (the token issuer's)`]);
+      const gatewayBusy = await runCli(["dev", "--routes", routes, "--port", taken, "--oauth-port", "0"], devEnv);
+      expect([gatewayBusy.code, gatewayBusy.stderr.trim()]).toEqual([1, `connect-gateway: port ${taken} on 127.0.0.1 is in use by another process: choose another with --port (the gateway's)`]);
+      const same = await runCli(["dev", "--routes", routes, "--port", "8096", "--oauth-port", "8096"], devEnv);
+      expect(same.code).toBe(2);
+      expect(same.stderr).toContain("--port and --oauth-port must differ (the gateway and its token issuer each need one): both are 8096");
     } finally {
       holder.close();
     }
@@ -228,6 +245,16 @@ describe("connect-gateway CLI", () => {
       { until: /listening on/ },
     );
     expect(result.stdout).toMatch(/connect-gateway listening on http:\/\/127\.0\.0\.1:\d+/);
+    // A host that is no address here: where it came from, and what would do.
+    const env = { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET, LOG_LEVEL: "warn" };
+    const badHost = await runCli(["serve", "--routes", routes, "--port", "0"], { ...env, HOST: "999.1.1.1" });
+    expect([badHost.code, badHost.stderr]).toEqual([1, expect.stringContaining('cannot listen on "999.1.1.1" (HOST): no such host; use 127.0.0.1, 0.0.0.0')]);
+    const badFlag = await runCli(["serve", "--routes", routes, "--port", "0", "--host", "10.255.255.254"], env);
+    expect([badFlag.code, badFlag.stderr]).toEqual([1, expect.stringContaining('cannot listen on "10.255.255.254" (--host): not an address of this machine')]);
+    // A size with a unit: the unit the variable takes, with an example.
+    const unit = await runCli(["serve", "--routes", routes, "--port", "0"], { ...env, BODY_LIMIT: "4MB" });
+    expect([unit.code, unit.stderr]).toEqual([1, expect.stringContaining("BODY_LIMIT")]);
+    expect(unit.stderr).toContain("must be a whole number of bytes, e.g. 4194304 for 4 MiB");
   });
 
   it("maps the environment to the gateway configuration", () => {

@@ -159,7 +159,20 @@ async function serve(values: { routes?: string; port?: string; host?: string }):
   const port = portOption(values.port, "--port", "PORT", "8080", commands.serve.usage);
   const config = gatewayConfigFromEnv(values.routes);
   const gateway = createGateway(config);
-  const url = await gateway.listen({ port, host: values.host ?? process.env.HOST ?? "127.0.0.1" });
+  const host = values.host ?? process.env.HOST ?? "127.0.0.1";
+  let url: string;
+  try {
+    url = await gateway.listen({ port, host });
+  } catch (e) {
+    // A host that names no address of this machine: say where it came from.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOTFOUND" || code === "EADDRNOTAVAIL" || code === "EAI_AGAIN") {
+      await gateway.close();
+      const from = values.host !== undefined ? "--host" : process.env.HOST !== undefined ? "HOST" : "the default host";
+      throw new CommandFailure(`cannot listen on ${JSON.stringify(host)} (${from}): ${code === "EADDRNOTAVAIL" ? "not an address of this machine" : "no such host"}; use 127.0.0.1, 0.0.0.0 or an address of this machine`);
+    }
+    throw e;
+  }
   closeOnSignal(() => gateway.close(), gateway.drainTimeoutMs);
   console.log(`connect-gateway listening on ${url} (${routeCount(gateway.routes)})`);
 }
@@ -167,12 +180,23 @@ async function serve(values: { routes?: string; port?: string; host?: string }):
 async function dev(values: { routes?: string; port?: string; "oauth-port"?: string }): Promise<void> {
   if (values.routes === undefined) throw new UsageError(`dev needs --routes <file>\n\n${commands.dev.usage}`);
   const drainTimeoutMs = drainTimeoutFromEnv();
-  const stack = await startDevGateway({
-    routes: values.routes,
-    port: portOption(values.port, "--port", "PORT", "8080", commands.dev.usage),
-    oauthPort: portOption(values["oauth-port"], "--oauth-port", undefined, "4000", commands.dev.usage),
-    ...(drainTimeoutMs !== undefined && { drainTimeoutMs }),
-  });
+  const port = portOption(values.port, "--port", "PORT", "8080", commands.dev.usage);
+  const oauthPort = portOption(values["oauth-port"], "--oauth-port", undefined, "4000", commands.dev.usage);
+  if (port === oauthPort && port !== 0) {
+    throw new UsageError(`--port and --oauth-port must differ (the gateway and its token issuer each need one): both are ${port}\n\n${commands.dev.usage}`);
+  }
+  let stack: DevGateway;
+  try {
+    stack = await startDevGateway({ routes: values.routes, port, oauthPort, ...(drainTimeoutMs !== undefined && { drainTimeoutMs }) });
+  } catch (e) {
+    // A port in use: name the one flag that chooses another.
+    const taken = (e as NodeJS.ErrnoException & { port?: number }).code === "EADDRINUSE" ? (e as { port?: number }).port : undefined;
+    if (taken !== undefined && (taken === port || taken === oauthPort)) {
+      const flag = taken === oauthPort ? "--oauth-port (the token issuer's)" : "--port (the gateway's)";
+      throw new CommandFailure(`port ${taken} on 127.0.0.1 is in use by another process: choose another with ${flag}`);
+    }
+    throw e;
+  }
   closeOnSignal(() => stack.close(), stack.gateway.drainTimeoutMs);
   console.log(devSummary(stack));
 }

@@ -195,6 +195,14 @@ function boolean(env: GatewayEnv, name: string): boolean {
 
 function integer(env: GatewayEnv, name: string): number {
   const value = env[name] ?? "";
-  if (!/^[0-9]+$/.test(value)) throw new GatewayConfigError(name, "must be a whole number");
+  if (!/^[0-9]+$/.test(value)) throw new GatewayConfigError(name, `must be a whole number${UNIT_HINTS[name] ?? ""}`);
   return Number(value);
 }
+
+// What a whole number stands for, where its name does not say (`BODY_LIMIT=4MB` is a natural mistake).
+const UNIT_HINTS: Readonly<Record<string, string>> = {
+  BODY_LIMIT: " of bytes, e.g. 4194304 for 4 MiB",
+  RATE_LIMIT_MAX: " of requests per window",
+  AUTH_FAILURE_LIMIT_MAX: " of failed authentications per window",
+  GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS: " of streams",
+};

@@ -46,10 +46,26 @@ const CLOSE_GRACE_MS = 5_000;
  * no stack for configuration and routes-file errors (they are meant for the
  * reader), and for a port already in use, the flags (`portFlags`) that choose another.
  */
-export function startupErrorMessage(e: unknown, portFlags = "--port"): string {
+export function startupErrorMessage(e: unknown, portFlags = "--port", env: NodeJS.ProcessEnv = process.env): string {
   if (!(e instanceof Error)) return String(e);
   // A ConfigurationError's message already starts with "connect-gateway: ".
-  if (e instanceof ConfigurationError) return e.message;
+  if (e instanceof ConfigurationError) return forTheCommandLine(e.message, env);
   const hint = (e as NodeJS.ErrnoException).code === "EADDRINUSE" ? ` (another process holds it: choose another port with ${portFlags})` : "";
   return `connect-gateway: ${e.message}${hint}`;
+}
+
+/**
+ * A configuration error as a command-line user needs it: led by the
+ * variable they set (`GATEWAY_HMAC_SECRET is not set; it must be …`) rather
+ * than the library option it feeds, which the message names after. Messages
+ * without a `(set VAR)` hint are left as they are.
+ */
+function forTheCommandLine(message: string, env: NodeJS.ProcessEnv): string {
+  const hinted = /^connect-gateway: `([^`]+)` (.*) \(set ([A-Z][A-Z0-9_]*(?:(?:, | or )[A-Z][A-Z0-9_]*)*)\)\.?$/s.exec(message);
+  if (hinted === null) return message;
+  const [, option, problem, variables] = hinted as unknown as [string, string, string, string];
+  const names = variables.split(/, | or /);
+  if (names.length > 1) return `connect-gateway: set ${variables}: \`${option}\` ${problem}`;
+  const name = names[0] as string;
+  return `connect-gateway: ${name}${env[name] === undefined ? " is not set; it" : ""} ${problem} (the \`${option}\` option)`;
 }
