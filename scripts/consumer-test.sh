@@ -175,6 +175,12 @@ echo "  @types/node@$(node -p 'require("./node_modules/@types/node/package.json"
 bounded 180 tsc-latest.log npx --no-install tsc --noEmit -p .
 echo "  no errors"
 
+step "the service's own test (examples/service/greeter.test.ts): createTestGatewayTransport through the real verification"
+bounded 180 app-test.log npx --no-install tsx --test greeter.test.ts
+grep -Eq '(#|ℹ) pass 3' "$LOGS/app-test.log" || fail "greeter.test.ts did not pass its 3 tests (see app-test.log)"
+grep -Eq '(#|ℹ) fail 0' "$LOGS/app-test.log" || fail "greeter.test.ts failed (see app-test.log)"
+echo "  3 tests passed"
+
 step "the OAuth2 server, the service and the gateway, on 127.0.0.1"
 export GATEWAY_CLIENT_ID="consumer-test-client"
 GATEWAY_CLIENT_SECRET="$(node -p 'require("node:crypto").randomBytes(24).toString("base64url")')"

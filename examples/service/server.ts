@@ -4,23 +4,9 @@
 //   GATEWAY_HMAC_SECRET=… PORT=8081 npx tsx server.ts
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { createGatewayAuth, requireIdentity } from "connect-gateway/server";
-import { GreeterService } from "./gen/greeter/v1/greeter_pb.js";
-
-const routes = (router: ConnectRouter) =>
-  router.service(GreeterService, {
-    greet(req, ctx) {
-      const caller = requireIdentity(ctx); // the verified caller; Unauthenticated if none
-      return {
-        greeting: `Hello, ${req.name || "world"}!`,
-        clientId: caller.clientId,
-        userId: caller.userId ?? "",
-        scopes: [...caller.scopes],
-      };
-    },
-  });
+import { createGatewayAuth } from "connect-gateway/server";
+import { routes } from "./routes.js";
 
 // The secret comes from GATEWAY_HMAC_SECRET. requireSignatureV2: this
 // project's gateway signs every request with v2, and a service that still
