@@ -23,9 +23,9 @@ export interface ScaffoldOptions {
   /** The connect-gateway version range the project depends on. */
   readonly connectGatewayVersion: string;
   /**
-   * The tarballs to depend on instead of that range (see
-   * {@link installedTarballs}): absolute paths, written as `file:` paths
-   * relative to `dir`.
+   * The tarballs to depend on instead of that range (what the project that
+   * runs `init` installed, read from its package-lock.json): absolute paths,
+   * written as `file:` paths relative to `dir`.
    */
   readonly tarballs?: InstalledTarballs | undefined;
 }
