@@ -73,6 +73,45 @@ describe("request logging: one line per request", () => {
   });
 });
 
+describe("a caller that stops reading", () => {
+  it("cut after the send timeout: one line for the request, not fastify's 'stream closed prematurely' besides", async () => {
+    const logs = captureLogs();
+    // An answer far larger than the socket buffers: it waits on a caller that never reads.
+    const big = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      let sent = 0;
+      const pump = () => {
+        while (sent < 64 && res.write(chunk)) sent++;
+        if (sent >= 64) res.end();
+        else res.once("drain", () => (sent++, pump()));
+      };
+      pump();
+    });
+    const port = await listen(big);
+    const gateway = await startSeedGateway(
+      routesFileText({ routes: [route("GET", "/api/v1/big", { proxy_upstream: "$BIG", auth_required: false })] }),
+      { BIG: `http://127.0.0.1:${port}` },
+      { logger: { level: "info", stream: logs.stream }, sendTimeoutMs: 300 },
+    );
+    const socket = connect(Number(new URL(gateway.url).port), "127.0.0.1");
+    socket.on("error", () => {});
+    try {
+      socket.write("GET /api/v1/big HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: never-reads\r\n\r\n");
+      socket.pause(); // never reads a byte of the answer
+      await expect.poll(() => logs.lines().filter((line) => line.reqId === "never-reads").length, { timeout: 5_000 }).toBeGreaterThan(0);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const lines = logs.lines().filter((line) => line.reqId === "never-reads");
+      expect(lines.map((line) => line.msg)).toEqual(["caller went away"]);
+    } finally {
+      socket.destroy();
+      await closeInTurn(gateway);
+      await closeServer(big);
+    }
+  });
+});
+
 describe("a refused token", () => {
   it("its log line says which check failed (secret, issuer, audience), never the token", async () => {
     const logs = captureLogs();

@@ -107,6 +107,18 @@ function lineLoggerOf(reply: FastifyReply): FastifyBaseLogger {
 export class GatewayLogController extends LogController {
   override incomingRequest(): void {}
 
+  /**
+   * fastify's line for an answer's stream that closed before its end: the
+   * caller went away, or the gateway cut it (a caller not reading, see the
+   * send timeout). The request's own access line already says so (499, or
+   * "answer cut short"): one line per request, not two. Any other stream
+   * error keeps fastify's warning, which carries its cause.
+   */
+  override streamError(error: Error & { code?: unknown }, request: FastifyRequest, reply: FastifyReply): void {
+    if (error.code === "ERR_STREAM_PREMATURE_CLOSE") return;
+    super.streamError(error, request, reply);
+  }
+
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     if ((request as LoggedRequest)[LOGGED]) return;
     // An answer the gateway never finished: the caller went away (an HTTP/2
