@@ -24,12 +24,14 @@ export interface TokenCall<T> {
    */
   readonly timeoutMs?: number | undefined;
   /**
-   * `timeoutMs` is the client's default, not the caller's own: it also
-   * bounds every token request, so the first wait for a token is left to
-   * that bound — a token endpoint slower than `timeoutMs` fails the call
-   * with its own `AuthenticationError` rather than a bare `DeadlineExceeded`
-   * at the same moment. The call still ends by its deadline: a token request
-   * it joined started earlier, and what is sent after gets what is left.
+   * `timeoutMs` is the client's default, not the caller's own. It also
+   * bounds each token request, which this call may have started at the same
+   * moment: the first wait for a token then ends a moment after the
+   * deadline (DEFAULT_DEADLINE_GRACE_MS), so that a token endpoint slower
+   * than `timeoutMs` fails the call with its own `AuthenticationError`
+   * rather than a bare `DeadlineExceeded` an instant earlier. Anything else
+   * slow on the way to a token (a store, a refresh then a new grant) ends
+   * with the deadline as usual, and what is sent after gets what is left.
    */
   readonly defaultTimeout?: boolean | undefined;
 }
@@ -51,7 +53,9 @@ export function callWithToken<T>(tokens: TokenManager, call: TokenCall<T>): Prom
   if (userToken !== undefined) return call.attempt(`Bearer ${userToken}`).catch((error: unknown) => Promise.reject(withoutToken(error, userToken)));
   if (call.signal?.aborted) return Promise.reject(canceled(call.signal)); // no token request for nobody
   const deadline = call.timeoutMs === undefined ? undefined : performance.now() + call.timeoutMs;
-  const pending = awaitToken(call.token ?? tokens.getToken(), call.signal, call.defaultTimeout === true ? undefined : deadline);
+  // A default deadline waits a little longer than the deadline itself (see defaultTimeout).
+  const tokenDeadline = deadline !== undefined && call.defaultTimeout === true ? deadline + DEFAULT_DEADLINE_GRACE_MS : deadline;
+  const pending = awaitToken(call.token ?? tokens.getToken(), call.signal, tokenDeadline);
   return typeof pending === "string"
     ? attemptWith(tokens, call, pending, deadline)
     : pending.then((token) => attemptWith(tokens, call, token, deadline));
@@ -228,6 +232,9 @@ function tokenDeadlinePassed(): ConnectionError {
 function canceled(signal: AbortSignal): ConnectError {
   return ConnectError.from(signal.reason, Code.Canceled);
 }
+
+/** How much longer than a default deadline the first wait for a token lasts (see `defaultTimeout`). */
+const DEFAULT_DEADLINE_GRACE_MS = 100;
 
 /** The `Authorization` scheme the client sends its tokens with; a value's token is what follows it. */
 export const BEARER = "Bearer ";

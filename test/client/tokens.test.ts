@@ -466,6 +466,20 @@ describe("a call's deadline while it waits for a token", () => {
     expect(await echo.echo({ text: "later" }, { timeoutMs: 5_000 })).toMatchObject({ text: "later" });
     expect(slow.requests.length).toBe(1);
   });
+  it("a default deadline bounds a slow token store too (it answers after 2 s): Connect and REST end at ~300 ms", async () => {
+    const slowStore = { get: () => new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000)), set: () => undefined };
+    const options = transportOptions({ timeoutMs: 300, tokenStore: slowStore as never });
+    const echo = createClient(EchoService, createGatewayTransport(options));
+    const rest = createGatewayClient(options);
+    for (const call of [() => echo.echo({ text: "hi" }), () => rest.get("/anything")]) {
+      const started = performance.now();
+      const error = await call().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect((error as ConnectionError).code).toBe(Code.DeadlineExceeded);
+      expect(performance.now() - started).toBeLessThan(1_000);
+    }
+  });
+
   it("the transport's own timeoutMs bounds a call that gives none: token wait and call together", async () => {
     // The token comes after 250 ms, the gateway answers after 300 ms: 550 ms in all, past the call's 400.
     const fresh = await startTokenEndpoint(() => ({ delayMs: 250, json: { access_token: "late", token_type: "bearer", expires_in: 3600 } }));
