@@ -300,15 +300,55 @@ describe("EnvelopedRelay: ending a stream at a message boundary", () => {
     expect(resets).toEqual([http2Constants.NGHTTP2_INTERNAL_ERROR]);
   });
 
-  it("passes an upstream failure on, and cancels the upstream when the caller goes", async () => {
+  it("an upstream failing in the middle of a message: the failure is passed on (the caller's stream is reset)", async () => {
     const failing = new PassThrough();
-    const relay = new EnvelopedRelay(failing, "grpc", { addTrailers: () => {} });
+    const told: Error[] = [];
+    const relay = new EnvelopedRelay(failing, "grpc", { addTrailers: () => expect.fail("no trailers") }, (e) => told.push(e));
     const body = bodyOf(relay);
+    failing.write(envelope(0, "one").subarray(0, 7));
+    await turn();
     failing.destroy(new Error("upstream reset"));
     await expect(body).rejects.toThrow("upstream reset");
+    expect(told).toEqual([]);
+    // And a relay destroyed because the caller went away cancels the upstream.
     const source = new PassThrough();
     new EnvelopedRelay(source, "grpc", { addTrailers: () => {} }).destroy();
     expect(source.destroyed).toBe(true);
+  });
+
+  it("an upstream failing between two messages: the whole messages, then an error ending the caller's protocol reads", async () => {
+    // gRPC: grpc-status 14 in the trailers.
+    const grpcSource = new PassThrough();
+    const trailers: OutgoingHttpHeaders[] = [];
+    const told: Error[] = [];
+    const grpc = new EnvelopedRelay(grpcSource, "grpc", { addTrailers: (t) => trailers.push(t) }, (e) => told.push(e));
+    const grpcBody = bodyOf(grpc);
+    grpcSource.write(envelope(0, "one"));
+    await turn();
+    grpcSource.destroy(new Error("upstream reset"));
+    expect(envelopes(await grpcBody)).toEqual([[0, "one"]]);
+    expect(trailers).toEqual([{ "grpc-status": "14", "grpc-message": "the%20upstream%20service%20failed%20in%20the%20middle%20of%20the%20stream" }]);
+    expect(told.map((e) => e.message)).toEqual(["upstream reset"]);
+    // Connect: an end-stream message; a stall past the route's timeout is DeadlineExceeded.
+    const connectSource = new PassThrough();
+    const connect = new EnvelopedRelay(connectSource, "connect-stream", { addTrailers: () => expect.fail("no trailers") });
+    const connectBody = bodyOf(connect);
+    connectSource.write(envelope(0, "one"));
+    await turn();
+    connectSource.destroy(Object.assign(new Error("Body Timeout Error"), { code: "UND_ERR_BODY_TIMEOUT" }));
+    const messages = envelopes(await connectBody);
+    expect(messages[0]).toEqual([0, "one"]);
+    expect(JSON.parse(messages[1]?.[1] as string)).toMatchObject({ error: { code: "deadline_exceeded", message: "the upstream service stopped sending in the middle of the stream" } });
+    // gRPC-web: a trailer frame; an upstream body that merely closes before its end counts as a failure too.
+    const webSource = new PassThrough();
+    const web = new EnvelopedRelay(webSource, "grpc-web", { addTrailers: () => expect.fail("no trailers") });
+    const webBody = bodyOf(web);
+    webSource.write(envelope(0, "one"));
+    await turn();
+    webSource.destroy();
+    const frames = envelopes(await webBody);
+    expect(frames[1]?.[0]).toBe(0x80);
+    expect(frames[1]?.[1]).toContain("grpc-status: 14\r\n");
   });
 });
 

@@ -482,6 +482,50 @@ function bearer(token: string) {
 // its first body byte: nothing has reached the caller yet, so the caller gets
 // the gateway's answer for an upstream failure — 503, or 504 when the body
 // stalls past the route's timeout — never a 500 that blames the gateway.
+describe("an h2c upstream whose stream fails between two messages", () => {
+  // Two whole EchoStreamResponse messages ({ text: "hi 1" }, { text: "hi 2" }), then the stream reset.
+  const message = (text: string) => {
+    const payload = Buffer.concat([Buffer.from([0x0a, text.length]), Buffer.from(text)]);
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(payload.length, 1);
+    return Buffer.concat([prefix, payload]);
+  };
+  const upstream = createHttp2Server();
+  upstream.on("session", (session: Http2Session) => session.on("error", () => {}));
+  upstream.on("stream", (stream) => {
+    stream.on("error", () => {});
+    stream.resume();
+    stream.respond({ ":status": 200, "content-type": "application/grpc" });
+    stream.write(Buffer.concat([message("hi 1"), message("hi 2")]));
+    // destroy() resets the stream (RST_STREAM INTERNAL_ERROR) without ending it first, as close() would.
+    setTimeout(() => stream.destroy(new Error("the upstream fails")), 50);
+  });
+  let gateway: Gateway;
+  let token: string;
+  const logs = captureLogs();
+  beforeAll(async () => {
+    const port = await listen(upstream);
+    gateway = await startSeedGateway(routesFileText({ backends: { failing: { upstream: `http://127.0.0.1:${port}`, http2: true } } }), {}, { logger: { level: "info", stream: logs.stream } });
+    token = await seedToken({ client_id: "svc", user_id: undefined });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await new Promise((resolve) => upstream.close(resolve));
+  });
+
+  it("the caller gets the whole messages, then Unavailable in its protocol — not a reset it cannot read; the log names the upstream", async () => {
+    const client = createClient(EchoService, createGrpcTransport({ baseUrl: `${gateway.url}/backend/failing`, interceptors: [bearer(token)] }));
+    const texts: string[] = [];
+    const failure = await (async () => {
+      for await (const answer of client.echoStream({ text: "hi", repeat: 5 })) texts.push(answer.text);
+    })().then(() => undefined, (e: unknown) => e);
+    expect(texts).toEqual(["hi 1", "hi 2"]);
+    expect(failure).toMatchObject({ code: Code.Unavailable, rawMessage: "the upstream service failed in the middle of the stream" });
+    const warning = logs.lines().find((line) => String(line.msg).startsWith("upstream failed mid-stream, between two messages"));
+    expect(warning).toMatchObject({ level: 40, upstream: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+ \(backend failing\)$/) });
+  });
+});
+
 describe("an h2c upstream connection that goes silent", () => {
   // The upstream's first connection is accepted and never read nor answered
   // (a wedged worker); every later one is served by a healthy HTTP/2 server.

@@ -24,18 +24,29 @@ export interface ConnectAnswers {
   /** `grpc-status` and `grpc-message` (percent-encoded) for `code` and `message`. */
   grpcStatus(code: Code, message: string): OutgoingHttpHeaders;
   /** The endings of a stream the gateway cuts at shutdown: `Unavailable`, in each protocol. */
-  readonly shutdown: {
-    /** gRPC: the trailers. */
-    readonly grpcTrailers: OutgoingHttpHeaders;
-    /** gRPC-web: the trailer frame that ends the body. */
-    readonly grpcWebTrailerFrame: Buffer;
-    /** Connect streaming: the end-stream message. */
-    readonly connectEndStream: Buffer;
-  };
+  readonly shutdown: StreamEndings;
+  /** The endings of a stream whose upstream failed between two messages: `Unavailable`. */
+  readonly upstreamFailed: StreamEndings;
+  /** The endings of a stream whose upstream stalled past the route's timeout between two messages: `DeadlineExceeded`. */
+  readonly upstreamStalled: StreamEndings;
+}
+
+/** How a stream the gateway ends with an error ends, in each protocol. */
+export interface StreamEndings {
+  /** gRPC: the trailers. */
+  readonly grpcTrailers: OutgoingHttpHeaders;
+  /** gRPC-web: the trailer frame that ends the body. */
+  readonly grpcWebTrailerFrame: Buffer;
+  /** Connect streaming: the end-stream message. */
+  readonly connectEndStream: Buffer;
 }
 
 /** What a caller reads when the gateway ends its open stream because it is shutting down. */
 export const SHUTDOWN_MESSAGE = "the gateway is shutting down";
+/** What a caller reads when the upstream failed in the middle of its stream (between two messages). */
+export const UPSTREAM_FAILED_MESSAGE = "the upstream service failed in the middle of the stream";
+/** What a caller reads when the upstream stopped sending in the middle of its stream, past the route's timeout. */
+export const UPSTREAM_STALLED_MESSAGE = "the upstream service stopped sending in the middle of the stream";
 
 let loading: Promise<ConnectAnswers> | undefined;
 let loaded: ConnectAnswers | undefined;
@@ -71,7 +82,13 @@ async function importConnectAnswers(): Promise<ConnectAnswers> {
     const json = connect.endStreamToJson(new Headers(), new ConnectError(message, code), undefined);
     return Buffer.from(encodeEnvelope(connect.endStreamFlag, new TextEncoder().encode(JSON.stringify(json))));
   };
-  const unavailable = new ConnectError(SHUTDOWN_MESSAGE, Code.Unavailable);
+  const endings = (code: Code, message: string): StreamEndings => ({
+    grpcTrailers: grpcStatus(code, message),
+    grpcWebTrailerFrame: Buffer.from(
+      encodeEnvelope(grpcWeb.trailerFlag, grpcWeb.trailerSerialize(setTrailerStatus(new Headers(), new ConnectError(message, code)))),
+    ),
+    connectEndStream: connectEndStreamError(code, message),
+  });
   return {
     connectUnaryError: (code, message) => ({
       status: connect.codeToHttpStatus(code),
@@ -80,12 +97,8 @@ async function importConnectAnswers(): Promise<ConnectAnswers> {
     connectEndStreamError,
     grpcStatus,
     // The same for every stream: built once.
-    shutdown: {
-      grpcTrailers: grpcStatus(Code.Unavailable, SHUTDOWN_MESSAGE),
-      grpcWebTrailerFrame: Buffer.from(
-        encodeEnvelope(grpcWeb.trailerFlag, grpcWeb.trailerSerialize(setTrailerStatus(new Headers(), unavailable))),
-      ),
-      connectEndStream: connectEndStreamError(Code.Unavailable, SHUTDOWN_MESSAGE),
-    },
+    shutdown: endings(Code.Unavailable, SHUTDOWN_MESSAGE),
+    upstreamFailed: endings(Code.Unavailable, UPSTREAM_FAILED_MESSAGE),
+    upstreamStalled: endings(Code.DeadlineExceeded, UPSTREAM_STALLED_MESSAGE),
   };
 }

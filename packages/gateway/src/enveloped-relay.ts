@@ -38,9 +38,14 @@ export interface TrailerTarget {
  * `grpc-status: 14` in the HTTP/2 trailers (gRPC), a trailer frame in the
  * body (gRPC-web), or an end-stream message (Connect).
  *
- * Failures pass through as before: an upstream error destroys the relay (the
- * caller's response is reset), and a relay destroyed because the caller went
- * away cancels the upstream.
+ * An upstream that fails between two messages (its stream reset, its
+ * connection gone, a stall past the route's timeout) ends the caller's
+ * stream the same way, with `Unavailable` (or `DeadlineExceeded` for the
+ * stall) and `onUpstreamFailure` is told: a browser page, which reads any
+ * reset as a bare "network error", then gets a code it can act on. Failing
+ * in the middle of a message, it destroys the relay (the caller's response
+ * is reset: half a message must never look like an ending). A relay
+ * destroyed because the caller went away cancels the upstream.
  */
 export class EnvelopedRelay extends Readable {
   readonly #source: Readable;
@@ -60,12 +65,16 @@ export class EnvelopedRelay extends Readable {
   #cutting = false;
   #detached = false;
   #cutTimer: NodeJS.Timeout | undefined;
+  // Why the stream is being ended early: the gateway's shutdown, or the upstream's failure.
+  #ending: "shutdown" | "upstreamFailed" | "upstreamStalled" = "shutdown";
+  readonly #onUpstreamFailure: ((error: Error) => void) | undefined;
 
-  constructor(source: Readable, protocol: EnvelopedProtocol, target: TrailerTarget) {
+  constructor(source: Readable, protocol: EnvelopedProtocol, target: TrailerTarget, onUpstreamFailure?: (error: Error) => void) {
     super({ highWaterMark: source.readableHighWaterMark });
     this.#source = source;
     this.#protocol = protocol;
     this.#target = target;
+    this.#onUpstreamFailure = onUpstreamFailure;
     this.#endFlag = protocol === "connect-stream" ? CONNECT_END_STREAM_FLAG : protocol === "grpc-web" ? GRPC_WEB_TRAILER_FLAG : 0;
     // The endings come from the Connect encoders, loaded on first need: start now.
     if (connectAnswersNow() === undefined) void loadConnectAnswers().catch(() => {});
@@ -132,13 +141,31 @@ export class EnvelopedRelay extends Readable {
   };
 
   readonly #onError = (error: Error): void => {
-    this.destroy(error);
+    this.#upstreamFailed(error);
   };
 
   readonly #onClose = (): void => {
     // Ended or failed: both were handled above; anything else is a body cut short.
-    if (!this.#detached) this.destroy(new Error("the upstream response closed before its end"));
+    if (!this.#detached) this.#upstreamFailed(new Error("the upstream response closed before its end"));
   };
+
+  /**
+   * The upstream body failed. Between two messages, and with nothing else
+   * ending the stream already, the caller's stream ends with an error in its
+   * protocol (see the class comment); otherwise the relay is destroyed and
+   * the caller's stream reset.
+   */
+  #upstreamFailed(error: Error & { code?: unknown }): void {
+    if (this.destroyed) return;
+    if (this.#cutting || this.#upstreamEnding || !this.#atBoundary()) {
+      this.destroy(error);
+      return;
+    }
+    this.#ending = error.code === "UND_ERR_BODY_TIMEOUT" ? "upstreamStalled" : "upstreamFailed";
+    this.#cutting = true;
+    this.#onUpstreamFailure?.(error);
+    this.#finishCut();
+  }
 
   readonly #onTrailers = (): void => {
     this.#upstreamEnding = true;
@@ -197,12 +224,12 @@ export class EnvelopedRelay extends Readable {
     );
   }
 
-  /** Writes the `Unavailable` ending in the caller's protocol, and ends. */
+  /** Writes the ending (`Unavailable`, or `DeadlineExceeded` for a stalled upstream) in the caller's protocol, and ends. */
   #end(answers: ConnectAnswers): void {
     if (this.destroyed) return;
-    const { shutdown } = answers;
-    if (this.#protocol === "grpc") this.#target.addTrailers(shutdown.grpcTrailers);
-    else this.push(this.#protocol === "grpc-web" ? shutdown.grpcWebTrailerFrame : shutdown.connectEndStream);
+    const ending = answers[this.#ending];
+    if (this.#protocol === "grpc") this.#target.addTrailers(ending.grpcTrailers);
+    else this.push(this.#protocol === "grpc-web" ? ending.grpcWebTrailerFrame : ending.connectEndStream);
     this.push(null);
   }
 

@@ -40,7 +40,8 @@ export function logCallerGone(request: FastifyRequest, reply: FastifyReply, deta
   (request as LoggedRequest)[LOGGED] = true;
   const cut = answerCuts.get(reply.raw);
   if (cut !== undefined) {
-    lineLoggerOf(reply).info({ ...accessFields(request, reply, cut.statusCode), code: cut.code, headersSent: detail.headersSent }, cut.message);
+    const fields = { ...accessFields(request, reply, cut.statusCode), code: cut.code, headersSent: detail.headersSent };
+    lineLoggerOf(reply).info(cut.upstream === undefined ? fields : { ...fields, upstream: cut.upstream }, cut.message);
     return;
   }
   lineLoggerOf(reply).info({ ...accessFields(request, reply, CLIENT_CLOSED_REQUEST), ...CALLER_GONE_FIELDS, headersSent: detail.headersSent }, CALLER_WENT_AWAY);
@@ -58,6 +59,8 @@ export interface AnswerCut {
   /** The gateway's error code, as in its error answers. */
   readonly code: "SERVICE_UNAVAILABLE" | "GATEWAY_TIMEOUT";
   readonly message: string;
+  /** The upstream at fault, when one is (see GatewayHttpError.upstream). */
+  readonly upstream?: string | undefined;
 }
 
 const answerCuts = new WeakMap<object, AnswerCut>();

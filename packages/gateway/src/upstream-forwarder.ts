@@ -400,7 +400,7 @@ function relayAnswer(request: FastifyRequest, reply: FastifyReply, response: Ups
   // The upstream failing mid-answer (not the caller leaving) cuts the
   // caller's answer: its access line says so (see markAnswerCut).
   body.once("error", (error: Error & { code?: unknown }) => {
-    if (!callerIsGone(reply)) markAnswerCut(reply.raw, upstreamCut(error));
+    if (!callerIsGone(reply)) markAnswerCut(reply.raw, upstreamCut(error, request));
   });
   const callerStream = (reply.raw as { stream?: ServerHttp2Stream }).stream;
   if (callerStream !== undefined) resetOnFailure(body, callerStream);
@@ -662,7 +662,14 @@ function envelopedRelayOf(response: UpstreamResponse, reply: FastifyReply): Enve
   const protocol = envelopedProtocolOf(response.headers["content-type"]);
   if (protocol === undefined) return undefined;
   const raw = reply.raw as ServerResponse | Http2ServerResponse;
-  const relay = new EnvelopedRelay(response.stream, protocol, raw);
+  // An upstream failing between two messages: the caller's stream ends with an error in its protocol (see EnvelopedRelay); said here.
+  const relay = new EnvelopedRelay(response.stream, protocol, raw, (error) => {
+    const upstream = upstreamNameOf(reply.request);
+    reply.log.warn(
+      { err: error, ...(upstream !== undefined && { upstream }) },
+      "upstream failed mid-stream, between two messages: the caller's stream was ended with an error (Unavailable; DeadlineExceeded for a stall)",
+    );
+  });
   setDrainDeadlineEnding(raw, () => relay.endAtMessageBoundary());
   return relay;
 }
@@ -721,10 +728,11 @@ async function sendAndCache(
 }
 
 /** How an upstream failure mid-answer shows in the caller's access line. */
-function upstreamCut(error: unknown): AnswerCut {
+function upstreamCut(error: unknown, request: FastifyRequest): AnswerCut {
+  const upstream = upstreamNameOf(request);
   return (error as { code?: unknown } | undefined)?.code === "UND_ERR_BODY_TIMEOUT"
-    ? { statusCode: 504, code: "GATEWAY_TIMEOUT", message: "answer cut short: the upstream stalled mid-answer" }
-    : { statusCode: 503, code: "SERVICE_UNAVAILABLE", message: "answer cut short: the upstream failed mid-answer" };
+    ? { statusCode: 504, code: "GATEWAY_TIMEOUT", message: "answer cut short: the upstream stalled mid-answer", upstream }
+    : { statusCode: 503, code: "SERVICE_UNAVAILABLE", message: "answer cut short: the upstream failed mid-answer", upstream };
 }
 
 /** A cacheable answer whose body did not come whole within the route's timeout: a 504, as for a body that stalled. */
@@ -747,7 +755,7 @@ function failReply(reply: FastifyReply, error: GatewayHttpError): void {
   }
   if (reply.raw.headersSent) {
     reply.log.warn({ err: error.cause ?? error }, "upstream failed after the response started");
-    markAnswerCut(reply.raw, upstreamCut(error.cause ?? error));
+    markAnswerCut(reply.raw, upstreamCut(error.cause ?? error, reply.request));
     reply.raw.destroy(error);
     return;
   }
@@ -783,11 +791,20 @@ export function callerIsGone(reply: FastifyReply): boolean {
 }
 
 /** Upstream failures, as the gateway reports them: 504 for timeouts (no answer, or a body that stalled), 503 for the rest. */
-function upstreamError(error: Error & { code?: unknown }, request: FastifyRequest): GatewayHttpError {
-  // Named in the log line (never in the answer): which upstream, reached where.
+/**
+ * The upstream a call was forwarded to, as its log lines name it (never
+ * its answer): its origin and, for a backend, the backend's name —
+ * `http://127.0.0.1:8081 (backend echo)`.
+ */
+function upstreamNameOf(request: FastifyRequest): string | undefined {
   const forwarding = callOf<ForwardedCall | undefined>(request)?.forwarding;
-  const backend = forwarding?.route.stripPrefix?.startsWith("/backend/") === true ? forwarding.route.stripPrefix.slice("/backend/".length) : undefined;
-  const upstream = forwarding === undefined ? undefined : backend === undefined ? forwarding.upstream.origin : `${forwarding.upstream.origin} (backend ${backend})`;
+  if (forwarding === undefined) return undefined;
+  const prefix = forwarding.route.stripPrefix;
+  return prefix?.startsWith("/backend/") === true ? `${forwarding.upstream.origin} (backend ${prefix.slice("/backend/".length)})` : forwarding.upstream.origin;
+}
+
+function upstreamError(error: Error & { code?: unknown }, request: FastifyRequest): GatewayHttpError {
+  const upstream = upstreamNameOf(request);
   if (error.code === "UND_ERR_BODY_TIMEOUT" || error.code === "UND_ERR_HEADERS_TIMEOUT") {
     return new GatewayHttpError("GATEWAY_TIMEOUT", "Upstream service did not answer in time", { cause: error, upstream });
   }
