@@ -315,6 +315,44 @@ describe("drain timeout configuration and close()", () => {
     }
   }, 15_000);
 
+  it("a call the drain timeout answers 503 itself keeps its CORS headers: a page reads Unavailable, not a CORS failure", async () => {
+    // An upstream that takes longer than the drain timeout to answer.
+    const slow = createServer((req, res) => {
+      req.resume();
+      setTimeout(() => res.end("late"), 5_000).unref();
+    });
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    const gateway = createGateway({
+      routes: parseRoutesFile(`version: "1.0"\nroutes:\n  - path: /api/slow\n    method: GET\n    proxy_upstream: http://127.0.0.1:${(slow.address() as AddressInfo).port}\n    auth_required: false\n`, { source: "inline" }),
+      hmacSecret: HMAC_SECRET,
+      tokens: { hs256: { secret: JWT_SECRET, issuer: SEED_ISSUER, audience: SEED_AUDIENCE } },
+      corsOrigins: ["https://app.example.com"],
+      logger: false,
+      drainTimeoutMs: 300,
+    });
+    const url = await gateway.listen();
+    try {
+      const answer = new Promise<{ status: number; headers: Record<string, unknown> }>((resolve, reject) => {
+        const req = httpRequest(`${url}/api/slow`, { headers: { origin: "https://app.example.com" } }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, headers: res.headers });
+        });
+        req.once("error", reject);
+        req.end();
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const closing = gateway.close();
+      const { status, headers } = await within(answer, 3_000, "no answer");
+      expect(status).toBe(503);
+      expect(headers["access-control-allow-origin"]).toBe("https://app.example.com");
+      expect(String(headers.vary)).toMatch(/origin/i);
+      await within(closing, 3_000, "close() did not resolve");
+    } finally {
+      slow.closeAllConnections();
+      slow.close();
+    }
+  }, 15_000);
+
   it("close() resolves within drainTimeoutMs when HTTP/2 clients never close their side, whatever stage they stopped at", async () => {
     const gateway = createGateway({
       routes: parseRoutesFile(`version: "1.0"\nroutes: []\n`, { source: "inline" }),

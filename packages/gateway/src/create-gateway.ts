@@ -4,7 +4,7 @@ import rateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
 import { ambiguousRequestHead, hasTooManyHeaderFields, MAX_CALLER_HEADER_FIELDS } from "./caller-headers.js";
 import { clientNetworkOf } from "./client-network.js";
-import { createDualProtocolServer, type DualProtocolServer } from "./dual-protocol-server.js";
+import { createDualProtocolServer, setPendingHeaders, type DualProtocolServer } from "./dual-protocol-server.js";
 import { answerClientError, asGatewayHttpError, sendGatewayError } from "./error-response.js";
 import { registerCors } from "./cors.js";
 import { resolveGatewayConfig, type GatewayConfig, type ResolvedRateLimitConfig } from "./gateway-config.js";
@@ -200,7 +200,15 @@ export function createGateway(options: GatewayConfig): Gateway {
     done();
   });
   // 3. CORS.
-  if (config.cors) registerCors(app, config.cors, routeMethodsOf(routes));
+  if (config.cors) {
+    registerCors(app, config.cors, routeMethodsOf(routes));
+    // A call the drain timeout answers itself (a bare 503, past fastify) still
+    // carries the CORS headers meant for it: a page can then read Unavailable.
+    app.addHook("onRequest", (_request, reply, done) => {
+      setPendingHeaders(reply.raw, () => reply.getHeaders());
+      done();
+    });
+  }
   // The request head's own refusals, after CORS so that a page can read them
   // (they carry its CORS headers), and before anything acts on the head: a
   // request-target that is not a path, too many header fields, a repeated

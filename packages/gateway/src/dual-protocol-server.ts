@@ -1,4 +1,4 @@
-import { createServer as createHttp1Server, ServerResponse, type IncomingMessage, type Server } from "node:http";
+import { createServer as createHttp1Server, ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type Server } from "node:http";
 import {
   constants as http2Constants,
   createServer as createHttp2Server,
@@ -327,10 +327,33 @@ export function createDualProtocolServer(handler: Handler, limits: ConnectionLim
   };
 }
 
+// Where the headers already meant for a response are kept (see setPendingHeaders).
+const pendingHeaders = new WeakMap<object, () => Readonly<Record<string, string | number | string[] | undefined>>>();
+
+/**
+ * Registers where the headers already meant for `res` are (fastify's reply:
+ * CORS's among them), for the 503 the drain timeout writes itself: its
+ * `Access-Control-*` and `Vary` headers go with it, so that a browser page
+ * can read that answer rather than see a CORS failure.
+ */
+export function setPendingHeaders(
+  res: ServerResponse | Http2ServerResponse,
+  headers: () => Readonly<Record<string, string | number | string[] | undefined>>,
+): void {
+  pendingHeaders.set(res, headers);
+}
+
 /** A bare 503 with `Retry-After`, ending the response (and, for HTTP/1.1, its connection). */
 function answerUnavailable(res: ServerResponse | Http2ServerResponse): void {
   if (res instanceof ServerResponse) res.shouldKeepAlive = false;
-  res.writeHead(503, { "retry-after": "1" });
+  const headers: OutgoingHttpHeaders = { "retry-after": "1" };
+  const pending = pendingHeaders.get(res)?.();
+  if (pending !== undefined) {
+    for (const [name, value] of Object.entries(pending)) {
+      if (value !== undefined && (name.startsWith("access-control-") || name === "vary")) headers[name] = typeof value === "number" ? String(value) : value;
+    }
+  }
+  res.writeHead(503, headers);
   res.end();
 }
 
