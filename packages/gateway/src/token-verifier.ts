@@ -328,28 +328,37 @@ function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): J
       throw e instanceof jose.errors.JWKSNoMatchingKey ? failed.error : e;
     }
   };
-  return async (header, token) => {
-    if (failure !== undefined && Date.now() < failure.until) return fromLastKeys(failure, header, token);
-    // jose refetches the set for an unknown kid, at most once per refetch
-    // cooldown: inside it, a kid the set lacks may be a key the OAuth2
-    // server has just started signing with. That is not the caller's fault:
-    // a 503 (try again shortly) rather than a 401, which would also spend
-    // the caller's budget of failed authentications and lock a service out
-    // for a key rotation. Past the cooldown the set is fetched again, and a
-    // kid still unknown is a 401. Nothing reaches the endpoint more often
-    // either way.
+  // jose refetches the set for an unknown kid at most once per refetch
+  // cooldown (30 s by default): inside it, a token signed with a key the
+  // OAuth2 server has just started using would be refused for up to that
+  // long. So a kid the set lacks also gets one early refetch, shared by
+  // everyone and at most once per UNKNOWN_KID_REFETCH_MS: a key rotation is
+  // seen within seconds, while made-up kids (which need no key to send)
+  // reach the endpoint no more often than that, and are refused with 401,
+  // counted against their sender's budget like any bad token.
+  let earlyRefetch: { at: number; done: Promise<unknown> } | undefined;
+  const withEarlyRefetch = async (header: Parameters<JWTVerifyGetKey>[0], token: Parameters<JWTVerifyGetKey>[1]) => {
     const coolingDown = remote.coolingDown;
     try {
-      const key = await remote(header, token);
+      return await remote(header, token);
+    } catch (e) {
+      if (!coolingDown || !(e instanceof jose.errors.JWKSNoMatchingKey)) throw e;
+      const now = Date.now();
+      if (earlyRefetch === undefined || now - earlyRefetch.at >= UNKNOWN_KID_REFETCH_MS) {
+        earlyRefetch = { at: now, done: remote.reload() };
+      }
+      await earlyRefetch.done;
+      return await remote(header, token);
+    }
+  };
+  return async (header, token) => {
+    if (failure !== undefined && Date.now() < failure.until) return fromLastKeys(failure, header, token);
+    try {
+      const key = await withEarlyRefetch(header, token);
       failure = undefined;
       lastAnsweredAt = Date.now();
       return key;
     } catch (e) {
-      if (coolingDown && e instanceof jose.errors.JWKSNoMatchingKey) {
-        throw new GatewayHttpError("SERVICE_UNAVAILABLE", "Token key not known yet", {
-          cause: new Error("the token's key is not in the key set fetched less than tokens.jwks.refetchCooldownMs ago; it is fetched again after that"),
-        });
-      }
       if (!isKeySetFailure(e, jose)) throw e;
       const last = remote.jwks();
       failure = { error: e, until: Date.now() + cooldownMs, lastKeys: last && jose.createLocalJWKSet(last) };
@@ -359,6 +368,9 @@ function withLastKeySet(remote: RemoteKeySet, cooldownMs: number, jose: Jose): J
 }
 
 type RemoteKeySet = ReturnType<Jose["createRemoteJWKSet"]>;
+
+/** The shortest time between two early refetches of the key set for a kid it lacks (see withLastKeySet). */
+const UNKNOWN_KID_REFETCH_MS = 5_000;
 
 /** How long after the key set last answered it may stand in while its endpoint fails: an hour. */
 const LAST_KEY_SET_MAX_MS = 60 * 60_000;
