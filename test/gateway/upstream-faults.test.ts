@@ -559,9 +559,12 @@ describe("an h2c upstream connection that goes silent", () => {
     await new Promise((resolve) => front.close(resolve));
   });
 
-  it("is replaced after a call times out on it: the next calls get through on a fresh connection; a slow call on a healthy one keeps it", async () => {
+  it("is replaced once it has stayed silent for 2 s: the next calls get through on a fresh connection; a slow call on a healthy one keeps it", async () => {
+    const started = Date.now();
     const first = await post(`${gateway.url}/backend/h2/pkg.S/M`, token);
     expect([first.status, JSON.parse(first.body).error?.code]).toEqual([504, "GATEWAY_TIMEOUT"]);
+    // Not before: an upstream merely slow to connect gets that long (see the next test).
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 2_100 - (Date.now() - started))));
     for (let i = 0; i < 3; i++) {
       const next = await post(`${gateway.url}/backend/h2/pkg.S/M`, token);
       expect([next.status, next.body]).toEqual([200, '{"ok":true}']);
@@ -572,6 +575,35 @@ describe("an h2c upstream connection that goes silent", () => {
     await new Promise((resolve) => setTimeout(resolve, 2_300));
     expect((await post(`${gateway.url}/backend/h2/pkg.S/M`, token)).status).toBe(200);
     expect(sockets.length).toBe(2);
+  });
+
+  it("an upstream slow to connect (its SETTINGS after 300 ms, longer than the route's timeout) is not given up on", async () => {
+    // A relay that holds each connection 300 ms before passing it on to the healthy server.
+    const delayed = createNetServer((socket) => {
+      socket.on("error", () => {});
+      socket.pause();
+      setTimeout(() => {
+        healthy.emit("connection", socket);
+        socket.resume();
+      }, 300);
+    });
+    const port = await listen(delayed);
+    const slowGateway = await startSeedGateway(
+      routesFileText({ backends: { h2: { upstream: `http://127.0.0.1:${port}`, http2: true, timeout: "200ms" } } }),
+    );
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const call = post(`${slowGateway.url}/backend/h2/pkg.S/M`, token);
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        statuses.push((await call).status);
+      }
+      // The first call waits for the connection past its timeout; the later ones are served on it.
+      expect(statuses.slice(1)).toEqual([200, 200, 200, 200]);
+    } finally {
+      await slowGateway.close();
+      await new Promise((resolve) => delayed.close(resolve));
+    }
   });
 
   it("so is one that answered before, then stops answering even PINGs", async () => {

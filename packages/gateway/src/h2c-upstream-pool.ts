@@ -52,14 +52,16 @@ interface PooledSession {
   draining: boolean;
   /** The upstream's SETTINGS arrived: it speaks HTTP/2 on this connection. */
   settled: boolean;
-  /** A PING is out to check that the upstream still answers on this connection. */
+  /** A PING (or the check for SETTINGS) is out to see whether the upstream still answers on this connection. */
   probing: boolean;
+  /** When the connection was opened (`Date.now()`). */
+  readonly openedAt: number;
 }
 
 /**
  * How long a session whose stream got no answer in time has to answer a
- * PING before it is destroyed: an upstream's HTTP/2 stack answers PINGs
- * itself, however busy its handlers, so a session that does not is wedged.
+ * PING before it is retired, and how long a new session has to send its
+ * SETTINGS before it is destroyed (see `#probe`).
  */
 const PROBE_TIMEOUT_MS = 2_000;
 
@@ -210,30 +212,52 @@ export class H2cUpstreamPool {
 
   /**
    * After a stream got no answer in time: is the session itself still
-   * alive? One the upstream never sent its SETTINGS on (it accepted the
-   * connection and went silent: a wedged worker), or that does not answer a
-   * PING within PROBE_TIMEOUT_MS, is destroyed, so that the next calls open
-   * a fresh connection instead of timing out on this one for good (steady
-   * traffic keeps its idle timer from ever firing). A slow handler on a
-   * healthy session only loses its own stream.
+   * alive? Steady traffic keeps a session's idle timer from ever firing, so
+   * without this check a dead connection would time out every call to its
+   * upstream for good.
+   *
+   * - A session the upstream has not sent its SETTINGS on (it accepted the
+   *   connection and went silent: a wedged worker) is destroyed once it is
+   *   PROBE_TIMEOUT_MS old — not before: an upstream merely slow to connect
+   *   serves its queued calls when it does.
+   * - A connected session is sent a PING. One not answered within
+   *   PROBE_TIMEOUT_MS is retired: no new call goes on it, while the calls
+   *   already on it finish or time out on their own — a single-threaded
+   *   upstream (Node, Python asyncio) answers no PING while a handler holds
+   *   its event loop, and its long answers on that session must not die
+   *   with it. A slow handler on a healthy session only loses its own stream.
    */
   #probe(pooled: PooledSession): void {
     const { session } = pooled;
     if (pooled.probing || session.closed || session.destroyed) return;
-    const wedged = () => {
+    if (!pooled.settled) {
+      const destroyIfSilent = () => {
+        pooled.probing = false;
+        if (pooled.settled || session.destroyed) return;
+        this.#retire(pooled);
+        session.destroy();
+        this.#onSessionError(Object.assign(new Error("Upstream accepted the connection but never sent its HTTP/2 SETTINGS; replaced"), { code: "ERR_HTTP2_PING_TIMEOUT" }));
+      };
+      const age = Date.now() - pooled.openedAt;
+      if (age >= PROBE_TIMEOUT_MS) return destroyIfSilent();
+      pooled.probing = true;
+      setTimeout(destroyIfSilent, PROBE_TIMEOUT_MS - age).unref();
+      return;
+    }
+    const unanswered = () => {
+      pooled.probing = false;
+      if (session.destroyed) return;
       this.#retire(pooled);
-      session.destroy();
-      this.#onSessionError(Object.assign(new Error("Upstream connection stopped answering (no SETTINGS or PING answer); replaced"), { code: "ERR_HTTP2_PING_TIMEOUT" }));
+      this.#onSessionError(Object.assign(new Error("Upstream connection answered no PING within 2 s; new calls go on a fresh one"), { code: "ERR_HTTP2_PING_TIMEOUT" }));
     };
-    if (!pooled.settled) return wedged();
     pooled.probing = true;
-    const timer = setTimeout(wedged, PROBE_TIMEOUT_MS);
+    const timer = setTimeout(unanswered, PROBE_TIMEOUT_MS);
     let sent = false;
     try {
       sent = session.ping((error) => {
         clearTimeout(timer);
         pooled.probing = false;
-        if (error !== null && !session.destroyed) wedged();
+        if (error !== null && !session.destroyed) unanswered();
       });
     } catch {
       sent = false;
@@ -241,8 +265,7 @@ export class H2cUpstreamPool {
     if (!sent) {
       // Too many PINGs unanswered already (Node's own limit): as good as no answer.
       clearTimeout(timer);
-      pooled.probing = false;
-      wedged();
+      unanswered();
     }
   }
 
@@ -278,7 +301,7 @@ export class H2cUpstreamPool {
 
   #open(): PooledSession {
     const session = connect(this.#origin);
-    const pooled: PooledSession = { session, active: 0, draining: false, settled: false, probing: false };
+    const pooled: PooledSession = { session, active: 0, draining: false, settled: false, probing: false, openedAt: Date.now() };
     session.once("remoteSettings", () => (pooled.settled = true));
     this.#sessions.add(pooled);
     const retire = () => {
