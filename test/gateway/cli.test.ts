@@ -135,6 +135,11 @@ describe("connect-gateway CLI", () => {
     const short = await runCli(["serve", "--routes", "examples/routes.yaml"], { JWT_SECRET, GATEWAY_HMAC_SECRET: "short" });
     expect(short.stderr.trim()).toBe("connect-gateway: GATEWAY_HMAC_SECRET must be a string of at least 16 characters (the `hmacSecret` option)");
     expect(short.stderr).not.toContain("short\n");
+    // A variable left unset whose default fails a check against another: its default is named as the culprit, not its absence.
+    const timeouts = await runCli(["serve", "--routes", "examples/routes.yaml"], { JWT_SECRET, GATEWAY_HMAC_SECRET: "x".repeat(32), GATEWAY_HEADERS_TIMEOUT_MS: "600000" });
+    expect(timeouts.stderr.trim()).toBe(
+      "connect-gateway: GATEWAY_REQUEST_TIMEOUT_MS (not set, so its default applies) must be at least headersTimeoutMs (the `requestTimeoutMs` option)",
+    );
     const noTokens = await runCli(["serve", "--routes", "examples/routes.yaml"], { GATEWAY_HMAC_SECRET: "x".repeat(32) });
     expect(noTokens.stderr.trim()).toBe(
       "connect-gateway: set JWT_SECRET, JWKS_URL or INTROSPECTION_URL: `tokens` must configure at least one of hs256, jwks or introspection",

@@ -89,6 +89,9 @@ describe("connect-gateway init", () => {
     // A project as "Using it in a service" leaves it: both packages installed from .tgz files.
     const app = join(dir, "app");
     mkdirSync(join(app, "vendor"), { recursive: true });
+    mkdirSync(join(dir, "checkout"), { recursive: true });
+    writeFileSync(join(app, "vendor/connect-gateway-0.1.0.tgz"), "");
+    writeFileSync(join(dir, "checkout/connect-gateway-gateway-0.1.0.tgz"), "");
     writeFileSync(
       join(app, "package-lock.json"),
       JSON.stringify({
@@ -113,6 +116,15 @@ describe("connect-gateway init", () => {
     const plain = await runCli(["init", "--name", "ledger", "--dir", "svc"], {}, { cwd: registry });
     expect(JSON.parse(readFileSync(join(registry, "svc/package.json"), "utf8")).dependencies["connect-gateway"]).toMatch(/^\^\d/);
     expect(plain.stdout).toContain("install both tarballs in one command");
+    // Tarballs installed from a folder deleted since: the version range, not a file npm cannot find.
+    const gone = join(dir, "tarballs-gone");
+    mkdirSync(gone, { recursive: true });
+    writeFileSync(
+      join(gone, "package-lock.json"),
+      JSON.stringify({ packages: { "node_modules/connect-gateway": { resolved: "file:/tmp/deleted/connect-gateway-0.1.0.tgz" }, "node_modules/@connect-gateway/gateway": { resolved: "file:/tmp/deleted/connect-gateway-gateway-0.1.0.tgz" } } }),
+    );
+    await runCli(["init", "--name", "ledger", "--dir", "svc"], {}, { cwd: gone });
+    expect(JSON.parse(readFileSync(join(gone, "svc/package.json"), "utf8")).dependencies["connect-gateway"]).toMatch(/^\^\d/);
   });
 
   it("a bad name or part is refused naming the flag", async () => {

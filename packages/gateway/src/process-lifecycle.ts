@@ -67,5 +67,9 @@ function forTheCommandLine(message: string, env: NodeJS.ProcessEnv): string {
   const names = variables.split(/, | or /);
   if (names.length > 1) return `connect-gateway: set ${variables}: \`${option}\` ${problem}`;
   const name = names[0] as string;
-  return `connect-gateway: ${name}${env[name] === undefined ? " is not set; it" : ""} ${problem} (the \`${option}\` option)`;
+  if (env[name] !== undefined) return `connect-gateway: ${name} ${problem} (the \`${option}\` option)`;
+  // Unset: for a value with no default (a secret), that is the problem; otherwise its default is what failed the check.
+  return /^must be a (non-empty )?string/.test(problem)
+    ? `connect-gateway: ${name} is not set; it ${problem} (the \`${option}\` option)`
+    : `connect-gateway: ${name} (not set, so its default applies) ${problem} (the \`${option}\` option)`;
 }

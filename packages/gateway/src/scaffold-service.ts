@@ -57,7 +57,10 @@ export function installedTarballs(projectDir: string): InstalledTarballs | undef
       }
       const tarball = (name: string) => {
         const resolved = packages[`node_modules/${name}`]?.resolved;
-        return typeof resolved === "string" && /^file:.+\.tgz$/.test(resolved) ? resolve(dir, resolved.slice("file:".length)) : undefined;
+        if (typeof resolved !== "string" || !/^file:.+\.tgz$/.test(resolved)) return undefined;
+        // Still there: a tarball installed from a folder deleted since would make a package.json npm cannot install.
+        const path = resolve(dir, resolved.slice("file:".length));
+        return existsSync(path) ? path : undefined;
       };
       const library = tarball("connect-gateway");
       const gateway = tarball("@connect-gateway/gateway");
