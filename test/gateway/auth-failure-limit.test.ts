@@ -59,6 +59,17 @@ async function startGateway(options: Partial<GatewayConfig> = {}, cacheMs?: numb
   return gateway;
 }
 
+/** createGateway's checks alone: nothing listens. */
+function startGatewayConfigOnly(options: Partial<GatewayConfig>): void {
+  createGateway({
+    routes: parseRoutesFile(routesYaml, { source: "routes.yaml", env: { UP: "http://127.0.0.1:9" } }),
+    hmacSecret: HMAC_SECRET,
+    tokens: { introspection: { url: "http://127.0.0.1:9", clientId: introspector.clientId, clientSecret: introspector.clientSecret } },
+    logger: false,
+    ...options,
+  });
+}
+
 const validToken = () => clientCredentialsToken(oauth.tokenUrl, service, "read");
 
 let fakes = 0;
@@ -206,6 +217,39 @@ describe("failed-authentication budget per client IP (default 20 per minute)", (
     expect((await call(gateway, madeUpToken(), "/api/v1/agents", "127.0.0.2")).status).toBe(401);
     expect(proxy.count - before).toBe(1);
     expect((await call(gateway, await validToken(), "/api/v1/agents", "127.0.0.2")).status).toBe(200);
+  });
+
+  it("behind a trusted proxy (trustProxy): one budget per address its X-Forwarded-For names; nobody else can choose theirs", { timeout: TEST_TIMEOUT }, async () => {
+    const gateway = await startGateway({ trustProxy: ["127.0.0.2"], authFailureLimit: { max: 2, timeWindowMs: 60_000 } });
+    const via = (from: string, forwardedFor: string, token = madeUpToken()) =>
+      new Promise<number>((resolve, reject) => {
+        const req = httpRequest(new URL("/api/v1/agents", gateway.url), {
+          localAddress: from,
+          agent: false,
+          headers: { authorization: `Bearer ${token}`, "x-forwarded-for": forwardedFor },
+        }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    // Through the load balancer (127.0.0.2): each caller it names has its own budget.
+    expect([await via("127.0.0.2", "198.51.100.7"), await via("127.0.0.2", "198.51.100.7"), await via("127.0.0.2", "198.51.100.7")]).toEqual([401, 401, 429]);
+    expect(await via("127.0.0.2", "198.51.100.8")).toBe(401);
+    // And the upstream is told that caller's address.
+    expect(await via("127.0.0.2", "198.51.100.9", await validToken())).toBe(200);
+    expect(backend.requests.at(-1)?.headers["x-forwarded-for"]).toBe("198.51.100.9");
+    // A caller that is not a trusted proxy: its X-Forwarded-For is ignored, it is counted under its own address.
+    expect([await via("127.0.0.1", "203.0.113.1"), await via("127.0.0.1", "203.0.113.2"), await via("127.0.0.1", "203.0.113.3")]).toEqual([401, 401, 429]);
+  });
+
+  it("trustProxy: a bad entry is refused naming the option and the variable", () => {
+    for (const bad of [["10.0.0.0/33"], ["not-an-address"], "10.0.0.1", [""]]) {
+      expect(() => startGatewayConfigOnly({ trustProxy: bad as never })).toThrow(/`trustProxy` must be a list of proxy addresses, CIDR ranges or "loopback".*GATEWAY_TRUST_PROXY/);
+    }
+    const config = gatewayConfigFromEnv("routes.yaml", { GATEWAY_HMAC_SECRET: HMAC_SECRET, JWT_SECRET: "j".repeat(32), GATEWAY_TRUST_PROXY: "10.0.0.0/8, loopback" });
+    expect(config.trustProxy).toEqual(["10.0.0.0/8", "loopback"]);
   });
 
   it("gives the budget back when the window ends (authFailureLimit option)", { timeout: TEST_TIMEOUT }, async () => {

@@ -126,6 +126,9 @@ export function createGateway(options: GatewayConfig): Gateway {
       answerClientError(error, socket, this.log);
     },
     bodyLimit: config.bodyLimit,
+    // Behind a load balancer: request.ip (rate limit, failure budget, log, X-Forwarded-For upstream)
+    // is the caller's, from the trusted proxies' X-Forwarded-For; none trusted by default.
+    trustProxy: config.trustProxy.length === 0 ? false : [...config.trustProxy],
     exposeHeadRoutes: false,
     serverFactory: (handler) => {
       dual = createDualProtocolServer(handler, {

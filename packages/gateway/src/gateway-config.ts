@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { GatewayConfigError } from "connect-gateway/errors";
 import {
   assertDurationMs,
@@ -106,6 +107,19 @@ export interface GatewayConfig {
    */
   readonly corsCredentials?: boolean;
   /**
+   * The proxies in front of the gateway (a load balancer, an ingress), whose
+   * `X-Forwarded-For` it believes: IP addresses, CIDR ranges
+   * (`10.0.0.0/8`), or `loopback`, `linklocal`, `uniquelocal`. A request
+   * from one of them is taken to come from the nearest address in its
+   * `X-Forwarded-For` that is not one of them — for the rate limit, the
+   * failed-authentication budget, the log and the `X-Forwarded-For` sent
+   * upstream; its `X-Forwarded-Proto` / `-Host` are believed too. Behind a
+   * load balancer without it, every caller shares the balancer's address:
+   * one budget for all. Default none: the gateway is the edge, and no
+   * caller can choose the address it is counted under.
+   */
+  readonly trustProxy?: readonly string[];
+  /**
    * On close (SIGTERM/SIGINT in the CLI): how long open calls (server
    * streams, slow unary calls) may still run before their connections are
    * cut, in milliseconds. Default 10 000; 0 cuts them at once.
@@ -206,6 +220,8 @@ export interface ResolvedGatewayConfig {
   readonly cache: Required<ResponseCacheOptions>;
   /** The CORS policy (origins, max age, exposed headers, credentials), from the options and the routes file; `false`: no CORS. */
   readonly cors: CorsPolicy | false;
+  /** The trusted proxies; empty when the gateway is the edge. */
+  readonly trustProxy: readonly string[];
   readonly drainTimeoutMs: number;
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
@@ -228,6 +244,30 @@ function required(option: string, value: unknown, hint = ""): string {
 
 function fail(option: string, problem: string): never {
   throw new GatewayConfigError(option, problem);
+}
+
+// What proxy-addr (fastify's trustProxy) takes besides addresses and ranges.
+const PROXY_KEYWORDS = new Set(["loopback", "linklocal", "uniquelocal"]);
+
+function resolveTrustProxy(value: GatewayConfig["trustProxy"]): readonly string[] {
+  if (value === undefined) return [];
+  const expected = 'a list of proxy addresses, CIDR ranges or "loopback" / "linklocal" / "uniquelocal", e.g. ["10.0.0.0/8"] (set GATEWAY_TRUST_PROXY)';
+  if (!Array.isArray(value)) fail("trustProxy", `must be ${expected}`);
+  for (const entry of value as unknown[]) {
+    if (typeof entry !== "string" || !isProxyAddress(entry)) {
+      fail("trustProxy", `must be ${expected}; ${JSON.stringify(typeof entry === "string" ? entry.slice(0, 60) : entry)} is none of those`);
+    }
+  }
+  return [...value];
+}
+
+function isProxyAddress(entry: string): boolean {
+  if (PROXY_KEYWORDS.has(entry) || isIP(entry) !== 0) return true;
+  const slash = entry.indexOf("/");
+  if (slash < 0) return false;
+  const family = isIP(entry.slice(0, slash));
+  const bits = entry.slice(slash + 1);
+  return family !== 0 && /^[0-9]{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128);
 }
 
 function isObject<T>(value: T): value is T & object {
@@ -262,6 +302,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
     config.bodyLimit === undefined ? GATEWAY_DEFAULTS.bodyLimit : assertPositiveInteger("bodyLimit", config.bodyLimit, must("a positive integer (bytes)"));
   const cache = resolveCache(config.cache);
   const corsOptions = resolveCorsOptions(config);
+  const trustProxy = resolveTrustProxy(config.trustProxy);
   const timer = (option: keyof GatewayConfig, value: unknown, fallback: number, hint: string, allowZero = false) =>
     value === undefined
       ? fallback
@@ -318,6 +359,7 @@ export function resolveGatewayConfig(config: GatewayConfig): ResolvedGatewayConf
     bodyLimit,
     cache,
     cors,
+    trustProxy,
     drainTimeoutMs,
     headersTimeoutMs,
     requestTimeoutMs,

@@ -27,6 +27,7 @@ export type { GatewayEnv };
  * | `CORS_MAX_AGE` | `Access-Control-Max-Age` of preflight answers: seconds, or a duration such as `2h` (default 7200) |
  * | `CORS_EXPOSE_HEADERS` | comma-separated response headers pages may read, besides the gRPC status, request id and rate-limit headers |
  * | `CORS_CREDENTIALS` | `true` or `false` (default): `Access-Control-Allow-Credentials` |
+ * | `GATEWAY_TRUST_PROXY` | comma-separated addresses / CIDR ranges of the proxies in front (see `trustProxy`) |
  * | `LOG_LEVEL` | pino level (default `info`) |
  * | `GATEWAY_DRAIN_TIMEOUT_MS` | on SIGTERM/SIGINT/SIGHUP, how long open calls may finish before they are cut (default 10000) |
  * | `GATEWAY_HEADERS_TIMEOUT_MS` | how long a connection may take to send its first bytes (HTTP/2: preface and SETTINGS) and an HTTP/1.1 request its headers (default 10000) |
@@ -64,6 +65,7 @@ export function gatewayLimitsFromEnv(
     ...(env.CORS_MAX_AGE !== undefined && { corsMaxAgeSeconds: seconds(env, "CORS_MAX_AGE") }),
     ...(env.CORS_EXPOSE_HEADERS !== undefined && { corsExposeHeaders: [list(env, "CORS_EXPOSE_HEADERS")].flat() }),
     ...(env.CORS_CREDENTIALS !== undefined && { corsCredentials: boolean(env, "CORS_CREDENTIALS") }),
+    ...(env.GATEWAY_TRUST_PROXY !== undefined && { trustProxy: [list(env, "GATEWAY_TRUST_PROXY")].flat() }),
     ...(env.GATEWAY_DRAIN_TIMEOUT_MS !== undefined && { drainTimeoutMs: drainTimeoutFromEnv(env) }),
     ...(env.GATEWAY_HEADERS_TIMEOUT_MS !== undefined && { headersTimeoutMs: integer(env, "GATEWAY_HEADERS_TIMEOUT_MS") }),
     ...(env.GATEWAY_REQUEST_TIMEOUT_MS !== undefined && { requestTimeoutMs: integer(env, "GATEWAY_REQUEST_TIMEOUT_MS") }),
