@@ -310,6 +310,11 @@ describe("drain timeout configuration and close()", () => {
       await new Promise((resolve) => setTimeout(resolve, 100)); // the line is written as the response closes
       const access = logs.lines().filter((line) => line.path === "/backend/up/stream");
       expect(access).toEqual([expect.objectContaining({ msg: "answer cut short: the gateway shut down", statusCode: 503 })]);
+      // The shutdown itself is in the log: its start (with the drain timeout), the cut, its end.
+      const messages = logs.lines().map((line) => String(line.msg));
+      expect(messages).toContain("closing: no new connections; the calls still open get drainTimeoutMs to finish");
+      expect(messages.indexOf("drain timeout: closing the calls still open")).toBeGreaterThan(messages.findIndex((m) => m.startsWith("closing:")));
+      expect(messages).toContain("closed");
     } finally {
       agent.destroy();
     }

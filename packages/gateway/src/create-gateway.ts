@@ -299,6 +299,7 @@ export function createGateway(options: GatewayConfig): Gateway {
   const drainTimeoutMs = config.drainTimeoutMs;
   let drainTimer: NodeJS.Timeout | undefined;
   app.addHook("preClose", async () => {
+    app.log.info({ drainTimeoutMs }, "closing: no new connections; the calls still open get drainTimeoutMs to finish");
     dual?.drain();
     drainTimer = setTimeout(() => {
       app.log.warn({ drainTimeoutMs }, "drain timeout: closing the calls still open");
@@ -308,6 +309,7 @@ export function createGateway(options: GatewayConfig): Gateway {
   app.addHook("onClose", async () => {
     clearTimeout(drainTimer);
     await Promise.all([store?.close(), context.dispatcher.close()]);
+    app.log.info("closed");
   });
 
   return gatewayHandle(app, routes, drainTimeoutMs);
