@@ -3,7 +3,7 @@
 // called through createTestGatewayTransport, which signs every request as
 // the gateway does, so the real verification runs.
 //
-//   npx tsx --test greeter.test.ts   (or: npm test)
+//   npx tsx --test greeter.test.ts   (npm test, with the scripts of examples/service/package.json)
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
