@@ -79,9 +79,13 @@ export function connectionErrorFrom(reason: unknown, target: string): Connection
     });
   }
   if (isUnavailableAnswer(reason)) {
-    // The gateway's 503 SERVICE_UNAVAILABLE: it is up, the backend behind it is not.
+    // The gateway's 503 SERVICE_UNAVAILABLE: it is up, the backend behind it is not (down, or
+    // misconfigured: the gateway's log line for that request id says which).
+    const requestId = requestIdOf(reason);
     return new ConnectionError(
-      `${target} answered that the backend is unavailable — safe to retry with backoff`,
+      `${target} answered that the backend is unavailable` +
+        (requestId === undefined ? "" : ` (request id ${requestId}: the gateway's log says why)`) +
+        " — safe to retry with backoff",
       Code.Unavailable,
       { cause: reason },
     );
@@ -94,6 +98,12 @@ export function connectionErrorFrom(reason: unknown, target: string): Connection
 function isUnavailableAnswer(reason: unknown): boolean {
   if (reason instanceof GatewayResponseError) return reason.status === 503;
   return reason instanceof ConnectError && !(reason instanceof GatewayError) && reason.code === Code.Unavailable;
+}
+
+// The gateway's X-Request-ID on its answer (a plain, safe value: at most 200 visible ASCII characters).
+function requestIdOf(reason: unknown): string | undefined {
+  const id = reason instanceof ConnectError ? reason.metadata.get("x-request-id") : null;
+  return id !== null && /^[\x21-\x7e]{1,200}$/.test(id) ? id : undefined;
 }
 
 // A deadline Connect enforced on our side, as opposed to one a server reported.

@@ -136,6 +136,10 @@ ${ECHO_BACKENDS}  gone:
     expect(error).toBeInstanceOf(ConnectionError);
     expect(error.code).toBe(Code.Unavailable);
     expect(error.cause).toMatchObject({ code: Code.Unavailable, rawMessage: "Upstream service is unavailable" });
+    // The request id the gateway logged it under, to find why (down, or misconfigured).
+    const requestId = /\(request id ([\w-]+): the gateway's log says why\)/.exec(error.message)?.[1];
+    expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(logs.lines().some((line) => line.reqId === requestId && line.msg === "Upstream service is unavailable")).toBe(true);
     const unreachable = createClient(EchoService, exampleClientTransport(stack, `http://127.0.0.1:${await unusedPort()}`));
     const down = await rejectionOf(unreachable.echo({ text: "x" }));
     expect(down).toBeInstanceOf(ConnectionError);
