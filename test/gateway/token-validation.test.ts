@@ -203,18 +203,24 @@ describe("token validation", () => {
   });
 });
 
+/** A JWKS endpoint serving `published` as it is at each fetch, counting the fetches. */
+async function publishKeys(published: readonly JWK[]) {
+  let count = 0;
+  const jwksServer = createServer((_req, res) => {
+    count++;
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ keys: published }));
+  });
+  const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+  return { jwksServer, issuer, fetches: () => count };
+}
+
 describe("JWKS key rotation", () => {
   it("fetches the key set once, and again only for an unknown kid", async () => {
     const keyA = await generateKeyPair("RS256", { extractable: true });
     const keyB = await generateKeyPair("ES256", { extractable: true });
     const published: JWK[] = [{ ...(await exportJWK(keyA.publicKey)), kid: "a", alg: "RS256" }];
-    let fetches = 0;
-    const jwksServer = createServer((_req, res) => {
-      fetches++;
-      res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify({ keys: published }));
-    });
-    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const { jwksServer, issuer, fetches } = await publishKeys(published);
     const backend = await startRecordingBackend();
     const gateway = createGateway({
       routes: parseRoutesFile(routesYaml, { source: "r", env: { UP: backend.url } }),
@@ -233,10 +239,10 @@ describe("JWKS key rotation", () => {
     try {
       expect((await call(gateway, "/api/v1/agents", await sign(keyA.privateKey, "a", "RS256"))).status).toBe(200);
       expect((await call(gateway, "/api/v1/agents", await sign(keyA.privateKey, "a", "RS256"))).status).toBe(200);
-      expect(fetches).toBe(1);
+      expect(fetches()).toBe(1);
       published.push({ ...(await exportJWK(keyB.publicKey)), kid: "b", alg: "ES256" });
       expect((await call(gateway, "/api/v1/agents", await sign(keyB.privateKey, "b", "ES256"))).status).toBe(200);
-      expect(fetches).toBe(2);
+      expect(fetches()).toBe(2);
       const unknown = await call(gateway, "/api/v1/agents", await sign(keyB.privateKey, "c", "ES256"));
       expect([unknown.status, unknown.body.error.code]).toEqual([401, "UNAUTHORIZED"]);
       for (const claims of [{ iss: "http://someone-else", aud: "api" }, { iss: issuer, aud: "another-api" }]) {
@@ -254,13 +260,7 @@ describe("JWKS key rotation", () => {
     const keyA = await generateKeyPair("RS256", { extractable: true });
     const keyB = await generateKeyPair("RS256", { extractable: true });
     const published: JWK[] = [{ ...(await exportJWK(keyA.publicKey)), kid: "a", alg: "RS256" }];
-    let fetches = 0;
-    const jwksServer = createServer((_req, res) => {
-      fetches++;
-      res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify({ keys: published }));
-    });
-    const issuer = `http://127.0.0.1:${await listen(jwksServer)}`;
+    const { jwksServer, issuer, fetches } = await publishKeys(published);
     const backend = await startRecordingBackend();
     const gateway = createGateway({
       routes: parseRoutesFile(routesYaml, { source: "r", env: { UP: backend.url } }),
@@ -278,12 +278,12 @@ describe("JWKS key rotation", () => {
       published.push({ ...(await exportJWK(keyB.publicKey)), kid: "b", alg: "RS256" });
       // The rotated key, seconds after the last fetch: one early refetch, and the call goes through.
       expect((await call(gateway, "/api/v1/agents", await sign(keyB.privateKey, "b"))).status).toBe(200);
-      expect(fetches).toBe(2);
+      expect(fetches()).toBe(2);
       // A spray of made-up kids (no key needed to send them): 401s, then the budget's 429s; no more fetches.
       const statuses: number[] = [];
       for (let i = 0; i < 8; i++) statuses.push((await call(gateway, "/api/v1/agents", await sign(keyB.privateKey, `made-up-${i}`))).status);
       expect(statuses).toEqual([401, 401, 401, 429, 429, 429, 429, 429]);
-      expect(fetches).toBe(2);
+      expect(fetches()).toBe(2);
     } finally {
       await gateway.close();
       await backend.close();
