@@ -46,7 +46,10 @@ const tooManyPending = (max: number) => new Error(`${max} replay claims are wait
  * Bring your own client (ioredis or node-redis); this package depends on
  * neither. Give the client a short connect timeout and no offline queue
  * (ioredis: `enableOfflineQueue: false`) so that a dead Redis fails fast; a
- * frozen one is bounded by `maxPendingClaims`. Give it no command timeout
+ * frozen one is bounded by `maxPendingClaims`. Give it no resend after a
+ * reconnect (ioredis: `maxRetriesPerRequest: 0`): a claim whose connection
+ * reset after its `SET` landed would otherwise be sent again, find its own
+ * key, and refuse the request as a replay. Give it no command timeout
  * (ioredis: `commandTimeout`): the service bounds each claim itself
  * (`replayStoreTimeoutMs`), and a command the client gives up on stays in
  * its queue all the same, where `maxPendingClaims` no longer counts it.
@@ -55,7 +58,7 @@ const tooManyPending = (max: number) => new Error(`${max} replay claims are wait
  * ```ts
  * import { Redis } from "ioredis";
  * const auth = createGatewayAuth({
- *   replayStore: createRedisReplayStore(new Redis(process.env.REDIS_URL, { enableOfflineQueue: false })),
+ *   replayStore: createRedisReplayStore(new Redis(process.env.REDIS_URL, { enableOfflineQueue: false, maxRetriesPerRequest: 0 })),
  * });
  * ```
  */
