@@ -3,6 +3,7 @@
 // many claims may wait at once, so a freeze under load cannot grow the
 // service's memory by every request that arrives during it. Real redis-server.
 import type { ChildProcess } from "node:child_process";
+import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisReplayStore } from "../../src/server/index.js";
@@ -10,10 +11,12 @@ import { startRedisServer } from "../support/redis-server.js";
 
 let server: ChildProcess;
 let redis: Redis;
+let redisUrl: string;
 
 beforeAll(async () => {
   const started = await startRedisServer();
   server = started.child;
+  redisUrl = started.url;
   redis = new Redis(started.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
   redis.on("error", () => {});
   await new Promise((resolve) => redis.once("ready", resolve));
@@ -53,6 +56,56 @@ describe("createRedisReplayStore's maxPendingClaims", () => {
     // The bound is on claims waiting, not in all: with Redis answering, it never bites.
     for (let i = 0; i < 200; i++) expect(await store.claim(`thawed-${i}-abcdefghijklmnopqrstuv`, 60)).toBe(true);
     expect(await store.claim("thawed-0-abcdefghijklmnopqrstuv", 60)).toBe(false);
+  });
+
+  it("a connection that lost answers without closing is made again: no later claim is paired with a lost one's answer", async () => {
+    // A proxy in front of Redis that can swallow Redis's answers while keeping the connection open.
+    let swallow = false;
+    const sockets = new Set<Socket>();
+    const proxy = createNetServer((client) => {
+      const upstream = netConnect(Number(new URL(redisUrl).port), "127.0.0.1");
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on("error", () => {});
+        socket.on("close", () => (client.destroy(), upstream.destroy()));
+      }
+      client.on("data", (chunk: Buffer) => upstream.write(chunk));
+      upstream.on("data", (chunk: Buffer) => {
+        if (!swallow) client.write(chunk);
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const viaProxy = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+    viaProxy.on("error", () => {});
+    await new Promise((resolve) => viaProxy.once("ready", resolve));
+    try {
+      const store = createRedisReplayStore(viaProxy, { keyPrefix: "desync-test:" });
+      expect(await store.claim("accepted-before-abcdefghijklmnopqrstuv", 60)).toBe(true);
+      // Five claims whose answers are lost; then the proxy passes answers again.
+      swallow = true;
+      const lost = Array.from({ length: 5 }, (_, i) => store.claim(`lost-${i}-abcdefghijklmnopqrstuv`, 60) as Promise<boolean>);
+      for (const claim of lost) claim.catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      swallow = false;
+      // Past a second, the next claim notices the stale ones and the connection is made again.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const noticed = store.claim("fresh-after-abcdefghijklmnopqrstuv", 60) as Promise<boolean>;
+      noticed.catch(() => {});
+      expect((await Promise.allSettled(lost)).every((outcome) => outcome.status === "rejected")).toBe(true);
+      await new Promise((resolve) => (viaProxy.status === "ready" ? resolve(undefined) : viaProxy.once("ready", resolve)));
+      // In step again: the replay of an accepted id is refused, a fresh id accepted — every time.
+      for (let i = 0; i < 20; i++) {
+        const [replay, fresh] = await Promise.all([
+          store.claim("accepted-before-abcdefghijklmnopqrstuv", 60),
+          store.claim(`fresh-${i}-abcdefghijklmnopqrstuv`, 60),
+        ]);
+        expect([i, replay, fresh]).toEqual([i, false, true]);
+      }
+    } finally {
+      viaProxy.disconnect();
+      for (const socket of sockets) socket.destroy();
+      proxy.close();
+    }
   });
 
   it("refuses a bad maxPendingClaims, naming it", () => {
