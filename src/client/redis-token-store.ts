@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { assertDurationMs, assertFunction, assertNonEmptyString } from "../core/assertions.js";
 import { setAnswerBudget } from "../core/answer-budget.js";
+import { RedisConnectionWatch } from "../core/redis-connection-watch.js";
 import { isStoredToken, type CoordinatedToken, type StoredToken, type TokenRefresh, type TokenStore } from "./token-store.js";
 
 /**
@@ -106,6 +107,9 @@ export function createRedisTokenStore(client: RedisTokenClient, options: RedisTo
   const pollIntervalMs = assertDurationMs("pollIntervalMs", options.pollIntervalMs ?? 50);
   const maxWaitMs = assertDurationMs("maxWaitMs", options.maxWaitMs ?? 2 * lockLeaseMs);
 
+  // Answers lost on a connection that stayed open: remade (see RedisConnectionWatch).
+  const watch = new RedisConnectionWatch(client);
+
   // One Redis command, bounded: rejects with a message of ours (the client's
   // error is reduced to its class and message, scrubbed of `secrets`).
   function command<T>(what: string, run: () => Promise<T>, secrets: readonly string[] = []): Promise<T> {
@@ -114,12 +118,16 @@ export function createRedisTokenStore(client: RedisTokenClient, options: RedisTo
         () => reject(new StoreFailure(what, `Redis did not answer within ${commandTimeoutMs} ms`)),
         commandTimeoutMs,
       );
+      const now = Date.now();
+      watch.check(now);
       let pending: Promise<T>;
       try {
         pending = Promise.resolve(run());
       } catch (error) {
         pending = Promise.reject(error);
       }
+      const settled = watch.sent(now);
+      pending.then(settled, settled);
       pending.then(
         (value) => {
           clearTimeout(timer);

@@ -1,4 +1,5 @@
 import { assertFunction, assertPositiveInteger } from "../core/assertions.js";
+import { RedisConnectionWatch } from "../core/redis-connection-watch.js";
 import type { ReplayStore } from "./replay-store.js";
 
 /**
@@ -68,49 +69,23 @@ export function createRedisReplayStore(client: RedisSetNx, options: RedisReplayS
   });
   const prefix = options.keyPrefix ?? "connect-gateway:replay:";
   const maxPending = assertPositiveInteger("maxPendingClaims", options.maxPendingClaims ?? 1000);
-  // When each claim still unanswered was sent, oldest first: Redis answers in order.
-  const sentAt: number[] = [];
-  let oldest = 0;
-  let lastResync = 0;
-  const settled = () => {
-    oldest++;
-    if (oldest === sentAt.length) {
-      sentAt.length = 0;
-      oldest = 0;
-    }
-  };
-  // A claim unanswered for RESYNC_AFTER_MS means the connection can no
-  // longer be trusted to answer in order (replies lost on a connection that
-  // stayed open would pair every later answer with the wrong claim, and keep
-  // the lost ones pending for good): with a client that can (ioredis), its
-  // connection is dropped and made again, failing what it still holds. At
-  // most once per RESYNC_AFTER_MS; checked as claims come, no timer.
-  const resyncIfStale = (now: number) => {
-    const first = sentAt[oldest];
-    if (first === undefined || now - first < RESYNC_AFTER_MS || now - lastResync < RESYNC_AFTER_MS) return;
-    // ioredis: disconnect(true) reconnects. (A node-redis client comes wrapped in a { set } adapter: none.)
-    const reconnecting = (client as { disconnect?: (reconnect?: boolean) => void }).disconnect;
-    if (typeof reconnecting !== "function") return;
-    lastResync = now;
-    reconnecting.call(client, true);
-  };
+  // Answers lost on a connection that stayed open: remade (see RedisConnectionWatch).
+  const watch = new RedisConnectionWatch(client);
   return {
     claim(requestId, ttlSeconds) {
       const now = Date.now();
-      resyncIfStale(now);
-      if (sentAt.length - oldest >= maxPending) throw tooManyPending(maxPending);
+      watch.check(now);
+      if (watch.pending >= maxPending) throw tooManyPending(maxPending);
       let answer: Promise<unknown>;
       try {
         answer = Promise.resolve(client.set(prefix + requestId, "1", "EX", Math.max(1, Math.ceil(ttlSeconds)), "NX"));
       } catch (error) {
         return Promise.reject(error);
       }
-      sentAt.push(now);
+      const settled = watch.sent(now);
       answer.then(settled, settled);
       return answer.then((reply) => reply === "OK");
     },
   };
 }
 
-/** How long a claim may go unanswered before the connection is made again (see createRedisReplayStore). */
-const RESYNC_AFTER_MS = 1_000;

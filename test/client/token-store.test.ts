@@ -26,6 +26,7 @@ import { createGatewayTokenManager } from "../../src/client/token-manager.js";
 import { tokenStoreKey } from "../../src/client/token-store.js";
 import { EchoService } from "../../examples/gen/example/v1/example_pb.js";
 import { startServer, type RunningServer } from "../support/loopback-server.js";
+import { startAnswerLosingProxy } from "../support/answer-losing-proxy.js";
 import { startRedisServer, type RedisServer } from "../support/redis-server.js";
 import { expectNoSecret } from "../support/no-secret.js";
 import { startTokenEndpoint, type TestTokenEndpoint, type TokenEndpointAnswer } from "../support/token-endpoint.js";
@@ -385,6 +386,36 @@ describe("the Redis token store", () => {
       expect(bEvents.map((e) => e.type === "token" && e.source)).toEqual(["store", "store"]);
     } finally {
       refused.delete(stale);
+    }
+  });
+
+  it("a connection that lost answers without closing is made again: a read never returns another key's token", async () => {
+    const proxy = await startAnswerLosingProxy(Number(new URL(redisServer.url).port));
+    const viaProxy = new Redis(proxy.url, { connectTimeout: 500, maxRetriesPerRequest: 0 });
+    viaProxy.on("error", () => {});
+    clients.push(viaProxy);
+    try {
+      await new Promise((resolve) => viaProxy.once("ready", resolve));
+      const store = createRedisTokenStore(viaProxy, { keyPrefix: "desync-test:", commandTimeoutMs: 100 });
+      const now = Date.now();
+      const tokenOf = (name: string) => ({ accessToken: `token-of-${name}`, issuedAt: now, expiresAt: now + 60_000 });
+      await store.set("a", tokenOf("a"));
+      await store.set("b", tokenOf("b"));
+      // Three reads whose answers are lost; then the proxy passes answers again.
+      proxy.swallow = true;
+      await Promise.allSettled([store.get("a"), store.get("a"), store.get("a")]);
+      proxy.swallow = false;
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      // Past a second the next command notices, and the connection is made again.
+      await Promise.allSettled([store.get("b")]);
+      await new Promise((resolve) => (viaProxy.status === "ready" ? resolve(undefined) : viaProxy.once("ready", resolve)));
+      for (let i = 0; i < 10; i++) {
+        const name = i % 2 === 0 ? "a" : "b";
+        const read = await Promise.resolve(store.get(name)).catch(() => undefined);
+        expect([i, name, read?.accessToken]).toEqual([i, name, `token-of-${name}`]);
+      }
+    } finally {
+      proxy.close();
     }
   });
 

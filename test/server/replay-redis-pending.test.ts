@@ -3,10 +3,10 @@
 // many claims may wait at once, so a freeze under load cannot grow the
 // service's memory by every request that arrives during it. Real redis-server.
 import type { ChildProcess } from "node:child_process";
-import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisReplayStore } from "../../src/server/index.js";
+import { startAnswerLosingProxy } from "../support/answer-losing-proxy.js";
 import { startRedisServer } from "../support/redis-server.js";
 
 let server: ChildProcess;
@@ -60,33 +60,19 @@ describe("createRedisReplayStore's maxPendingClaims", () => {
 
   it("a connection that lost answers without closing is made again: no later claim is paired with a lost one's answer", async () => {
     // A proxy in front of Redis that can swallow Redis's answers while keeping the connection open.
-    let swallow = false;
-    const sockets = new Set<Socket>();
-    const proxy = createNetServer((client) => {
-      const upstream = netConnect(Number(new URL(redisUrl).port), "127.0.0.1");
-      for (const socket of [client, upstream]) {
-        sockets.add(socket);
-        socket.on("error", () => {});
-        socket.on("close", () => (client.destroy(), upstream.destroy()));
-      }
-      client.on("data", (chunk: Buffer) => upstream.write(chunk));
-      upstream.on("data", (chunk: Buffer) => {
-        if (!swallow) client.write(chunk);
-      });
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const viaProxy = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+    const proxy = await startAnswerLosingProxy(Number(new URL(redisUrl).port));
+    const viaProxy = new Redis(proxy.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
     viaProxy.on("error", () => {});
     await new Promise((resolve) => viaProxy.once("ready", resolve));
     try {
       const store = createRedisReplayStore(viaProxy, { keyPrefix: "desync-test:" });
       expect(await store.claim("accepted-before-abcdefghijklmnopqrstuv", 60)).toBe(true);
       // Five claims whose answers are lost; then the proxy passes answers again.
-      swallow = true;
+      proxy.swallow = true;
       const lost = Array.from({ length: 5 }, (_, i) => store.claim(`lost-${i}-abcdefghijklmnopqrstuv`, 60) as Promise<boolean>);
       for (const claim of lost) claim.catch(() => {});
       await new Promise((resolve) => setTimeout(resolve, 200));
-      swallow = false;
+      proxy.swallow = false;
       // Past a second, the next claim notices the stale ones and the connection is made again.
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       const noticed = store.claim("fresh-after-abcdefghijklmnopqrstuv", 60) as Promise<boolean>;
@@ -103,7 +89,6 @@ describe("createRedisReplayStore's maxPendingClaims", () => {
       }
     } finally {
       viaProxy.disconnect();
-      for (const socket of sockets) socket.destroy();
       proxy.close();
     }
   });
