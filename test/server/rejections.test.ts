@@ -1,5 +1,6 @@
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as http from "node:http";
+import type { ClientHttp2Session } from "node:http2";
 import { connect as tcpConnect } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createGatewayAuth, type GatewayRejectionEvent } from "../../src/server/index.js";
@@ -380,16 +381,7 @@ describe("repeated headers over HTTP/2", () => {
     const session = h2connect(server.baseUrl);
     try {
       const send = (headers: Record<string, string | string[]>) =>
-        new Promise<{ status: number; body: string }>((resolve, reject) => {
-          const req = session.request({ ":method": "POST", ":path": ECHO, "content-type": "application/json", ...headers });
-          let status = 0;
-          let text = "";
-          req.on("response", (h) => (status = Number(h[":status"])));
-          req.on("data", (d: Buffer) => (text += d.toString()));
-          req.on("end", () => resolve({ status, body: text }));
-          req.on("error", reject);
-          req.end(body);
-        });
+        h2Post(session, { ":method": "POST", ":path": ECHO, "content-type": "application/json", ...headers });
       const honest = Object.fromEntries(valid());
       expect((await send(honest)).status).toBe(200);
       const repeated = await send({ ...honest, "x-user-id": [honest["x-user-id"] as string, "admin"] });
@@ -444,16 +436,7 @@ describe("v1 and the method's case", () => {
     session.on("error", () => {});
     try {
       const send = (method: string) =>
-        new Promise<{ status: number; body: string }>((resolve, reject) => {
-          const req = session.request({ ...Object.fromEntries(valid()), ":method": method, ":path": ECHO, "content-type": "application/json" });
-          let status = 0;
-          let text = "";
-          req.on("response", (h) => (status = Number(h[":status"])));
-          req.on("data", (d: Buffer) => (text += d.toString()));
-          req.on("end", () => resolve({ status, body: text }));
-          req.on("error", reject);
-          req.end(body);
-        });
+        h2Post(session, { ...Object.fromEntries(valid()), ":method": method, ":path": ECHO, "content-type": "application/json" });
       for (const method of ["post", "PoSt"]) {
         const refused = await send(method);
         expect([method, refused.status, JSON.parse(refused.body).message]).toEqual([method, 403, "invalid_signature"]);
@@ -465,3 +448,17 @@ describe("v1 and the method's case", () => {
     }
   });
 });
+
+/** Sends `body` on `session` with `headers` (pseudo-headers included): the status and the answer's text. */
+function h2Post(session: ClientHttp2Session, headers: Record<string, string | string[]>): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = session.request(headers);
+    let status = 0;
+    let text = "";
+    req.on("response", (h) => (status = Number(h[":status"])));
+    req.on("data", (d: Buffer) => (text += d.toString()));
+    req.on("end", () => resolve({ status, body: text }));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
